@@ -1,0 +1,484 @@
+//! Typed configuration: one TOML file, every key optional, environment
+//! overrides from the seed (`HOST`, `RTMP_PORT`, `OBS_*`), validation and a
+//! redacted printout for `motherstream check-config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/motherstream/motherstream.toml";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub rtmp: RtmpConfig,
+    pub relay: RelayConfig,
+    pub state: StateConfig,
+    pub log: LogConfig,
+    pub queue: QueueConfig,
+    pub obs: ObsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the hook/admin/overlay server binds.
+    pub listen: String,
+    /// Worker threads answering requests.
+    pub workers: usize,
+    /// File holding the admin bearer token (first line). Empty: admin
+    /// mutations are accepted from loopback clients only.
+    pub admin_token_file: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8483".into(),
+            workers: 4,
+            admin_token_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub host: String,
+    pub port: u16,
+    pub ingest_app: String,
+    pub output_app: String,
+    pub output_stream: String,
+    /// nginx-rtmp control module base URL, e.g. `http://127.0.0.1:8080/control`.
+    pub control_url: String,
+    /// nginx-rtmp stat URL, e.g. `http://127.0.0.1:8080/stat`.
+    pub stat_url: String,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            host: "127.0.0.1".into(),
+            port: 1935,
+            ingest_app: "live".into(),
+            output_app: "motherstream".into(),
+            output_stream: "live".into(),
+            control_url: String::new(),
+            stat_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Path (or name on PATH) of the ffmpeg binary.
+    pub ffmpeg: String,
+    /// Override of the relay arguments. `{input}` and `{output}` are replaced
+    /// by the RTMP URLs. Empty: the built-in copy relay.
+    pub args: Vec<String>,
+    /// Grace between SIGTERM and SIGKILL when stopping a relay.
+    pub stop_grace_ms: u64,
+    /// A relay with no output progress for this long counts as failed.
+    pub stall_seconds: u64,
+    /// Consecutive relay failures after which the on-air streamer is skipped.
+    pub max_failures: u32,
+    /// Relay stderr log. Empty: `$LOGS_DIRECTORY/ffmpeg.log`, else `<state dir>/ffmpeg.log`.
+    pub log_file: String,
+    /// Size at which the relay log is rotated to `<log_file>.1`.
+    pub log_max_bytes: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            ffmpeg: "ffmpeg".into(),
+            args: Vec::new(),
+            stop_grace_ms: 250,
+            stall_seconds: 10,
+            max_failures: 5,
+            log_file: String::new(),
+            log_max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory for `queue.json` and `streamers.json`. Empty:
+    /// `$STATE_DIRECTORY`, else the working directory.
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// auto (journald when `$JOURNAL_STREAM` is set, else stderr), journald,
+    /// syslog or stderr.
+    pub target: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            target: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Refuse publishes whose key is not in the streamer registry.
+    pub require_registered: bool,
+    /// Default slot length in seconds (0 = unlimited).
+    pub slot_seconds: u64,
+    /// After a slot ends by time or kick, refuse that key for this long (0 = off).
+    pub rejoin_block_seconds: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            require_registered: false,
+            slot_seconds: 0,
+            rejoin_block_seconds: 0,
+        }
+    }
+}
+
+/// How the OBS thread treats the media source across a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CueMode {
+    /// Leave the media source alone (measured fastest); recover it with
+    /// RESTART only when it ends or errors.
+    None,
+    /// RESTART the media source after each switch.
+    Restart,
+    /// The seed's way: hide the media source, then show it again.
+    HideShow,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObsConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    /// File holding the obs-websocket password (first line).
+    pub password_file: String,
+    /// Password from the `OBS_PASSWORD` environment variable; never read
+    /// from the config file and never printed.
+    #[serde(skip)]
+    pub password: Option<String>,
+    pub scene: String,
+    pub media_source: String,
+    pub loading_source: String,
+    pub name_source: String,
+    pub timer_source: String,
+    pub cue: CueMode,
+    /// Show the loading source this long across a switch (0 = only while
+    /// nobody is on air).
+    pub loading_ms: u64,
+    /// Deadline for every request to OBS.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ObsConfig {
+    fn default() -> Self {
+        ObsConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 4455,
+            password_file: String::new(),
+            password: None,
+            scene: "MOTHERSTREAM".into(),
+            media_source: "motherstream".into(),
+            loading_source: String::new(),
+            name_source: String::new(),
+            timer_source: String::new(),
+            cue: CueMode::None,
+            loading_ms: 0,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A configuration error with the context an operator needs.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read(PathBuf, std::io::Error),
+    Parse(PathBuf, String),
+    Env(&'static str, String),
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
+            ConfigError::Parse(p, e) => write!(f, "invalid config {}: {e}", p.display()),
+            ConfigError::Env(k, v) => write!(f, "invalid environment variable {k}={v:?}"),
+            ConfigError::Invalid(m) => write!(f, "invalid config: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The environment the config reads, passed in so tests need not mutate the
+/// process environment.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Load `path`. A missing file at the default path gives the defaults
+    /// (a fresh install works); a missing file named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut cfg = match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text).map_err(|e| ConfigError::Parse(path.into(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
+            Err(e) => return Err(ConfigError::Read(path.into(), e)),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The seed's environment variables override the file.
+    pub fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        if let Some(h) = env.var("HOST") {
+            self.rtmp.host = h;
+        }
+        if let Some(p) = env.var("RTMP_PORT") {
+            self.rtmp.port = p.parse().map_err(|_| ConfigError::Env("RTMP_PORT", p))?;
+        }
+        if let Some(h) = env.var("OBS_HOST") {
+            self.obs.host = h;
+        }
+        if let Some(p) = env.var("OBS_PORT") {
+            self.obs.port = p.parse().map_err(|_| ConfigError::Env("OBS_PORT", p))?;
+        }
+        if let Some(pw) = env.var("OBS_PASSWORD") {
+            self.obs.password = Some(pw);
+        }
+        if let Some(d) = env.var("STATE_DIRECTORY") {
+            if self.state.dir.is_empty() {
+                // systemd may pass several directories separated by ':'.
+                self.state.dir = d.split(':').next().unwrap_or_default().to_string();
+            }
+        }
+        if self.relay.log_file.is_empty() {
+            if let Some(d) = env.var("LOGS_DIRECTORY") {
+                let dir = d.split(':').next().unwrap_or_default();
+                self.relay.log_file = format!("{dir}/ffmpeg.log");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "http.listen {:?} is not an address:port",
+                self.http.listen
+            ));
+        }
+        if self.http.workers == 0 || self.http.workers > 256 {
+            return bad(format!(
+                "http.workers {} must be 1..=256",
+                self.http.workers
+            ));
+        }
+        for (k, v) in [
+            ("rtmp.ingest_app", &self.rtmp.ingest_app),
+            ("rtmp.output_app", &self.rtmp.output_app),
+            ("rtmp.output_stream", &self.rtmp.output_stream),
+        ] {
+            if !crate::hook::valid_name(v) {
+                return bad(format!("{k} {v:?} must match [A-Za-z0-9_-]{{1,64}}"));
+            }
+        }
+        if self.rtmp.ingest_app == self.rtmp.output_app {
+            return bad("rtmp.ingest_app and rtmp.output_app must differ".into());
+        }
+        if self.rtmp.host.is_empty() || self.rtmp.host.contains(['/', ' ', '?']) {
+            return bad(format!("rtmp.host {:?} is not a host name", self.rtmp.host));
+        }
+        for (k, v) in [
+            ("rtmp.control_url", &self.rtmp.control_url),
+            ("rtmp.stat_url", &self.rtmp.stat_url),
+        ] {
+            if !v.is_empty() && !v.starts_with("http://") {
+                return bad(format!("{k} {v:?} must be an http:// URL"));
+            }
+        }
+        if self.relay.ffmpeg.is_empty() {
+            return bad("relay.ffmpeg must not be empty".into());
+        }
+        if !self.relay.args.is_empty()
+            && !(self.relay.args.iter().any(|a| a.contains("{input}"))
+                && self.relay.args.iter().any(|a| a.contains("{output}")))
+        {
+            return bad("relay.args must contain {input} and {output}".into());
+        }
+        if self.relay.stall_seconds == 0 || self.relay.max_failures == 0 {
+            return bad("relay.stall_seconds and relay.max_failures must be > 0".into());
+        }
+        if crate::log::parse_level(&self.log.level).is_none() {
+            return bad(format!(
+                "log.level {:?} must be error, warn, info, debug or trace",
+                self.log.level
+            ));
+        }
+        if !["auto", "journald", "syslog", "stderr"].contains(&self.log.target.as_str()) {
+            return bad(format!(
+                "log.target {:?} must be auto, journald, syslog or stderr",
+                self.log.target
+            ));
+        }
+        if self.obs.enabled && (self.obs.scene.is_empty() || self.obs.media_source.is_empty()) {
+            return bad("obs.scene and obs.media_source must be set when obs.enabled".into());
+        }
+        if self.obs.request_timeout_ms == 0 {
+            return bad("obs.request_timeout_ms must be > 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if self.state.dir.is_empty() {
+            PathBuf::from(".")
+        } else {
+            PathBuf::from(&self.state.dir)
+        }
+    }
+
+    pub fn relay_log_path(&self) -> PathBuf {
+        if self.relay.log_file.is_empty() {
+            self.state_dir().join("ffmpeg.log")
+        } else {
+            PathBuf::from(&self.relay.log_file)
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted (the password
+    /// from the environment is never serialized at all).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut text = toml::to_string_pretty(self).unwrap_or_else(|e| format!("# {e}\n"));
+        if self.obs.password.is_some() {
+            text.push_str("\n# obs password: set from OBS_PASSWORD (redacted)\n");
+        }
+        text
+    }
+}
+
+/// Read a secret from the first line of a file; empty path → None.
+pub fn read_secret_file(path: &str) -> Result<Option<String>, ConfigError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    if line.is_empty() {
+        return Err(ConfigError::Invalid(format!("secret file {path} is empty")));
+    }
+    Ok(Some(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl Env for MapEnv {
+        fn var(&self, k: &str) -> Option<String> {
+            self.0.get(k).map(|v| v.to_string())
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_that_validate() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8483");
+        assert_eq!(c.rtmp.port, 1935);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::parse("[rtmp]\nprot = 1").unwrap_err();
+        assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::parse("[rtmp]\nhost='a'\nport=1").unwrap();
+        let env = MapEnv(HashMap::from([
+            ("HOST", "10.0.0.2"),
+            ("RTMP_PORT", "19350"),
+            ("OBS_PASSWORD", "pw"),
+            ("STATE_DIRECTORY", "/var/lib/ms:/x"),
+        ]));
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.rtmp.host, "10.0.0.2");
+        assert_eq!(c.rtmp.port, 19350);
+        assert_eq!(c.obs.password.as_deref(), Some("pw"));
+        assert_eq!(c.state_dir(), PathBuf::from("/var/lib/ms"));
+        assert!(!c.to_redacted_toml().contains("pw\""));
+    }
+
+    #[test]
+    fn bad_env_port_is_rejected() {
+        let mut c = Config::default();
+        let env = MapEnv(HashMap::from([("RTMP_PORT", "x")]));
+        assert!(c.apply_env(&env).is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        for text in [
+            "[http]\nlisten='nope'",
+            "[http]\nworkers=0",
+            "[rtmp]\ningest_app='a b'",
+            "[rtmp]\noutput_app='live'",
+            "[rtmp]\ncontrol_url='ftp://x'",
+            "[relay]\nargs=['-i','x']",
+            "[log]\nlevel='loud'",
+            "[obs]\nenabled=true\nmedia_source=''",
+        ] {
+            let c = Config::parse(text).unwrap();
+            assert!(c.validate().is_err(), "{text} should be invalid");
+        }
+    }
+
+    #[test]
+    fn cue_mode_names() {
+        let c = Config::parse("[obs]\ncue='hide-show'").unwrap();
+        assert_eq!(c.obs.cue, CueMode::HideShow);
+    }
+}

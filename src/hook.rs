@@ -1,0 +1,331 @@
+//! nginx-rtmp hook bodies → typed requests. Pure: no I/O.
+//!
+//! nginx appends the publisher's raw `?args` after its own fields, so a key
+//! can repeat (`name`, `call`, even `clientid`): the form is kept as ordered
+//! pairs and the **first** value of a key is the real one.
+
+use std::fmt;
+
+/// Which hook nginx called (from the request path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Connect,
+    Disconnect,
+    Publish,
+    PublishDone,
+    Done,
+    Play,
+    PlayDone,
+    Update,
+    RecordDone,
+}
+
+impl HookKind {
+    pub fn from_path(path: &str) -> Option<HookKind> {
+        Some(match path {
+            "/on_connect" => HookKind::Connect,
+            "/on_disconnect" => HookKind::Disconnect,
+            "/on_publish" => HookKind::Publish,
+            "/on_publish_done" => HookKind::PublishDone,
+            "/on_done" => HookKind::Done,
+            "/on_play" => HookKind::Play,
+            "/on_play_done" => HookKind::PlayDone,
+            "/on_update" => HookKind::Update,
+            "/on_record_done" => HookKind::RecordDone,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Connect => "on_connect",
+            HookKind::Disconnect => "on_disconnect",
+            HookKind::Publish => "on_publish",
+            HookKind::PublishDone => "on_publish_done",
+            HookKind::Done => "on_done",
+            HookKind::Play => "on_play",
+            HookKind::PlayDone => "on_play_done",
+            HookKind::Update => "on_update",
+            HookKind::RecordDone => "on_record_done",
+        }
+    }
+
+    /// Hooks that concern one stream and so must carry a valid `name`.
+    fn needs_name(self) -> bool {
+        !matches!(self, HookKind::Connect | HookKind::Disconnect)
+    }
+}
+
+/// A parsed hook request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub kind: HookKind,
+    pub app: String,
+    /// Stream name; validated for hooks that concern a stream.
+    pub name: String,
+    /// nginx's session id; absent only on on_connect.
+    pub client_id: Option<u64>,
+    pub addr: String,
+    pairs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    MissingField(&'static str),
+    BadName(String),
+    BadClientId(String),
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookError::MissingField(k) => write!(f, "missing field {k:?}"),
+            HookError::BadName(n) => write!(
+                f,
+                "invalid stream name {:?}: must match [A-Za-z0-9_-]{{1,64}}",
+                truncate(n, 80)
+            ),
+            HookError::BadClientId(c) => write!(f, "invalid clientid {:?}", truncate(c, 40)),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// `^[A-Za-z0-9_-]{1,64}$`
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Hook {
+    /// Parse a hook from its kind and the form string (POST body or GET query).
+    pub fn parse(kind: HookKind, form: &str) -> Result<Hook, HookError> {
+        let pairs = parse_form(form);
+        let first = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let app = first("app").ok_or(HookError::MissingField("app"))?;
+        let addr = first("addr").unwrap_or_default();
+        let client_id = match first("clientid") {
+            Some(c) => Some(c.parse::<u64>().map_err(|_| HookError::BadClientId(c))?),
+            None if kind == HookKind::Connect => None,
+            None => return Err(HookError::MissingField("clientid")),
+        };
+        let name = first("name").unwrap_or_default();
+        if kind.needs_name() && !valid_name(&name) {
+            if name.is_empty() && first("name").is_none() {
+                return Err(HookError::MissingField("name"));
+            }
+            return Err(HookError::BadName(name));
+        }
+        Ok(Hook {
+            kind,
+            app,
+            name,
+            client_id,
+            addr,
+            pairs,
+        })
+    }
+
+    /// First value of a field (nginx's own fields come before the
+    /// publisher's `?args`).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client connected from loopback (`addr` as nginx saw it).
+    pub fn from_loopback(&self) -> bool {
+        match self.addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            // nginx's own push relay reports `127.0.0.1:1935/app/name`.
+            Err(_) => self.addr.starts_with("127.0.0.1:"),
+        }
+    }
+}
+
+/// Parse `application/x-www-form-urlencoded` into ordered pairs. Malformed
+/// percent escapes are kept literally (nginx never sends them, but a client
+/// poking at the port must not crash anything).
+pub fn parse_form(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUBLISH: &str = "app=live&flashver=FMLE/3.0%20(compatible%3B%20Lavf59.27&swfurl=&tcurl=rtmp://127.0.0.1:19350/live&pageurl=&addr=127.0.0.1&clientid=3&call=publish&name=key1&type=live&foo=bar";
+
+    #[test]
+    fn parses_captured_publish() {
+        let h = Hook::parse(HookKind::Publish, PUBLISH).unwrap();
+        assert_eq!(h.app, "live");
+        assert_eq!(h.name, "key1");
+        assert_eq!(h.client_id, Some(3));
+        assert_eq!(h.get("flashver"), Some("FMLE/3.0 (compatible; Lavf59.27"));
+        assert_eq!(h.get("foo"), Some("bar"));
+        assert!(h.from_loopback());
+    }
+
+    #[test]
+    fn first_value_wins_against_injected_args() {
+        let body = "app=live&addr=10.1.2.3&clientid=2&call=publish&name=key1&type=live&name=evil&call=play&x=%26y&clientid=99";
+        let h = Hook::parse(HookKind::Publish, body).unwrap();
+        assert_eq!(h.name, "key1");
+        assert_eq!(h.client_id, Some(2));
+        assert_eq!(h.get("call"), Some("publish"));
+        assert_eq!(h.get("x"), Some("&y"));
+        assert!(!h.from_loopback());
+    }
+
+    #[test]
+    fn connect_has_no_clientid() {
+        let body = "app=live&flashver=LNX%209,0,124,2&swfurl=&tcurl=rtmp://127.0.0.1:19350/live&pageurl=&addr=127.0.0.1&epoch=1812812&call=connect";
+        let h = Hook::parse(HookKind::Connect, body).unwrap();
+        assert_eq!(h.client_id, None);
+        assert_eq!(h.name, "");
+    }
+
+    #[test]
+    fn disconnect_with_empty_app_twice() {
+        let body = "app=&flashver=&swfurl=&tcurl=&pageurl=&addr=127.0.0.1&clientid=1&call=disconnect&app=";
+        let h = Hook::parse(HookKind::Disconnect, body).unwrap();
+        assert_eq!(h.app, "");
+        assert_eq!(h.client_id, Some(1));
+    }
+
+    #[test]
+    fn rejects_bad_names_and_missing_fields() {
+        for (body, want) in [
+            ("app=live&clientid=1&name=a%20b", "invalid stream name"),
+            ("app=live&clientid=1&name=", "invalid stream name"),
+            ("app=live&clientid=1", "missing field \"name\""),
+            ("clientid=1&name=k", "missing field \"app\""),
+            ("app=live&name=k", "missing field \"clientid\""),
+            ("app=live&clientid=x&name=k", "invalid clientid"),
+        ] {
+            let e = Hook::parse(HookKind::Publish, body).unwrap_err();
+            assert!(e.to_string().contains(want), "{body}: {e}");
+        }
+        let long = format!("app=live&clientid=1&name={}", "a".repeat(65));
+        assert!(Hook::parse(HookKind::Publish, &long).is_err());
+        let ok = format!("app=live&clientid=1&name={}", "a".repeat(64));
+        assert!(Hook::parse(HookKind::Publish, &ok).is_ok());
+    }
+
+    #[test]
+    fn decode_is_total() {
+        assert_eq!(decode("a%2"), "a%2");
+        assert_eq!(decode("%"), "%");
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("%41+b"), "A b");
+        assert_eq!(decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn every_captured_fixture_parses() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nginx-rtmp");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("fixtures dir") {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let path_s = v["path"].as_str().unwrap();
+                let route = path_s.split('?').next().unwrap();
+                let Some(kind) = HookKind::from_path(route) else {
+                    continue;
+                };
+                let form = if v["method"] == "GET" {
+                    path_s.split_once('?').map(|x| x.1).unwrap_or("")
+                } else {
+                    v["body"].as_str().unwrap()
+                };
+                let h = Hook::parse(kind, form)
+                    .unwrap_or_else(|e| panic!("{}: {form}: {e}", path.display()));
+                // The decoded pairs must agree with the capture's own decoding
+                // on the first value of every key.
+                let captured = if v["method"] == "GET" {
+                    &v["query"]
+                } else {
+                    &v["form"]
+                };
+                for pair in captured.as_array().unwrap() {
+                    let k = pair[0].as_str().unwrap();
+                    let first = captured
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p[0] == k)
+                        .unwrap()[1]
+                        .as_str()
+                        .unwrap();
+                    assert_eq!(h.get(k), Some(first), "{k} in {form}");
+                }
+                n += 1;
+            }
+        }
+        assert!(n > 50, "only {n} fixture hooks parsed");
+    }
+}

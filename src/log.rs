@@ -1,0 +1,218 @@
+//! The `log` sink: journald-style `<N>` priority prefixes on stderr when run
+//! by systemd (`$JOURNAL_STREAM`), syslog through the `syslog` crate when
+//! asked, plain timestamped lines in a terminal. The level can change at
+//! run time (SIGHUP reload).
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Journald,
+    Syslog,
+    Stderr,
+}
+
+impl Target {
+    /// Resolve the configured target; `auto` means journald when stderr is
+    /// connected to the journal, else plain stderr.
+    pub fn resolve(name: &str, journal_stream: bool) -> Target {
+        match name {
+            "journald" => Target::Journald,
+            "syslog" => Target::Syslog,
+            "stderr" => Target::Stderr,
+            _ if journal_stream => Target::Journald,
+            _ => Target::Stderr,
+        }
+    }
+}
+
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" | "warning" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+/// Shift a level by `-v` (positive) / `-q` (negative) steps.
+pub fn adjust(level: LevelFilter, delta: i32) -> LevelFilter {
+    const ORDER: [LevelFilter; 6] = [
+        LevelFilter::Off,
+        LevelFilter::Error,
+        LevelFilter::Warn,
+        LevelFilter::Info,
+        LevelFilter::Debug,
+        LevelFilter::Trace,
+    ];
+    let i = ORDER.iter().position(|l| *l == level).unwrap_or(3) as i32;
+    ORDER[(i + delta).clamp(0, 5) as usize]
+}
+
+/// sd-daemon(3) priority for a log level.
+pub fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// One formatted line for the journald target (no timestamp: journald adds it).
+pub fn journald_line(level: Level, msg: &str) -> String {
+    // Continuation lines get the prefix too so each keeps its priority.
+    let p = priority(level);
+    msg.lines()
+        .map(|l| format!("<{p}>{l}\n"))
+        .collect::<String>()
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+struct Logger {
+    target: Target,
+    syslog: Option<Mutex<SyslogLogger>>,
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level() && m.target().starts_with("motherstream")
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let msg = r.args().to_string();
+        match (self.target, &self.syslog) {
+            (Target::Syslog, Some(s)) => {
+                if let Ok(mut s) = s.lock() {
+                    // A failing syslog socket must not take the daemon down.
+                    let _ = match r.level() {
+                        Level::Error => s.err(&msg),
+                        Level::Warn => s.warning(&msg),
+                        Level::Info => s.info(&msg),
+                        _ => s.debug(&msg),
+                    };
+                }
+            }
+            (Target::Journald, _) => {
+                let _ = std::io::stderr().write_all(journald_line(r.level(), &msg).as_bytes());
+            }
+            _ => {
+                let line = format!("{} {:<5} {}\n", timestamp(SystemTime::now()), r.level(), msg);
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Install the logger. Falls back to stderr (with a warning) when syslog
+/// cannot be reached.
+pub fn init(target: Target, level: LevelFilter) {
+    let mut target = target;
+    let mut fallback_reason = None;
+    let syslog = if target == Target::Syslog {
+        let fmt = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "motherstream".into(),
+            pid: std::process::id(),
+        };
+        match syslog::unix(fmt) {
+            Ok(l) => Some(Mutex::new(l)),
+            Err(e) => {
+                fallback_reason = Some(e.to_string());
+                target = Target::Stderr;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if log::set_boxed_logger(Box::new(Logger { target, syslog })).is_ok() {
+        log::set_max_level(level);
+    }
+    if let Some(e) = fallback_reason {
+        log::warn!("cannot connect to syslog ({e}); logging to stderr");
+    }
+}
+
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// `2026-11-24T06:04:35.123Z`, computed without a date crate.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_496_698_559);
+        assert_eq!(timestamp(t), "2026-11-24T05:04:58.559Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&timestamp(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn journald_prefixes() {
+        assert_eq!(journald_line(Level::Warn, "x"), "<4>x\n");
+        assert_eq!(journald_line(Level::Error, "a\nb"), "<3>a\n<3>b\n");
+        assert_eq!(journald_line(Level::Info, "i"), "<6>i\n");
+        assert_eq!(journald_line(Level::Debug, "d"), "<7>d\n");
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("WARN"), Some(LevelFilter::Warn));
+        assert_eq!(parse_level("loud"), None);
+        assert_eq!(adjust(LevelFilter::Info, 1), LevelFilter::Debug);
+        assert_eq!(adjust(LevelFilter::Info, -5), LevelFilter::Off);
+        assert_eq!(adjust(LevelFilter::Trace, 3), LevelFilter::Trace);
+        assert_eq!(Target::resolve("auto", true), Target::Journald);
+        assert_eq!(Target::resolve("auto", false), Target::Stderr);
+    }
+}

@@ -1,0 +1,89 @@
+//! OBS integration: one thread owns a blocking obs-websocket v5 client and
+//! makes OBS match the broadcast state the engine sends it.
+//!
+//! Contract with the engine (keep stable):
+//! * `ObsHandle::spawn(cfg, status_tx)` starts the thread; it never blocks
+//!   the caller, whether OBS is up or not.
+//! * `ObsHandle::show(state)` hands over the latest desired state; stale
+//!   states are coalesced (only the newest matters).
+//! * `ObsHandle::reconfigure(cfg)` applies a reloaded `[obs]` section.
+//! * The thread reports connection changes as `ObsStatus` on `status_tx`.
+//! * `ObsHandle::shutdown()` stops and joins the thread within a bounded time.
+
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::ObsConfig;
+
+/// What the broadcast should show now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastState {
+    /// Display name of the on-air streamer (never a stream key once a
+    /// registry is in use).
+    pub on_air: Option<String>,
+    /// Display name of the next streamer.
+    pub next_up: Option<String>,
+    /// Increments every time a different streamer goes on air; the OBS
+    /// thread uses it to tell a switch from a mere refresh.
+    pub switch_seq: u64,
+    /// When the on-air slot ends, for the countdown text (None = unlimited).
+    pub slot_ends_at: Option<SystemTime>,
+}
+
+/// Connection state reported to the engine (for `/api/status` and STATUS=).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObsStatus {
+    Connected { obs_version: String },
+    Disconnected { reason: String },
+}
+
+enum Msg {
+    Show(BroadcastState),
+    Reconfigure(Box<ObsConfig>),
+    Shutdown,
+}
+
+pub struct ObsHandle {
+    tx: Sender<Msg>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl ObsHandle {
+    pub fn spawn(cfg: ObsConfig, status_tx: Sender<ObsStatus>) -> std::io::Result<ObsHandle> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let join = std::thread::Builder::new()
+            .name("obs".into())
+            .spawn(move || run(cfg, rx, status_tx))?;
+        Ok(ObsHandle {
+            tx,
+            join: Some(join),
+        })
+    }
+
+    pub fn show(&self, state: BroadcastState) {
+        let _ = self.tx.send(Msg::Show(state));
+    }
+
+    pub fn reconfigure(&self, cfg: ObsConfig) {
+        let _ = self.tx.send(Msg::Reconfigure(Box::new(cfg)));
+    }
+
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+// Placeholder until the obs-websocket client lands: the thread only drains.
+fn run(_cfg: ObsConfig, rx: Receiver<Msg>, _status: Sender<ObsStatus>) {
+    while let Ok(m) = rx.recv() {
+        match m {
+            Msg::Show(_) | Msg::Reconfigure(_) => {}
+            Msg::Shutdown => return,
+        }
+    }
+}
