@@ -1,0 +1,29 @@
+# Installs the Debian packages and cargo tools the tests need, only those
+# that are missing. Sourced by tests/run-all.sh and tests/demo.sh.
+
+# Packages every run needs; stages add their own with need_pkgs.
+MS_PKGS=(nginx libnginx-mod-rtmp ffmpeg)
+
+need_pkgs() { MS_PKGS+=("$@"); }
+
+install_pkgs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_deps() {
+  # Stages declare extra packages in tests/stages/*.deps (one name a line).
+  for f in tests/stages/*.deps; do
+    [ -e "$f" ] || continue
+    while read -r p; do [ -n "$p" ] && [ "${p#\#}" = "$p" ] && MS_PKGS+=("$p"); done < "$f"
+  done
+  install_pkgs "${MS_PKGS[@]}"
+}
