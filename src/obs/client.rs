@@ -94,6 +94,9 @@ struct Thread {
     /// When the engine announced the current `switch_seq` (for `loading_ms`).
     switch_at: Option<Instant>,
     last_status: Option<ObsStatus>,
+    /// Retry class of the last failure since the last report (None after
+    /// a successful connect or a new config).
+    last_retry: Option<RetryClass>,
     backoff: Backoff,
     connections: u64,
 }
@@ -107,6 +110,7 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
         desired: BroadcastState::default(),
         switch_at: None,
         last_status: None,
+        last_retry: None,
         backoff: Backoff::default(),
         connections: 0,
     };
@@ -131,10 +135,16 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
             End::Reconnect => continue,
             End::Lost(f) => {
                 let delay = t.backoff.next_delay(f.retry);
-                let changed = t.report(ObsStatus::Disconnected {
-                    reason: f.reason.clone(),
-                });
+                // One report and one log line per state change: connected →
+                // down, or a different kind of trouble (e.g. now the wrong
+                // password); not one per retry.
+                let changed = !matches!(t.last_status, Some(ObsStatus::Disconnected { .. }))
+                    || t.last_retry != Some(f.retry);
+                t.last_retry = Some(f.retry);
                 if changed {
+                    t.report(ObsStatus::Disconnected {
+                        reason: f.reason.clone(),
+                    });
                     let msg = format!(
                         "OBS at {}:{} not connected: {}; retrying in {} s{}",
                         t.cfg.host,
@@ -212,6 +222,7 @@ impl Thread {
                 self.cfg = *cfg;
                 self.password = password;
                 self.backoff.reset();
+                self.last_retry = None;
                 Some(End::Reconnect)
             }
             Msg::Shutdown => Some(End::Shutdown),
@@ -332,6 +343,8 @@ struct Applied {
 struct Recovery {
     restarts: u32,
     not_before: Option<Instant>,
+    /// The previous check after a restart saw PLAYING.
+    playing_seen: bool,
 }
 
 impl Recovery {
@@ -356,6 +369,8 @@ struct Session {
     next_media_check: Option<Instant>,
     recovery: Recovery,
     resolve_due: Option<Instant>,
+    /// OBS announced ExitStarted.
+    exiting: bool,
     cfg: ObsConfig,
 }
 
@@ -440,6 +455,7 @@ impl Session {
             next_media_check: None,
             recovery: Recovery::default(),
             resolve_due: None,
+            exiting: false,
             cfg: cfg.clone(),
         };
         match s.identify(password) {
@@ -602,6 +618,7 @@ impl Session {
     /// Run the connection until it fails, the config changes or shutdown.
     fn run(mut self, t: &mut Thread) -> End {
         t.backoff.reset();
+        t.last_retry = None;
         log::info!(
             "connected to OBS {} at {}:{}",
             self.obs_version,
@@ -631,11 +648,13 @@ impl Session {
                 self.on_event(e, t);
             }
             let now = Instant::now();
-            if self.resolve_due.is_some_and(|d| d <= now) {
-                self.resolve()?;
+            if !self.exiting {
+                if self.resolve_due.is_some_and(|d| d <= now) {
+                    self.resolve()?;
+                }
+                self.apply(t, now)?;
+                self.watch_media(t, now)?;
             }
-            self.apply(t, now)?;
-            self.watch_media(t, now)?;
             if now.duration_since(self.last_rx) >= HEARTBEAT {
                 // Any frame refreshes last_rx; no answer = Fatal.
                 self.request("GetVersion", json!({}))?.ok();
@@ -654,7 +673,12 @@ impl Session {
     fn on_event(&mut self, e: Event, t: &Thread) {
         let input = str_field(e.event_data.as_ref(), "inputName");
         match e.event_type.as_str() {
-            "ExitStarted" => log::info!("OBS is exiting"),
+            "ExitStarted" => {
+                // OBS now tears its scenes down (a flood of *Removed events)
+                // and then closes with 1001: leave it alone until then.
+                log::info!("OBS is exiting");
+                self.exiting = true;
+            }
             "MediaInputPlaybackEnded"
                 if input == Some(self.cfg.media_source.as_str()) && t.desired.on_air.is_some() =>
             {
@@ -851,9 +875,9 @@ impl Session {
             if want.on_air.is_some() {
                 if is_switch {
                     self.cue(want.switch_seq)?;
+                    self.recovery = Recovery::default();
                 }
                 self.next_media_check = Some(now + MEDIA_CHECK_AFTER_SWITCH);
-                self.recovery = Recovery::default();
             }
         }
         if self.res.name {
@@ -972,15 +996,22 @@ impl Session {
             }
         };
         if state == MediaState::Playing {
-            if self.recovery.restarts > 0 {
-                log::info!(
-                    "OBS media source {input:?} is playing again after {} restart(s)",
-                    self.recovery.restarts
-                );
+            // Right after a RESTART of a dead URL OBS briefly says PLAYING;
+            // only two PLAYING checks in a row end the backoff.
+            if self.recovery.restarts == 0 || self.recovery.playing_seen {
+                if self.recovery.restarts > 0 {
+                    log::info!(
+                        "OBS media source {input:?} is playing again after {} restart(s)",
+                        self.recovery.restarts
+                    );
+                }
+                self.recovery = Recovery::default();
+            } else {
+                self.recovery.playing_seen = true;
             }
-            self.recovery = Recovery::default();
             return Ok(());
         }
+        self.recovery.playing_seen = false;
         if !state.needs_recovery() || self.recovery.not_before.is_some_and(|nb| nb > now) {
             return Ok(());
         }
