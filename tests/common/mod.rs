@@ -1039,6 +1039,30 @@ target = "stderr"
         self.post(&format!("/{name}"), body)
     }
 
+    /// POST an admin mutation, with `Authorization: Bearer <token>` if given.
+    pub fn admin(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        if path == "/override-queue" {
+            headers.push(("Content-Type", "application/json"));
+        }
+        http_to(
+            &self.connect_addr(),
+            "POST",
+            path,
+            &headers,
+            body.as_bytes(),
+        )
+    }
+
+    /// Enqueue `name` with a raw on_publish (no real stream behind it).
+    pub fn raw_publish(&self, name: &str, clientid: u64) -> Resp {
+        self.hook("on_publish", &publish_body("live", name, clientid, ""))
+    }
+
     /// `/queue-json` as a list of names.
     pub fn queue(&self) -> Vec<String> {
         let r = self.get("/queue-json");
