@@ -331,14 +331,11 @@ fn kill9_and_restart_reconnects_and_reapplies_the_current_state() {
     o.restart();
     let mut saw_disconnect = false;
     let end = Instant::now() + Duration::from_secs(40);
-    loop {
-        match next_status(&rx, end.saturating_duration_since(Instant::now())) {
-            ObsStatus::Disconnected { reason } => {
-                eprintln!("after SIGINT: {reason}");
-                saw_disconnect = true;
-            }
-            ObsStatus::Connected { .. } => break,
-        }
+    while let ObsStatus::Disconnected { reason } =
+        next_status(&rx, end.saturating_duration_since(Instant::now()))
+    {
+        eprintln!("after SIGINT: {reason}");
+        saw_disconnect = true;
     }
     assert!(saw_disconnect);
     let mut c = o.client();

@@ -422,7 +422,7 @@ fn scene_item(name: &str, id: u32, visible: bool, o: &ObsOpts, fill: bool) -> Va
 }
 
 fn scene_collection(o: &ObsOpts) -> Value {
-    let keep = |n: &str| !o.omit.iter().any(|x| *x == n);
+    let keep = |n: &str| !o.omit.contains(&n);
     let font = json!({"face": "DejaVu Sans", "size": 16, "style": "Book", "flags": 0});
     let mut sources = Vec::new();
     let mut items = Vec::new();
