@@ -88,6 +88,8 @@ impl Failure {
 struct Thread {
     cfg: ObsConfig,
     password: Option<String>,
+    /// The last password file problem logged.
+    password_error: Option<String>,
     rx: Receiver<Msg>,
     status_tx: Sender<ObsStatus>,
     desired: BroadcastState,
@@ -104,6 +106,7 @@ struct Thread {
 pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus>) {
     let mut t = Thread {
         password: None,
+        password_error: None,
         cfg,
         rx,
         status_tx,
@@ -114,7 +117,6 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
         backoff: Backoff::default(),
         connections: 0,
     };
-    t.password = resolve_password(&t.cfg);
     loop {
         if !t.cfg.enabled {
             t.report(ObsStatus::Disconnected {
@@ -126,6 +128,7 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
             }
         }
         t.connections += 1;
+        t.password = t.read_password(&t.cfg.clone());
         let end = match Session::connect(&t.cfg, t.password.as_deref(), t.connections) {
             Ok(session) => session.run(&mut t),
             Err(f) => End::Lost(f),
@@ -177,21 +180,34 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
 }
 
 /// The password: `OBS_PASSWORD` (already in `cfg.password`) wins over
-/// `password_file`, whose first line is read at every (re)configure.
-fn resolve_password(cfg: &ObsConfig) -> Option<String> {
+/// `password_file`, whose first line is read at every (re)configure and
+/// before every connection attempt (so a fixed file is picked up at the
+/// next retry, even without a reload).
+fn resolve_password(cfg: &ObsConfig) -> Result<Option<String>, String> {
     if let Some(pw) = &cfg.password {
-        return Some(pw.clone());
+        return Ok(Some(pw.clone()));
     }
-    match read_secret_file(&cfg.password_file) {
-        Ok(pw) => pw,
-        Err(e) => {
-            log::error!("OBS password not available: {e}; connecting without a password");
-            None
-        }
-    }
+    read_secret_file(&cfg.password_file).map_err(|e| e.to_string())
 }
 
 impl Thread {
+    /// Resolve the password, logging a problem once (not at every retry).
+    fn read_password(&mut self, cfg: &ObsConfig) -> Option<String> {
+        match resolve_password(cfg) {
+            Ok(pw) => {
+                self.password_error = None;
+                pw
+            }
+            Err(e) => {
+                if self.password_error.as_ref() != Some(&e) {
+                    log::error!("OBS password not available: {e}; connecting without a password");
+                    self.password_error = Some(e);
+                }
+                None
+            }
+        }
+    }
+
     /// Report a connection state to the engine once per change. Returns
     /// whether it changed.
     fn report(&mut self, s: ObsStatus) -> bool {
@@ -214,7 +230,7 @@ impl Thread {
                 None
             }
             Msg::Reconfigure(cfg) => {
-                let password = resolve_password(&cfg);
+                let password = self.read_password(&cfg);
                 if *cfg == self.cfg && password == self.password {
                     return None;
                 }
@@ -371,6 +387,8 @@ struct Session {
     resolve_due: Option<Instant>,
     /// OBS announced ExitStarted.
     exiting: bool,
+    /// A Shutdown/Reconnect that arrived during the connect-time setup.
+    pending_end: Option<End>,
     cfg: ObsConfig,
 }
 
@@ -456,6 +474,7 @@ impl Session {
             recovery: Recovery::default(),
             resolve_due: None,
             exiting: false,
+            pending_end: None,
             cfg: cfg.clone(),
         };
         match s.identify(password) {
@@ -619,6 +638,24 @@ impl Session {
     fn run(mut self, t: &mut Thread) -> End {
         t.backoff.reset();
         t.last_retry = None;
+        // Connected = checked and brought in line with the current state.
+        let setup = |s: &mut Session, t: &mut Thread| -> Outcome<()> {
+            if let Some(end) = t.drain() {
+                s.pending_end = Some(end);
+                return Ok(());
+            }
+            s.resolve()?;
+            s.ensure_fpsprobesize()?;
+            s.apply(t, Instant::now())
+        };
+        if let Err(f) = setup(&mut self, t) {
+            return End::Lost(f);
+        }
+        if let Some(end) = self.pending_end.take() {
+            let _ = self.ws.close(None);
+            let _ = self.ws.flush();
+            return end;
+        }
         log::info!(
             "connected to OBS {} at {}:{}",
             self.obs_version,
@@ -638,8 +675,6 @@ impl Session {
     }
 
     fn serve(&mut self, t: &mut Thread) -> Outcome<End> {
-        self.resolve()?;
-        self.ensure_fpsprobesize()?;
         loop {
             if let Some(end) = t.drain() {
                 return Ok(end);
