@@ -375,6 +375,44 @@ fn switch_gap(rig: &Rig, runs: usize) -> (Vec<f64>, Vec<f64>) {
     (gaps, hook_max)
 }
 
+/// A minimal HTTP server on one thread: read the head and body, answer a
+/// fixed 200, close. Used only to show the load generator's own ceiling.
+fn baseline_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind baseline");
+    let port = l.local_addr().expect("addr").port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            if st.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut s) = s else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = s.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, stop)
+}
+
 // ------------------------------------------------------------ main
 
 fn main() {
@@ -388,6 +426,13 @@ fn main() {
         (300, 1000, 3000)
     } else {
         (2000, 8000, 20_000)
+    };
+    // on_publish runs add one entry per request: keep them short enough
+    // that the "small queue" runs stay well below the 10,000-entry run.
+    let (p1, p8, p64) = if q {
+        (300, 1000, 2000)
+    } else {
+        (1000, 4000, 5000)
     };
     let switch_runs = if q { 3 } else { 5 };
     let limit = Duration::from_secs(20);
@@ -430,6 +475,24 @@ fn main() {
     );
 
     println!("\nhook latency and throughput (new TCP connection per request, HTTP/1.0, Connection: Close):");
+    // The ceiling of this load generator + loopback TCP on this machine: a
+    // minimal one-thread server answering a fixed 200, same requests.
+    let (bport, stop) = baseline_server();
+    let connect0 = request_bytes(
+        "POST",
+        "/on_connect",
+        &[],
+        connect_body("live", 1935).as_bytes(),
+    );
+    let l = load(bport, 64, n64, limit, &|_| connect0.clone());
+    report(
+        "(baseline: minimal server)",
+        64,
+        &l,
+        "ceiling of client + loopback here",
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(("127.0.0.1", bport));
     let connect = request_bytes(
         "POST",
         "/on_connect",
@@ -454,7 +517,7 @@ fn main() {
     // on_publish, distinct keys (each one a durable enqueue), from an
     // emptied queue each time.
     let mut base = 1_000_000usize;
-    for (c, n) in [(1, n1), (8, n8), (64, n64)] {
+    for (c, n) in [(1, p1), (8, p8), (64, p64)] {
         rig.daemon.admin("/clear-queue", "", None);
         let b = base;
         let l = load(port, c, n, limit, &|i| {
@@ -492,7 +555,7 @@ fn main() {
         fill.ok, fill.secs
     );
     let b = base;
-    let l = load(port, 64, n64, limit, &|i| {
+    let l = load(port, 64, p64, limit, &|i| {
         request_bytes(
             "POST",
             "/on_publish",
