@@ -25,8 +25,11 @@ pub const JOURNAL: &str = "queue.journal";
 /// The seed's format: a JSON array of stream keys.
 pub const SEED_QUEUE: &str = "QUEUE.json";
 const VERSION: u32 = 1;
-/// Compact once the journal is larger than this and than the snapshot.
-const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// While the snapshot is at most this big, a batch rewrites it whole (so
+/// `queue.json` always holds the full queue an operator expects to read);
+/// past it, batches go to the journal, which is compacted once it outgrows
+/// both this and the snapshot.
+const INLINE_SNAPSHOT_MAX: u64 = 64 * 1024;
 
 #[derive(Debug)]
 pub struct StoreError {
@@ -79,6 +82,10 @@ pub struct Store {
     journal_bytes: u64,
     snapshot_bytes: u64,
     seq: u64,
+    /// Largest snapshot rewritten whole per batch.
+    inline_max: u64,
+    /// The journal is compacted once larger than this and the snapshot.
+    compact_min: u64,
 }
 
 /// What `open` found, for the log.
@@ -185,6 +192,8 @@ impl Store {
             journal_bytes: 0,
             snapshot_bytes: 0,
             seq,
+            inline_max: INLINE_SNAPSHOT_MAX,
+            compact_min: INLINE_SNAPSHOT_MAX,
         };
         store.compact(&state)?;
         if report.migrated_seed {
@@ -200,11 +209,16 @@ impl Store {
         Ok((store, state, report))
     }
 
-    /// Durably record a batch of ops (one write, one fdatasync), compacting
-    /// into a new snapshot when the journal has grown large.
+    /// Durably record a batch of ops: a new snapshot while the queue is
+    /// small, else one journal write and one fdatasync, compacting into a
+    /// new snapshot when the journal has grown large.
     pub fn append(&mut self, ops: &[Op], state: &State) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
+        }
+        if self.journal_bytes == 0 && self.snapshot_bytes <= self.inline_max {
+            self.seq += ops.len() as u64;
+            return self.compact(state);
         }
         let path = self.dir.join(JOURNAL);
         let mut buf = Vec::with_capacity(ops.len() * 96);
@@ -225,7 +239,7 @@ impl Store {
         self.journal.sync_data().map_err(err(&path, "fsync"))?;
         self.seq = seq;
         self.journal_bytes += buf.len() as u64;
-        if self.journal_bytes > COMPACT_MIN_BYTES.max(self.snapshot_bytes) {
+        if self.journal_bytes > self.compact_min.max(self.snapshot_bytes) {
             self.compact(state)?;
         }
         Ok(())
@@ -342,6 +356,13 @@ mod tests {
         }
     }
 
+    /// Open with the journal used for every batch, whatever the size.
+    fn open_journaled(dir: &Path, now: u64) -> (Store, State, LoadReport) {
+        let (mut s, st, r) = Store::open(dir, now).unwrap();
+        s.inline_max = 0;
+        (s, st, r)
+    }
+
     fn publish(key: &str, cid: u64) -> Op {
         Op::Publish {
             key: key.into(),
@@ -358,7 +379,7 @@ mod tests {
     #[test]
     fn batches_survive_reopen() {
         let d = TempDir::new("reopen");
-        let (mut store, mut state, rep) = Store::open(&d.0, 0).unwrap();
+        let (mut store, mut state, rep) = open_journaled(&d.0, 0);
         assert_eq!(rep.restored_entries, 0);
         let ops = [publish("a", 1), publish("b", 2), publish("c", 3)];
         for op in &ops {
@@ -378,7 +399,7 @@ mod tests {
     #[test]
     fn snapshot_and_journal_never_double_apply() {
         let d = TempDir::new("double");
-        let (mut store, mut state, _) = Store::open(&d.0, 0).unwrap();
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
         let ops = [publish("a", 1), publish("b", 2)];
         for op in &ops {
             state.apply(op);
@@ -399,9 +420,26 @@ mod tests {
     }
 
     #[test]
+    fn small_queue_lives_whole_in_queue_json() {
+        let d = TempDir::new("inline");
+        let (mut store, mut state, _) = Store::open(&d.0, 0).unwrap();
+        let ops = [publish("a", 1), publish("b", 2)];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        let text = fs::read_to_string(d.0.join(SNAPSHOT)).unwrap();
+        assert!(text.contains("\"a\"") && text.contains("\"b\""), "{text}");
+        assert_eq!(fs::metadata(d.0.join(JOURNAL)).unwrap().len(), 0);
+        drop(store);
+        let (_s, back, _) = Store::open(&d.0, 1).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
     fn torn_last_line_is_dropped_quietly() {
         let d = TempDir::new("torn");
-        let (mut store, mut state, _) = Store::open(&d.0, 0).unwrap();
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
         let op = [publish("a", 1)];
         state.apply(&op[0]);
         store.append(&op, &state).unwrap();
@@ -476,8 +514,8 @@ mod tests {
     #[test]
     fn compaction_keeps_everything() {
         let d = TempDir::new("compact");
-        let (mut store, mut state, _) = Store::open(&d.0, 0).unwrap();
-        // Enough ops to pass the 1 MiB journal threshold several times.
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        // Enough ops to pass the inline limit and compact several times.
         for batch in 0..200u64 {
             let ops: Vec<Op> = (0..64u64)
                 .map(|i| publish(&format!("k{batch}-{i}"), batch * 64 + i))
@@ -487,7 +525,8 @@ mod tests {
             }
             store.append(&ops, &state).unwrap();
         }
-        assert!(store.journal_bytes < 2 * COMPACT_MIN_BYTES.max(store.snapshot_bytes));
+        assert!(store.snapshot_bytes > INLINE_SNAPSHOT_MAX);
+        assert!(store.journal_bytes <= 2 * store.snapshot_bytes);
         drop(store);
         let (_s, back, _) = Store::open(&d.0, 1).unwrap();
         assert_eq!(back.len(), 200 * 64);
