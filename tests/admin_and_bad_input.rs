@@ -386,3 +386,34 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         d.log()
     );
 }
+
+#[test]
+fn hook_forms_first_value_wins_and_get_query_works() {
+    let rig = Rig::start(NO_SKIP);
+    let d = &rig.daemon;
+    // nginx appends the publisher's raw ?args after its own fields: a key
+    // that injects `name` and `call` must not change who is queued.
+    let r = d.hook(
+        "on_publish",
+        &publish_body("live", "alice", 1, "name=evil&call=play_done&app=other"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // `notify_method get`: the same form as the query string, empty body.
+    let q = publish_body("live", "bob", 2, "");
+    let r = http(d.port, "GET", &format!("/on_publish?{q}"), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice", "bob"]);
+    let q = publish_done_body("live", "bob", 2);
+    let r = http(d.port, "GET", &format!("/on_publish_done?{q}"), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // publish_done for a session that was never accepted does not dequeue.
+    let r = d.hook("on_publish_done", &publish_done_body("live", "alice", 99));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // The real session leaving does.
+    let r = d.hook("on_publish_done", &publish_done_body("live", "alice", 1));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), Vec::<String>::new());
+}
