@@ -8,7 +8,7 @@
 
 ROOTFS_SUITE=bookworm
 ROOTFS_MIRROR=http://deb.debian.org/debian
-ROOTFS_INCLUDE=systemd,systemd-sysv,dbus,nginx,libnginx-mod-rtmp,ffmpeg
+ROOTFS_INCLUDE=systemd,systemd-sysv,dbus,nginx,libnginx-mod-rtmp,ffmpeg,curl,procps
 ROOTFS_CACHE=${ROOTFS_CACHE:-tests/.cache/rootfs-$ROOTFS_SUITE}
 
 # The unit that runs the test inside the booted guest. The lab directory is
