@@ -32,7 +32,7 @@ awk '/^motherstream:/ && prev !~ /^# ./ { bad = 1; print "  override without a r
   packaging/lintian-overrides && pass "every lintian override has a reason" || fail "lintian overrides without a reason"
 
 field() { dpkg-deb -f "$deb" "$1"; }
-[[ "$(field Depends)" =~ (^|, )ffmpeg(,|$) ]] && pass "Depends: $(field Depends)" || fail "Depends lacks ffmpeg: $(field Depends)"
+[[ "$(field Depends)" =~ (^|, )ffmpeg(,|$) && "$(field Depends)" =~ (^|, )procps(,|$) ]] && pass "Depends: $(field Depends)" || fail "Depends lacks ffmpeg or procps: $(field Depends)"
 [ "$(field Recommends)" = "nginx, libnginx-mod-rtmp" ] && pass "Recommends: $(field Recommends)" || fail "Recommends: $(field Recommends)"
 [ "$(field Suggests)" = "obs-studio" ] && pass "Suggests: $(field Suggests)" || fail "Suggests: $(field Suggests)"
 
