@@ -133,7 +133,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Refuse publishes whose key is not in the streamer registry.
@@ -142,16 +142,6 @@ pub struct QueueConfig {
     pub slot_seconds: u64,
     /// After a slot ends by time or kick, refuse that key for this long (0 = off).
     pub rejoin_block_seconds: u64,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            require_registered: false,
-            slot_seconds: 0,
-            rejoin_block_seconds: 0,
-        }
-    }
 }
 
 /// How the OBS thread treats the media source across a switch.
@@ -338,10 +328,9 @@ impl Config {
         if self.relay.ffmpeg.is_empty() {
             return bad("relay.ffmpeg must not be empty".into());
         }
-        if !self.relay.args.is_empty()
-            && !(self.relay.args.iter().any(|a| a.contains("{input}"))
-                && self.relay.args.iter().any(|a| a.contains("{output}")))
-        {
+        let has = |p: &str| self.relay.args.iter().any(|a| a.contains(p));
+        let complete = has("{input}") && has("{output}");
+        if !self.relay.args.is_empty() && !complete {
             return bad("relay.args must contain {input} and {output}".into());
         }
         if self.relay.stall_seconds == 0 || self.relay.max_failures == 0 {

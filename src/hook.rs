@@ -178,18 +178,16 @@ fn decode(s: &str) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
             c => {
                 out.push(c);
                 i += 1;
@@ -246,7 +244,8 @@ mod tests {
 
     #[test]
     fn disconnect_with_empty_app_twice() {
-        let body = "app=&flashver=&swfurl=&tcurl=&pageurl=&addr=127.0.0.1&clientid=1&call=disconnect&app=";
+        let body =
+            "app=&flashver=&swfurl=&tcurl=&pageurl=&addr=127.0.0.1&clientid=1&call=disconnect&app=";
         let h = Hook::parse(HookKind::Disconnect, body).unwrap();
         assert_eq!(h.app, "");
         assert_eq!(h.client_id, Some(1));

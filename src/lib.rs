@@ -2,9 +2,18 @@
 //!
 //! Threads and channels, no async runtime: HTTP workers turn nginx-rtmp
 //! hooks into commands for one engine thread, which owns the queue state and
-//! the ffmpeg relay child. See DESIGN in the README.
+//! the ffmpeg relay child. `unsafe` is confined to `sys`.
+#![deny(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod hook;
+pub mod http;
 pub mod log;
 pub mod obs;
+pub mod queue;
+pub mod relay;
+pub mod secret;
+pub mod store;
+mod sys;
+pub mod systemd;

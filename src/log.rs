@@ -108,7 +108,12 @@ impl Log for Logger {
                 let _ = std::io::stderr().write_all(journald_line(r.level(), &msg).as_bytes());
             }
             _ => {
-                let line = format!("{} {:<5} {}\n", timestamp(SystemTime::now()), r.level(), msg);
+                let line = format!(
+                    "{} {:<5} {}\n",
+                    timestamp(SystemTime::now()),
+                    r.level(),
+                    msg
+                );
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
         }

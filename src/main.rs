@@ -1,1 +1,278 @@
-fn main() {}
+//! motherstream: CLI, config load, threads, run until shutdown.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use motherstream::config::{self, Config, DEFAULT_CONFIG_PATH};
+use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
+use motherstream::http::{Ctx, HttpPool};
+use motherstream::store::Store;
+use motherstream::systemd::Notifier;
+use motherstream::{log as mslog, secret};
+
+const USAGE: &str = "\
+usage: motherstream [OPTIONS] [run]
+       motherstream [OPTIONS] check-config
+
+Runs the motherstream daemon (default), or validates the configuration and
+prints the effective config with secrets redacted.
+
+options:
+  -c, --config PATH      config file (default /etc/motherstream/motherstream.toml)
+      --log-target T     auto, journald, syslog or stderr (overrides [log] target)
+  -v, --verbose          more log output (repeatable)
+  -q, --quiet            less log output (repeatable)
+  -h, --help             this text
+  -V, --version          print the version
+";
+
+struct Args {
+    config: PathBuf,
+    config_explicit: bool,
+    log_target: Option<String>,
+    verbosity: i32,
+    command: String,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        config: PathBuf::from(DEFAULT_CONFIG_PATH),
+        config_explicit: false,
+        log_target: None,
+        verbosity: 0,
+        command: "run".into(),
+    };
+    let mut command_set = false;
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                a.config = it.next().ok_or("--config needs a path")?.into();
+                a.config_explicit = true;
+            }
+            "--log-target" => a.log_target = Some(it.next().ok_or("--log-target needs a value")?),
+            "-v" | "--verbose" => a.verbosity += 1,
+            "-q" | "--quiet" => a.verbosity -= 1,
+            "-h" | "--help" => a.command = "help".into(),
+            "-V" | "--version" => a.command = "version".into(),
+            s if s.starts_with("--config=") => {
+                a.config = s["--config=".len()..].into();
+                a.config_explicit = true;
+            }
+            s if s.starts_with("-vv") && s[1..].chars().all(|c| c == 'v') => {
+                a.verbosity += (s.len() - 1) as i32
+            }
+            "run" | "check-config" if !command_set => {
+                a.command = arg;
+                command_set = true;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("motherstream: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.command.as_str() {
+        "help" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "version" => {
+            println!("motherstream {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "check-config" => check_config(&args),
+        _ => run(&args),
+    }
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let mut cfg = Config::load(&args.config, args.config_explicit, &config::ProcessEnv)
+        .map_err(|e| e.to_string())?;
+    if let Some(t) = &args.log_target {
+        cfg.log.target = t.clone();
+        cfg.validate().map_err(|e| e.to_string())?;
+    }
+    Ok(cfg)
+}
+
+fn check_config(args: &Args) -> ExitCode {
+    match load_config(args).and_then(|c| {
+        config::read_secret_file(&c.http.admin_token_file).map_err(|e| e.to_string())?;
+        config::read_secret_file(&c.obs.password_file).map_err(|e| e.to_string())?;
+        Ok(c)
+    }) {
+        Ok(cfg) => {
+            println!("# effective configuration ({})", args.config.display());
+            print!("{}", cfg.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("motherstream: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> ExitCode {
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("motherstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let level = mslog::parse_level(&cfg.log.level).unwrap_or(log::LevelFilter::Info);
+    mslog::init(
+        mslog::Target::resolve(&cfg.log.target, journal),
+        mslog::adjust(level, args.verbosity),
+    );
+    std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    match serve(cfg, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(cfg: Config, args: &Args) -> Result<(), String> {
+    let admin_token =
+        config::read_secret_file(&cfg.http.admin_token_file).map_err(|e| e.to_string())?;
+    let relay_secret =
+        secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+
+    let state_dir = cfg.state_dir();
+    let (store, state, report) =
+        Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
+    for w in &report.warnings {
+        log::error!("{w}");
+    }
+    log::info!(
+        "motherstream {} starting: {} queued entries restored from {}{}",
+        env!("CARGO_PKG_VERSION"),
+        report.restored_entries,
+        state_dir.display(),
+        if report.migrated_seed {
+            " (migrated from QUEUE.json)"
+        } else {
+            ""
+        }
+    );
+
+    let server = HttpPool::bind(&cfg.http.listen)?;
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+    let view = Arc::new(RwLock::new(Arc::new(View::default())));
+    let settings = Arc::new(RwLock::new(Arc::new(Settings {
+        admin_token,
+        relay_secret,
+        ingest_app: cfg.rtmp.ingest_app.clone(),
+        output_app: cfg.rtmp.output_app.clone(),
+        output_stream: cfg.rtmp.output_stream.clone(),
+    })));
+    let ctx = Arc::new(Ctx {
+        engine: cmd_tx.clone(),
+        view: view.clone(),
+        settings: settings.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    let workers = cfg.http.workers;
+    let listen = cfg.http.listen.clone();
+    let engine = Engine::new(EngineParts {
+        cfg,
+        config_path: args.config.clone(),
+        config_explicit: args.config_explicit,
+        state,
+        store,
+        notifier: Notifier::from_env(),
+        view,
+        settings,
+    });
+
+    let signals = spawn_signal_thread(cmd_tx)?;
+    let pool = HttpPool::start(server, workers, ctx)
+        .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
+    log::info!("serving hooks and endpoints on http://{listen}");
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run(cmd_rx))
+        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+
+    let engine_result = engine_thread.join();
+    pool.stop();
+    signals.close();
+    if engine_result.is_err() {
+        return Err("the engine thread failed; exiting so systemd restarts the service".into());
+    }
+    Ok(())
+}
+
+/// SIGTERM/SIGINT → graceful stop; SIGHUP → reload. A dedicated thread turns
+/// them into engine commands.
+fn spawn_signal_thread(
+    tx: crossbeam_channel::Sender<Command>,
+) -> Result<signal_hook::iterator::Handle, String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let cmd = match sig {
+                    SIGHUP => {
+                        log::info!("SIGHUP: reloading the configuration");
+                        Command::Reload
+                    }
+                    _ => {
+                        log::info!(
+                            "{}: stopping",
+                            if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+                        );
+                        Command::Shutdown
+                    }
+                };
+                if tx.send(cmd).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<Args, String> {
+        parse_args(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn cli_parsing() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.command, "run");
+        assert!(!a.config_explicit);
+        let a = parse(&["--config", "/x.toml", "-vv", "-q", "check-config"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        assert!(a.config_explicit);
+        assert_eq!(a.verbosity, 1);
+        assert_eq!(a.command, "check-config");
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["bogus"]).is_err());
+        assert!(parse(&["run", "run"]).is_err());
+    }
+}

@@ -82,7 +82,8 @@ impl ObsHandle {
 fn run(_cfg: ObsConfig, rx: Receiver<Msg>, _status: Sender<ObsStatus>) {
     while let Ok(m) = rx.recv() {
         match m {
-            Msg::Show(_) | Msg::Reconfigure(_) => {}
+            Msg::Show(state) => log::trace!("obs: {state:?}"),
+            Msg::Reconfigure(cfg) => log::trace!("obs: {cfg:?}"),
             Msg::Shutdown => return,
         }
     }

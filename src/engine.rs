@@ -1,0 +1,1159 @@
+//! The engine thread: the only owner of the queue state, the store, the
+//! relay child and the OBS handle. It waits on its channels (commands,
+//! relay events, OBS status) with a timeout set by its nearest timer, never
+//! polling: each batch of commands is decided (pure queue rules), persisted
+//! once (group commit), answered, and then executed (relay, OBS, STATUS).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use serde_json::json;
+
+use crate::config::{self, Config};
+use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
+use crate::queue::{Op, Outcome, State};
+use crate::relay::{Relay, RelayEvent, RelaySpec};
+use crate::store::Store;
+use crate::systemd::Notifier;
+
+/// Most commands decided in one batch (one fsync).
+const MAX_BATCH: usize = 1024;
+/// A relay that has produced output this long is healthy again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How often STATUS= is refreshed when nothing happens (the "for 12m").
+const STATUS_REFRESH: Duration = Duration::from_secs(30);
+
+/// An answer for an HTTP worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: v.to_string(),
+        }
+    }
+
+    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
+        Reply::json(status, json!({ "error": msg.into() }))
+    }
+}
+
+pub enum Command {
+    Publish {
+        key: String,
+        client_id: Option<u64>,
+        addr: String,
+        reply: Sender<Reply>,
+    },
+    PublishDone {
+        key: String,
+        client_id: Option<u64>,
+        reply: Sender<Reply>,
+    },
+    Skip {
+        reply: Sender<Reply>,
+    },
+    Clear {
+        reply: Sender<Reply>,
+    },
+    Override {
+        names: Vec<String>,
+        reply: Sender<Reply>,
+    },
+    Health {
+        reply: Sender<Reply>,
+    },
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// SIGTERM/SIGINT: stop gracefully.
+    Shutdown,
+    /// Block the engine loop (tests prove the watchdog stops).
+    #[cfg(feature = "test-hooks")]
+    Wedge {
+        secs: u64,
+    },
+}
+
+/// What HTTP workers may read without asking the engine. Replaced whole by
+/// the engine; never mutated in place.
+#[derive(Debug)]
+pub struct Settings {
+    pub admin_token: Option<String>,
+    pub relay_secret: String,
+    pub ingest_app: String,
+    pub output_app: String,
+    pub output_stream: String,
+}
+
+pub type Shared<T> = Arc<RwLock<Arc<T>>>;
+
+pub fn read<T>(s: &Shared<T>) -> Arc<T> {
+    match s.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(s: &Shared<T>, v: T) {
+    match s.write() {
+        Ok(mut g) => *g = Arc::new(v),
+        Err(p) => *p.into_inner() = Arc::new(v),
+    }
+}
+
+/// A read-only picture of the queue for the read endpoints, published by
+/// the engine after every change.
+#[derive(Debug, Default)]
+pub struct View {
+    pub names: Vec<Arc<str>>,
+    pub joined_at: Vec<u64>,
+    pub on_air: Option<OnAirView>,
+    pub obs: ObsView,
+    pub started_at_ms: u64,
+    queue_json: OnceLock<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OnAirView {
+    pub name: Arc<str>,
+    pub since_ms: u64,
+    pub relay_state: &'static str,
+    pub relay_pid: Option<u32>,
+    pub relay_restarts: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ObsView {
+    pub enabled: bool,
+    pub connected: bool,
+    pub detail: String,
+}
+
+impl View {
+    /// `/queue-json`: display names, on-air first (the seed's shape).
+    pub fn queue_json(&self) -> &str {
+        self.queue_json
+            .get_or_init(|| serde_json::to_string(&self.names).unwrap_or_else(|_| "[]".into()))
+    }
+
+    pub fn status_json(&self, now_ms: u64) -> String {
+        let on_air = self.on_air.as_ref().map(|o| {
+            json!({
+                "name": &*o.name,
+                "since": o.since_ms / 1000,
+                "on_air_s": now_ms.saturating_sub(o.since_ms) / 1000,
+                "slot_left_s": null,
+                "relay": {
+                    "state": o.relay_state,
+                    "pid": o.relay_pid,
+                    "restarts": o.relay_restarts,
+                },
+            })
+        });
+        let queue: Vec<_> = self
+            .names
+            .iter()
+            .zip(&self.joined_at)
+            .enumerate()
+            .map(|(i, (n, j))| json!({"name": &**n, "position": i, "joined_at": j / 1000}))
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": now_ms.saturating_sub(self.started_at_ms) / 1000,
+            "on_air": on_air,
+            "next_up": self.names.get(1).map(|n| &**n),
+            "waiting": self.names.len().saturating_sub(1),
+            "queue": queue,
+            "obs": {
+                "enabled": self.obs.enabled,
+                "connected": self.obs.connected,
+                "detail": self.obs.detail,
+            },
+        })
+        .to_string()
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+enum RelaySlot {
+    Idle,
+    Running(Relay),
+    Stopping {
+        relay: Relay,
+        kill_at: Option<Instant>,
+        /// Stopped because it stalled: its exit counts as a failure.
+        failed: bool,
+    },
+    Backoff {
+        key: String,
+        until: Instant,
+    },
+}
+
+/// Failure accounting for the on-air key's relay.
+#[derive(Default)]
+struct RelayHealth {
+    key: String,
+    failures: u32,
+    restarts: u32,
+    /// Whether the last failure was already logged at warn level.
+    first_output_logged: bool,
+}
+
+pub struct Engine {
+    cfg: Config,
+    config_path: PathBuf,
+    config_explicit: bool,
+    state: State,
+    store: Store,
+    relay: RelaySlot,
+    relay_spec: RelaySpec,
+    relay_run: u64,
+    health: RelayHealth,
+    /// The on-air publisher left: its relay has nothing to flush.
+    kill_now: Option<String>,
+    relay_tx: Sender<RelayEvent>,
+    relay_rx: Receiver<RelayEvent>,
+    obs: Option<ObsHandle>,
+    obs_tx: Sender<ObsStatus>,
+    obs_rx: Receiver<ObsStatus>,
+    obs_view: ObsView,
+    notifier: Notifier,
+    next_watchdog: Option<Instant>,
+    next_status: Instant,
+    view: Shared<View>,
+    settings: Shared<Settings>,
+    started_at_ms: u64,
+    shutting_down: bool,
+    store_failed: bool,
+}
+
+pub struct EngineParts {
+    pub cfg: Config,
+    pub config_path: PathBuf,
+    pub config_explicit: bool,
+    pub state: State,
+    pub store: Store,
+    pub notifier: Notifier,
+    pub view: Shared<View>,
+    pub settings: Shared<Settings>,
+}
+
+impl Engine {
+    pub fn new(p: EngineParts) -> Engine {
+        let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
+        let (obs_tx, obs_rx) = crossbeam_channel::unbounded();
+        let relay_spec = relay_spec(&p.cfg);
+        let now = Instant::now();
+        let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
+        let mut e = Engine {
+            obs_view: ObsView {
+                enabled: p.cfg.obs.enabled,
+                connected: false,
+                detail: if p.cfg.obs.enabled {
+                    "connecting".into()
+                } else {
+                    "disabled".into()
+                },
+            },
+            cfg: p.cfg,
+            config_path: p.config_path,
+            config_explicit: p.config_explicit,
+            state: p.state,
+            store: p.store,
+            relay: RelaySlot::Idle,
+            relay_spec,
+            relay_run: 0,
+            health: RelayHealth::default(),
+            kill_now: None,
+            relay_tx,
+            relay_rx,
+            obs: None,
+            obs_tx,
+            obs_rx,
+            notifier: p.notifier,
+            next_watchdog,
+            next_status: now,
+            view: p.view,
+            settings: p.settings,
+            started_at_ms: unix_ms(),
+            shutting_down: false,
+            store_failed: false,
+        };
+        e.start_obs();
+        e
+    }
+
+    fn start_obs(&mut self) {
+        if !self.cfg.obs.enabled {
+            return;
+        }
+        match ObsHandle::spawn(self.cfg.obs.clone(), self.obs_tx.clone()) {
+            Ok(h) => self.obs = Some(h),
+            Err(e) => log::error!("cannot start the OBS thread: {e}"),
+        }
+    }
+
+    /// Run until a Shutdown command; returns after the relay is stopped, the
+    /// state persisted and the OBS thread joined.
+    pub fn run(mut self, commands: Receiver<Command>) {
+        self.after_change();
+        self.notifier.ready();
+        loop {
+            let timeout = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            select! {
+                recv(commands) -> msg => match msg {
+                    Ok(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match commands.try_recv() {
+                                Ok(c) => batch.push(c),
+                                Err(_) => break,
+                            }
+                        }
+                        self.handle_batch(batch);
+                    }
+                    // Every sender is gone: nothing can reach us any more.
+                    Err(_) => self.shutting_down = true,
+                },
+                recv(self.relay_rx) -> ev => {
+                    if let Ok(ev) = ev {
+                        self.on_relay_event(ev);
+                    }
+                }
+                recv(self.obs_rx) -> st => {
+                    if let Ok(st) = st {
+                        self.on_obs_status(st);
+                    }
+                }
+                default(timeout) => {}
+            }
+            self.on_timers(Instant::now());
+            if self.shutting_down {
+                break;
+            }
+        }
+        self.shutdown(&commands);
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = self.next_status;
+        if let Some(w) = self.next_watchdog {
+            t = t.min(w);
+        }
+        match &self.relay {
+            RelaySlot::Running(r) => {
+                t = t.min(r.last_progress + Duration::from_secs(self.cfg.relay.stall_seconds))
+            }
+            RelaySlot::Stopping {
+                kill_at: Some(k), ..
+            } => t = t.min(*k),
+            RelaySlot::Backoff { until, .. } => t = t.min(*until),
+            _ => {}
+        }
+        t
+    }
+
+    fn handle_batch(&mut self, batch: Vec<Command>) {
+        let now_ms = unix_ms();
+        let mut ops: Vec<Op> = Vec::new();
+        // (reply channel, answer, whether it acknowledges a state change)
+        let mut replies: Vec<(Sender<Reply>, Reply, bool)> = Vec::new();
+        let mut reload = false;
+        for cmd in batch {
+            match cmd {
+                Command::Publish {
+                    key,
+                    client_id,
+                    addr,
+                    reply,
+                } => {
+                    if self.shutting_down {
+                        replies.push((reply, Reply::error(503, "shutting down"), false));
+                        continue;
+                    }
+                    let op = Op::Publish {
+                        key: key.clone(),
+                        client_id,
+                        addr: addr.clone(),
+                        at: now_ms,
+                    };
+                    let out = self.state.apply(&op);
+                    let r = match &out {
+                        Outcome::Queued { position, new } => {
+                            if *new {
+                                log::info!(
+                                    "{} joined the queue at position {} (client {}, {addr})",
+                                    self.display(&key),
+                                    position + 1,
+                                    client_id.map_or("-".into(), |c| c.to_string()),
+                                );
+                            } else {
+                                log::info!(
+                                    "{} published again (client {}), already queued at position {}",
+                                    self.display(&key),
+                                    client_id.map_or("-".into(), |c| c.to_string()),
+                                    position + 1
+                                );
+                            }
+                            Reply::json(200, json!({"ok": true, "position": position}))
+                        }
+                        other => Reply::error(500, format!("unexpected outcome {other:?}")),
+                    };
+                    let changed = out.changed();
+                    if changed {
+                        ops.push(op);
+                    }
+                    replies.push((reply, r, changed));
+                }
+                Command::PublishDone {
+                    key,
+                    client_id,
+                    reply,
+                } => {
+                    let op = Op::PublishDone {
+                        key: key.clone(),
+                        client_id,
+                        at: now_ms,
+                    };
+                    let out = self.state.apply(&op);
+                    match &out {
+                        Outcome::Left { was_on_air, .. } => {
+                            if *was_on_air {
+                                log::info!(
+                                    "{} stopped publishing while on air; switching",
+                                    self.display(&key)
+                                );
+                                self.kill_now = Some(key.clone());
+                            } else {
+                                log::info!("{} left the queue", self.display(&key));
+                            }
+                        }
+                        Outcome::SessionEnded => log::info!(
+                            "a second publish of {} (client {}) ended; the first stays queued",
+                            self.display(&key),
+                            client_id.map_or("-".into(), |c| c.to_string())
+                        ),
+                        _ => {}
+                    }
+                    let changed = out.changed();
+                    if changed {
+                        ops.push(op);
+                    }
+                    replies.push((reply, Reply::json(200, json!({"ok": true})), changed));
+                }
+                Command::Skip { reply } => {
+                    let op = Op::Skip { at: now_ms };
+                    let out = self.state.apply(&op);
+                    if let Outcome::Skipped { key: Some(k) } = &out {
+                        log::info!("moderator skipped {}", self.display(k));
+                    }
+                    let changed = out.changed();
+                    if changed {
+                        ops.push(op);
+                    }
+                    replies.push((reply, self.queue_reply(), changed));
+                }
+                Command::Clear { reply } => {
+                    let op = Op::Clear { at: now_ms };
+                    let out = self.state.apply(&op);
+                    if let Outcome::Cleared { removed } = out {
+                        log::info!("moderator cleared the queue ({removed} entries)");
+                    }
+                    let changed = out.changed();
+                    if changed {
+                        ops.push(op);
+                    }
+                    replies.push((reply, self.queue_reply(), changed));
+                }
+                Command::Override { names, reply } => {
+                    let keys = names;
+                    let op = Op::Override {
+                        keys: keys.clone(),
+                        at: now_ms,
+                    };
+                    if let Err(e) = self.state.check_override(&keys) {
+                        replies.push((reply, Reply::error(400, e), false));
+                        continue;
+                    }
+                    let out = self.state.apply(&op);
+                    if let Outcome::Reordered { removed } = &out {
+                        log::info!(
+                            "moderator set the queue order: {} entries, {} removed",
+                            self.state.len(),
+                            removed.len()
+                        );
+                    }
+                    ops.push(op);
+                    replies.push((reply, self.queue_reply(), true));
+                }
+                Command::Health { reply } => {
+                    let r = if self.store_failed {
+                        Reply::error(503, "cannot persist queue state; see the log")
+                    } else {
+                        Reply::json(200, json!({"ok": true}))
+                    };
+                    replies.push((reply, r, false));
+                }
+                Command::Reload => reload = true,
+                Command::Shutdown => self.shutting_down = true,
+                #[cfg(feature = "test-hooks")]
+                Command::Wedge { secs } => {
+                    log::warn!("test hook: wedging the engine for {secs} s");
+                    std::thread::sleep(Duration::from_secs(secs));
+                }
+            }
+        }
+        self.persist(&ops, now_ms, &mut replies);
+        self.publish_view();
+        for (tx, r, _) in replies {
+            let _ = tx.send(r);
+        }
+        if reload {
+            self.reload();
+        }
+        self.after_change();
+    }
+
+    /// Durable before acknowledged: on failure, fall back to the last state
+    /// on disk and answer 503 to everything the batch would have changed.
+    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Sender<Reply>, Reply, bool)]) {
+        if ops.is_empty() {
+            return;
+        }
+        match self.store.append(ops, &self.state) {
+            Ok(()) => {
+                if self.store_failed {
+                    log::info!("queue state is being saved again");
+                    self.store_failed = false;
+                }
+            }
+            Err(e) => {
+                if !self.store_failed {
+                    log::error!("{e}; refusing queue changes until the disk works again");
+                }
+                self.store_failed = true;
+                match self.store.reload(now_ms) {
+                    Ok(s) => self.state = s,
+                    Err(e2) => log::error!("cannot re-read the queue state either: {e2}"),
+                }
+                for (_, r, changed) in replies.iter_mut() {
+                    if *changed {
+                        *r = Reply::error(503, format!("cannot persist queue state: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply an op the engine itself decided (relay failures), durably.
+    fn apply_internal(&mut self, op: Op) {
+        let out = self.state.apply(&op);
+        if out.changed() {
+            self.persist(std::slice::from_ref(&op), unix_ms(), &mut []);
+        }
+        self.publish_view();
+        self.after_change();
+    }
+
+    fn queue_reply(&self) -> Reply {
+        let names: Vec<String> = self
+            .state
+            .entries()
+            .iter()
+            .map(|e| self.display(&e.key))
+            .collect();
+        Reply::json(200, json!({"ok": true, "queue": names}))
+    }
+
+    /// The public name of a key. Stream keys stand for themselves until a
+    /// streamer registry exists.
+    fn display(&self, key: &str) -> String {
+        key.to_string()
+    }
+
+    fn publish_view(&self) {
+        let entries = self.state.entries();
+        let on_air = self.state.head().map(|h| {
+            let (relay_state, relay_pid) = match &self.relay {
+                RelaySlot::Running(r) if *r.key == *h.key => (
+                    if r.total_size > 0 {
+                        "running"
+                    } else {
+                        "starting"
+                    },
+                    Some(r.pid),
+                ),
+                RelaySlot::Stopping { relay, .. } => ("stopping", Some(relay.pid)),
+                RelaySlot::Backoff { .. } => ("backoff", None),
+                _ => ("starting", None),
+            };
+            OnAirView {
+                name: Arc::from(self.display(&h.key)),
+                since_ms: self.state.on_air_since().unwrap_or(0),
+                relay_state,
+                relay_pid,
+                relay_restarts: if self.health.key == *h.key {
+                    self.health.restarts
+                } else {
+                    0
+                },
+            }
+        });
+        let view = View {
+            names: entries.iter().map(|e| e.key.clone()).collect(),
+            joined_at: entries.iter().map(|e| e.joined_at).collect(),
+            on_air,
+            obs: self.obs_view.clone(),
+            started_at_ms: self.started_at_ms,
+            queue_json: OnceLock::new(),
+        };
+        write(&self.view, view);
+    }
+
+    /// Execute what the new state asks for: relay, OBS cues, STATUS line.
+    fn after_change(&mut self) {
+        self.reconcile_relay(Instant::now());
+        self.publish_view();
+        if let Some(obs) = &self.obs {
+            let e = self.state.entries();
+            obs.show(BroadcastState {
+                on_air: e.first().map(|h| self.display(&h.key)),
+                next_up: e.get(1).map(|n| self.display(&n.key)),
+                switch_seq: self.state.switch_seq(),
+                slot_ends_at: None,
+            });
+        }
+        self.refresh_status();
+    }
+
+    fn refresh_status(&mut self) {
+        let line = self.status_line(unix_ms());
+        self.notifier.status(&line);
+        self.next_status = Instant::now() + STATUS_REFRESH;
+    }
+
+    fn status_line(&self, now_ms: u64) -> String {
+        let mut parts = Vec::new();
+        match self.state.head() {
+            Some(h) => {
+                let mins =
+                    now_ms.saturating_sub(self.state.on_air_since().unwrap_or(now_ms)) / 60_000;
+                parts.push(format!("on air: {} for {mins}m", self.display(&h.key)));
+            }
+            None => parts.push("nobody on air".into()),
+        }
+        parts.push(format!("{} waiting", self.state.len().saturating_sub(1)));
+        parts.push(
+            match &self.relay {
+                RelaySlot::Running(r) if r.total_size > 0 => "relay ok",
+                RelaySlot::Running(_) => "relay starting",
+                RelaySlot::Stopping { .. } => "relay switching",
+                RelaySlot::Backoff { .. } => "relay restarting",
+                RelaySlot::Idle => "relay idle",
+            }
+            .to_string(),
+        );
+        if self.cfg.obs.enabled {
+            parts.push(if self.obs_view.connected {
+                "obs connected".into()
+            } else {
+                "obs disconnected".into()
+            });
+        }
+        if self.store_failed {
+            parts.push("STATE NOT SAVED".into());
+        }
+        parts.join(" · ")
+    }
+
+    fn reconcile_relay(&mut self, now: Instant) {
+        let desired = if self.shutting_down {
+            None
+        } else {
+            self.state.head().map(|e| e.key.to_string())
+        };
+        if let Some(d) = &desired {
+            if self.health.key != *d {
+                self.health = RelayHealth {
+                    key: d.clone(),
+                    ..RelayHealth::default()
+                };
+            }
+        }
+        let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
+        self.relay = match slot {
+            RelaySlot::Running(r) if desired.as_deref() != Some(r.key.as_str()) => {
+                let gone = self.kill_now.as_deref() == Some(r.key.as_str());
+                if gone {
+                    // Its input is gone: nothing to flush, and one SIGTERM
+                    // would not stop an ffmpeg whose input went idle.
+                    r.kill();
+                    RelaySlot::Stopping {
+                        relay: r,
+                        kill_at: None,
+                        failed: false,
+                    }
+                } else {
+                    r.terminate();
+                    RelaySlot::Stopping {
+                        relay: r,
+                        kill_at: Some(now + Duration::from_millis(self.cfg.relay.stop_grace_ms)),
+                        failed: false,
+                    }
+                }
+            }
+            RelaySlot::Backoff { key, until } => match &desired {
+                Some(d) if *d == key && now < until => RelaySlot::Backoff { key, until },
+                Some(d) => self.spawn_relay(d),
+                None => RelaySlot::Idle,
+            },
+            RelaySlot::Idle => match &desired {
+                Some(d) => self.spawn_relay(d),
+                None => RelaySlot::Idle,
+            },
+            other => other,
+        };
+        self.kill_now = None;
+    }
+
+    fn spawn_relay(&mut self, key: &str) -> RelaySlot {
+        self.relay_run += 1;
+        let r = &self.cfg.rtmp;
+        let secret = read(&self.settings).relay_secret.clone();
+        let host = if r.host.contains(':') {
+            format!("[{}]", r.host)
+        } else {
+            r.host.clone()
+        };
+        let input = format!(
+            "rtmp://{host}:{}/{}/{key}?ms_relay={secret}",
+            r.port, r.ingest_app
+        );
+        let output = format!(
+            "rtmp://{host}:{}/{}/{}?ms_secret={secret}",
+            r.port, r.output_app, r.output_stream
+        );
+        match Relay::spawn(
+            &self.relay_spec,
+            self.relay_run,
+            key,
+            &input,
+            &output,
+            self.relay_tx.clone(),
+        ) {
+            Ok(relay) => {
+                log::info!(
+                    "{} is on air: relay started (pid {}, run {})",
+                    self.display(key),
+                    relay.pid,
+                    relay.run
+                );
+                self.health.first_output_logged = false;
+                RelaySlot::Running(relay)
+            }
+            Err(e) => {
+                log::error!(
+                    "cannot start relay {:?} for {}: {e}",
+                    self.relay_spec.ffmpeg,
+                    self.display(key)
+                );
+                self.relay_failed(key.to_string(), Instant::now())
+            }
+        }
+    }
+
+    /// Count a failure of the on-air key's relay: back off, or skip the
+    /// streamer after too many.
+    fn relay_failed(&mut self, key: String, now: Instant) -> RelaySlot {
+        self.health.failures += 1;
+        let n = self.health.failures;
+        let max = self.cfg.relay.max_failures;
+        if n >= max {
+            log::error!(
+                "relay for {} failed {n} times in a row; skipping to the next streamer",
+                self.display(&key)
+            );
+            // Skipping is a queue change: it is persisted like any other.
+            self.relay = RelaySlot::Idle;
+            self.apply_internal(Op::Skip { at: unix_ms() });
+            return std::mem::replace(&mut self.relay, RelaySlot::Idle);
+        }
+        let delay = backoff(n);
+        log::warn!(
+            "relay for {} failed ({n}/{max}); restarting in {:.1} s",
+            self.display(&key),
+            delay.as_secs_f64()
+        );
+        self.health.restarts += 1;
+        RelaySlot::Backoff {
+            key,
+            until: now + delay,
+        }
+    }
+
+    fn on_relay_event(&mut self, ev: RelayEvent) {
+        let now = Instant::now();
+        match ev {
+            RelayEvent::Progress { run, total_size } => {
+                let mut first = false;
+                if let RelaySlot::Running(r) = &mut self.relay {
+                    if r.run == run {
+                        r.last_progress = now;
+                        r.total_size = total_size;
+                        if !self.health.first_output_logged {
+                            self.health.first_output_logged = true;
+                            first = true;
+                            log::info!(
+                                "relay for {} is live: first output {} ms after start",
+                                r.key,
+                                now.duration_since(r.started).as_millis()
+                            );
+                        }
+                        if self.health.failures > 0 && now.duration_since(r.started) > HEALTHY_AFTER
+                        {
+                            self.health.failures = 0;
+                        }
+                    }
+                }
+                if first {
+                    self.publish_view();
+                    self.refresh_status();
+                }
+            }
+            RelayEvent::Exited { run, tail } => {
+                let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
+                self.relay = match slot {
+                    RelaySlot::Running(r) if r.run == run => {
+                        let key = r.key.clone();
+                        let status = describe_exit(r.reap());
+                        let still_wanted = !self.shutting_down
+                            && self.state.head().map(|h| &*h.key) == Some(key.as_str());
+                        if still_wanted {
+                            log::warn!(
+                                "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
+                                self.display(&key),
+                                format_tail(&tail)
+                            );
+                            self.relay_failed(key, now)
+                        } else {
+                            RelaySlot::Idle
+                        }
+                    }
+                    RelaySlot::Stopping { relay, failed, .. } if relay.run == run => {
+                        let key = relay.key.clone();
+                        let status = describe_exit(relay.reap());
+                        log::debug!("relay for {key} stopped ({status})");
+                        let still_wanted = !self.shutting_down
+                            && self.state.head().map(|h| &*h.key) == Some(key.as_str());
+                        if failed && still_wanted {
+                            self.relay_failed(key, now)
+                        } else {
+                            RelaySlot::Idle
+                        }
+                    }
+                    other => other,
+                };
+                self.after_change();
+            }
+        }
+    }
+
+    fn on_obs_status(&mut self, st: ObsStatus) {
+        match st {
+            ObsStatus::Connected { obs_version } => {
+                self.obs_view.connected = true;
+                self.obs_view.detail = format!("connected to OBS {obs_version}");
+            }
+            ObsStatus::Disconnected { reason } => {
+                self.obs_view.connected = false;
+                self.obs_view.detail = reason;
+            }
+        }
+        self.publish_view();
+        self.refresh_status();
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if let (Some(next), Some(iv)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
+            if now >= next {
+                // Sent from the loop itself: a wedged engine stops pinging.
+                self.notifier.watchdog();
+                self.next_watchdog = Some(now + iv);
+            }
+        }
+        let stall = Duration::from_secs(self.cfg.relay.stall_seconds);
+        let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
+        self.relay = match slot {
+            RelaySlot::Running(r) if now.duration_since(r.last_progress) >= stall => {
+                log::warn!(
+                    "relay for {} stalled (no output for {} s); restarting it",
+                    self.display(&r.key),
+                    stall.as_secs()
+                );
+                r.kill();
+                RelaySlot::Stopping {
+                    relay: r,
+                    kill_at: None,
+                    failed: true,
+                }
+            }
+            RelaySlot::Stopping {
+                relay,
+                kill_at: Some(k),
+                failed,
+            } if now >= k => {
+                log::debug!("relay for {} ignored SIGTERM; sending SIGKILL", relay.key);
+                relay.kill();
+                RelaySlot::Stopping {
+                    relay,
+                    kill_at: None,
+                    failed,
+                }
+            }
+            other => other,
+        };
+        if matches!(&self.relay, RelaySlot::Backoff { until, .. } if now >= *until) {
+            self.after_change();
+        } else if now >= self.next_status {
+            self.refresh_status();
+        }
+    }
+
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        match Config::load(&self.config_path, self.config_explicit, &config::ProcessEnv) {
+            Ok(new) => self.apply_config(new),
+            Err(e) => log::error!("reload rejected, keeping the running config: {e}"),
+        }
+        self.notifier.ready();
+    }
+
+    fn apply_config(&mut self, new: Config) {
+        let old = std::mem::replace(&mut self.cfg, new);
+        let new = self.cfg.clone();
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        if old.relay != new.relay {
+            self.relay_spec = relay_spec(&new);
+            applied.push("[relay] (from the next relay start)");
+        }
+        if old.log.level != new.log.level {
+            if let Some(l) = crate::log::parse_level(&new.log.level) {
+                crate::log::set_level(l);
+            }
+            applied.push("log.level");
+        }
+        match config::read_secret_file(&new.http.admin_token_file) {
+            Ok(token) => {
+                let s = read(&self.settings);
+                if s.admin_token != token {
+                    applied.push("admin token");
+                }
+                write(
+                    &self.settings,
+                    Settings {
+                        admin_token: token,
+                        relay_secret: s.relay_secret.clone(),
+                        ingest_app: s.ingest_app.clone(),
+                        output_app: s.output_app.clone(),
+                        output_stream: s.output_stream.clone(),
+                    },
+                );
+            }
+            Err(e) => log::error!("keeping the old admin token: {e}"),
+        }
+        if old.obs != new.obs {
+            match (&self.obs, new.obs.enabled) {
+                (Some(h), true) => h.reconfigure(new.obs.clone()),
+                (Some(_), false) => {
+                    if let Some(h) = self.obs.take() {
+                        h.shutdown();
+                    }
+                    self.obs_view = ObsView {
+                        enabled: false,
+                        connected: false,
+                        detail: "disabled".into(),
+                    };
+                }
+                (None, true) => {
+                    self.obs_view.enabled = true;
+                    self.start_obs();
+                }
+                (None, false) => {}
+            }
+            applied.push("[obs]");
+        }
+        if old.queue != new.queue {
+            applied.push("[queue]");
+        }
+        if old.http.listen != new.http.listen || old.http.workers != new.http.workers {
+            restart.push("http.listen/http.workers");
+        }
+        if old.rtmp != new.rtmp {
+            restart.push("[rtmp]");
+        }
+        if old.state != new.state {
+            restart.push("state.dir");
+        }
+        if old.log.target != new.log.target {
+            restart.push("log.target");
+        }
+        // Settings that need a restart keep their running values.
+        if !restart.is_empty() {
+            self.cfg.http = old.http.clone();
+            self.cfg.rtmp = old.rtmp.clone();
+            self.cfg.state = old.state.clone();
+            self.cfg.log.target = old.log.target.clone();
+        }
+        log::info!(
+            "configuration reloaded from {}: applied {}; needs a restart: {}",
+            self.config_path.display(),
+            if applied.is_empty() {
+                "nothing changed".to_string()
+            } else {
+                applied.join(", ")
+            },
+            if restart.is_empty() {
+                "nothing".to_string()
+            } else {
+                restart.join(", ")
+            }
+        );
+        self.publish_view();
+        self.refresh_status();
+    }
+
+    /// Graceful stop: refuse new work, stop the relay (SIGTERM, then
+    /// SIGKILL), persist, stop OBS.
+    fn shutdown(mut self, commands: &Receiver<Command>) {
+        self.notifier.stopping();
+        log::info!("shutting down");
+        self.shutting_down = true;
+        self.reconcile_relay(Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(self.relay, RelaySlot::Idle | RelaySlot::Backoff { .. }) {
+            let now = Instant::now();
+            if now >= deadline {
+                log::error!("relay did not exit in time");
+                break;
+            }
+            select! {
+                recv(self.relay_rx) -> ev => if let Ok(ev) = ev { self.on_relay_event(ev) },
+                recv(commands) -> c => if let Ok(c) = c { refuse(c) },
+                default(Duration::from_millis(50)) => {}
+            }
+            self.on_timers(Instant::now());
+        }
+        if let Err(e) = self.store.compact(&self.state) {
+            log::error!("{e}");
+        }
+        if let Some(h) = self.obs.take() {
+            h.shutdown();
+        }
+        while let Ok(c) = commands.try_recv() {
+            refuse(c);
+        }
+        log::info!("stopped; {} entries saved", self.state.len());
+    }
+}
+
+fn refuse(c: Command) {
+    let r = Reply::error(503, "shutting down");
+    match c {
+        Command::Publish { reply, .. }
+        | Command::PublishDone { reply, .. }
+        | Command::Skip { reply }
+        | Command::Clear { reply }
+        | Command::Override { reply, .. }
+        | Command::Health { reply } => {
+            let _ = reply.send(r);
+        }
+        _ => {}
+    }
+}
+
+fn relay_spec(cfg: &Config) -> RelaySpec {
+    RelaySpec {
+        ffmpeg: cfg.relay.ffmpeg.clone(),
+        args: cfg.relay.args.clone(),
+        log_path: cfg.relay_log_path(),
+        log_max_bytes: cfg.relay.log_max_bytes,
+    }
+}
+
+/// Relay restart delay after `n` consecutive failures: 0.5 s doubling to 8 s.
+pub fn backoff(n: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
+    Duration::from_millis(ms.min(8000))
+}
+
+fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match r {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("killed by signal {s}"),
+            _ => "unknown status".into(),
+        },
+        Err(e) => format!("cannot reap: {e}"),
+    }
+}
+
+fn format_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return " (none)".into();
+    }
+    tail.iter().map(|l| format!("\n  ffmpeg: {l}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(s, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    }
+
+    #[test]
+    fn view_renders_seed_shape_and_status() {
+        let v = View {
+            names: vec!["a".into(), "b\"q".into()],
+            joined_at: vec![1000, 2000],
+            on_air: Some(OnAirView {
+                name: "a".into(),
+                since_ms: 5000,
+                relay_state: "running",
+                relay_pid: Some(42),
+                relay_restarts: 1,
+            }),
+            started_at_ms: 0,
+            ..View::default()
+        };
+        assert_eq!(v.queue_json(), r#"["a","b\"q"]"#);
+        let s: serde_json::Value = serde_json::from_str(&v.status_json(65_000)).unwrap();
+        assert_eq!(s["on_air"]["name"], "a");
+        assert_eq!(s["on_air"]["on_air_s"], 60);
+        assert_eq!(s["on_air"]["relay"]["pid"], 42);
+        assert_eq!(s["next_up"], "b\"q");
+        assert_eq!(s["queue"][1]["position"], 1);
+        assert_eq!(s["uptime_s"], 65);
+    }
+}

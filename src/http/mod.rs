@@ -1,0 +1,414 @@
+//! The HTTP side: N worker threads share one `tiny_http::Server`. Hooks that
+//! change the queue become engine commands (answered once durable); pure
+//! policy hooks and read endpoints are answered from the engine's published
+//! view and settings without a round trip.
+
+mod overlay;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use serde_json::json;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::engine::{self, Command, Reply, Settings, Shared, View};
+use crate::hook::{Hook, HookKind};
+use crate::secret::ct_eq;
+
+/// Largest request body accepted (hook bodies are ~200 bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long a worker waits for the engine before answering 503. Below
+/// nginx's default 7 s `netcall_timeout`, so nginx gets a real answer.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Ctx {
+    pub engine: Sender<Command>,
+    pub view: Shared<View>,
+    pub settings: Shared<Settings>,
+    pub stopping: AtomicBool,
+}
+
+pub struct HttpPool {
+    server: Arc<Server>,
+    workers: Vec<JoinHandle<()>>,
+    ctx: Arc<Ctx>,
+}
+
+impl HttpPool {
+    pub fn bind(listen: &str) -> Result<Arc<Server>, String> {
+        Server::http(listen)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))
+    }
+
+    pub fn start(server: Arc<Server>, n: usize, ctx: Arc<Ctx>) -> std::io::Result<HttpPool> {
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (server, ctx) = (server.clone(), ctx.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("http-{i}"))
+                    .spawn(move || worker(&server, &ctx))?,
+            );
+        }
+        Ok(HttpPool {
+            server,
+            workers,
+            ctx,
+        })
+    }
+
+    /// Stop accepting, wake every worker and join them.
+    pub fn stop(self) {
+        self.ctx.stopping.store(true, Ordering::SeqCst);
+        for _ in 0..self.workers.len() {
+            self.server.unblock();
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(server: &Server, ctx: &Ctx) {
+    loop {
+        match server.recv() {
+            Ok(req) => {
+                if ctx.stopping.load(Ordering::SeqCst) {
+                    respond(req, Reply::error(503, "shutting down"), &[]);
+                    continue;
+                }
+                handle(req, ctx);
+            }
+            Err(_) if ctx.stopping.load(Ordering::SeqCst) => return,
+            Err(e) => log::debug!("http accept error: {e}"),
+        }
+    }
+}
+
+enum Body {
+    Ok(String),
+    TooLarge,
+    Unreadable(String),
+}
+
+fn read_body(req: &mut Request) -> Body {
+    if req.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Body::TooLarge;
+    }
+    let mut buf = Vec::new();
+    match req
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut buf)
+    {
+        Ok(_) if buf.len() > MAX_BODY => Body::TooLarge,
+        Ok(_) => Body::Ok(String::from_utf8_lossy(&buf).into_owned()),
+        Err(e) => Body::Unreadable(e.to_string()),
+    }
+}
+
+fn handle(mut req: Request, ctx: &Ctx) {
+    let url = req.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let body = match read_body(&mut req) {
+        Body::Ok(b) => b,
+        Body::TooLarge => {
+            warn_limited(format_args!(
+                "refused {path}: body over {MAX_BODY} bytes from {}",
+                addr_of(&req)
+            ));
+            return respond(
+                req,
+                Reply::error(413, format!("request body over {MAX_BODY} bytes")),
+                &[],
+            );
+        }
+        Body::Unreadable(e) => {
+            return respond(
+                req,
+                Reply::error(400, format!("cannot read body: {e}")),
+                &[],
+            )
+        }
+    };
+    let method = req.method().clone();
+    let remote = req.remote_addr().copied();
+    let auth = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_string());
+
+    if let Some(kind) = HookKind::from_path(path) {
+        if !matches!(method, Method::Post | Method::Get) {
+            return respond(
+                req,
+                method_not_allowed("GET, POST"),
+                &[("Allow", "GET, POST")],
+            );
+        }
+        let form = if body.is_empty() {
+            query
+        } else {
+            body.as_str()
+        };
+        let reply = hook(kind, form, ctx);
+        return respond(req, reply, &[]);
+    }
+
+    let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
+    let (reply, html) = match path {
+        "/queue-json" | "/api/status" | "/queue-list" | "/healthz" if !read_only(&method) => {
+            return respond(req, method_not_allowed("GET"), &[("Allow", "GET, HEAD")]);
+        }
+        "/queue-json" => {
+            let v = engine::read(&ctx.view);
+            (
+                Reply {
+                    status: 200,
+                    body: v.queue_json().to_string(),
+                },
+                false,
+            )
+        }
+        "/api/status" => {
+            let v = engine::read(&ctx.view);
+            (
+                Reply {
+                    status: 200,
+                    body: v.status_json(engine::unix_ms()),
+                },
+                false,
+            )
+        }
+        "/queue-list" => (
+            Reply {
+                status: 200,
+                body: overlay::QUEUE_LIST.to_string(),
+            },
+            true,
+        ),
+        "/healthz" => (ask(ctx, |reply| Command::Health { reply }), false),
+        "/kill_ffmpeg" | "/clear-queue" | "/override-queue" => {
+            if method != Method::Post {
+                return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
+            }
+            if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
+                let extra: &[(&str, &str)] = if r.status == 401 {
+                    &[("WWW-Authenticate", "Bearer")]
+                } else {
+                    &[]
+                };
+                return respond(req, r, extra);
+            }
+            (admin(path, &body, ctx), false)
+        }
+        #[cfg(feature = "test-hooks")]
+        "/debug/wedge" => {
+            let secs = crate::hook::parse_form(query)
+                .into_iter()
+                .find(|(k, _)| k == "secs")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(5);
+            let _ = ctx.engine.send(Command::Wedge { secs });
+            (Reply::json(200, json!({"ok": true})), false)
+        }
+        _ => (
+            Reply::error(404, format!("no such endpoint: {path}")),
+            false,
+        ),
+    };
+    let ctype: &[(&str, &str)] = if html {
+        &[("Content-Type", "text/html; charset=utf-8")]
+    } else {
+        &[]
+    };
+    respond(req, reply, ctype)
+}
+
+fn method_not_allowed(allowed: &str) -> Reply {
+    Reply::error(405, format!("method not allowed; use {allowed}"))
+}
+
+/// Admin mutations: with a token configured, `Authorization: Bearer <token>`
+/// is required; without one, only loopback clients may mutate.
+fn authorize(
+    ctx: &Ctx,
+    auth: Option<&str>,
+    remote: Option<SocketAddr>,
+    path: &str,
+) -> Result<(), Reply> {
+    let s = engine::read(&ctx.settings);
+    let who = remote.map_or("unknown".into(), |a| a.to_string());
+    match &s.admin_token {
+        Some(token) => {
+            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
+                Ok(())
+            } else {
+                warn_limited(format_args!(
+                    "refused {path} from {who}: missing or wrong admin token"
+                ));
+                Err(Reply::error(
+                    401,
+                    "admin token required: Authorization: Bearer <token>",
+                ))
+            }
+        }
+        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None => {
+            warn_limited(format_args!(
+                "refused {path} from {who}: no admin token is configured, so only loopback clients may change the queue"
+            ));
+            Err(Reply::error(
+                403,
+                "admin endpoints accept loopback clients only unless an admin token is configured",
+            ))
+        }
+    }
+}
+
+fn admin(path: &str, body: &str, ctx: &Ctx) -> Reply {
+    match path {
+        "/kill_ffmpeg" => ask(ctx, |reply| Command::Skip { reply }),
+        "/clear-queue" => ask(ctx, |reply| Command::Clear { reply }),
+        _ => {
+            let names: Vec<String> = match serde_json::from_str(body) {
+                Ok(n) => n,
+                Err(e) => {
+                    return Reply::error(
+                        400,
+                        format!("body must be a JSON array of names, e.g. [\"a\",\"b\"]: {e}"),
+                    )
+                }
+            };
+            if let Some(bad) = names.iter().find(|n| !crate::hook::valid_name(n)) {
+                return Reply::error(400, format!("invalid name {bad:?}"));
+            }
+            ask(ctx, |reply| Command::Override { names, reply })
+        }
+    }
+}
+
+fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
+    let h = match Hook::parse(kind, form) {
+        Ok(h) => h,
+        Err(e) => {
+            warn_limited(format_args!("refused {}: {e}", kind.as_str()));
+            return Reply::error(400, e.to_string());
+        }
+    };
+    let s = engine::read(&ctx.settings);
+    match kind {
+        HookKind::Publish if h.app == s.ingest_app => ask(ctx, |reply| Command::Publish {
+            key: h.name.clone(),
+            client_id: h.client_id,
+            addr: h.addr.clone(),
+            reply,
+        }),
+        HookKind::Publish if h.app == s.output_app => {
+            let secret_ok = h
+                .get("ms_secret")
+                .is_some_and(|x| ct_eq(x.as_bytes(), s.relay_secret.as_bytes()));
+            if secret_ok && h.name == s.output_stream {
+                Reply::json(200, json!({"ok": true}))
+            } else {
+                log::warn!(
+                    "refused a publish to {}/{} from {}: only motherstream's relay may publish the output",
+                    h.app,
+                    h.name,
+                    h.addr
+                );
+                Reply::error(403, "only motherstream's relay may publish the output")
+            }
+        }
+        HookKind::Publish => {
+            warn_limited(format_args!(
+                "refused a publish to unknown application {:?} from {}",
+                h.app, h.addr
+            ));
+            Reply::error(
+                403,
+                format!("publishing to application {:?} is not allowed", h.app),
+            )
+        }
+        HookKind::PublishDone if h.app == s.ingest_app => ask(ctx, |reply| Command::PublishDone {
+            key: h.name.clone(),
+            client_id: h.client_id,
+            reply,
+        }),
+        HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
+            warn_limited(format_args!(
+                "refused {} playing the raw ingest stream {}/{}",
+                h.addr, h.app, h.name
+            ));
+            Reply::error(403, "raw ingest streams can only be played from this host")
+        }
+        // on_done also fires for players: it never dequeues anyone.
+        _ => Reply::json(200, json!({"ok": true})),
+    }
+}
+
+/// Send a command to the engine and wait (bounded) for its answer.
+fn ask(ctx: &Ctx, make: impl FnOnce(Sender<Reply>) -> Command) -> Reply {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if ctx.engine.send(make(tx)).is_err() {
+        return Reply::error(503, "shutting down");
+    }
+    match rx.recv_timeout(ENGINE_TIMEOUT) {
+        Ok(r) => r,
+        Err(_) => {
+            warn_limited(format_args!(
+                "the engine did not answer within {} s",
+                ENGINE_TIMEOUT.as_secs()
+            ));
+            Reply::error(503, "engine busy; try again")
+        }
+    }
+}
+
+fn addr_of(req: &Request) -> String {
+    req.remote_addr()
+        .map_or_else(|| "unknown".into(), |a| a.to_string())
+}
+
+fn respond(req: Request, reply: Reply, extra: &[(&str, &str)]) {
+    let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
+    let has_ctype = extra.iter().any(|(k, _)| *k == "Content-Type");
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if !has_ctype {
+        headers.push(("Content-Type", "application/json"));
+    }
+    headers.push(("Cache-Control", "no-store"));
+    for (k, v) in headers {
+        if let Ok(h) = Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            resp.add_header(h);
+        }
+    }
+    // The client may have gone away; nothing to do about it.
+    let _ = req.respond(resp);
+}
+
+/// Bad requests are logged, but a flood of them must not flood the journal:
+/// at most 5 lines a second, then one line saying how many were dropped.
+fn warn_limited(args: std::fmt::Arguments) {
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let sec = engine::unix_ms() / 1000;
+    let prev = WINDOW.swap(sec, Ordering::Relaxed);
+    if prev != sec {
+        let dropped = COUNT.swap(0, Ordering::Relaxed).saturating_sub(5);
+        if dropped > 0 {
+            log::warn!("{dropped} more refused requests not logged");
+        }
+    }
+    if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
+        log::warn!("{args}");
+    }
+}

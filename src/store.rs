@@ -1,0 +1,535 @@
+//! Durable queue state: a snapshot `queue.json` (versioned JSON, atomic:
+//! temp file, fsync, rename, fsync dir) plus an append-only journal
+//! `queue.journal` of the ops since that snapshot (one JSON line each,
+//! fdatasync per batch).
+//!
+//! Why a journal: a durable enqueue must cost the same at 10,000 entries as
+//! at 1, so a batch appends its ops instead of rewriting the whole queue.
+//! The snapshot is rewritten only when the journal outgrows it.
+//!
+//! Every journal line carries a sequence number and the snapshot records the
+//! last one it includes, so a crash between writing the snapshot and
+//! truncating the journal never applies an op twice.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Entry, Op, State};
+
+pub const SNAPSHOT: &str = "queue.json";
+pub const JOURNAL: &str = "queue.journal";
+/// The seed's format: a JSON array of stream keys.
+pub const SEED_QUEUE: &str = "QUEUE.json";
+const VERSION: u32 = 1;
+/// While the snapshot is at most this big, a batch rewrites it whole (so
+/// `queue.json` always holds the full queue an operator expects to read);
+/// past it, batches go to the journal, which is compacted once it outgrows
+/// both this and the snapshot.
+const INLINE_SNAPSHOT_MAX: u64 = 64 * 1024;
+
+#[derive(Debug)]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub action: &'static str,
+    pub source: io::Error,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.action,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    /// Last journal sequence number included.
+    seq: u64,
+    #[serde(flatten)]
+    state: State,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    seq: u64,
+    #[serde(flatten)]
+    op: Op,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    journal: File,
+    journal_bytes: u64,
+    snapshot_bytes: u64,
+    seq: u64,
+    /// Largest snapshot rewritten whole per batch.
+    inline_max: u64,
+    /// The journal is compacted once larger than this and the snapshot.
+    compact_min: u64,
+}
+
+/// What `open` found, for the log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub restored_entries: usize,
+    pub replayed_ops: usize,
+    pub migrated_seed: bool,
+    /// Problems that were handled (file kept aside, torn line dropped...).
+    pub warnings: Vec<String>,
+}
+
+impl Store {
+    /// Open the state directory: load the snapshot, replay the journal,
+    /// migrate the seed's `QUEUE.json`, then write a fresh snapshot so the
+    /// daemon starts from one clean file. A corrupt file is renamed aside
+    /// and reported, never a reason to refuse to start.
+    pub fn open(dir: &Path, now_ms: u64) -> Result<(Store, State, LoadReport), StoreError> {
+        fs::create_dir_all(dir).map_err(err(dir, "create state directory"))?;
+        let mut report = LoadReport::default();
+        let snap_path = dir.join(SNAPSHOT);
+        let (mut state, mut seq) = match fs::read(&snap_path) {
+            Ok(bytes) => match parse_snapshot(&bytes) {
+                Ok((s, seq)) => (s, seq),
+                Err(why) => {
+                    let aside = keep_aside(&snap_path, now_ms);
+                    report.warnings.push(format!(
+                        "{} is unreadable ({why}); kept it as {} and started with an empty queue",
+                        snap_path.display(),
+                        aside.display()
+                    ));
+                    (State::new(), 0)
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (State::new(), 0),
+            Err(e) => return Err(err(&snap_path, "read")(e)),
+        };
+
+        let journal_path = dir.join(JOURNAL);
+        match File::open(&journal_path) {
+            Ok(f) => {
+                let (ops, problem) = read_journal(f);
+                for (line_seq, op) in ops {
+                    if line_seq > seq {
+                        state.apply(&op);
+                        seq = line_seq;
+                        report.replayed_ops += 1;
+                    }
+                }
+                if let Some(p) = problem {
+                    let aside = keep_aside(&journal_path, now_ms);
+                    report.warnings.push(format!(
+                        "{}: {p}; replayed what came before and kept the file as {}",
+                        journal_path.display(),
+                        aside.display()
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&journal_path, "read")(e)),
+        }
+
+        let seed_path = dir.join(SEED_QUEUE);
+        if state.is_empty() && !snap_path.exists() && seed_path.exists() {
+            match fs::read(&seed_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(keys) => {
+                    let entries = keys
+                        .into_iter()
+                        .map(|k| Entry {
+                            key: k.into(),
+                            sessions: Vec::new(),
+                            joined_at: now_ms,
+                            addr: String::new(),
+                        })
+                        .collect();
+                    let (s, dropped) = State::from_parts(entries, Some(now_ms), 1);
+                    if !dropped.is_empty() {
+                        report.warnings.push(format!(
+                            "{}: dropped invalid or repeated keys {dropped:?}",
+                            seed_path.display()
+                        ));
+                    }
+                    state = s;
+                    report.migrated_seed = true;
+                }
+                Err(why) => report.warnings.push(format!(
+                    "{} is not a JSON array of keys ({why}); ignored",
+                    seed_path.display()
+                )),
+            }
+        }
+
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(err(&journal_path, "open"))?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            journal,
+            journal_bytes: 0,
+            snapshot_bytes: 0,
+            seq,
+            inline_max: INLINE_SNAPSHOT_MAX,
+            compact_min: INLINE_SNAPSHOT_MAX,
+        };
+        store.compact(&state)?;
+        if report.migrated_seed {
+            let done = dir.join(format!("{SEED_QUEUE}.migrated"));
+            if let Err(e) = fs::rename(&seed_path, &done) {
+                report.warnings.push(format!(
+                    "migrated {} but cannot rename it: {e}",
+                    seed_path.display()
+                ));
+            }
+        }
+        report.restored_entries = state.len();
+        Ok((store, state, report))
+    }
+
+    /// Durably record a batch of ops: a new snapshot while the queue is
+    /// small, else one journal write and one fdatasync, compacting into a
+    /// new snapshot when the journal has grown large.
+    pub fn append(&mut self, ops: &[Op], state: &State) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if self.journal_bytes == 0 && self.snapshot_bytes <= self.inline_max {
+            self.seq += ops.len() as u64;
+            return self.compact(state);
+        }
+        let path = self.dir.join(JOURNAL);
+        let mut buf = Vec::with_capacity(ops.len() * 96);
+        let mut seq = self.seq;
+        for op in ops {
+            seq += 1;
+            let line = JournalLine {
+                seq,
+                op: op.clone(),
+            };
+            serde_json::to_writer(&mut buf, &line)
+                .map_err(|e| err(&path, "encode journal for")(io::Error::other(e)))?;
+            buf.push(b'\n');
+        }
+        self.journal
+            .write_all(&buf)
+            .map_err(err(&path, "append to"))?;
+        self.journal.sync_data().map_err(err(&path, "fsync"))?;
+        self.seq = seq;
+        self.journal_bytes += buf.len() as u64;
+        if self.journal_bytes > self.compact_min.max(self.snapshot_bytes) {
+            self.compact(state)?;
+        }
+        Ok(())
+    }
+
+    /// Write the whole state as a new snapshot, then empty the journal.
+    pub fn compact(&mut self, state: &State) -> Result<(), StoreError> {
+        let snap = Snapshot {
+            version: VERSION,
+            seq: self.seq,
+            state: state.clone(),
+        };
+        let bytes = serde_json::to_vec(&snap)
+            .map_err(|e| err(&self.dir, "encode state for")(io::Error::other(e)))?;
+        write_atomic(&self.dir.join(SNAPSHOT), &bytes)?;
+        self.snapshot_bytes = bytes.len() as u64;
+        let jpath = self.dir.join(JOURNAL);
+        self.journal.set_len(0).map_err(err(&jpath, "truncate"))?;
+        self.journal.sync_all().map_err(err(&jpath, "fsync"))?;
+        self.journal_bytes = 0;
+        Ok(())
+    }
+
+    /// Re-read the last durable state (after a failed append, the in-memory
+    /// state is ahead of the disk).
+    pub fn reload(&mut self, now_ms: u64) -> Result<State, StoreError> {
+        let (store, state, _) = Store::open(&self.dir, now_ms)?;
+        *self = store;
+        Ok(state)
+    }
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64), String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match v.get("version").and_then(|x| x.as_u64()) {
+        Some(1) => {}
+        Some(n) => return Err(format!("unsupported version {n}")),
+        None => return Err("no version field".into()),
+    }
+    let snap: Snapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    let (state, _dropped) = snap.state.reindex();
+    Ok((state, snap.seq))
+}
+
+/// Read journal lines in order. A torn last line (crash mid-write) is
+/// dropped silently; any other bad line stops the replay and is reported.
+fn read_journal(f: File) -> (Vec<(u64, Op)>, Option<String>) {
+    let mut ops = Vec::new();
+    let mut lines = BufReader::new(f).split(b'\n').peekable();
+    let mut n = 0;
+    while let Some(line) = lines.next() {
+        n += 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return (ops, Some(format!("read error at line {n}: {e}"))),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<JournalLine>(&line) {
+            Ok(j) => ops.push((j.seq, j.op)),
+            Err(_) if lines.peek().is_none() => break,
+            Err(e) => return (ops, Some(format!("bad line {n}: {e}"))),
+        }
+    }
+    (ops, None)
+}
+
+fn keep_aside(path: &Path, now_ms: u64) -> PathBuf {
+    let aside = path.with_extension(format!("corrupt-{now_ms}"));
+    // If even the rename fails the file is left where it is; the fresh
+    // snapshot written next replaces it, which is all that can be done.
+    let _ = fs::rename(path, &aside);
+    aside
+}
+
+/// Write a file atomically and durably: temp file in the same directory,
+/// fsync, rename over the target, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(err(&tmp, "create"))?;
+        f.write_all(bytes).map_err(err(&tmp, "write"))?;
+        f.sync_all().map_err(err(&tmp, "fsync"))?;
+    }
+    fs::rename(&tmp, path).map_err(err(path, "replace"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir, "fsync directory"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "ms-store-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Open with the journal used for every batch, whatever the size.
+    fn open_journaled(dir: &Path, now: u64) -> (Store, State, LoadReport) {
+        let (mut s, st, r) = Store::open(dir, now).unwrap();
+        s.inline_max = 0;
+        (s, st, r)
+    }
+
+    fn publish(key: &str, cid: u64) -> Op {
+        Op::Publish {
+            key: key.into(),
+            client_id: Some(cid),
+            addr: "127.0.0.1".into(),
+            at: cid,
+        }
+    }
+
+    fn keys(s: &State) -> Vec<String> {
+        s.entries().iter().map(|e| e.key.to_string()).collect()
+    }
+
+    #[test]
+    fn batches_survive_reopen() {
+        let d = TempDir::new("reopen");
+        let (mut store, mut state, rep) = open_journaled(&d.0, 0);
+        assert_eq!(rep.restored_entries, 0);
+        let ops = [publish("a", 1), publish("b", 2), publish("c", 3)];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        let done = [Op::Skip { at: 9 }];
+        state.apply(&done[0]);
+        store.append(&done, &state).unwrap();
+        drop(store);
+        let (_s, back, rep) = Store::open(&d.0, 10).unwrap();
+        assert_eq!(rep.replayed_ops, 4);
+        assert_eq!(keys(&back), ["b", "c"]);
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn snapshot_and_journal_never_double_apply() {
+        let d = TempDir::new("double");
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        let ops = [publish("a", 1), publish("b", 2)];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        let skip = [Op::Skip { at: 5 }];
+        state.apply(&skip[0]);
+        store.append(&skip, &state).unwrap();
+        // Simulate a crash after the snapshot was written but before the
+        // journal was truncated: keep a copy of the journal and put it back.
+        let journal = fs::read(d.0.join(JOURNAL)).unwrap();
+        store.compact(&state).unwrap();
+        fs::write(d.0.join(JOURNAL), journal).unwrap();
+        drop(store);
+        let (_s, back, rep) = Store::open(&d.0, 10).unwrap();
+        assert_eq!(rep.replayed_ops, 0);
+        assert_eq!(keys(&back), ["b"], "skip must not be applied twice");
+    }
+
+    #[test]
+    fn small_queue_lives_whole_in_queue_json() {
+        let d = TempDir::new("inline");
+        let (mut store, mut state, _) = Store::open(&d.0, 0).unwrap();
+        let ops = [publish("a", 1), publish("b", 2)];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        let text = fs::read_to_string(d.0.join(SNAPSHOT)).unwrap();
+        assert!(text.contains("\"a\"") && text.contains("\"b\""), "{text}");
+        assert_eq!(fs::metadata(d.0.join(JOURNAL)).unwrap().len(), 0);
+        drop(store);
+        let (_s, back, _) = Store::open(&d.0, 1).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn torn_last_line_is_dropped_quietly() {
+        let d = TempDir::new("torn");
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        let op = [publish("a", 1)];
+        state.apply(&op[0]);
+        store.append(&op, &state).unwrap();
+        drop(store);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.0.join(JOURNAL))
+            .unwrap();
+        f.write_all(b"{\"seq\":2,\"op\":\"publ").unwrap();
+        drop(f);
+        let (_s, back, rep) = Store::open(&d.0, 1).unwrap();
+        assert_eq!(keys(&back), ["a"]);
+        assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+    }
+
+    #[test]
+    fn corrupt_snapshot_is_kept_aside_and_reported() {
+        let d = TempDir::new("corrupt");
+        fs::write(d.0.join(SNAPSHOT), b"{not json").unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 77).unwrap();
+        assert!(state.is_empty());
+        assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
+        assert!(rep.warnings[0].contains("unreadable"));
+        assert!(d.0.join("queue.corrupt-77").exists());
+        // And a fresh, valid snapshot replaced it.
+        let (_s2, _st2, rep2) = Store::open(&d.0, 78).unwrap();
+        assert!(rep2.warnings.is_empty());
+    }
+
+    #[test]
+    fn future_version_is_not_silently_misread() {
+        let d = TempDir::new("version");
+        fs::write(d.0.join(SNAPSHOT), br#"{"version":9,"seq":0,"entries":[]}"#).unwrap();
+        let (_s, _state, rep) = Store::open(&d.0, 1).unwrap();
+        assert!(rep.warnings[0].contains("unsupported version 9"));
+    }
+
+    #[test]
+    fn bad_middle_journal_line_stops_replay_and_is_reported() {
+        let d = TempDir::new("midbad");
+        let (store, _state, _) = Store::open(&d.0, 0).unwrap();
+        drop(store);
+        let good = |seq: u64, k: &str| {
+            serde_json::to_string(&JournalLine {
+                seq,
+                op: publish(k, seq),
+            })
+            .unwrap()
+        };
+        let text = format!("{}\ngarbage\n{}\n", good(1, "a"), good(3, "c"));
+        fs::write(d.0.join(JOURNAL), text).unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 5).unwrap();
+        assert_eq!(keys(&state), ["a"]);
+        assert!(rep.warnings[0].contains("bad line 2"), "{:?}", rep.warnings);
+    }
+
+    #[test]
+    fn seed_queue_json_is_migrated_once() {
+        let d = TempDir::new("seed");
+        fs::write(d.0.join(SEED_QUEUE), br#"["dj1","dj2","bad key","dj1"]"#).unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 1000).unwrap();
+        assert!(rep.migrated_seed);
+        assert_eq!(keys(&state), ["dj1", "dj2"]);
+        assert_eq!(state.on_air_since(), Some(1000));
+        assert!(!d.0.join(SEED_QUEUE).exists());
+        assert!(d.0.join("QUEUE.json.migrated").exists());
+        let (_s, again, rep) = Store::open(&d.0, 2000).unwrap();
+        assert!(!rep.migrated_seed);
+        assert_eq!(keys(&again), ["dj1", "dj2"]);
+    }
+
+    #[test]
+    fn compaction_keeps_everything() {
+        let d = TempDir::new("compact");
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        // Enough ops to pass the inline limit and compact several times.
+        for batch in 0..200u64 {
+            let ops: Vec<Op> = (0..64u64)
+                .map(|i| publish(&format!("k{batch}-{i}"), batch * 64 + i))
+                .collect();
+            for op in &ops {
+                state.apply(op);
+            }
+            store.append(&ops, &state).unwrap();
+        }
+        assert!(store.snapshot_bytes > INLINE_SNAPSHOT_MAX);
+        assert!(store.journal_bytes <= 2 * store.snapshot_bytes);
+        drop(store);
+        let (_s, back, _) = Store::open(&d.0, 1).unwrap();
+        assert_eq!(back.len(), 200 * 64);
+        assert_eq!(back, state);
+    }
+}

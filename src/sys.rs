@@ -1,0 +1,43 @@
+//! The few system calls std does not wrap. All of the crate's `unsafe`
+//! lives here.
+#![allow(unsafe_code)]
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Make the child get SIGKILL when the daemon dies, even by `kill -9`.
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that forked exits; relays are
+/// spawned by the engine thread, which lives as long as the daemon.
+pub fn kill_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure calls only async-signal-safe
+    // functions (prctl, getppid, _exit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Send `sig` to the process group led by `pid` (relays run in their own).
+pub fn signal_group(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: plain syscall on a pid we spawned; an ESRCH for an already
+    // gone group is harmless.
+    unsafe {
+        libc::killpg(pid, sig);
+    }
+}

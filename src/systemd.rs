@@ -1,0 +1,63 @@
+//! sd_notify: READY, STATUS, WATCHDOG, RELOADING, STOPPING. Silent when the
+//! daemon does not run under systemd (`NOTIFY_SOCKET` unset).
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+pub struct Notifier {
+    enabled: bool,
+    watchdog: Option<Duration>,
+    last_status: String,
+}
+
+impl Notifier {
+    pub fn from_env() -> Notifier {
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog: sd_notify::watchdog_enabled(),
+            last_status: String::new(),
+        }
+    }
+
+    /// How often the engine loop must ping: half of `WATCHDOG_USEC`.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog.map(|d| d / 2)
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            log::debug!("sd_notify failed: {e}");
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send(&[NotifyState::Ready]);
+    }
+
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(t) => self.send(&[NotifyState::Reloading, t]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// Send STATUS= only when the line changed.
+    pub fn status(&mut self, line: &str) {
+        if line != self.last_status {
+            self.send(&[NotifyState::Status(line)]);
+            self.last_status = line.to_string();
+        }
+    }
+}
