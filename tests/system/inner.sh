@@ -64,7 +64,6 @@ publish() { # publish NAME SIZE: an ffmpeg test stream to live/NAME, in the back
 }
 finish() {
   journalctl -b --no-pager -o short-precise >/lab/out/journal.txt 2>&1
-  cp /var/log/motherstream/ffmpeg.log /lab/out/ 2>/dev/null
   echo "inner: $fails failure(s), $(now_ms) ms"
   exit $((fails > 0))
 }
@@ -148,6 +147,9 @@ check "systemctl reload motherstream" timeout 20 systemctl reload motherstream.s
 check "after reload: active, same PID $pid, NRestarts $restarts" \
   test "$(systemctl is-active motherstream)/$(main_pid)/$(prop NRestarts)" = "active/$pid/$restarts"
 check "after reload: queue kept [\"bob\"], output still 160x120" on_air '["bob"]' 160x120
+sleep 0.3
+check "journal: the reload applied log.level (info)" \
+  sh -c 'printf "%s\n" "$1" | grep -qE "^6 .*log\.level"' _ "$(daemon_log "$t_reload")"
 cp /etc/motherstream/motherstream.toml /lab/out/good.toml
 echo 'this is not toml' >>/etc/motherstream/motherstream.toml
 timeout 20 systemctl reload motherstream.service
@@ -172,6 +174,11 @@ check "after upgrade: active" active
 check "after upgrade: edited conffile kept" grep -q '^control_url = ' /etc/motherstream/motherstream.toml
 check "after upgrade: queue kept [\"bob\"]" wait_for 10 queue_is '["bob"]'
 check "after upgrade: output is bob's 160x120 again" wait_for 30 out_is 160x120
+
+debug=$(daemon_log "$t_reload" | grep -E '^7 ' | head -1)
+check "journal: debug lines at priority 7 since log.level=debug (${debug:0:80})" test -n "$debug"
+check "journalctl -p info hides them" \
+  sh -c '! journalctl -u motherstream -t motherstream -p info --since "@$1" -o cat | grep -qxF "$2"' _ "$t_reload" "${debug#7 }"
 
 # --- watchdog: a stopped daemon is restarted ---------------------------------
 mkdir -p /etc/systemd/system/motherstream.service.d
@@ -214,6 +221,9 @@ check "no relay ffmpeg left (user motherstream: $(relays | tr '\n' ' '))" test -
 check "no process left in motherstream.service" test -z "$(service_procs)"
 check "the daemon stopped its relay itself (systemd killed nothing)" \
   sh -c '! journalctl -u motherstream --since "@$1" -o cat | grep -qE "Killing process|stop-sigterm. timed out"' _ "$t_stop"
+
+cp /var/log/motherstream/ffmpeg.log* /lab/out/ 2>/dev/null
+check "relay log written to /var/log/motherstream/ffmpeg.log" test -s /lab/out/ffmpeg.log
 
 # --- remove, then purge ------------------------------------------------------
 systemctl start motherstream.service
