@@ -44,3 +44,34 @@ fn every_key_is_documented() {
     }
     assert!(missing.is_empty(), "undocumented keys: {missing:?}");
 }
+
+/// The man page's CONFIGURATION section names every key under its
+/// `.SS [section]` heading.
+#[test]
+fn every_key_is_in_the_man_page() {
+    const MAN: &str = include_str!("../packaging/motherstream.8");
+    let defaults = toml::Value::try_from(Config::default()).unwrap();
+    let mut missing = Vec::new();
+    for (section, table) in defaults.as_table().unwrap() {
+        let heading = format!(".SS [{section}]\n");
+        let start = MAN.find(&heading).map(|i| i + heading.len());
+        let body = start.map(|s| {
+            let end = MAN[s..].find("\n.S").map_or(MAN.len(), |e| s + e);
+            &MAN[s..end]
+        });
+        for key in table.as_table().unwrap().keys() {
+            let named = body.is_some_and(|b| {
+                b.lines()
+                    .filter(|l| l.starts_with(".BR "))
+                    .any(|l| l.split([' ', ',', '"']).any(|w| w == key))
+            });
+            if !named {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from motherstream(8): {missing:?}"
+    );
+}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds the .deb with cargo-deb (installing cargo-deb when missing) and
 # prints its path. Sourced by tests/stages/deb.sh and tests/stages/system.sh;
 # the second call finds the release build up to date and takes seconds.

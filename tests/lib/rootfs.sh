@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A cached Debian bookworm rootfs with systemd, nginx, libnginx-mod-rtmp and
 # ffmpeg, for booting with systemd-nspawn. Sourced by tests/stages/system.sh.
 #

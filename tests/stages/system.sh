@@ -9,6 +9,8 @@
 # the stage fails on any FAIL, on a timeout and on a missing result.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# debootstrap and systemd-nspawn need root.
+if [ "$(id -u)" -ne 0 ]; then exec sudo -E bash "$0" "$@"; fi
 # shellcheck source=tests/lib/deb.sh
 source tests/lib/deb.sh
 # shellcheck source=tests/lib/rootfs.sh
@@ -21,7 +23,13 @@ since() { echo "$((($(date +%s%N) - $1) / 1000000)) ms"; }
 deb=$(build_deb)
 [ -f "$deb" ] || { echo "FAIL: no .deb built"; exit 1; }
 echo "PASS: package built: $(basename "$deb")"
+# One build at a time; a running test holds the rootfs shared so that a
+# concurrent run never rebuilds it underneath.
+mkdir -p "$(dirname "$ROOTFS_CACHE")"
+exec 9>"$ROOTFS_CACHE.lock"
+flock -w 1200 -x 9 || { echo "FAIL: rootfs lock"; exit 1; }
 rootfs_ensure || { echo "FAIL: rootfs"; exit 1; }
+flock -s 9
 echo "PASS: rootfs ready ($(since "$t_start") so far)"
 
 lab=$(mktemp -d "${TMPDIR:-/tmp}/motherstream-lab.XXXXXX")
@@ -49,7 +57,7 @@ trap cleanup EXIT
 t_boot=$(date +%s%N)
 SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 script -qfec "echo \$\$ >'$lab/nspawn.pid'; exec systemd-nspawn -q \
   -D '$ROOTFS_CACHE' -b --volatile=overlay --register=no --keep-unit \
-  --machine=motherstream-test --private-network \
+  --machine=motherstream-test-$$ --private-network \
   --capability=all --system-call-filter=bpf \
   --bind='$lab:/lab' --console=read-only" /dev/null \
   </dev/null >"$lab/console.log" 2>&1 &

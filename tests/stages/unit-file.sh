@@ -57,7 +57,7 @@ for want in 'Type=notify' 'NotifyAccess=main' 'Restart=on-failure' \
   'ConfigurationDirectory=motherstream' 'SystemCallErrorNumber=EPERM'; do
   if grep -qxF "$want" "$unit"; then pass "unit has $want"; else fail "unit lacks $want"; fi
 done
-grep -qE '^WatchdogSec=[1-9]' "$unit" && pass "unit has a WatchdogSec" || fail "unit lacks WatchdogSec"
+if grep -qE '^WatchdogSec=[1-9]' "$unit"; then pass "unit has a WatchdogSec"; else fail "unit lacks WatchdogSec"; fi
 
 mkdir -p "$scratch/sysroot/etc"
 out=$(timeout 30 systemd-sysusers --root="$scratch/sysroot" - <"$sysusers" 2>&1) && rc=0 || rc=$?
