@@ -100,6 +100,14 @@ check "GET /healthz answers 200" http /healthz >/dev/null
 score=$(systemd-analyze security motherstream.service 2>/dev/null | sed -n 's/.*Overall exposure level for motherstream.service: \([0-9.]*\).*/\1/p')
 check "systemd-analyze security in the booted guest: ${score:-?}" awk -v s="${score:-99}" 'BEGIN { exit !(s <= 1.0) }'
 
+# The unit's IPAddressDeny=any/IPAddressAllow=localhost only mean something
+# if this systemd enforces IP filters (cgroup v2 + BPF): a unit denied
+# everything must not reach the daemon on loopback.
+check "IP filtering is enforced here: IPAddressDeny=any blocks loopback" \
+  sh -c '! timeout 20 systemd-run -q --wait -p IPAddressDeny=any curl -fsS --max-time 1 -o /dev/null http://127.0.0.1:8483/healthz 2>/dev/null'
+check "... and IPAddressAllow=localhost lets it through" \
+  timeout 20 systemd-run -q --wait -p IPAddressDeny=any -p IPAddressAllow=localhost curl -fsS --max-time 3 -o /dev/null http://127.0.0.1:8483/healthz
+
 # --- nginx with the shipped example ------------------------------------------
 cp /usr/share/doc/motherstream/examples/nginx-rtmp.conf /etc/nginx/nginx.conf
 check "nginx -t accepts the shipped nginx-rtmp.conf" nginx -t -q
@@ -116,6 +124,9 @@ alice=$(publish alice 320x240)
 check "alice queued: /queue-json = [\"alice\"]" wait_for 15 queue_is '["alice"]'
 check "output motherstream/live is alice's 320x240" wait_for 30 out_is 320x240
 check "relay ffmpeg runs as a child of the service ($(relays | tr '\n' ' '))" test -n "$(relays)"
+relay=$(relays | head -1)
+check "relay runs sandboxed: seccomp filter, no_new_privs, no capabilities, in motherstream.service" \
+  test "$(awk '/^(Seccomp|NoNewPrivs|CapEff):/ { printf "%s ", $2 }' "/proc/$relay/status" 2>/dev/null)$(grep -c 'motherstream\.service' "/proc/$relay/cgroup" 2>/dev/null)" = "0000000000000000 1 2 1"
 bob=$(publish bob 160x120)
 check "bob queued behind alice: [\"alice\",\"bob\"]" wait_for 15 queue_is '["alice","bob"]'
 t_switch=$(date +%s)
