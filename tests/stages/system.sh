@@ -35,6 +35,11 @@ echo "PASS: rootfs ready ($(since "$t_start") so far)"
 lab=$(mktemp -d "${TMPDIR:-/tmp}/motherstream-lab.XXXXXX")
 mkdir "$lab/out"
 cp "$deb" "$lab/"
+# The same build under a higher version, for a real upgrade in the guest.
+version=$(dpkg-deb -f "$deb" Version)
+mkdir "$lab/upgrade"
+cargo deb --no-build --strip --deb-version "$version+upgradetest" -o "$lab/upgrade/" >/dev/null 2>&1 ||
+  { echo "FAIL: building the upgrade package"; exit 1; }
 cp tests/system/inner.sh "$lab/inner.sh"
 chmod -R a+rX "$lab"
 

@@ -172,14 +172,17 @@ check "journalctl -p warning shows it" sh -c 'journalctl -u motherstream -t moth
 cp /lab/out/good.toml /etc/motherstream/motherstream.toml
 timeout 20 systemctl reload motherstream.service
 
-# --- upgrade (reinstall): restarts, state and edited conffile survive --------
+# --- upgrade to a higher version: restarts, state and edited conffile survive
 pid=$(main_pid)
 check "queue state on disk before the upgrade" test -s /var/lib/motherstream/queue.json
-if dpkg -i --force-confold "$deb" >/lab/out/dpkg-upgrade.log 2>&1; then
-  pass "dpkg -i over the installed package (upgrade path)"
+next=$(ls /lab/upgrade/motherstream_*.deb)
+if apt-get install -y -o Dpkg::Options::=--force-confold "$next" >/lab/out/apt-upgrade.log 2>&1; then
+  pass "apt-get install $(basename "$next") (upgrade $(grep -o 'Unpacking.*' /lab/out/apt-upgrade.log | head -1))"
 else
-  fail "dpkg -i upgrade: $(tail -3 /lab/out/dpkg-upgrade.log)"
+  fail "apt-get upgrade: $(tail -3 /lab/out/apt-upgrade.log)"
 fi
+check "installed version is now $(dpkg-query -W -f='${Version}' motherstream)" \
+  sh -c 'dpkg-query -W -f="\${Version}" motherstream | grep -q "+upgradetest$"'
 check "upgrade restarted the service (PID $pid -> $(main_pid))" sh -c "[ $(main_pid) != $pid ] && [ $(main_pid) != 0 ]"
 check "after upgrade: active" active
 check "after upgrade: edited conffile kept" grep -q '^control_url = ' /etc/motherstream/motherstream.toml
