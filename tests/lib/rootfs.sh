@@ -49,8 +49,8 @@ rootfs_setup() {
   # nginx's default site listens on :80; the guest needs only the RTMP setup.
   rm -f "$root/etc/nginx/sites-enabled/default"
   mkdir -p "$root/lab"
-  # Packages the guest must never upgrade from the host's lists: none are
-  # fetched at test time (the .deb's dependencies are all preinstalled).
+  # The downloaded .debs are not needed: the guest installs only the
+  # package under test, whose dependencies are all preinstalled.
   rm -rf "$root/var/cache/apt/archives/"*.deb
 }
 
