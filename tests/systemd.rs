@@ -188,7 +188,9 @@ fn notify_ready_status_watchdog_reload_and_stop() {
 
     // READY=1 is sent only once the HTTP port is bound: the port must
     // answer the moment READY arrives.
-    let ready = ns.wait(Duration::from_secs(10), |m| m.lines().any(|l| l == "READY=1"));
+    let ready = ns.wait(Duration::from_secs(10), |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
     assert!(ready.is_some(), "no READY=1; got:\n{}", ns.dump());
     assert_eq!(get(sd.port, "/healthz").status, 200);
 
@@ -211,7 +213,9 @@ fn notify_ready_status_watchdog_reload_and_stop() {
 
     // STATUS follows the queue: a real publisher goes on air.
     assert!(
-        ns.got.iter().any(|(_, m)| m.contains("STATUS=nobody on air")),
+        ns.got
+            .iter()
+            .any(|(_, m)| m.contains("STATUS=nobody on air")),
         "no idle STATUS; got:\n{}",
         ns.dump()
     );
@@ -269,7 +273,9 @@ fn a_wedged_engine_stops_the_watchdog_pings() {
     let mut ns = NotifySocket::bind(&dir);
     let sd = Sd::start(&ns, 1_000_000, &[]);
     assert!(ns
-        .wait(Duration::from_secs(10), |m| m.lines().any(|l| l == "READY=1"))
+        .wait(Duration::from_secs(10), |m| m
+            .lines()
+            .any(|l| l == "READY=1"))
         .is_some());
     ns.collect_for(Duration::from_millis(1200));
     let r = post(sd.port, "/debug/wedge?secs=3", "");
@@ -323,7 +329,11 @@ fn nothing_is_sent_without_notify_socket_and_journald_gets_priorities() {
     });
     assert!(up.is_some(), "daemon did not serve");
     // A refused hijack is a warning (<4>), a join is info (<6>).
-    let r = hook(port, "on_publish", &publish_body("motherstream", "live", 9, ""));
+    let r = hook(
+        port,
+        "on_publish",
+        &publish_body("motherstream", "live", 9, ""),
+    );
     assert_eq!(r.status, 403);
     assert_eq!(
         hook(port, "on_publish", &publish_body("live", "alice", 3, "")).status,

@@ -236,8 +236,37 @@ fn method_not_allowed(allowed: &str) -> Reply {
     Reply::error(405, format!("method not allowed; use {allowed}"))
 }
 
+/// Why an admin request was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Denied {
+    /// A token is configured and the request lacks it (401).
+    BadToken,
+    /// No token is configured and the client is not on loopback (403).
+    NotLoopback,
+}
+
 /// Admin mutations: with a token configured, `Authorization: Bearer <token>`
-/// is required; without one, only loopback clients may mutate.
+/// is required (from anywhere); without one, only loopback clients may
+/// mutate. Pure, so every branch is unit-tested without a network.
+fn admin_allowed(
+    token: Option<&str>,
+    auth: Option<&str>,
+    remote: Option<SocketAddr>,
+) -> Result<(), Denied> {
+    match token {
+        Some(token) => {
+            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Denied::BadToken)
+            }
+        }
+        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None => Err(Denied::NotLoopback),
+    }
+}
+
 fn authorize(
     ctx: &Ctx,
     auth: Option<&str>,
@@ -246,23 +275,18 @@ fn authorize(
 ) -> Result<(), Reply> {
     let s = engine::read(&ctx.settings);
     let who = remote.map_or("unknown".into(), |a| a.to_string());
-    match &s.admin_token {
-        Some(token) => {
-            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
-                Ok(())
-            } else {
-                warn_limited(format_args!(
-                    "refused {path} from {who}: missing or wrong admin token"
-                ));
-                Err(Reply::error(
-                    401,
-                    "admin token required: Authorization: Bearer <token>",
-                ))
-            }
+    match admin_allowed(s.admin_token.as_deref(), auth, remote) {
+        Ok(()) => Ok(()),
+        Err(Denied::BadToken) => {
+            warn_limited(format_args!(
+                "refused {path} from {who}: missing or wrong admin token"
+            ));
+            Err(Reply::error(
+                401,
+                "admin token required: Authorization: Bearer <token>",
+            ))
         }
-        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
-        None => {
+        Err(Denied::NotLoopback) => {
             warn_limited(format_args!(
                 "refused {path} from {who}: no admin token is configured, so only loopback clients may change the queue"
             ));
@@ -410,5 +434,57 @@ fn warn_limited(args: std::fmt::Arguments) {
     }
     if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
         log::warn!("{args}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn admin_auth_without_token_is_loopback_only() {
+        assert_eq!(admin_allowed(None, None, addr("127.0.0.1:5")), Ok(()));
+        assert_eq!(admin_allowed(None, None, addr("[::1]:5")), Ok(()));
+        for remote in ["192.0.2.7:5", "10.0.0.1:5", "[2001:db8::1]:5"] {
+            assert_eq!(
+                admin_allowed(None, Some("Bearer x"), addr(remote)),
+                Err(Denied::NotLoopback),
+                "{remote}"
+            );
+        }
+        assert_eq!(admin_allowed(None, None, None), Err(Denied::NotLoopback));
+    }
+
+    #[test]
+    fn admin_auth_with_token_needs_it_from_everywhere() {
+        let t = Some("tok-123");
+        for remote in ["127.0.0.1:5", "192.0.2.7:5"] {
+            assert_eq!(
+                admin_allowed(t, Some("Bearer tok-123"), addr(remote)),
+                Ok(())
+            );
+            assert_eq!(
+                admin_allowed(t, None, addr(remote)),
+                Err(Denied::BadToken),
+                "loopback is not enough once a token exists"
+            );
+            for bad in [
+                "Bearer tok-12",
+                "Bearer tok-1234",
+                "tok-123",
+                "Basic tok-123",
+                "Bearer ",
+            ] {
+                assert_eq!(
+                    admin_allowed(t, Some(bad), addr(remote)),
+                    Err(Denied::BadToken),
+                    "{bad}"
+                );
+            }
+        }
     }
 }
