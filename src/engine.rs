@@ -45,30 +45,56 @@ impl Reply {
     }
 }
 
+/// Where the engine's answer goes: straight back to the HTTP client (the
+/// worker that parsed the request does not wait, so the number of requests
+/// in one group commit is bounded by the load, not by the worker count), or
+/// a channel for callers that want to wait.
+pub struct Responder(Box<dyn FnOnce(Reply) + Send>);
+
+impl Responder {
+    pub fn new(f: impl FnOnce(Reply) + Send + 'static) -> Responder {
+        Responder(Box::new(f))
+    }
+
+    pub fn channel() -> (Responder, Receiver<Reply>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (
+            Responder::new(move |r| {
+                let _ = tx.send(r);
+            }),
+            rx,
+        )
+    }
+
+    pub fn send(self, r: Reply) {
+        (self.0)(r)
+    }
+}
+
 pub enum Command {
     Publish {
         key: String,
         client_id: Option<u64>,
         addr: String,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     PublishDone {
         key: String,
         client_id: Option<u64>,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Skip {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Clear {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Override {
         names: Vec<String>,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Health {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     /// SIGHUP: re-read the config file.
     Reload,
@@ -372,8 +398,8 @@ impl Engine {
     fn handle_batch(&mut self, batch: Vec<Command>) {
         let now_ms = unix_ms();
         let mut ops: Vec<Op> = Vec::new();
-        // (reply channel, answer, whether it acknowledges a state change)
-        let mut replies: Vec<(Sender<Reply>, Reply, bool)> = Vec::new();
+        // (responder, answer, whether it acknowledges a state change)
+        let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
         let mut reload = false;
         for cmd in batch {
             match cmd {
@@ -522,7 +548,7 @@ impl Engine {
         self.persist(&ops, now_ms, &mut replies);
         self.publish_view();
         for (tx, r, _) in replies {
-            let _ = tx.send(r);
+            tx.send(r);
         }
         if reload {
             self.reload();
@@ -532,7 +558,7 @@ impl Engine {
 
     /// Durable before acknowledged: on failure, fall back to the last state
     /// on disk and answer 503 to everything the batch would have changed.
-    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Sender<Reply>, Reply, bool)]) {
+    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Responder, Reply, bool)]) {
         if ops.is_empty() {
             return;
         }
@@ -1074,17 +1100,21 @@ impl Engine {
 }
 
 fn refuse(c: Command) {
-    let r = Reply::error(503, "shutting down");
-    match c {
-        Command::Publish { reply, .. }
-        | Command::PublishDone { reply, .. }
-        | Command::Skip { reply }
-        | Command::Clear { reply }
-        | Command::Override { reply, .. }
-        | Command::Health { reply } => {
-            let _ = reply.send(r);
+    c.answer(Reply::error(503, "shutting down"));
+}
+
+impl Command {
+    /// Answer a command without deciding it (shutdown, overload).
+    pub fn answer(self, r: Reply) {
+        match self {
+            Command::Publish { reply, .. }
+            | Command::PublishDone { reply, .. }
+            | Command::Skip { reply }
+            | Command::Clear { reply }
+            | Command::Override { reply, .. }
+            | Command::Health { reply } => reply.send(r),
+            _ => {}
         }
-        _ => {}
     }
 }
 

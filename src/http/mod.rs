@@ -10,21 +10,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::engine::{self, Command, Reply, Settings, Shared, View};
+use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
 use crate::hook::{Hook, HookKind};
 use crate::secret::ct_eq;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
 pub const MAX_BODY: usize = 64 * 1024;
-/// How long a worker waits for the engine before answering 503. Below
-/// nginx's default 7 s `netcall_timeout`, so nginx gets a real answer.
-const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands waiting for the engine before new ones are refused with 503.
+pub const MAX_PENDING: usize = 65_536;
 
 pub struct Ctx {
     pub engine: Sender<Command>,
@@ -158,8 +156,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
         } else {
             body.as_str()
         };
-        let reply = hook(kind, form, ctx);
-        return respond(req, reply, &[]);
+        return match hook(kind, form, ctx) {
+            Answer::Now(r) => respond(req, r, &[]),
+            Answer::Engine(make) => forward(ctx, req, make),
+        };
     }
 
     let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
@@ -194,7 +194,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             },
             true,
         ),
-        "/healthz" => (ask(ctx, |reply| Command::Health { reply }), false),
+        "/healthz" => return forward(ctx, req, Box::new(|reply| Command::Health { reply })),
         "/kill_ffmpeg" | "/clear-queue" | "/override-queue" => {
             if method != Method::Post {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
@@ -207,7 +207,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 };
                 return respond(req, r, extra);
             }
-            (admin(path, &body, ctx), false)
+            match admin(path, &body) {
+                Answer::Now(r) => (r, false),
+                Answer::Engine(make) => return forward(ctx, req, make),
+            }
         }
         #[cfg(feature = "test-hooks")]
         "/debug/wedge" => {
@@ -298,44 +301,46 @@ fn authorize(
     }
 }
 
-fn admin(path: &str, body: &str, ctx: &Ctx) -> Reply {
+fn admin(path: &str, body: &str) -> Answer {
     match path {
-        "/kill_ffmpeg" => ask(ctx, |reply| Command::Skip { reply }),
-        "/clear-queue" => ask(ctx, |reply| Command::Clear { reply }),
+        "/kill_ffmpeg" => Answer::Engine(Box::new(|reply| Command::Skip { reply })),
+        "/clear-queue" => Answer::Engine(Box::new(|reply| Command::Clear { reply })),
         _ => {
             let names: Vec<String> = match serde_json::from_str(body) {
                 Ok(n) => n,
                 Err(e) => {
-                    return Reply::error(
+                    return Answer::Now(Reply::error(
                         400,
                         format!("body must be a JSON array of names, e.g. [\"a\",\"b\"]: {e}"),
-                    )
+                    ))
                 }
             };
             if let Some(bad) = names.iter().find(|n| !crate::hook::valid_name(n)) {
-                return Reply::error(400, format!("invalid name {bad:?}"));
+                return Answer::Now(Reply::error(400, format!("invalid name {bad:?}")));
             }
-            ask(ctx, |reply| Command::Override { names, reply })
+            Answer::Engine(Box::new(|reply| Command::Override { names, reply }))
         }
     }
 }
 
-fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
+fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
     let h = match Hook::parse(kind, form) {
         Ok(h) => h,
         Err(e) => {
             warn_limited(format_args!("refused {}: {e}", kind.as_str()));
-            return Reply::error(400, e.to_string());
+            return Answer::Now(Reply::error(400, e.to_string()));
         }
     };
     let s = engine::read(&ctx.settings);
-    match kind {
-        HookKind::Publish if h.app == s.ingest_app => ask(ctx, |reply| Command::Publish {
-            key: h.name.clone(),
-            client_id: h.client_id,
-            addr: h.addr.clone(),
-            reply,
-        }),
+    let now = match kind {
+        HookKind::Publish if h.app == s.ingest_app => {
+            return Answer::Engine(Box::new(move |reply| Command::Publish {
+                key: h.name,
+                client_id: h.client_id,
+                addr: h.addr,
+                reply,
+            }))
+        }
         HookKind::Publish if h.app == s.output_app => {
             let secret_ok = h
                 .get("ms_secret")
@@ -362,11 +367,13 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
                 format!("publishing to application {:?} is not allowed", h.app),
             )
         }
-        HookKind::PublishDone if h.app == s.ingest_app => ask(ctx, |reply| Command::PublishDone {
-            key: h.name.clone(),
-            client_id: h.client_id,
-            reply,
-        }),
+        HookKind::PublishDone if h.app == s.ingest_app => {
+            return Answer::Engine(Box::new(move |reply| Command::PublishDone {
+                key: h.name,
+                client_id: h.client_id,
+                reply,
+            }))
+        }
         HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
             warn_limited(format_args!(
                 "refused {} playing the raw ingest stream {}/{}",
@@ -376,24 +383,35 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
         }
         // on_done also fires for players: it never dequeues anyone.
         _ => Reply::json(200, json!({"ok": true})),
-    }
+    };
+    Answer::Now(now)
 }
 
-/// Send a command to the engine and wait (bounded) for its answer.
-fn ask(ctx: &Ctx, make: impl FnOnce(Sender<Reply>) -> Command) -> Reply {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    if ctx.engine.send(make(tx)).is_err() {
-        return Reply::error(503, "shutting down");
-    }
-    match rx.recv_timeout(ENGINE_TIMEOUT) {
-        Ok(r) => r,
-        Err(_) => {
-            warn_limited(format_args!(
-                "the engine did not answer within {} s",
-                ENGINE_TIMEOUT.as_secs()
-            ));
-            Reply::error(503, "engine busy; try again")
+/// What a route decided: an answer now, or a command for the engine, which
+/// answers the client itself once the change is durable.
+enum Answer {
+    Now(Reply),
+    Engine(Box<dyn FnOnce(Responder) -> Command>),
+}
+
+/// Hand a request to the engine without waiting for it. A full command
+/// queue means the engine is far behind: answer 503 at once rather than
+/// queue without bound.
+fn forward(ctx: &Ctx, req: Request, make: Box<dyn FnOnce(Responder) -> Command>) {
+    let cmd = make(Responder::new(move |r| respond(req, r, &[])));
+    if let Err(e) = ctx.engine.try_send(cmd) {
+        let busy = matches!(e, crossbeam_channel::TrySendError::Full(_));
+        if busy {
+            warn_limited(format_args!("the engine is overloaded; answering 503"));
         }
+        e.into_inner().answer(Reply::error(
+            503,
+            if busy {
+                "engine busy; try again"
+            } else {
+                "shutting down"
+            },
+        ));
     }
 }
 
