@@ -124,6 +124,7 @@ fn check_config(args: &Args) -> ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
+    motherstream::sys::limit_malloc_arenas();
     let cfg = match load_config(args) {
         Ok(c) => c,
         Err(e) => {
