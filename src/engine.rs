@@ -274,6 +274,10 @@ pub struct Engine {
     /// kernel.
     since_trim: usize,
     last_batch: Instant,
+    /// Relay signature in the last published view.
+    published_relay: (u8, Option<u32>, bool, u32),
+    /// Last state handed to the OBS thread.
+    sent_obs: Option<BroadcastState>,
 }
 
 pub struct EngineParts {
@@ -329,6 +333,8 @@ impl Engine {
             store_failed: false,
             since_trim: 0,
             last_batch: now,
+            published_relay: (0, None, false, 0),
+            sent_obs: None,
         };
         e.start_obs();
         e
@@ -629,7 +635,8 @@ impl Engine {
         key.to_string()
     }
 
-    fn publish_view(&self) {
+    fn publish_view(&mut self) {
+        self.published_relay = self.relay_signature();
         let entries = self.state.entries();
         let on_air = self.state.head().map(|h| {
             let (relay_state, relay_pid) = match &self.relay {
@@ -671,17 +678,37 @@ impl Engine {
     /// Execute what the new state asks for: relay, OBS cues, STATUS line.
     fn after_change(&mut self) {
         self.reconcile_relay(Instant::now());
-        self.publish_view();
+        // The queue part of the view is published before replies; rebuild it
+        // (O(queue length)) here only when the relay's state changed.
+        if self.relay_signature() != self.published_relay {
+            self.publish_view();
+        }
         if let Some(obs) = &self.obs {
             let e = self.state.entries();
-            obs.show(BroadcastState {
+            let want = BroadcastState {
                 on_air: e.first().map(|h| self.display(&h.key)),
                 next_up: e.get(1).map(|n| self.display(&n.key)),
                 switch_seq: self.state.switch_seq(),
                 slot_ends_at: None,
-            });
+            };
+            if self.sent_obs.as_ref() != Some(&want) {
+                obs.show(want.clone());
+                self.sent_obs = Some(want);
+            }
         }
         self.refresh_status();
+    }
+
+    /// What of the relay shows in the view: (slot kind, pid, producing
+    /// output, restarts).
+    fn relay_signature(&self) -> (u8, Option<u32>, bool, u32) {
+        let (kind, pid, live) = match &self.relay {
+            RelaySlot::Idle => (0, None, false),
+            RelaySlot::Running(r) => (1, Some(r.pid), r.total_size > 0),
+            RelaySlot::Stopping { relay, .. } => (2, Some(relay.pid), false),
+            RelaySlot::Backoff { .. } => (3, None, false),
+        };
+        (kind, pid, live, self.health.restarts)
     }
 
     fn refresh_status(&mut self) {
@@ -1027,6 +1054,8 @@ impl Engine {
             Err(e) => log::error!("keeping the old admin token: {e}"),
         }
         if old.obs != new.obs {
+            // A new or reconfigured OBS thread gets the full state again.
+            self.sent_obs = None;
             match (&self.obs, new.obs.enabled) {
                 (Some(h), true) => h.reconfigure(new.obs.clone()),
                 (Some(_), false) => {
