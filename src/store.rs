@@ -29,7 +29,7 @@ const VERSION: u32 = 1;
 /// `queue.json` always holds the full queue an operator expects to read);
 /// past it, batches go to the journal, which is compacted once it outgrows
 /// both this and the snapshot.
-const INLINE_SNAPSHOT_MAX: u64 = 64 * 1024;
+const INLINE_SNAPSHOT_MAX: u64 = 16 * 1024;
 
 #[derive(Debug)]
 pub struct StoreError {
