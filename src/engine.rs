@@ -22,6 +22,10 @@ use crate::systemd::Notifier;
 const MAX_BATCH: usize = 1024;
 /// A relay that has produced output this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// After a burst of at least this many commands, the engine returns freed
+/// heap to the kernel once it has been idle for `TRIM_AFTER_IDLE`.
+const TRIM_MIN_COMMANDS: usize = 1000;
+const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How often STATUS= is refreshed when nothing happens (the "for 12m").
 const STATUS_REFRESH: Duration = Duration::from_secs(30);
 
@@ -45,30 +49,56 @@ impl Reply {
     }
 }
 
+/// Where the engine's answer goes: straight back to the HTTP client (the
+/// worker that parsed the request does not wait, so the number of requests
+/// in one group commit is bounded by the load, not by the worker count), or
+/// a channel for callers that want to wait.
+pub struct Responder(Box<dyn FnOnce(Reply) + Send>);
+
+impl Responder {
+    pub fn new(f: impl FnOnce(Reply) + Send + 'static) -> Responder {
+        Responder(Box::new(f))
+    }
+
+    pub fn channel() -> (Responder, Receiver<Reply>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (
+            Responder::new(move |r| {
+                let _ = tx.send(r);
+            }),
+            rx,
+        )
+    }
+
+    pub fn send(self, r: Reply) {
+        (self.0)(r)
+    }
+}
+
 pub enum Command {
     Publish {
         key: String,
         client_id: Option<u64>,
         addr: String,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     PublishDone {
         key: String,
         client_id: Option<u64>,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Skip {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Clear {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Override {
         names: Vec<String>,
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     Health {
-        reply: Sender<Reply>,
+        reply: Responder,
     },
     /// SIGHUP: re-read the config file.
     Reload,
@@ -239,6 +269,15 @@ pub struct Engine {
     started_at_ms: u64,
     shutting_down: bool,
     store_failed: bool,
+    /// Commands handled since the heap was last trimmed, and when the last
+    /// batch ended: one second after a burst, freed memory goes back to the
+    /// kernel.
+    since_trim: usize,
+    last_batch: Instant,
+    /// Relay signature in the last published view.
+    published_relay: (u8, Option<u32>, bool, u32),
+    /// Last state handed to the OBS thread.
+    sent_obs: Option<BroadcastState>,
 }
 
 pub struct EngineParts {
@@ -292,6 +331,10 @@ impl Engine {
             started_at_ms: unix_ms(),
             shutting_down: false,
             store_failed: false,
+            since_trim: 0,
+            last_batch: now,
+            published_relay: (0, None, false, 0),
+            sent_obs: None,
         };
         e.start_obs();
         e
@@ -356,6 +399,9 @@ impl Engine {
         if let Some(w) = self.next_watchdog {
             t = t.min(w);
         }
+        if self.since_trim > 0 {
+            t = t.min(self.last_batch + TRIM_AFTER_IDLE);
+        }
         match &self.relay {
             RelaySlot::Running(r) => {
                 t = t.min(r.last_progress + Duration::from_secs(self.cfg.relay.stall_seconds))
@@ -371,9 +417,11 @@ impl Engine {
 
     fn handle_batch(&mut self, batch: Vec<Command>) {
         let now_ms = unix_ms();
+        self.since_trim += batch.len();
+        self.last_batch = Instant::now();
         let mut ops: Vec<Op> = Vec::new();
-        // (reply channel, answer, whether it acknowledges a state change)
-        let mut replies: Vec<(Sender<Reply>, Reply, bool)> = Vec::new();
+        // (responder, answer, whether it acknowledges a state change)
+        let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
         let mut reload = false;
         for cmd in batch {
             match cmd {
@@ -522,7 +570,7 @@ impl Engine {
         self.persist(&ops, now_ms, &mut replies);
         self.publish_view();
         for (tx, r, _) in replies {
-            let _ = tx.send(r);
+            tx.send(r);
         }
         if reload {
             self.reload();
@@ -532,7 +580,7 @@ impl Engine {
 
     /// Durable before acknowledged: on failure, fall back to the last state
     /// on disk and answer 503 to everything the batch would have changed.
-    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Sender<Reply>, Reply, bool)]) {
+    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Responder, Reply, bool)]) {
         if ops.is_empty() {
             return;
         }
@@ -587,7 +635,8 @@ impl Engine {
         key.to_string()
     }
 
-    fn publish_view(&self) {
+    fn publish_view(&mut self) {
+        self.published_relay = self.relay_signature();
         let entries = self.state.entries();
         let on_air = self.state.head().map(|h| {
             let (relay_state, relay_pid) = match &self.relay {
@@ -629,17 +678,37 @@ impl Engine {
     /// Execute what the new state asks for: relay, OBS cues, STATUS line.
     fn after_change(&mut self) {
         self.reconcile_relay(Instant::now());
-        self.publish_view();
+        // The queue part of the view is published before replies; rebuild it
+        // (O(queue length)) here only when the relay's state changed.
+        if self.relay_signature() != self.published_relay {
+            self.publish_view();
+        }
         if let Some(obs) = &self.obs {
             let e = self.state.entries();
-            obs.show(BroadcastState {
+            let want = BroadcastState {
                 on_air: e.first().map(|h| self.display(&h.key)),
                 next_up: e.get(1).map(|n| self.display(&n.key)),
                 switch_seq: self.state.switch_seq(),
                 slot_ends_at: None,
-            });
+            };
+            if self.sent_obs.as_ref() != Some(&want) {
+                obs.show(want.clone());
+                self.sent_obs = Some(want);
+            }
         }
         self.refresh_status();
+    }
+
+    /// What of the relay shows in the view: (slot kind, pid, producing
+    /// output, restarts).
+    fn relay_signature(&self) -> (u8, Option<u32>, bool, u32) {
+        let (kind, pid, live) = match &self.relay {
+            RelaySlot::Idle => (0, None, false),
+            RelaySlot::Running(r) => (1, Some(r.pid), r.total_size > 0),
+            RelaySlot::Stopping { relay, .. } => (2, Some(relay.pid), false),
+            RelaySlot::Backoff { .. } => (3, None, false),
+        };
+        (kind, pid, live, self.health.restarts)
     }
 
     fn refresh_status(&mut self) {
@@ -890,6 +959,12 @@ impl Engine {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.since_trim > 0 && now >= self.last_batch + TRIM_AFTER_IDLE {
+            if self.since_trim >= TRIM_MIN_COMMANDS {
+                crate::sys::trim_heap();
+            }
+            self.since_trim = 0;
+        }
         if let (Some(next), Some(iv)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
             if now >= next {
                 // Sent from the loop itself: a wedged engine stops pinging.
@@ -979,6 +1054,8 @@ impl Engine {
             Err(e) => log::error!("keeping the old admin token: {e}"),
         }
         if old.obs != new.obs {
+            // A new or reconfigured OBS thread gets the full state again.
+            self.sent_obs = None;
             match (&self.obs, new.obs.enabled) {
                 (Some(h), true) => h.reconfigure(new.obs.clone()),
                 (Some(_), false) => {
@@ -1074,17 +1151,21 @@ impl Engine {
 }
 
 fn refuse(c: Command) {
-    let r = Reply::error(503, "shutting down");
-    match c {
-        Command::Publish { reply, .. }
-        | Command::PublishDone { reply, .. }
-        | Command::Skip { reply }
-        | Command::Clear { reply }
-        | Command::Override { reply, .. }
-        | Command::Health { reply } => {
-            let _ = reply.send(r);
+    c.answer(Reply::error(503, "shutting down"));
+}
+
+impl Command {
+    /// Answer a command without deciding it (shutdown, overload).
+    pub fn answer(self, r: Reply) {
+        match self {
+            Command::Publish { reply, .. }
+            | Command::PublishDone { reply, .. }
+            | Command::Skip { reply }
+            | Command::Clear { reply }
+            | Command::Override { reply, .. }
+            | Command::Health { reply } => reply.send(r),
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -15,5 +15,5 @@ pub mod queue;
 pub mod relay;
 pub mod secret;
 pub mod store;
-mod sys;
+pub mod sys;
 pub mod systemd;

@@ -124,6 +124,7 @@ fn check_config(args: &Args) -> ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
+    motherstream::sys::limit_malloc_arenas();
     let cfg = match load_config(args) {
         Ok(c) => c,
         Err(e) => {
@@ -172,7 +173,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     );
 
     let server = HttpPool::bind(&cfg.http.listen)?;
-    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+    let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
     let view = Arc::new(RwLock::new(Arc::new(View::default())));
     let settings = Arc::new(RwLock::new(Arc::new(Settings {
         admin_token,

@@ -154,79 +154,6 @@ fn admin_token_is_required_when_configured() {
     assert!(!d.get("/api/status").body.contains("s3cret-token"));
 }
 
-/// A local non-loopback IPv4 address of this machine (traffic to it stays
-/// inside the box), if any.
-fn local_non_loopback_ip() -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "-4", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
-        .and_then(|cidr| cidr.split('/').next())
-        .map(str::to_string)
-}
-
-#[test]
-fn admin_mutations_refused_from_non_loopback_without_token() {
-    let Some(ip) = local_non_loopback_ip() else {
-        eprintln!("SKIP: this machine has no non-loopback IPv4 address");
-        return;
-    };
-    // The daemon listens only on that local address; the client connects
-    // from it, so the daemon sees a non-loopback peer.
-    let port = free_port();
-    let d = Daemon::start(DaemonOpts {
-        listen: format!("{ip}:{port}"),
-        rtmp_port: free_port(),
-        nginx_http_port: free_port(),
-        extra_toml: NO_SKIP.into(),
-        bin: daemon_bin(),
-    });
-    let addr = format!("{ip}:{port}");
-    assert_eq!(http_to(&addr, "GET", "/queue-json", &[], b"").status, 200);
-    assert_eq!(d.raw_publish("alice", 1).status, 200);
-    for path in ["/kill_ffmpeg", "/clear-queue"] {
-        let r = http_to(&addr, "POST", path, &[], b"");
-        assert_json_error(&r, 403, &format!("{path} from {ip}"));
-    }
-    assert_eq!(d.queue(), ["alice"]);
-    drop(d);
-
-    // With a token configured, a non-loopback client with the token may.
-    let dir = TempDir::new("token");
-    let token_file = dir.join("t");
-    std::fs::write(&token_file, "tok-123\n").unwrap();
-    let port = free_port();
-    let d = Daemon::start(DaemonOpts {
-        listen: format!("{ip}:{port}"),
-        rtmp_port: free_port(),
-        nginx_http_port: free_port(),
-        extra_toml: format!(
-            "{NO_SKIP}[http]\nadmin_token_file = \"{}\"\n",
-            token_file.display()
-        ),
-        bin: daemon_bin(),
-    });
-    let addr = format!("{ip}:{port}");
-    assert_eq!(d.raw_publish("alice", 1).status, 200);
-    assert_json_error(
-        &http_to(&addr, "POST", "/clear-queue", &[], b""),
-        401,
-        "no token, non-loopback",
-    );
-    let r = http_to(
-        &addr,
-        "POST",
-        "/clear-queue",
-        &[("Authorization", "Bearer tok-123")],
-        b"",
-    );
-    assert_ok(&r, "token, non-loopback");
-    assert_eq!(d.queue(), Vec::<String>::new());
-}
-
 #[test]
 fn read_endpoints() {
     let rig = Rig::start(NO_SKIP);
@@ -385,4 +312,35 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         "a panic was logged:\n{}",
         d.log()
     );
+}
+
+#[test]
+fn hook_forms_first_value_wins_and_get_query_works() {
+    let rig = Rig::start(NO_SKIP);
+    let d = &rig.daemon;
+    // nginx appends the publisher's raw ?args after its own fields: a key
+    // that injects `name` and `call` must not change who is queued.
+    let r = d.hook(
+        "on_publish",
+        &publish_body("live", "alice", 1, "name=evil&call=play_done&app=other"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // `notify_method get`: the same form as the query string, empty body.
+    let q = publish_body("live", "bob", 2, "");
+    let r = http(d.port, "GET", &format!("/on_publish?{q}"), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice", "bob"]);
+    let q = publish_done_body("live", "bob", 2);
+    let r = http(d.port, "GET", &format!("/on_publish_done?{q}"), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // publish_done for a session that was never accepted does not dequeue.
+    let r = d.hook("on_publish_done", &publish_done_body("live", "alice", 99));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), ["alice"]);
+    // The real session leaving does.
+    let r = d.hook("on_publish_done", &publish_done_body("live", "alice", 1));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(d.queue(), Vec::<String>::new());
 }

@@ -9,6 +9,15 @@ use std::time::Duration;
 const ON_AIR: Duration = Duration::from_secs(20);
 const QUICK: Duration = Duration::from_secs(10);
 
+/// queue.json and queue.journal of the daemon's state dir, concatenated.
+fn state_text(d: &Daemon) -> String {
+    ["queue.json", "queue.journal"]
+        .iter()
+        .map(|f| std::fs::read_to_string(d.state_dir().join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn gone_within(pid: u32, t: Duration) -> bool {
     wait_for(t, Duration::from_millis(10), || {
         (!pid_alive(pid)).then_some(())
@@ -84,8 +93,9 @@ fn sigterm_stops_the_relay_and_state_survives() {
     let _a = rig.join("alice", SIZE_A);
     let _b = rig.join("bob", SIZE_B);
     let relay = rig.daemon.wait_relay(ON_AIR);
-    let state = rig.daemon.state_dir().join("queue.json");
-    let text = std::fs::read_to_string(&state).expect("queue.json written");
+    // Durable before acknowledged: the state files (snapshot queue.json +
+    // journal queue.journal) already name both.
+    let text = state_text(&rig.daemon);
     assert!(text.contains("alice") && text.contains("bob"), "{text}");
 
     let st = rig.daemon.terminate();
@@ -109,13 +119,19 @@ fn seed_queue_file_is_migrated() {
     // Replace the state with the seed's format: a JSON array of keys.
     let dir = rig.daemon.state_dir();
     std::fs::remove_file(dir.join("queue.json")).expect("queue.json existed");
+    let _ = std::fs::remove_file(dir.join("queue.journal"));
     std::fs::write(dir.join("QUEUE.json"), r#"["bob","alice"]"#).unwrap();
     rig.daemon.restart();
     assert_eq!(rig.daemon.queue(), ["bob", "alice"]);
     rig.assert_on_air(SIZE_B, ON_AIR);
-    // The migrated state is written in the new format.
-    let text = std::fs::read_to_string(dir.join("queue.json")).expect("queue.json after migration");
-    assert!(text.contains("bob"), "{text}");
+    // The migrated state is written in the new format, the seed file is
+    // not read again.
+    let text = state_text(&rig.daemon);
+    assert!(text.contains("bob") && text.contains("alice"), "{text}");
+    assert!(
+        !dir.join("QUEUE.json").exists(),
+        "QUEUE.json still in place"
+    );
 }
 
 #[test]
@@ -126,6 +142,8 @@ fn corrupt_state_is_kept_aside_not_a_crash_loop() {
     let dir = rig.daemon.state_dir();
     let garbage = "{\"version\": 1, \"queue\": [ this is not json";
     std::fs::write(dir.join("queue.json"), garbage).unwrap();
+    // Without the journal (which would replay alice) the queue is empty.
+    let _ = std::fs::remove_file(dir.join("queue.journal"));
     rig.daemon.restart();
     assert_eq!(rig.daemon.get("/healthz").status, 200);
     assert_eq!(rig.daemon.queue(), Vec::<String>::new());

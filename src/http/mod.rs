@@ -10,21 +10,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::engine::{self, Command, Reply, Settings, Shared, View};
+use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
 use crate::hook::{Hook, HookKind};
 use crate::secret::ct_eq;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
 pub const MAX_BODY: usize = 64 * 1024;
-/// How long a worker waits for the engine before answering 503. Below
-/// nginx's default 7 s `netcall_timeout`, so nginx gets a real answer.
-const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands waiting for the engine before new ones are refused with 503.
+pub const MAX_PENDING: usize = 1024;
 
 pub struct Ctx {
     pub engine: Sender<Command>,
@@ -158,8 +156,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
         } else {
             body.as_str()
         };
-        let reply = hook(kind, form, ctx);
-        return respond(req, reply, &[]);
+        return match hook(kind, form, ctx) {
+            Answer::Now(r) => respond(req, r, &[]),
+            Answer::Engine(make) => forward(ctx, req, make),
+        };
     }
 
     let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
@@ -168,14 +168,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
             return respond(req, method_not_allowed("GET"), &[("Allow", "GET, HEAD")]);
         }
         "/queue-json" => {
+            // Streamed from the shared view: a long queue's JSON is rendered
+            // once per change, never copied per request.
             let v = engine::read(&ctx.view);
-            (
-                Reply {
-                    status: 200,
-                    body: v.queue_json().to_string(),
-                },
-                false,
-            )
+            return respond_body(req, 200, ViewJson { view: v, pos: 0 }, &[]);
         }
         "/api/status" => {
             let v = engine::read(&ctx.view);
@@ -194,7 +190,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             },
             true,
         ),
-        "/healthz" => (ask(ctx, |reply| Command::Health { reply }), false),
+        "/healthz" => return forward(ctx, req, Box::new(|reply| Command::Health { reply })),
         "/kill_ffmpeg" | "/clear-queue" | "/override-queue" => {
             if method != Method::Post {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
@@ -207,7 +203,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 };
                 return respond(req, r, extra);
             }
-            (admin(path, &body, ctx), false)
+            match admin(path, &body) {
+                Answer::Now(r) => (r, false),
+                Answer::Engine(make) => return forward(ctx, req, make),
+            }
         }
         #[cfg(feature = "test-hooks")]
         "/debug/wedge" => {
@@ -236,8 +235,37 @@ fn method_not_allowed(allowed: &str) -> Reply {
     Reply::error(405, format!("method not allowed; use {allowed}"))
 }
 
+/// Why an admin request was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Denied {
+    /// A token is configured and the request lacks it (401).
+    BadToken,
+    /// No token is configured and the client is not on loopback (403).
+    NotLoopback,
+}
+
 /// Admin mutations: with a token configured, `Authorization: Bearer <token>`
-/// is required; without one, only loopback clients may mutate.
+/// is required (from anywhere); without one, only loopback clients may
+/// mutate. Pure, so every branch is unit-tested without a network.
+fn admin_allowed(
+    token: Option<&str>,
+    auth: Option<&str>,
+    remote: Option<SocketAddr>,
+) -> Result<(), Denied> {
+    match token {
+        Some(token) => {
+            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Denied::BadToken)
+            }
+        }
+        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
+        None => Err(Denied::NotLoopback),
+    }
+}
+
 fn authorize(
     ctx: &Ctx,
     auth: Option<&str>,
@@ -246,23 +274,18 @@ fn authorize(
 ) -> Result<(), Reply> {
     let s = engine::read(&ctx.settings);
     let who = remote.map_or("unknown".into(), |a| a.to_string());
-    match &s.admin_token {
-        Some(token) => {
-            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
-                Ok(())
-            } else {
-                warn_limited(format_args!(
-                    "refused {path} from {who}: missing or wrong admin token"
-                ));
-                Err(Reply::error(
-                    401,
-                    "admin token required: Authorization: Bearer <token>",
-                ))
-            }
+    match admin_allowed(s.admin_token.as_deref(), auth, remote) {
+        Ok(()) => Ok(()),
+        Err(Denied::BadToken) => {
+            warn_limited(format_args!(
+                "refused {path} from {who}: missing or wrong admin token"
+            ));
+            Err(Reply::error(
+                401,
+                "admin token required: Authorization: Bearer <token>",
+            ))
         }
-        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
-        None => {
+        Err(Denied::NotLoopback) => {
             warn_limited(format_args!(
                 "refused {path} from {who}: no admin token is configured, so only loopback clients may change the queue"
             ));
@@ -274,44 +297,46 @@ fn authorize(
     }
 }
 
-fn admin(path: &str, body: &str, ctx: &Ctx) -> Reply {
+fn admin(path: &str, body: &str) -> Answer {
     match path {
-        "/kill_ffmpeg" => ask(ctx, |reply| Command::Skip { reply }),
-        "/clear-queue" => ask(ctx, |reply| Command::Clear { reply }),
+        "/kill_ffmpeg" => Answer::Engine(Box::new(|reply| Command::Skip { reply })),
+        "/clear-queue" => Answer::Engine(Box::new(|reply| Command::Clear { reply })),
         _ => {
             let names: Vec<String> = match serde_json::from_str(body) {
                 Ok(n) => n,
                 Err(e) => {
-                    return Reply::error(
+                    return Answer::Now(Reply::error(
                         400,
                         format!("body must be a JSON array of names, e.g. [\"a\",\"b\"]: {e}"),
-                    )
+                    ))
                 }
             };
             if let Some(bad) = names.iter().find(|n| !crate::hook::valid_name(n)) {
-                return Reply::error(400, format!("invalid name {bad:?}"));
+                return Answer::Now(Reply::error(400, format!("invalid name {bad:?}")));
             }
-            ask(ctx, |reply| Command::Override { names, reply })
+            Answer::Engine(Box::new(|reply| Command::Override { names, reply }))
         }
     }
 }
 
-fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
+fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
     let h = match Hook::parse(kind, form) {
         Ok(h) => h,
         Err(e) => {
             warn_limited(format_args!("refused {}: {e}", kind.as_str()));
-            return Reply::error(400, e.to_string());
+            return Answer::Now(Reply::error(400, e.to_string()));
         }
     };
     let s = engine::read(&ctx.settings);
-    match kind {
-        HookKind::Publish if h.app == s.ingest_app => ask(ctx, |reply| Command::Publish {
-            key: h.name.clone(),
-            client_id: h.client_id,
-            addr: h.addr.clone(),
-            reply,
-        }),
+    let now = match kind {
+        HookKind::Publish if h.app == s.ingest_app => {
+            return Answer::Engine(Box::new(move |reply| Command::Publish {
+                key: h.name,
+                client_id: h.client_id,
+                addr: h.addr,
+                reply,
+            }))
+        }
         HookKind::Publish if h.app == s.output_app => {
             let secret_ok = h
                 .get("ms_secret")
@@ -338,11 +363,13 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
                 format!("publishing to application {:?} is not allowed", h.app),
             )
         }
-        HookKind::PublishDone if h.app == s.ingest_app => ask(ctx, |reply| Command::PublishDone {
-            key: h.name.clone(),
-            client_id: h.client_id,
-            reply,
-        }),
+        HookKind::PublishDone if h.app == s.ingest_app => {
+            return Answer::Engine(Box::new(move |reply| Command::PublishDone {
+                key: h.name,
+                client_id: h.client_id,
+                reply,
+            }))
+        }
         HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
             warn_limited(format_args!(
                 "refused {} playing the raw ingest stream {}/{}",
@@ -352,24 +379,35 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Reply {
         }
         // on_done also fires for players: it never dequeues anyone.
         _ => Reply::json(200, json!({"ok": true})),
-    }
+    };
+    Answer::Now(now)
 }
 
-/// Send a command to the engine and wait (bounded) for its answer.
-fn ask(ctx: &Ctx, make: impl FnOnce(Sender<Reply>) -> Command) -> Reply {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    if ctx.engine.send(make(tx)).is_err() {
-        return Reply::error(503, "shutting down");
-    }
-    match rx.recv_timeout(ENGINE_TIMEOUT) {
-        Ok(r) => r,
-        Err(_) => {
-            warn_limited(format_args!(
-                "the engine did not answer within {} s",
-                ENGINE_TIMEOUT.as_secs()
-            ));
-            Reply::error(503, "engine busy; try again")
+/// What a route decided: an answer now, or a command for the engine, which
+/// answers the client itself once the change is durable.
+enum Answer {
+    Now(Reply),
+    Engine(Box<dyn FnOnce(Responder) -> Command>),
+}
+
+/// Hand a request to the engine without waiting for it. A full command
+/// queue means the engine is far behind: answer 503 at once rather than
+/// queue without bound.
+fn forward(ctx: &Ctx, req: Request, make: Box<dyn FnOnce(Responder) -> Command>) {
+    let cmd = make(Responder::new(move |r| respond(req, r, &[])));
+    if let Err(e) = ctx.engine.try_send(cmd) {
+        let busy = matches!(e, crossbeam_channel::TrySendError::Full(_));
+        if busy {
+            warn_limited(format_args!("the engine is overloaded; answering 503"));
         }
+        e.into_inner().answer(Reply::error(
+            503,
+            if busy {
+                "engine busy; try again"
+            } else {
+                "shutting down"
+            },
+        ));
     }
 }
 
@@ -379,7 +417,49 @@ fn addr_of(req: &Request) -> String {
 }
 
 fn respond(req: Request, reply: Reply, extra: &[(&str, &str)]) {
-    let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
+    respond_body(
+        req,
+        reply.status,
+        std::io::Cursor::new(reply.body.into_bytes()),
+        extra,
+    )
+}
+
+/// `/queue-json`'s body, read straight out of the engine's published view.
+struct ViewJson {
+    view: std::sync::Arc<View>,
+    pos: usize,
+}
+
+impl Read for ViewJson {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.view.queue_json().as_bytes()[self.pos..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+trait SizedBody: Read {
+    fn len(&self) -> usize;
+}
+
+impl SizedBody for std::io::Cursor<Vec<u8>> {
+    fn len(&self) -> usize {
+        self.get_ref().len()
+    }
+}
+
+impl SizedBody for ViewJson {
+    fn len(&self) -> usize {
+        self.view.queue_json().len()
+    }
+}
+
+fn respond_body(req: Request, status: u16, body: impl SizedBody, extra: &[(&str, &str)]) {
+    let len = body.len();
+    let mut resp = Response::new(status.into(), Vec::new(), body, Some(len), None);
     let has_ctype = extra.iter().any(|(k, _)| *k == "Content-Type");
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
     if !has_ctype {
@@ -410,5 +490,57 @@ fn warn_limited(args: std::fmt::Arguments) {
     }
     if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
         log::warn!("{args}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn admin_auth_without_token_is_loopback_only() {
+        assert_eq!(admin_allowed(None, None, addr("127.0.0.1:5")), Ok(()));
+        assert_eq!(admin_allowed(None, None, addr("[::1]:5")), Ok(()));
+        for remote in ["192.0.2.7:5", "10.0.0.1:5", "[2001:db8::1]:5"] {
+            assert_eq!(
+                admin_allowed(None, Some("Bearer x"), addr(remote)),
+                Err(Denied::NotLoopback),
+                "{remote}"
+            );
+        }
+        assert_eq!(admin_allowed(None, None, None), Err(Denied::NotLoopback));
+    }
+
+    #[test]
+    fn admin_auth_with_token_needs_it_from_everywhere() {
+        let t = Some("tok-123");
+        for remote in ["127.0.0.1:5", "192.0.2.7:5"] {
+            assert_eq!(
+                admin_allowed(t, Some("Bearer tok-123"), addr(remote)),
+                Ok(())
+            );
+            assert_eq!(
+                admin_allowed(t, None, addr(remote)),
+                Err(Denied::BadToken),
+                "loopback is not enough once a token exists"
+            );
+            for bad in [
+                "Bearer tok-12",
+                "Bearer tok-1234",
+                "tok-123",
+                "Basic tok-123",
+                "Bearer ",
+            ] {
+                assert_eq!(
+                    admin_allowed(t, Some(bad), addr(remote)),
+                    Err(Denied::BadToken),
+                    "{bad}"
+                );
+            }
+        }
     }
 }

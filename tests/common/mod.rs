@@ -568,13 +568,7 @@ pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &
 
 /// One request on a new TCP connection; the answer as (status, headers, body).
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let raw = send_raw(
-        port,
-        &request_bytes(method, path, headers, body),
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"));
-    parse_resp(&raw)
+    http_to(&format!("127.0.0.1:{port}"), method, path, headers, body)
 }
 
 /// Like [`http`] but to any host (used for the non-loopback admin test).
@@ -590,6 +584,7 @@ pub fn http_to(
         &mut s,
         &request_bytes(method, path, headers, body),
         Duration::from_secs(10),
+        false,
     )
     .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"));
     parse_resp(&raw)
@@ -612,17 +607,26 @@ pub fn hook(port: u16, hook: &str, body: &str) -> Resp {
 /// has sent a complete answer with Content-Length), within `timeout`.
 pub fn send_raw(port: u16, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    exchange(&mut s, bytes, timeout)
+    exchange(&mut s, bytes, timeout, true)
 }
 
-fn exchange(s: &mut TcpStream, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+fn exchange(
+    s: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+    half_close: bool,
+) -> std::io::Result<Vec<u8>> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
     // A server may answer (413, 400) and close before reading all we send:
     // a write error is not fatal, the answer may still be readable.
     let write_err = s.write_all(bytes).err();
-    let _ = s.shutdown(Shutdown::Write);
+    // nginx does not half-close; a raw sender may, so that a server waiting
+    // for more bytes sees the end at once.
+    if half_close {
+        let _ = s.shutdown(Shutdown::Write);
+    }
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
@@ -844,7 +848,6 @@ impl Daemon {
             r#"
 [http]
 listen = "{listen}"
-workers = 4
 [rtmp]
 host = "127.0.0.1"
 port = {rtmp}
@@ -918,7 +921,7 @@ target = "stderr"
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.bin));
         let port = self.port;
         let host = self.connect_addr();
-        let ok = wait_for(Duration::from_secs(20), Duration::from_millis(2), || {
+        let ok = wait_for(Duration::from_secs(20), Duration::from_millis(1), || {
             if let Ok(Some(st)) = child.try_wait() {
                 return Some(Err(st));
             }
@@ -928,6 +931,7 @@ target = "stderr"
                 &mut s,
                 &request_bytes("GET", "/healthz", &[], b""),
                 Duration::from_secs(2),
+                false,
             )
             .ok()?;
             (parse_resp(&raw).status == 200).then_some(Ok(()))
