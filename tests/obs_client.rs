@@ -433,3 +433,39 @@ fn cue_modes_restart_and_hide_show_act_on_switches_only() {
     assert!(c.item_enabled(obs::MEDIA).expect("media item"));
     h.shutdown();
 }
+
+#[test]
+fn a_frozen_obs_counts_as_dead_and_is_picked_up_again() {
+    init_log();
+    let o = Obs::start(ObsOpts::default());
+    let pid = o.pid().expect("obs pid");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let h = ObsHandle::spawn(config(&o), tx).expect("spawn");
+    expect_connected(&rx, Duration::from_secs(10));
+    h.show(nobody(0));
+
+    // SIGSTOP: the socket stays open but nothing answers.
+    // SAFETY: kill(2) on the OBS we started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    let t = Instant::now();
+    let status = next_status(&rx, Duration::from_secs(15));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    let ObsStatus::Disconnected { reason } = status else {
+        panic!("expected Disconnected, got {status:?}");
+    };
+    eprintln!("silent OBS detected after {:?}: {reason}", t.elapsed());
+    assert!(reason.contains("did not answer"), "{reason}");
+    // Heartbeat after 5 s of silence + a 2 s request deadline.
+    assert!(t.elapsed() < Duration::from_secs(9), "{:?}", t.elapsed());
+
+    h.show(on_air("Frida", 1, None));
+    expect_connected(&rx, Duration::from_secs(30));
+    let mut c = o.client();
+    until(
+        Duration::from_secs(5),
+        "state applied after the thaw",
+        || (c.text(obs::NAME).ok()? == "Frida").then_some(()),
+    );
+    h.shutdown();
+}
