@@ -55,7 +55,8 @@ for f in usr/bin/motherstream usr/lib/systemd/system/motherstream.service \
   usr/lib/sysusers.d/motherstream.conf etc/motherstream/motherstream.toml \
   usr/share/doc/motherstream/examples/nginx-rtmp.conf usr/share/man/man8/motherstream.8.gz \
   usr/share/doc/motherstream/changelog.Debian.gz usr/share/doc/motherstream/copyright \
-  usr/share/doc/motherstream/README.Debian; do
+  usr/share/doc/motherstream/README.Debian usr/share/doc/motherstream/README.md \
+  usr/share/doc/motherstream/obs.md; do
   check "package holds /$f" test -f "$ctl/root/$f"
 done
 check "packaged unit = systemd/motherstream.service" \
