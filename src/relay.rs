@@ -39,7 +39,10 @@ pub struct RelaySpec {
 }
 
 /// The built-in relay: copy, no re-encode; `-fpsprobesize 0` skips ffmpeg's
-/// ~1.3 s frame-rate probe (measured: switch gap 0.69 s median vs 1.82 s).
+/// ~1.3 s frame-rate probe (measured: switch gap 0.69 s median vs 1.82 s);
+/// `-analyzeduration 1 s` bounds the wait for a stream a publisher never
+/// sends (measured with a video-only publisher: first output 6.2 s after
+/// start by default, 2.2 s with it; A/V streams are found at once anyway).
 pub fn default_args() -> Vec<String> {
     [
         "-hide_banner",
@@ -47,6 +50,8 @@ pub fn default_args() -> Vec<String> {
         "warning",
         "-fpsprobesize",
         "0",
+        "-analyzeduration",
+        "1000000",
         "-i",
         "{input}",
         "-c",
