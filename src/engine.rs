@@ -1053,27 +1053,30 @@ impl Engine {
             }
             Err(e) => log::error!("keeping the old admin token: {e}"),
         }
+        match (&self.obs, new.obs.enabled) {
+            // Every reload: the OBS thread compares the settings and re-reads
+            // the password file itself, so a new password in the same file
+            // is picked up too.
+            (Some(h), true) => h.reconfigure(new.obs.clone()),
+            (Some(_), false) => {
+                if let Some(h) = self.obs.take() {
+                    h.shutdown();
+                }
+                self.obs_view = ObsView {
+                    enabled: false,
+                    connected: false,
+                    detail: "disabled".into(),
+                };
+            }
+            (None, true) => {
+                self.obs_view.enabled = true;
+                self.start_obs();
+            }
+            (None, false) => {}
+        }
         if old.obs != new.obs {
             // A new or reconfigured OBS thread gets the full state again.
             self.sent_obs = None;
-            match (&self.obs, new.obs.enabled) {
-                (Some(h), true) => h.reconfigure(new.obs.clone()),
-                (Some(_), false) => {
-                    if let Some(h) = self.obs.take() {
-                        h.shutdown();
-                    }
-                    self.obs_view = ObsView {
-                        enabled: false,
-                        connected: false,
-                        detail: "disabled".into(),
-                    };
-                }
-                (None, true) => {
-                    self.obs_view.enabled = true;
-                    self.start_obs();
-                }
-                (None, false) => {}
-            }
             applied.push("[obs]");
         }
         if old.queue != new.queue {
