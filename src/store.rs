@@ -333,6 +333,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Like [`write_atomic`], for files that hold secrets: the file is created
+/// with mode 0600 whatever the umask, and given to the owner of its
+/// directory when we run as root (an administrator's CLI writing the
+/// daemon's state directory).
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err(&tmp, "create"))?;
+        f.write_all(bytes).map_err(err(&tmp, "write"))?;
+        f.sync_all().map_err(err(&tmp, "fsync"))?;
+    }
+    give_to_dir_owner(&tmp, dir);
+    fs::rename(&tmp, path).map_err(err(path, "replace"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir, "fsync directory"))?;
+    Ok(())
+}
+
+/// When running as root, chown `path` to the owner of `dir`. Best effort: a
+/// failure leaves root's file, which root can still fix by hand.
+pub fn give_to_dir_owner(path: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::sys::is_root() {
+        return;
+    }
+    if let Ok(m) = fs::metadata(dir) {
+        if m.uid() != 0 {
+            if let Err(e) = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())) {
+                log::warn!("cannot give {} to uid {}: {e}", path.display(), m.uid());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
