@@ -3,6 +3,11 @@
 //! relay events, OBS status) with a timeout set by its nearest timer, never
 //! polling: each batch of commands is decided (pure queue rules), persisted
 //! once (group commit), answered, and then executed (relay, OBS, STATUS).
+//!
+//! Streamers, slots and moderation live in [`streamers`]: the same loop,
+//! with the decisions in `moderation` and `registry`.
+
+mod streamers;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -12,8 +17,11 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
+use crate::moderation::{self, Policy};
+use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
 use crate::queue::{Op, Outcome, State};
+use crate::registry::{FileSig, Registry};
 use crate::relay::{Relay, RelayEvent, RelaySpec};
 use crate::store::Store;
 use crate::systemd::Notifier;
@@ -96,6 +104,16 @@ pub enum Command {
     Health {
         reply: Responder,
     },
+    /// A moderator's request (skip, kick, block, move, slot changes...).
+    Moderate {
+        req: moderation::Request,
+        reply: Responder,
+    },
+    /// Manage the streamer registry.
+    Streamers {
+        req: StreamerRequest,
+        reply: Responder,
+    },
     /// SIGHUP: re-read the config file.
     Reload,
     /// SIGTERM/SIGINT: stop gracefully.
@@ -106,6 +124,8 @@ pub enum Command {
         secs: u64,
     },
 }
+
+pub use streamers::StreamerRequest;
 
 /// What HTTP workers may read without asking the engine. Replaced whole by
 /// the engine; never mutated in place.
@@ -143,6 +163,13 @@ pub struct View {
     pub on_air: Option<OnAirView>,
     pub obs: ObsView,
     pub started_at_ms: u64,
+    /// When the on-air slot ends, unix ms (None = unlimited).
+    pub slot_ends_at_ms: Option<u64>,
+    /// Default slot length and rejoin block in force, seconds (0 = off).
+    pub slot_seconds: u64,
+    pub rejoin_block_seconds: u64,
+    /// Blocked streamers' public names and when their block ends (unix ms).
+    pub blocked: Vec<(String, u64)>,
     queue_json: OnceLock<String>,
 }
 
@@ -175,7 +202,8 @@ impl View {
                 "name": &*o.name,
                 "since": o.since_ms / 1000,
                 "on_air_s": now_ms.saturating_sub(o.since_ms) / 1000,
-                "slot_left_s": null,
+                "slot_left_s": self.slot_ends_at_ms.map(|t| t.saturating_sub(now_ms).div_ceil(1000)),
+                "slot_ends_at": self.slot_ends_at_ms.map(|t| t.div_ceil(1000)),
                 "relay": {
                     "state": o.relay_state,
                     "pid": o.relay_pid,
@@ -197,6 +225,18 @@ impl View {
             "next_up": self.names.get(1).map(|n| &**n),
             "waiting": self.names.len().saturating_sub(1),
             "queue": queue,
+            "slot_seconds": self.slot_seconds,
+            "rejoin_block_seconds": self.rejoin_block_seconds,
+            "blocked": self
+                .blocked
+                .iter()
+                .filter(|(_, until)| *until > now_ms)
+                .map(|(n, until)| json!({
+                    "name": n,
+                    "until": until.div_ceil(1000),
+                    "left_s": until.saturating_sub(now_ms).div_ceil(1000),
+                }))
+                .collect::<Vec<_>>(),
             "obs": {
                 "enabled": self.obs.enabled,
                 "connected": self.obs.connected,
@@ -265,6 +305,17 @@ pub struct Engine {
     started_at_ms: u64,
     shutting_down: bool,
     store_failed: bool,
+    /// The streamer registry as last read from `streamers.json`.
+    registry: Registry,
+    /// Signature of the file `registry` was read from (None = no file).
+    registry_sig: Option<FileSig>,
+    next_registry_check: Instant,
+    /// Disconnects publishers through nginx's control module, off-thread.
+    control: Option<Control>,
+    /// After a slot end that could not be saved, wait before trying again.
+    slot_retry_at: Option<Instant>,
+    /// Publishers to disconnect once the batch that took them off is saved.
+    pending_drops: Vec<String>,
 }
 
 pub struct EngineParts {
@@ -318,7 +369,18 @@ impl Engine {
             started_at_ms: unix_ms(),
             shutting_down: false,
             store_failed: false,
+            registry: Registry::default(),
+            registry_sig: None,
+            next_registry_check: now,
+            control: None,
+            slot_retry_at: None,
+            pending_drops: Vec::new(),
         };
+        e.refresh_registry(true);
+        match Control::spawn(e.cfg.rtmp.control_url.clone()) {
+            Ok(c) => e.control = Some(c),
+            Err(err) => log::error!("cannot start the nginx control thread: {err}"),
+        }
         e.start_obs();
         e
     }
@@ -392,6 +454,10 @@ impl Engine {
             RelaySlot::Backoff { until, .. } => t = t.min(*until),
             _ => {}
         }
+        t = t.min(self.next_registry_check);
+        if let Some(slot) = self.slot_deadline() {
+            t = t.min(slot);
+        }
         t
     }
 
@@ -411,6 +477,10 @@ impl Engine {
                 } => {
                     if self.shutting_down {
                         replies.push((reply, Reply::error(503, "shutting down"), false));
+                        continue;
+                    }
+                    if let Err(r) = self.admit(&key, &addr) {
+                        replies.push((reply, r, false));
                         continue;
                     }
                     let op = Op::Publish {
@@ -438,6 +508,9 @@ impl Engine {
                                 );
                             }
                             Reply::json(200, json!({"ok": true, "position": position}))
+                        }
+                        Outcome::Blocked { until } => {
+                            self.refuse_blocked(&key, &addr, *until, now_ms)
                         }
                         other => Reply::error(500, format!("unexpected outcome {other:?}")),
                     };
@@ -508,7 +581,13 @@ impl Engine {
                     replies.push((reply, self.queue_reply(), changed));
                 }
                 Command::Override { names, reply } => {
-                    let keys = names;
+                    let keys = match self.resolve_queued(&names, now_ms) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            replies.push((reply, Reply::error(400, e), false));
+                            continue;
+                        }
+                    };
                     let op = Op::Override {
                         keys: keys.clone(),
                         at: now_ms,
@@ -528,6 +607,14 @@ impl Engine {
                     ops.push(op);
                     replies.push((reply, self.queue_reply(), true));
                 }
+                Command::Moderate { req, reply } => {
+                    let (r, changed) = self.moderate(&req, now_ms, &mut ops);
+                    replies.push((reply, r, changed));
+                }
+                Command::Streamers { req, reply } => {
+                    let (r, changed) = self.manage_streamers(req, now_ms, &mut ops);
+                    replies.push((reply, r, changed));
+                }
                 Command::Health { reply } => {
                     let r = if self.store_failed {
                         Reply::error(503, "cannot persist queue state; see the log")
@@ -546,6 +633,7 @@ impl Engine {
             }
         }
         self.persist(&ops, now_ms, &mut replies);
+        self.run_drops();
         self.publish_view();
         for (tx, r, _) in replies {
             tx.send(r);
@@ -607,10 +695,15 @@ impl Engine {
         Reply::json(200, json!({"ok": true, "queue": names}))
     }
 
-    /// The public name of a key. Stream keys stand for themselves until a
-    /// streamer registry exists.
+    /// The public name of a key: the single place that decides it. Stream
+    /// keys stand for themselves until a streamer registry is in use; from
+    /// then on, never.
     fn display(&self, key: &str) -> String {
-        key.to_string()
+        self.registry.display(key)
+    }
+
+    fn policy(&self) -> Policy {
+        Policy::effective(&self.cfg.queue, &self.state)
     }
 
     fn publish_view(&self) {
@@ -641,12 +734,26 @@ impl Engine {
                 },
             }
         });
+        let policy = self.policy();
+        let now_ms = unix_ms();
         let view = View {
-            names: entries.iter().map(|e| e.key.clone()).collect(),
+            names: entries
+                .iter()
+                .map(|e| Arc::from(self.display(&e.key)))
+                .collect(),
             joined_at: entries.iter().map(|e| e.joined_at).collect(),
             on_air,
             obs: self.obs_view.clone(),
             started_at_ms: self.started_at_ms,
+            slot_ends_at_ms: moderation::slot_ends_at(&self.state, &self.registry, &policy),
+            slot_seconds: policy.slot_seconds,
+            rejoin_block_seconds: policy.rejoin_block_seconds,
+            blocked: self
+                .state
+                .blocks(now_ms)
+                .into_iter()
+                .map(|(k, until)| (self.display(k), until))
+                .collect(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);
@@ -662,7 +769,8 @@ impl Engine {
                 on_air: e.first().map(|h| self.display(&h.key)),
                 next_up: e.get(1).map(|n| self.display(&n.key)),
                 switch_seq: self.state.switch_seq(),
-                slot_ends_at: None,
+                slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
             });
         }
         self.refresh_status();
@@ -847,7 +955,7 @@ impl Engine {
                             first = true;
                             log::info!(
                                 "relay for {} is live: first output {} ms after start",
-                                r.key,
+                                self.registry.display(&r.key),
                                 now.duration_since(r.started).as_millis()
                             );
                         }
@@ -954,6 +1062,10 @@ impl Engine {
             }
             other => other,
         };
+        if now >= self.next_registry_check && self.refresh_registry(false) {
+            self.after_change();
+        }
+        self.end_slot();
         if matches!(&self.relay, RelaySlot::Backoff { until, .. } if now >= *until) {
             self.after_change();
         } else if now >= self.next_status {
@@ -967,6 +1079,7 @@ impl Engine {
             Ok(new) => self.apply_config(new),
             Err(e) => log::error!("reload rejected, keeping the running config: {e}"),
         }
+        self.refresh_registry(true);
         self.notifier.ready();
     }
 
@@ -1092,6 +1205,9 @@ impl Engine {
         if let Some(h) = self.obs.take() {
             h.shutdown();
         }
+        if let Some(c) = self.control.take() {
+            c.shutdown();
+        }
         while let Ok(c) = commands.try_recv() {
             refuse(c);
         }
@@ -1112,6 +1228,8 @@ impl Command {
             | Command::Skip { reply }
             | Command::Clear { reply }
             | Command::Override { reply, .. }
+            | Command::Moderate { reply, .. }
+            | Command::Streamers { reply, .. }
             | Command::Health { reply } => reply.send(r),
             _ => {}
         }

@@ -18,5 +18,6 @@ pub mod registry;
 pub mod relay;
 pub mod secret;
 pub mod store;
+pub mod streamer_cmd;
 mod sys;
 pub mod systemd;
