@@ -30,6 +30,10 @@ use crate::systemd::Notifier;
 const MAX_BATCH: usize = 1024;
 /// A relay that has produced output this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// After a burst of at least this many commands, the engine returns freed
+/// heap to the kernel once it has been idle for `TRIM_AFTER_IDLE`.
+const TRIM_MIN_COMMANDS: usize = 1000;
+const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How often STATUS= is refreshed when nothing happens (the "for 12m").
 const STATUS_REFRESH: Duration = Duration::from_secs(30);
 
@@ -316,6 +320,11 @@ pub struct Engine {
     slot_retry_at: Option<Instant>,
     /// Publishers to disconnect once the batch that took them off is saved.
     pending_drops: Vec<String>,
+    /// Commands handled since the heap was last trimmed, and when the last
+    /// batch ended: one second after a burst, freed memory goes back to the
+    /// kernel.
+    since_trim: usize,
+    last_batch: Instant,
 }
 
 pub struct EngineParts {
@@ -375,6 +384,8 @@ impl Engine {
             control: None,
             slot_retry_at: None,
             pending_drops: Vec::new(),
+            since_trim: 0,
+            last_batch: now,
         };
         e.refresh_registry(true);
         match Control::spawn(e.cfg.rtmp.control_url.clone()) {
@@ -444,6 +455,9 @@ impl Engine {
         if let Some(w) = self.next_watchdog {
             t = t.min(w);
         }
+        if self.since_trim > 0 {
+            t = t.min(self.last_batch + TRIM_AFTER_IDLE);
+        }
         match &self.relay {
             RelaySlot::Running(r) => {
                 t = t.min(r.last_progress + Duration::from_secs(self.cfg.relay.stall_seconds))
@@ -463,6 +477,8 @@ impl Engine {
 
     fn handle_batch(&mut self, batch: Vec<Command>) {
         let now_ms = unix_ms();
+        self.since_trim += batch.len();
+        self.last_batch = Instant::now();
         let mut ops: Vec<Op> = Vec::new();
         // (responder, answer, whether it acknowledges a state change)
         let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
@@ -1024,6 +1040,12 @@ impl Engine {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.since_trim > 0 && now >= self.last_batch + TRIM_AFTER_IDLE {
+            if self.since_trim >= TRIM_MIN_COMMANDS {
+                crate::sys::trim_heap();
+            }
+            self.since_trim = 0;
+        }
         if let (Some(next), Some(iv)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
             if now >= next {
                 // Sent from the loop itself: a wedged engine stops pinging.

@@ -19,5 +19,5 @@ pub mod relay;
 pub mod secret;
 pub mod store;
 pub mod streamer_cmd;
-mod sys;
+pub mod sys;
 pub mod systemd;

@@ -163,6 +163,7 @@ fn streamer(args: &Args) -> ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
+    motherstream::sys::limit_malloc_arenas();
     let cfg = match load_config(args) {
         Ok(c) => c,
         Err(e) => {

@@ -148,14 +148,12 @@ impl Relay {
         sys::signal_group(self.pid, libc::SIGKILL);
     }
 
-    /// Reap the process once its `Exited` event arrived. stderr closing means
-    /// the process is exiting; should it somehow linger, kill it first.
+    /// Reap the process once its `Exited` event arrived. stderr closing
+    /// means ffmpeg is exiting; should it somehow linger, it is killed, so
+    /// this never keeps the engine waiting.
     pub fn reap(mut self) -> std::io::Result<ExitStatus> {
-        for _ in 0..50 {
-            if let Some(st) = self.child.try_wait()? {
-                return Ok(st);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        if let Some(st) = self.child.try_wait()? {
+            return Ok(st);
         }
         self.kill();
         self.child.wait()

@@ -64,3 +64,22 @@ pub fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
         }
     }
 }
+
+/// Cap glibc's malloc arenas. tiny_http runs every connection on a pool
+/// thread and each new thread would get an arena of its own; a daemon that
+/// mostly waits does not need more than two, and RSS stays small.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes allocator tuning; called at start-up.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give freed heap memory back to the kernel (after a large queue shrank or
+/// a big snapshot buffer was freed).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim is thread-safe and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

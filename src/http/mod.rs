@@ -23,7 +23,7 @@ use crate::secret::ct_eq;
 /// Largest request body accepted (hook bodies are ~200 bytes).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Commands waiting for the engine before new ones are refused with 503.
-pub const MAX_PENDING: usize = 65_536;
+pub const MAX_PENDING: usize = 1024;
 
 pub struct Ctx {
     pub engine: Sender<Command>,
