@@ -325,6 +325,10 @@ pub struct Engine {
     /// kernel.
     since_trim: usize,
     last_batch: Instant,
+    /// Relay signature in the last published view.
+    published_relay: (u8, Option<u32>, bool, u32),
+    /// Last state handed to the OBS thread.
+    sent_obs: Option<BroadcastState>,
 }
 
 pub struct EngineParts {
@@ -386,6 +390,8 @@ impl Engine {
             pending_drops: Vec::new(),
             since_trim: 0,
             last_batch: now,
+            published_relay: (0, None, false, 0),
+            sent_obs: None,
         };
         e.refresh_registry(true);
         match Control::spawn(e.cfg.rtmp.control_url.clone()) {
@@ -722,7 +728,8 @@ impl Engine {
         Policy::effective(&self.cfg.queue, &self.state)
     }
 
-    fn publish_view(&self) {
+    fn publish_view(&mut self) {
+        self.published_relay = self.relay_signature();
         let entries = self.state.entries();
         let on_air = self.state.head().map(|h| {
             let (relay_state, relay_pid) = match &self.relay {
@@ -778,18 +785,38 @@ impl Engine {
     /// Execute what the new state asks for: relay, OBS cues, STATUS line.
     fn after_change(&mut self) {
         self.reconcile_relay(Instant::now());
-        self.publish_view();
+        // The queue part of the view is published before replies; rebuild it
+        // (O(queue length)) here only when the relay's state changed.
+        if self.relay_signature() != self.published_relay {
+            self.publish_view();
+        }
         if let Some(obs) = &self.obs {
             let e = self.state.entries();
-            obs.show(BroadcastState {
+            let want = BroadcastState {
                 on_air: e.first().map(|h| self.display(&h.key)),
                 next_up: e.get(1).map(|n| self.display(&n.key)),
                 switch_seq: self.state.switch_seq(),
                 slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-            });
+            };
+            if self.sent_obs.as_ref() != Some(&want) {
+                obs.show(want.clone());
+                self.sent_obs = Some(want);
+            }
         }
         self.refresh_status();
+    }
+
+    /// What of the relay shows in the view: (slot kind, pid, producing
+    /// output, restarts).
+    fn relay_signature(&self) -> (u8, Option<u32>, bool, u32) {
+        let (kind, pid, live) = match &self.relay {
+            RelaySlot::Idle => (0, None, false),
+            RelaySlot::Running(r) => (1, Some(r.pid), r.total_size > 0),
+            RelaySlot::Stopping { relay, .. } => (2, Some(relay.pid), false),
+            RelaySlot::Backoff { .. } => (3, None, false),
+        };
+        (kind, pid, live, self.health.restarts)
     }
 
     fn refresh_status(&mut self) {
@@ -1140,6 +1167,8 @@ impl Engine {
             Err(e) => log::error!("keeping the old admin token: {e}"),
         }
         if old.obs != new.obs {
+            // A new or reconfigured OBS thread gets the full state again.
+            self.sent_obs = None;
             match (&self.obs, new.obs.enabled) {
                 (Some(h), true) => h.reconfigure(new.obs.clone()),
                 (Some(_), false) => {
