@@ -1025,7 +1025,11 @@ impl Engine {
                             log::warn!(
                                 "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
                                 self.display(&key),
-                                format_tail(&tail)
+                                // ffmpeg prints its input URL, which holds the key.
+                                format_tail(&tail).replace(
+                                    &format!("/{}/{key}", self.cfg.rtmp.ingest_app),
+                                    &format!("/{}/{}", self.cfg.rtmp.ingest_app, self.display(&key))
+                                )
                             );
                             self.relay_failed(key, now)
                         } else {

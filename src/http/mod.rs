@@ -422,8 +422,11 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
         }
         HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
             warn_limited(format_args!(
-                "refused {} playing the raw ingest stream {}/{}",
-                h.addr, h.app, h.name
+                "refused {} playing a raw ingest stream in {} ({})",
+                h.addr,
+                h.app,
+                // The stream name is a stream key: never in the log.
+                crate::registry::fingerprint(&h.name)
             ));
             Reply::error(403, "raw ingest streams can only be played from this host")
         }
