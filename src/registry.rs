@@ -7,6 +7,7 @@
 //! point them anywhere. The CLI and the daemon both change the file through
 //! [`update`], which holds an exclusive lock across read-modify-write.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -43,6 +44,9 @@ pub struct Registry {
     streamers: Vec<Streamer>,
     /// The file exists (even empty): keys are then never shown in public.
     present: bool,
+    /// key → index in `streamers`, for the public name of keys that are
+    /// already queued (admission goes through the constant-time `by_key`).
+    index: HashMap<String, usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,7 +170,28 @@ fn hex_digest(key: &str) -> String {
 impl Registry {
     /// An in-memory registry (tests; `present` = a file exists).
     pub fn from_streamers(streamers: Vec<Streamer>, present: bool) -> Registry {
-        Registry { streamers, present }
+        let mut r = Registry {
+            streamers,
+            present,
+            index: HashMap::new(),
+        };
+        r.reindex();
+        r
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .streamers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+    }
+
+    /// The streamer of a key that is already in the queue or block list
+    /// (not secret any more: it was admitted), by hash lookup.
+    fn known(&self, key: &str) -> Option<&Streamer> {
+        self.index.get(key).and_then(|&i| self.streamers.get(i))
     }
 
     pub fn streamers(&self) -> &[Streamer] {
@@ -209,7 +234,7 @@ impl Registry {
     /// The public name of a key: the registered name; the key itself while
     /// no registry is in use; else `guest-` and a digest prefix.
     pub fn display(&self, key: &str) -> String {
-        match self.by_key(key) {
+        match self.known(key) {
             Some(s) => s.name.clone(),
             None if !self.in_use() => key.to_string(),
             None => format!("{GUEST_PREFIX}{}", &hex_digest(key)[..8]),
@@ -218,7 +243,7 @@ impl Registry {
 
     /// This streamer's own slot length, if it has one.
     pub fn slot_seconds(&self, key: &str) -> Option<u64> {
-        self.by_key(key).and_then(|s| s.slot_seconds)
+        self.known(key).and_then(|s| s.slot_seconds)
     }
 
     pub fn add(
@@ -241,12 +266,15 @@ impl Registry {
             key_set_at: now_ms,
         });
         self.present = true;
+        self.reindex();
         Ok(&self.streamers[self.streamers.len() - 1])
     }
 
     pub fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {
         let i = self.index(name)?;
-        Ok(self.streamers.remove(i))
+        let s = self.streamers.remove(i);
+        self.reindex();
+        Ok(s)
     }
 
     /// Give a streamer a new key; returns the old one (to kick its publisher).
@@ -260,7 +288,9 @@ impl Registry {
         let i = self.index(name)?;
         let s = &mut self.streamers[i];
         s.key_set_at = now_ms;
-        Ok(std::mem::replace(&mut s.key, key))
+        let old = std::mem::replace(&mut s.key, key);
+        self.reindex();
+        Ok(old)
     }
 
     pub fn set_slot(&mut self, name: &str, slot_seconds: Option<u64>) -> Result<(), RegistryError> {
@@ -312,6 +342,7 @@ impl Registry {
         let mut reg = Registry {
             streamers: Vec::with_capacity(f.streamers.len()),
             present: true,
+            index: HashMap::new(),
         };
         for s in f.streamers {
             validate_name(&s.name).map_err(|e| format!("{:?}: {e}", s.name))?;
@@ -322,6 +353,7 @@ impl Registry {
                 .map_err(|e| format!("the key of {:?}: {e}", s.name))?;
             reg.streamers.push(s);
         }
+        reg.reindex();
         Ok(reg)
     }
 }
