@@ -180,10 +180,10 @@ fn control_thread(control_url: &str, rx: &Receiver<DropJob>) {
                 }
                 reachable = Some(true);
                 log::info!(
-                    "disconnected {} through nginx ({n} publisher{} dropped in {} ms)",
+                    "disconnected {} through nginx ({n} publisher{} dropped in {:.1} ms)",
                     job.who,
                     if n == 1 { "" } else { "s" },
-                    t0.elapsed().as_millis()
+                    t0.elapsed().as_secs_f64() * 1000.0
                 );
             }
             Err(e) => {
