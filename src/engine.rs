@@ -320,6 +320,8 @@ pub struct Engine {
     slot_retry_at: Option<Instant>,
     /// Publishers to disconnect once the batch that took them off is saved.
     pending_drops: Vec<String>,
+    /// When a refused publish of a blocked key was last logged at info.
+    block_logged: std::collections::HashMap<String, u64>,
     /// Commands handled since the heap was last trimmed, and when the last
     /// batch ended: one second after a burst, freed memory goes back to the
     /// kernel.
@@ -388,6 +390,7 @@ impl Engine {
             control: None,
             slot_retry_at: None,
             pending_drops: Vec::new(),
+            block_logged: std::collections::HashMap::new(),
             since_trim: 0,
             last_batch: now,
             published_relay: (0, None, false, 0),
@@ -1358,5 +1361,36 @@ mod tests {
         assert_eq!(s["next_up"], "b\"q");
         assert_eq!(s["queue"][1]["position"], 1);
         assert_eq!(s["uptime_s"], 65);
+        assert_eq!(s["on_air"]["slot_left_s"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn status_shows_slot_time_and_live_blocks_only() {
+        let v = View {
+            names: vec!["DJ A".into()],
+            joined_at: vec![0],
+            on_air: Some(OnAirView {
+                name: "DJ A".into(),
+                since_ms: 1000,
+                relay_state: "running",
+                relay_pid: None,
+                relay_restarts: 0,
+            }),
+            slot_ends_at_ms: Some(61_000),
+            slot_seconds: 60,
+            rejoin_block_seconds: 30,
+            blocked: vec![("gone".into(), 5_000), ("Bob".into(), 40_500)],
+            ..View::default()
+        };
+        let s: serde_json::Value = serde_json::from_str(&v.status_json(10_200)).unwrap();
+        assert_eq!(s["on_air"]["slot_left_s"], 51, "rounded up");
+        assert_eq!(s["on_air"]["slot_ends_at"], 61);
+        assert_eq!(s["slot_seconds"], 60);
+        assert_eq!(s["rejoin_block_seconds"], 30);
+        assert_eq!(s["blocked"].as_array().map(Vec::len), Some(1), "{s}");
+        assert_eq!(s["blocked"][0]["name"], "Bob");
+        assert_eq!(s["blocked"][0]["left_s"], 31);
+        let late: serde_json::Value = serde_json::from_str(&v.status_json(70_000)).unwrap();
+        assert_eq!(late["on_air"]["slot_left_s"], 0);
     }
 }

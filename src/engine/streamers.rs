@@ -63,12 +63,23 @@ impl Engine {
         Err(Reply::error(403, "unknown stream key"))
     }
 
-    pub(super) fn refuse_blocked(&self, key: &str, addr: &str, until: u64, now: u64) -> Reply {
-        log::info!(
+    pub(super) fn refuse_blocked(&mut self, key: &str, addr: &str, until: u64, now: u64) -> Reply {
+        // An encoder retries every few seconds: one info line per block
+        // (and per minute), the rest at debug.
+        let last = self.block_logged.get(key).copied();
+        let msg = format!(
             "refused a publish of {} from {addr}: blocked from rejoining for another {} s",
             self.display(key),
             secs_left(until, now)
         );
+        if last.is_some_and(|t| now.saturating_sub(t) < 60_000) {
+            log::debug!("{msg}");
+        } else {
+            log::info!("{msg}");
+            self.block_logged
+                .retain(|_, t| now.saturating_sub(*t) < 60_000);
+            self.block_logged.insert(key.to_string(), now);
+        }
         Reply::error(
             403,
             format!(
