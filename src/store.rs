@@ -29,7 +29,7 @@ const VERSION: u32 = 1;
 /// `queue.json` always holds the full queue an operator expects to read);
 /// past it, batches go to the journal, which is compacted once it outgrows
 /// both this and the snapshot.
-const INLINE_SNAPSHOT_MAX: u64 = 64 * 1024;
+const INLINE_SNAPSHOT_MAX: u64 = 16 * 1024;
 
 #[derive(Debug)]
 pub struct StoreError {
@@ -67,6 +67,14 @@ struct Snapshot {
     seq: u64,
     #[serde(flatten)]
     state: State,
+}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    seq: u64,
+    #[serde(flatten)]
+    state: &'a State,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -247,15 +255,16 @@ impl Store {
 
     /// Write the whole state as a new snapshot, then empty the journal.
     pub fn compact(&mut self, state: &State) -> Result<(), StoreError> {
-        let snap = Snapshot {
+        // Serialized from a borrow straight into the file: no copy of the
+        // state and no whole-file buffer, however long the queue.
+        let snap = SnapshotRef {
             version: VERSION,
             seq: self.seq,
-            state: state.clone(),
+            state,
         };
-        let bytes = serde_json::to_vec(&snap)
-            .map_err(|e| err(&self.dir, "encode state for")(io::Error::other(e)))?;
-        write_atomic(&self.dir.join(SNAPSHOT), &bytes)?;
-        self.snapshot_bytes = bytes.len() as u64;
+        self.snapshot_bytes = write_atomic_with(&self.dir.join(SNAPSHOT), |w| {
+            serde_json::to_writer(w, &snap).map_err(io::Error::other)
+        })?;
         let jpath = self.dir.join(JOURNAL);
         self.journal.set_len(0).map_err(err(&jpath, "truncate"))?;
         self.journal.sync_all().map_err(err(&jpath, "fsync"))?;
@@ -319,18 +328,30 @@ fn keep_aside(path: &Path, now_ms: u64) -> PathBuf {
 /// Write a file atomically and durably: temp file in the same directory,
 /// fsync, rename over the target, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(path, |w| w.write_all(bytes)).map(|_| ())
+}
+
+/// `write_atomic` with the content produced by `fill`; returns the size.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> Result<u64, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp).map_err(err(&tmp, "create"))?;
-        f.write_all(bytes).map_err(err(&tmp, "write"))?;
-        f.sync_all().map_err(err(&tmp, "fsync"))?;
-    }
+    let f = File::create(&tmp).map_err(err(&tmp, "create"))?;
+    let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+    fill(&mut w).map_err(err(&tmp, "write"))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| err(&tmp, "write")(e.into_error()))?;
+    f.sync_all().map_err(err(&tmp, "fsync"))?;
+    let size = f.metadata().map_err(err(&tmp, "stat"))?.len();
+    drop(f);
     fs::rename(&tmp, path).map_err(err(path, "replace"))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err(dir, "fsync directory"))?;
-    Ok(())
+    Ok(size)
 }
 
 /// Like [`write_atomic`], for files that hold secrets: the file is created

@@ -171,14 +171,10 @@ fn handle(mut req: Request, ctx: &Ctx) {
             return respond(req, method_not_allowed("GET"), &[("Allow", "GET, HEAD")]);
         }
         "/queue-json" => {
+            // Streamed from the shared view: a long queue's JSON is rendered
+            // once per change, never copied per request.
             let v = engine::read(&ctx.view);
-            (
-                Reply {
-                    status: 200,
-                    body: v.queue_json().to_string(),
-                },
-                false,
-            )
+            return respond_body(req, 200, ViewJson { view: v, pos: 0 }, &[]);
         }
         "/api/status" => {
             let v = engine::read(&ctx.view);
@@ -470,7 +466,49 @@ fn addr_of(req: &Request) -> String {
 }
 
 fn respond(req: Request, reply: Reply, extra: &[(&str, &str)]) {
-    let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
+    respond_body(
+        req,
+        reply.status,
+        std::io::Cursor::new(reply.body.into_bytes()),
+        extra,
+    )
+}
+
+/// `/queue-json`'s body, read straight out of the engine's published view.
+struct ViewJson {
+    view: std::sync::Arc<View>,
+    pos: usize,
+}
+
+impl Read for ViewJson {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.view.queue_json().as_bytes()[self.pos..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+trait SizedBody: Read {
+    fn len(&self) -> usize;
+}
+
+impl SizedBody for std::io::Cursor<Vec<u8>> {
+    fn len(&self) -> usize {
+        self.get_ref().len()
+    }
+}
+
+impl SizedBody for ViewJson {
+    fn len(&self) -> usize {
+        self.view.queue_json().len()
+    }
+}
+
+fn respond_body(req: Request, status: u16, body: impl SizedBody, extra: &[(&str, &str)]) {
+    let len = body.len();
+    let mut resp = Response::new(status.into(), Vec::new(), body, Some(len), None);
     let has_ctype = extra.iter().any(|(k, _)| *k == "Content-Type");
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
     if !has_ctype {
