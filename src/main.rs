@@ -143,7 +143,19 @@ fn streamer(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let dir = cfg.state_dir();
+    // The daemon under systemd gets $STATE_DIRECTORY; an administrator's
+    // shell does not. Without `[state] dir`, use the packaged location when
+    // it exists, so the CLI edits the registry the daemon reads.
+    let packaged = std::path::Path::new("/var/lib/motherstream");
+    let dir = if cfg.state.dir.is_empty() && packaged.is_dir() {
+        packaged.to_path_buf()
+    } else {
+        cfg.state_dir()
+    };
+    eprintln!(
+        "motherstream: registry {}",
+        motherstream::registry::path(&dir).display()
+    );
     match streamer_cmd::run(
         &args.rest,
         &dir,
