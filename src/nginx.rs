@@ -58,10 +58,22 @@ pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
     parse_stat(&text, app)
 }
 
+/// The error without its URL: a drop URL holds the stream key.
 fn describe(e: ureq::Error) -> String {
     match e {
         ureq::Error::Status(code, _) => format!("HTTP {code}"),
-        ureq::Error::Transport(t) => t.to_string(),
+        ureq::Error::Transport(t) => {
+            let mut m = t.kind().to_string();
+            if let Some(msg) = t.message() {
+                m.push_str(": ");
+                m.push_str(msg);
+            }
+            if let Some(src) = std::error::Error::source(&t) {
+                m.push_str(": ");
+                m.push_str(&src.to_string());
+            }
+            m
+        }
     }
 }
 
@@ -253,8 +265,17 @@ mod tests {
             .map(|a| a.port())
             .unwrap();
         let t0 = std::time::Instant::now();
-        let e = drop_publisher(&format!("http://127.0.0.1:{port}/control"), "live", "k");
-        assert!(e.is_err());
+        let e = drop_publisher(
+            &format!("http://127.0.0.1:{port}/control"),
+            "live",
+            "secretkey",
+        )
+        .unwrap_err();
+        assert!(
+            !e.contains("secretkey"),
+            "the key leaks into the error: {e}"
+        );
+        assert!(e.contains("refused"), "{e}");
         assert!(published(&format!("http://127.0.0.1:{port}/stat"), "live").is_err());
         assert!(t0.elapsed() < REQUEST_TIMEOUT * 2);
     }

@@ -518,4 +518,9 @@ fn control_module_unreachable_still_switches() {
         1,
         "{log}"
     );
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(
+        !log.contains("name=alice"),
+        "the drop URL (with the key) is logged: {log}"
+    );
 }
