@@ -783,6 +783,105 @@ mod tests {
     }
 
     #[test]
+    fn kick_unblock_and_their_no_op_cases() {
+        let mut s = State::new();
+        publish(&mut s, "a", 1, 10);
+        publish(&mut s, "b", 2, 20);
+        // Not queued, no block: nothing changes.
+        let o = s.apply(&Op::Kick {
+            key: "zz".into(),
+            until: None,
+            at: 30,
+        });
+        assert_eq!(
+            o,
+            Outcome::Kicked {
+                position: None,
+                until: None
+            }
+        );
+        assert!(!o.changed());
+        // A block already over when decided is no block.
+        let o = s.apply(&Op::Kick {
+            key: "b".into(),
+            until: Some(30),
+            at: 30,
+        });
+        assert_eq!(
+            o,
+            Outcome::Kicked {
+                position: Some(1),
+                until: None
+            }
+        );
+        assert_eq!(keys(&s), ["a"]);
+        assert!(!s
+            .apply(&Op::Unblock {
+                key: "b".into(),
+                at: 31
+            })
+            .changed());
+        // Kicking the head switches.
+        s.apply(&Op::Kick {
+            key: "a".into(),
+            until: Some(100),
+            at: 40,
+        });
+        assert!(s.is_empty());
+        assert_eq!(s.on_air_since(), None);
+        assert_eq!(s.blocks(40), [("a", 100)]);
+        assert_eq!(s.blocks(100), []);
+        // A later block replaces an earlier one.
+        s.apply(&Op::Kick {
+            key: "a".into(),
+            until: Some(500),
+            at: 41,
+        });
+        assert_eq!(s.blocked_until("a", 41), Some(500));
+    }
+
+    #[test]
+    fn move_slot_end_and_gone_validate_their_keys() {
+        let mut s = State::new();
+        publish(&mut s, "a", 1, 10);
+        publish(&mut s, "b", 2, 20);
+        let before = s.clone();
+        let o = s.apply(&Op::Move {
+            key: "zz".into(),
+            position: 0,
+            at: 30,
+        });
+        assert!(matches!(o, Outcome::Rejected(_)));
+        let o = s.apply(&Op::SetSlotEnd {
+            key: "b".into(),
+            ends_at: Some(99),
+            at: 30,
+        });
+        assert!(matches!(o, Outcome::Rejected(_)), "b is not on air");
+        assert_eq!(s, before);
+        // Past the end = last.
+        let o = s.apply(&Op::Move {
+            key: "a".into(),
+            position: 99,
+            at: 31,
+        });
+        assert_eq!(o, Outcome::Moved { from: 0, to: 1 });
+        assert_eq!(keys(&s), ["b", "a"]);
+        assert_eq!(s.on_air_since(), Some(31));
+        let o = s.apply(&Op::Gone {
+            keys: vec!["zz".into(), "a".into()],
+            at: 32,
+        });
+        assert_eq!(
+            o,
+            Outcome::Dropped {
+                removed: vec!["a".into()]
+            }
+        );
+        assert_eq!(keys(&s), ["b"]);
+    }
+
+    #[test]
     fn sessions_are_bounded() {
         let mut s = State::new();
         for c in 0..100 {

@@ -461,6 +461,58 @@ mod tests {
     }
 
     #[test]
+    fn moderation_state_survives_journal_and_snapshot() {
+        let d = TempDir::new("moderation");
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        let ops = [
+            publish("a", 1),
+            publish("b", 2),
+            publish("c", 3),
+            Op::SetSlotEnd {
+                key: "a".into(),
+                ends_at: Some(50_000),
+                at: 10,
+            },
+            Op::Kick {
+                key: "b".into(),
+                until: Some(90_000),
+                at: 11,
+            },
+            Op::SetDefaultSlot {
+                seconds: Some(300),
+                at: 12,
+            },
+            Op::SetRejoinBlock {
+                seconds: Some(0),
+                at: 13,
+            },
+            Op::Move {
+                key: "c".into(),
+                position: 1,
+                at: 14,
+            },
+        ];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        drop(store);
+        // Replayed from the journal...
+        let (mut store, back, rep) = Store::open(&d.0, 20).unwrap();
+        assert_eq!(rep.replayed_ops, ops.len());
+        assert_eq!(back, state);
+        assert_eq!(back.blocked_until("b", 20), Some(90_000));
+        assert_eq!(back.slot_ends_at(0), Some(50_000));
+        assert_eq!(back.overrides().slot_seconds, Some(300));
+        // ...and from the snapshot.
+        store.compact(&back).unwrap();
+        drop(store);
+        let (_s, again, rep) = Store::open(&d.0, 30).unwrap();
+        assert_eq!(rep.replayed_ops, 0);
+        assert_eq!(again, state);
+    }
+
+    #[test]
     fn snapshot_and_journal_never_double_apply() {
         let d = TempDir::new("double");
         let (mut store, mut state, _) = open_journaled(&d.0, 0);
