@@ -23,8 +23,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// A headless chromium of our own (own process group, own profile dir),
 /// killed by its process group on Drop.
 struct Browser {
-    child: Child,
     ws: WebSocket<TcpStream>,
+    _proc: Proc,
     next_id: u64,
     _profile: TempDir,
 }
@@ -47,6 +47,7 @@ impl Browser {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                "--disable-crash-reporter",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 "--window-size=640,360",
@@ -59,6 +60,8 @@ impl Browser {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {CHROMIUM}: {e}"));
+        // From here on a panic still kills it.
+        let proc = Proc(child);
         // chromium writes the port it picked to <profile>/DevToolsActivePort.
         let port: u16 = wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
             std::fs::read_to_string(profile.join("DevToolsActivePort"))
@@ -91,7 +94,7 @@ impl Browser {
         let (ws, _) = tungstenite::client(ws_url.as_str(), stream)
             .unwrap_or_else(|e| panic!("DevTools websocket handshake: {e}"));
         Browser {
-            child,
+            _proc: proc,
             ws,
             next_id: 0,
             _profile: profile,
@@ -175,10 +178,13 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+/// The chromium process; its whole process group is killed on Drop.
+struct Proc(Child);
+
+impl Drop for Proc {
     fn drop(&mut self) {
-        signal_group(self.child.id(), libc::SIGKILL);
-        let _ = wait_child(&mut self.child, Duration::from_secs(5));
+        signal_group(self.0.id(), libc::SIGKILL);
+        let _ = wait_child(&mut self.0, Duration::from_secs(5));
     }
 }
 
