@@ -727,6 +727,16 @@ impl Engine {
         self.registry.display(key)
     }
 
+    /// [`display`](Self::display) without an allocation while keys are
+    /// their own names (large queues without a registry).
+    fn display_arc(&self, key: &Arc<str>) -> Arc<str> {
+        if self.registry.in_use() {
+            Arc::from(self.registry.display(key))
+        } else {
+            key.clone()
+        }
+    }
+
     fn policy(&self) -> Policy {
         Policy::effective(&self.cfg.queue, &self.state)
     }
@@ -763,10 +773,7 @@ impl Engine {
         let policy = self.policy();
         let now_ms = unix_ms();
         let view = View {
-            names: entries
-                .iter()
-                .map(|e| Arc::from(self.display(&e.key)))
-                .collect(),
+            names: entries.iter().map(|e| self.display_arc(&e.key)).collect(),
             joined_at: entries.iter().map(|e| e.joined_at).collect(),
             on_air,
             obs: self.obs_view.clone(),
