@@ -524,3 +524,39 @@ fn control_module_unreachable_still_switches() {
         "the drop URL (with the key) is logged: {log}"
     );
 }
+
+#[test]
+fn sighup_rereads_the_registry_even_when_the_file_looks_unchanged() {
+    let rig = Rig::start("[relay]\nmax_failures = 1000\n");
+    let d = &rig.daemon;
+    let key = add(d, "Alice", &[]);
+    assert_eq!(d.raw_publish(&key, 1).status, 200);
+    assert_eq!(d.queue(), ["Alice"]);
+    // Edit the file in place: same inode, same length, same mtime, so the
+    // cheap change check (one stat every 2 s) cannot see it...
+    let path = d.state_dir().join("streamers.json");
+    let meta = std::fs::metadata(&path).expect("streamers.json");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let edited = text.replace("\"Alice\"", "\"Alicf\"");
+    assert_eq!(edited.len(), text.len());
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        f.write_all(edited.as_bytes()).expect("write");
+        f.set_modified(meta.modified().expect("mtime"))
+            .expect("set mtime");
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        d.queue(),
+        ["Alice"],
+        "the 2 s check should not have seen it"
+    );
+    // ...but SIGHUP re-reads it.
+    assert!(signal(d.pid(), libc::SIGHUP));
+    d.wait_queue(&["Alicf"], Duration::from_secs(3));
+}

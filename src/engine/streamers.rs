@@ -47,12 +47,13 @@ impl Engine {
     /// Whether a publish of `key` may go on to the queue rules. Logs the
     /// refusal with the address and a fingerprint of the key, never the key.
     pub(super) fn admit(&mut self, key: &str, addr: &str) -> Result<(), Reply> {
-        let policy = self.policy();
-        if moderation::registered_enough(&self.registry, &policy, key) {
-            return Ok(());
+        // A key we do not know may have been added a moment ago (`streamer
+        // add`), maybe creating the registry: look (one stat) before it is
+        // admitted, refused or shown anywhere under the wrong name.
+        if self.registry.by_key(key).is_none() {
+            self.refresh_registry(false);
         }
-        // Maybe it was added a moment ago (`motherstream streamer add`).
-        self.refresh_registry(false);
+        let policy = self.policy();
         if moderation::registered_enough(&self.registry, &policy, key) {
             return Ok(());
         }
