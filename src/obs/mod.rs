@@ -13,9 +13,12 @@
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::config::ObsConfig;
+
+mod client;
+pub mod protocol;
 
 /// What the broadcast should show now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,7 +58,7 @@ impl ObsHandle {
         let (tx, rx) = crossbeam_channel::unbounded();
         let join = std::thread::Builder::new()
             .name("obs".into())
-            .spawn(move || run(cfg, rx, status_tx))?;
+            .spawn(move || client::run(cfg, rx, status_tx))?;
         Ok(ObsHandle {
             tx,
             join: Some(join),
@@ -74,17 +77,6 @@ impl ObsHandle {
         let _ = self.tx.send(Msg::Shutdown);
         if let Some(j) = self.join.take() {
             let _ = j.join();
-        }
-    }
-}
-
-// Placeholder until the obs-websocket client lands: the thread only drains.
-fn run(_cfg: ObsConfig, rx: Receiver<Msg>, _status: Sender<ObsStatus>) {
-    while let Ok(m) = rx.recv() {
-        match m {
-            Msg::Show(state) => log::trace!("obs: {state:?}"),
-            Msg::Reconfigure(cfg) => log::trace!("obs: {cfg:?}"),
-            Msg::Shutdown => return,
         }
     }
 }
