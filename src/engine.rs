@@ -3,6 +3,11 @@
 //! relay events, OBS status) with a timeout set by its nearest timer, never
 //! polling: each batch of commands is decided (pure queue rules), persisted
 //! once (group commit), answered, and then executed (relay, OBS, STATUS).
+//!
+//! Streamers, slots and moderation live in [`streamers`]: the same loop,
+//! with the decisions in `moderation` and `registry`.
+
+mod streamers;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -12,8 +17,11 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
+use crate::moderation::{self, Policy};
+use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
 use crate::queue::{Op, Outcome, State};
+use crate::registry::{FileSig, Registry};
 use crate::relay::{Relay, RelayEvent, RelaySpec};
 use crate::store::Store;
 use crate::systemd::Notifier;
@@ -100,6 +108,16 @@ pub enum Command {
     Health {
         reply: Responder,
     },
+    /// A moderator's request (skip, kick, block, move, slot changes...).
+    Moderate {
+        req: moderation::Request,
+        reply: Responder,
+    },
+    /// Manage the streamer registry.
+    Streamers {
+        req: StreamerRequest,
+        reply: Responder,
+    },
     /// SIGHUP: re-read the config file.
     Reload,
     /// SIGTERM/SIGINT: stop gracefully.
@@ -110,6 +128,8 @@ pub enum Command {
         secs: u64,
     },
 }
+
+pub use streamers::StreamerRequest;
 
 /// What HTTP workers may read without asking the engine. Replaced whole by
 /// the engine; never mutated in place.
@@ -147,6 +167,13 @@ pub struct View {
     pub on_air: Option<OnAirView>,
     pub obs: ObsView,
     pub started_at_ms: u64,
+    /// When the on-air slot ends, unix ms (None = unlimited).
+    pub slot_ends_at_ms: Option<u64>,
+    /// Default slot length and rejoin block in force, seconds (0 = off).
+    pub slot_seconds: u64,
+    pub rejoin_block_seconds: u64,
+    /// Blocked streamers' public names and when their block ends (unix ms).
+    pub blocked: Vec<(String, u64)>,
     queue_json: OnceLock<String>,
 }
 
@@ -179,7 +206,8 @@ impl View {
                 "name": &*o.name,
                 "since": o.since_ms / 1000,
                 "on_air_s": now_ms.saturating_sub(o.since_ms) / 1000,
-                "slot_left_s": null,
+                "slot_left_s": self.slot_ends_at_ms.map(|t| t.saturating_sub(now_ms).div_ceil(1000)),
+                "slot_ends_at": self.slot_ends_at_ms.map(|t| t.div_ceil(1000)),
                 "relay": {
                     "state": o.relay_state,
                     "pid": o.relay_pid,
@@ -201,6 +229,18 @@ impl View {
             "next_up": self.names.get(1).map(|n| &**n),
             "waiting": self.names.len().saturating_sub(1),
             "queue": queue,
+            "slot_seconds": self.slot_seconds,
+            "rejoin_block_seconds": self.rejoin_block_seconds,
+            "blocked": self
+                .blocked
+                .iter()
+                .filter(|(_, until)| *until > now_ms)
+                .map(|(n, until)| json!({
+                    "name": n,
+                    "until": until.div_ceil(1000),
+                    "left_s": until.saturating_sub(now_ms).div_ceil(1000),
+                }))
+                .collect::<Vec<_>>(),
             "obs": {
                 "enabled": self.obs.enabled,
                 "connected": self.obs.connected,
@@ -269,6 +309,19 @@ pub struct Engine {
     started_at_ms: u64,
     shutting_down: bool,
     store_failed: bool,
+    /// The streamer registry as last read from `streamers.json`.
+    registry: Registry,
+    /// Signature of the file `registry` was read from (None = no file).
+    registry_sig: Option<FileSig>,
+    next_registry_check: Instant,
+    /// Disconnects publishers through nginx's control module, off-thread.
+    control: Option<Control>,
+    /// After a slot end that could not be saved, wait before trying again.
+    slot_retry_at: Option<Instant>,
+    /// Publishers to disconnect once the batch that took them off is saved.
+    pending_drops: Vec<String>,
+    /// When a refused publish of a blocked key was last logged at info.
+    block_logged: std::collections::HashMap<String, u64>,
     /// Commands handled since the heap was last trimmed, and when the last
     /// batch ended: one second after a burst, freed memory goes back to the
     /// kernel.
@@ -331,11 +384,23 @@ impl Engine {
             started_at_ms: unix_ms(),
             shutting_down: false,
             store_failed: false,
+            registry: Registry::default(),
+            registry_sig: None,
+            next_registry_check: now,
+            control: None,
+            slot_retry_at: None,
+            pending_drops: Vec::new(),
+            block_logged: std::collections::HashMap::new(),
             since_trim: 0,
             last_batch: now,
             published_relay: (0, None, false, 0),
             sent_obs: None,
         };
+        e.refresh_registry(true);
+        match Control::spawn(e.cfg.rtmp.control_url.clone()) {
+            Ok(c) => e.control = Some(c),
+            Err(err) => log::error!("cannot start the nginx control thread: {err}"),
+        }
         e.start_obs();
         e
     }
@@ -412,6 +477,10 @@ impl Engine {
             RelaySlot::Backoff { until, .. } => t = t.min(*until),
             _ => {}
         }
+        t = t.min(self.next_registry_check);
+        if let Some(slot) = self.slot_deadline() {
+            t = t.min(slot);
+        }
         t
     }
 
@@ -433,6 +502,10 @@ impl Engine {
                 } => {
                     if self.shutting_down {
                         replies.push((reply, Reply::error(503, "shutting down"), false));
+                        continue;
+                    }
+                    if let Err(r) = self.admit(&key, &addr) {
+                        replies.push((reply, r, false));
                         continue;
                     }
                     let op = Op::Publish {
@@ -460,6 +533,9 @@ impl Engine {
                                 );
                             }
                             Reply::json(200, json!({"ok": true, "position": position}))
+                        }
+                        Outcome::Blocked { until } => {
+                            self.refuse_blocked(&key, &addr, *until, now_ms)
                         }
                         other => Reply::error(500, format!("unexpected outcome {other:?}")),
                     };
@@ -530,7 +606,13 @@ impl Engine {
                     replies.push((reply, self.queue_reply(), changed));
                 }
                 Command::Override { names, reply } => {
-                    let keys = names;
+                    let keys = match self.resolve_queued(&names, now_ms) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            replies.push((reply, Reply::error(400, e), false));
+                            continue;
+                        }
+                    };
                     let op = Op::Override {
                         keys: keys.clone(),
                         at: now_ms,
@@ -550,6 +632,14 @@ impl Engine {
                     ops.push(op);
                     replies.push((reply, self.queue_reply(), true));
                 }
+                Command::Moderate { req, reply } => {
+                    let (r, changed) = self.moderate(&req, now_ms, &mut ops);
+                    replies.push((reply, r, changed));
+                }
+                Command::Streamers { req, reply } => {
+                    let (r, changed) = self.manage_streamers(req, now_ms, &mut ops);
+                    replies.push((reply, r, changed));
+                }
                 Command::Health { reply } => {
                     let r = if self.store_failed {
                         Reply::error(503, "cannot persist queue state; see the log")
@@ -568,6 +658,7 @@ impl Engine {
             }
         }
         self.persist(&ops, now_ms, &mut replies);
+        self.run_drops();
         self.publish_view();
         for (tx, r, _) in replies {
             tx.send(r);
@@ -629,10 +720,25 @@ impl Engine {
         Reply::json(200, json!({"ok": true, "queue": names}))
     }
 
-    /// The public name of a key. Stream keys stand for themselves until a
-    /// streamer registry exists.
+    /// The public name of a key: the single place that decides it. Stream
+    /// keys stand for themselves until a streamer registry is in use; from
+    /// then on, never.
     fn display(&self, key: &str) -> String {
-        key.to_string()
+        self.registry.display(key)
+    }
+
+    /// [`display`](Self::display) without an allocation while keys are
+    /// their own names (large queues without a registry).
+    fn display_arc(&self, key: &Arc<str>) -> Arc<str> {
+        if self.registry.in_use() {
+            Arc::from(self.registry.display(key))
+        } else {
+            key.clone()
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        Policy::effective(&self.cfg.queue, &self.state)
     }
 
     fn publish_view(&mut self) {
@@ -664,12 +770,23 @@ impl Engine {
                 },
             }
         });
+        let policy = self.policy();
+        let now_ms = unix_ms();
         let view = View {
-            names: entries.iter().map(|e| e.key.clone()).collect(),
+            names: entries.iter().map(|e| self.display_arc(&e.key)).collect(),
             joined_at: entries.iter().map(|e| e.joined_at).collect(),
             on_air,
             obs: self.obs_view.clone(),
             started_at_ms: self.started_at_ms,
+            slot_ends_at_ms: moderation::slot_ends_at(&self.state, &self.registry, &policy),
+            slot_seconds: policy.slot_seconds,
+            rejoin_block_seconds: policy.rejoin_block_seconds,
+            blocked: self
+                .state
+                .blocks(now_ms)
+                .into_iter()
+                .map(|(k, until)| (self.display(k), until))
+                .collect(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);
@@ -689,7 +806,8 @@ impl Engine {
                 on_air: e.first().map(|h| self.display(&h.key)),
                 next_up: e.get(1).map(|n| self.display(&n.key)),
                 switch_seq: self.state.switch_seq(),
-                slot_ends_at: None,
+                slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
             };
             if self.sent_obs.as_ref() != Some(&want) {
                 obs.show(want.clone());
@@ -890,7 +1008,7 @@ impl Engine {
                             first = true;
                             log::info!(
                                 "relay for {} is live: first output {} ms after start",
-                                r.key,
+                                self.registry.display(&r.key),
                                 now.duration_since(r.started).as_millis()
                             );
                         }
@@ -917,7 +1035,11 @@ impl Engine {
                             log::warn!(
                                 "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
                                 self.display(&key),
-                                format_tail(&tail)
+                                // ffmpeg prints its input URL, which holds the key.
+                                format_tail(&tail).replace(
+                                    &format!("/{}/{key}", self.cfg.rtmp.ingest_app),
+                                    &format!("/{}/{}", self.cfg.rtmp.ingest_app, self.display(&key))
+                                )
                             );
                             self.relay_failed(key, now)
                         } else {
@@ -1003,6 +1125,10 @@ impl Engine {
             }
             other => other,
         };
+        if now >= self.next_registry_check && self.refresh_registry(false) {
+            self.after_change();
+        }
+        self.end_slot();
         if matches!(&self.relay, RelaySlot::Backoff { until, .. } if now >= *until) {
             self.after_change();
         } else if now >= self.next_status {
@@ -1016,6 +1142,7 @@ impl Engine {
             Ok(new) => self.apply_config(new),
             Err(e) => log::error!("reload rejected, keeping the running config: {e}"),
         }
+        self.refresh_registry(true);
         self.notifier.ready();
     }
 
@@ -1146,6 +1273,9 @@ impl Engine {
         if let Some(h) = self.obs.take() {
             h.shutdown();
         }
+        if let Some(c) = self.control.take() {
+            c.shutdown();
+        }
         while let Ok(c) = commands.try_recv() {
             refuse(c);
         }
@@ -1166,6 +1296,8 @@ impl Command {
             | Command::Skip { reply }
             | Command::Clear { reply }
             | Command::Override { reply, .. }
+            | Command::Moderate { reply, .. }
+            | Command::Streamers { reply, .. }
             | Command::Health { reply } => reply.send(r),
             _ => {}
         }
@@ -1239,5 +1371,36 @@ mod tests {
         assert_eq!(s["next_up"], "b\"q");
         assert_eq!(s["queue"][1]["position"], 1);
         assert_eq!(s["uptime_s"], 65);
+        assert_eq!(s["on_air"]["slot_left_s"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn status_shows_slot_time_and_live_blocks_only() {
+        let v = View {
+            names: vec!["DJ A".into()],
+            joined_at: vec![0],
+            on_air: Some(OnAirView {
+                name: "DJ A".into(),
+                since_ms: 1000,
+                relay_state: "running",
+                relay_pid: None,
+                relay_restarts: 0,
+            }),
+            slot_ends_at_ms: Some(61_000),
+            slot_seconds: 60,
+            rejoin_block_seconds: 30,
+            blocked: vec![("gone".into(), 5_000), ("Bob".into(), 40_500)],
+            ..View::default()
+        };
+        let s: serde_json::Value = serde_json::from_str(&v.status_json(10_200)).unwrap();
+        assert_eq!(s["on_air"]["slot_left_s"], 51, "rounded up");
+        assert_eq!(s["on_air"]["slot_ends_at"], 61);
+        assert_eq!(s["slot_seconds"], 60);
+        assert_eq!(s["rejoin_block_seconds"], 30);
+        assert_eq!(s["blocked"].as_array().map(Vec::len), Some(1), "{s}");
+        assert_eq!(s["blocked"][0]["name"], "Bob");
+        assert_eq!(s["blocked"][0]["left_s"], 31);
+        let late: serde_json::Value = serde_json::from_str(&v.status_json(70_000)).unwrap();
+        assert_eq!(late["on_air"]["slot_left_s"], 0);
     }
 }

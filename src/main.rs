@@ -15,9 +15,11 @@ use motherstream::{log as mslog, secret};
 const USAGE: &str = "\
 usage: motherstream [OPTIONS] [run]
        motherstream [OPTIONS] check-config
+       motherstream [OPTIONS] streamer (add|list|remove|rotate-key|set-slot) ...
 
 Runs the motherstream daemon (default), or validates the configuration and
-prints the effective config with secrets redacted.
+prints the effective config with secrets redacted, or manages the streamer
+registry (motherstream streamer --help).
 
 options:
   -c, --config PATH      config file (default /etc/motherstream/motherstream.toml)
@@ -34,6 +36,8 @@ struct Args {
     log_target: Option<String>,
     verbosity: i32,
     command: String,
+    /// Arguments of `streamer`.
+    rest: Vec<String>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -43,6 +47,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         log_target: None,
         verbosity: 0,
         command: "run".into(),
+        rest: Vec::new(),
     };
     let mut command_set = false;
     while let Some(arg) = it.next() {
@@ -63,10 +68,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             s if s.starts_with("-vv") && s[1..].chars().all(|c| c == 'v') => {
                 a.verbosity += (s.len() - 1) as i32
             }
-            "run" | "check-config" if !command_set => {
+            "run" | "check-config" | "streamer" if !command_set => {
                 a.command = arg;
                 command_set = true;
             }
+            _ if a.command == "streamer" => a.rest.push(arg),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "check-config" => check_config(&args),
+        "streamer" => streamer(&args),
         _ => run(&args),
     }
 }
@@ -118,6 +125,50 @@ fn check_config(args: &Args) -> ExitCode {
         }
         Err(e) => {
             eprintln!("motherstream: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn streamer(args: &Args) -> ExitCode {
+    use motherstream::streamer_cmd::{self, CliError};
+    if args.rest.is_empty() || args.rest.iter().any(|a| a == "--help") {
+        print!("{}", streamer_cmd::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("motherstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The daemon under systemd gets $STATE_DIRECTORY; an administrator's
+    // shell does not. Without `[state] dir`, use the packaged location when
+    // it exists, so the CLI edits the registry the daemon reads.
+    let packaged = std::path::Path::new("/var/lib/motherstream");
+    let dir = if cfg.state.dir.is_empty() && packaged.is_dir() {
+        packaged.to_path_buf()
+    } else {
+        cfg.state_dir()
+    };
+    eprintln!(
+        "motherstream: registry {}",
+        motherstream::registry::path(&dir).display()
+    );
+    match streamer_cmd::run(
+        &args.rest,
+        &dir,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(e)) => {
+            eprintln!("motherstream: {e}\n\n{}", streamer_cmd::USAGE);
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("motherstream: {e} (registry in {})", dir.display());
             ExitCode::from(1)
         }
     }
@@ -155,7 +206,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
 
     let state_dir = cfg.state_dir();
-    let (store, state, report) =
+    let (mut store, mut state, report) =
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
@@ -171,6 +222,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             ""
         }
     );
+
+    reconcile_with_nginx(&cfg, &mut store, &mut state);
 
     let server = HttpPool::bind(&cfg.http.listen)?;
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
@@ -217,6 +270,52 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         return Err("the engine thread failed; exiting so systemd restarts the service".into());
     }
     Ok(())
+}
+
+/// Publishers may have left while we were down (their publish_done hooks
+/// went nowhere): ask nginx's stat page who is still publishing and drop the
+/// rest, durably, before serving. Runs before the hook server listens, so no
+/// publish can race it. nginx unreachable: keep the queue as saved.
+fn reconcile_with_nginx(cfg: &Config, store: &mut Store, state: &mut motherstream::queue::State) {
+    use motherstream::{moderation, nginx, registry};
+    if cfg.rtmp.stat_url.is_empty() || state.is_empty() {
+        return;
+    }
+    let published = match nginx::published(&cfg.rtmp.stat_url, &cfg.rtmp.ingest_app) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!(
+                "cannot read nginx's stat page {} ({e}); keeping the {} queued entries as saved",
+                cfg.rtmp.stat_url,
+                state.len()
+            );
+            return;
+        }
+    };
+    let Some(op) = moderation::gone(state, &published, engine::unix_ms()) else {
+        log::info!(
+            "all {} queued streamers are still publishing (nginx stat)",
+            state.len()
+        );
+        return;
+    };
+    // An unreadable registry still means "in use": no key in the log.
+    let reg = registry::load(&cfg.state_dir())
+        .unwrap_or_else(|_| registry::Registry::from_streamers(Vec::new(), true));
+    if let motherstream::queue::Op::Gone { keys, .. } = &op {
+        let names: Vec<String> = keys.iter().map(|k| reg.display(k)).collect();
+        log::info!(
+            "dropping {} queued streamers whose publishers left while motherstream was down: {}",
+            names.len(),
+            names.join(", ")
+        );
+    }
+    let before = state.clone();
+    state.apply(&op);
+    if let Err(e) = store.append(std::slice::from_ref(&op), state) {
+        log::error!("{e}; keeping the queue as saved");
+        *state = before;
+    }
 }
 
 /// SIGTERM/SIGINT → graceful stop; SIGHUP → reload. A dedicated thread turns

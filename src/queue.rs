@@ -4,7 +4,7 @@
 //!
 //! The head of the queue (`entries[0]`) is on air.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,54 @@ pub enum Op {
     Clear { at: u64 },
     /// New order; keys left out are removed.
     Override { keys: Vec<String>, at: u64 },
+    /// Take a key off the queue wherever it is (moderator kick or block,
+    /// slot end) and, with `until`, refuse its publishes until then (unix ms).
+    Kick {
+        key: String,
+        until: Option<u64>,
+        at: u64,
+    },
+    /// Lift a key's block.
+    Unblock { key: String, at: u64 },
+    /// Move a queued key to `position` (0 = on air; past the end = last).
+    Move {
+        key: String,
+        position: usize,
+        at: u64,
+    },
+    /// Set when the on-air slot of `key` ends (unix ms); None = back to the
+    /// slot length. Ignored unless `key` is on air.
+    SetSlotEnd {
+        key: String,
+        ends_at: Option<u64>,
+        at: u64,
+    },
+    /// Moderator override of `[queue] slot_seconds`; None = the config's.
+    SetDefaultSlot { seconds: Option<u64>, at: u64 },
+    /// Moderator override of `[queue] rejoin_block_seconds`; None = the config's.
+    SetRejoinBlock { seconds: Option<u64>, at: u64 },
+    /// These keys' publishers are gone (nginx's /stat after a restart).
+    Gone { keys: Vec<String>, at: u64 },
+}
+
+impl Op {
+    /// When the op was decided, unix ms.
+    pub fn at(&self) -> u64 {
+        match self {
+            Op::Publish { at, .. }
+            | Op::PublishDone { at, .. }
+            | Op::Skip { at }
+            | Op::Clear { at }
+            | Op::Override { at, .. }
+            | Op::Kick { at, .. }
+            | Op::Unblock { at, .. }
+            | Op::Move { at, .. }
+            | Op::SetSlotEnd { at, .. }
+            | Op::SetDefaultSlot { at, .. }
+            | Op::SetRejoinBlock { at, .. }
+            | Op::Gone { at, .. } => *at,
+        }
+    }
 }
 
 /// What an op did.
@@ -80,6 +128,31 @@ pub enum Outcome {
     Reordered {
         removed: Vec<Arc<str>>,
     },
+    /// The key is blocked from rejoining until `until` (unix ms).
+    Blocked {
+        until: u64,
+    },
+    /// The key was taken off (`position` = where it was, None when it was
+    /// not queued) and blocked until `until`.
+    Kicked {
+        position: Option<usize>,
+        until: Option<u64>,
+    },
+    Unblocked {
+        was_blocked: bool,
+    },
+    Moved {
+        from: usize,
+        to: usize,
+    },
+    /// A slot or policy setting took a new value (`changed` = it differs).
+    Set {
+        changed: bool,
+    },
+    /// Entries dropped because their publishers are gone.
+    Dropped {
+        removed: Vec<Arc<str>>,
+    },
     /// The op was invalid; nothing changed.
     Rejected(String),
 }
@@ -93,8 +166,28 @@ impl Outcome {
             | Outcome::Reordered { .. } => true,
             Outcome::Skipped { key } => key.is_some(),
             Outcome::Cleared { removed } => *removed > 0,
-            Outcome::NotQueued | Outcome::Rejected(_) => false,
+            Outcome::Kicked { position, until } => position.is_some() || until.is_some(),
+            Outcome::Unblocked { was_blocked } => *was_blocked,
+            Outcome::Moved { from, to } => from != to,
+            Outcome::Set { changed } => *changed,
+            Outcome::Dropped { removed } => !removed.is_empty(),
+            Outcome::NotQueued | Outcome::Blocked { .. } | Outcome::Rejected(_) => false,
         }
+    }
+}
+
+/// Queue settings a moderator changed at run time (None = the config's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoin_block_seconds: Option<u64>,
+}
+
+impl Overrides {
+    fn is_empty(&self) -> bool {
+        *self == Overrides::default()
     }
 }
 
@@ -107,6 +200,17 @@ pub struct State {
     /// Increments each time a different key goes on air.
     #[serde(default)]
     switch_seq: u64,
+    /// Keys refused until the given unix ms (rejoin blocks, moderator blocks).
+    /// Expired ones are pruned by the next op.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    blocks: BTreeMap<String, u64>,
+    /// When the current head's slot ends, if a moderator set it (extend,
+    /// shorten); reset whenever the head changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot_ends_at: Option<u64>,
+    /// Moderator overrides of the `[queue]` config, kept across restarts.
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    overrides: Overrides,
     /// Keys present in `entries`, for O(1) membership at large queues.
     #[serde(skip)]
     keys: HashSet<Arc<str>>,
@@ -146,7 +250,13 @@ impl State {
 
     /// Rebuild the key index after deserializing.
     pub fn reindex(self) -> (State, Vec<String>) {
-        State::from_parts(self.entries, self.on_air_since, self.switch_seq)
+        let (mut s, dropped) = State::from_parts(self.entries, self.on_air_since, self.switch_seq);
+        s.blocks = self.blocks;
+        s.overrides = self.overrides;
+        if !s.entries.is_empty() {
+            s.slot_ends_at = self.slot_ends_at;
+        }
+        (s, dropped)
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -171,6 +281,39 @@ impl State {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    pub fn overrides(&self) -> Overrides {
+        self.overrides
+    }
+
+    /// Until when `key` is refused, if it is blocked at `now`.
+    pub fn blocked_until(&self, key: &str, now: u64) -> Option<u64> {
+        self.blocks.get(key).copied().filter(|u| *u > now)
+    }
+
+    /// Blocks still in force at `now`: (key, until), soonest first.
+    pub fn blocks(&self, now: u64) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = self
+            .blocks
+            .iter()
+            .filter(|(_, u)| **u > now)
+            .map(|(k, u)| (k.as_str(), *u))
+            .collect();
+        v.sort_by_key(|(k, u)| (*u, *k));
+        v
+    }
+
+    /// When the on-air slot ends (unix ms): a moderator's setting, else
+    /// `on_air_since + slot_seconds`; None with nobody on air or an
+    /// unlimited slot (`slot_seconds` 0).
+    pub fn slot_ends_at(&self, slot_seconds: u64) -> Option<u64> {
+        self.head()?;
+        if let Some(t) = self.slot_ends_at {
+            return Some(t);
+        }
+        let since = self.on_air_since?;
+        (slot_seconds > 0).then(|| since.saturating_add(slot_seconds.saturating_mul(1000)))
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -200,33 +343,92 @@ impl State {
 
     pub fn apply(&mut self, op: &Op) -> Outcome {
         let head_before = self.head().map(|e| e.key.clone());
-        let (outcome, at) = match op {
+        let at = op.at();
+        // Expired blocks go with the next op: deterministic on replay.
+        self.blocks.retain(|_, until| *until > at);
+        let outcome = match op {
             Op::Publish {
                 key,
                 client_id,
                 addr,
                 at,
-            } => (self.publish(key, *client_id, addr, *at), *at),
-            Op::PublishDone { key, client_id, at } => (self.publish_done(key, *client_id), *at),
-            Op::Skip { at } => {
+            } => match self.blocked_until(key, *at) {
+                Some(until) => Outcome::Blocked { until },
+                None => self.publish(key, *client_id, addr, *at),
+            },
+            Op::PublishDone { key, client_id, .. } => self.publish_done(key, *client_id),
+            Op::Skip { .. } => {
                 let key = if self.entries.is_empty() {
                     None
                 } else {
                     Some(self.remove_at(0).key)
                 };
-                (Outcome::Skipped { key }, *at)
+                Outcome::Skipped { key }
             }
-            Op::Clear { at } => {
+            Op::Clear { .. } => {
                 let removed = self.entries.len();
                 self.entries.clear();
                 self.keys.clear();
-                (Outcome::Cleared { removed }, *at)
+                Outcome::Cleared { removed }
             }
-            Op::Override { keys, at } => (self.override_order(keys), *at),
+            Op::Override { keys, .. } => self.override_order(keys),
+            Op::Kick { key, until, .. } => {
+                let position = self.position(key);
+                if let Some(pos) = position {
+                    self.remove_at(pos);
+                }
+                let until = until.filter(|u| *u > at);
+                if let Some(u) = until {
+                    let e = self.blocks.entry(key.clone()).or_insert(u);
+                    *e = u;
+                }
+                Outcome::Kicked { position, until }
+            }
+            Op::Unblock { key, .. } => Outcome::Unblocked {
+                was_blocked: self.blocks.remove(key).is_some(),
+            },
+            Op::Move { key, position, .. } => match self.position(key) {
+                None => Outcome::Rejected(format!("{key:?} is not in the queue")),
+                Some(from) => {
+                    let e = self.entries.remove(from);
+                    let to = (*position).min(self.entries.len());
+                    self.entries.insert(to, e);
+                    Outcome::Moved { from, to }
+                }
+            },
+            Op::SetSlotEnd { key, ends_at, .. } => {
+                if self.head().map(|h| &*h.key) != Some(key.as_str()) {
+                    Outcome::Rejected(format!("{key:?} is not on air"))
+                } else {
+                    let changed = self.slot_ends_at != *ends_at;
+                    self.slot_ends_at = *ends_at;
+                    Outcome::Set { changed }
+                }
+            }
+            Op::SetDefaultSlot { seconds, .. } => {
+                let changed = self.overrides.slot_seconds != *seconds;
+                self.overrides.slot_seconds = *seconds;
+                Outcome::Set { changed }
+            }
+            Op::SetRejoinBlock { seconds, .. } => {
+                let changed = self.overrides.rejoin_block_seconds != *seconds;
+                self.overrides.rejoin_block_seconds = *seconds;
+                Outcome::Set { changed }
+            }
+            Op::Gone { keys, .. } => {
+                let mut removed = Vec::new();
+                for k in keys {
+                    if let Some(pos) = self.position(k) {
+                        removed.push(self.remove_at(pos).key);
+                    }
+                }
+                Outcome::Dropped { removed }
+            }
         };
         let head_after = self.head().map(|e| e.key.clone());
         if head_after != head_before {
             self.on_air_since = head_after.as_ref().map(|_| at);
+            self.slot_ends_at = None;
             if head_after.is_some() {
                 self.switch_seq += 1;
             }
@@ -578,6 +780,105 @@ mod tests {
         assert_eq!(keys(&s), ["a", "b"]);
         assert_eq!(dropped, ["a", "b c"]);
         assert_eq!(s.on_air_since(), Some(5));
+    }
+
+    #[test]
+    fn kick_unblock_and_their_no_op_cases() {
+        let mut s = State::new();
+        publish(&mut s, "a", 1, 10);
+        publish(&mut s, "b", 2, 20);
+        // Not queued, no block: nothing changes.
+        let o = s.apply(&Op::Kick {
+            key: "zz".into(),
+            until: None,
+            at: 30,
+        });
+        assert_eq!(
+            o,
+            Outcome::Kicked {
+                position: None,
+                until: None
+            }
+        );
+        assert!(!o.changed());
+        // A block already over when decided is no block.
+        let o = s.apply(&Op::Kick {
+            key: "b".into(),
+            until: Some(30),
+            at: 30,
+        });
+        assert_eq!(
+            o,
+            Outcome::Kicked {
+                position: Some(1),
+                until: None
+            }
+        );
+        assert_eq!(keys(&s), ["a"]);
+        assert!(!s
+            .apply(&Op::Unblock {
+                key: "b".into(),
+                at: 31
+            })
+            .changed());
+        // Kicking the head switches.
+        s.apply(&Op::Kick {
+            key: "a".into(),
+            until: Some(100),
+            at: 40,
+        });
+        assert!(s.is_empty());
+        assert_eq!(s.on_air_since(), None);
+        assert_eq!(s.blocks(40), [("a", 100)]);
+        assert_eq!(s.blocks(100), []);
+        // A later block replaces an earlier one.
+        s.apply(&Op::Kick {
+            key: "a".into(),
+            until: Some(500),
+            at: 41,
+        });
+        assert_eq!(s.blocked_until("a", 41), Some(500));
+    }
+
+    #[test]
+    fn move_slot_end_and_gone_validate_their_keys() {
+        let mut s = State::new();
+        publish(&mut s, "a", 1, 10);
+        publish(&mut s, "b", 2, 20);
+        let before = s.clone();
+        let o = s.apply(&Op::Move {
+            key: "zz".into(),
+            position: 0,
+            at: 30,
+        });
+        assert!(matches!(o, Outcome::Rejected(_)));
+        let o = s.apply(&Op::SetSlotEnd {
+            key: "b".into(),
+            ends_at: Some(99),
+            at: 30,
+        });
+        assert!(matches!(o, Outcome::Rejected(_)), "b is not on air");
+        assert_eq!(s, before);
+        // Past the end = last.
+        let o = s.apply(&Op::Move {
+            key: "a".into(),
+            position: 99,
+            at: 31,
+        });
+        assert_eq!(o, Outcome::Moved { from: 0, to: 1 });
+        assert_eq!(keys(&s), ["b", "a"]);
+        assert_eq!(s.on_air_since(), Some(31));
+        let o = s.apply(&Op::Gone {
+            keys: vec!["zz".into(), "a".into()],
+            at: 32,
+        });
+        assert_eq!(
+            o,
+            Outcome::Dropped {
+                removed: vec!["a".into()]
+            }
+        );
+        assert_eq!(keys(&s), ["b"]);
     }
 
     #[test]

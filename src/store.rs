@@ -354,6 +354,49 @@ pub fn write_atomic_with(
     Ok(size)
 }
 
+/// Like [`write_atomic`], for files that hold secrets: the file is created
+/// with mode 0600 whatever the umask, and given to the owner of its
+/// directory when we run as root (an administrator's CLI writing the
+/// daemon's state directory).
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err(&tmp, "create"))?;
+        f.write_all(bytes).map_err(err(&tmp, "write"))?;
+        f.sync_all().map_err(err(&tmp, "fsync"))?;
+    }
+    give_to_dir_owner(&tmp, dir);
+    fs::rename(&tmp, path).map_err(err(path, "replace"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir, "fsync directory"))?;
+    Ok(())
+}
+
+/// When running as root, chown `path` to the owner of `dir`. Best effort: a
+/// failure leaves root's file, which root can still fix by hand.
+pub fn give_to_dir_owner(path: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::sys::is_root() {
+        return;
+    }
+    if let Ok(m) = fs::metadata(dir) {
+        if m.uid() != 0 {
+            if let Err(e) = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())) {
+                log::warn!("cannot give {} to uid {}: {e}", path.display(), m.uid());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +458,58 @@ mod tests {
         assert_eq!(rep.replayed_ops, 4);
         assert_eq!(keys(&back), ["b", "c"]);
         assert_eq!(back, state);
+    }
+
+    #[test]
+    fn moderation_state_survives_journal_and_snapshot() {
+        let d = TempDir::new("moderation");
+        let (mut store, mut state, _) = open_journaled(&d.0, 0);
+        let ops = [
+            publish("a", 1),
+            publish("b", 2),
+            publish("c", 3),
+            Op::SetSlotEnd {
+                key: "a".into(),
+                ends_at: Some(50_000),
+                at: 10,
+            },
+            Op::Kick {
+                key: "b".into(),
+                until: Some(90_000),
+                at: 11,
+            },
+            Op::SetDefaultSlot {
+                seconds: Some(300),
+                at: 12,
+            },
+            Op::SetRejoinBlock {
+                seconds: Some(0),
+                at: 13,
+            },
+            Op::Move {
+                key: "c".into(),
+                position: 1,
+                at: 14,
+            },
+        ];
+        for op in &ops {
+            state.apply(op);
+        }
+        store.append(&ops, &state).unwrap();
+        drop(store);
+        // Replayed from the journal...
+        let (mut store, back, rep) = Store::open(&d.0, 20).unwrap();
+        assert_eq!(rep.replayed_ops, ops.len());
+        assert_eq!(back, state);
+        assert_eq!(back.blocked_until("b", 20), Some(90_000));
+        assert_eq!(back.slot_ends_at(0), Some(50_000));
+        assert_eq!(back.overrides().slot_seconds, Some(300));
+        // ...and from the snapshot.
+        store.compact(&back).unwrap();
+        drop(store);
+        let (_s, again, rep) = Store::open(&d.0, 30).unwrap();
+        assert_eq!(rep.replayed_ops, 0);
+        assert_eq!(again, state);
     }
 
     #[test]

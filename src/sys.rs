@@ -42,6 +42,29 @@ pub fn signal_group(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Block until we hold an exclusive advisory lock on `f` (released when the
+/// file is closed).
+pub fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor we own for the duration of the call.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Cap glibc's malloc arenas. tiny_http runs every connection on a pool
 /// thread and each new thread would get an arena of its own; a daemon that
 /// mostly waits does not need more than two, and RSS stays small.

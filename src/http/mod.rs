@@ -3,6 +3,7 @@
 //! policy hooks and read endpoints are answered from the engine's published
 //! view and settings without a round trip.
 
+mod admin_api;
 mod overlay;
 
 use std::io::Read;
@@ -164,7 +165,9 @@ fn handle(mut req: Request, ctx: &Ctx) {
 
     let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
     let (reply, html) = match path {
-        "/queue-json" | "/api/status" | "/queue-list" | "/healthz" if !read_only(&method) => {
+        "/queue-json" | "/api/status" | "/queue-list" | "/timer" | "/healthz"
+            if !read_only(&method) =>
+        {
             return respond(req, method_not_allowed("GET"), &[("Allow", "GET, HEAD")]);
         }
         "/queue-json" => {
@@ -190,7 +193,45 @@ fn handle(mut req: Request, ctx: &Ctx) {
             },
             true,
         ),
+        "/timer" => (
+            Reply {
+                status: 200,
+                body: overlay::TIMER.to_string(),
+            },
+            true,
+        ),
         "/healthz" => return forward(ctx, req, Box::new(|reply| Command::Health { reply })),
+        p if admin_api::allowed(p).is_some() => {
+            let allow = admin_api::allowed(p).unwrap_or("POST");
+            if !allow.split(", ").any(|m| m == method.as_str()) {
+                return respond(req, method_not_allowed(allow), &[("Allow", allow)]);
+            }
+            if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
+                let extra: &[(&str, &str)] = if r.status == 401 {
+                    &[("WWW-Authenticate", "Bearer")]
+                } else {
+                    &[]
+                };
+                return respond(req, r, extra);
+            }
+            match admin_api::parse(path, &method, &body, query) {
+                Ok(admin_api::Call::Moderate(m)) => {
+                    return forward(
+                        ctx,
+                        req,
+                        Box::new(move |reply| Command::Moderate { req: m, reply }),
+                    )
+                }
+                Ok(admin_api::Call::Streamers(s)) => {
+                    return forward(
+                        ctx,
+                        req,
+                        Box::new(move |reply| Command::Streamers { req: s, reply }),
+                    )
+                }
+                Err(r) => (r, false),
+            }
+        }
         "/kill_ffmpeg" | "/clear-queue" | "/override-queue" => {
             if method != Method::Post {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
@@ -311,7 +352,12 @@ fn admin(path: &str, body: &str) -> Answer {
                     ))
                 }
             };
-            if let Some(bad) = names.iter().find(|n| !crate::hook::valid_name(n)) {
+            // Public names (which may hold spaces) or keys; the engine
+            // resolves them against the queue.
+            let valid = |n: &String| {
+                (1..=64).contains(&n.chars().count()) && !n.chars().any(char::is_control)
+            };
+            if let Some(bad) = names.iter().find(|n| !valid(n)) {
                 return Answer::Now(Reply::error(400, format!("invalid name {bad:?}")));
             }
             Answer::Engine(Box::new(|reply| Command::Override { names, reply }))
@@ -372,8 +418,11 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
         }
         HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
             warn_limited(format_args!(
-                "refused {} playing the raw ingest stream {}/{}",
-                h.addr, h.app, h.name
+                "refused {} playing a raw ingest stream in {} ({})",
+                h.addr,
+                h.app,
+                // The stream name is a stream key: never in the log.
+                crate::registry::fingerprint(&h.name)
             ));
             Reply::error(403, "raw ingest streams can only be played from this host")
         }
@@ -477,7 +526,7 @@ fn respond_body(req: Request, status: u16, body: impl SizedBody, extra: &[(&str,
 
 /// Bad requests are logged, but a flood of them must not flood the journal:
 /// at most 5 lines a second, then one line saying how many were dropped.
-fn warn_limited(args: std::fmt::Arguments) {
+pub(crate) fn warn_limited(args: std::fmt::Arguments) {
     static WINDOW: AtomicU64 = AtomicU64::new(0);
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let sec = engine::unix_ms() / 1000;

@@ -1,0 +1,442 @@
+//! The engine's side of streamers, slots and moderation: admission of
+//! publishes (registry, blocks), the slot timer, moderators' requests and
+//! registry management. Decisions come from `moderation` and `registry`;
+//! this file executes them (persist, reply, disconnect, log).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{unix_ms, Engine, Reply};
+use crate::moderation::{self, Request};
+use crate::queue::{Op, Outcome};
+use crate::registry::{self, RegistryError};
+
+/// How often the engine looks at `streamers.json` for changes (one stat).
+const REGISTRY_CHECK: Duration = Duration::from_secs(2);
+/// Wait before retrying a slot end whose state change could not be saved.
+const SLOT_RETRY: Duration = Duration::from_secs(1);
+
+/// Registry management from the admin endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamerRequest {
+    List {
+        show_keys: bool,
+    },
+    Add {
+        name: String,
+        slot_seconds: Option<u64>,
+    },
+    Remove {
+        name: String,
+    },
+    RotateKey {
+        name: String,
+    },
+    SetSlot {
+        name: String,
+        slot_seconds: Option<u64>,
+    },
+}
+
+fn secs_left(until: u64, now: u64) -> u64 {
+    until.saturating_sub(now).div_ceil(1000)
+}
+
+impl Engine {
+    /// Whether a publish of `key` may go on to the queue rules. Logs the
+    /// refusal with the address and a fingerprint of the key, never the key.
+    pub(super) fn admit(&mut self, key: &str, addr: &str) -> Result<(), Reply> {
+        // A key we do not know may have been added a moment ago (`streamer
+        // add`), maybe creating the registry: look (one stat) before it is
+        // admitted, refused or shown anywhere under the wrong name.
+        if self.registry.by_key(key).is_none() {
+            self.refresh_registry(false);
+        }
+        let policy = self.policy();
+        if moderation::registered_enough(&self.registry, &policy, key) {
+            return Ok(());
+        }
+        crate::http::warn_limited(format_args!(
+            "refused a publish from {addr}: unknown stream key ({})",
+            registry::fingerprint(key)
+        ));
+        Err(Reply::error(403, "unknown stream key"))
+    }
+
+    pub(super) fn refuse_blocked(&mut self, key: &str, addr: &str, until: u64, now: u64) -> Reply {
+        // An encoder retries every few seconds: one info line per block
+        // (and per minute), the rest at debug.
+        let last = self.block_logged.get(key).copied();
+        let msg = format!(
+            "refused a publish of {} from {addr}: blocked from rejoining for another {} s",
+            self.display(key),
+            secs_left(until, now)
+        );
+        if last.is_some_and(|t| now.saturating_sub(t) < 60_000) {
+            log::debug!("{msg}");
+        } else {
+            log::info!("{msg}");
+            self.block_logged
+                .retain(|_, t| now.saturating_sub(*t) < 60_000);
+            self.block_logged.insert(key.to_string(), now);
+        }
+        Reply::error(
+            403,
+            format!(
+                "blocked from rejoining for another {} s",
+                secs_left(until, now)
+            ),
+        )
+    }
+
+    /// Re-read `streamers.json` if it changed (or always, with `force`).
+    /// Returns whether the registry changed. An unreadable file is reported
+    /// once per version and the registry read before is kept.
+    pub(super) fn refresh_registry(&mut self, force: bool) -> bool {
+        let dir = self.cfg.state_dir();
+        self.next_registry_check = Instant::now() + REGISTRY_CHECK;
+        let sig = registry::signature(&dir);
+        if !force && sig == self.registry_sig {
+            return false;
+        }
+        self.registry_sig = sig;
+        match registry::load(&dir) {
+            Ok(r) if r == self.registry => false,
+            Ok(r) => {
+                log::info!(
+                    "streamer registry {}: {} streamers",
+                    registry::path(&dir).display(),
+                    r.len()
+                );
+                self.registry = r;
+                self.publish_view();
+                true
+            }
+            Err(e) => {
+                log::error!(
+                    "{e}; keeping the {} streamers read before",
+                    self.registry.len()
+                );
+                // A file exists, so a registry is meant to be in use: keys
+                // stay out of public output even though it cannot be read.
+                if !self.registry.in_use() {
+                    self.registry = crate::registry::Registry::from_streamers(Vec::new(), true);
+                    self.publish_view();
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// When the on-air slot ends, as an engine deadline.
+    pub(super) fn slot_deadline(&self) -> Option<Instant> {
+        let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy())?;
+        let t = Instant::now() + Duration::from_millis(ends.saturating_sub(unix_ms()));
+        Some(match self.slot_retry_at {
+            Some(r) => t.max(r),
+            None => t,
+        })
+    }
+
+    /// If the on-air slot is over: take the streamer off (blocked for the
+    /// rejoin time), switch, and disconnect them through nginx.
+    pub(super) fn end_slot(&mut self) {
+        if self.shutting_down || self.slot_retry_at.is_some_and(|r| Instant::now() < r) {
+            return;
+        }
+        let now = unix_ms();
+        let Some(op) = moderation::slot_expired(&self.state, &self.registry, &self.policy(), now)
+        else {
+            return;
+        };
+        let Op::Kick { key, until, .. } = &op else {
+            return;
+        };
+        let key = key.clone();
+        log::info!(
+            "{}'s slot is over; switching to {}{}",
+            self.display(&key),
+            self.state
+                .entries()
+                .get(1)
+                .map_or("nobody".into(), |e| self.display(&e.key)),
+            until.map_or(String::new(), |u| format!(
+                " ({} s before they may rejoin)",
+                secs_left(u, now)
+            ))
+        );
+        self.kill_now = Some(key.clone());
+        self.pending_drops.push(key);
+        self.apply_internal(op);
+        if self.store_failed {
+            self.slot_retry_at = Some(Instant::now() + SLOT_RETRY);
+            self.pending_drops.clear();
+        } else {
+            self.slot_retry_at = None;
+            self.run_drops();
+        }
+    }
+
+    /// Disconnect the publishers taken off by the batch just saved.
+    pub(super) fn run_drops(&mut self) {
+        let drops = std::mem::take(&mut self.pending_drops);
+        if self.store_failed {
+            return;
+        }
+        for key in drops {
+            let who = self.display(&key);
+            if let Some(c) = &self.control {
+                c.drop_publisher(&self.cfg.rtmp.ingest_app, &key, &who);
+            }
+        }
+    }
+
+    /// The keys of queued streamers named in an override list (public
+    /// names, or keys).
+    pub(super) fn resolve_queued(&self, names: &[String], now: u64) -> Result<Vec<String>, String> {
+        let mut keys: Vec<String> = Vec::with_capacity(names.len());
+        for n in names {
+            let key = moderation::resolve(n, &self.state, &self.registry, now)
+                .filter(|k| self.state.contains(k))
+                .ok_or_else(|| format!("{n:?} is not in the queue"))?;
+            if keys.contains(&key) {
+                return Err(format!("{n:?} is listed twice"));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// A moderator's request: plan, apply, log; returns the answer and
+    /// whether it changed the queue state (to be saved before answering).
+    pub(super) fn moderate(&mut self, req: &Request, now: u64, ops: &mut Vec<Op>) -> (Reply, bool) {
+        let op = match moderation::plan(req, &self.state, &self.registry, &self.cfg.queue, now) {
+            Ok(op) => op,
+            Err(r) => return (Reply::error(r.status, r.message), false),
+        };
+        let head_before = self.state.head().map(|h| h.key.to_string());
+        let out = self.state.apply(&op);
+        if let Outcome::Rejected(e) = out {
+            return (Reply::error(400, e), false);
+        }
+        self.log_moderation(req, &op, &out, head_before.as_deref(), now);
+        // Skip and kick disconnect the publisher: a skipped streamer's
+        // encoder reconnects and queues again at the end; a kicked one is
+        // refused while blocked.
+        let dropped = match (&op, &out) {
+            (Op::Kick { key, .. }, _) => Some(key.clone()),
+            (Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => Some(k.to_string()),
+            _ => None,
+        };
+        if let Some(key) = dropped {
+            if head_before.as_deref() == Some(key.as_str()) {
+                self.kill_now = Some(key.clone());
+            }
+            self.pending_drops.push(key);
+        }
+        let changed = out.changed();
+        if changed {
+            ops.push(op);
+        }
+        (self.queue_reply(), changed)
+    }
+
+    fn log_moderation(
+        &self,
+        req: &Request,
+        op: &Op,
+        out: &Outcome,
+        head_before: Option<&str>,
+        now: u64,
+    ) {
+        let block = |until: &Option<u64>| {
+            until.map_or(String::new(), |u| {
+                format!(", blocked for {} s", secs_left(u, now))
+            })
+        };
+        match (req, op, out) {
+            (_, Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => {
+                log::info!("moderator skipped {}", self.display(k))
+            }
+            (Request::Block { .. }, Op::Kick { key, until, .. }, _) => {
+                log::info!("moderator blocked {}{}", self.display(key), block(until))
+            }
+            (_, Op::Kick { key, until, .. }, Outcome::Kicked { position, .. }) => log::info!(
+                "moderator kicked {}{}{}",
+                self.display(key),
+                match position {
+                    Some(0) => " off the air".to_string(),
+                    Some(p) => format!(" from position {}", p + 1),
+                    None => " (not queued)".to_string(),
+                },
+                block(until)
+            ),
+            (_, Op::Unblock { key, .. }, _) => {
+                log::info!("moderator unblocked {}", self.display(key))
+            }
+            (_, Op::Move { key, .. }, Outcome::Moved { from, to }) => log::info!(
+                "moderator moved {} from position {} to {}{}",
+                self.display(key),
+                from + 1,
+                to + 1,
+                if *to == 0 || head_before == Some(key.as_str()) {
+                    "; switching"
+                } else {
+                    ""
+                }
+            ),
+            (_, Op::SetSlotEnd { key, ends_at, .. }, _) => log::info!(
+                "moderator set the end of {}'s slot: {} s left",
+                self.display(key),
+                ends_at.map_or(0, |t| secs_left(t, now))
+            ),
+            (_, Op::SetDefaultSlot { seconds, .. }, _) => log::info!(
+                "moderator set the default slot length: {}",
+                seconds.map_or("back to the config's".into(), |s| format!("{s} s"))
+            ),
+            (_, Op::SetRejoinBlock { seconds, .. }, _) => log::info!(
+                "moderator set the rejoin block: {}",
+                seconds.map_or("back to the config's".into(), |s| if s == 0 {
+                    "off".into()
+                } else {
+                    format!("{s} s")
+                })
+            ),
+            _ => {}
+        }
+    }
+
+    /// Registry management: the file is changed under its lock (durable
+    /// before the answer); a removed or replaced key of a queued streamer
+    /// is taken off when registration is required.
+    pub(super) fn manage_streamers(
+        &mut self,
+        req: StreamerRequest,
+        now: u64,
+        ops: &mut Vec<Op>,
+    ) -> (Reply, bool) {
+        let dir = self.cfg.state_dir();
+        let err = |e: RegistryError| (Reply::error(e.status(), e.to_string()), false);
+        let (reply, old_key) = match req {
+            StreamerRequest::List { show_keys } => {
+                self.refresh_registry(false);
+                let list: Vec<_> = self
+                    .registry
+                    .streamers()
+                    .iter()
+                    .map(|s| {
+                        let mut v = json!({
+                            "name": s.name,
+                            "slot_seconds": s.slot_seconds,
+                            "queued": self.state.position(&s.key),
+                            "blocked_until": self.state.blocked_until(&s.key, now).map(|u| u.div_ceil(1000)),
+                        });
+                        if show_keys {
+                            v["key"] = json!(s.key);
+                        }
+                        v
+                    })
+                    .collect();
+                return (
+                    Reply::json(200, json!({"ok": true, "streamers": list})),
+                    false,
+                );
+            }
+            StreamerRequest::Add { name, slot_seconds } => {
+                let r = registry::update(&dir, |r| {
+                    let key = registry::new_key()?;
+                    let s = r.add(&name, slot_seconds, key, now)?;
+                    Ok((s.name.clone(), s.key.clone()))
+                });
+                match r {
+                    Ok(((name, key), reg)) => {
+                        log::info!("streamer {name} added");
+                        self.registry = reg;
+                        (
+                            Reply::json(
+                                200,
+                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds}),
+                            ),
+                            None,
+                        )
+                    }
+                    Err(e) => return err(e),
+                }
+            }
+            StreamerRequest::Remove { name } => match registry::update(&dir, |r| r.remove(&name)) {
+                Ok((s, reg)) => {
+                    log::info!("streamer {} removed", s.name);
+                    self.registry = reg;
+                    (
+                        Reply::json(200, json!({"ok": true, "removed": s.name})),
+                        Some(s.key),
+                    )
+                }
+                Err(e) => return err(e),
+            },
+            StreamerRequest::RotateKey { name } => {
+                let r = registry::update(&dir, |r| {
+                    let key = registry::new_key()?;
+                    let old = r.rotate_key(&name, key.clone(), now)?;
+                    let name = r.by_key(&key).map_or(name.clone(), |s| s.name.clone());
+                    Ok((name, key, old))
+                });
+                match r {
+                    Ok(((name, key, old), reg)) => {
+                        log::info!("streamer {name} has a new key");
+                        self.registry = reg;
+                        (
+                            Reply::json(200, json!({"ok": true, "name": name, "key": key})),
+                            Some(old),
+                        )
+                    }
+                    Err(e) => return err(e),
+                }
+            }
+            StreamerRequest::SetSlot { name, slot_seconds } => {
+                match registry::update(&dir, |r| r.set_slot(&name, slot_seconds)) {
+                    Ok(((), reg)) => {
+                        log::info!(
+                            "streamer {name}'s slot: {}",
+                            slot_seconds.map_or("the default".into(), |s| format!("{s} s"))
+                        );
+                        self.registry = reg;
+                        (
+                            Reply::json(
+                                200,
+                                json!({"ok": true, "name": name, "slot_seconds": slot_seconds}),
+                            ),
+                            None,
+                        )
+                    }
+                    Err(e) => return err(e),
+                }
+            }
+        };
+        self.registry_sig = registry::signature(&dir);
+        let mut changed = false;
+        if let Some(old) = old_key {
+            // The old key no longer admits anyone: take it off the queue and
+            // disconnect it, unless unregistered keys may stream anyway.
+            if self.cfg.queue.require_registered {
+                let was_head = self.state.head().is_some_and(|h| *h.key == *old);
+                let op = Op::Kick {
+                    key: old.clone(),
+                    until: None,
+                    at: now,
+                };
+                if self.state.apply(&op).changed() {
+                    ops.push(op);
+                    changed = true;
+                }
+                if was_head {
+                    self.kill_now = Some(old.clone());
+                }
+                self.pending_drops.push(old);
+            }
+        }
+        (reply, changed)
+    }
+}

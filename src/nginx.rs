@@ -1,0 +1,282 @@
+//! nginx-rtmp's HTTP side: the control module (drop a publisher) and the
+//! stat page (who is publishing). Parsing is pure; the HTTP calls use ureq
+//! with bounded timeouts. Drops run on their own thread, so a slow or dead
+//! nginx never holds up the engine (and with it every hook).
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Connect timeout for every call to nginx (loopback: a live nginx answers
+/// in microseconds; a dead one refuses at once).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Whole-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
+/// Largest stat page read (a few KiB per stream).
+const MAX_STAT_BYTES: u64 = 16 << 20;
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirects(0)
+        .build()
+}
+
+/// The control URL that drops the publisher of `app/name`. Both are
+/// `[A-Za-z0-9_-]` (checked by the hook parser), so they need no escaping.
+pub fn drop_publisher_url(control_url: &str, app: &str, name: &str) -> String {
+    format!(
+        "{}/drop/publisher?app={app}&name={name}",
+        control_url.trim_end_matches('/')
+    )
+}
+
+/// Ask nginx to disconnect the publisher of `app/name`; the number of
+/// clients it dropped (nginx answers "1", or "0" when nobody publishes it).
+pub fn drop_publisher(control_url: &str, app: &str, name: &str) -> Result<u32, String> {
+    let url = drop_publisher_url(control_url, app, name);
+    let resp = agent().get(&url).call().map_err(describe)?;
+    let body = resp
+        .into_string()
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    body.trim()
+        .parse()
+        .map_err(|_| format!("unexpected answer {:?}", truncate(&body, 60)))
+}
+
+/// The names publishing in `app`, from the stat page at `stat_url`.
+pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let resp = agent().get(stat_url).call().map_err(describe)?;
+    let mut text = String::new();
+    resp.into_reader()
+        .take(MAX_STAT_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the stat page: {e}"))?;
+    parse_stat(&text, app)
+}
+
+/// The error without its URL: a drop URL holds the stream key.
+fn describe(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, _) => format!("HTTP {code}"),
+        ureq::Error::Transport(t) => {
+            let mut m = t.kind().to_string();
+            if let Some(msg) = t.message() {
+                m.push_str(": ");
+                m.push_str(msg);
+            }
+            if let Some(src) = std::error::Error::source(&t) {
+                m.push_str(": ");
+                m.push_str(&src.to_string());
+            }
+            m
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The stream names with a publisher in application `app` of nginx-rtmp's
+/// `rtmp_stat` XML (`rtmp/server/application[name]/live/stream[publishing]`).
+pub fn parse_stat(xml: &str, app: &str) -> Result<Vec<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("bad stat XML: {e}"))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "rtmp" {
+        return Err(format!(
+            "bad stat XML: root element <{}>, not <rtmp>",
+            root.tag_name().name()
+        ));
+    }
+    let child_text = |n: roxmltree::Node, tag: &str| {
+        n.children()
+            .find(|c| c.has_tag_name(tag))
+            .and_then(|c| c.text())
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for server in root.children().filter(|n| n.has_tag_name("server")) {
+        for a in server.children().filter(|n| n.has_tag_name("application")) {
+            if child_text(a, "name").as_deref() != Some(app) {
+                continue;
+            }
+            for live in a.children().filter(|n| n.has_tag_name("live")) {
+                for st in live.children().filter(|n| n.has_tag_name("stream")) {
+                    let publishing = st.children().any(|c| c.has_tag_name("publishing"));
+                    if let (true, Some(name)) = (publishing, child_text(st, "name")) {
+                        if !out.contains(&name) {
+                            out.push(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A publisher to disconnect. `who` is its public name, for the log.
+struct DropJob {
+    app: String,
+    key: String,
+    who: String,
+}
+
+/// The thread that disconnects publishers through the control module.
+pub struct Control {
+    tx: Option<Sender<DropJob>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Control {
+    /// Start the thread. An empty `control_url` is allowed: drops are then
+    /// logged as impossible (once), and the queue still moves on.
+    pub fn spawn(control_url: String) -> std::io::Result<Control> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let join = std::thread::Builder::new()
+            .name("nginx-control".into())
+            .spawn(move || control_thread(&control_url, &rx))?;
+        Ok(Control {
+            tx: Some(tx),
+            join: Some(join),
+        })
+    }
+
+    /// Queue a drop; never blocks.
+    pub fn drop_publisher(&self, app: &str, key: &str, who: &str) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(DropJob {
+                app: app.into(),
+                key: key.into(),
+                who: who.into(),
+            });
+        }
+    }
+
+    /// Finish the queued drops (each bounded by the timeouts) and join.
+    pub fn shutdown(mut self) {
+        self.tx.take();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn control_thread(control_url: &str, rx: &Receiver<DropJob>) {
+    // Log reachability once per change, not once per drop.
+    let mut reachable: Option<bool> = None;
+    while let Ok(job) = rx.recv() {
+        if control_url.is_empty() {
+            if reachable.is_none() {
+                log::warn!(
+                    "cannot disconnect {}: [rtmp] control_url is not set; they are off the queue but may still be publishing",
+                    job.who
+                );
+                reachable = Some(false);
+            }
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        match drop_publisher(control_url, &job.app, &job.key) {
+            Ok(n) => {
+                if reachable == Some(false) {
+                    log::info!("nginx control module at {control_url} is reachable again");
+                }
+                reachable = Some(true);
+                log::info!(
+                    "disconnected {} through nginx ({n} publisher{} dropped in {:.1} ms)",
+                    job.who,
+                    if n == 1 { "" } else { "s" },
+                    t0.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            Err(e) => {
+                if reachable != Some(false) {
+                    log::error!(
+                        "cannot disconnect {} through the nginx control module at {control_url}: {e}; they are off the queue anyway",
+                        job.who
+                    );
+                } else {
+                    log::debug!(
+                        "nginx control still failing ({e}); {} not disconnected",
+                        job.who
+                    );
+                }
+                reachable = Some(false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = r#"<?xml version="1.0" encoding="utf-8" ?>
+<?xml-stylesheet type="text/xsl" href="stat.xsl" ?>
+<rtmp><nginx_version>1.22.1</nginx_version><nginx_rtmp_version>1.1.4</nginx_rtmp_version>
+<server><application><name>live</name><live>
+<stream><name>key1</name><time>5000</time><bw_in>0</bw_in>
+<client><id>3</id><address>127.0.0.1</address><flashver>FMLE/3.0</flashver><publishing/><active/></client>
+<client><id>9</id><address>127.0.0.1</address><flashver>LNX 9,0,124,2</flashver><active/></client>
+<meta><video><width>160</width></video></meta><nclients>2</nclients><publishing/><active/></stream>
+<stream><name>idle</name><time>10</time><client><id>12</id><flashver>LNX</flashver></client><nclients>1</nclients></stream>
+<stream><name>key2</name><client><id>4</id><publishing/></client><publishing/><active/></stream>
+<nclients>3</nclients></live></application>
+<application><name>motherstream</name><live>
+<stream><name>live</name><client><id>7</id><publishing/></client><publishing/></stream>
+</live></application></server></rtmp>"#;
+
+    #[test]
+    fn stat_lists_publishing_streams_of_one_app() {
+        assert_eq!(parse_stat(STAT, "live").unwrap(), ["key1", "key2"]);
+        assert_eq!(parse_stat(STAT, "motherstream").unwrap(), ["live"]);
+        assert!(parse_stat(STAT, "nope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_stat_pages_are_errors() {
+        assert!(parse_stat("<html>oops</html>", "live").is_err());
+        assert!(parse_stat("not xml", "live").is_err());
+        assert!(parse_stat("", "live").is_err());
+    }
+
+    #[test]
+    fn drop_url_shape() {
+        assert_eq!(
+            drop_publisher_url("http://127.0.0.1:8080/control/", "live", "k-1"),
+            "http://127.0.0.1:8080/control/drop/publisher?app=live&name=k-1"
+        );
+    }
+
+    #[test]
+    fn unreachable_nginx_is_an_error_within_the_timeout() {
+        // A port that was free a moment ago: connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let e = drop_publisher(
+            &format!("http://127.0.0.1:{port}/control"),
+            "live",
+            "secretkey",
+        )
+        .unwrap_err();
+        assert!(
+            !e.contains("secretkey"),
+            "the key leaks into the error: {e}"
+        );
+        assert!(e.contains("refused"), "{e}");
+        assert!(published(&format!("http://127.0.0.1:{port}/stat"), "live").is_err());
+        assert!(t0.elapsed() < REQUEST_TIMEOUT * 2);
+    }
+}

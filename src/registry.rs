@@ -1,0 +1,611 @@
+//! The streamer registry: display name ↔ stream key (+ an optional slot
+//! length per streamer), kept in one file, `streamers.json`, in the state
+//! directory (mode 0600, atomic writes).
+//!
+//! The rules (validation, lookups, what the public sees instead of a key)
+//! are pure; the file functions take the directory, so tests and the CLI
+//! point them anywhere. The CLI and the daemon both change the file through
+//! [`update`], which holds an exclusive lock across read-modify-write.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secret::ct_eq;
+
+pub const FILE: &str = "streamers.json";
+const LOCK_FILE: &str = "streamers.lock";
+const VERSION: u32 = 1;
+/// Bytes of randomness in a generated stream key (hex: twice as many chars).
+pub const KEY_BYTES: usize = 16;
+/// Prefix of the public name of an unregistered key once a registry is in use.
+pub const GUEST_PREFIX: &str = "guest-";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streamer {
+    pub name: String,
+    pub key: String,
+    /// Slot length for this streamer (0 = unlimited); None = the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_seconds: Option<u64>,
+    /// When the streamer was added (or the key last rotated), unix ms.
+    #[serde(default)]
+    pub key_set_at: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    streamers: Vec<Streamer>,
+    /// The file exists (even empty): keys are then never shown in public.
+    present: bool,
+    /// key → index in `streamers`, for the public name of keys that are
+    /// already queued (admission goes through the constant-time `by_key`).
+    index: HashMap<String, usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileFormat {
+    version: u32,
+    streamers: Vec<Streamer>,
+}
+
+#[derive(Debug)]
+pub enum RegistryError {
+    NotFound(String),
+    Exists(String),
+    Invalid(String),
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
+}
+
+impl RegistryError {
+    /// The HTTP status an admin endpoint answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RegistryError::NotFound(_) => 404,
+            RegistryError::Exists(_) => 409,
+            RegistryError::Invalid(_) => 400,
+            RegistryError::Io { .. } | RegistryError::Corrupt { .. } => 500,
+        }
+    }
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::NotFound(n) => write!(f, "no streamer named {n:?}"),
+            RegistryError::Exists(n) => write!(f, "a streamer named {n:?} already exists"),
+            RegistryError::Invalid(m) => f.write_str(m),
+            RegistryError::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
+            RegistryError::Corrupt { path, why } => {
+                write!(
+                    f,
+                    "streamer registry {} is unreadable: {why}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+fn io_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> RegistryError + 'a {
+    move |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// A display name: 1–64 characters, no control characters, no surrounding
+/// spaces, not starting with the guest prefix (reserved for unregistered keys).
+pub fn validate_name(name: &str) -> Result<(), RegistryError> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 {
+        return Err(RegistryError::Invalid(format!(
+            "a streamer name must be 1 to 64 characters, not {n}"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(
+            "a streamer name must not contain control characters".into(),
+        ));
+    }
+    if name.trim() != name {
+        return Err(RegistryError::Invalid(
+            "a streamer name must not start or end with spaces".into(),
+        ));
+    }
+    if name.to_lowercase().starts_with(GUEST_PREFIX) {
+        return Err(RegistryError::Invalid(format!(
+            "names starting with {GUEST_PREFIX:?} are reserved for unregistered streamers"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
+    match slot_seconds {
+        Some(s) if s > 7 * 24 * 3600 => Err(RegistryError::Invalid(format!(
+            "slot_seconds {s} is more than a week"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A short, stable, non-reversible tag of a key for logs ("key#1a2b3c4d"):
+/// enough to tell attempts apart, useless for publishing.
+pub fn fingerprint(key: &str) -> String {
+    format!("key#{}", &hex_digest(key)[..8])
+}
+
+fn hex_digest(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Registry {
+    /// An in-memory registry (tests; `present` = a file exists).
+    pub fn from_streamers(streamers: Vec<Streamer>, present: bool) -> Registry {
+        let mut r = Registry {
+            streamers,
+            present,
+            index: HashMap::new(),
+        };
+        r.reindex();
+        r
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .streamers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+    }
+
+    /// The streamer of a key that is already in the queue or block list
+    /// (not secret any more: it was admitted), by hash lookup.
+    fn known(&self, key: &str) -> Option<&Streamer> {
+        self.index.get(key).and_then(|&i| self.streamers.get(i))
+    }
+
+    pub fn streamers(&self) -> &[Streamer] {
+        &self.streamers
+    }
+
+    /// Whether a registry is in use: from then on keys are never public.
+    pub fn in_use(&self) -> bool {
+        self.present || !self.streamers.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.streamers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streamers.is_empty()
+    }
+
+    /// The streamer whose key this is. Every key is compared, in constant
+    /// time, whatever matches: the answer time says nothing about the keys.
+    pub fn by_key(&self, key: &str) -> Option<&Streamer> {
+        let mut found = None;
+        for s in &self.streamers {
+            if ct_eq(s.key.as_bytes(), key.as_bytes()) && found.is_none() {
+                found = Some(s);
+            }
+        }
+        found
+    }
+
+    /// Names are unique regardless of case.
+    pub fn by_name(&self, name: &str) -> Option<&Streamer> {
+        let lower = name.to_lowercase();
+        self.streamers
+            .iter()
+            .find(|s| s.name.to_lowercase() == lower)
+    }
+
+    /// The public name of a key: the registered name; the key itself while
+    /// no registry is in use; else `guest-` and a digest prefix.
+    pub fn display(&self, key: &str) -> String {
+        match self.known(key) {
+            Some(s) => s.name.clone(),
+            None if !self.in_use() => key.to_string(),
+            None => format!("{GUEST_PREFIX}{}", &hex_digest(key)[..8]),
+        }
+    }
+
+    /// This streamer's own slot length, if it has one.
+    pub fn slot_seconds(&self, key: &str) -> Option<u64> {
+        self.known(key).and_then(|s| s.slot_seconds)
+    }
+
+    pub fn add(
+        &mut self,
+        name: &str,
+        slot_seconds: Option<u64>,
+        key: String,
+        now_ms: u64,
+    ) -> Result<&Streamer, RegistryError> {
+        validate_name(name)?;
+        validate_slot(slot_seconds)?;
+        if self.by_name(name).is_some() {
+            return Err(RegistryError::Exists(name.to_string()));
+        }
+        self.check_new_key(&key)?;
+        self.streamers.push(Streamer {
+            name: name.to_string(),
+            key,
+            slot_seconds,
+            key_set_at: now_ms,
+        });
+        self.present = true;
+        self.reindex();
+        Ok(&self.streamers[self.streamers.len() - 1])
+    }
+
+    pub fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {
+        let i = self.index(name)?;
+        let s = self.streamers.remove(i);
+        self.reindex();
+        Ok(s)
+    }
+
+    /// Give a streamer a new key; returns the old one (to kick its publisher).
+    pub fn rotate_key(
+        &mut self,
+        name: &str,
+        key: String,
+        now_ms: u64,
+    ) -> Result<String, RegistryError> {
+        self.check_new_key(&key)?;
+        let i = self.index(name)?;
+        let s = &mut self.streamers[i];
+        s.key_set_at = now_ms;
+        let old = std::mem::replace(&mut s.key, key);
+        self.reindex();
+        Ok(old)
+    }
+
+    pub fn set_slot(&mut self, name: &str, slot_seconds: Option<u64>) -> Result<(), RegistryError> {
+        validate_slot(slot_seconds)?;
+        let i = self.index(name)?;
+        self.streamers[i].slot_seconds = slot_seconds;
+        Ok(())
+    }
+
+    fn index(&self, name: &str) -> Result<usize, RegistryError> {
+        let lower = name.to_lowercase();
+        self.streamers
+            .iter()
+            .position(|s| s.name.to_lowercase() == lower)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    fn check_new_key(&self, key: &str) -> Result<(), RegistryError> {
+        if !crate::hook::valid_name(key) {
+            return Err(RegistryError::Invalid(
+                "a stream key must match [A-Za-z0-9_-]{1,64}".into(),
+            ));
+        }
+        if self.by_key(key).is_some() {
+            return Err(RegistryError::Invalid("that key is already in use".into()));
+        }
+        Ok(())
+    }
+
+    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut v = serde_json::to_vec_pretty(&FileFormat {
+            version: VERSION,
+            streamers: self.streamers.clone(),
+        })?;
+        v.push(b'\n');
+        Ok(v)
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Registry, String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        match v.get("version").and_then(|x| x.as_u64()) {
+            Some(1) => {}
+            Some(n) => return Err(format!("unsupported version {n}")),
+            None => return Err("no version field".into()),
+        }
+        let f: FileFormat = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        // A hand-edited file must still hold unique, valid names and keys:
+        // a duplicate key would make "who is this" ambiguous.
+        let mut reg = Registry {
+            streamers: Vec::with_capacity(f.streamers.len()),
+            present: true,
+            index: HashMap::new(),
+        };
+        for s in f.streamers {
+            validate_name(&s.name).map_err(|e| format!("{:?}: {e}", s.name))?;
+            if reg.by_name(&s.name).is_some() {
+                return Err(format!("the name {:?} is listed twice", s.name));
+            }
+            reg.check_new_key(&s.key)
+                .map_err(|e| format!("the key of {:?}: {e}", s.name))?;
+            reg.streamers.push(s);
+        }
+        reg.reindex();
+        Ok(reg)
+    }
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Read the registry in `dir`. No file = an empty registry not in use.
+pub fn load(dir: &Path) -> Result<Registry, RegistryError> {
+    let p = path(dir);
+    match fs::read(&p) {
+        Ok(bytes) => {
+            Registry::from_json(&bytes).map_err(|why| RegistryError::Corrupt { path: p, why })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Registry::default()),
+        Err(e) => Err(io_err(&p, "read")(e)),
+    }
+}
+
+/// Write the registry atomically (temp file 0600, fsync, rename, fsync dir).
+/// When run as root (the CLI), the file is given to the owner of `dir`, so
+/// the daemon's user can read what an administrator wrote.
+pub fn save(dir: &Path, reg: &Registry) -> Result<(), RegistryError> {
+    let p = path(dir);
+    let bytes = reg
+        .to_json()
+        .map_err(|e| io_err(&p, "encode")(io::Error::other(e)))?;
+    crate::store::write_atomic_private(&p, &bytes).map_err(|e| RegistryError::Io {
+        path: e.path,
+        action: e.action,
+        source: e.source,
+    })
+}
+
+/// Read-modify-write under an exclusive lock (`streamers.lock`), so the CLI
+/// and the daemon never lose each other's changes.
+pub fn update<T>(
+    dir: &Path,
+    f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
+) -> Result<(T, Registry), RegistryError> {
+    fs::create_dir_all(dir).map_err(io_err(dir, "create state directory"))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path, "open"))?;
+    crate::store::give_to_dir_owner(&lock_path, dir);
+    crate::sys::lock_exclusive(&lock).map_err(io_err(&lock_path, "lock"))?;
+    let mut reg = load(dir)?;
+    let out = f(&mut reg)?;
+    reg.present = true;
+    save(dir, &reg)?;
+    drop(lock);
+    Ok((out, reg))
+}
+
+/// What identifies a version of the file, cheaply (one stat): a changed
+/// signature means "read it again".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSig {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+/// The file's signature; None when it does not exist (or cannot be stat'ed).
+pub fn signature(dir: &Path) -> Option<FileSig> {
+    let m = fs::metadata(path(dir)).ok()?;
+    Some(FileSig {
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+/// A new random stream key.
+pub fn new_key() -> Result<String, RegistryError> {
+    crate::secret::random_hex(KEY_BYTES).map_err(io_err(Path::new("/dev/urandom"), "read"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> Registry {
+        let mut r = Registry::default();
+        r.add("DJ Alice", None, "a".repeat(32), 1).unwrap();
+        r.add("bob", Some(600), "b".repeat(32), 2).unwrap();
+        r
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "ms-registry-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn lookups_by_key_and_name() {
+        let r = reg();
+        assert_eq!(r.by_key(&"a".repeat(32)).unwrap().name, "DJ Alice");
+        assert!(r.by_key(&"a".repeat(31)).is_none());
+        assert!(r.by_key("").is_none());
+        assert_eq!(r.by_name("dj alice").unwrap().key, "a".repeat(32));
+        assert!(r.by_name("carol").is_none());
+        assert_eq!(r.slot_seconds(&"b".repeat(32)), Some(600));
+        assert_eq!(r.slot_seconds(&"a".repeat(32)), None);
+    }
+
+    #[test]
+    fn display_never_shows_a_key_once_in_use() {
+        let r = reg();
+        assert_eq!(r.display(&"a".repeat(32)), "DJ Alice");
+        let guest = r.display("someonekey");
+        assert!(guest.starts_with(GUEST_PREFIX), "{guest}");
+        assert!(!guest.contains("someonekey"));
+        assert_eq!(guest, r.display("someonekey"), "stable");
+        assert_ne!(guest, r.display("otherkey"));
+        // No registry at all: the key is the name (the seed's behaviour).
+        let none = Registry::default();
+        assert!(!none.in_use());
+        assert_eq!(none.display("k1"), "k1");
+        // An empty registry file still means "in use".
+        let empty = Registry::from_streamers(vec![], true);
+        assert!(empty.display("k1").starts_with(GUEST_PREFIX));
+    }
+
+    #[test]
+    fn names_are_validated_and_unique_regardless_of_case() {
+        let mut r = reg();
+        for bad in [
+            "",
+            " x",
+            "x ",
+            "a\nb",
+            "guest-1",
+            "Guest-x",
+            &"n".repeat(65),
+        ] {
+            let e = r.add(bad, None, "c".repeat(32), 3).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad:?}: {e}");
+        }
+        let e = r.add("BOB", None, "c".repeat(32), 3).unwrap_err();
+        assert_eq!(e.status(), 409, "{e}");
+        assert!(r.add("Ünïcode DJ ☺", None, "c".repeat(32), 3).is_ok());
+        assert_eq!(
+            r.add("x", Some(8 * 86400), "d".repeat(32), 3)
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+
+    #[test]
+    fn keys_are_unique_and_valid() {
+        let mut r = reg();
+        let e = r.add("carol", None, "a".repeat(32), 3).unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = r.add("carol", None, "bad key".into(), 3).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn remove_and_rotate() {
+        let mut r = reg();
+        let old = r.rotate_key("bob", "n".repeat(32), 9).unwrap();
+        assert_eq!(old, "b".repeat(32));
+        assert!(r.by_key(&old).is_none());
+        assert_eq!(r.by_key(&"n".repeat(32)).unwrap().key_set_at, 9);
+        assert_eq!(
+            r.rotate_key("zed", "m".repeat(32), 9).unwrap_err().status(),
+            404
+        );
+        assert_eq!(r.remove("Bob").unwrap().name, "bob");
+        assert_eq!(r.remove("bob").unwrap_err().status(), 404);
+        r.set_slot("dj alice", Some(0)).unwrap();
+        assert_eq!(r.slot_seconds(&"a".repeat(32)), Some(0));
+    }
+
+    #[test]
+    fn fingerprint_hides_the_key() {
+        let f = fingerprint("supersecretkey");
+        assert!(f.starts_with("key#") && f.len() == 12, "{f}");
+        assert!(!f.contains("secret"));
+        assert_eq!(f, fingerprint("supersecretkey"));
+    }
+
+    #[test]
+    fn file_round_trip_is_private_and_atomic() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = TempDir::new("file");
+        assert!(!load(&d.0).unwrap().in_use());
+        assert!(signature(&d.0).is_none());
+        let (key, _) = update(&d.0, |r| {
+            let k = new_key()?;
+            r.add("alice", Some(30), k.clone(), 5)?;
+            Ok(k)
+        })
+        .unwrap();
+        assert_eq!(key.len(), 2 * KEY_BYTES);
+        let mode = fs::metadata(path(&d.0)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let sig1 = signature(&d.0).unwrap();
+        let back = load(&d.0).unwrap();
+        assert!(back.in_use());
+        assert_eq!(back.by_key(&key).unwrap().name, "alice");
+        update(&d.0, |r| r.remove("alice").map(|_| ())).unwrap();
+        assert_ne!(signature(&d.0), Some(sig1));
+        let empty = load(&d.0).unwrap();
+        assert!(empty.is_empty() && empty.in_use());
+        // A failed change writes nothing.
+        let sig2 = signature(&d.0);
+        assert!(update(&d.0, |r| r.remove("nobody").map(|_| ())).is_err());
+        assert_eq!(signature(&d.0), sig2);
+    }
+
+    #[test]
+    fn corrupt_or_inconsistent_files_are_reported() {
+        let d = TempDir::new("corrupt");
+        for (text, want) in [
+            ("{nope", "unreadable"),
+            (r#"{"version":7,"streamers":[]}"#, "unsupported version 7"),
+            (
+                r#"{"version":1,"streamers":[{"name":"a","key":"k1"},{"name":"A","key":"k2"}]}"#,
+                "listed twice",
+            ),
+            (
+                r#"{"version":1,"streamers":[{"name":"a","key":"k1"},{"name":"b","key":"k1"}]}"#,
+                "already in use",
+            ),
+        ] {
+            fs::write(path(&d.0), text).unwrap();
+            let e = load(&d.0).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+}
