@@ -7,7 +7,10 @@
 //! Streamers, slots and moderation live in [`streamers`]: the same loop,
 //! with the decisions in `moderation` and `registry`.
 
+mod names;
 mod streamers;
+
+pub use names::Names;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -162,8 +165,7 @@ fn write<T>(s: &Shared<T>, v: T) {
 /// the engine after every change.
 #[derive(Debug, Default)]
 pub struct View {
-    pub names: Vec<Arc<str>>,
-    pub joined_at: Vec<u64>,
+    pub names: Arc<Names>,
     pub on_air: Option<OnAirView>,
     pub obs: ObsView,
     pub started_at_ms: u64,
@@ -197,7 +199,7 @@ impl View {
     /// `/queue-json`: display names, on-air first (the seed's shape).
     pub fn queue_json(&self) -> &str {
         self.queue_json
-            .get_or_init(|| serde_json::to_string(&self.names).unwrap_or_else(|_| "[]".into()))
+            .get_or_init(|| serde_json::to_string(&*self.names).unwrap_or_else(|_| "[]".into()))
     }
 
     pub fn status_json(&self, now_ms: u64) -> String {
@@ -218,15 +220,14 @@ impl View {
         let queue: Vec<_> = self
             .names
             .iter()
-            .zip(&self.joined_at)
             .enumerate()
-            .map(|(i, (n, j))| json!({"name": &**n, "position": i, "joined_at": j / 1000}))
+            .map(|(i, (n, j))| json!({"name": n, "position": i, "joined_at": j / 1000}))
             .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": now_ms.saturating_sub(self.started_at_ms) / 1000,
             "on_air": on_air,
-            "next_up": self.names.get(1).map(|n| &**n),
+            "next_up": self.names.get(1),
             "waiting": self.names.len().saturating_sub(1),
             "queue": queue,
             "slot_seconds": self.slot_seconds,
@@ -327,6 +328,11 @@ pub struct Engine {
     /// kernel.
     since_trim: usize,
     last_batch: Instant,
+    /// The queue's public names as last published, and the (queue order,
+    /// registry) generations they reflect (None: rebuild).
+    names: Arc<Names>,
+    names_gen: Option<(u64, u64)>,
+    registry_gen: u64,
     /// Relay signature in the last published view.
     published_relay: (u8, Option<u32>, bool, u32),
     /// Last state handed to the OBS thread.
@@ -394,6 +400,9 @@ impl Engine {
             since_trim: 0,
             last_batch: now,
             published_relay: (0, None, false, 0),
+            names: Arc::new(Names::default()),
+            names_gen: None,
+            registry_gen: 0,
             sent_obs: None,
         };
         e.refresh_registry(true);
@@ -688,7 +697,10 @@ impl Engine {
                 }
                 self.store_failed = true;
                 match self.store.reload(now_ms) {
-                    Ok(s) => self.state = s,
+                    Ok(s) => {
+                        self.state = s;
+                        self.names_gen = None;
+                    }
                     Err(e2) => log::error!("cannot re-read the queue state either: {e2}"),
                 }
                 for (_, r, changed) in replies.iter_mut() {
@@ -727,23 +739,46 @@ impl Engine {
         self.registry.display(key)
     }
 
-    /// [`display`](Self::display) without an allocation while keys are
-    /// their own names (large queues without a registry).
-    fn display_arc(&self, key: &Arc<str>) -> Arc<str> {
-        if self.registry.in_use() {
-            Arc::from(self.registry.display(key))
-        } else {
-            key.clone()
-        }
-    }
-
     fn policy(&self) -> Policy {
         Policy::effective(&self.cfg.queue, &self.state)
     }
 
+    /// The names for a new view: the last ones extended when streamers only
+    /// joined at the end since, else rebuilt.
+    fn sync_names(&mut self) -> Arc<Names> {
+        let gen = (self.state.reorder_gen(), self.registry_gen);
+        let entries = self.state.entries();
+        if self.names_gen != Some(gen) || self.names.len() > entries.len() {
+            let fresh: Vec<(String, u64)> = entries
+                .iter()
+                .map(|e| (self.display(&e.key), e.joined_at))
+                .collect();
+            self.names = Arc::new(fresh.iter().map(|(n, j)| (n.as_str(), *j)).collect());
+        } else if self.names.len() < entries.len() {
+            let new: Vec<(String, u64)> = entries[self.names.len()..]
+                .iter()
+                .map(|e| (self.display(&e.key), e.joined_at))
+                .collect();
+            // Copies the buffer when the published view still shares it: a
+            // memcpy, however long the queue.
+            let names = Arc::make_mut(&mut self.names);
+            for (n, j) in &new {
+                names.push(n, *j);
+            }
+        }
+        self.names_gen = Some(gen);
+        self.names.clone()
+    }
+
+    /// Every change of the registry goes through here: public names may
+    /// have changed.
+    fn set_registry(&mut self, r: Registry) {
+        self.registry = r;
+        self.registry_gen += 1;
+    }
+
     fn publish_view(&mut self) {
         self.published_relay = self.relay_signature();
-        let entries = self.state.entries();
         let on_air = self.state.head().map(|h| {
             let (relay_state, relay_pid) = match &self.relay {
                 RelaySlot::Running(r) if *r.key == *h.key => (
@@ -773,8 +808,7 @@ impl Engine {
         let policy = self.policy();
         let now_ms = unix_ms();
         let view = View {
-            names: entries.iter().map(|e| self.display_arc(&e.key)).collect(),
-            joined_at: entries.iter().map(|e| e.joined_at).collect(),
+            names: self.sync_names(),
             on_air,
             obs: self.obs_view.clone(),
             started_at_ms: self.started_at_ms,
@@ -1148,6 +1182,8 @@ impl Engine {
 
     fn apply_config(&mut self, new: Config) {
         let old = std::mem::replace(&mut self.cfg, new);
+        // Public names may depend on the queue policy: rebuild them.
+        self.names_gen = None;
         let new = self.cfg.clone();
         let mut applied = Vec::new();
         let mut restart = Vec::new();
@@ -1351,8 +1387,7 @@ mod tests {
     #[test]
     fn view_renders_seed_shape_and_status() {
         let v = View {
-            names: vec!["a".into(), "b\"q".into()],
-            joined_at: vec![1000, 2000],
+            names: Arc::new([("a", 1000), ("b\"q", 2000)].into_iter().collect()),
             on_air: Some(OnAirView {
                 name: "a".into(),
                 since_ms: 5000,
@@ -1377,8 +1412,7 @@ mod tests {
     #[test]
     fn status_shows_slot_time_and_live_blocks_only() {
         let v = View {
-            names: vec!["DJ A".into()],
-            joined_at: vec![0],
+            names: Arc::new([("DJ A", 0)].into_iter().collect()),
             on_air: Some(OnAirView {
                 name: "DJ A".into(),
                 since_ms: 1000,

@@ -214,7 +214,25 @@ pub struct State {
     /// Keys present in `entries`, for O(1) membership at large queues.
     #[serde(skip)]
     keys: HashSet<Arc<str>>,
+    /// Bumped by every change to `entries` other than an append, so a
+    /// reader that mirrors the order can extend its copy instead of
+    /// rebuilding it (the common change is a join at the end).
+    #[serde(skip)]
+    reorder_gen: Generation,
 }
+
+/// A change counter that is not part of the state's value: two states with
+/// the same entries are equal whatever their history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Generation(pub u64);
+
+impl PartialEq for Generation {
+    fn eq(&self, _: &Generation) -> bool {
+        true
+    }
+}
+
+impl Eq for Generation {}
 
 impl State {
     pub fn new() -> State {
@@ -367,6 +385,7 @@ impl State {
             }
             Op::Clear { .. } => {
                 let removed = self.entries.len();
+                self.reordered();
                 self.entries.clear();
                 self.keys.clear();
                 Outcome::Cleared { removed }
@@ -390,6 +409,7 @@ impl State {
             Op::Move { key, position, .. } => match self.position(key) {
                 None => Outcome::Rejected(format!("{key:?} is not in the queue")),
                 Some(from) => {
+                    self.reordered();
                     let e = self.entries.remove(from);
                     let to = (*position).min(self.entries.len());
                     self.entries.insert(to, e);
@@ -498,6 +518,7 @@ impl State {
         if let Err(e) = self.check_override(keys) {
             return Outcome::Rejected(e);
         }
+        self.reordered();
         let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(Some)
@@ -520,7 +541,17 @@ impl State {
         Outcome::Reordered { removed }
     }
 
+    fn reordered(&mut self) {
+        self.reorder_gen.0 += 1;
+    }
+
+    /// See `reorder_gen`: unchanged while entries were only appended.
+    pub fn reorder_gen(&self) -> u64 {
+        self.reorder_gen.0
+    }
+
     fn remove_at(&mut self, pos: usize) -> Entry {
+        self.reordered();
         let e = self.entries.remove(pos);
         self.keys.remove(&e.key);
         e
@@ -879,6 +910,24 @@ mod tests {
             }
         );
         assert_eq!(keys(&s), ["b"]);
+    }
+
+    #[test]
+    fn reorder_gen_moves_only_when_not_an_append() {
+        let mut s = State::new();
+        let g0 = s.reorder_gen();
+        publish(&mut s, "a", 1, 1);
+        publish(&mut s, "b", 2, 2);
+        publish(&mut s, "a", 3, 3);
+        assert_eq!(s.reorder_gen(), g0, "joins and repeats are appends");
+        done(&mut s, "b", 2);
+        let g1 = s.reorder_gen();
+        assert!(g1 > g0, "a leave reorders");
+        s.apply(&Op::Skip { at: 9 });
+        assert!(s.reorder_gen() > g1);
+        let mut t = s.clone();
+        t.reorder_gen = Generation(99);
+        assert_eq!(t, s, "the counter is not part of the value");
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Engine {
                     registry::path(&dir).display(),
                     r.len()
                 );
-                self.registry = r;
+                self.set_registry(r);
                 self.publish_view();
                 true
             }
@@ -121,7 +121,7 @@ impl Engine {
                 // A file exists, so a registry is meant to be in use: keys
                 // stay out of public output even though it cannot be read.
                 if !self.registry.in_use() {
-                    self.registry = crate::registry::Registry::from_streamers(Vec::new(), true);
+                    self.set_registry(crate::registry::Registry::from_streamers(Vec::new(), true));
                     self.publish_view();
                     return true;
                 }
@@ -353,7 +353,7 @@ impl Engine {
                 match r {
                     Ok(((name, key), reg)) => {
                         log::info!("streamer {name} added");
-                        self.registry = reg;
+                        self.set_registry(reg);
                         (
                             Reply::json(
                                 200,
@@ -368,7 +368,7 @@ impl Engine {
             StreamerRequest::Remove { name } => match registry::update(&dir, |r| r.remove(&name)) {
                 Ok((s, reg)) => {
                     log::info!("streamer {} removed", s.name);
-                    self.registry = reg;
+                    self.set_registry(reg);
                     (
                         Reply::json(200, json!({"ok": true, "removed": s.name})),
                         Some(s.key),
@@ -386,7 +386,7 @@ impl Engine {
                 match r {
                     Ok(((name, key, old), reg)) => {
                         log::info!("streamer {name} has a new key");
-                        self.registry = reg;
+                        self.set_registry(reg);
                         (
                             Reply::json(200, json!({"ok": true, "name": name, "key": key})),
                             Some(old),
@@ -402,7 +402,7 @@ impl Engine {
                             "streamer {name}'s slot: {}",
                             slot_seconds.map_or("the default".into(), |s| format!("{s} s"))
                         );
-                        self.registry = reg;
+                        self.set_registry(reg);
                         (
                             Reply::json(
                                 200,
