@@ -20,13 +20,17 @@ pub struct Entry {
     /// first accepted one first. Empty = unknown (migrated from the seed's
     /// `QUEUE.json`): any publish_done for the key then removes it.
     #[serde(default)]
-    pub sessions: Vec<u64>,
+    pub sessions: Sessions,
     /// When the key joined, unix ms.
     pub joined_at: u64,
     /// Address nginx reported for the first publish.
     #[serde(default)]
     pub addr: String,
 }
+
+/// Session ids of one key: almost always exactly one, kept inline so a
+/// long queue costs no allocation per entry for them.
+pub type Sessions = smallvec::SmallVec<[u64; 1]>;
 
 /// A state change. `at` is unix ms at decision time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -621,7 +625,7 @@ mod tests {
             }
         );
         assert_eq!(s.len(), 1);
-        assert_eq!(s.entries()[0].sessions, vec![1]);
+        assert_eq!(s.entries()[0].sessions.as_slice(), [1]);
     }
 
     #[test]
@@ -669,7 +673,7 @@ mod tests {
         publish(&mut s, "a", 7, 11);
         assert_eq!(done(&mut s, "a", 7), Outcome::SessionEnded);
         assert_eq!(keys(&s), ["a"]);
-        assert_eq!(s.entries()[0].sessions, vec![3]);
+        assert_eq!(s.entries()[0].sessions.as_slice(), [3]);
         // The real publisher leaving removes it.
         assert!(matches!(done(&mut s, "a", 3), Outcome::Left { .. }));
         assert!(s.is_empty());
@@ -691,7 +695,7 @@ mod tests {
         let (mut s, dropped) = State::from_parts(
             vec![Entry {
                 key: "old".into(),
-                sessions: vec![],
+                sessions: Sessions::new(),
                 joined_at: 0,
                 addr: String::new(),
             }],
@@ -803,7 +807,7 @@ mod tests {
     fn from_parts_drops_duplicates_and_invalid_keys() {
         let e = |k: &str| Entry {
             key: k.into(),
-            sessions: vec![],
+            sessions: Sessions::new(),
             joined_at: 0,
             addr: String::new(),
         };

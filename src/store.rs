@@ -167,7 +167,7 @@ impl Store {
                         .into_iter()
                         .map(|k| Entry {
                             key: k.into(),
-                            sessions: Vec::new(),
+                            sessions: Default::default(),
                             joined_at: now_ms,
                             addr: String::new(),
                         })
