@@ -16,6 +16,8 @@ pub mod obs;
 pub mod queue;
 pub mod registry;
 pub mod relay;
+#[cfg(test)]
+mod scratch;
 pub mod secret;
 pub mod store;
 pub mod streamer_cmd;

@@ -401,24 +401,7 @@ pub fn give_to_dir_owner(path: &Path, dir: &Path) {
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!(
-                "ms-store-{tag}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::scratch::ScratchDir as TempDir;
 
     /// Open with the journal used for every batch, whatever the size.
     fn open_journaled(dir: &Path, now: u64) -> (Store, State, LoadReport) {

@@ -207,12 +207,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 return respond(req, method_not_allowed(allow), &[("Allow", allow)]);
             }
             if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
-                let extra: &[(&str, &str)] = if r.status == 401 {
-                    &[("WWW-Authenticate", "Bearer")]
-                } else {
-                    &[]
-                };
-                return respond(req, r, extra);
+                return respond_refused(req, r);
             }
             match admin_api::parse(path, &method, &body, query) {
                 Ok(admin_api::Call::Moderate(m)) => {
@@ -237,12 +232,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
             }
             if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
-                let extra: &[(&str, &str)] = if r.status == 401 {
-                    &[("WWW-Authenticate", "Bearer")]
-                } else {
-                    &[]
-                };
-                return respond(req, r, extra);
+                return respond_refused(req, r);
             }
             match admin(path, &body) {
                 Answer::Now(r) => (r, false),
@@ -270,6 +260,16 @@ fn handle(mut req: Request, ctx: &Ctx) {
         &[]
     };
     respond(req, reply, ctype)
+}
+
+/// Answer a refused admin request; a 401 carries the Bearer challenge.
+fn respond_refused(req: Request, r: Reply) {
+    let extra: &[(&str, &str)] = if r.status == 401 {
+        &[("WWW-Authenticate", "Bearer")]
+    } else {
+        &[]
+    };
+    respond(req, r, extra)
 }
 
 fn method_not_allowed(allowed: &str) -> Reply {
