@@ -1167,6 +1167,9 @@ impl Engine {
             self.after_change();
         } else if now >= self.next_status {
             self.refresh_status();
+            // Memory freed by bursts of reads (which never reach the engine)
+            // goes back to the kernel at least this often.
+            crate::sys::trim_heap();
         }
     }
 

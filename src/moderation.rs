@@ -354,14 +354,7 @@ mod tests {
         }
     }
 
-    fn publish(s: &mut State, key: &str, cid: u64, at: u64) -> Outcome {
-        s.apply(&Op::Publish {
-            key: key.into(),
-            client_id: Some(cid),
-            addr: "127.0.0.1".into(),
-            at,
-        })
-    }
+    use crate::queue::tests::publish;
 
     fn queue(s: &State) -> Vec<&str> {
         s.entries().iter().map(|e| &*e.key).collect()

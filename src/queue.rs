@@ -563,10 +563,12 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn publish(s: &mut State, key: &str, cid: u64, at: u64) -> Outcome {
+    /// A publish from loopback with clientid `cid` (shared with the
+    /// moderation tests).
+    pub(crate) fn publish(s: &mut State, key: &str, cid: u64, at: u64) -> Outcome {
         s.apply(&Op::Publish {
             key: key.into(),
             client_id: Some(cid),
