@@ -123,6 +123,8 @@ pub enum Command {
     },
     /// SIGHUP: re-read the config file.
     Reload,
+    /// `streamers.json` changed on disk (inotify).
+    RegistryChanged,
     /// SIGTERM/SIGINT: stop gracefully.
     Shutdown,
     /// Block the engine loop (tests prove the watchdog stops).
@@ -314,6 +316,9 @@ pub struct Engine {
     registry: Registry,
     /// Signature of the file `registry` was read from (None = no file).
     registry_sig: Option<FileSig>,
+    /// inotify reports changes of `streamers.json`; without it (watch set-up
+    /// failed) the file is checked on a timer.
+    registry_watched: bool,
     next_registry_check: Instant,
     /// Disconnects publishers through nginx's control module, off-thread.
     control: Option<Control>,
@@ -348,6 +353,8 @@ pub struct EngineParts {
     pub notifier: Notifier,
     pub view: Shared<View>,
     pub settings: Shared<Settings>,
+    /// Whether a `watch` thread reports registry file changes.
+    pub registry_watched: bool,
 }
 
 impl Engine {
@@ -393,6 +400,7 @@ impl Engine {
             registry: Registry::default(),
             registry_sig: None,
             next_registry_check: now,
+            registry_watched: p.registry_watched,
             control: None,
             slot_retry_at: None,
             pending_drops: Vec::new(),
@@ -486,7 +494,9 @@ impl Engine {
             RelaySlot::Backoff { until, .. } => t = t.min(*until),
             _ => {}
         }
-        t = t.min(self.next_registry_check);
+        if !self.registry_watched {
+            t = t.min(self.next_registry_check);
+        }
         if let Some(slot) = self.slot_deadline() {
             t = t.min(slot);
         }
@@ -501,6 +511,7 @@ impl Engine {
         // (responder, answer, whether it acknowledges a state change)
         let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
         let mut reload = false;
+        let mut registry_changed = false;
         for cmd in batch {
             match cmd {
                 Command::Publish {
@@ -658,6 +669,7 @@ impl Engine {
                     replies.push((reply, r, false));
                 }
                 Command::Reload => reload = true,
+                Command::RegistryChanged => registry_changed = true,
                 Command::Shutdown => self.shutting_down = true,
                 #[cfg(feature = "test-hooks")]
                 Command::Wedge { secs } => {
@@ -674,6 +686,9 @@ impl Engine {
         }
         if reload {
             self.reload();
+        } else if registry_changed {
+            log::debug!("streamer registry file changed on disk");
+            self.refresh_registry(true);
         }
         self.after_change();
     }
@@ -1159,7 +1174,8 @@ impl Engine {
             }
             other => other,
         };
-        if now >= self.next_registry_check && self.refresh_registry(false) {
+        if !self.registry_watched && now >= self.next_registry_check && self.refresh_registry(false)
+        {
             self.after_change();
         }
         self.end_slot();

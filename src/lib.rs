@@ -23,3 +23,4 @@ pub mod store;
 pub mod streamer_cmd;
 pub mod sys;
 pub mod systemd;
+pub mod watch;

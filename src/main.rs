@@ -243,6 +243,20 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     });
     let workers = cfg.http.workers;
     let listen = cfg.http.listen.clone();
+    let registry_watched = match motherstream::watch::spawn_registry_watch(
+        &state_dir,
+        motherstream::registry::FILE,
+        cmd_tx.clone(),
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!(
+                "cannot watch {} for changes ({e}); checking the streamer registry every 2 s instead",
+                state_dir.display()
+            );
+            false
+        }
+    };
     let engine = Engine::new(EngineParts {
         cfg,
         config_path: args.config.clone(),
@@ -252,6 +266,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         notifier: Notifier::from_env(),
         view,
         settings,
+        registry_watched,
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;

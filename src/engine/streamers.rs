@@ -12,7 +12,8 @@ use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
 use crate::registry::{self, RegistryError};
 
-/// How often the engine looks at `streamers.json` for changes (one stat).
+/// How often the engine looks at `streamers.json` for changes (one stat)
+/// when no inotify watch reports them.
 const REGISTRY_CHECK: Duration = Duration::from_secs(2);
 /// Wait before retrying a slot end whose state change could not be saved.
 const SLOT_RETRY: Duration = Duration::from_secs(1);
