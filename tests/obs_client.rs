@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Receiver;
 use motherstream::config::{CueMode, ObsConfig};
 use motherstream::obs::{BroadcastState, ObsHandle, ObsStatus};
-use obs::{Obs, ObsOpts};
+use obs::{until, Obs, ObsOpts};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -86,18 +86,6 @@ fn nobody(seq: u64) -> BroadcastState {
     BroadcastState {
         switch_seq: seq,
         ..BroadcastState::default()
-    }
-}
-
-/// Poll `f` every 100 ms until it returns Some or `timeout` passes.
-fn until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {timeout:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

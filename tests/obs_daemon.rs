@@ -14,7 +14,7 @@ mod obs;
 use std::time::{Duration, Instant};
 
 use common::*;
-use obs::{Obs, ObsClient, ObsOpts};
+use obs::{until, Obs, ObsClient, ObsOpts};
 use serde_json::json;
 
 const ON_AIR: Duration = Duration::from_secs(20);
@@ -68,17 +68,6 @@ timer_source = "{timer}"
         rig: Rig { daemon, nginx },
         obs,
         _pw_dir: pw_dir,
-    }
-}
-
-fn until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {timeout:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

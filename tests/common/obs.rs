@@ -763,3 +763,15 @@ pub fn read_or_empty(p: &Path) -> String {
     }
     s
 }
+
+/// Poll `f` every 100 ms until it returns Some or `timeout` passes.
+pub fn until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
