@@ -70,25 +70,6 @@ fn assert_no_key(d: &Daemon, keys: &[&str]) {
     }
 }
 
-/// Start a publisher with `key` and wait until `name` is queued.
-fn join_as(rig: &Rig, key: &str, name: &str, size: (u32, u32)) -> Publisher {
-    let mut p = rig.publish(key, size);
-    let ok = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-        if !p.is_running() {
-            return Some(false);
-        }
-        rig.daemon.queue().iter().any(|n| n == name).then_some(true)
-    });
-    assert_eq!(
-        ok,
-        Some(true),
-        "{name} did not join (queue {:?}); ffmpeg: {}",
-        rig.daemon.queue(),
-        p.stderr()
-    );
-    p
-}
-
 /// A publish with `key` is refused: ffmpeg gives up and nothing is queued.
 fn assert_refused(rig: &Rig, key: &str) {
     let before = rig.daemon.queue();
@@ -157,9 +138,9 @@ fn registered_keys_only_and_names_never_keys() {
     );
     assert!(!log.contains("intruder0123456789"), "{log}");
 
-    let _a = join_as(&rig, &alice, "DJ Alice", SIZE_A);
+    let _a = rig.join_as(&alice, "DJ Alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
-    let _b = join_as(&rig, &bob, "Bob", SIZE_B);
+    let _b = rig.join_as(&bob, "Bob", SIZE_B);
     assert_eq!(d.queue(), ["DJ Alice", "Bob"]);
     let st = d.status();
     assert_eq!(st["on_air"]["name"], "DJ Alice", "{st}");
@@ -228,8 +209,8 @@ fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
     let alice = add(d, "alice", &["--slot-seconds", "4"]);
     let bob = add(d, "bob", &[]);
     let t0 = Instant::now();
-    let mut a = join_as(&rig, &alice, "alice", SIZE_A);
-    let _b = join_as(&rig, &bob, "bob", SIZE_B);
+    let mut a = rig.join_as(&alice, "alice", SIZE_A);
+    let _b = rig.join_as(&bob, "bob", SIZE_B);
     let st = d.status();
     let left = st["on_air"]["slot_left_s"].as_u64().unwrap_or(99);
     assert!((1..=4).contains(&left), "slot_left_s {left}: {st}");
@@ -275,7 +256,7 @@ fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
     let until = st["blocked"][0]["until"].as_u64().unwrap_or(0);
     let wait = until.saturating_sub(unix_s()) + 1;
     std::thread::sleep(Duration::from_secs(wait));
-    let _a2 = join_as(&rig, &alice, "alice", SIZE_A);
+    let _a2 = rig.join_as(&alice, "alice", SIZE_A);
     assert_eq!(d.queue(), ["bob", "alice"]);
     assert_no_key(d, &[&alice, &bob]);
 }
@@ -310,9 +291,9 @@ fn every_moderation_endpoint() {
     let shown = d.get("/api/streamers?show_keys=1");
     assert!(shown.body.contains(&keys[2]), "{}", shown.body);
 
-    let mut a = join_as(&rig, &keys[0], "alice", SIZE_A);
-    let mut b = join_as(&rig, &keys[1], "bob", SIZE_B);
-    let mut c = join_as(&rig, &keys[2], "carol", SIZE_C);
+    let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
+    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
+    let mut c = rig.join_as(&keys[2], "carol", SIZE_C);
     assert_eq!(d.queue(), ["alice", "bob", "carol"]);
     rig.assert_on_air(SIZE_A, ON_AIR);
 
@@ -373,7 +354,7 @@ fn every_moderation_endpoint() {
     // unblock: bob may come back at once.
     admin(d, "/api/unblock", r#"{"name":"bob"}"#);
     admin_err(d, "/api/unblock", r#"{"name":"bob"}"#, 400);
-    let mut b = join_as(&rig, &keys[1], "bob", SIZE_B);
+    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
 
     // block for N seconds: off the queue, disconnected, refused.
     let v = admin(d, "/api/block", r#"{"name":"bob","seconds":60}"#);
@@ -395,7 +376,7 @@ fn every_moderation_endpoint() {
     let new_key = v["key"].as_str().expect("new key").to_string();
     assert_ne!(new_key, keys[2]);
     assert_refused(&rig, &keys[2]);
-    let _c2 = join_as(&rig, &new_key, "carol", SIZE_C);
+    let _c2 = rig.join_as(&new_key, "carol", SIZE_C);
     admin(
         d,
         "/api/streamers/slot",

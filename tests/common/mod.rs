@@ -1188,17 +1188,27 @@ impl Rig {
 
     /// Start a publisher and wait until the daemon has it in the queue.
     pub fn join(&self, key: &str, size: (u32, u32)) -> Publisher {
+        self.join_as(key, key, size)
+    }
+
+    /// Start a publisher with `key` and wait until `name` (its public name)
+    /// is queued.
+    pub fn join_as(&self, key: &str, name: &str, size: (u32, u32)) -> Publisher {
         let mut p = self.publish(key, size);
         let ok = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
             if !p.is_running() {
                 return Some(false);
             }
-            self.daemon.queue().iter().any(|k| k == key).then_some(true)
+            self.daemon
+                .queue()
+                .iter()
+                .any(|n| n == name)
+                .then_some(true)
         });
         assert_eq!(
             ok,
             Some(true),
-            "{key} did not join the queue (queue {:?}); ffmpeg: {}",
+            "{name} did not join (queue {:?}); ffmpeg: {}",
             self.daemon.queue(),
             p.stderr()
         );
