@@ -75,6 +75,9 @@ impl Default for RtmpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
+    /// splice (one persistent output, cuts on the next streamer's
+    /// keyframe) or restart (one ffmpeg per streamer, `args`).
+    pub mode: RelayMode,
     /// Path (or name on PATH) of the ffmpeg binary.
     pub ffmpeg: String,
     /// Override of the relay arguments. `{input}` and `{output}` are replaced
@@ -90,11 +93,28 @@ pub struct RelayConfig {
     pub log_file: String,
     /// Size at which the relay log is rotated to `<log_file>.1`.
     pub log_max_bytes: u64,
+    /// Splice mode: what the output shows while nobody is on air: an image
+    /// or an H.264/AAC `.flv` clip. Empty: a built-in still with `slate_text`.
+    pub slate: String,
+    /// Text on the built-in slate (up to 4 lines).
+    pub slate_text: String,
+    /// Splice mode: how long a planned cut waits for the next streamer's
+    /// keyframe before catching up. 0: their keyframe interval + 1 s.
+    pub cut_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayMode {
+    #[default]
+    Splice,
+    Restart,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
+            mode: RelayMode::Splice,
             ffmpeg: "ffmpeg".into(),
             args: Vec::new(),
             stop_grace_ms: 250,
@@ -102,6 +122,11 @@ impl Default for RelayConfig {
             max_failures: 5,
             log_file: String::new(),
             log_max_bytes: 4 * 1024 * 1024,
+            slate: String::new(),
+            slate_text:
+                "Nobody is on air\nPublish to the live app with your stream key to join the queue"
+                    .into(),
+            cut_timeout_ms: 0,
         }
     }
 }

@@ -25,14 +25,15 @@ use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
 use crate::queue::{Op, Outcome, State};
 use crate::registry::{FileSig, Registry};
-use crate::relay::{Relay, RelayEvent, RelaySpec};
+use crate::relay::{self, Notice, Relay, RelayEvent, RelaySpec, RelayView, Streamer, Want};
 use crate::store::Store;
 use crate::systemd::Notifier;
 
 /// Most commands decided in one batch (one fsync).
 const MAX_BATCH: usize = 1024;
-/// A relay that has produced output this long is healthy again.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// A publisher taken off while on screen is disconnected at the cut, or
+/// after this long at the latest.
+const DROP_AFTER_CUT_MAX: Duration = Duration::from_secs(10);
 /// After a burst of at least this many commands, the engine returns freed
 /// heap to the kernel once it has been idle for `TRIM_AFTER_IDLE`.
 const TRIM_MIN_COMMANDS: usize = 1000;
@@ -178,6 +179,10 @@ pub struct View {
     pub rejoin_block_seconds: u64,
     /// Blocked streamers' public names and when their block ends (unix ms).
     pub blocked: Vec<(String, u64)>,
+    /// "splice" or "restart".
+    pub relay_mode: &'static str,
+    /// What happened at the last cut ("cut to bob on their keyframe...").
+    pub last_cut: Option<String>,
     queue_json: OnceLock<String>,
 }
 
@@ -244,6 +249,10 @@ impl View {
                     "left_s": until.saturating_sub(now_ms).div_ceil(1000),
                 }))
                 .collect::<Vec<_>>(),
+            "relay": {
+                "mode": self.relay_mode,
+                "last_cut": self.last_cut,
+            },
             "obs": {
                 "enabled": self.obs.enabled,
                 "connected": self.obs.connected,
@@ -261,44 +270,22 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-enum RelaySlot {
-    Idle,
-    Running(Relay),
-    Stopping {
-        relay: Relay,
-        kill_at: Option<Instant>,
-        /// Stopped because it stalled: its exit counts as a failure.
-        failed: bool,
-    },
-    Backoff {
-        key: String,
-        until: Instant,
-    },
-}
-
-/// Failure accounting for the on-air key's relay.
-#[derive(Default)]
-struct RelayHealth {
-    key: String,
-    failures: u32,
-    restarts: u32,
-    /// Whether the last failure was already logged at warn level.
-    first_output_logged: bool,
-}
-
 pub struct Engine {
     cfg: Config,
     config_path: PathBuf,
     config_explicit: bool,
     state: State,
     store: Store,
-    relay: RelaySlot,
-    relay_spec: RelaySpec,
-    relay_run: u64,
-    health: RelayHealth,
-    /// The on-air publisher left: its relay has nothing to flush.
+    relay: Relay,
+    /// The on-air publisher left: its stream is over (a forced switch).
     kill_now: Option<String>,
-    relay_tx: Sender<RelayEvent>,
+    /// Publishers taken off while on screen: disconnected once the output
+    /// has cut away from them (they keep playing until then).
+    drops_after_cut: Vec<(String, Instant)>,
+    /// Cuts so far (OBS tells a switch from a refresh by it).
+    cuts: u64,
+    /// What happened at the last cut, for `/api/status` and STATUS.
+    last_cut: Option<String>,
     relay_rx: Receiver<RelayEvent>,
     obs: Option<ObsHandle>,
     obs_tx: Sender<ObsStatus>,
@@ -338,8 +325,8 @@ pub struct Engine {
     names: Arc<Names>,
     names_gen: Option<(u64, u64)>,
     registry_gen: u64,
-    /// Relay signature in the last published view.
-    published_relay: (u8, Option<u32>, bool, u32),
+    /// The relay as shown in the last published view.
+    published_relay: RelayView,
     /// Last state handed to the OBS thread.
     sent_obs: Option<BroadcastState>,
 }
@@ -361,7 +348,7 @@ impl Engine {
     pub fn new(p: EngineParts) -> Engine {
         let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
         let (obs_tx, obs_rx) = crossbeam_channel::unbounded();
-        let relay_spec = relay_spec(&p.cfg);
+        let relay = Relay::new(relay_spec(&p.cfg), relay_tx.clone());
         let now = Instant::now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
         let mut e = Engine {
@@ -379,12 +366,11 @@ impl Engine {
             config_explicit: p.config_explicit,
             state: p.state,
             store: p.store,
-            relay: RelaySlot::Idle,
-            relay_spec,
-            relay_run: 0,
-            health: RelayHealth::default(),
+            relay,
             kill_now: None,
-            relay_tx,
+            drops_after_cut: Vec::new(),
+            cuts: 0,
+            last_cut: None,
             relay_rx,
             obs: None,
             obs_tx,
@@ -407,12 +393,13 @@ impl Engine {
             block_logged: std::collections::HashMap::new(),
             since_trim: 0,
             last_batch: now,
-            published_relay: (0, None, false, 0),
+            published_relay: RelayView::default(),
             names: Arc::new(Names::default()),
             names_gen: None,
             registry_gen: 0,
             sent_obs: None,
         };
+        e.sync_secret();
         e.refresh_registry(true);
         match Control::spawn(e.cfg.rtmp.control_url.clone()) {
             Ok(c) => e.control = Some(c),
@@ -484,15 +471,11 @@ impl Engine {
         if self.since_trim > 0 {
             t = t.min(self.last_batch + TRIM_AFTER_IDLE);
         }
-        match &self.relay {
-            RelaySlot::Running(r) => {
-                t = t.min(r.last_progress + Duration::from_secs(self.cfg.relay.stall_seconds))
-            }
-            RelaySlot::Stopping {
-                kill_at: Some(k), ..
-            } => t = t.min(*k),
-            RelaySlot::Backoff { until, .. } => t = t.min(*until),
-            _ => {}
+        if let Some(d) = self.relay.deadline() {
+            t = t.min(d);
+        }
+        if let Some((_, at)) = self.drops_after_cut.first() {
+            t = t.min(*at + DROP_AFTER_CUT_MAX);
         }
         if !self.registry_watched {
             t = t.min(self.next_registry_check);
@@ -793,37 +776,42 @@ impl Engine {
     }
 
     fn publish_view(&mut self) {
-        self.published_relay = self.relay_signature();
-        let on_air = self.state.head().map(|h| {
-            let (relay_state, relay_pid) = match &self.relay {
-                RelaySlot::Running(r) if *r.key == *h.key => (
-                    if r.total_size > 0 {
-                        "running"
-                    } else {
-                        "starting"
-                    },
-                    Some(r.pid),
-                ),
-                RelaySlot::Stopping { relay, .. } => ("stopping", Some(relay.pid)),
-                RelaySlot::Backoff { .. } => ("backoff", None),
-                _ => ("starting", None),
-            };
-            OnAirView {
-                name: Arc::from(self.display(&h.key)),
-                since_ms: self.state.on_air_since().unwrap_or(0),
-                relay_state,
-                relay_pid,
-                relay_restarts: if self.health.key == *h.key {
-                    self.health.restarts
-                } else {
-                    0
-                },
-            }
+        let rv = self.relay.view();
+        self.published_relay = rv.clone();
+        // Who is on air is who the output shows: at a planned switch the
+        // old streamer stays on air until the cut.
+        let shown = self.on_screen_key();
+        let on_air = shown.as_ref().map(|key| OnAirView {
+            name: Arc::from(self.display(key)),
+            since_ms: if self.state.head().is_some_and(|h| *h.key == **key) {
+                self.state.on_air_since().unwrap_or(0)
+            } else {
+                0
+            },
+            relay_state: if rv.state == "live" {
+                "running"
+            } else {
+                rv.state
+            },
+            relay_pid: rv.pid,
+            relay_restarts: rv.restarts,
         });
         let policy = self.policy();
         let now_ms = unix_ms();
+        let names = self.sync_names();
+        let names = match &shown {
+            Some(k) if self.state.head().is_none_or(|h| *h.key != **k) => {
+                let mut n = Names::default();
+                n.push(&self.display(k), 0);
+                for (name, j) in names.iter() {
+                    n.push(name, j);
+                }
+                Arc::new(n)
+            }
+            _ => names,
+        };
         let view = View {
-            names: self.sync_names(),
+            names,
             on_air,
             obs: self.obs_view.clone(),
             started_at_ms: self.started_at_ms,
@@ -836,9 +824,23 @@ impl Engine {
                 .into_iter()
                 .map(|(k, until)| (self.display(k), until))
                 .collect(),
+            relay_mode: match self.relay.mode() {
+                relay::Mode::Splice => "splice",
+                relay::Mode::Restart => "restart",
+            },
+            last_cut: self.last_cut.clone(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);
+    }
+
+    /// The stream key on air as the audience sees it: what the output
+    /// shows, or, before the first cut to them, the head of the queue.
+    fn on_screen_key(&self) -> Option<String> {
+        match self.relay.view().on_screen {
+            Some(k) => Some(k),
+            None => self.state.head().map(|h| h.key.to_string()),
+        }
     }
 
     /// Execute what the new state asks for: relay, OBS cues, STATUS line.
@@ -846,36 +848,40 @@ impl Engine {
         self.reconcile_relay(Instant::now());
         // The queue part of the view is published before replies; rebuild it
         // (O(queue length)) here only when the relay's state changed.
-        if self.relay_signature() != self.published_relay {
+        if self.relay.view() != self.published_relay {
             self.publish_view();
         }
-        if let Some(obs) = &self.obs {
-            let e = self.state.entries();
-            let want = BroadcastState {
-                on_air: e.first().map(|h| self.display(&h.key)),
-                next_up: e.get(1).map(|n| self.display(&n.key)),
-                switch_seq: self.state.switch_seq(),
-                slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
-                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-            };
-            if self.sent_obs.as_ref() != Some(&want) {
-                obs.show(want.clone());
-                self.sent_obs = Some(want);
-            }
-        }
+        self.sync_obs();
         self.refresh_status();
     }
 
-    /// What of the relay shows in the view: (slot kind, pid, producing
-    /// output, restarts).
-    fn relay_signature(&self) -> (u8, Option<u32>, bool, u32) {
-        let (kind, pid, live) = match &self.relay {
-            RelaySlot::Idle => (0, None, false),
-            RelaySlot::Running(r) => (1, Some(r.pid), r.total_size > 0),
-            RelaySlot::Stopping { relay, .. } => (2, Some(relay.pid), false),
-            RelaySlot::Backoff { .. } => (3, None, false),
+    fn sync_obs(&mut self) {
+        let Some(obs) = &self.obs else { return };
+        let shown = self.on_screen_key();
+        let e = self.state.entries();
+        let mut order: Vec<&str> = Vec::with_capacity(2);
+        if let Some(k) = &shown {
+            order.push(k.as_str());
+        }
+        for x in e.iter().take(2) {
+            if order.len() < 2 && !order.contains(&&*x.key) {
+                order.push(&x.key);
+            }
+        }
+        let want = BroadcastState {
+            on_air: order.first().map(|k| self.display(k)),
+            next_up: order.get(1).map(|k| self.display(k)),
+            switch_seq: match self.relay.mode() {
+                relay::Mode::Splice => self.cuts,
+                relay::Mode::Restart => self.state.switch_seq(),
+            },
+            slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         };
-        (kind, pid, live, self.health.restarts)
+        if self.sent_obs.as_ref() != Some(&want) {
+            obs.show(want.clone());
+            self.sent_obs = Some(want);
+        }
     }
 
     fn refresh_status(&mut self) {
@@ -886,25 +892,34 @@ impl Engine {
 
     fn status_line(&self, now_ms: u64) -> String {
         let mut parts = Vec::new();
-        match self.state.head() {
-            Some(h) => {
-                let mins =
-                    now_ms.saturating_sub(self.state.on_air_since().unwrap_or(now_ms)) / 60_000;
-                parts.push(format!("on air: {} for {mins}m", self.display(&h.key)));
+        match self.on_screen_key() {
+            Some(k) => {
+                let since = if self.state.head().is_some_and(|h| *h.key == *k) {
+                    self.state.on_air_since().unwrap_or(now_ms)
+                } else {
+                    now_ms
+                };
+                let mins = now_ms.saturating_sub(since) / 60_000;
+                parts.push(format!("on air: {} for {mins}m", self.display(&k)));
             }
             None => parts.push("nobody on air".into()),
         }
         parts.push(format!("{} waiting", self.state.len().saturating_sub(1)));
         parts.push(
-            match &self.relay {
-                RelaySlot::Running(r) if r.total_size > 0 => "relay ok",
-                RelaySlot::Running(_) => "relay starting",
-                RelaySlot::Stopping { .. } => "relay switching",
-                RelaySlot::Backoff { .. } => "relay restarting",
-                RelaySlot::Idle => "relay idle",
+            match self.relay.view().state {
+                "live" => "relay ok",
+                "starting" => "relay starting",
+                "switching" => "relay switching",
+                "stopping" => "relay switching",
+                "backoff" => "relay restarting",
+                "slate" => "slate on air",
+                _ => "relay idle",
             }
             .to_string(),
         );
+        if let Some(c) = &self.last_cut {
+            parts.push(c.clone());
+        }
         if self.cfg.obs.enabled {
             parts.push(if self.obs_view.connected {
                 "obs connected".into()
@@ -918,199 +933,123 @@ impl Engine {
         parts.join(" · ")
     }
 
+    /// Tell the relay what the queue wants on air now (level-triggered).
     fn reconcile_relay(&mut self, now: Instant) {
-        let desired = if self.shutting_down {
-            None
-        } else {
-            self.state.head().map(|e| e.key.to_string())
+        let e = self.state.entries();
+        let want = Want {
+            on_air: e.first().map(|h| Streamer {
+                key: h.key.to_string(),
+                name: self.display(&h.key),
+            }),
+            next: e.get(1).map(|n| Streamer {
+                key: n.key.to_string(),
+                name: self.display(&n.key),
+            }),
+            left: self.kill_now.take(),
+            stopping: self.shutting_down,
         };
-        if let Some(d) = &desired {
-            if self.health.key != *d {
-                self.health = RelayHealth {
-                    key: d.clone(),
-                    ..RelayHealth::default()
-                };
-            }
+        let mut notices = Vec::new();
+        self.relay.want(&want, now, &mut notices);
+        self.on_notices(notices);
+    }
+
+    /// The output's publish secret changes with each output run; the HTTP
+    /// side checks `on_publish` of the output app against it.
+    fn sync_secret(&mut self) {
+        let s = read(&self.settings);
+        if s.relay_secret != self.relay.output_secret() {
+            write(
+                &self.settings,
+                Settings {
+                    admin_token: s.admin_token.clone(),
+                    relay_secret: self.relay.output_secret().to_string(),
+                    ingest_app: s.ingest_app.clone(),
+                    output_app: s.output_app.clone(),
+                    output_stream: s.output_stream.clone(),
+                },
+            );
         }
-        let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
-        self.relay = match slot {
-            RelaySlot::Running(r) if desired.as_deref() != Some(r.key.as_str()) => {
-                let gone = self.kill_now.as_deref() == Some(r.key.as_str());
-                if gone {
-                    // Its input is gone: nothing to flush, and one SIGTERM
-                    // would not stop an ffmpeg whose input went idle.
-                    r.kill();
-                    RelaySlot::Stopping {
-                        relay: r,
-                        kill_at: None,
-                        failed: false,
+    }
+
+    fn on_notices(&mut self, notices: Vec<Notice>) {
+        self.sync_secret();
+        if notices.is_empty() {
+            return;
+        }
+        for n in notices {
+            match n {
+                Notice::Cut {
+                    from,
+                    to,
+                    how,
+                    waited,
+                } => {
+                    self.cuts += 1;
+                    let who = |k: &Option<String>| {
+                        k.as_deref()
+                            .map_or_else(|| "the slate".to_string(), |k| self.display(k))
+                    };
+                    let line = match how {
+                        relay::CutKind::Keyframe => format!(
+                            "cut to {} on their keyframe {:.2} s after the switch; {} kept playing",
+                            who(&to),
+                            waited.as_secs_f64(),
+                            who(&from)
+                        ),
+                        relay::CutKind::Restart => match &to {
+                            Some(_) => format!(
+                                "{} on screen {:.2} s after the switch (relay restarted)",
+                                who(&to),
+                                waited.as_secs_f64()
+                            ),
+                            None => format!("{} off screen", who(&from)),
+                        },
+                        other => format!(
+                            "cut to {} {} {:.2} s after the switch",
+                            who(&to),
+                            other.describe(),
+                            waited.as_secs_f64()
+                        ),
+                    };
+                    log::info!("{line}");
+                    self.last_cut = Some(line);
+                    if let Some(f) = from {
+                        self.release_drop(&f);
                     }
-                } else {
-                    r.terminate();
-                    RelaySlot::Stopping {
-                        relay: r,
-                        kill_at: Some(now + Duration::from_millis(self.cfg.relay.stop_grace_ms)),
-                        failed: false,
+                }
+                Notice::GiveUp { key } => {
+                    if self.state.head().is_some_and(|h| *h.key == *key) {
+                        // Skipping is a queue change: persisted like any other.
+                        self.apply_internal(Op::Skip { at: unix_ms() });
                     }
                 }
             }
-            RelaySlot::Backoff { key, until } => match &desired {
-                Some(d) if *d == key && now < until => RelaySlot::Backoff { key, until },
-                Some(d) => self.spawn_relay(d),
-                None => RelaySlot::Idle,
-            },
-            RelaySlot::Idle => match &desired {
-                Some(d) => self.spawn_relay(d),
-                None => RelaySlot::Idle,
-            },
-            other => other,
-        };
-        self.kill_now = None;
+        }
+        self.publish_view();
+        self.sync_obs();
+        self.refresh_status();
     }
 
-    fn spawn_relay(&mut self, key: &str) -> RelaySlot {
-        self.relay_run += 1;
-        let r = &self.cfg.rtmp;
-        let secret = read(&self.settings).relay_secret.clone();
-        let host = if r.host.contains(':') {
-            format!("[{}]", r.host)
-        } else {
-            r.host.clone()
-        };
-        let input = format!(
-            "rtmp://{host}:{}/{}/{key}?ms_relay={secret}",
-            r.port, r.ingest_app
-        );
-        let output = format!(
-            "rtmp://{host}:{}/{}/{}?ms_secret={secret}",
-            r.port, r.output_app, r.output_stream
-        );
-        match Relay::spawn(
-            &self.relay_spec,
-            self.relay_run,
-            key,
-            &input,
-            &output,
-            self.relay_tx.clone(),
-        ) {
-            Ok(relay) => {
-                log::info!(
-                    "{} is on air: relay started (pid {}, run {})",
-                    self.display(key),
-                    relay.pid,
-                    relay.run
-                );
-                self.health.first_output_logged = false;
-                RelaySlot::Running(relay)
+    /// A publisher waiting for the cut away from them is disconnected now.
+    fn release_drop(&mut self, key: &str) {
+        if let Some(i) = self.drops_after_cut.iter().position(|(k, _)| k == key) {
+            self.drops_after_cut.remove(i);
+            let who = self.display(key);
+            if let Some(c) = &self.control {
+                c.drop_publisher(&self.cfg.rtmp.ingest_app, key, &who);
             }
-            Err(e) => {
-                log::error!(
-                    "cannot start relay {:?} for {}: {e}",
-                    self.relay_spec.ffmpeg,
-                    self.display(key)
-                );
-                self.relay_failed(key.to_string(), Instant::now())
-            }
-        }
-    }
-
-    /// Count a failure of the on-air key's relay: back off, or skip the
-    /// streamer after too many.
-    fn relay_failed(&mut self, key: String, now: Instant) -> RelaySlot {
-        self.health.failures += 1;
-        let n = self.health.failures;
-        let max = self.cfg.relay.max_failures;
-        if n >= max {
-            log::error!(
-                "relay for {} failed {n} times in a row; skipping to the next streamer",
-                self.display(&key)
-            );
-            // Skipping is a queue change: it is persisted like any other.
-            self.relay = RelaySlot::Idle;
-            self.apply_internal(Op::Skip { at: unix_ms() });
-            return std::mem::replace(&mut self.relay, RelaySlot::Idle);
-        }
-        let delay = backoff(n);
-        log::warn!(
-            "relay for {} failed ({n}/{max}); restarting in {:.1} s",
-            self.display(&key),
-            delay.as_secs_f64()
-        );
-        self.health.restarts += 1;
-        RelaySlot::Backoff {
-            key,
-            until: now + delay,
         }
     }
 
     fn on_relay_event(&mut self, ev: RelayEvent) {
-        let now = Instant::now();
-        match ev {
-            RelayEvent::Progress { run, total_size } => {
-                let mut first = false;
-                if let RelaySlot::Running(r) = &mut self.relay {
-                    if r.run == run {
-                        r.last_progress = now;
-                        r.total_size = total_size;
-                        if !self.health.first_output_logged {
-                            self.health.first_output_logged = true;
-                            first = true;
-                            log::info!(
-                                "relay for {} is live: first output {} ms after start",
-                                self.registry.display(&r.key),
-                                now.duration_since(r.started).as_millis()
-                            );
-                        }
-                        if self.health.failures > 0 && now.duration_since(r.started) > HEALTHY_AFTER
-                        {
-                            self.health.failures = 0;
-                        }
-                    }
-                }
-                if first {
-                    self.publish_view();
-                    self.refresh_status();
-                }
-            }
-            RelayEvent::Exited { run, tail } => {
-                let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
-                self.relay = match slot {
-                    RelaySlot::Running(r) if r.run == run => {
-                        let key = r.key.clone();
-                        let status = describe_exit(r.reap());
-                        let still_wanted = !self.shutting_down
-                            && self.state.head().map(|h| &*h.key) == Some(key.as_str());
-                        if still_wanted {
-                            log::warn!(
-                                "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
-                                self.display(&key),
-                                // ffmpeg prints its input URL, which holds the key.
-                                format_tail(&tail).replace(
-                                    &format!("/{}/{key}", self.cfg.rtmp.ingest_app),
-                                    &format!("/{}/{}", self.cfg.rtmp.ingest_app, self.display(&key))
-                                )
-                            );
-                            self.relay_failed(key, now)
-                        } else {
-                            RelaySlot::Idle
-                        }
-                    }
-                    RelaySlot::Stopping { relay, failed, .. } if relay.run == run => {
-                        let key = relay.key.clone();
-                        let status = describe_exit(relay.reap());
-                        log::debug!("relay for {key} stopped ({status})");
-                        let still_wanted = !self.shutting_down
-                            && self.state.head().map(|h| &*h.key) == Some(key.as_str());
-                        if failed && still_wanted {
-                            self.relay_failed(key, now)
-                        } else {
-                            RelaySlot::Idle
-                        }
-                    }
-                    other => other,
-                };
-                self.after_change();
-            }
+        let mut notices = Vec::new();
+        self.relay.on_event(ev, Instant::now(), &mut notices);
+        if !notices.is_empty() {
+            self.on_notices(notices);
+            self.after_change();
+        } else if self.relay.view() != self.published_relay {
+            self.publish_view();
+            self.refresh_status();
         }
     }
 
@@ -1143,45 +1082,31 @@ impl Engine {
                 self.next_watchdog = Some(now + iv);
             }
         }
-        let stall = Duration::from_secs(self.cfg.relay.stall_seconds);
-        let slot = std::mem::replace(&mut self.relay, RelaySlot::Idle);
-        self.relay = match slot {
-            RelaySlot::Running(r) if now.duration_since(r.last_progress) >= stall => {
-                log::warn!(
-                    "relay for {} stalled (no output for {} s); restarting it",
-                    self.display(&r.key),
-                    stall.as_secs()
-                );
-                r.kill();
-                RelaySlot::Stopping {
-                    relay: r,
-                    kill_at: None,
-                    failed: true,
-                }
+        if self.relay.deadline().is_some_and(|d| now >= d) {
+            let mut notices = Vec::new();
+            self.relay.tick(now, &mut notices);
+            let changed = !notices.is_empty();
+            self.on_notices(notices);
+            if changed {
+                self.after_change();
+            } else if self.relay.view() != self.published_relay {
+                self.publish_view();
+                self.refresh_status();
             }
-            RelaySlot::Stopping {
-                relay,
-                kill_at: Some(k),
-                failed,
-            } if now >= k => {
-                log::debug!("relay for {} ignored SIGTERM; sending SIGKILL", relay.key);
-                relay.kill();
-                RelaySlot::Stopping {
-                    relay,
-                    kill_at: None,
-                    failed,
-                }
+        }
+        // Never keep a taken-off publisher connected for long, cut or not.
+        while let Some((key, at)) = self.drops_after_cut.first().cloned() {
+            if now < at + DROP_AFTER_CUT_MAX {
+                break;
             }
-            other => other,
-        };
+            self.release_drop(&key);
+        }
         if !self.registry_watched && now >= self.next_registry_check && self.refresh_registry(false)
         {
             self.after_change();
         }
         self.end_slot();
-        if matches!(&self.relay, RelaySlot::Backoff { until, .. } if now >= *until) {
-            self.after_change();
-        } else if now >= self.next_status {
+        if now >= self.next_status {
             self.refresh_status();
             // Memory freed by bursts of reads (which never reach the engine)
             // goes back to the kernel at least this often.
@@ -1206,8 +1131,10 @@ impl Engine {
         let new = self.cfg.clone();
         let mut applied = Vec::new();
         let mut restart = Vec::new();
-        if old.relay != new.relay {
-            self.relay_spec = relay_spec(&new);
+        if old.relay.mode != new.relay.mode {
+            restart.push("relay.mode");
+        } else if old.relay != new.relay {
+            self.relay.set_spec(relay_spec(&new));
             applied.push("[relay] (from the next relay start)");
         }
         if old.log.level != new.log.level {
@@ -1282,6 +1209,7 @@ impl Engine {
             self.cfg.rtmp = old.rtmp.clone();
             self.cfg.state = old.state.clone();
             self.cfg.log.target = old.log.target.clone();
+            self.cfg.relay.mode = old.relay.mode;
         }
         log::info!(
             "configuration reloaded from {}: applied {}; needs a restart: {}",
@@ -1309,7 +1237,7 @@ impl Engine {
         self.shutting_down = true;
         self.reconcile_relay(Instant::now());
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !matches!(self.relay, RelaySlot::Idle | RelaySlot::Backoff { .. }) {
+        while !self.relay.stopped() {
             let now = Instant::now();
             if now >= deadline {
                 log::error!("relay did not exit in time");
@@ -1320,7 +1248,8 @@ impl Engine {
                 recv(commands) -> c => if let Ok(c) = c { refuse(c) },
                 default(Duration::from_millis(50)) => {}
             }
-            self.on_timers(Instant::now());
+            let mut notices = Vec::new();
+            self.relay.tick(Instant::now(), &mut notices);
         }
         if let Err(e) = self.store.compact(&self.state) {
             log::error!("{e}");
@@ -1360,48 +1289,35 @@ impl Command {
 }
 
 fn relay_spec(cfg: &Config) -> RelaySpec {
+    let r = &cfg.rtmp;
     RelaySpec {
+        mode: match cfg.relay.mode {
+            config::RelayMode::Splice => relay::Mode::Splice,
+            config::RelayMode::Restart => relay::Mode::Restart,
+        },
         ffmpeg: cfg.relay.ffmpeg.clone(),
         args: cfg.relay.args.clone(),
         log_path: cfg.relay_log_path(),
         log_max_bytes: cfg.relay.log_max_bytes,
+        host: r.host.clone(),
+        port: r.port,
+        ingest_app: r.ingest_app.clone(),
+        output_app: r.output_app.clone(),
+        output_stream: r.output_stream.clone(),
+        stall: Duration::from_secs(cfg.relay.stall_seconds),
+        stop_grace: Duration::from_millis(cfg.relay.stop_grace_ms),
+        max_failures: cfg.relay.max_failures,
+        slate: cfg.relay.slate.clone(),
+        slate_text: cfg.relay.slate_text.clone(),
+        work_dir: cfg.state_dir(),
+        cut_timeout: (cfg.relay.cut_timeout_ms > 0)
+            .then(|| Duration::from_millis(cfg.relay.cut_timeout_ms)),
     }
-}
-
-/// Relay restart delay after `n` consecutive failures: 0.5 s doubling to 8 s.
-pub fn backoff(n: u32) -> Duration {
-    let ms = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
-    Duration::from_millis(ms.min(8000))
-}
-
-fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match r {
-        Ok(st) => match (st.code(), st.signal()) {
-            (Some(c), _) => format!("exit code {c}"),
-            (_, Some(s)) => format!("killed by signal {s}"),
-            _ => "unknown status".into(),
-        },
-        Err(e) => format!("cannot reap: {e}"),
-    }
-}
-
-fn format_tail(tail: &[String]) -> String {
-    if tail.is_empty() {
-        return " (none)".into();
-    }
-    tail.iter().map(|l| format!("\n  ffmpeg: {l}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
-        assert_eq!(s, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
-    }
 
     #[test]
     fn view_renders_seed_shape_and_status() {

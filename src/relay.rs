@@ -1,272 +1,335 @@
-//! The relay: one ffmpeg child copying the on-air stream into the output.
+//! The relay: what puts the on-air streamer into the output OBS plays.
 //!
-//! The engine owns the `Child`. Two small threads per run read its pipes:
-//! stdout carries `-progress` blocks (output progress → stall detection),
-//! stderr goes to a size-capped `ffmpeg.log`; stderr reaching EOF means the
-//! process is exiting, which becomes the `Exited` event (no polling).
+//! The engine drives it with one level-triggered call, [`Relay::want`]
+//! ("on air: X, next: Y"), feeds it the events of its threads, and learns
+//! back what is on screen ([`Notice`]). Two ways to do it:
+//!
+//! * `splice` (default, [`splicing`]): one output ffmpeg for the life of
+//!   the daemon fed FLV on its stdin; the on-air and the next streamer are
+//!   both read all the time ([`source`]); the pure [`splice`] module cuts
+//!   to the next one on their keyframe with timestamps that follow the wall
+//!   clock; a [`slate`] fills the output while nobody is on air.
+//! * `restart` ([`restart`]): one ffmpeg per streamer, killed and started
+//!   again at each switch (the first version's relay; `[relay] args`).
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Instant;
+pub mod flv;
+mod output;
+pub mod restart;
+pub mod slate;
+pub mod source;
+pub mod splice;
+mod splicing;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::sys;
+pub use restart::RestartRelay;
+pub use splicing::SpliceRelay;
 
-/// How many stderr lines are kept for the daemon log when a relay fails.
-const TAIL_LINES: usize = 12;
+use flv::Tag;
+use splice::{CutHow, SourceId};
 
+/// Everything the relay's threads report; the engine hands each one back
+/// to [`Relay::on_event`].
 #[derive(Debug)]
 pub enum RelayEvent {
-    /// The output grew (from ffmpeg's `-progress` report).
+    /// A source delivered a tag.
+    Tag {
+        source: SourceId,
+        tag: Tag,
+        arrival: Instant,
+    },
+    /// A source thread ended.
+    SourceEnded { source: SourceId, reason: String },
+    /// The output ffmpeg's stderr closed: it is exiting.
+    OutputExited { run: u64, tail: Vec<String> },
+    /// Restart mode: the relay's output grew (ffmpeg `-progress`).
     Progress { run: u64, total_size: u64 },
-    /// The relay's stderr closed: the process is exiting.
+    /// Restart mode: the relay's stderr closed.
     Exited { run: u64, tail: Vec<String> },
 }
 
-/// How to run ffmpeg.
+/// How to run the relay.
 #[derive(Debug, Clone)]
 pub struct RelaySpec {
+    pub mode: Mode,
     pub ffmpeg: String,
-    /// Arguments with `{input}` / `{output}` placeholders; empty = default.
+    /// Restart mode: arguments with `{input}` / `{output}`; empty = default.
     pub args: Vec<String>,
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
+    pub host: String,
+    pub port: u16,
+    pub ingest_app: String,
+    pub output_app: String,
+    pub output_stream: String,
+    pub stall: Duration,
+    pub stop_grace: Duration,
+    pub max_failures: u32,
+    /// Splice mode: the operator's slate file ("" = built in) and its text.
+    pub slate: String,
+    pub slate_text: String,
+    /// Where the generated slate clip is written.
+    pub work_dir: PathBuf,
+    /// Splice mode: a planned cut waits this long for the new streamer's
+    /// keyframe before it catches up (None: their GOP + 1 s).
+    pub cut_timeout: Option<Duration>,
 }
 
-/// The built-in relay: copy, no re-encode; `-fpsprobesize 0` skips ffmpeg's
-/// ~1.3 s frame-rate probe (measured: switch gap 0.69 s median vs 1.82 s);
-/// `-analyzeduration 1 s` bounds the wait for a stream a publisher never
-/// sends (measured with a video-only publisher: first output 6.2 s after
-/// start by default, 2.2 s with it; A/V streams are found at once anyway).
-pub fn default_args() -> Vec<String> {
-    [
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-fpsprobesize",
-        "0",
-        "-analyzeduration",
-        "1000000",
-        "-i",
-        "{input}",
-        "-c",
-        "copy",
-        "-f",
-        "flv",
-        "{output}",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Splice,
+    Restart,
 }
 
-/// The full argument list: progress reporting first (the daemon needs it
-/// whatever the operator's args are), then the relay args with URLs filled in.
-pub fn build_args(spec_args: &[String], input: &str, output: &str) -> Vec<String> {
-    let base = if spec_args.is_empty() {
-        default_args()
-    } else {
-        spec_args.to_vec()
-    };
-    let mut args: Vec<String> = ["-nostdin", "-nostats", "-progress", "pipe:1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(
-        base.iter()
-            .map(|a| a.replace("{input}", input).replace("{output}", output)),
-    );
-    args
-}
-
-pub struct Relay {
-    pub run: u64,
+/// A streamer the engine wants relayed: the stream key (what nginx knows
+/// them by) and the public name (what logs say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamer {
     pub key: String,
-    pub pid: u32,
-    pub started: Instant,
-    pub last_progress: Instant,
-    pub total_size: u64,
-    child: Child,
+    pub name: String,
+}
+
+/// What the engine wants on the output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Want {
+    pub on_air: Option<Streamer>,
+    pub next: Option<Streamer>,
+    /// The key whose publisher just left (its stream has ended: a forced
+    /// switch, nothing to wait for or flush).
+    pub left: Option<String>,
+    /// The daemon is stopping: stop everything.
+    pub stopping: bool,
+}
+
+/// How a cut was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutKind {
+    /// Splice: on the new streamer's keyframe, the old one kept playing.
+    Keyframe,
+    /// Splice: the old one was gone; caught up from the new one's last keyframe.
+    CatchUp,
+    /// Splice: no keyframe came in time; caught up.
+    TimeoutCatchUp,
+    /// Restart mode: a new relay produced its first output (or stopped).
+    Restart,
+}
+
+impl CutKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CutKind::Keyframe => "on their keyframe",
+            CutKind::CatchUp => "catching up from their last keyframe",
+            CutKind::TimeoutCatchUp => "catching up (no keyframe in time)",
+            CutKind::Restart => "by restarting the relay",
+        }
+    }
+}
+
+impl From<CutHow> for CutKind {
+    fn from(h: CutHow) -> CutKind {
+        match h {
+            CutHow::Keyframe => CutKind::Keyframe,
+            CutHow::CatchUp => CutKind::CatchUp,
+            CutHow::TimeoutCatchUp => CutKind::TimeoutCatchUp,
+        }
+    }
+}
+
+/// What the relay tells the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The output now shows `to` (None: the slate / nothing).
+    Cut {
+        from: Option<String>,
+        to: Option<String>,
+        how: CutKind,
+        /// From the decision to the cut.
+        waited: Duration,
+    },
+    /// The on-air streamer's relay failed `max_failures` times in a row:
+    /// the engine skips them (a queue change it persists).
+    GiveUp { key: String },
+}
+
+/// The relay as the view and STATUS show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayView {
+    /// "live", "starting", "switching", "slate", "backoff", "stopping", "idle".
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// Stream key shown on the output right now.
+    pub on_screen: Option<String>,
+}
+
+pub enum Relay {
+    Splice(SpliceRelay),
+    Restart(RestartRelay),
 }
 
 impl Relay {
-    /// Start ffmpeg in its own process group, with SIGKILL as its parent-death
-    /// signal so that no relay outlives a killed daemon.
-    pub fn spawn(
-        spec: &RelaySpec,
-        run: u64,
-        key: &str,
-        input: &str,
-        output: &str,
-        events: Sender<RelayEvent>,
-    ) -> std::io::Result<Relay> {
-        let args = build_args(&spec.args, input, output);
-        let mut cmd = Command::new(&spec.ffmpeg);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        sys::kill_with_parent(&mut cmd);
-        let mut child = cmd.spawn()?;
-        let pid = child.id();
-        let now = Instant::now();
-        if let Some(out) = child.stdout.take() {
-            let ev = events.clone();
-            spawn_reader("relay-progress", move || read_progress(out, run, ev));
+    pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> Relay {
+        match spec.mode {
+            Mode::Splice => Relay::Splice(SpliceRelay::new(spec, events)),
+            Mode::Restart => Relay::Restart(RestartRelay::new(spec, events)),
         }
-        if let Some(err) = child.stderr.take() {
-            let log_path = spec.log_path.clone();
-            let max = spec.log_max_bytes;
-            let header = format!(
-                "--- relay run {run} for {key} started {} (pid {pid}) ---",
-                crate::log::timestamp(std::time::SystemTime::now())
-            );
-            spawn_reader("relay-stderr", move || {
-                let tail = copy_stderr(err, &log_path, max, &header);
-                let _ = events.send(RelayEvent::Exited { run, tail });
-            });
-        }
-        Ok(Relay {
-            run,
-            key: key.to_string(),
-            pid,
-            started: now,
-            last_progress: now,
-            total_size: 0,
-            child,
-        })
     }
 
-    /// Ask the relay to stop (SIGTERM to its process group).
-    pub fn terminate(&self) {
-        sys::signal_group(self.pid, libc::SIGTERM);
-    }
-
-    /// Stop it for sure (SIGKILL to its process group).
-    pub fn kill(&self) {
-        sys::signal_group(self.pid, libc::SIGKILL);
-    }
-
-    /// Reap the process once its `Exited` event arrived. stderr closing
-    /// means ffmpeg is exiting; should it somehow linger, it is killed, so
-    /// this never keeps the engine waiting.
-    pub fn reap(mut self) -> std::io::Result<ExitStatus> {
-        if let Some(st) = self.child.try_wait()? {
-            return Ok(st);
+    pub fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
+        match self {
+            Relay::Splice(r) => r.want(w, now, notices),
+            Relay::Restart(r) => r.want(w, now, notices),
         }
-        self.kill();
-        self.child.wait()
+    }
+
+    pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        match self {
+            Relay::Splice(r) => r.on_event(ev, now, notices),
+            Relay::Restart(r) => r.on_event(ev, now, notices),
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        match self {
+            Relay::Splice(r) => r.tick(now, notices),
+            Relay::Restart(r) => r.tick(now, notices),
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Relay::Splice(r) => r.deadline(),
+            Relay::Restart(r) => r.deadline(),
+        }
+    }
+
+    pub fn view(&self) -> RelayView {
+        match self {
+            Relay::Splice(r) => r.view(),
+            Relay::Restart(r) => r.view(),
+        }
+    }
+
+    /// Whether every child has been reaped (shutdown waits for it).
+    pub fn stopped(&self) -> bool {
+        match self {
+            Relay::Splice(r) => r.stopped(),
+            Relay::Restart(r) => r.stopped(),
+        }
+    }
+
+    /// The secret in the output's publish URL, new for every output run:
+    /// `on_publish` of the output app must carry it.
+    pub fn output_secret(&self) -> &str {
+        match self {
+            Relay::Splice(r) => r.secret(),
+            Relay::Restart(r) => r.secret(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self {
+            Relay::Splice(_) => Mode::Splice,
+            Relay::Restart(_) => Mode::Restart,
+        }
+    }
+
+    /// A new config: takes effect from the next child start.
+    pub fn set_spec(&mut self, spec: RelaySpec) {
+        match self {
+            Relay::Splice(r) => r.set_spec(spec),
+            Relay::Restart(r) => r.set_spec(spec),
+        }
     }
 }
 
-fn spawn_reader(name: &str, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
-        log::error!("cannot start relay pipe reader thread: {e}");
-    }
+/// Restart delay after `n` consecutive failures: 0.5 s doubling to 8 s.
+pub fn backoff(n: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
+    Duration::from_millis(ms.min(8000))
 }
 
-/// Parse ffmpeg `-progress` blocks (`key=value` lines, each block ending in
-/// `progress=continue|end`) and report when the output grows.
-fn read_progress(out: impl std::io::Read, run: u64, events: Sender<RelayEvent>) {
-    let mut last = 0u64;
-    let mut size = 0u64;
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
-        if let Some(v) = line.strip_prefix("total_size=") {
-            size = v.trim().parse().unwrap_or(size);
-        } else if line.starts_with("progress=") && size > last {
-            last = size;
-            if events
-                .send(RelayEvent::Progress {
-                    run,
-                    total_size: size,
-                })
-                .is_err()
-            {
-                break;
+/// Children get an empty environment but for these: nothing of the
+/// daemon's (an OBS password in `Environment=`, say) reaches ffmpeg.
+pub fn child_env() -> Vec<(String, String)> {
+    ["PATH", "LANG", "LC_ALL", "TZ"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// Removes secrets (stream keys, the output secret) from ffmpeg's output
+/// before it reaches a log file or the journal.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<(String, String)>,
+}
+
+impl Redactor {
+    /// From a URL: its query string (`?ms_secret=...`) is secret.
+    pub fn new(url: &str) -> Redactor {
+        let mut r = Redactor::default();
+        if let Some((_, q)) = url.split_once('?') {
+            r.add(q, "<secret>");
+        }
+        r
+    }
+
+    pub fn add(&mut self, secret: &str, instead: &str) {
+        if !secret.is_empty() {
+            self.secrets.push((secret.to_string(), instead.to_string()));
+        }
+    }
+
+    pub fn apply(&self, line: &str) -> String {
+        let mut s = line.to_string();
+        for (secret, instead) in &self.secrets {
+            if s.contains(secret.as_str()) {
+                s = s.replace(secret.as_str(), instead);
             }
         }
+        s
     }
 }
 
-/// Copy stderr lines into the relay log (rotated at `max` bytes to
-/// `<log>.1`) and return the last lines.
-fn copy_stderr(err: impl std::io::Read, path: &Path, max: u64, header: &str) -> Vec<String> {
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-    let mut log = CappedLog::open(path, max);
-    log.write_line(header);
-    for line in BufReader::new(err).split(b'\n') {
-        let Ok(line) = line else { break };
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\r');
-        log.write_line(text);
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(text.to_string());
+pub fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match r {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("killed by signal {s}"),
+            _ => "unknown status".into(),
+        },
+        Err(e) => format!("cannot reap: {e}"),
     }
-    tail.into()
 }
 
-struct CappedLog {
-    path: PathBuf,
-    max: u64,
-    file: Option<File>,
-    size: u64,
-    warned: bool,
+pub fn format_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return " (none)".into();
+    }
+    tail.iter().map(|l| format!("\n  ffmpeg: {l}")).collect()
 }
 
-impl CappedLog {
-    fn open(path: &Path, max: u64) -> CappedLog {
-        let mut l = CappedLog {
-            path: path.to_path_buf(),
-            max,
-            file: None,
-            size: 0,
-            warned: false,
-        };
-        l.reopen();
-        l
-    }
+/// A new output secret (a publish with it is the relay's own).
+pub fn new_secret() -> String {
+    crate::secret::random_hex(16).unwrap_or_else(|e| {
+        log::error!("cannot read random bytes for the output secret: {e}");
+        format!("{:x}", std::process::id() as u64 ^ crate::engine::unix_ms())
+    })
+}
 
-    fn reopen(&mut self) {
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            Ok(f) => {
-                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(f);
-            }
-            Err(e) => {
-                if !self.warned {
-                    log::warn!("cannot write relay log {}: {e}", self.path.display());
-                    self.warned = true;
-                }
-                self.file = None;
-            }
-        }
-    }
-
-    fn write_line(&mut self, line: &str) {
-        if self.size + line.len() as u64 + 1 > self.max && self.max > 0 {
-            let old = self.path.with_extension("log.1");
-            let _ = std::fs::rename(&self.path, old);
-            self.reopen();
-        }
-        if let Some(f) = &mut self.file {
-            if writeln!(f, "{line}").is_ok() {
-                self.size += line.len() as u64 + 1;
-            }
-        }
-    }
+/// `rtmp://host:port/app/stream` with IPv6 hosts bracketed.
+pub fn rtmp_url(spec: &RelaySpec, app: &str, stream: &str) -> String {
+    let host = if spec.host.contains(':') {
+        format!("[{}]", spec.host)
+    } else {
+        spec.host.clone()
+    };
+    format!("rtmp://{host}:{}/{app}/{stream}", spec.port)
 }
 
 #[cfg(test)]
@@ -274,49 +337,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn args_fill_urls_and_keep_progress() {
-        let a = build_args(&[], "rtmp://i", "rtmp://o");
-        assert_eq!(&a[..4], ["-nostdin", "-nostats", "-progress", "pipe:1"]);
-        assert!(a.contains(&"rtmp://i".to_string()));
-        assert_eq!(a.last().unwrap(), "rtmp://o");
-        let i = a.iter().position(|x| x == "-fpsprobesize").unwrap();
-        assert!(i < a.iter().position(|x| x == "-i").unwrap());
-        let custom = vec!["-i".into(), "{input}".into(), "x{output}".into()];
-        let a = build_args(&custom, "I", "O");
-        assert_eq!(&a[4..], ["-i", "I", "xO"]);
+    fn backoff_doubles_and_caps() {
+        let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(s, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
     }
 
     #[test]
-    fn progress_reports_only_growth() {
-        let text = "total_size=0\nprogress=continue\ntotal_size=100\nprogress=continue\n\
-                    total_size=100\nprogress=continue\ntotal_size=250\nprogress=end\n";
-        let (tx, rx) = crossbeam_channel::unbounded();
-        read_progress(text.as_bytes(), 7, tx);
-        let sizes: Vec<u64> = rx
-            .try_iter()
-            .map(|e| match e {
-                RelayEvent::Progress { run, total_size } => {
-                    assert_eq!(run, 7);
-                    total_size
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(sizes, [100, 250]);
-    }
-
-    #[test]
-    fn stderr_log_is_capped_and_tail_kept() {
-        let dir = std::env::temp_dir().join(format!("ms-relaylog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ffmpeg.log");
-        let lines: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
-        let tail = copy_stderr(lines.as_bytes(), &path, 300, "--- header ---");
-        assert_eq!(tail.len(), TAIL_LINES);
-        assert_eq!(tail.last().unwrap(), "line 099");
-        let cur = std::fs::metadata(&path).unwrap().len();
-        assert!(cur <= 300, "log is {cur} bytes");
-        assert!(path.with_extension("log.1").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn redactor_hides_secrets() {
+        let mut r = Redactor::new("rtmp://h/motherstream/live?ms_secret=abc123");
+        r.add("KEY9", "<key>");
+        assert_eq!(
+            r.apply("error opening rtmp://h/live/KEY9 and ms_secret=abc123"),
+            "error opening rtmp://h/live/<key> and <secret>"
+        );
     }
 }

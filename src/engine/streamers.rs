@@ -168,7 +168,6 @@ impl Engine {
                 secs_left(u, now)
             ))
         );
-        self.kill_now = Some(key.clone());
         self.pending_drops.push(key);
         self.apply_internal(op);
         if self.store_failed {
@@ -186,7 +185,14 @@ impl Engine {
         if self.store_failed {
             return;
         }
+        let on_screen = self.relay.view().on_screen;
         for key in drops {
+            if on_screen.as_deref() == Some(key.as_str()) {
+                // Still on the output: they keep playing until the cut to
+                // the next streamer (their keyframe), then go.
+                self.drops_after_cut.push((key, Instant::now()));
+                continue;
+            }
             let who = self.display(&key);
             if let Some(c) = &self.control {
                 c.drop_publisher(&self.cfg.rtmp.ingest_app, &key, &who);
@@ -232,9 +238,6 @@ impl Engine {
             _ => None,
         };
         if let Some(key) = dropped {
-            if head_before.as_deref() == Some(key.as_str()) {
-                self.kill_now = Some(key.clone());
-            }
             self.pending_drops.push(key);
         }
         let changed = out.changed();
@@ -422,7 +425,6 @@ impl Engine {
             // The old key no longer admits anyone: take it off the queue and
             // disconnect it, unless unregistered keys may stream anyway.
             if self.cfg.queue.require_registered {
-                let was_head = self.state.head().is_some_and(|h| *h.key == *old);
                 let op = Op::Kick {
                     key: old.clone(),
                     until: None,
@@ -431,9 +433,6 @@ impl Engine {
                 if self.state.apply(&op).changed() {
                     ops.push(op);
                     changed = true;
-                }
-                if was_head {
-                    self.kill_now = Some(old.clone());
                 }
                 self.pending_drops.push(old);
             }

@@ -8,6 +8,8 @@
 //! process group, whose id is that PID), never by name.
 #![allow(dead_code)]
 
+pub mod viewer;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -385,6 +387,18 @@ impl Publisher {
 
     /// `fps` frames per second with a keyframe every `gop` frames.
     pub fn start_args(url: &str, size: (u32, u32), fps: u32, gop: u32) -> Publisher {
+        Publisher::start_full(url, size, fps, gop, 44_100, 1)
+    }
+
+    /// As `start_args`, with the audio's sample rate and channel count.
+    pub fn start_full(
+        url: &str,
+        size: (u32, u32),
+        fps: u32,
+        gop: u32,
+        rate: u32,
+        channels: u32,
+    ) -> Publisher {
         let dir = TempDir::new("pub");
         let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
         let child = Command::new("ffmpeg")
@@ -399,7 +413,10 @@ impl Publisher {
                 "-i",
             ])
             .arg(format!("testsrc2=size={}x{}:rate={fps}", size.0, size.1))
-            .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency=440:sample_rate={rate}"))
+            .args(["-ac"])
+            .arg(channels.to_string())
             .args([
                 "-c:v",
                 "libx264",

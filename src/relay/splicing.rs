@@ -1,0 +1,687 @@
+//! Splice mode: sources, the persistent output, the slate and the splicer,
+//! driven by "on air: X, next: Y".
+//!
+//! What it decides, on every call:
+//! * which sources run: the on-air and the next streamer, each read from
+//!   the moment they are wanted (a source that ends while still wanted is
+//!   restarted with backoff; the on-air one given up after `max_failures`);
+//! * what the output should show: the on-air streamer's source, else the
+//!   slate; a switch is planned (cut on the new source's keyframe) while
+//!   the old source still delivers, forced (catch up) once it is gone;
+//! * the output ffmpeg: started at once, restarted only when it dies or
+//!   stops reading (then, and only then, OBS sees a reconnect).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::flv::Tag;
+use super::output::Output;
+use super::slate::{self, Clip, Player};
+use super::source::{Source, SourceSpec};
+use super::splice::{self, Event, SourceId, Splicer, SwitchKind};
+use super::{
+    backoff, describe_exit, format_tail, rtmp_url, Notice, RelayEvent, RelaySpec, RelayView, Want,
+};
+
+/// A source that delivered media this long is healthy again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// The slate's tags are sent in batches at most this often (wakeups).
+const SLATE_TICK: Duration = Duration::from_millis(100);
+
+struct Slot {
+    key: String,
+    name: String,
+    id: SourceId,
+    source: Option<Source>,
+    /// Restart after this (the source ended while still wanted).
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// When its current run delivered its first tag.
+    live_since: Option<Instant>,
+    keyframe_seen: bool,
+}
+
+pub struct SpliceRelay {
+    spec: RelaySpec,
+    events: Sender<RelayEvent>,
+    secret: String,
+    epoch: Instant,
+    splicer: Splicer,
+    output: Option<Output>,
+    output_run: u64,
+    output_retry_at: Option<Instant>,
+    output_failures: u32,
+    output_restarts: u32,
+    /// Stopping: the output was asked to finish.
+    output_closing: bool,
+    slots: Vec<Slot>,
+    /// Source id → what it is (streamer key, or the slate).
+    owners: HashMap<SourceId, Owner>,
+    next_id: SourceId,
+    clip: Option<Arc<Clip>>,
+    slate: Option<(SourceId, Player)>,
+    last_slate_tick: Instant,
+    want: Want,
+    /// What the output shows (None: slate or nothing).
+    on_screen: Option<String>,
+    /// When the current switch was decided (for "waited").
+    switch_at: Option<Instant>,
+    out: Vec<Tag>,
+    evs: Vec<Event>,
+    warned_unsupported: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Streamer(String),
+    Slate,
+}
+
+impl SpliceRelay {
+    pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> SpliceRelay {
+        let clip = match slate::make(
+            &spec.ffmpeg,
+            &spec.slate,
+            &spec.slate_text,
+            &spec.work_dir,
+            Duration::from_secs(20),
+        ) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                log::error!("no slate: {e}; the output shows nothing while nobody is on air");
+                None
+            }
+        };
+        let now = Instant::now();
+        let mut r = SpliceRelay {
+            splicer: Splicer::new(splice::Config {
+                planned_timeout_ms: spec.cut_timeout.map(|d| d.as_millis() as u64),
+                max_buffer_ms: 10_000,
+            }),
+            spec,
+            events,
+            secret: String::new(),
+            epoch: now,
+            output: None,
+            output_run: 0,
+            output_retry_at: None,
+            output_failures: 0,
+            output_restarts: 0,
+            output_closing: false,
+            slots: Vec::new(),
+            owners: HashMap::new(),
+            next_id: 1,
+            clip,
+            slate: None,
+            last_slate_tick: now,
+            want: Want::default(),
+            on_screen: None,
+            switch_at: None,
+            out: Vec::new(),
+            evs: Vec::new(),
+            warned_unsupported: Vec::new(),
+        };
+        r.start_output(now);
+        r
+    }
+
+    pub fn set_spec(&mut self, spec: RelaySpec) {
+        self.spec = spec;
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn output_url(&self) -> String {
+        format!(
+            "{}?ms_secret={}",
+            rtmp_url(&self.spec, &self.spec.output_app, &self.spec.output_stream),
+            self.secret
+        )
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    fn start_output(&mut self, now: Instant) {
+        self.output_run += 1;
+        self.secret = super::new_secret();
+        let url = self.output_url();
+        match Output::spawn(&self.spec, self.output_run, &url, self.events.clone()) {
+            Ok(o) => {
+                log::info!(
+                    "output started (pid {}, run {}): {}/{}",
+                    o.pid,
+                    o.run,
+                    self.spec.output_app,
+                    self.spec.output_stream
+                );
+                self.output = Some(o);
+                self.output_retry_at = None;
+                let now_ms = self.ms(now);
+                self.splicer.output_restarted(now_ms, &mut self.out);
+                self.flush(now);
+            }
+            Err(e) => {
+                self.output_failures += 1;
+                let d = backoff(self.output_failures);
+                log::error!(
+                    "cannot start the output {:?}: {e}; retrying in {:.1} s",
+                    self.spec.ffmpeg,
+                    d.as_secs_f64()
+                );
+                self.output_retry_at = Some(now + d);
+            }
+        }
+    }
+
+    /// Write what the splicer produced.
+    fn flush(&mut self, now: Instant) {
+        if self.out.is_empty() {
+            return;
+        }
+        let ok = match &mut self.output {
+            Some(o) => o.write(&self.out),
+            None => true,
+        };
+        self.out.clear();
+        if !ok {
+            if let Some(o) = &mut self.output {
+                if !self.output_closing {
+                    log::warn!(
+                        "output (pid {}) is not reading its input; restarting it (OBS sees a reconnect)",
+                        o.pid
+                    );
+                    o.kill();
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    pub fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
+        if let Some(k) = &w.left {
+            // Their stream is over: no planned cut can wait for it.
+            if let Some(i) = self.slots.iter().position(|s| s.key == *k) {
+                let s = self.slots.remove(i);
+                if let Some(src) = &s.source {
+                    src.stop();
+                }
+                self.splicer.remove_source(s.id);
+                self.owners.remove(&s.id);
+            }
+        }
+        if *w != self.want {
+            let head_changed =
+                w.on_air.as_ref().map(|s| &s.key) != self.want.on_air.as_ref().map(|s| &s.key);
+            if head_changed {
+                self.switch_at = Some(now);
+            }
+            self.want = w.clone();
+        }
+        self.reconcile(now, notices);
+    }
+
+    fn wanted_keys(&self) -> Vec<(String, String)> {
+        if self.want.stopping {
+            return Vec::new();
+        }
+        let mut v = Vec::new();
+        for s in [&self.want.on_air, &self.want.next].into_iter().flatten() {
+            if !v.iter().any(|(k, _)| *k == s.key) {
+                v.push((s.key.clone(), s.name.clone()));
+            }
+        }
+        v
+    }
+
+    fn reconcile(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        let wanted = self.wanted_keys();
+        // Sources no longer wanted stop (after the cut away from them: a
+        // source on screen keeps playing until the new one's keyframe).
+        let active = self.splicer.active();
+        let mut i = 0;
+        while i < self.slots.len() {
+            let keep = wanted.iter().any(|(k, _)| *k == self.slots[i].key)
+                || (Some(self.slots[i].id) == active && !self.want.stopping);
+            if keep {
+                i += 1;
+            } else {
+                let s = self.slots.remove(i);
+                if let Some(src) = &s.source {
+                    src.stop();
+                }
+                self.splicer.remove_source(s.id);
+                self.owners.remove(&s.id);
+            }
+        }
+        for (key, name) in &wanted {
+            if let Some(slot) = self.slots.iter_mut().find(|s| s.key == *key) {
+                slot.name = name.clone();
+            } else {
+                self.slots.push(Slot {
+                    key: key.clone(),
+                    name: name.clone(),
+                    id: 0,
+                    source: None,
+                    retry_at: None,
+                    failures: 0,
+                    live_since: None,
+                    keyframe_seen: false,
+                });
+            }
+        }
+        for i in 0..self.slots.len() {
+            let due = self.slots[i].retry_at.is_none_or(|t| now >= t);
+            if self.slots[i].source.is_none() && due {
+                self.start_source(i, now);
+            }
+        }
+        if self.want.stopping {
+            self.stop_slate();
+            if let Some(o) = &mut self.output {
+                if !self.output_closing {
+                    self.output_closing = true;
+                    o.finish();
+                    // ffmpeg flushes and exits on EOF; make sure it does.
+                    let pid = o.pid;
+                    let grace = self.spec.stop_grace;
+                    std::thread::spawn(move || {
+                        std::thread::sleep(grace + Duration::from_secs(1));
+                        crate::sys::signal_group(pid, libc::SIGKILL);
+                    });
+                }
+            }
+            return;
+        }
+        self.choose(now, notices);
+    }
+
+    /// Pick what the output should show and ask the splicer for it.
+    fn choose(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        let now_ms = self.ms(now);
+        let active = self.splicer.active();
+        let active_alive = active.is_some_and(|a| self.is_running(a));
+        let target = match &self.want.on_air {
+            Some(s) => self
+                .slots
+                .iter()
+                .find(|x| x.key == s.key && x.source.is_some())
+                .map(|x| (x.id, x.keyframe_seen)),
+            None => None,
+        };
+        let target = match target {
+            // Their source has a picture, or the output still has one to
+            // keep until it does.
+            Some((id, kf)) if kf || active_alive => Some(id),
+            // Nothing to show until they send a keyframe: the slate.
+            _ => self.slate_id(now),
+        };
+        let Some(target) = target else { return };
+        if Some(target) == active || Some(target) == self.splicer.pending() {
+            return;
+        }
+        let kind = if active_alive {
+            SwitchKind::Planned
+        } else {
+            SwitchKind::Forced
+        };
+        self.splicer
+            .switch(target, kind, now_ms, &mut self.out, &mut self.evs);
+        self.after_splice(now, notices);
+        if self.splicer.active() != self.slate.as_ref().map(|(id, _)| *id)
+            && self.splicer.pending() != self.slate.as_ref().map(|(id, _)| *id)
+        {
+            self.stop_slate();
+        }
+    }
+
+    fn is_running(&self, id: SourceId) -> bool {
+        match self.owners.get(&id) {
+            Some(Owner::Slate) => self.slate.is_some(),
+            Some(Owner::Streamer(k)) => self
+                .slots
+                .iter()
+                .any(|s| s.key == *k && s.id == id && s.source.is_some()),
+            None => false,
+        }
+    }
+
+    /// The slate's source id, starting the slate player if needed.
+    fn slate_id(&mut self, now: Instant) -> Option<SourceId> {
+        if let Some((id, _)) = &self.slate {
+            return Some(*id);
+        }
+        let clip = self.clip.clone()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.splicer.add_source(id);
+        self.owners.insert(id, Owner::Slate);
+        let now_ms = self.ms(now);
+        let mut p = Player::new(clip, now_ms);
+        let mut tags = Vec::new();
+        p.due(now_ms, &mut tags);
+        for t in tags {
+            self.splicer
+                .push(id, t, now_ms, &mut self.out, &mut self.evs);
+        }
+        self.slate = Some((id, p));
+        self.last_slate_tick = now;
+        Some(id)
+    }
+
+    fn stop_slate(&mut self) {
+        if let Some((id, _)) = self.slate.take() {
+            self.splicer.remove_source(id);
+            self.owners.remove(&id);
+        }
+    }
+
+    fn start_source(&mut self, i: usize, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = &mut self.slots[i];
+        let spec = SourceSpec {
+            host: self.spec.host.clone(),
+            port: self.spec.port,
+            app: self.spec.ingest_app.clone(),
+            stream: slot.key.clone(),
+            stall: self.spec.stall,
+        };
+        match Source::spawn(id, spec, self.events.clone()) {
+            Ok(s) => {
+                log::debug!("reading {} (source {id})", slot.name);
+                slot.id = id;
+                slot.source = Some(s);
+                slot.retry_at = None;
+                slot.live_since = None;
+                slot.keyframe_seen = false;
+                self.owners.insert(id, Owner::Streamer(slot.key.clone()));
+                self.splicer.add_source(id);
+            }
+            Err(e) => {
+                log::error!("cannot start a reader thread for {}: {e}", slot.name);
+                slot.failures += 1;
+                slot.retry_at = Some(now + backoff(slot.failures));
+            }
+        }
+    }
+
+    pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        match ev {
+            RelayEvent::Tag {
+                source,
+                tag,
+                arrival,
+            } => {
+                let Some(Owner::Streamer(key)) = self.owners.get(&source) else {
+                    return;
+                };
+                let key = key.clone();
+                let mut first_keyframe = false;
+                if let Some(s) = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.key == key && s.id == source)
+                {
+                    if s.live_since.is_none() {
+                        s.live_since = Some(arrival);
+                        log::debug!(
+                            "{}: first tag {} ms after the reader started",
+                            s.name,
+                            s.source
+                                .as_ref()
+                                .map_or(0, |x| arrival.duration_since(x.started).as_millis())
+                        );
+                    }
+                    if tag.is_keyframe() && !s.keyframe_seen {
+                        s.keyframe_seen = true;
+                        first_keyframe = true;
+                    }
+                    if s.failures > 0
+                        && s.live_since
+                            .is_some_and(|t| now.duration_since(t) > HEALTHY_AFTER)
+                    {
+                        s.failures = 0;
+                    }
+                }
+                let at = self.ms(arrival);
+                self.splicer
+                    .push(source, tag, at, &mut self.out, &mut self.evs);
+                self.after_splice(now, notices);
+                if first_keyframe {
+                    // A source that was waited for may now be cut to.
+                    self.choose(now, notices);
+                }
+            }
+            RelayEvent::SourceEnded { source, reason } => {
+                let Some(Owner::Streamer(key)) = self.owners.remove(&source) else {
+                    return;
+                };
+                self.splicer.remove_source(source);
+                let still_wanted = self.wanted_keys().iter().any(|(k, _)| *k == key);
+                let on_air = self.want.on_air.as_ref().is_some_and(|s| s.key == key);
+                let max = self.spec.max_failures;
+                if let Some(i) = self
+                    .slots
+                    .iter()
+                    .position(|s| s.key == key && s.id == source)
+                {
+                    if !still_wanted {
+                        self.slots.remove(i);
+                    } else {
+                        let s = &mut self.slots[i];
+                        s.source = None;
+                        s.failures += 1;
+                        let d = backoff(s.failures);
+                        if on_air && s.failures >= max {
+                            log::error!(
+                                "{}'s stream failed {} times in a row ({reason}); skipping to the next streamer",
+                                s.name,
+                                s.failures
+                            );
+                            notices.push(Notice::GiveUp { key: key.clone() });
+                            s.retry_at = Some(now + d);
+                        } else {
+                            log::warn!(
+                                "{}'s stream ended ({reason}); reading it again in {:.1} s ({}/{max})",
+                                s.name,
+                                d.as_secs_f64(),
+                                s.failures
+                            );
+                            s.retry_at = Some(now + d);
+                        }
+                    }
+                }
+                self.reconcile(now, notices);
+            }
+            RelayEvent::OutputExited { run, tail } => {
+                if self.output.as_ref().map(|o| o.run) != Some(run) {
+                    return;
+                }
+                let Some(o) = self.output.take() else { return };
+                let uptime = now.duration_since(o.started);
+                let status = describe_exit(o.reap());
+                if self.output_closing {
+                    log::debug!("output stopped ({status})");
+                    return;
+                }
+                if uptime > HEALTHY_AFTER {
+                    self.output_failures = 0;
+                }
+                self.output_failures += 1;
+                self.output_restarts += 1;
+                let d = backoff(self.output_failures);
+                log::warn!(
+                    "output ffmpeg exited ({status}) after {:.1} s; OBS sees a reconnect; restarting it in {:.1} s; last ffmpeg output:{}",
+                    uptime.as_secs_f64(),
+                    d.as_secs_f64(),
+                    format_tail(&tail)
+                );
+                self.output_retry_at = Some(now + d);
+            }
+            RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}
+        }
+    }
+
+    /// Turn splicer events into notices and write its output.
+    fn after_splice(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        self.flush(now);
+        for ev in std::mem::take(&mut self.evs) {
+            match ev {
+                Event::Cut { to, how, .. } => {
+                    let to_key = match self.owners.get(&to) {
+                        Some(Owner::Streamer(k)) => Some(k.clone()),
+                        _ => None,
+                    };
+                    let from = self.on_screen.take();
+                    self.on_screen = to_key.clone();
+                    let waited = self
+                        .switch_at
+                        .take()
+                        .map_or(Duration::ZERO, |t| now.duration_since(t));
+                    notices.push(Notice::Cut {
+                        from,
+                        to: to_key,
+                        how: how.into(),
+                        waited,
+                    });
+                    // The old source may now stop if nobody wants it.
+                    self.reconcile_sources_only();
+                }
+                Event::Unsupported { source, what } => {
+                    if let Some(Owner::Streamer(k)) = self.owners.get(&source) {
+                        if !self.warned_unsupported.contains(k) {
+                            self.warned_unsupported.push(k.clone());
+                            let name = self
+                                .slots
+                                .iter()
+                                .find(|s| s.key == *k)
+                                .map_or("a streamer".to_string(), |s| s.name.clone());
+                            log::warn!(
+                                "{name}'s stream cannot be spliced ({what}): only H.264 video with AAC audio can; set [relay] mode = \"restart\" for such streams"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reconcile_sources_only(&mut self) {
+        let wanted = self.wanted_keys();
+        let active = self.splicer.active();
+        let mut i = 0;
+        while i < self.slots.len() {
+            let keep = wanted.iter().any(|(k, _)| *k == self.slots[i].key)
+                || Some(self.slots[i].id) == active;
+            if keep {
+                i += 1;
+            } else {
+                let s = self.slots.remove(i);
+                if let Some(src) = &s.source {
+                    src.stop();
+                }
+                self.splicer.remove_source(s.id);
+                self.owners.remove(&s.id);
+            }
+        }
+    }
+
+    pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        let now_ms = self.ms(now);
+        if let Some((id, p)) = &mut self.slate {
+            if now >= self.last_slate_tick + SLATE_TICK || p.next_due() <= now_ms {
+                let id = *id;
+                let mut tags = Vec::new();
+                p.due(now_ms, &mut tags);
+                self.last_slate_tick = now;
+                for t in tags {
+                    // The clip's own spacing is its arrival time.
+                    let at = now_ms;
+                    self.splicer.push(id, t, at, &mut self.out, &mut self.evs);
+                }
+            }
+        }
+        if self.splicer.deadline().is_some_and(|d| now_ms >= d) {
+            self.splicer.tick(now_ms, &mut self.out, &mut self.evs);
+        }
+        self.after_splice(now, notices);
+        if self.output.is_none()
+            && !self.output_closing
+            && self.output_retry_at.is_some_and(|t| now >= t)
+        {
+            self.start_output(now);
+        }
+        if self
+            .slots
+            .iter()
+            .any(|s| s.source.is_none() && s.retry_at.is_some_and(|t| now >= t))
+        {
+            self.reconcile(now, notices);
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
+        if let Some((_, p)) = &self.slate {
+            let due = self.epoch + Duration::from_millis(p.next_due());
+            min(due.max(self.last_slate_tick + SLATE_TICK));
+        }
+        if let Some(d) = self.splicer.deadline() {
+            min(self.epoch + Duration::from_millis(d));
+        }
+        if self.output.is_none() && !self.output_closing {
+            if let Some(r) = self.output_retry_at {
+                min(r);
+            }
+        }
+        for s in &self.slots {
+            if s.source.is_none() {
+                if let Some(r) = s.retry_at {
+                    min(r);
+                }
+            }
+        }
+        t
+    }
+
+    pub fn view(&self) -> RelayView {
+        let on_air = self.want.on_air.as_ref().map(|s| s.key.as_str());
+        let state = if self.output.is_none() {
+            if self.output_closing {
+                "stopping"
+            } else {
+                "backoff"
+            }
+        } else if on_air.is_none() {
+            "slate"
+        } else if self.on_screen.as_deref() == on_air {
+            "live"
+        } else if self.splicer.pending().is_some() {
+            "switching"
+        } else {
+            "starting"
+        };
+        let restarts = self.output_restarts
+            + on_air
+                .and_then(|k| self.slots.iter().find(|s| s.key == k))
+                .map_or(0, |s| s.failures);
+        RelayView {
+            state,
+            pid: self.output.as_ref().map(|o| o.pid),
+            restarts,
+            on_screen: self.on_screen.clone(),
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.output.is_none() && self.slots.iter().all(|s| s.source.is_none())
+    }
+}
