@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::viewer::Viewer;
 use common::*;
 
-const FPS: u32 = 15;
-const GOP: u32 = 30; // 2 s
+const FPS: u32 = 30;
+const GOP: u32 = 60; // 2 s
 const A: (u32, u32) = (320, 180);
 const B: (u32, u32) = (640, 360);
 /// The slate's picture size.
@@ -156,6 +156,11 @@ fn publisher_left_successor_appears_at_once_then_slate() {
     let rig = Rig::start("");
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
+    // The viewer has finished probing once it decodes the slate (a header
+    // change during a player's probe is lost in that player).
+    assert!(viewer
+        .wait_size(SLATE, viewer.started, Duration::from_secs(15))
+        .is_some());
     let mut a = join(&rig, "alice", A, 48_000, 2);
     assert!(viewer
         .wait_size(A, Instant::now(), Duration::from_secs(8))
