@@ -799,11 +799,13 @@ impl Engine {
         let policy = self.policy();
         let now_ms = unix_ms();
         let names = self.sync_names();
+        // Until the cut, the streamer still on the output leads the list.
         let names = match &shown {
-            Some(k) if self.state.head().is_none_or(|h| *h.key != **k) => {
+            Some(k) if self.state.head().is_some_and(|h| *h.key != **k) => {
+                let first = self.display(k);
                 let mut n = Names::default();
-                n.push(&self.display(k), 0);
-                for (name, j) in names.iter() {
+                n.push(&first, 0);
+                for (name, j) in names.iter().filter(|(name, _)| *name != first) {
                     n.push(name, j);
                 }
                 Arc::new(n)

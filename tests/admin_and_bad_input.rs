@@ -30,7 +30,9 @@ fn assert_ok(r: &Resp, what: &str) {
 
 #[test]
 fn admin_endpoints_move_the_output() {
-    let rig = Rig::start("");
+    // The restart relay: clear-queue stops it and the output goes away
+    // (the splice relay keeps its output on the slate; tests/splice.rs).
+    let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
     let _b = rig.join("bob", SIZE_B);

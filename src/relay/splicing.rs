@@ -664,9 +664,11 @@ impl SpliceRelay {
             "slate"
         } else if self.on_screen.as_deref() == on_air {
             "live"
-        } else if self.splicer.pending().is_some() {
+        } else if self.on_screen.is_some() {
+            // Someone else is still on the output until the cut.
             "switching"
         } else {
+            // The slate shows until their first keyframe.
             "starting"
         };
         let restarts = self.output_restarts
