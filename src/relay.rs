@@ -5,6 +5,9 @@
 //! stderr goes to a size-capped `ffmpeg.log`; stderr reaching EOF means the
 //! process is exiting, which becomes the `Exited` event (no polling).
 
+pub mod flv;
+pub mod splice;
+
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
