@@ -223,7 +223,10 @@ impl fmt::Display for FlvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FlvError::BadSignature(s) => {
-                write!(f, "not an FLV stream (starts with {s:02x?}, expected \"FLV\")")
+                write!(
+                    f,
+                    "not an FLV stream (starts with {s:02x?}, expected \"FLV\")"
+                )
             }
             FlvError::BadHeaderLength(n) => write!(f, "FLV header announces {n} bytes"),
             FlvError::TagTooLarge(n) => {
@@ -308,10 +311,7 @@ impl Demuxer {
             let avail = &self.buf[self.pos..];
             match self.state {
                 State::Failed => {
-                    return Err(self
-                        .error
-                        .clone()
-                        .unwrap_or(FlvError::BadSignature([0; 3])))
+                    return Err(self.error.clone().unwrap_or(FlvError::BadSignature([0; 3])))
                 }
                 State::FileHeader => {
                     if avail.len() < FILE_HEADER_LEN {
