@@ -12,7 +12,9 @@ const QUICK: Duration = Duration::from_secs(10);
 
 #[test]
 fn join_order_then_switch_on_leave() {
-    let rig = Rig::start("");
+    // The restart relay: a new relay per streamer (the splice relay keeps
+    // one output: tests/splice.rs).
+    let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let mut a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
     let _b = rig.join("bob", SIZE_B);

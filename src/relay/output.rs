@@ -47,14 +47,6 @@ pub fn args(url: &str) -> Vec<String> {
         // burst, which OBS kept as permanent delay (splice notes).
         "-fpsprobesize",
         "0",
-        // Probe no more than the first tags (the splicer starts the pipe
-        // with both sequence headers and a keyframe): a header change that
-        // arrived while ffmpeg was still probing was lost, and the next
-        // streamer's frames went out with the old streamer's SPS/PPS.
-        "-probesize",
-        "32",
-        "-analyzeduration",
-        "0",
         "-f",
         "flv",
         "-i",

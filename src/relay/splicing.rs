@@ -155,7 +155,7 @@ impl SpliceRelay {
         match Output::spawn(&self.spec, self.output_run, &url, self.events.clone()) {
             Ok(o) => {
                 log::info!(
-                    "output started (pid {}, run {}): {}/{}",
+                    "relay output started (pid {}, run {}): {}/{}",
                     o.pid,
                     o.run,
                     self.spec.output_app,
@@ -194,7 +194,7 @@ impl SpliceRelay {
             if let Some(o) = &mut self.output {
                 if !self.output_closing {
                     log::warn!(
-                        "output (pid {}) is not reading its input; restarting it (OBS sees a reconnect)",
+                        "the relay's output ffmpeg (pid {}) is not reading its input; restarting it (OBS sees a reconnect)",
                         o.pid
                     );
                     o.kill();
@@ -323,7 +323,14 @@ impl SpliceRelay {
             _ => self.slate_id(now),
         };
         let Some(target) = target else { return };
-        if Some(target) == active || Some(target) == self.splicer.pending() {
+        if Some(target) == active {
+            return;
+        }
+        // A planned cut waiting for a keyframe becomes a catch-up once the
+        // old source is gone: there is nothing left to keep playing.
+        if Some(target) == self.splicer.pending()
+            && (active_alive || self.splicer.pending_kind() == Some(SwitchKind::Forced))
+        {
             return;
         }
         let kind = if active_alive {
@@ -518,7 +525,7 @@ impl SpliceRelay {
                 self.output_restarts += 1;
                 let d = backoff(self.output_failures);
                 log::warn!(
-                    "output ffmpeg exited ({status}) after {:.1} s; OBS sees a reconnect; restarting it in {:.1} s; last ffmpeg output:{}",
+                    "the relay's output ffmpeg exited ({status}) after {:.1} s; OBS sees a reconnect; restarting it in {:.1} s; last ffmpeg output:{}",
                     uptime.as_secs_f64(),
                     d.as_secs_f64(),
                     format_tail(&tail)
