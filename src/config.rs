@@ -29,9 +29,17 @@ pub struct HttpConfig {
     pub listen: String,
     /// Worker threads answering requests.
     pub workers: usize,
-    /// File holding the admin bearer token (first line). Empty: admin
-    /// mutations are accepted from loopback clients only.
+    /// File holding the admin bearer token (first line). Empty:
+    /// `<state dir>/admin.token`, created (0600) on first start. Every
+    /// admin endpoint needs `Authorization: Bearer <token>`.
     pub admin_token_file: String,
+    /// File holding the hook secret (first line): nginx calls the hooks at
+    /// `/hook/<secret>/on_publish` etc. Empty: `<state dir>/hook.secret`,
+    /// created (0600) on first start.
+    pub hook_secret_file: String,
+    /// Host names (besides localhost and IP literals) accepted in the
+    /// `Host` header, e.g. the name of a reverse proxy in front.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +48,8 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8483".into(),
             workers: 4,
             admin_token_file: String::new(),
+            hook_secret_file: String::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -133,7 +143,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Refuse publishes whose key is not in the streamer registry.
@@ -142,6 +152,20 @@ pub struct QueueConfig {
     pub slot_seconds: u64,
     /// After a slot ends by time or kick, refuse that key for this long (0 = off).
     pub rejoin_block_seconds: u64,
+    /// Most streamers queued at once (on air included); further publishers
+    /// are refused with 503 until someone leaves.
+    pub max_length: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            require_registered: false,
+            slot_seconds: 0,
+            rejoin_block_seconds: 0,
+            max_length: 1000,
+        }
+    }
 }
 
 /// How the OBS thread treats the media source across a switch.
@@ -324,6 +348,29 @@ impl Config {
             if !v.is_empty() && !v.starts_with("http://") {
                 return bad(format!("{k} {v:?} must be an http:// URL"));
             }
+            if let Some(rest) = v.strip_prefix(crate::nginx::UNIX_URL_PREFIX) {
+                if !rest.starts_with('/') || !rest.contains(":/") {
+                    return bad(format!(
+                        "{k} {v:?}: a unix socket URL is http://unix:/path/to.sock:/location"
+                    ));
+                }
+            }
+        }
+        if let Some(h) = self.http.allowed_hosts.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }) {
+            return bad(format!(
+                "http.allowed_hosts: {h:?} is not a host name (no port, no scheme)"
+            ));
+        }
+        if self.queue.max_length == 0 || self.queue.max_length > 1_000_000 {
+            return bad(format!(
+                "queue.max_length {} must be 1..=1000000",
+                self.queue.max_length
+            ));
         }
         if self.relay.ffmpeg.is_empty() {
             return bad("relay.ffmpeg must not be empty".into());
@@ -456,6 +503,10 @@ mod tests {
             "[rtmp]\ningest_app='a b'",
             "[rtmp]\noutput_app='live'",
             "[rtmp]\ncontrol_url='ftp://x'",
+            "[rtmp]\nstat_url='http://unix:/run/x.sock'",
+            "[http]\nallowed_hosts=['http://x']",
+            "[http]\nallowed_hosts=['x:80']",
+            "[queue]\nmax_length=0",
             "[relay]\nargs=['-i','x']",
             "[log]\nlevel='loud'",
             "[obs]\nenabled=true\nmedia_source=''",

@@ -5,6 +5,7 @@
 //! the ffmpeg relay child. `unsafe` is confined to `sys`.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hook;
