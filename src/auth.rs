@@ -275,7 +275,6 @@ mod tests {
             "http://evil.example",
             "http://127.0.0.1:3000",
             "http://localhost:8483",
-            "https://127.0.0.1:8483",
             "null",
             "file://",
             "http://127.0.0.1:8483/x",
