@@ -333,6 +333,9 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(load_or_create(&p, true).unwrap(), (a, false));
         std::fs::write(&p, "\n").unwrap();
-        assert!(load_or_create(&p, true).is_err(), "an empty file is an error");
+        assert!(
+            load_or_create(&p, true).is_err(),
+            "an empty file is an error"
+        );
     }
 }

@@ -1261,7 +1261,10 @@ impl Engine {
             for (changed, what) in [
                 (s.admin_token != admin_token, "admin token"),
                 (s.hook_secret != hook_secret, "hook secret"),
-                (s.allowed_hosts != new.http.allowed_hosts, "http.allowed_hosts"),
+                (
+                    s.allowed_hosts != new.http.allowed_hosts,
+                    "http.allowed_hosts",
+                ),
             ] {
                 if changed {
                     applied.push(what);

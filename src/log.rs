@@ -254,7 +254,11 @@ mod tests {
         assert!(matches!(escape("127.0.0.1"), std::borrow::Cow::Borrowed(_)));
         assert_eq!(escape("1.2.3.4\n<6>fake line"), "1.2.3.4\\n<6>fake line");
         assert_eq!(escape("a\r\tb\x1b[31m\x7f"), "a\\r\\tb\\u{1b}[31m\\u{7f}");
-        assert_eq!(escape("\\n"), "\\\\n", "a literal backslash-n stays distinguishable");
+        assert_eq!(
+            escape("\\n"),
+            "\\\\n",
+            "a literal backslash-n stays distinguishable"
+        );
         assert_eq!(escape("x\u{202e}y\u{2066}z"), "x\\u{202e}y\\u{2066}z");
         assert_eq!(escape("Ünï ok"), "Ünï ok");
         let long = "a".repeat(MAX_PEER_TEXT + 50);

@@ -59,9 +59,9 @@ pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
 fn get(url: &str, max: u64) -> Result<String, String> {
     use std::io::Read;
     if let Some(rest) = url.strip_prefix(UNIX_URL_PREFIX) {
-        let (sock, path) = rest
-            .split_once(":/")
-            .ok_or_else(|| "a unix socket URL is http://unix:/path/to.sock:/location".to_string())?;
+        let (sock, path) = rest.split_once(":/").ok_or_else(|| {
+            "a unix socket URL is http://unix:/path/to.sock:/location".to_string()
+        })?;
         return unix_get(std::path::Path::new(sock), &format!("/{path}"), max);
     }
     let resp = agent().get(url).call().map_err(describe)?;
@@ -373,14 +373,20 @@ mod tests {
         assert_eq!(drop_publisher(&url, "live", "k1").unwrap(), 1);
         let t0 = std::time::Instant::now();
         let e = drop_publisher(&url, "live", "k1").unwrap_err();
-        assert!(t0.elapsed() < REQUEST_TIMEOUT + Duration::from_millis(500), "{e}");
+        assert!(
+            t0.elapsed() < REQUEST_TIMEOUT + Duration::from_millis(500),
+            "{e}"
+        );
         let req = server.join().unwrap();
         assert!(
             req.starts_with("GET /control/drop/publisher?app=live&name=k1 HTTP/1.0\r\n"),
             "{req}"
         );
-        let e = published(&format!("http://unix:{}/nope.sock:/stat", d.0.display()), "live")
-            .unwrap_err();
+        let e = published(
+            &format!("http://unix:{}/nope.sock:/stat", d.0.display()),
+            "live",
+        )
+        .unwrap_err();
         assert!(e.contains("cannot connect"), "{e}");
     }
 

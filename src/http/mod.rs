@@ -257,11 +257,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             );
         }
         HookRoute::Unknown => {
-            return respond(
-                req,
-                Reply::error(404, "no such hook"),
-                &[],
-            );
+            return respond(req, Reply::error(404, "no such hook"), &[]);
         }
         HookRoute::Hook(_) | HookRoute::NotHook => {}
     }
@@ -697,7 +693,10 @@ mod tests {
         ] {
             assert!(!token_ok("tok-123", bad), "{bad:?}");
         }
-        assert!(!token_ok("", Some("Bearer ")), "an empty token never matches");
+        assert!(
+            !token_ok("", Some("Bearer ")),
+            "an empty token never matches"
+        );
     }
 
     #[test]
@@ -727,6 +726,9 @@ mod tests {
             HookRoute::Bare(HookKind::Publish)
         );
         assert_eq!(hook_route("/queue-json", s), HookRoute::NotHook);
-        assert_eq!(hook_route("/hooks/0123abcd/on_publish", s), HookRoute::NotHook);
+        assert_eq!(
+            hook_route("/hooks/0123abcd/on_publish", s),
+            HookRoute::NotHook
+        );
     }
 }
