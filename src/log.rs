@@ -88,7 +88,7 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(text.len().min(4 * MAX_PEER_TEXT) + 8);
     for (i, c) in text.chars().enumerate() {
         if i == MAX_PEER_TEXT {
-            out.push_str("…");
+            out.push('…');
             break;
         }
         match c {
