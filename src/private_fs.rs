@@ -127,12 +127,18 @@ mod tests {
         let sub = d.0.join("a/b");
         create_dir(&sub).unwrap();
         for p in [d.0.join("a"), sub.clone()] {
-            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
         }
         let p = sub.join("f");
         let mut f = open(&p, options().write(true).create(true)).unwrap();
         f.write_all(b"x").unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -143,7 +149,10 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let f = open(&p, options().append(true)).unwrap();
         tighten(&f, &p);
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(readable_by_others(&p).is_none());
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         assert!(readable_by_others(&p).unwrap().contains("its group"));

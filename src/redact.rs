@@ -25,7 +25,8 @@ impl Redactor {
     /// (they would match everywhere).
     pub fn hide(mut self, secret: &str, stand_in: &str) -> Redactor {
         if !secret.is_empty() {
-            self.secrets.push((secret.to_string(), stand_in.to_string()));
+            self.secrets
+                .push((secret.to_string(), stand_in.to_string()));
             self.secrets
                 .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         }

@@ -355,7 +355,9 @@ mod tests {
             "Input #0, flv, from 'rtmp://127.0.0.1:1/live/{key}':\n\
              rtmp://127.0.0.1:1/motherstream/live?ms_secret=s3cr3t: Broken pipe\n"
         );
-        let r = Redactor::new().hide(key, "DJ Alice").hide("s3cr3t", "<secret>");
+        let r = Redactor::new()
+            .hide(key, "DJ Alice")
+            .hide("s3cr3t", "<secret>");
         let tail = copy_stderr(text.as_bytes(), &path, 1 << 20, "--- header ---", &r);
         let log = std::fs::read_to_string(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -213,8 +213,11 @@ impl Store {
             }
         }
 
-        let journal = private_fs::open(&journal_path, private_fs::options().create(true).append(true))
-            .map_err(err(&journal_path, "open"))?;
+        let journal = private_fs::open(
+            &journal_path,
+            private_fs::options().create(true).append(true),
+        )
+        .map_err(err(&journal_path, "open"))?;
         private_fs::tighten(&journal, &journal_path);
         let mut store = Store {
             dir: dir.to_path_buf(),
@@ -627,7 +630,11 @@ mod tests {
         assert_eq!(keys(&state), ["a", "c"]);
         assert_eq!(rep.replayed_ops, 2);
         assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
-        assert!(rep.warnings[0].contains("skipped 2 ops"), "{:?}", rep.warnings);
+        assert!(
+            rep.warnings[0].contains("skipped 2 ops"),
+            "{:?}",
+            rep.warnings
+        );
     }
 
     #[test]

@@ -15,10 +15,22 @@ use super::*;
 fn routes() -> Vec<(&'static str, Method, Value)> {
     vec![
         ("/api/skip", Method::Post, json!({})),
-        ("/api/kick", Method::Post, json!({"name": "a", "seconds": 5})),
-        ("/api/block", Method::Post, json!({"name": "a", "seconds": 60})),
+        (
+            "/api/kick",
+            Method::Post,
+            json!({"name": "a", "seconds": 5}),
+        ),
+        (
+            "/api/block",
+            Method::Post,
+            json!({"name": "a", "seconds": 60}),
+        ),
         ("/api/unblock", Method::Post, json!({"name": "a"})),
-        ("/api/move", Method::Post, json!({"name": "a", "position": 1})),
+        (
+            "/api/move",
+            Method::Post,
+            json!({"name": "a", "position": 1}),
+        ),
         ("/api/slot/extend", Method::Post, json!({"seconds": -30})),
         ("/api/slot/extend", Method::Post, json!({"left": 10})),
         ("/api/slot/default", Method::Post, json!({"seconds": null})),
@@ -33,7 +45,11 @@ fn routes() -> Vec<(&'static str, Method, Value)> {
             json!({"name": "a", "slot_seconds": 30}),
         ),
         ("/api/streamers", Method::Delete, json!({"name": "a"})),
-        ("/api/streamers/rotate-key", Method::Post, json!({"name": "a"})),
+        (
+            "/api/streamers/rotate-key",
+            Method::Post,
+            json!({"name": "a"}),
+        ),
         (
             "/api/streamers/slot",
             Method::Post,
