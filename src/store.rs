@@ -116,7 +116,7 @@ impl Store {
         private_fs::create_dir(dir).map_err(err(dir, "create state directory"))?;
         let mut report = LoadReport::default();
         let snap_path = dir.join(SNAPSHOT);
-        let (mut state, mut seq) = match fs::read(&snap_path) {
+        let (mut state, mut seq) = match private_fs::read(&snap_path) {
             Ok(bytes) => match parse_snapshot(&bytes) {
                 Ok((s, seq, dropped)) => {
                     if !dropped.is_empty() {
