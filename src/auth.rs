@@ -44,7 +44,12 @@ pub fn hook_secret_path(cfg: &Config, dir: &Path) -> PathBuf {
 /// a file that appears meanwhile). The bool says whether it was created.
 pub fn load_or_create(path: &Path, create: bool) -> Result<(String, bool), String> {
     match read_first_line(path) {
-        Ok(s) => return Ok((s, false)),
+        Ok(s) => {
+            if let Some(w) = crate::private_fs::readable_by_others(path) {
+                log::warn!("{w}");
+            }
+            return Ok((s, false));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/motherstream/motherstream.toml";
+/// Name of the systemd credential holding the OBS password.
+pub const OBS_PASSWORD_CREDENTIAL: &str = "obs-password";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -187,10 +189,14 @@ pub struct ObsConfig {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
-    /// File holding the obs-websocket password (first line).
+    /// File holding the obs-websocket password (first line). Empty: the
+    /// systemd credential `obs-password` (`LoadCredential=obs-password:PATH`,
+    /// read from `$CREDENTIALS_DIRECTORY`) when there is one.
     pub password_file: String,
     /// Password from the `OBS_PASSWORD` environment variable; never read
-    /// from the config file and never printed.
+    /// from the config file and never printed. (Prefer a file or a
+    /// credential: a unit's `Environment=` is shown to every user by
+    /// `systemctl show`.)
     #[serde(skip)]
     pub password: Option<String>,
     pub scene: String,
@@ -296,6 +302,14 @@ impl Config {
         }
         if let Some(pw) = env.var("OBS_PASSWORD") {
             self.obs.password = Some(pw);
+        }
+        if self.obs.password_file.is_empty() {
+            if let Some(dir) = env.var("CREDENTIALS_DIRECTORY") {
+                let cred = Path::new(&dir).join(OBS_PASSWORD_CREDENTIAL);
+                if cred.is_file() {
+                    self.obs.password_file = cred.display().to_string();
+                }
+            }
         }
         if let Some(d) = env.var("STATE_DIRECTORY") {
             if self.state.dir.is_empty() {
@@ -431,10 +445,15 @@ impl Config {
     }
 }
 
-/// Read a secret from the first line of a file; empty path → None.
+/// Read a secret from the first line of a file; empty path → None. A file
+/// others may read is still used (refusing it would stop the service over
+/// a mode), with a warning.
 pub fn read_secret_file(path: &str) -> Result<Option<String>, ConfigError> {
     if path.is_empty() {
         return Ok(None);
+    }
+    if let Some(w) = crate::private_fs::readable_by_others(Path::new(path)) {
+        log::warn!("{w}");
     }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
     let line = text.lines().next().unwrap_or("").trim().to_string();
@@ -486,6 +505,28 @@ mod tests {
         assert_eq!(c.obs.password.as_deref(), Some("pw"));
         assert_eq!(c.state_dir(), PathBuf::from("/var/lib/ms"));
         assert!(!c.to_redacted_toml().contains("pw\""));
+    }
+
+    #[test]
+    fn obs_password_comes_from_a_systemd_credential_when_no_file_is_set() {
+        let d = crate::scratch::ScratchDir::new("cred");
+        let dir: &'static str = Box::leak(d.0.display().to_string().into_boxed_str());
+        let env = MapEnv(HashMap::from([("CREDENTIALS_DIRECTORY", dir)]));
+        // No credential file: nothing changes.
+        let mut c = Config::default();
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.obs.password_file, "");
+        std::fs::write(d.0.join(OBS_PASSWORD_CREDENTIAL), "pw-from-cred\n").unwrap();
+        let mut c = Config::default();
+        c.apply_env(&env).unwrap();
+        assert_eq!(
+            read_secret_file(&c.obs.password_file).unwrap().as_deref(),
+            Some("pw-from-cred")
+        );
+        // A password_file in the config wins.
+        let mut c = Config::parse("[obs]\npassword_file='/etc/x'").unwrap();
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.obs.password_file, "/etc/x");
     }
 
     #[test]

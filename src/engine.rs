@@ -138,7 +138,7 @@ pub use streamers::StreamerRequest;
 
 /// What HTTP workers may read without asking the engine. Replaced whole by
 /// the engine; never mutated in place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Bearer token every admin endpoint requires.
     pub admin_token: String,
@@ -146,6 +146,9 @@ pub struct Settings {
     pub hook_secret: String,
     /// `[http] allowed_hosts`: Host names accepted besides loopback.
     pub allowed_hosts: Vec<String>,
+    /// What the output publish of the current relay run carries
+    /// (`?ms_secret=`): new for every run, so a secret seen in one run's
+    /// argv or log is worthless once that run ends.
     pub relay_secret: String,
     pub ingest_app: String,
     pub output_app: String,
@@ -991,27 +994,51 @@ impl Engine {
 
     fn spawn_relay(&mut self, key: &str) -> RelaySlot {
         self.relay_run += 1;
+        let secret = match crate::secret::random_hex(16) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot make a relay secret (/dev/urandom: {e})");
+                return self.relay_failed(key.to_string(), Instant::now());
+            }
+        };
+        // Published before ffmpeg starts, so its on_publish finds it.
+        let s = read(&self.settings);
+        write(
+            &self.settings,
+            Settings {
+                relay_secret: secret.clone(),
+                ..(*s).clone()
+            },
+        );
         let r = &self.cfg.rtmp;
-        let secret = read(&self.settings).relay_secret.clone();
         let host = if r.host.contains(':') {
             format!("[{}]", r.host)
         } else {
             r.host.clone()
         };
-        let input = format!(
-            "rtmp://{host}:{}/{}/{key}?ms_relay={secret}",
-            r.port, r.ingest_app
-        );
+        let input = format!("rtmp://{host}:{}/{}/{key}", r.port, r.ingest_app);
         let output = format!(
             "rtmp://{host}:{}/{}/{}?ms_secret={secret}",
             r.port, r.output_app, r.output_stream
         );
+        let name = self.display(key);
+        // Without a registry the key is the public name, but still no
+        // reason to copy it into a log file.
+        let stand_in = if name == key {
+            crate::registry::fingerprint(key)
+        } else {
+            name
+        };
+        let redact = crate::redact::Redactor::new()
+            .hide(key, &stand_in)
+            .hide(&secret, "<secret>");
         match Relay::spawn(
             &self.relay_spec,
             self.relay_run,
             key,
             &input,
             &output,
+            redact,
             self.relay_tx.clone(),
         ) {
             Ok(relay) => {
@@ -1102,14 +1129,11 @@ impl Engine {
                         let still_wanted = !self.shutting_down
                             && self.state.head().map(|h| &*h.key) == Some(key.as_str());
                         if still_wanted {
+                            // The tail is redacted already (relay::copy_stderr).
                             log::warn!(
                                 "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
                                 self.display(&key),
-                                // ffmpeg prints its input URL, which holds the key.
-                                format_tail(&tail).replace(
-                                    &format!("/{}/{key}", self.cfg.rtmp.ingest_app),
-                                    &format!("/{}/{}", self.cfg.rtmp.ingest_app, self.display(&key))
-                                )
+                                format_tail(&tail)
                             );
                             self.relay_failed(key, now)
                         } else {
@@ -1119,7 +1143,7 @@ impl Engine {
                     RelaySlot::Stopping { relay, failed, .. } if relay.run == run => {
                         let key = relay.key.clone();
                         let status = describe_exit(relay.reap());
-                        log::debug!("relay for {key} stopped ({status})");
+                        log::debug!("relay for {} stopped ({status})", self.display(&key));
                         let still_wanted = !self.shutting_down
                             && self.state.head().map(|h| &*h.key) == Some(key.as_str());
                         if failed && still_wanted {
@@ -1185,7 +1209,10 @@ impl Engine {
                 kill_at: Some(k),
                 failed,
             } if now >= k => {
-                log::debug!("relay for {} ignored SIGTERM; sending SIGKILL", relay.key);
+                log::debug!(
+                    "relay for {} ignored SIGTERM; sending SIGKILL",
+                    self.display(&relay.key)
+                );
                 relay.kill();
                 RelaySlot::Stopping {
                     relay,

@@ -221,6 +221,9 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

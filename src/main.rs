@@ -85,6 +85,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // Everything motherstream creates holds keys or secrets: private,
+    // whoever runs it and whatever their shell's umask (systemd's UMask=
+    // says the same for the service).
+    motherstream::sys::set_umask(0o077);
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -120,6 +124,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 fn check_config(args: &Args) -> ExitCode {
+    // Warnings (a secret file others can read) go to the terminal.
+    mslog::init(mslog::Target::Stderr, log::LevelFilter::Warn);
     match load_config(args).and_then(|c| {
         config::read_secret_file(&c.http.admin_token_file).map_err(|e| e.to_string())?;
         config::read_secret_file(&c.obs.password_file).map_err(|e| e.to_string())?;
@@ -155,6 +161,18 @@ fn streamer(args: &Args) -> ExitCode {
         "motherstream: registry {}",
         motherstream::registry::path(&dir).display()
     );
+    // Root edits the service user's directory as that user: whatever the
+    // user planted there (a link to /etc/shadow), root's CLI can then do
+    // no more to it than the user could.
+    if let Some((uid, gid)) = motherstream::private_fs::foreign_owner(&dir) {
+        if let Err(e) = motherstream::sys::become_user(uid, gid) {
+            eprintln!(
+                "motherstream: cannot act as uid {uid} (the owner of {}): {e}",
+                dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     match streamer_cmd::run(
         &args.rest,
         &dir,
@@ -341,6 +359,9 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
+    }
+    if let Err(e) = motherstream::tag::init(&state_dir) {
+        log::warn!("{e}; guest names and key tags will change at every restart");
     }
     log::info!(
         "motherstream {} starting: {} queued entries restored from {}{}",

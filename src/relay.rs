@@ -6,7 +6,7 @@
 //! process is exiting, which becomes the `Exited` event (no polling).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,12 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use crate::sys;
+use crate::redact::Redactor;
+use crate::{private_fs, sys};
+
+/// The only environment ffmpeg gets: it needs to find itself and nothing
+/// else, and the daemon's environment may hold secrets (`OBS_PASSWORD`).
+const CHILD_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
 
 /// How many stderr lines are kept for the daemon log when a relay fails.
 const TAIL_LINES: usize = 12;
@@ -96,17 +101,26 @@ pub struct Relay {
 
 impl Relay {
     /// Start ffmpeg in its own process group, with SIGKILL as its parent-death
-    /// signal so that no relay outlives a killed daemon.
+    /// signal so that no relay outlives a killed daemon, and with a clean
+    /// environment. Every stderr line passes through `redact` before it is
+    /// logged (ffmpeg prints its URLs, which hold the key and the secret).
     pub fn spawn(
         spec: &RelaySpec,
         run: u64,
         key: &str,
         input: &str,
         output: &str,
+        redact: Redactor,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Relay> {
         let args = build_args(&spec.args, input, output);
         let mut cmd = Command::new(&spec.ffmpeg);
+        cmd.env_clear();
+        for k in CHILD_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -124,11 +138,12 @@ impl Relay {
             let log_path = spec.log_path.clone();
             let max = spec.log_max_bytes;
             let header = format!(
-                "--- relay run {run} for {key} started {} (pid {pid}) ---",
+                "--- relay run {run} for {} started {} (pid {pid}) ---",
+                redact.apply(key),
                 crate::log::timestamp(std::time::SystemTime::now())
             );
             spawn_reader("relay-stderr", move || {
-                let tail = copy_stderr(err, &log_path, max, &header);
+                let tail = copy_stderr(err, &log_path, max, &header, &redact);
                 let _ = events.send(RelayEvent::Exited { run, tail });
             });
         }
@@ -195,21 +210,28 @@ fn read_progress(out: impl std::io::Read, run: u64, events: Sender<RelayEvent>) 
     }
 }
 
-/// Copy stderr lines into the relay log (rotated at `max` bytes to
-/// `<log>.1`) and return the last lines.
-fn copy_stderr(err: impl std::io::Read, path: &Path, max: u64, header: &str) -> Vec<String> {
+/// Copy stderr lines, redacted, into the relay log (rotated at `max` bytes
+/// to `<log>.1`) and return the last lines (redacted too: they go to the
+/// journal).
+fn copy_stderr(
+    err: impl std::io::Read,
+    path: &Path,
+    max: u64,
+    header: &str,
+    redact: &Redactor,
+) -> Vec<String> {
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut log = CappedLog::open(path, max);
     log.write_line(header);
     for line in BufReader::new(err).split(b'\n') {
         let Ok(line) = line else { break };
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\r');
-        log.write_line(text);
+        let text = redact.apply(text.trim_end_matches('\r'));
+        log.write_line(&text);
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
-        tail.push_back(text.to_string());
+        tail.push_back(text);
     }
     tail.into()
 }
@@ -236,12 +258,9 @@ impl CappedLog {
     }
 
     fn reopen(&mut self) {
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        match private_fs::open(&self.path, private_fs::options().create(true).append(true)) {
             Ok(f) => {
+                private_fs::tighten(&f, &self.path);
                 self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(f);
             }
@@ -311,12 +330,44 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ffmpeg.log");
         let lines: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
-        let tail = copy_stderr(lines.as_bytes(), &path, 300, "--- header ---");
+        let tail = copy_stderr(
+            lines.as_bytes(),
+            &path,
+            300,
+            "--- header ---",
+            &Redactor::new(),
+        );
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().unwrap(), "line 099");
         let cur = std::fs::metadata(&path).unwrap().len();
         assert!(cur <= 300, "log is {cur} bytes");
         assert!(path.with_extension("log.1").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stderr_lines_are_redacted_in_the_log_and_the_tail() {
+        let dir = std::env::temp_dir().join(format!("ms-relayredact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ffmpeg.log");
+        let key = "k3y0000000000000000000000000000a";
+        let text = format!(
+            "Input #0, flv, from 'rtmp://127.0.0.1:1/live/{key}':\n\
+             rtmp://127.0.0.1:1/motherstream/live?ms_secret=s3cr3t: Broken pipe\n"
+        );
+        let r = Redactor::new()
+            .hide(key, "DJ Alice")
+            .hide("s3cr3t", "<secret>");
+        let tail = copy_stderr(text.as_bytes(), &path, 1 << 20, "--- header ---", &r);
+        let log = std::fs::read_to_string(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        for t in tail.iter().map(String::as_str).chain([log.as_str()]) {
+            assert!(!t.contains(key) && !t.contains("s3cr3t"), "{t}");
+        }
+        assert!(log.contains("/live/DJ Alice'"), "{log}");
+        assert!(log.contains("/motherstream/live?<redacted>"), "{log}");
+        assert_eq!(mode, 0o600);
     }
 }

@@ -1288,3 +1288,41 @@ impl Rig {
         }
     }
 }
+
+// ---------------------------------------------------------------- cli
+
+/// What a run of the CLI printed, and its exit code.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `motherstream --config CONFIG ARGS…` (the CLI) to completion.
+pub fn run_cli(config: &Path, args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null());
+    for k in DAEMON_ENV {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("run the motherstream CLI");
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The permission bits of a file or directory (not following a link).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
