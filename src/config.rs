@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/motherstream/motherstream.toml";
+/// Name of the systemd credential holding the OBS password.
+pub const OBS_PASSWORD_CREDENTIAL: &str = "obs-password";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,9 +31,17 @@ pub struct HttpConfig {
     pub listen: String,
     /// Worker threads answering requests.
     pub workers: usize,
-    /// File holding the admin bearer token (first line). Empty: admin
-    /// mutations are accepted from loopback clients only.
+    /// File holding the admin bearer token (first line). Empty:
+    /// `<state dir>/admin.token`, created (0600) on first start. Every
+    /// admin endpoint needs `Authorization: Bearer <token>`.
     pub admin_token_file: String,
+    /// File holding the hook secret (first line): nginx calls the hooks at
+    /// `/hook/<secret>/on_publish` etc. Empty: `<state dir>/hook.secret`,
+    /// created (0600) on first start.
+    pub hook_secret_file: String,
+    /// Host names (besides localhost and IP literals) accepted in the
+    /// `Host` header, e.g. the name of a reverse proxy in front.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +50,8 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8483".into(),
             workers: 4,
             admin_token_file: String::new(),
+            hook_secret_file: String::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -158,7 +170,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Refuse publishes whose key is not in the streamer registry.
@@ -167,6 +179,20 @@ pub struct QueueConfig {
     pub slot_seconds: u64,
     /// After a slot ends by time or kick, refuse that key for this long (0 = off).
     pub rejoin_block_seconds: u64,
+    /// Most streamers queued at once (on air included); further publishers
+    /// are refused with 503 until someone leaves.
+    pub max_length: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            require_registered: false,
+            slot_seconds: 0,
+            rejoin_block_seconds: 0,
+            max_length: 1000,
+        }
+    }
 }
 
 /// How the OBS thread treats the media source across a switch.
@@ -188,10 +214,14 @@ pub struct ObsConfig {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
-    /// File holding the obs-websocket password (first line).
+    /// File holding the obs-websocket password (first line). Empty: the
+    /// systemd credential `obs-password` (`LoadCredential=obs-password:PATH`,
+    /// read from `$CREDENTIALS_DIRECTORY`) when there is one.
     pub password_file: String,
     /// Password from the `OBS_PASSWORD` environment variable; never read
-    /// from the config file and never printed.
+    /// from the config file and never printed. (Prefer a file or a
+    /// credential: a unit's `Environment=` is shown to every user by
+    /// `systemctl show`.)
     #[serde(skip)]
     pub password: Option<String>,
     pub scene: String,
@@ -298,6 +328,14 @@ impl Config {
         if let Some(pw) = env.var("OBS_PASSWORD") {
             self.obs.password = Some(pw);
         }
+        if self.obs.password_file.is_empty() {
+            if let Some(dir) = env.var("CREDENTIALS_DIRECTORY") {
+                let cred = Path::new(&dir).join(OBS_PASSWORD_CREDENTIAL);
+                if cred.is_file() {
+                    self.obs.password_file = cred.display().to_string();
+                }
+            }
+        }
         if let Some(d) = env.var("STATE_DIRECTORY") {
             if self.state.dir.is_empty() {
                 // systemd may pass several directories separated by ':'.
@@ -349,6 +387,29 @@ impl Config {
             if !v.is_empty() && !v.starts_with("http://") {
                 return bad(format!("{k} {v:?} must be an http:// URL"));
             }
+            if let Some(rest) = v.strip_prefix(crate::nginx::UNIX_URL_PREFIX) {
+                if !rest.starts_with('/') || !rest.contains(":/") {
+                    return bad(format!(
+                        "{k} {v:?}: a unix socket URL is http://unix:/path/to.sock:/location"
+                    ));
+                }
+            }
+        }
+        if let Some(h) = self.http.allowed_hosts.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }) {
+            return bad(format!(
+                "http.allowed_hosts: {h:?} is not a host name (no port, no scheme)"
+            ));
+        }
+        if self.queue.max_length == 0 || self.queue.max_length > 1_000_000 {
+            return bad(format!(
+                "queue.max_length {} must be 1..=1000000",
+                self.queue.max_length
+            ));
         }
         if self.relay.ffmpeg.is_empty() {
             return bad("relay.ffmpeg must not be empty".into());
@@ -409,10 +470,15 @@ impl Config {
     }
 }
 
-/// Read a secret from the first line of a file; empty path → None.
+/// Read a secret from the first line of a file; empty path → None. A file
+/// others may read is still used (refusing it would stop the service over
+/// a mode), with a warning.
 pub fn read_secret_file(path: &str) -> Result<Option<String>, ConfigError> {
     if path.is_empty() {
         return Ok(None);
+    }
+    if let Some(w) = crate::private_fs::readable_by_others(Path::new(path)) {
+        log::warn!("{w}");
     }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
     let line = text.lines().next().unwrap_or("").trim().to_string();
@@ -467,6 +533,28 @@ mod tests {
     }
 
     #[test]
+    fn obs_password_comes_from_a_systemd_credential_when_no_file_is_set() {
+        let d = crate::scratch::ScratchDir::new("cred");
+        let dir: &'static str = Box::leak(d.0.display().to_string().into_boxed_str());
+        let env = MapEnv(HashMap::from([("CREDENTIALS_DIRECTORY", dir)]));
+        // No credential file: nothing changes.
+        let mut c = Config::default();
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.obs.password_file, "");
+        std::fs::write(d.0.join(OBS_PASSWORD_CREDENTIAL), "pw-from-cred\n").unwrap();
+        let mut c = Config::default();
+        c.apply_env(&env).unwrap();
+        assert_eq!(
+            read_secret_file(&c.obs.password_file).unwrap().as_deref(),
+            Some("pw-from-cred")
+        );
+        // A password_file in the config wins.
+        let mut c = Config::parse("[obs]\npassword_file='/etc/x'").unwrap();
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.obs.password_file, "/etc/x");
+    }
+
+    #[test]
     fn bad_env_port_is_rejected() {
         let mut c = Config::default();
         let env = MapEnv(HashMap::from([("RTMP_PORT", "x")]));
@@ -481,6 +569,10 @@ mod tests {
             "[rtmp]\ningest_app='a b'",
             "[rtmp]\noutput_app='live'",
             "[rtmp]\ncontrol_url='ftp://x'",
+            "[rtmp]\nstat_url='http://unix:/run/x.sock'",
+            "[http]\nallowed_hosts=['http://x']",
+            "[http]\nallowed_hosts=['x:80']",
+            "[queue]\nmax_length=0",
             "[relay]\nargs=['-i','x']",
             "[log]\nlevel='loud'",
             "[obs]\nenabled=true\nmedia_source=''",

@@ -139,9 +139,17 @@ pub use streamers::StreamerRequest;
 
 /// What HTTP workers may read without asking the engine. Replaced whole by
 /// the engine; never mutated in place.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    pub admin_token: Option<String>,
+    /// Bearer token every admin endpoint requires.
+    pub admin_token: String,
+    /// Path segment of the hook URLs (`/hook/<secret>/on_publish`).
+    pub hook_secret: String,
+    /// `[http] allowed_hosts`: Host names accepted besides loopback.
+    pub allowed_hosts: Vec<String>,
+    /// What the output publish of the current relay run carries
+    /// (`?ms_secret=`): new for every run, so a secret seen in one run's
+    /// argv or log is worthless once that run ends.
     pub relay_secret: String,
     pub ingest_app: String,
     pub output_app: String,
@@ -509,6 +517,22 @@ impl Engine {
                     }
                     if let Err(r) = self.admit(&key, &addr) {
                         replies.push((reply, r, false));
+                        continue;
+                    }
+                    let max = self.cfg.queue.max_length;
+                    if self.state.len() >= max && !self.state.contains(&key) {
+                        crate::http::warn_limited(format_args!(
+                            "refused a publish from {}: the queue is full ({max} streamers, [queue] max_length)",
+                            if addr.is_empty() { "an unknown address" } else { &addr }
+                        ));
+                        replies.push((
+                            reply,
+                            Reply::error(
+                                503,
+                                format!("the queue is full ({max} streamers); try again later"),
+                            ),
+                            false,
+                        ));
                         continue;
                     }
                     let op = Op::Publish {
@@ -963,11 +987,8 @@ impl Engine {
             write(
                 &self.settings,
                 Settings {
-                    admin_token: s.admin_token.clone(),
                     relay_secret: self.relay.output_secret().to_string(),
-                    ingest_app: s.ingest_app.clone(),
-                    output_app: s.output_app.clone(),
-                    output_stream: s.output_stream.clone(),
+                    ..(*s).clone()
                 },
             );
         }
@@ -1145,24 +1166,51 @@ impl Engine {
             }
             applied.push("log.level");
         }
-        match config::read_secret_file(&new.http.admin_token_file) {
-            Ok(token) => {
-                let s = read(&self.settings);
-                if s.admin_token != token {
-                    applied.push("admin token");
+        {
+            let s = read(&self.settings);
+            let dir = new.state_dir();
+            let admin_token =
+                match crate::auth::load_or_create(&crate::auth::admin_token_path(&new, &dir), true)
+                {
+                    Ok((t, _)) => t,
+                    Err(e) => {
+                        log::error!("keeping the old admin token: {e}");
+                        s.admin_token.clone()
+                    }
+                };
+            let hook_secret =
+                match crate::auth::load_or_create(&crate::auth::hook_secret_path(&new, &dir), true)
+                {
+                    Ok((t, _)) => t,
+                    Err(e) => {
+                        log::error!("keeping the old hook secret: {e}");
+                        s.hook_secret.clone()
+                    }
+                };
+            for (changed, what) in [
+                (s.admin_token != admin_token, "admin token"),
+                (s.hook_secret != hook_secret, "hook secret"),
+                (
+                    s.allowed_hosts != new.http.allowed_hosts,
+                    "http.allowed_hosts",
+                ),
+            ] {
+                if changed {
+                    applied.push(what);
                 }
-                write(
-                    &self.settings,
-                    Settings {
-                        admin_token: token,
-                        relay_secret: s.relay_secret.clone(),
-                        ingest_app: s.ingest_app.clone(),
-                        output_app: s.output_app.clone(),
-                        output_stream: s.output_stream.clone(),
-                    },
-                );
             }
-            Err(e) => log::error!("keeping the old admin token: {e}"),
+            write(
+                &self.settings,
+                Settings {
+                    admin_token,
+                    hook_secret,
+                    allowed_hosts: new.http.allowed_hosts.clone(),
+                    relay_secret: s.relay_secret.clone(),
+                    ingest_app: s.ingest_app.clone(),
+                    output_app: s.output_app.clone(),
+                    output_stream: s.output_stream.clone(),
+                },
+            );
         }
         match (&self.obs, new.obs.enabled) {
             // Every reload: the OBS thread compares the settings and re-reads

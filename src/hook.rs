@@ -65,6 +65,8 @@ pub struct Hook {
     pub name: String,
     /// nginx's session id; absent only on on_connect.
     pub client_id: Option<u64>,
+    /// The client's IP address as nginx saw it (see [`client_ip`]); empty
+    /// when `addr` was missing or not an address.
     pub addr: String,
     pairs: Vec<(String, String)>,
 }
@@ -113,7 +115,7 @@ impl Hook {
                 .map(|(_, v)| v.clone())
         };
         let app = first("app").ok_or(HookError::MissingField("app"))?;
-        let addr = first("addr").unwrap_or_default();
+        let addr = first("addr").map(|a| client_ip(&a)).unwrap_or_default();
         let client_id = match first("clientid") {
             Some(c) => Some(c.parse::<u64>().map_err(|_| HookError::BadClientId(c))?),
             None if kind == HookKind::Connect => None,
@@ -147,12 +149,24 @@ impl Hook {
 
     /// Whether the client connected from loopback (`addr` as nginx saw it).
     pub fn from_loopback(&self) -> bool {
-        match self.addr.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.is_loopback(),
-            // nginx's own push relay reports `127.0.0.1:1935/app/name`.
-            Err(_) => self.addr.starts_with("127.0.0.1:"),
-        }
+        self.addr
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// nginx's `addr` field → the client's IP address, normalized, or "" when it
+/// is not one. nginx sends a bare address, except for its own push relay
+/// (`127.0.0.1:1935/app/name`); anything else is a forgery, and is never
+/// stored or logged verbatim (a 60 KB `addr` once went into queue.json).
+pub fn client_ip(addr: &str) -> String {
+    use std::net::{IpAddr, SocketAddr};
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        return ip.to_string();
+    }
+    let head = addr.split('/').next().unwrap_or("");
+    head.parse::<SocketAddr>()
+        .map_or_else(|_| String::new(), |sa| sa.ip().to_string())
 }
 
 /// Parse `application/x-www-form-urlencoded` into ordered pairs. Malformed
@@ -205,6 +219,9 @@ fn hex(c: u8) -> Option<u8> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -268,6 +285,30 @@ mod tests {
         assert!(Hook::parse(HookKind::Publish, &long).is_err());
         let ok = format!("app=live&clientid=1&name={}", "a".repeat(64));
         assert!(Hook::parse(HookKind::Publish, &ok).is_ok());
+    }
+
+    #[test]
+    fn addr_is_an_ip_address_or_nothing() {
+        assert_eq!(client_ip("127.0.0.1"), "127.0.0.1");
+        assert_eq!(client_ip("::1"), "::1");
+        assert_eq!(client_ip("2001:DB8::1"), "2001:db8::1");
+        assert_eq!(client_ip("127.0.0.1:19350/motherstream/live"), "127.0.0.1");
+        for junk in [
+            "",
+            "1.2.3.4\n<6>fake line",
+            "1.2.3.4 ",
+            "localhost",
+            "999.1.1.1",
+            &"9".repeat(60_000),
+        ] {
+            assert_eq!(client_ip(junk), "", "{junk:?}");
+        }
+        let body = "app=live&addr=1.2.3.4%0A%3C6%3Efake&clientid=1&call=publish&name=k";
+        let h = Hook::parse(HookKind::Publish, body).unwrap();
+        assert_eq!(h.addr, "");
+        assert!(!h.from_loopback());
+        let relay = "app=&addr=127.0.0.1:19350/motherstream/live&clientid=5&call=play&name=k";
+        assert!(Hook::parse(HookKind::Play, relay).unwrap().from_loopback());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the ffmpeg relay child. `unsafe` is confined to `sys`.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hook;
@@ -13,7 +14,9 @@ pub mod log;
 pub mod moderation;
 pub mod nginx;
 pub mod obs;
+pub mod private_fs;
 pub mod queue;
+pub mod redact;
 pub mod registry;
 pub mod relay;
 #[cfg(test)]
@@ -23,4 +26,5 @@ pub mod store;
 pub mod streamer_cmd;
 pub mod sys;
 pub mod systemd;
+pub mod tag;
 pub mod watch;

@@ -75,6 +75,45 @@ pub fn journald_line(level: Level, msg: &str) -> String {
         .collect::<String>()
 }
 
+/// Text a peer sent (an address, a path, a header), made safe for one log
+/// line: control characters (newlines included), backslashes and the
+/// Unicode bidi/format controls that reorder what a reader sees are written
+/// as escapes, so nobody can end a line and forge the next one. Long text
+/// is cut at `MAX_PEER_TEXT` characters.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| !(c.is_control() || c == '\\' || is_format_control(c));
+    if text.chars().count() <= MAX_PEER_TEXT && text.chars().all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(4 * MAX_PEER_TEXT) + 8);
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_PEER_TEXT {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if plain(c) => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Longest peer text written to the log (a hostile header can be KiBs).
+pub const MAX_PEER_TEXT: usize = 200;
+
+/// Bidi embedding/override/isolate marks, zero-width and other invisible
+/// format characters.
+fn is_format_control(c: char) -> bool {
+    matches!(c,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+        | '\u{feff}' | '\u{061c}')
+}
+
 type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
 struct Logger {
@@ -208,6 +247,23 @@ mod tests {
         assert_eq!(journald_line(Level::Error, "a\nb"), "<3>a\n<3>b\n");
         assert_eq!(journald_line(Level::Info, "i"), "<6>i\n");
         assert_eq!(journald_line(Level::Debug, "d"), "<7>d\n");
+    }
+
+    #[test]
+    fn peer_text_cannot_break_a_line() {
+        assert!(matches!(escape("127.0.0.1"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape("1.2.3.4\n<6>fake line"), "1.2.3.4\\n<6>fake line");
+        assert_eq!(escape("a\r\tb\x1b[31m\x7f"), "a\\r\\tb\\u{1b}[31m\\u{7f}");
+        assert_eq!(
+            escape("\\n"),
+            "\\\\n",
+            "a literal backslash-n stays distinguishable"
+        );
+        assert_eq!(escape("x\u{202e}y\u{2066}z"), "x\\u{202e}y\\u{2066}z");
+        assert_eq!(escape("Ünï ok"), "Ünï ok");
+        let long = "a".repeat(MAX_PEER_TEXT + 50);
+        assert_eq!(escape(&long).chars().count(), MAX_PEER_TEXT + 1);
+        assert!(!escape(&"\n".repeat(1000)).contains('\n'));
     }
 
     #[test]

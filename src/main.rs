@@ -10,16 +10,21 @@ use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
 use motherstream::http::{Ctx, HttpPool};
 use motherstream::store::Store;
 use motherstream::systemd::Notifier;
-use motherstream::{log as mslog, secret};
+use motherstream::{auth, log as mslog, secret};
 
 const USAGE: &str = "\
 usage: motherstream [OPTIONS] [run]
        motherstream [OPTIONS] check-config
        motherstream [OPTIONS] streamer (add|list|remove|rotate-key|set-slot) ...
+       motherstream [OPTIONS] api (GET|POST|DELETE) PATH [JSON]
+       motherstream [OPTIONS] nginx-hooks
 
 Runs the motherstream daemon (default), or validates the configuration and
 prints the effective config with secrets redacted, or manages the streamer
-registry (motherstream streamer --help).
+registry (motherstream streamer --help), or calls an admin endpoint of the
+running daemon with its admin token (e.g. api POST /api/skip, api GET
+/api/streamers), or prints the nginx-rtmp hook directives with the hook
+secret (to include in the nginx configuration).
 
 options:
   -c, --config PATH      config file (default /etc/motherstream/motherstream.toml)
@@ -68,11 +73,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             s if s.starts_with("-vv") && s[1..].chars().all(|c| c == 'v') => {
                 a.verbosity += (s.len() - 1) as i32
             }
-            "run" | "check-config" | "streamer" if !command_set => {
+            "run" | "check-config" | "streamer" | "api" | "nginx-hooks" if !command_set => {
                 a.command = arg;
                 command_set = true;
             }
-            _ if a.command == "streamer" => a.rest.push(arg),
+            _ if a.command == "streamer" || a.command == "api" => a.rest.push(arg),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -80,6 +85,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // Everything motherstream creates holds keys or secrets: private,
+    // whoever runs it and whatever their shell's umask (systemd's UMask=
+    // says the same for the service).
+    motherstream::sys::set_umask(0o077);
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -98,6 +107,8 @@ fn main() -> ExitCode {
         }
         "check-config" => check_config(&args),
         "streamer" => streamer(&args),
+        "api" => api(&args),
+        "nginx-hooks" => nginx_hooks(&args),
         _ => run(&args),
     }
 }
@@ -113,6 +124,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 fn check_config(args: &Args) -> ExitCode {
+    // Warnings (a secret file others can read) go to the terminal.
+    mslog::init(mslog::Target::Stderr, log::LevelFilter::Warn);
     match load_config(args).and_then(|c| {
         config::read_secret_file(&c.http.admin_token_file).map_err(|e| e.to_string())?;
         config::read_secret_file(&c.obs.password_file).map_err(|e| e.to_string())?;
@@ -143,19 +156,23 @@ fn streamer(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // The daemon under systemd gets $STATE_DIRECTORY; an administrator's
-    // shell does not. Without `[state] dir`, use the packaged location when
-    // it exists, so the CLI edits the registry the daemon reads.
-    let packaged = std::path::Path::new("/var/lib/motherstream");
-    let dir = if cfg.state.dir.is_empty() && packaged.is_dir() {
-        packaged.to_path_buf()
-    } else {
-        cfg.state_dir()
-    };
+    let dir = cli_state_dir(&cfg);
     eprintln!(
         "motherstream: registry {}",
         motherstream::registry::path(&dir).display()
     );
+    // Root edits the service user's directory as that user: whatever the
+    // user planted there (a link to /etc/shadow), root's CLI can then do
+    // no more to it than the user could.
+    if let Some((uid, gid)) = motherstream::private_fs::foreign_owner(&dir) {
+        if let Err(e) = motherstream::sys::become_user(uid, gid) {
+            eprintln!(
+                "motherstream: cannot act as uid {uid} (the owner of {}): {e}",
+                dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     match streamer_cmd::run(
         &args.rest,
         &dir,
@@ -172,6 +189,129 @@ fn streamer(args: &Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The state directory as the CLI sees it. The daemon under systemd gets
+/// $STATE_DIRECTORY; an administrator's shell does not. Without `[state]
+/// dir`, use the packaged location when it exists, so the CLI finds the
+/// registry and the secrets the daemon uses.
+fn cli_state_dir(cfg: &Config) -> PathBuf {
+    let packaged = std::path::Path::new("/var/lib/motherstream");
+    if cfg.state.dir.is_empty() && packaged.is_dir() {
+        packaged.to_path_buf()
+    } else {
+        cfg.state_dir()
+    }
+}
+
+/// The address a local client reaches `[http] listen` at.
+fn local_authority(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() && a.is_ipv4() => format!("127.0.0.1:{}", a.port()),
+        Ok(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        _ => listen.to_string(),
+    }
+}
+
+/// `motherstream api METHOD PATH [JSON]`: one admin call with the token the
+/// daemon uses (read from its file), the answer on stdout.
+fn api(args: &Args) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("motherstream: {e}");
+        ExitCode::from(1)
+    };
+    let (method, path, body) = match args.rest.as_slice() {
+        [m, p] => (m.to_ascii_uppercase(), p.clone(), None),
+        [m, p, b] => (m.to_ascii_uppercase(), p.clone(), Some(b.clone())),
+        _ => {
+            eprintln!("motherstream: api takes METHOD PATH [JSON]\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if !["GET", "POST", "DELETE"].contains(&method.as_str()) || !path.starts_with('/') {
+        eprintln!("motherstream: api takes GET, POST or DELETE and a path starting with /");
+        return ExitCode::from(2);
+    }
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let token_path = auth::admin_token_path(&cfg, &cli_state_dir(&cfg));
+    let token = match auth::load_or_create(&token_path, false) {
+        Ok((t, _)) => t,
+        Err(e) => {
+            return fail(format!(
+                "{e} (the daemon creates it at its first start; run this as root or as the motherstream user)"
+            ))
+        }
+    };
+    let url = format!("http://{}{path}", local_authority(&cfg.http.listen));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirects(0)
+        .build();
+    let req = agent
+        .request(&method, &url)
+        .set("Authorization", &format!("Bearer {token}"));
+    let result = if method == "GET" {
+        req.call()
+    } else {
+        req.set("Content-Type", "application/json")
+            .send_string(body.as_deref().unwrap_or("{}"))
+    };
+    let (ok, resp) = match result {
+        Ok(r) => (true, r),
+        Err(ureq::Error::Status(_, r)) => (false, r),
+        Err(e) => return fail(format!("cannot reach the daemon at {url}: {e}")),
+    };
+    let status = resp.status();
+    match resp.into_string() {
+        Ok(text) => println!("{}", text.trim_end()),
+        Err(e) => return fail(format!("cannot read the answer: {e}")),
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("motherstream: HTTP {status}");
+        ExitCode::from(1)
+    }
+}
+
+/// `motherstream nginx-hooks`: the hook directives, with the secret, for an
+/// nginx include file readable by root only (the packaged nginx example
+/// includes /etc/motherstream/nginx-hooks.conf in both applications).
+fn nginx_hooks(args: &Args) -> ExitCode {
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("motherstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let path = auth::hook_secret_path(&cfg, &cli_state_dir(&cfg));
+    let secret = match auth::load_or_create(&path, false) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            eprintln!(
+                "motherstream: {e} (the daemon creates it at its first start, the .deb at install)"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let base = format!(
+        "http://{}{}{secret}",
+        local_authority(&cfg.http.listen),
+        auth::HOOK_PREFIX
+    );
+    println!(
+        "# motherstream hook URLs, written by `motherstream nginx-hooks`.\n\
+         # They hold the hook secret ({}): keep this file readable by root only.",
+        path.display()
+    );
+    for hook in ["on_publish", "on_publish_done", "on_play"] {
+        println!("{hook} {base}/{hook};");
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(args: &Args) -> ExitCode {
@@ -200,16 +340,28 @@ fn run(args: &Args) -> ExitCode {
 }
 
 fn serve(cfg: Config, args: &Args) -> Result<(), String> {
-    let admin_token =
-        config::read_secret_file(&cfg.http.admin_token_file).map_err(|e| e.to_string())?;
     let relay_secret =
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
 
     let state_dir = cfg.state_dir();
+    // Both secrets exist from the first start on: nothing is open to
+    // "anyone on loopback" while an operator has not configured them.
+    let secret_at = |path: std::path::PathBuf, what: &str| {
+        let (s, created) = auth::load_or_create(&path, true)?;
+        if created {
+            log::info!("created the {what} in {} (mode 0600)", path.display());
+        }
+        Ok::<String, String>(s)
+    };
+    let admin_token = secret_at(auth::admin_token_path(&cfg, &state_dir), "admin token")?;
+    let hook_secret = secret_at(auth::hook_secret_path(&cfg, &state_dir), "hook secret")?;
     let (mut store, mut state, report) =
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
+    }
+    if let Err(e) = motherstream::tag::init(&state_dir) {
+        log::warn!("{e}; guest names and key tags will change at every restart");
     }
     log::info!(
         "motherstream {} starting: {} queued entries restored from {}{}",
@@ -230,6 +382,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     let view = Arc::new(RwLock::new(Arc::new(View::default())));
     let settings = Arc::new(RwLock::new(Arc::new(Settings {
         admin_token,
+        hook_secret,
+        allowed_hosts: cfg.http.allowed_hosts.clone(),
         relay_secret,
         ingest_app: cfg.rtmp.ingest_app.clone(),
         output_app: cfg.rtmp.output_app.clone(),

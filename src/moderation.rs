@@ -351,6 +351,7 @@ mod tests {
             require_registered: true,
             slot_seconds: slot,
             rejoin_block_seconds: rejoin,
+            ..QueueConfig::default()
         }
     }
 

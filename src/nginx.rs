@@ -33,14 +33,17 @@ pub fn drop_publisher_url(control_url: &str, app: &str, name: &str) -> String {
     )
 }
 
+/// `http://unix:/path/to.sock:/location` (nginx's own notation, as in
+/// `proxy_pass`): nginx's stat and control served on a unix socket that
+/// only motherstream may open, instead of a TCP port every local user (and
+/// a DNS-rebinding page) can reach.
+pub const UNIX_URL_PREFIX: &str = "http://unix:";
+
 /// Ask nginx to disconnect the publisher of `app/name`; the number of
 /// clients it dropped (nginx answers "1", or "0" when nobody publishes it).
 pub fn drop_publisher(control_url: &str, app: &str, name: &str) -> Result<u32, String> {
     let url = drop_publisher_url(control_url, app, name);
-    let resp = agent().get(&url).call().map_err(describe)?;
-    let body = resp
-        .into_string()
-        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    let body = get(&url, 4096)?;
     body.trim()
         .parse()
         .map_err(|_| format!("unexpected answer {:?}", truncate(&body, 60)))
@@ -48,14 +51,86 @@ pub fn drop_publisher(control_url: &str, app: &str, name: &str) -> Result<u32, S
 
 /// The names publishing in `app`, from the stat page at `stat_url`.
 pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
+    parse_stat(&get(stat_url, MAX_STAT_BYTES)?, app)
+}
+
+/// GET `url` (TCP or unix socket); the body of a 2xx answer, at most
+/// `max` bytes.
+fn get(url: &str, max: u64) -> Result<String, String> {
     use std::io::Read;
-    let resp = agent().get(stat_url).call().map_err(describe)?;
+    if let Some(rest) = url.strip_prefix(UNIX_URL_PREFIX) {
+        let (sock, path) = rest.split_once(":/").ok_or_else(|| {
+            "a unix socket URL is http://unix:/path/to.sock:/location".to_string()
+        })?;
+        return unix_get(std::path::Path::new(sock), &format!("/{path}"), max);
+    }
+    let resp = agent().get(url).call().map_err(describe)?;
     let mut text = String::new();
     resp.into_reader()
-        .take(MAX_STAT_BYTES)
+        .take(max)
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the stat page: {e}"))?;
-    parse_stat(&text, app)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(text)
+}
+
+/// A blocking HTTP/1.0 GET over a unix socket (ureq 2 has none). nginx
+/// answers an HTTP/1.0 request without chunking and closes the connection,
+/// so the body is everything after the head. Every read and write is bounded
+/// by the timeouts, the whole exchange by REQUEST_TIMEOUT.
+fn unix_get(sock: &std::path::Path, path: &str, max: u64) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
+    s.set_write_timeout(Some(CONNECT_TIMEOUT))
+        .and_then(|()| s.set_read_timeout(Some(REQUEST_TIMEOUT)))
+        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let limit = max + 16 * 1024;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = REQUEST_TIMEOUT.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(format!("no complete answer within {REQUEST_TIMEOUT:?}"));
+        }
+        s.set_read_timeout(Some(left))
+            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&chunk[..n]);
+                if raw.len() as u64 > limit {
+                    return Err(format!("answer larger than {max} bytes"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read the answer: {e}")),
+        }
+    }
+    parse_http_answer(&raw)
+}
+
+/// Status line + headers + body of a whole HTTP/1.x answer → the body of a
+/// 2xx, else an error naming the status.
+fn parse_http_answer(raw: &[u8]) -> Result<String, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer has no complete HTTP head")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status: u16 = head
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/1."))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", truncate(&head, 60)))?;
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok(String::from_utf8_lossy(&raw[end + 4..]).into_owned())
 }
 
 /// The error without its URL: a drop URL holds the stream key.
@@ -255,6 +330,64 @@ mod tests {
             drop_publisher_url("http://127.0.0.1:8080/control/", "live", "k-1"),
             "http://127.0.0.1:8080/control/drop/publisher?app=live&name=k-1"
         );
+    }
+
+    #[test]
+    fn http_answers_over_a_socket() {
+        assert_eq!(
+            parse_http_answer(b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n1").unwrap(),
+            "1"
+        );
+        assert_eq!(parse_http_answer(b"HTTP/1.1 204 No\r\n\r\n").unwrap(), "");
+        assert_eq!(
+            parse_http_answer(b"HTTP/1.1 403 Forbidden\r\n\r\nno").unwrap_err(),
+            "HTTP 403"
+        );
+        assert!(parse_http_answer(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_http_answer(b"SSH-2.0\r\n\r\n").is_err());
+    }
+
+    /// A fake nginx on a unix socket: the request it gets, the answer it
+    /// gives; and a socket that accepts but never answers.
+    #[test]
+    fn unix_socket_get_and_its_timeout() {
+        use std::io::{Read, Write};
+        let d = crate::scratch::ScratchDir::new("nginxunix");
+        let sock = d.0.join("control.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 256];
+            let n = c.read(&mut req).unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+                .unwrap();
+            drop(c);
+            let req = String::from_utf8_lossy(&req[..n]).into_owned();
+            // Second connection: accept and say nothing.
+            let (c, _) = l.accept().unwrap();
+            std::thread::sleep(REQUEST_TIMEOUT + Duration::from_millis(500));
+            drop(c);
+            req
+        });
+        let url = format!("http://unix:{}:/control", sock.display());
+        assert_eq!(drop_publisher(&url, "live", "k1").unwrap(), 1);
+        let t0 = std::time::Instant::now();
+        let e = drop_publisher(&url, "live", "k1").unwrap_err();
+        assert!(
+            t0.elapsed() < REQUEST_TIMEOUT + Duration::from_millis(500),
+            "{e}"
+        );
+        let req = server.join().unwrap();
+        assert!(
+            req.starts_with("GET /control/drop/publisher?app=live&name=k1 HTTP/1.0\r\n"),
+            "{req}"
+        );
+        let e = published(
+            &format!("http://unix:{}/nope.sock:/stat", d.0.display()),
+            "live",
+        )
+        .unwrap_err();
+        assert!(e.contains("cannot connect"), "{e}");
     }
 
     #[test]

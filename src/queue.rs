@@ -103,6 +103,28 @@ impl Op {
             | Op::Gone { at, .. } => *at,
         }
     }
+
+    /// The first stream key in the op that the hook parser would refuse
+    /// (not `[A-Za-z0-9_-]{1,64}`), if any: such an op cannot have been
+    /// decided live, so a journal line carrying one is damaged or forged.
+    pub fn invalid_key(&self) -> Option<&str> {
+        let one = |k: &'_ str| !crate::hook::valid_name(k);
+        match self {
+            Op::Publish { key, .. }
+            | Op::PublishDone { key, .. }
+            | Op::Kick { key, .. }
+            | Op::Unblock { key, .. }
+            | Op::Move { key, .. }
+            | Op::SetSlotEnd { key, .. } => one(key).then_some(key.as_str()),
+            Op::Override { keys, .. } | Op::Gone { keys, .. } => {
+                keys.iter().find(|k| one(k)).map(String::as_str)
+            }
+            Op::Skip { .. }
+            | Op::Clear { .. }
+            | Op::SetDefaultSlot { .. }
+            | Op::SetRejoinBlock { .. } => None,
+        }
+    }
 }
 
 /// What an op did.

@@ -9,14 +9,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::private_fs;
 use crate::secret::ct_eq;
 
 pub const FILE: &str = "streamers.json";
@@ -118,8 +118,22 @@ fn io_err<'a>(
     }
 }
 
-/// A display name: 1–64 characters, no control characters, no surrounding
-/// spaces, not starting with the guest prefix (reserved for unregistered keys).
+/// Invisible characters that change how text around them is shown: bidi
+/// embeddings, overrides and isolates (U+202A–202E, U+2066–2069, which can
+/// make "evil" display as "live" in an overlay), zero-width characters,
+/// line/paragraph separators and the other Unicode format (Cf) characters.
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891
+        | 0x08E2 | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064
+        | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD
+        | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// A display name: 1–64 characters, no control or invisible formatting
+/// characters, no surrounding spaces, not starting with the guest prefix
+/// (reserved for unregistered keys).
 pub fn validate_name(name: &str) -> Result<(), RegistryError> {
     let n = name.chars().count();
     if n == 0 || n > 64 {
@@ -131,6 +145,13 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
         return Err(RegistryError::Invalid(
             "a streamer name must not contain control characters".into(),
         ));
+    }
+    if let Some(c) = name.chars().find(|&c| is_format_char(c)) {
+        return Err(RegistryError::Invalid(format!(
+            "a streamer name must not contain invisible formatting characters \
+             (found U+{:04X}: bidi controls and zero-width characters can disguise a name)",
+            c as u32
+        )));
     }
     if name.trim() != name {
         return Err(RegistryError::Invalid(
@@ -154,17 +175,11 @@ pub fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
     }
 }
 
-/// A short, stable, non-reversible tag of a key for logs ("key#1a2b3c4d"):
-/// enough to tell attempts apart, useless for publishing.
+/// A short, stable tag of a key for logs ("key#1a2b3c4d"): enough to tell
+/// attempts apart, useless for publishing, and (an HMAC under the install's
+/// secret, see [`crate::tag`]) no help in guessing the key.
 pub fn fingerprint(key: &str) -> String {
-    format!("key#{}", &hex_digest(key)[..8])
-}
-
-fn hex_digest(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("key#{}", crate::tag::of(key))
 }
 
 impl Registry {
@@ -232,12 +247,12 @@ impl Registry {
     }
 
     /// The public name of a key: the registered name; the key itself while
-    /// no registry is in use; else `guest-` and a digest prefix.
+    /// no registry is in use; else `guest-` and the key's tag.
     pub fn display(&self, key: &str) -> String {
         match self.known(key) {
             Some(s) => s.name.clone(),
             None if !self.in_use() => key.to_string(),
-            None => format!("{GUEST_PREFIX}{}", &hex_digest(key)[..8]),
+            None => format!("{GUEST_PREFIX}{}", crate::tag::of(key)),
         }
     }
 
@@ -365,7 +380,7 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Read the registry in `dir`. No file = an empty registry not in use.
 pub fn load(dir: &Path) -> Result<Registry, RegistryError> {
     let p = path(dir);
-    match fs::read(&p) {
+    match private_fs::read(&p) {
         Ok(bytes) => {
             Registry::from_json(&bytes).map_err(|why| RegistryError::Corrupt { path: p, why })
         }
@@ -395,16 +410,17 @@ pub fn update<T>(
     dir: &Path,
     f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Result<(T, Registry), RegistryError> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "create state directory"))?;
+    private_fs::create_dir(dir).map_err(io_err(dir, "create state directory"))?;
     let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path, "open"))?;
-    crate::store::give_to_dir_owner(&lock_path, dir);
+    let lock = private_fs::open(
+        &lock_path,
+        private_fs::options()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .map_err(io_err(&lock_path, "open"))?;
+    private_fs::give_to_dir_owner(&lock, &lock_path, dir);
     crate::sys::lock_exclusive(&lock).map_err(io_err(&lock_path, "lock"))?;
     let mut reg = load(dir)?;
     let out = f(&mut reg)?;
@@ -495,6 +511,33 @@ mod tests {
         ] {
             let e = r.add(bad, None, "c".repeat(32), 3).unwrap_err();
             assert_eq!(e.status(), 400, "{bad:?}: {e}");
+        }
+        // Bidi overrides/isolates and other invisible format characters.
+        for c in [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{200F}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{2028}',
+            '\u{E0041}',
+        ] {
+            let name = format!("DJ {c}evil");
+            let e = r.add(&name, None, "c".repeat(32), 3).unwrap_err();
+            assert_eq!(e.status(), 400, "{name:?}: {e}");
+            assert!(
+                e.to_string().contains(&format!("U+{:04X}", c as u32)),
+                "{e}"
+            );
         }
         let e = r.add("BOB", None, "c".repeat(32), 3).unwrap_err();
         assert_eq!(e.status(), 409, "{e}");

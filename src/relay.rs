@@ -255,44 +255,11 @@ pub fn backoff(n: u32) -> Duration {
 /// Children get an empty environment but for these: nothing of the
 /// daemon's (an OBS password in `Environment=`, say) reaches ffmpeg.
 pub fn child_env() -> Vec<(String, String)> {
+    // ffmpeg needs to find itself, its locale and the time zone.
     ["PATH", "LANG", "LC_ALL", "TZ"]
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect()
-}
-
-/// Removes secrets (stream keys, the output secret) from ffmpeg's output
-/// before it reaches a log file or the journal.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<(String, String)>,
-}
-
-impl Redactor {
-    /// From a URL: its query string (`?ms_secret=...`) is secret.
-    pub fn new(url: &str) -> Redactor {
-        let mut r = Redactor::default();
-        if let Some((_, q)) = url.split_once('?') {
-            r.add(q, "<secret>");
-        }
-        r
-    }
-
-    pub fn add(&mut self, secret: &str, instead: &str) {
-        if !secret.is_empty() {
-            self.secrets.push((secret.to_string(), instead.to_string()));
-        }
-    }
-
-    pub fn apply(&self, line: &str) -> String {
-        let mut s = line.to_string();
-        for (secret, instead) in &self.secrets {
-            if s.contains(secret.as_str()) {
-                s = s.replace(secret.as_str(), instead);
-            }
-        }
-        s
-    }
 }
 
 pub fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
@@ -340,15 +307,5 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let s: Vec<u64> = (1..=7).map(|n| backoff(n).as_millis() as u64).collect();
         assert_eq!(s, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
-    }
-
-    #[test]
-    fn redactor_hides_secrets() {
-        let mut r = Redactor::new("rtmp://h/motherstream/live?ms_secret=abc123");
-        r.add("KEY9", "<key>");
-        assert_eq!(
-            r.apply("error opening rtmp://h/live/KEY9 and ms_secret=abc123"),
-            "error opening rtmp://h/live/<key> and <secret>"
-        );
     }
 }

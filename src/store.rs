@@ -12,12 +12,13 @@
 //! truncating the journal never applies an op twice.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::private_fs;
 use crate::queue::{Entry, Op, State};
 
 pub const SNAPSHOT: &str = "queue.json";
@@ -112,12 +113,21 @@ impl Store {
     /// daemon starts from one clean file. A corrupt file is renamed aside
     /// and reported, never a reason to refuse to start.
     pub fn open(dir: &Path, now_ms: u64) -> Result<(Store, State, LoadReport), StoreError> {
-        fs::create_dir_all(dir).map_err(err(dir, "create state directory"))?;
+        private_fs::create_dir(dir).map_err(err(dir, "create state directory"))?;
         let mut report = LoadReport::default();
         let snap_path = dir.join(SNAPSHOT);
-        let (mut state, mut seq) = match fs::read(&snap_path) {
+        let (mut state, mut seq) = match private_fs::read(&snap_path) {
             Ok(bytes) => match parse_snapshot(&bytes) {
-                Ok((s, seq)) => (s, seq),
+                Ok((s, seq, dropped)) => {
+                    if !dropped.is_empty() {
+                        report.warnings.push(format!(
+                            "{}: dropped {} invalid or repeated queue entries",
+                            snap_path.display(),
+                            dropped.len()
+                        ));
+                    }
+                    (s, seq)
+                }
                 Err(why) => {
                     let aside = keep_aside(&snap_path, now_ms);
                     report.warnings.push(format!(
@@ -136,12 +146,26 @@ impl Store {
         match File::open(&journal_path) {
             Ok(f) => {
                 let (ops, problem) = read_journal(f);
+                let mut skipped = 0usize;
                 for (line_seq, op) in ops {
-                    if line_seq > seq {
+                    if line_seq > seq && op.invalid_key().is_some() {
+                        // What the hook parser would have refused live (a
+                        // hand-edited or damaged line) must not come back
+                        // through the journal; the other ops still count.
+                        skipped += 1;
+                        seq = line_seq;
+                    } else if line_seq > seq {
                         state.apply(&op);
                         seq = line_seq;
                         report.replayed_ops += 1;
                     }
+                }
+                if skipped > 0 {
+                    report.warnings.push(format!(
+                        "{}: skipped {skipped} ops naming an invalid stream key \
+                         (not [A-Za-z0-9_-]{{1,64}}); replayed the rest",
+                        journal_path.display()
+                    ));
                 }
                 if let Some(p) = problem {
                     let aside = keep_aside(&journal_path, now_ms);
@@ -189,11 +213,12 @@ impl Store {
             }
         }
 
-        let journal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&journal_path)
-            .map_err(err(&journal_path, "open"))?;
+        let journal = private_fs::open(
+            &journal_path,
+            private_fs::options().create(true).append(true),
+        )
+        .map_err(err(&journal_path, "open"))?;
+        private_fs::tighten(&journal, &journal_path);
         let mut store = Store {
             dir: dir.to_path_buf(),
             journal,
@@ -281,7 +306,7 @@ impl Store {
     }
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64), String> {
+fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64, Vec<String>), String> {
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     match v.get("version").and_then(|x| x.as_u64()) {
         Some(1) => {}
@@ -289,8 +314,8 @@ fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64), String> {
         None => return Err("no version field".into()),
     }
     let snap: Snapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    let (state, _dropped) = snap.state.reindex();
-    Ok((state, snap.seq))
+    let (state, dropped) = snap.state.reindex();
+    Ok((state, snap.seq, dropped))
 }
 
 /// Read journal lines in order. A torn last line (crash mid-write) is
@@ -338,7 +363,7 @@ pub fn write_atomic_with(
 ) -> Result<u64, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let f = File::create(&tmp).map_err(err(&tmp, "create"))?;
+    let f = create_temp(&tmp)?;
     let mut w = io::BufWriter::with_capacity(64 * 1024, f);
     fill(&mut w).map_err(err(&tmp, "write"))?;
     let f = w
@@ -354,26 +379,18 @@ pub fn write_atomic_with(
     Ok(size)
 }
 
-/// Like [`write_atomic`], for files that hold secrets: the file is created
-/// with mode 0600 whatever the umask, and given to the owner of its
-/// directory when we run as root (an administrator's CLI writing the
-/// daemon's state directory).
+/// Like [`write_atomic`], for files written by root's CLI too: the file is
+/// given to the owner of its directory (through its descriptor) when we run
+/// as root. Every file here is created 0600 whatever the umask.
 pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err(&tmp, "create"))?;
+        let mut f = create_temp(&tmp)?;
         f.write_all(bytes).map_err(err(&tmp, "write"))?;
         f.sync_all().map_err(err(&tmp, "fsync"))?;
+        private_fs::give_to_dir_owner(&f, &tmp, dir);
     }
-    give_to_dir_owner(&tmp, dir);
     fs::rename(&tmp, path).map_err(err(path, "replace"))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -381,25 +398,19 @@ pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
     Ok(())
 }
 
-/// When running as root, chown `path` to the owner of `dir`. Best effort: a
-/// failure leaves root's file, which root can still fix by hand.
-pub fn give_to_dir_owner(path: &Path, dir: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    if !crate::sys::is_root() {
-        return;
-    }
-    if let Ok(m) = fs::metadata(dir) {
-        if m.uid() != 0 {
-            if let Err(e) = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())) {
-                log::warn!("cannot give {} to uid {}: {e}", path.display(), m.uid());
-            }
-        }
-    }
+/// A new temp file, 0600, never an existing file or a link someone left
+/// at its name (it is removed first; O_EXCL then refuses anything that
+/// reappears there).
+fn create_temp(tmp: &Path) -> Result<File, StoreError> {
+    let _ = fs::remove_file(tmp);
+    private_fs::open(tmp, private_fs::options().write(true).create_new(true))
+        .map_err(err(tmp, "create"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     use crate::scratch::ScratchDir as TempDir;
 
@@ -593,6 +604,59 @@ mod tests {
         let (_s, state, rep) = Store::open(&d.0, 5).unwrap();
         assert_eq!(keys(&state), ["a"]);
         assert!(rep.warnings[0].contains("bad line 2"), "{:?}", rep.warnings);
+    }
+
+    #[test]
+    fn journal_ops_with_invalid_keys_are_skipped_and_the_rest_kept() {
+        let d = TempDir::new("badkey");
+        let (store, _state, _) = Store::open(&d.0, 0).unwrap();
+        drop(store);
+        let line = |seq: u64, op: Op| serde_json::to_string(&JournalLine { seq, op }).unwrap();
+        let text = [
+            line(1, publish("a", 1)),
+            line(2, publish("bad key\u{202e}", 2)),
+            line(
+                3,
+                Op::Override {
+                    keys: vec!["a".into(), "x/../y".into()],
+                    at: 3,
+                },
+            ),
+            line(4, publish("c", 4)),
+        ]
+        .join("\n");
+        fs::write(d.0.join(JOURNAL), text + "\n").unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 5).unwrap();
+        assert_eq!(keys(&state), ["a", "c"]);
+        assert_eq!(rep.replayed_ops, 2);
+        assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
+        assert!(
+            rep.warnings[0].contains("skipped 2 ops"),
+            "{:?}",
+            rep.warnings
+        );
+    }
+
+    #[test]
+    fn state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = TempDir::new("modes");
+        let dir = d.0.join("fresh");
+        // A journal left 0644 by an older version is tightened too.
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(JOURNAL), b"").unwrap();
+        fs::set_permissions(dir.join(JOURNAL), fs::Permissions::from_mode(0o644)).unwrap();
+        let (mut store, mut state, _) = Store::open(&dir, 0).unwrap();
+        let op = [publish("a", 1)];
+        state.apply(&op[0]);
+        store.append(&op, &state).unwrap();
+        let sub = d.0.join("new/state");
+        let (_s2, _, _) = Store::open(&sub, 0).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(SNAPSHOT)), 0o600);
+        assert_eq!(mode(&dir.join(JOURNAL)), 0o600);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join(SNAPSHOT)), 0o600);
     }
 
     #[test]

@@ -116,3 +116,43 @@ pub fn read_fd(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> std::io::Result<usi
         Ok(n as usize)
     }
 }
+
+/// Set the process umask (files and directories nobody else may read,
+/// whoever starts the daemon and however their shell is set up).
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask cannot fail and touches no memory.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// Become `uid`:`gid` for good (real, effective and saved ids, and no
+/// supplementary groups): root's CLI then touches the daemon's state
+/// directory with exactly its owner's rights, so nothing planted there can
+/// make it write or chown a file the owner could not.
+pub fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let groups = [gid as libc::gid_t];
+    // SAFETY: plain syscalls; `groups` outlives the setgroups call. The CLI
+    // is single-threaded when it calls this, and glibc applies the ids to
+    // every thread anyway.
+    unsafe {
+        check(libc::setgroups(1, groups.as_ptr()))?;
+        check(libc::setresgid(gid, gid, gid))?;
+        check(libc::setresuid(uid, uid, uid))?;
+    }
+    // SAFETY: getters cannot fail and touch no memory.
+    let (now_uid, now_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if now_uid != uid || now_gid != gid {
+        return Err(std::io::Error::other(format!(
+            "still uid {now_uid} gid {now_gid} after switching to {uid}:{gid}"
+        )));
+    }
+    Ok(())
+}

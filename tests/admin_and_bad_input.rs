@@ -114,7 +114,7 @@ fn admin_token_is_required_when_configured() {
             ""
         };
         assert_json_error(
-            &d.admin(path, body, None),
+            &d.request("POST", path, &[("Content-Type", "application/json")], body),
             401,
             &format!("{path} without token"),
         );
@@ -267,7 +267,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_json_error(&d.post("/queue-json", ""), 405, "POST /queue-json");
     assert_json_error(&d.get("/clear-queue"), 405, "GET /clear-queue");
     assert_json_error(&d.get("/kill_ffmpeg"), 405, "GET /kill_ffmpeg");
-    let r = http(d.port, "DELETE", "/on_publish", &[], b"");
+    let r = d.request("DELETE", &d.hook_path("on_publish"), &[], "");
     assert_json_error(&r, 405, "DELETE /on_publish");
 
     // 413: a body over 64 KiB.
@@ -330,11 +330,11 @@ fn hook_forms_first_value_wins_and_get_query_works() {
     assert_eq!(d.queue(), ["alice"]);
     // `notify_method get`: the same form as the query string, empty body.
     let q = publish_body("live", "bob", 2, "");
-    let r = http(d.port, "GET", &format!("/on_publish?{q}"), &[], b"");
+    let r = d.get(&format!("{}?{q}", d.hook_path("on_publish")));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(d.queue(), ["alice", "bob"]);
     let q = publish_done_body("live", "bob", 2);
-    let r = http(d.port, "GET", &format!("/on_publish_done?{q}"), &[], b"");
+    let r = d.get(&format!("{}?{q}", d.hook_path("on_publish_done")));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(d.queue(), ["alice"]);
     // publish_done for a session that was never accepted does not dequeue.

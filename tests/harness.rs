@@ -73,7 +73,8 @@ fn raw_client_matches_nginx_and_relay_reaches_output() {
     let publish = wait_for(Duration::from_secs(10), Duration::from_millis(1), || {
         let req = rx.recv_timeout(Duration::from_millis(100)).ok()?;
         seen.push(String::from_utf8_lossy(&req).to_string());
-        req.starts_with(b"POST /on_publish ").then_some(req)
+        req.starts_with(format!("POST /hook/{}/on_publish ", nginx.hook_secret).as_bytes())
+            .then_some(req)
     })
     .unwrap_or_else(|| panic!("no on_publish from nginx; got {seen:#?}"));
 
@@ -83,7 +84,12 @@ fn raw_client_matches_nginx_and_relay_reaches_output() {
         body.contains("call=publish&name=harnesskey&type=live"),
         "{body}"
     );
-    let ours = request_bytes("POST", "/on_publish", &[], body.as_bytes());
+    let ours = request_bytes(
+        "POST",
+        &format!("/hook/{}/on_publish", nginx.hook_secret),
+        &[],
+        body.as_bytes(),
+    );
     assert_eq!(
         String::from_utf8_lossy(&ours),
         String::from_utf8_lossy(&publish)

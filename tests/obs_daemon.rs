@@ -63,6 +63,7 @@ timer_source = "{timer}"
         nginx_http_port: nginx.http_port,
         extra_toml: extra,
         bin: daemon_bin(),
+        hook_secret: Some(nginx.hook_secret.clone()),
     });
     ObsRig {
         rig: Rig { daemon, nginx },

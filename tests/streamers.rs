@@ -150,12 +150,15 @@ fn registered_keys_only_and_names_never_keys() {
 
     // Renaming is not a thing, but removing is: with registration
     // required, the removed streamer's key no longer streams.
-    let r = http(
-        d.port,
+    let auth = format!("Bearer {}", d.admin_token);
+    let r = d.request(
         "DELETE",
         "/api/streamers",
-        &[],
-        br#"{"name":"Bob"}"#,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"name":"Bob"}"#,
     );
     assert_eq!(r.status, 200, "{r:?}");
     d.wait_queue(&["DJ Alice"], QUICK);
@@ -281,14 +284,14 @@ fn every_moderation_endpoint() {
         keys.push(v["key"].as_str().expect("key").to_string());
     }
     admin_err(d, "/api/streamers", r#"{"name":"ALICE"}"#, 409);
-    let list = d.get("/api/streamers");
+    let list = d.admin_get("/api/streamers");
     assert_eq!(list.status, 200);
     assert!(
         list.body.contains("carol") && !list.body.contains(&keys[2]),
         "{}",
         list.body
     );
-    let shown = d.get("/api/streamers?show_keys=1");
+    let shown = d.admin_get("/api/streamers?show_keys=1");
     assert!(shown.body.contains(&keys[2]), "{}", shown.body);
 
     let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
@@ -421,7 +424,7 @@ fn moderation_needs_the_admin_token() {
         ("/api/slot/default", r#"{"seconds":5}"#),
         ("/api/streamers", r#"{"name":"x"}"#),
     ] {
-        let r = d.admin(path, body, None);
+        let r = d.request("POST", path, &[("Content-Type", "application/json")], body);
         assert_eq!(r.status, 401, "{path}: {r:?}");
     }
     assert_eq!(d.get("/api/streamers").status, 401);

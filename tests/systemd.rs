@@ -110,6 +110,7 @@ impl Sd {
         let port = free_port();
         let nginx = Nginx::start(port);
         fs::create_dir_all(dir.join("state")).expect("state dir");
+        fs::write(dir.join("state/hook.secret"), &nginx.hook_secret).expect("hook secret");
         let cfg = format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[rtmp]\nport = {}\n[state]\ndir = \"{}\"\n\
              [relay]\nlog_file = \"{}\"\n[log]\nlevel = \"info\"\n",
@@ -311,6 +312,10 @@ fn nothing_is_sent_without_notify_socket_and_journald_gets_priorities() {
         dir.path().display()
     );
     fs::write(dir.join("ms.toml"), cfg).expect("config");
+    fs::write(dir.join("hook.secret"), &nginx.hook_secret).expect("hook secret");
+    let hook = |port: u16, name: &str, body: &str| {
+        post(port, &format!("/hook/{}/{name}", nginx.hook_secret), body)
+    };
     let log = fs::File::create(dir.join("daemon.log")).expect("log");
     let child = Command::new(daemon_bin())
         .arg("--config")

@@ -356,7 +356,7 @@ impl Engine {
                 });
                 match r {
                     Ok(((name, key), reg)) => {
-                        log::info!("streamer {name} added");
+                        log::info!("streamer {} added", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
                             Reply::json(
@@ -371,7 +371,7 @@ impl Engine {
             }
             StreamerRequest::Remove { name } => match registry::update(&dir, |r| r.remove(&name)) {
                 Ok((s, reg)) => {
-                    log::info!("streamer {} removed", s.name);
+                    log::info!("streamer {} removed", crate::log::escape(&s.name));
                     self.set_registry(reg);
                     (
                         Reply::json(200, json!({"ok": true, "removed": s.name})),
@@ -389,7 +389,7 @@ impl Engine {
                 });
                 match r {
                     Ok(((name, key, old), reg)) => {
-                        log::info!("streamer {name} has a new key");
+                        log::info!("streamer {} has a new key", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
                             Reply::json(200, json!({"ok": true, "name": name, "key": key})),
@@ -403,7 +403,8 @@ impl Engine {
                 match registry::update(&dir, |r| r.set_slot(&name, slot_seconds)) {
                     Ok(((), reg)) => {
                         log::info!(
-                            "streamer {name}'s slot: {}",
+                            "streamer {}'s slot: {}",
+                            crate::log::escape(&name),
                             slot_seconds.map_or("the default".into(), |s| format!("{s} s"))
                         );
                         self.set_registry(reg);

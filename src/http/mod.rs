@@ -7,7 +7,6 @@ mod admin_api;
 mod overlay;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,8 +15,10 @@ use crossbeam_channel::Sender;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::auth;
 use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
 use crate::hook::{Hook, HookKind};
+use crate::log::escape;
 use crate::secret::ct_eq;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
@@ -112,14 +113,168 @@ fn read_body(req: &mut Request) -> Body {
     }
 }
 
+/// The request headers the access checks look at.
+struct Heads {
+    host: Option<String>,
+    origin: Option<String>,
+    fetch_site: Option<String>,
+    content_type: Option<String>,
+    auth: Option<String>,
+}
+
+impl Heads {
+    fn of(req: &Request) -> Heads {
+        let get = |name: &'static str| {
+            req.headers()
+                .iter()
+                .find(|h| h.field.equiv(name))
+                .map(|h| h.value.as_str().to_string())
+        };
+        Heads {
+            host: get("Host"),
+            origin: get("Origin"),
+            fetch_site: get("Sec-Fetch-Site"),
+            content_type: get("Content-Type"),
+            auth: get("Authorization"),
+        }
+    }
+
+    /// Refuse what a browser sends for another origin (see
+    /// [`auth::same_origin`]): on every admin call and every request that
+    /// could change something.
+    fn refuse_cross_site(&self, path: &str, who: &str) -> Result<(), Reply> {
+        match auth::same_origin(
+            self.host.as_deref(),
+            self.origin.as_deref(),
+            self.fetch_site.as_deref(),
+        ) {
+            Ok(()) => Ok(()),
+            Err(c) => {
+                let what = match &c {
+                    auth::CrossSite::FetchSite(s) => format!("Sec-Fetch-Site: {}", escape(s)),
+                    auth::CrossSite::Origin(o) => format!("Origin: {}", escape(o)),
+                };
+                warn_limited(format_args!(
+                    "refused {} from {who}: a cross-site request ({what})",
+                    escape(path)
+                ));
+                Err(Reply::error(
+                    403,
+                    "cross-site requests are refused; call this endpoint from the same origin or without a browser",
+                ))
+            }
+        }
+    }
+}
+
+/// Where a hook request's path leads.
+#[derive(Debug, PartialEq, Eq)]
+enum HookRoute {
+    /// `/hook/<right secret>/on_…`
+    Hook(HookKind),
+    /// `/hook/<right secret>/<not a hook>`
+    Unknown,
+    /// `/hook/<wrong secret>/…`
+    WrongSecret,
+    /// A bare `/on_…` path, as before hooks had a secret.
+    Bare(HookKind),
+    /// Not a hook path at all.
+    NotHook,
+}
+
+fn hook_route(path: &str, secret: &str) -> HookRoute {
+    if let Some(rest) = path.strip_prefix(auth::HOOK_PREFIX) {
+        let (given, name) = rest.split_once('/').unwrap_or((rest, ""));
+        if !ct_eq(given.as_bytes(), secret.as_bytes()) {
+            return HookRoute::WrongSecret;
+        }
+        return match HookKind::from_path(&format!("/{name}")) {
+            Some(k) => HookRoute::Hook(k),
+            None => HookRoute::Unknown,
+        };
+    }
+    match HookKind::from_path(path) {
+        Some(k) => HookRoute::Bare(k),
+        None => HookRoute::NotHook,
+    }
+}
+
 fn handle(mut req: Request, ctx: &Ctx) {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let heads = Heads::of(&req);
+    let who = addr_of(&req);
+    let settings = engine::read(&ctx.settings);
+    // DNS rebinding: a page of a foreign name that resolves to this host
+    // sends its own name as Host. Nothing is answered to such requests.
+    if !auth::host_allowed(heads.host.as_deref(), &settings.allowed_hosts) {
+        warn_limited(format_args!(
+            "refused {} from {who}: Host {} is not a name of this server (localhost, an IP address or [http] allowed_hosts)",
+            escape(path),
+            heads.host.as_deref().map_or("(none)".into(), |h| format!("{:?}", escape(h)))
+        ));
+        return respond(
+            req,
+            Reply::error(
+                403,
+                "the Host header must be localhost, an IP address or one of [http] allowed_hosts",
+            ),
+            &[],
+        );
+    }
+    let route = hook_route(path, &settings.hook_secret);
+    match route {
+        HookRoute::WrongSecret | HookRoute::Unknown | HookRoute::Hook(_) => {
+            if let Err(r) = heads.refuse_cross_site("a hook", &who) {
+                return respond(req, r, &[]);
+            }
+        }
+        _ => {}
+    }
+    match route {
+        HookRoute::WrongSecret => {
+            warn_limited(format_args!(
+                "refused a hook call from {who}: wrong hook secret in the URL"
+            ));
+            return respond(req, Reply::error(403, "wrong hook secret"), &[]);
+        }
+        HookRoute::Bare(kind) => {
+            warn_limited(format_args!(
+                "refused {} from {who}: hook URLs need the hook secret (/hook/<secret>/{}; the secret is in [http] hook_secret_file, default <state dir>/hook.secret)",
+                kind.as_str(),
+                kind.as_str()
+            ));
+            return respond(
+                req,
+                Reply::error(
+                    403,
+                    format!(
+                        "hooks are called at /hook/<secret>/{}, with the secret from [http] hook_secret_file",
+                        kind.as_str()
+                    ),
+                ),
+                &[],
+            );
+        }
+        HookRoute::Unknown => {
+            return respond(req, Reply::error(404, "no such hook"), &[]);
+        }
+        HookRoute::Hook(_) | HookRoute::NotHook => {}
+    }
+    let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
+    let is_admin = admin_api::allowed(path).is_some()
+        || matches!(path, "/kill_ffmpeg" | "/clear-queue" | "/override-queue");
+    if is_admin || !read_only(req.method()) {
+        if let Err(r) = heads.refuse_cross_site(path, &who) {
+            return respond(req, r, &[]);
+        }
+    }
     let body = match read_body(&mut req) {
         Body::Ok(b) => b,
         Body::TooLarge => {
             warn_limited(format_args!(
-                "refused {path}: body over {MAX_BODY} bytes from {}",
+                "refused {}: body over {MAX_BODY} bytes from {}",
+                escape(path),
                 addr_of(&req)
             ));
             return respond(
@@ -137,14 +292,8 @@ fn handle(mut req: Request, ctx: &Ctx) {
         }
     };
     let method = req.method().clone();
-    let remote = req.remote_addr().copied();
-    let auth = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().to_string());
 
-    if let Some(kind) = HookKind::from_path(path) {
+    if let HookRoute::Hook(kind) = route {
         if !matches!(method, Method::Post | Method::Get) {
             return respond(
                 req,
@@ -163,7 +312,6 @@ fn handle(mut req: Request, ctx: &Ctx) {
         };
     }
 
-    let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
     let (reply, html) = match path {
         "/queue-json" | "/api/status" | "/queue-list" | "/timer" | "/healthz"
             if !read_only(&method) =>
@@ -206,7 +354,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if !allow.split(", ").any(|m| m == method.as_str()) {
                 return respond(req, method_not_allowed(allow), &[("Allow", allow)]);
             }
-            if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
+            if let Err(r) = authorize(&settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
             match admin_api::parse(path, &method, &body, query) {
@@ -231,7 +379,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if method != Method::Post {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
             }
-            if let Err(r) = authorize(ctx, auth.as_deref(), remote, path) {
+            if let Err(r) = authorize(&settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
             match admin(path, &body) {
@@ -276,66 +424,49 @@ fn method_not_allowed(allowed: &str) -> Reply {
     Reply::error(405, format!("method not allowed; use {allowed}"))
 }
 
-/// Why an admin request was refused.
-#[derive(Debug, PartialEq, Eq)]
-enum Denied {
-    /// A token is configured and the request lacks it (401).
-    BadToken,
-    /// No token is configured and the client is not on loopback (403).
-    NotLoopback,
+/// Whether `auth` (an `Authorization` header) carries `token`. Pure, so
+/// every branch is unit-tested without a network. There is no "loopback is
+/// enough": a page in a browser on this host is on loopback too.
+fn token_ok(token: &str, auth: Option<&str>) -> bool {
+    let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    !token.is_empty() && ct_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
-/// Admin mutations: with a token configured, `Authorization: Bearer <token>`
-/// is required (from anywhere); without one, only loopback clients may
-/// mutate. Pure, so every branch is unit-tested without a network.
-fn admin_allowed(
-    token: Option<&str>,
-    auth: Option<&str>,
-    remote: Option<SocketAddr>,
-) -> Result<(), Denied> {
-    match token {
-        Some(token) => {
-            let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-            if ct_eq(given.trim().as_bytes(), token.as_bytes()) {
-                Ok(())
-            } else {
-                Err(Denied::BadToken)
-            }
-        }
-        None if remote.is_some_and(|a| a.ip().is_loopback()) => Ok(()),
-        None => Err(Denied::NotLoopback),
-    }
-}
-
+/// Admin calls need the token; those with a body must declare it JSON (a
+/// page can send `text/plain` or form bodies cross-site without asking,
+/// never `application/json`).
 fn authorize(
-    ctx: &Ctx,
-    auth: Option<&str>,
-    remote: Option<SocketAddr>,
+    s: &Settings,
+    heads: &Heads,
+    method: &Method,
+    body: &str,
+    who: &str,
     path: &str,
 ) -> Result<(), Reply> {
-    let s = engine::read(&ctx.settings);
-    let who = remote.map_or("unknown".into(), |a| a.to_string());
-    match admin_allowed(s.admin_token.as_deref(), auth, remote) {
-        Ok(()) => Ok(()),
-        Err(Denied::BadToken) => {
-            warn_limited(format_args!(
-                "refused {path} from {who}: missing or wrong admin token"
-            ));
-            Err(Reply::error(
-                401,
-                "admin token required: Authorization: Bearer <token>",
-            ))
-        }
-        Err(Denied::NotLoopback) => {
-            warn_limited(format_args!(
-                "refused {path} from {who}: no admin token is configured, so only loopback clients may change the queue"
-            ));
-            Err(Reply::error(
-                403,
-                "admin endpoints accept loopback clients only unless an admin token is configured",
-            ))
-        }
+    if !token_ok(&s.admin_token, heads.auth.as_deref()) {
+        warn_limited(format_args!(
+            "refused {path} from {who}: missing or wrong admin token"
+        ));
+        return Err(Reply::error(
+            401,
+            "admin token required: Authorization: Bearer <token> (the token is in [http] admin_token_file, default <state dir>/admin.token)",
+        ));
     }
+    let needs_json = *method == Method::Post || (*method == Method::Delete && !body.is_empty());
+    if needs_json && !auth::is_json(heads.content_type.as_deref()) {
+        warn_limited(format_args!(
+            "refused {path} from {who}: Content-Type {} is not application/json",
+            heads
+                .content_type
+                .as_deref()
+                .map_or("(none)".into(), |c| format!("{:?}", escape(c)))
+        ));
+        return Err(Reply::error(
+            415,
+            "admin requests must be sent with Content-Type: application/json",
+        ));
+    }
+    Ok(())
 }
 
 fn admin(path: &str, body: &str) -> Answer {
@@ -401,8 +532,9 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
         }
         HookKind::Publish => {
             warn_limited(format_args!(
-                "refused a publish to unknown application {:?} from {}",
-                h.app, h.addr
+                "refused a publish to unknown application \"{}\" from {}",
+                escape(&h.app),
+                h.addr
             ));
             Reply::error(
                 403,
@@ -546,50 +678,57 @@ pub(crate) fn warn_limited(args: std::fmt::Arguments) {
 mod tests {
     use super::*;
 
-    fn addr(s: &str) -> Option<SocketAddr> {
-        Some(s.parse().unwrap())
+    #[test]
+    fn admin_token_is_always_required() {
+        assert!(token_ok("tok-123", Some("Bearer tok-123")));
+        assert!(token_ok("tok-123", Some("Bearer  tok-123 ")));
+        for bad in [
+            None,
+            Some("Bearer tok-12"),
+            Some("Bearer tok-1234"),
+            Some("tok-123"),
+            Some("Basic tok-123"),
+            Some("Bearer "),
+            Some("bearer tok-123"),
+        ] {
+            assert!(!token_ok("tok-123", bad), "{bad:?}");
+        }
+        assert!(
+            !token_ok("", Some("Bearer ")),
+            "an empty token never matches"
+        );
     }
 
     #[test]
-    fn admin_auth_without_token_is_loopback_only() {
-        assert_eq!(admin_allowed(None, None, addr("127.0.0.1:5")), Ok(()));
-        assert_eq!(admin_allowed(None, None, addr("[::1]:5")), Ok(()));
-        for remote in ["192.0.2.7:5", "10.0.0.1:5", "[2001:db8::1]:5"] {
-            assert_eq!(
-                admin_allowed(None, Some("Bearer x"), addr(remote)),
-                Err(Denied::NotLoopback),
-                "{remote}"
-            );
+    fn hook_paths_need_the_secret() {
+        let s = "0123abcd";
+        assert_eq!(
+            hook_route("/hook/0123abcd/on_publish", s),
+            HookRoute::Hook(HookKind::Publish)
+        );
+        assert_eq!(
+            hook_route("/hook/0123abcd/on_publish_done", s),
+            HookRoute::Hook(HookKind::PublishDone)
+        );
+        assert_eq!(hook_route("/hook/0123abcd/nope", s), HookRoute::Unknown);
+        assert_eq!(hook_route("/hook/0123abcd", s), HookRoute::Unknown);
+        for wrong in [
+            "/hook/0123abce/on_publish",
+            "/hook/0123abc/on_publish",
+            "/hook//on_publish",
+            "/hook/on_publish",
+            "/hook/",
+        ] {
+            assert_eq!(hook_route(wrong, s), HookRoute::WrongSecret, "{wrong}");
         }
-        assert_eq!(admin_allowed(None, None, None), Err(Denied::NotLoopback));
-    }
-
-    #[test]
-    fn admin_auth_with_token_needs_it_from_everywhere() {
-        let t = Some("tok-123");
-        for remote in ["127.0.0.1:5", "192.0.2.7:5"] {
-            assert_eq!(
-                admin_allowed(t, Some("Bearer tok-123"), addr(remote)),
-                Ok(())
-            );
-            assert_eq!(
-                admin_allowed(t, None, addr(remote)),
-                Err(Denied::BadToken),
-                "loopback is not enough once a token exists"
-            );
-            for bad in [
-                "Bearer tok-12",
-                "Bearer tok-1234",
-                "tok-123",
-                "Basic tok-123",
-                "Bearer ",
-            ] {
-                assert_eq!(
-                    admin_allowed(t, Some(bad), addr(remote)),
-                    Err(Denied::BadToken),
-                    "{bad}"
-                );
-            }
-        }
+        assert_eq!(
+            hook_route("/on_publish", s),
+            HookRoute::Bare(HookKind::Publish)
+        );
+        assert_eq!(hook_route("/queue-json", s), HookRoute::NotHook);
+        assert_eq!(
+            hook_route("/hooks/0123abcd/on_publish", s),
+            HookRoute::NotHook
+        );
     }
 }

@@ -18,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::flv::{self, Tag};
 use super::restart::copy_stderr;
 use super::{RelayEvent, RelaySpec};
+use crate::redact::Redactor;
 use crate::sys;
 
 /// Chunks (about one tag each) the writer may lag behind: ~4 s of a
@@ -101,7 +102,10 @@ impl Output {
                 "--- output run {run} started {} (pid {pid}) ---",
                 crate::log::timestamp(std::time::SystemTime::now())
             );
-            let redact = super::Redactor::new(url);
+            let redact = match url.split_once('?') {
+                Some((_, q)) => Redactor::new().hide(q, "<secret>"),
+                None => Redactor::new(),
+            };
             std::thread::Builder::new()
                 .name("output-stderr".into())
                 .spawn(move || {

@@ -8,9 +8,8 @@
 //! process is exiting, which becomes the `Exited` event (no polling).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,7 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::{rtmp_url, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Streamer, Want};
-use crate::sys;
+use crate::redact::Redactor;
+use crate::{private_fs, sys};
 
 /// How many stderr lines are kept for the daemon log when a relay fails.
 const TAIL_LINES: usize = 12;
@@ -89,6 +89,7 @@ impl RelayRun {
         key: &str,
         input: &str,
         output: &str,
+        redact: &Redactor,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<RelayRun> {
         let args = build_args(&spec.args, input, output);
@@ -115,8 +116,7 @@ impl RelayRun {
                 "--- relay run {run} started {} (pid {pid}) ---",
                 crate::log::timestamp(std::time::SystemTime::now())
             );
-            let mut redact = super::Redactor::new(output);
-            redact.add(key, "<key>");
+            let redact = redact.clone();
             spawn_reader("relay-stderr", move || {
                 let tail = copy_stderr(err, &log_path, max, &header, &redact);
                 let _ = events.send(RelayEvent::Exited { run, tail });
@@ -309,12 +309,23 @@ impl RestartRelay {
             self.secret
         );
         let name = self.name(key);
+        // Without a registry the key is the public name; still no reason
+        // to copy it into a log file.
+        let stand_in = if name == key {
+            crate::registry::fingerprint(key)
+        } else {
+            name.clone()
+        };
+        let redact = Redactor::new()
+            .hide(key, &stand_in)
+            .hide(&self.secret, "<secret>");
         match RelayRun::spawn(
             &self.spec,
             self.run,
             key,
             &input,
             &output,
+            &redact,
             self.events.clone(),
         ) {
             Ok(relay) => {
@@ -553,7 +564,7 @@ pub(super) fn copy_stderr(
     path: &Path,
     max: u64,
     header: &str,
-    redact: &super::Redactor,
+    redact: &Redactor,
 ) -> Vec<String> {
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut log = CappedLog::open(path, max);
@@ -593,13 +604,9 @@ impl CappedLog {
     }
 
     fn reopen(&mut self) {
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)
-        {
+        match private_fs::open(&self.path, private_fs::options().create(true).append(true)) {
             Ok(f) => {
+                private_fs::tighten(&f, &self.path);
                 self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(f);
             }
@@ -674,7 +681,7 @@ mod tests {
             &path,
             300,
             "--- header ---",
-            &super::super::Redactor::default(),
+            &Redactor::default(),
         );
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().unwrap(), "line 099");

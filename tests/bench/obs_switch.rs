@@ -267,6 +267,7 @@ fn main() {
             obs::NAME
         ),
         bin: daemon_bin(),
+        hook_secret: Some(nginx.hook_secret.clone()),
     });
     let mut c = obs.client();
     let player = Player::start(&nginx.rtmp_url("motherstream", "live"), &dir);

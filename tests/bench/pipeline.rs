@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 /// being skipped (`max_failures`), and read no `stat_url`, or the restart
 /// measured below would reconcile with nginx and drop them all.
 const BENCH_TOML: &str =
-    "[log]\nlevel = \"warn\"\n[relay]\nmax_failures = 1000\n[rtmp]\nstat_url = \"\"\n";
+    "[log]\nlevel = \"warn\"\n[relay]\nmax_failures = 1000\n[rtmp]\nstat_url = \"\"\n\
+     [queue]\nmax_length = 1000000\n";
 
 fn quick() -> bool {
     std::env::var_os("MS_BENCH_QUICK").is_some()
@@ -309,11 +310,12 @@ fn switch_gap(rig: &Rig, runs: usize) -> (Vec<f64>, Vec<f64>) {
         // 10 ms from another thread, its worst latency recorded.
         let stop_probe = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let port = d.port;
+        let connect_path = d.hook_path("on_connect");
         let sp = stop_probe.clone();
         let prober = std::thread::spawn(move || {
             let req = request_bytes(
                 "POST",
-                "/on_connect",
+                &connect_path,
                 &[],
                 connect_body("live", 1935).as_bytes(),
             );
@@ -449,6 +451,8 @@ fn main() {
 
     let mut rig = Rig::start(BENCH_TOML);
     let port = rig.daemon.port;
+    let connect_path = rig.daemon.hook_path("on_connect");
+    let publish_path = rig.daemon.hook_path("on_publish");
     let pid = rig.daemon.pid();
 
     // Start to serving: the first start plus four restarts on an empty state.
@@ -482,7 +486,7 @@ fn main() {
     let (bport, stop) = baseline_server();
     let connect0 = request_bytes(
         "POST",
-        "/on_connect",
+        &connect_path,
         &[],
         connect_body("live", 1935).as_bytes(),
     );
@@ -497,7 +501,7 @@ fn main() {
     let _ = TcpStream::connect(("127.0.0.1", bport));
     let connect = request_bytes(
         "POST",
-        "/on_connect",
+        &connect_path,
         &[],
         connect_body("live", 1935).as_bytes(),
     );
@@ -525,7 +529,7 @@ fn main() {
         let l = load(port, c, n, limit, &|i| {
             request_bytes(
                 "POST",
-                "/on_publish",
+                &publish_path,
                 &[],
                 publish_body("live", &format!("k{}", b + i), (b + i) as u64, "").as_bytes(),
             )
@@ -545,7 +549,7 @@ fn main() {
     let fill = load(port, 64, 10_000, Duration::from_secs(120), &|i| {
         request_bytes(
             "POST",
-            "/on_publish",
+            &publish_path,
             &[],
             publish_body("live", &format!("f{}", b + i), (b + i) as u64, "").as_bytes(),
         )
@@ -560,7 +564,7 @@ fn main() {
     let l = load(port, 64, p64, limit, &|i| {
         request_bytes(
             "POST",
-            "/on_publish",
+            &publish_path,
             &[],
             publish_body("live", &format!("k{}", b + i), (b + i) as u64, "").as_bytes(),
         )

@@ -147,6 +147,10 @@ pub struct Nginx {
     pub rtmp_port: u16,
     pub http_port: u16,
     pub hook_port: u16,
+    /// The secret path segment of the hook URLs this nginx calls
+    /// (`/hook/<secret>/on_publish`); give it to the daemon
+    /// (`DaemonOpts::hook_secret`).
+    pub hook_secret: String,
     child: Child,
     dir: TempDir,
 }
@@ -169,13 +173,15 @@ impl Nginx {
         for d in ["logs", "run", "tmp"] {
             fs::create_dir_all(dir.join(d)).expect("mkdir nginx dir");
         }
+        let hook_secret = random_hex(16);
         let mut last_err = String::new();
         // A port picked by free_port() can be taken by someone else before
         // nginx binds it: retry with new ports a few times.
         for _attempt in 0..3 {
             let rtmp_port = free_port();
             let http_port = free_port();
-            let conf = nginx_conf(dir.path(), rtmp_port, http_port, hook_port, opts);
+            let hooks = format!("http://127.0.0.1:{hook_port}/hook/{hook_secret}");
+            let conf = nginx_conf(dir.path(), rtmp_port, http_port, &hooks, opts);
             fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
             let _ = fs::remove_file(dir.join("run/nginx.pid"));
             let p = dir.path();
@@ -215,6 +221,7 @@ impl Nginx {
                         rtmp_port,
                         http_port,
                         hook_port,
+                        hook_secret,
                         child,
                         dir,
                     }
@@ -281,15 +288,18 @@ fn between<'a>(s: &'a str, a: &str, b: &str) -> Option<&'a str> {
     Some(&s[i..j])
 }
 
-fn nginx_conf(
-    dir: &Path,
-    rtmp_port: u16,
-    http_port: u16,
-    hook_port: u16,
-    opts: &NginxOpts,
-) -> String {
+/// `bytes` random bytes from the kernel, hex (test secrets).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `h` is the hook URL base, e.g. `http://127.0.0.1:PORT/hook/SECRET`.
+fn nginx_conf(dir: &Path, rtmp_port: u16, http_port: u16, h: &str, opts: &NginxOpts) -> String {
     let d = dir.display();
-    let h = format!("http://127.0.0.1:{hook_port}");
     let hooks = format!(
         "on_publish {h}/on_publish;\n      on_publish_done {h}/on_publish_done;\n      \
          on_done {h}/on_done;\n      on_play {h}/on_play;\n      on_play_done {h}/on_play_done;"
@@ -826,6 +836,10 @@ pub struct DaemonOpts {
     pub extra_toml: String,
     /// Path of the binary (default: the one cargo built for this test).
     pub bin: PathBuf,
+    /// Hook secret written to `<state>/hook.secret` before the first start
+    /// (the one the test's nginx uses, `Nginx::hook_secret`). None: the
+    /// daemon creates its own.
+    pub hook_secret: Option<String>,
 }
 
 /// The real motherstream binary with a generated config and a private
@@ -833,6 +847,10 @@ pub struct DaemonOpts {
 pub struct Daemon {
     pub port: u16,
     pub listen: String,
+    /// The admin token and hook secret in effect (read from the daemon's
+    /// files after each start, as the CLI does).
+    pub admin_token: String,
+    pub hook_secret: String,
     child: Option<Child>,
     bin: PathBuf,
     dir: TempDir,
@@ -895,6 +913,16 @@ target = "stderr"
             toml::to_string(&table).expect("TOML"),
         )
         .expect("write config");
+        if let Some(secret) = &opts.hook_secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join("state/hook.secret"))
+                .expect("write hook.secret");
+            writeln!(f, "{secret}").expect("write hook.secret");
+        }
         let port = opts
             .listen
             .rsplit_once(':')
@@ -903,6 +931,8 @@ target = "stderr"
         let mut d = Daemon {
             port,
             listen: opts.listen,
+            admin_token: String::new(),
+            hook_secret: String::new(),
             child: None,
             bin: opts.bin,
             dir,
@@ -955,7 +985,11 @@ target = "stderr"
         });
         self.last_start = t0.elapsed();
         match ok {
-            Some(Ok(())) => self.child = Some(child),
+            Some(Ok(())) => {
+                self.child = Some(child);
+                self.admin_token = self.secret("admin_token_file", "admin.token");
+                self.hook_secret = self.secret("hook_secret_file", "hook.secret");
+            }
             Some(Err(st)) => panic!(
                 "motherstream exited {st} before serving on port {port}:\n{}",
                 tail(&self.log_path(), 60)
@@ -969,6 +1003,24 @@ target = "stderr"
                 )
             }
         }
+    }
+
+    /// First line of the secret file `[http] key` names, else of
+    /// `<state>/default_name` (where the daemon creates it).
+    fn secret(&self, key: &str, default_name: &str) -> String {
+        let cfg: toml::Table = fs::read_to_string(self.config_path())
+            .expect("read config")
+            .parse()
+            .expect("config TOML");
+        let path = cfg
+            .get("http")
+            .and_then(|h| h.get(key))
+            .and_then(|v| v.as_str())
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| self.state_dir().join(default_name), PathBuf::from);
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the daemon serves but {path:?} is unreadable: {e}"));
+        text.lines().next().unwrap_or("").trim().to_string()
     }
 
     fn connect_addr(&self) -> String {
@@ -1056,27 +1108,36 @@ target = "stderr"
         http_to(&self.connect_addr(), "POST", path, &[], body.as_bytes())
     }
 
-    pub fn hook(&self, name: &str, body: &str) -> Resp {
-        self.post(&format!("/{name}"), body)
+    /// Any request, headers as given (Host is always `127.0.0.1`).
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+        http_to(&self.connect_addr(), method, path, headers, body.as_bytes())
     }
 
-    /// POST an admin mutation, with `Authorization: Bearer <token>` if given.
+    /// The path nginx calls for hook `name`: `/hook/<secret>/<name>`.
+    pub fn hook_path(&self, name: &str) -> String {
+        format!("/hook/{}/{name}", self.hook_secret)
+    }
+
+    /// POST a hook as nginx does, at its secret URL.
+    pub fn hook(&self, name: &str, body: &str) -> Resp {
+        self.post(&self.hook_path(name), body)
+    }
+
+    /// POST an admin call as a JSON body with `Authorization: Bearer
+    /// <token>`: the given token, or (None) the daemon's own.
     pub fn admin(&self, path: &str, body: &str, token: Option<&str>) -> Resp {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a.as_str()));
-        }
-        if path == "/override-queue" {
-            headers.push(("Content-Type", "application/json"));
-        }
-        http_to(
-            &self.connect_addr(),
-            "POST",
-            path,
-            &headers,
-            body.as_bytes(),
-        )
+        let auth = format!("Bearer {}", token.unwrap_or(&self.admin_token));
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        self.request("POST", path, &headers, body)
+    }
+
+    /// GET an admin endpoint with the daemon's token.
+    pub fn admin_get(&self, path: &str) -> Resp {
+        let auth = format!("Bearer {}", self.admin_token);
+        self.request("GET", path, &[("Authorization", auth.as_str())], "")
     }
 
     /// Enqueue `name` with a raw on_publish (no real stream behind it).
@@ -1191,6 +1252,7 @@ impl Rig {
             nginx_http_port: nginx.http_port,
             extra_toml: extra_toml.to_string(),
             bin: daemon_bin(),
+            hook_secret: Some(nginx.hook_secret.clone()),
         });
         Rig { daemon, nginx }
     }
@@ -1242,4 +1304,42 @@ impl Rig {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- cli
+
+/// What a run of the CLI printed, and its exit code.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `motherstream --config CONFIG ARGS…` (the CLI) to completion.
+pub fn run_cli(config: &Path, args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null());
+    for k in DAEMON_ENV {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("run the motherstream CLI");
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The permission bits of a file or directory (not following a link).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }

@@ -54,7 +54,8 @@ fi
 for want in 'Type=notify' 'NotifyAccess=main' 'Restart=on-failure' \
   'ExecReload=/bin/kill -HUP $MAINPID' 'User=motherstream' \
   'StateDirectory=motherstream' 'LogsDirectory=motherstream' \
-  'ConfigurationDirectory=motherstream' 'SystemCallErrorNumber=EPERM'; do
+  'ConfigurationDirectory=motherstream' 'SystemCallErrorNumber=EPERM' \
+  'StateDirectoryMode=0700' 'LogsDirectoryMode=0700' 'UMask=0077'; do
   if grep -qxF "$want" "$unit"; then pass "unit has $want"; else fail "unit lacks $want"; fi
 done
 if grep -qE '^WatchdogSec=[1-9]' "$unit"; then pass "unit has a WatchdogSec"; else fail "unit lacks WatchdogSec"; fi
