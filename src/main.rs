@@ -344,6 +344,12 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
 
     let state_dir = cfg.state_dir();
+    motherstream::private_fs::create_dir(&state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
     // Both secrets exist from the first start on: nothing is open to
     // "anyone on loopback" while an operator has not configured them.
     let secret_at = |path: std::path::PathBuf, what: &str| {

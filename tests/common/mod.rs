@@ -1027,8 +1027,18 @@ target = "stderr"
         self.dir.join("motherstream.toml")
     }
 
+    /// `[state] dir` of the daemon's config (the harness's default unless
+    /// the test set its own).
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.join("state")
+        fs::read_to_string(self.config_path())
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|c| {
+                c.get("state")
+                    .and_then(|s| s.get("dir"))
+                    .and_then(|d| d.as_str().map(PathBuf::from))
+            })
+            .unwrap_or_else(|| self.dir.join("state"))
     }
 
     pub fn log_path(&self) -> PathBuf {
