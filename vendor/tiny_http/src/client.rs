@@ -6,8 +6,11 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{HTTPVersion, Header, Method};
+use crate::limits::{Limits, Tracked};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -34,6 +37,14 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // motherstream patch: the limits, the connection's deadline and entry in
+    // the connection table, the bytes of the current head so far, and
+    // whether bytes a client sent are still unread when the connection ends.
+    limits: Arc<Limits>,
+    tracked: Option<Arc<Tracked>>,
+    head_bytes: usize,
+    linger_on_close: bool,
 }
 
 /// Error that can happen when reading a request.
@@ -41,6 +52,11 @@ pub struct ClientConnection {
 enum ReadError {
     WrongRequestLine,
     WrongHeader(HTTPVersion),
+    // motherstream patch: head limits.
+    /// the request line is longer than `Limits::max_line_bytes` (414)
+    RequestLineTooLong,
+    /// a header line, the head or the number of headers is over its limit (431)
+    HeadTooLarge(HTTPVersion, &'static str),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
@@ -51,6 +67,8 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Arc<Limits>,
+        tracked: Option<Arc<Tracked>>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +83,10 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            tracked,
+            head_bytes: 0,
+            linger_on_close: false,
         }
     }
 
@@ -77,21 +99,31 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// motherstream patch: `Ok(None)` when the line, or the head so far, is
+    /// over its limit (the rest of the line is left unread).
+    fn read_next_line(&mut self) -> IoResult<Option<AsciiString>> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
+            if buf.len() >= self.limits.max_line_bytes
+                || self.head_bytes >= self.limits.max_head_bytes
+            {
+                return Ok(None);
+            }
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+            self.head_bytes += 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
+                    .map(Some)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }
 
@@ -104,10 +136,18 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // motherstream patch: one deadline for the wait, the head and the body.
+        self.head_bytes = 0;
+        if let Some(t) = &self.tracked {
+            t.start_reading(self.limits.request_timeout);
+        }
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line()
+                    .map_err(ReadError::ReadIoError)?
+                    .ok_or(ReadError::RequestLineTooLong)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,11 +158,19 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line()
+                        .map_err(ReadError::ReadIoError)?
+                        .ok_or_else(|| {
+                            ReadError::HeadTooLarge(version.clone(), "request head too large")
+                        })?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ReadError::HeadTooLarge(version, "too many header lines"));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -153,6 +201,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            Some(self.limits.max_body),
         )
         .map_err(|e| {
             use crate::request;
@@ -164,8 +213,57 @@ impl ClientConnection {
             }
         })?;
 
+        // motherstream patch
+        if let Some(t) = &self.tracked {
+            t.handed_out();
+        }
+        if request.unread_body {
+            self.no_more_requests = true;
+            self.linger_on_close = true;
+        }
+
         // return the request
         Ok(request)
+    }
+
+    // motherstream patch: refuse a request with a short JSON answer and end
+    // the connection. When the client may still be sending, keep reading
+    // for a while first, so that our close does not turn into a reset that
+    // destroys the answer before the client reads it.
+    fn refuse(&mut self, status: u16, version: HTTPVersion, why: &str, linger: bool) {
+        use crate::{Response, StatusCode};
+        let body = format!("{{\"error\":\"{}\"}}", why);
+        let mut response = Response::from_string(body).with_status_code(StatusCode(status));
+        if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+            response.add_header(h);
+        }
+        if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+            response.add_header(h);
+        }
+        let mut writer = self.sink.next().unwrap();
+        if response.raw_print(&mut writer, version, &[], false, None).is_ok() {
+            let _ = std::io::Write::flush(&mut writer);
+        }
+        drop(writer);
+        if linger {
+            self.linger();
+        }
+    }
+
+    // motherstream patch: read and drop what the client still sends, for at
+    // most `Limits::linger`, in a fixed buffer.
+    fn linger(&mut self) {
+        let until = Instant::now() + self.limits.linger;
+        if let Some(t) = &self.tracked {
+            t.read_for(self.limits.linger);
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        while Instant::now() < until {
+            match self.next_header_source.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
     }
 }
 
@@ -180,43 +278,49 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            // motherstream patch: the last request's body is still arriving.
+            if std::mem::take(&mut self.linger_on_close) {
+                self.linger();
+            }
             return None;
         }
 
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    // we don't know where the next request would start, so we have to close
+                    self.refuse(400, HTTPVersion(1, 1), "malformed request line", true);
+                    return None;
                 }
 
                 Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    self.refuse(400, ver, "malformed header line", true);
+                    return None;
                 }
 
+                // motherstream patch: head limits.
+                Err(ReadError::RequestLineTooLong) => {
+                    self.refuse(414, HTTPVersion(1, 1), "request line too long", true);
+                    return None;
+                }
+
+                Err(ReadError::HeadTooLarge(ver, why)) => {
+                    self.refuse(431, ver, why, true);
+                    return None;
+                }
+
+                // motherstream patch: a client that sent nothing of a request
+                // in time (an idle keep-alive connection) is closed without an
+                // answer; one that stalled in its head or body gets 408.
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    if self.head_bytes > 0 {
+                        self.refuse(408, HTTPVersion(1, 1), "request not received in time", false);
+                    }
                     return None; // closing the connection
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
+                    self.refuse(417, ver, "unsupported Expect header", true);
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 

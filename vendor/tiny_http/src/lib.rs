@@ -112,6 +112,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use limits::{ConnectionStats, Limits};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -140,6 +142,10 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // motherstream patch: whether the accept loop runs, and the connections.
+    health: Arc<limits::Health>,
+    connections: Arc<limits::Connections>,
 }
 
 enum Message {
@@ -161,6 +167,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // motherstream patch: an upstream warning, silenced
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -243,6 +250,18 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// motherstream patch: `from_listener` with explicit limits.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        let limits = Arc::new(limits);
+        let health = Arc::new(limits::Health::default());
+        let connections = limits::Connections::new(limits.max_connections);
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -285,74 +304,150 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
+        // motherstream patch: the accept loop survives every error except a
+        // listening socket that is gone, and says so when it ends.
+        let inside_health = health.clone();
+        let inside_connections = connections.clone();
+        health.listener_alive.store(true, Relaxed);
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                let limits = limits;
+                let health = inside_health;
+                let connections = inside_connections;
+                // Clears `listener_alive` and wakes a `recv()` however the
+                // loop ends, a panic included.
+                let _alive = ListenerAlive {
+                    health: health.clone(),
+                    messages: inside_messages.clone(),
+                    close: inside_close_trigger.clone(),
                 };
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new();
+                static ACCEPT_ERRORS: limits::Throttle = limits::Throttle::new();
+                static AT_CAP: limits::Throttle = limits::Throttle::new();
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => sock,
+                        Err(e) => {
+                            let action = limits::classify_accept_error(&e);
+                            if let Some(n) = ACCEPT_ERRORS.hit(limits::unix_secs()) {
+                                log::warn!(
+                                    "cannot accept a connection ({} in the last second or so): {} (open connections: {})",
+                                    n,
+                                    e,
+                                    connections.open()
+                                );
+                            }
+                            match action {
+                                limits::AcceptError::Next => continue,
+                                limits::AcceptError::BackOff => {
+                                    thread::sleep(Duration::from_millis(50));
+                                    continue;
+                                }
+                                limits::AcceptError::Fatal => {
+                                    log::error!("the listening socket failed: {}", e);
+                                    break;
                                 }
                             }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
+                        }
+                    };
+                    if inside_close_trigger.load(Relaxed) {
                         break;
                     }
+                    health.accepted.fetch_add(1, Relaxed);
+                    // Deadlines on every socket: SO_RCVTIMEO is re-set before
+                    // each read from what is left of the request's deadline.
+                    let _ = sock.set_read_timeout(Some(limits.request_timeout));
+                    let _ = sock.set_write_timeout(Some(limits.request_timeout));
+                    let evicted_before = health.evicted.load(Relaxed);
+                    let new_client = match ssl {
+                        None => match connections.admit(sock, &health) {
+                            Ok(tracked) => {
+                                let (read_closable, write_closable) =
+                                    util::RefinedTcpStream::new(tracked.clone());
+                                Some(ClientConnection::new(
+                                    write_closable,
+                                    read_closable,
+                                    limits.clone(),
+                                    Some(tracked),
+                                ))
+                            }
+                            Err(_refused) => None,
+                        },
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            // (motherstream patch: no connection cap or deadline over SSL)
+                            match ssl.accept(sock) {
+                                Ok(s) => {
+                                    let (read_closable, write_closable) =
+                                        util::RefinedTcpStream::new(s);
+                                    Some(ClientConnection::new(
+                                        write_closable,
+                                        read_closable,
+                                        limits.clone(),
+                                        None,
+                                    ))
+                                }
+                                Err(_) => None,
+                            }
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    if new_client.is_none() || health.evicted.load(Relaxed) != evicted_before {
+                        if let Some(n) = AT_CAP.hit(limits::unix_secs()) {
+                            log::warn!(
+                                "at the connection limit ({} open): {} connections evicted or refused since the last report ({} evicted, {} refused in all); the connections slowest to send their request go first",
+                                connections.open(),
+                                n,
+                                health.evicted.load(Relaxed),
+                                health.refused.load(Relaxed)
+                            );
+                        }
+                    }
+                    let Some(client) = new_client else { continue };
+
+                    let messages = inside_messages.clone();
+                    let mut client = Some(client);
+                    let spawned = tasks_pool.spawn(Box::new(move || {
+                        if let Some(client) = client.take() {
+                            // Synchronization is needed for HTTPS requests to avoid a deadlock
+                            if client.secure() {
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    receiver.recv().unwrap();
+                                }
+                            } else {
+                                for rq in client {
+                                    messages.push(rq.into());
+                                }
+                            }
+                        }
+                    }));
+                    if let Err(e) = spawned {
+                        // The connection is closed; the next may find a thread.
+                        if let Some(n) = ACCEPT_ERRORS.hit(limits::unix_secs()) {
+                            log::warn!("cannot start a connection thread ({} times): {}", n, e);
+                        }
+                        thread::sleep(Duration::from_millis(50));
+                    }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            health,
+            connections,
         })
     }
 
@@ -371,9 +466,26 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    /// (motherstream patch: implemented.)
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.connections.open()
+    }
+
+    /// motherstream patch: whether the accept loop still runs. When it has
+    /// ended (the listening socket failed), `recv()` has been woken with an
+    /// error and no new connection will ever be accepted.
+    pub fn listener_alive(&self) -> bool {
+        self.health.listener_alive.load(Relaxed)
+    }
+
+    /// motherstream patch: connection counters.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            open: self.connections.open(),
+            accepted: self.health.accepted.load(Relaxed),
+            evicted: self.health.evicted.load(Relaxed),
+            refused: self.health.refused.load(Relaxed),
+        }
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -408,6 +520,25 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+// motherstream patch: see the accept loop.
+struct ListenerAlive {
+    health: Arc<limits::Health>,
+    messages: Arc<MessagesQueue<Message>>,
+    close: Arc<AtomicBool>,
+}
+
+impl Drop for ListenerAlive {
+    fn drop(&mut self) {
+        self.health.listener_alive.store(false, Relaxed);
+        if !self.close.load(Relaxed) {
+            self.messages.push(Message::Error(IoError::new(
+                IoErrorKind::Other,
+                "the HTTP listener stopped accepting connections",
+            )));
+        }
     }
 }
 

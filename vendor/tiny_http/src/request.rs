@@ -74,6 +74,11 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // motherstream patch: the body was too long to read before handing the
+    // request out and is still on the socket: the connection closes after
+    // the answer.
+    pub(crate) unread_body: bool,
 }
 
 struct NotifyOnDrop<R> {
@@ -134,7 +139,8 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
+    max_body: Option<usize>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -182,6 +188,62 @@ where
             _ => false,
         }
     };
+
+    // motherstream patch: with a body limit, the whole body (up to the limit)
+    // is read here, in the connection's thread, so that whoever handles the
+    // request never blocks on the client's socket; a longer body is left
+    // unread and the connection closes after the answer. No upgrades.
+    if let Some(limit) = max_body {
+        let mut unread_body = false;
+        let reader: Box<dyn Read + Send + 'static> = match (content_length, &transfer_encoding) {
+            (Some(0), _) | (None, None) => Box::new(io::empty()),
+            (Some(n), _) if n > limit => {
+                unread_body = true;
+                Box::new(io::empty())
+            }
+            (Some(n), _) => {
+                if expects_continue {
+                    send_continue(&mut writer, &version)?;
+                }
+                let mut buffer = vec![0; n];
+                source_data.read_exact(&mut buffer).map_err(|e| {
+                    if e.kind() == ErrorKind::UnexpectedEof {
+                        let info = "Connection has been closed before we received enough data";
+                        IoError::new(ErrorKind::ConnectionAborted, info)
+                    } else {
+                        e
+                    }
+                })?;
+                Box::new(Cursor::new(buffer))
+            }
+            (None, Some(_)) => {
+                if expects_continue {
+                    send_continue(&mut writer, &version)?;
+                }
+                // One byte over the limit tells the handler it is too long.
+                let mut buffer = Vec::new();
+                Decoder::new(&mut source_data)
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut buffer)?;
+                unread_body = buffer.len() > limit;
+                Box::new(Cursor::new(buffer))
+            }
+        };
+        return Ok(Request {
+            data_reader: Some(reader),
+            response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
+            remote_addr,
+            secure,
+            method,
+            path,
+            http_version: version,
+            headers,
+            body_length: content_length,
+            must_send_continue: false,
+            notify_when_responded: None,
+            unread_body,
+        });
+    }
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
@@ -238,7 +300,15 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        unread_body: false,
     })
+}
+
+// motherstream patch: `100 Continue` from the connection's thread, before
+// it reads the body on the client's behalf.
+fn send_continue<W: Write>(writer: &mut W, version: &HTTPVersion) -> io::Result<()> {
+    Response::new_empty(StatusCode(100)).raw_print(&mut *writer, version.clone(), &[], true, None)?;
+    writer.flush()
 }
 
 impl Request {

@@ -1,13 +1,16 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 
-use crate::connection::Connection;
+use crate::limits::Tracked;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use crate::ssl::SslStream;
 
 pub(crate) enum Stream {
-    Http(Connection),
+    // motherstream patch: a tracked connection (one descriptor shared by
+    // both halves, reads bounded by its deadline) instead of a `Connection`.
+    Http(Arc<Tracked>),
     #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
     Https(SslStream),
 }
@@ -15,15 +18,15 @@ pub(crate) enum Stream {
 impl Clone for Stream {
     fn clone(&self) -> Self {
         match self {
-            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
+            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.clone()),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
         }
     }
 }
 
-impl From<Connection> for Stream {
-    fn from(tcp_stream: Connection) -> Self {
+impl From<Arc<Tracked>> for Stream {
+    fn from(tcp_stream: Arc<Tracked>) -> Self {
         Stream::Http(tcp_stream)
     }
 }
@@ -39,7 +42,7 @@ impl Stream {
 
     fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
+            Stream::Http(tcp_stream) => tcp_stream.connection().peer_addr(),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.peer_addr(),
         }
@@ -47,7 +50,7 @@ impl Stream {
 
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
+            Stream::Http(tcp_stream) => tcp_stream.connection().shutdown(how),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.shutdown(how),
         }
