@@ -283,8 +283,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
-    let pool = HttpPool::start(liveness, ctx)
-        .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
+    let pool =
+        HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
     log::info!("serving hooks and endpoints on http://{listen}");
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())

@@ -58,7 +58,11 @@ fn read_all(s: &mut TcpStream, timeout: Duration) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        let _ = s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+        let _ = s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ));
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -131,10 +135,19 @@ fn stalled_bodies_hold_no_worker_and_get_408_at_the_deadline() {
             health.iter().max().unwrap(),
             publish.iter().max().unwrap()
         );
-        assert!(mh <= Duration::from_millis(100), "{n} stalled: /healthz median {mh:?}");
-        assert!(mp <= Duration::from_millis(100), "{n} stalled: on_publish median {mp:?}");
         assert!(
-            health.iter().chain(&publish).all(|t| *t < Duration::from_secs(1)),
+            mh <= Duration::from_millis(100),
+            "{n} stalled: /healthz median {mh:?}"
+        );
+        assert!(
+            mp <= Duration::from_millis(100),
+            "{n} stalled: on_publish median {mp:?}"
+        );
+        assert!(
+            health
+                .iter()
+                .chain(&publish)
+                .all(|t| *t < Duration::from_secs(1)),
             "{n} stalled: an answer took a second or more: {health:?} {publish:?}"
         );
         if n == 64 {
@@ -145,7 +158,9 @@ fn stalled_bodies_hold_no_worker_and_get_408_at_the_deadline() {
         // Every stalled request is answered 408 once its deadline passes.
         for (i, s) in stalled.iter_mut().enumerate() {
             let answer = read_all(s, DEADLINE + Duration::from_secs(3));
-            let first = answer.lines().find(|l| !l.contains(" 100 ") && l.starts_with("HTTP/"));
+            let first = answer
+                .lines()
+                .find(|l| !l.contains(" 100 ") && l.starts_with("HTTP/"));
             assert!(
                 first.is_some_and(|l| l.contains(" 408 ")),
                 "stalled request {i} (kind {}) of {n}: {answer:?}",
@@ -153,7 +168,10 @@ fn stalled_bodies_hold_no_worker_and_get_408_at_the_deadline() {
             );
         }
         let waited = opened.elapsed();
-        assert!(waited >= DEADLINE - Duration::from_millis(200), "408 before the deadline: {waited:?}");
+        assert!(
+            waited >= DEADLINE - Duration::from_millis(200),
+            "408 before the deadline: {waited:?}"
+        );
         let answer = read_all(&mut trickle, Duration::from_secs(4));
         assert!(answer.contains(" 408 "), "trickled body: {answer:?}");
         assert!(
@@ -192,7 +210,9 @@ fn two_thousand_idle_connections_do_not_shut_the_door() {
     let pid = d.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
     assert!(
-        limits.lines().any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
         "the daemon does not run with 1024 descriptors:\n{limits}"
     );
     let mut idle = Vec::new();
@@ -207,7 +227,12 @@ fn two_thousand_idle_connections_do_not_shut_the_door() {
             let (r, t) = timed(|| d.get("/healthz"));
             assert_eq!(r.status, 200, "after {} idle connections: {r:?}", i + 1);
             let (r, t2) = timed(|| d.raw_publish(&format!("idle{i}"), i as u64));
-            assert_eq!(r.status, 200, "on_publish after {} idle connections: {r:?}", i + 1);
+            assert_eq!(
+                r.status,
+                200,
+                "on_publish after {} idle connections: {r:?}",
+                i + 1
+            );
             worst = worst.max(t).max(t2);
             max_fds = max_fds.max(open_fds(pid));
         }
@@ -220,8 +245,14 @@ fn two_thousand_idle_connections_do_not_shut_the_door() {
         status_kib(pid, "VmRSS")
     );
     assert!(worst < Duration::from_secs(2), "an answer took {worst:?}");
-    assert!(fds < 1024 - 64, "the daemon holds {fds} descriptors of 1024");
-    assert!(d.log().contains("at the connection limit"), "no warning about the connection cap");
+    assert!(
+        fds < 1024 - 64,
+        "the daemon holds {fds} descriptors of 1024"
+    );
+    assert!(
+        d.log().contains("at the connection limit"),
+        "no warning about the connection cap"
+    );
     drop(idle);
     std::thread::sleep(Duration::from_millis(300));
     let (h, p) = hook_latencies(&d, "after", 3);
@@ -266,17 +297,30 @@ fn a_100_mib_header_line_gets_431_and_costs_no_memory() {
     let d = daemon_alone(EXTRA, daemon_bin());
     let pid = d.pid();
     let before = status_kib(pid, "VmRSS");
-    let (answer, took) = send_huge(d.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ", 100 << 20);
-    assert!(answer.starts_with("HTTP/1.1 431 "), "100 MiB header line: {answer:?}");
+    let (answer, took) = send_huge(
+        d.port,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ",
+        100 << 20,
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "100 MiB header line: {answer:?}"
+    );
     assert!(answer.contains("\"error\""), "no JSON error: {answer:?}");
     let (rss, hwm) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
     eprintln!("100 MiB header: 431 after {took:?}; RSS {before} KiB before, {rss} KiB after, peak {hwm} KiB");
     assert!(rss < 20 * 1024, "RSS {rss} KiB after a 100 MiB header");
-    assert!(hwm < 20 * 1024, "peak RSS {hwm} KiB during a 100 MiB header");
+    assert!(
+        hwm < 20 * 1024,
+        "peak RSS {hwm} KiB during a 100 MiB header"
+    );
 
     // A 100 KiB request line: 414.
     let (answer, _) = send_huge(d.port, "GET /healthz?", 100 << 10);
-    assert!(answer.starts_with("HTTP/1.1 414 "), "100 KiB request line: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 414 "),
+        "100 KiB request line: {answer:?}"
+    );
     // Many short headers over 16 KiB in all (fewer than 100): 431.
     let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for i in 0..90 {
@@ -286,7 +330,10 @@ fn a_100_mib_header_line_gets_431_and_costs_no_memory() {
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
     s.write_all(head.as_bytes()).expect("send");
     let answer = read_all(&mut s, Duration::from_secs(5));
-    assert!(answer.starts_with("HTTP/1.1 431 "), "18 KiB head: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "18 KiB head: {answer:?}"
+    );
     assert_eq!(d.get("/healthz").status, 200);
     assert!(pid_alive(pid));
 }
@@ -306,7 +353,10 @@ fn too_many_headers_get_431_and_a_hundred_are_fine() {
         let _ = s.write_all(headers(n).as_bytes());
         let answer = read_all(&mut s, Duration::from_secs(5));
         let status = answer.lines().next().unwrap_or("");
-        assert!(status.contains(want), "{n} headers: want{want}, got {answer:?}");
+        assert!(
+            status.contains(want),
+            "{n} headers: want{want}, got {answer:?}"
+        );
     }
     assert_eq!(d.get("/healthz").status, 200);
 }
@@ -322,5 +372,8 @@ fn a_failed_listener_makes_the_daemon_exit_non_zero() {
     assert!(!st.success(), "exit status {st} after the listener failed");
     assert_eq!(st.code(), Some(1), "{st}");
     let log = d.log();
-    assert!(log.contains("listener"), "nothing about the listener in the log:\n{log}");
+    assert!(
+        log.contains("listener"),
+        "nothing about the listener in the log:\n{log}"
+    );
 }

@@ -241,7 +241,10 @@ impl ClientConnection {
             response.add_header(h);
         }
         let mut writer = self.sink.next().unwrap();
-        if response.raw_print(&mut writer, version, &[], false, None).is_ok() {
+        if response
+            .raw_print(&mut writer, version, &[], false, None)
+            .is_ok()
+        {
             let _ = std::io::Write::flush(&mut writer);
         }
         drop(writer);
@@ -314,7 +317,12 @@ impl Iterator for ClientConnection {
                 // answer; one that stalled in its head or body gets 408.
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
                     if self.head_bytes > 0 {
-                        self.refuse(408, HTTPVersion(1, 1), "request not received in time", false);
+                        self.refuse(
+                            408,
+                            HTTPVersion(1, 1),
+                            "request not received in time",
+                            false,
+                        );
                     }
                     return None; // closing the connection
                 }

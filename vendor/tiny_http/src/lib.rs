@@ -335,7 +335,7 @@ impl Server {
                             let action = limits::classify_accept_error(&e);
                             if let Some(n) = ACCEPT_ERRORS.hit(limits::unix_secs()) {
                                 log::warn!(
-                                    "cannot accept a connection ({} in the last second or so): {} (open connections: {})",
+                                    "HTTP server: cannot accept a connection ({} in the last second or so): {} (open connections: {})",
                                     n,
                                     e,
                                     connections.open()
@@ -348,7 +348,7 @@ impl Server {
                                     continue;
                                 }
                                 limits::AcceptError::Fatal => {
-                                    log::error!("the listening socket failed: {}", e);
+                                    log::error!("HTTP server: the listening socket failed: {}", e);
                                     break;
                                 }
                             }
@@ -402,7 +402,7 @@ impl Server {
                     if new_client.is_none() || health.evicted.load(Relaxed) != evicted_before {
                         if let Some(n) = AT_CAP.hit(limits::unix_secs()) {
                             log::warn!(
-                                "at the connection limit ({} open): {} connections evicted or refused since the last report ({} evicted, {} refused in all); the connections slowest to send their request go first",
+                                "HTTP server: at the connection limit ({} open): {} connections evicted or refused since the last report ({} evicted, {} refused in all); the connections slowest to send their request go first",
                                 connections.open(),
                                 n,
                                 health.evicted.load(Relaxed),
@@ -433,7 +433,7 @@ impl Server {
                     if let Err(e) = spawned {
                         // The connection is closed; the next may find a thread.
                         if let Some(n) = ACCEPT_ERRORS.hit(limits::unix_secs()) {
-                            log::warn!("cannot start a connection thread ({} times): {}", n, e);
+                            log::warn!("HTTP server: cannot start a connection thread ({} times): {}", n, e);
                         }
                         thread::sleep(Duration::from_millis(50));
                     }

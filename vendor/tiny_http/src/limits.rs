@@ -250,7 +250,10 @@ impl Tracked {
 }
 
 fn timed_out() -> IoError {
-    IoError::new(ErrorKind::TimedOut, "the client did not send its request in time")
+    IoError::new(
+        ErrorKind::TimedOut,
+        "the client did not send its request in time",
+    )
 }
 
 impl Drop for Tracked {
@@ -382,8 +385,14 @@ mod tests {
     #[test]
     fn accept_errors_are_classified() {
         let e = |n| IoError::from_raw_os_error(n);
-        assert_eq!(classify_accept_error(&e(libc::EMFILE)), AcceptError::BackOff);
-        assert_eq!(classify_accept_error(&e(libc::ECONNABORTED)), AcceptError::Next);
+        assert_eq!(
+            classify_accept_error(&e(libc::EMFILE)),
+            AcceptError::BackOff
+        );
+        assert_eq!(
+            classify_accept_error(&e(libc::ECONNABORTED)),
+            AcceptError::Next
+        );
         assert_eq!(classify_accept_error(&e(libc::EINVAL)), AcceptError::Fatal);
     }
 

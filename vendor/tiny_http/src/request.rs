@@ -307,7 +307,13 @@ where
 // motherstream patch: `100 Continue` from the connection's thread, before
 // it reads the body on the client's behalf.
 fn send_continue<W: Write>(writer: &mut W, version: &HTTPVersion) -> io::Result<()> {
-    Response::new_empty(StatusCode(100)).raw_print(&mut *writer, version.clone(), &[], true, None)?;
+    Response::new_empty(StatusCode(100)).raw_print(
+        &mut *writer,
+        version.clone(),
+        &[],
+        true,
+        None,
+    )?;
     writer.flush()
 }
 
