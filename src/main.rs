@@ -234,6 +234,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             );
         }
     }
+    let max_connections = limits.max_connections;
     let server = HttpPool::bind(&cfg.http.listen, limits)?;
     let liveness = Arc::new(Liveness::new(server.clone(), cfg.http.workers));
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
@@ -285,7 +286,9 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     let signals = spawn_signal_thread(cmd_tx)?;
     let pool =
         HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
-    log::info!("serving hooks and endpoints on http://{listen}");
+    log::info!(
+        "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
+    );
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(cmd_rx))
