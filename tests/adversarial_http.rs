@@ -377,3 +377,56 @@ fn a_failed_listener_makes_the_daemon_exit_non_zero() {
         "nothing about the listener in the log:\n{log}"
     );
 }
+
+#[test]
+fn running_out_of_descriptors_pauses_the_accept_loop_but_does_not_end_it() {
+    // A connection cap above what 1024 descriptors allow: accept() meets
+    // EMFILE. It must back off, and take connections again once some close.
+    let dir = TempDir::new("emfile");
+    let extra = "[relay]\nmax_failures = 1000\n[http]\nmax_connections = 5000\nrequest_timeout_seconds = 60\n";
+    let d = daemon_alone(extra, ulimit_wrapper(&dir, 1024));
+    let pid = d.pid();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().expect("addr");
+    let mut idle = Vec::new();
+    let t0 = Instant::now();
+    while idle.len() < 1500 && t0.elapsed() < Duration::from_secs(30) {
+        // Once the daemon's descriptors and the listen backlog are full,
+        // connect() waits for SYN retries: stop there. (Not sooner: on a
+        // busy machine the accept loop may lag a backlog behind for a while.)
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    let exhausted = wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        d.log().contains("cannot accept a connection").then_some(())
+    });
+    let fds = open_fds(pid);
+    assert!(
+        exhausted.is_some(),
+        "{} connections opened but no accept error logged; daemon fds {fds}",
+        idle.len()
+    );
+    // The clients go away, descriptors come back, the loop accepts again.
+    drop(idle);
+    let t1 = Instant::now();
+    let served = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.write_all(&request_bytes("GET", "/healthz", &[], b""))
+            .ok()?;
+        let answer = read_all(&mut s, Duration::from_secs(3));
+        answer.lines().next()?.contains(" 200 ").then_some(())
+    });
+    eprintln!(
+        "descriptors exhausted at {fds} open; serving again {:?} after the clients left",
+        t1.elapsed()
+    );
+    assert!(
+        served.is_some(),
+        "not serving again after the descriptors came back:\n{}",
+        tail(&d.log_path(), 20)
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.raw_publish("after-emfile", 7).status, 200);
+    assert!(pid_alive(pid));
+}
