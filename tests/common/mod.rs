@@ -1085,6 +1085,15 @@ target = "stderr"
         }
     }
 
+    /// Wait (≤ `timeout`) for the daemon to exit on its own; its status.
+    /// The child is reaped and forgotten; nothing is signalled.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let st = wait_child(c, timeout)?;
+        self.child = None;
+        Some(st)
+    }
+
     /// Start again with the same config and state dir (after kill9/terminate).
     pub fn restart(&mut self) {
         if self.child.is_some() {
