@@ -31,6 +31,14 @@ pub struct HttpConfig {
     pub listen: String,
     /// Worker threads answering requests.
     pub workers: usize,
+    /// Open connections at most; 0 = computed from the open-files limit
+    /// (see `effective_max_connections`). At the limit, the connection that
+    /// has spent longest reading its request is closed for the new one.
+    pub max_connections: usize,
+    /// A client must send a whole request (head and body) within this many
+    /// seconds of connecting (or of its previous request); else 408 and the
+    /// connection closes. Also the timeout of each write of an answer.
+    pub request_timeout_seconds: u64,
     /// File holding the admin bearer token (first line). Empty:
     /// `<state dir>/admin.token`, created (0600) on first start. Every
     /// admin endpoint needs `Authorization: Bearer <token>`.
@@ -49,10 +57,28 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8483".into(),
             workers: 4,
+            max_connections: 0,
+            request_timeout_seconds: 10,
             admin_token_file: String::new(),
             hook_secret_file: String::new(),
             allowed_hosts: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// `max_connections`, or when it is 0, what the open-files limit
+    /// allows: each connection holds one descriptor and one thread, and the
+    /// rest of the daemon (logs, state files, the relay's pipes, OBS and
+    /// nginx sockets) needs some, so a quarter of the limit (at least 128)
+    /// stays free; at most 512, since every open connection has a thread.
+    pub fn effective_max_connections(&self, open_files_limit: Option<u64>) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let limit = open_files_limit.unwrap_or(1024);
+        let spare = (limit / 4).max(128);
+        limit.saturating_sub(spare).clamp(16, 512) as usize
     }
 }
 
@@ -365,6 +391,18 @@ impl Config {
                 self.http.workers
             ));
         }
+        if self.http.max_connections > 65536 {
+            return bad(format!(
+                "http.max_connections {} must be 0 (automatic) to 65536",
+                self.http.max_connections
+            ));
+        }
+        if !(1..=300).contains(&self.http.request_timeout_seconds) {
+            return bad(format!(
+                "http.request_timeout_seconds {} must be 1..=300",
+                self.http.request_timeout_seconds
+            ));
+        }
         for (k, v) in [
             ("rtmp.ingest_app", &self.rtmp.ingest_app),
             ("rtmp.output_app", &self.rtmp.output_app),
@@ -566,6 +604,8 @@ mod tests {
         for text in [
             "[http]\nlisten='nope'",
             "[http]\nworkers=0",
+            "[http]\nmax_connections=70000",
+            "[http]\nrequest_timeout_seconds=0",
             "[rtmp]\ningest_app='a b'",
             "[rtmp]\noutput_app='live'",
             "[rtmp]\ncontrol_url='ftp://x'",
@@ -580,6 +620,22 @@ mod tests {
             let c = Config::parse(text).unwrap();
             assert!(c.validate().is_err(), "{text} should be invalid");
         }
+    }
+
+    #[test]
+    fn max_connections_stay_below_the_open_files_limit() {
+        let auto = HttpConfig::default();
+        assert_eq!(auto.effective_max_connections(Some(1024)), 512);
+        assert_eq!(auto.effective_max_connections(Some(4096)), 512);
+        assert_eq!(auto.effective_max_connections(Some(512)), 384);
+        assert_eq!(auto.effective_max_connections(Some(256)), 128);
+        assert_eq!(auto.effective_max_connections(Some(100)), 16);
+        assert_eq!(auto.effective_max_connections(None), 512);
+        let set = HttpConfig {
+            max_connections: 40,
+            ..HttpConfig::default()
+        };
+        assert_eq!(set.effective_max_connections(Some(1024)), 40);
     }
 
     #[test]

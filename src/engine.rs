@@ -301,6 +301,9 @@ pub struct Engine {
     obs_view: ObsView,
     notifier: Notifier,
     next_watchdog: Option<Instant>,
+    http_alive: Option<LivenessProbe>,
+    /// The last ping was withheld (logged once per change).
+    watchdog_withheld: bool,
     next_status: Instant,
     view: Shared<View>,
     settings: Shared<Settings>,
@@ -339,6 +342,10 @@ pub struct Engine {
     sent_obs: Option<BroadcastState>,
 }
 
+/// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
+/// cannot answer hooks, so systemd should restart the daemon).
+pub type LivenessProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 pub struct EngineParts {
     pub cfg: Config,
     pub config_path: PathBuf,
@@ -350,6 +357,8 @@ pub struct EngineParts {
     pub settings: Shared<Settings>,
     /// Whether a `watch` thread reports registry file changes.
     pub registry_watched: bool,
+    /// Whether hooks are being answered (None: nothing to ask).
+    pub http_alive: Option<LivenessProbe>,
 }
 
 impl Engine {
@@ -385,6 +394,8 @@ impl Engine {
             obs_rx,
             notifier: p.notifier,
             next_watchdog,
+            http_alive: p.http_alive,
+            watchdog_withheld: false,
             next_status: now,
             view: p.view,
             settings: p.settings,
@@ -1100,8 +1111,21 @@ impl Engine {
         }
         if let (Some(next), Some(iv)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
             if now >= next {
-                // Sent from the loop itself: a wedged engine stops pinging.
-                self.notifier.watchdog();
+                // Sent from the loop itself: a wedged engine stops pinging;
+                // and only while the HTTP side answers hooks.
+                match self.http_alive.as_ref().map_or(Ok(()), |alive| alive()) {
+                    Ok(()) => {
+                        if std::mem::take(&mut self.watchdog_withheld) {
+                            log::info!("the HTTP side answers again; watchdog pings resume");
+                        }
+                        self.notifier.watchdog();
+                    }
+                    Err(why) => {
+                        if !std::mem::replace(&mut self.watchdog_withheld, true) {
+                            log::error!("{why}: withholding the watchdog ping");
+                        }
+                    }
+                }
                 self.next_watchdog = Some(now + iv);
             }
         }
@@ -1243,6 +1267,11 @@ impl Engine {
         }
         if old.http.listen != new.http.listen || old.http.workers != new.http.workers {
             restart.push("http.listen/http.workers");
+        }
+        if old.http.max_connections != new.http.max_connections
+            || old.http.request_timeout_seconds != new.http.request_timeout_seconds
+        {
+            restart.push("http.max_connections/http.request_timeout_seconds");
         }
         if old.rtmp != new.rtmp {
             restart.push("[rtmp]");

@@ -123,7 +123,11 @@ struct Logger {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= log::max_level() && m.target().starts_with("motherstream")
+        m.level() <= log::max_level()
+            && (m.target().starts_with("motherstream")
+                // The HTTP server's own warnings: accept errors, the
+                // connection cap (its debug chatter stays out).
+                || (m.target().starts_with("tiny_http") && m.level() <= log::Level::Warn))
     }
 
     fn log(&self, r: &Record) {

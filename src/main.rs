@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use motherstream::config::{self, Config, DEFAULT_CONFIG_PATH};
 use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
-use motherstream::http::{Ctx, HttpPool};
+use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::store::Store;
 use motherstream::systemd::Notifier;
 use motherstream::{auth, log as mslog, secret};
@@ -344,6 +344,12 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
 
     let state_dir = cfg.state_dir();
+    motherstream::private_fs::create_dir(&state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
     // Both secrets exist from the first start on: nothing is open to
     // "anyone on loopback" while an operator has not configured them.
     let secret_at = |path: std::path::PathBuf, what: &str| {
@@ -377,7 +383,18 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
 
     reconcile_with_nginx(&cfg, &mut store, &mut state);
 
-    let server = HttpPool::bind(&cfg.http.listen)?;
+    let limits = motherstream::http::limits(&cfg.http);
+    if let Some(nofile) = motherstream::sys::open_files_limit() {
+        if limits.max_connections as u64 + 64 > nofile {
+            log::warn!(
+                "http.max_connections {} leaves little of the open-files limit {nofile}: accepts may fail for want of descriptors",
+                limits.max_connections
+            );
+        }
+    }
+    let max_connections = limits.max_connections;
+    let server = HttpPool::bind(&cfg.http.listen, limits)?;
+    let liveness = Arc::new(Liveness::new(server.clone(), cfg.http.workers));
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
     let view = Arc::new(RwLock::new(Arc::new(View::default())));
     let settings = Arc::new(RwLock::new(Arc::new(Settings {
@@ -395,7 +412,6 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         settings: settings.clone(),
         stopping: AtomicBool::new(false),
     });
-    let workers = cfg.http.workers;
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
         &state_dir,
@@ -421,22 +437,32 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         view,
         settings,
         registry_watched,
+        http_alive: Some({
+            let live = liveness.clone();
+            Arc::new(move || live.check(engine::unix_ms()))
+        }),
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
-    let pool = HttpPool::start(server, workers, ctx)
-        .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
-    log::info!("serving hooks and endpoints on http://{listen}");
+    let pool =
+        HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
+    log::info!(
+        "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
+    );
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(cmd_rx))
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
 
     let engine_result = engine_thread.join();
+    let listener_lost = pool.listener_lost();
     pool.stop();
     signals.close();
     if engine_result.is_err() {
         return Err("the engine thread failed; exiting so systemd restarts the service".into());
+    }
+    if listener_lost {
+        return Err("the HTTP listener failed; exiting so systemd restarts the service".into());
     }
     Ok(())
 }

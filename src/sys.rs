@@ -156,3 +156,28 @@ pub fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The soft limit on open file descriptors (RLIMIT_NOFILE), if known.
+pub fn open_files_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
+}
+
+/// shutdown(2) on a listening socket: a thread blocked in accept() on it
+/// gets EINVAL, as if the socket had failed (used by a test hook).
+#[cfg(feature = "test-hooks")]
+pub fn shutdown_listener(l: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown on a descriptor the listener owns; no memory involved.
+    if unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -7,13 +7,15 @@ mod admin_api;
 mod overlay;
 
 use std::io::Read;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde_json::json;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
 use crate::auth;
 use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
@@ -25,6 +27,16 @@ use crate::secret::ct_eq;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Commands waiting for the engine before new ones are refused with 503.
 pub const MAX_PENDING: usize = 1024;
+/// Request line plus headers (431 beyond; the line alone: 414).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// One line of the request head.
+pub const MAX_LINE: usize = 8 * 1024;
+/// Header lines in one request.
+pub const MAX_HEADERS: usize = 100;
+/// A worker busy with one request for longer than this is stuck: writes
+/// time out after `request_timeout_seconds` each, and nothing else a worker
+/// does waits on a peer.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 pub struct Ctx {
     pub engine: Sender<Command>,
@@ -37,30 +49,115 @@ pub struct HttpPool {
     server: Arc<Server>,
     workers: Vec<JoinHandle<()>>,
     ctx: Arc<Ctx>,
+    liveness: Arc<Liveness>,
 }
 
+/// What the HTTP server may cost: the limits of the patched tiny_http
+/// (vendor/tiny_http/PATCHES.md) from `[http]`.
+pub fn limits(cfg: &crate::config::HttpConfig) -> Limits {
+    Limits {
+        max_connections: cfg.effective_max_connections(crate::sys::open_files_limit()),
+        request_timeout: Duration::from_secs(cfg.request_timeout_seconds),
+        max_head_bytes: MAX_HEAD,
+        max_line_bytes: MAX_LINE,
+        max_headers: MAX_HEADERS,
+        max_body: MAX_BODY,
+        linger: Duration::from_secs(2),
+    }
+}
+
+/// Whether hooks are being answered: the accept loop runs and not every
+/// worker is stuck on one request. The engine asks before each WATCHDOG=1.
+pub struct Liveness {
+    server: Arc<Server>,
+    /// Per worker: when it took the request it is handling (unix ms), 0 idle.
+    busy_since_ms: Vec<AtomicU64>,
+    /// The listener failed: the daemon is exiting with an error.
+    listener_lost: AtomicBool,
+}
+
+impl Liveness {
+    pub fn new(server: Arc<Server>, workers: usize) -> Liveness {
+        Liveness {
+            server,
+            busy_since_ms: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            listener_lost: AtomicBool::new(false),
+        }
+    }
+
+    pub fn check(&self, now_ms: u64) -> Result<(), String> {
+        if !self.server.listener_alive() {
+            return Err("the HTTP listener has stopped".into());
+        }
+        workers_stuck(&self.busy_since_ms, now_ms)
+    }
+}
+
+/// Pure part of [`Liveness::check`].
+fn workers_stuck(busy_since_ms: &[AtomicU64], now_ms: u64) -> Result<(), String> {
+    let limit = STUCK_AFTER.as_millis() as u64;
+    let stuck = busy_since_ms
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .filter(|&t| t != 0 && now_ms.saturating_sub(t) > limit)
+        .count();
+    if stuck > 0 && stuck == busy_since_ms.len() {
+        return Err(format!(
+            "all {stuck} HTTP workers have been busy on one request for over {} s",
+            STUCK_AFTER.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "test-hooks")]
+static TEST_LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
+
 impl HttpPool {
-    pub fn bind(listen: &str) -> Result<Arc<Server>, String> {
-        Server::http(listen)
+    pub fn bind(listen: &str, limits: Limits) -> Result<Arc<Server>, String> {
+        let listener =
+            TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        #[cfg(feature = "test-hooks")]
+        if let Ok(l) = listener.try_clone() {
+            let _ = TEST_LISTENER.set(l);
+        }
+        log::debug!(
+            "HTTP limits: {} connections, {} s per request, head {} bytes / {} headers, body {} bytes",
+            limits.max_connections,
+            limits.request_timeout.as_secs(),
+            limits.max_head_bytes,
+            limits.max_headers,
+            limits.max_body
+        );
+        Server::from_listener_with_limits(listener, None, limits)
             .map(Arc::new)
             .map_err(|e| format!("cannot listen on {listen}: {e}"))
     }
 
-    pub fn start(server: Arc<Server>, n: usize, ctx: Arc<Ctx>) -> std::io::Result<HttpPool> {
+    /// One worker per slot of `liveness`.
+    pub fn start(liveness: Arc<Liveness>, ctx: Arc<Ctx>) -> std::io::Result<HttpPool> {
+        let server = liveness.server.clone();
+        let n = liveness.busy_since_ms.len();
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
-            let (server, ctx) = (server.clone(), ctx.clone());
+            let (server, ctx, live) = (server.clone(), ctx.clone(), liveness.clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("http-{i}"))
-                    .spawn(move || worker(&server, &ctx))?,
+                    .spawn(move || worker(&server, &ctx, &live, i))?,
             );
         }
         Ok(HttpPool {
             server,
             workers,
             ctx,
+            liveness,
         })
+    }
+
+    /// Whether the pool ended because the listener failed.
+    pub fn listener_lost(&self) -> bool {
+        self.liveness.listener_lost.load(Ordering::SeqCst)
     }
 
     /// Stop accepting, wake every worker and join them.
@@ -75,7 +172,8 @@ impl HttpPool {
     }
 }
 
-fn worker(server: &Server, ctx: &Ctx) {
+fn worker(server: &Server, ctx: &Ctx, live: &Liveness, i: usize) {
+    let busy = &live.busy_since_ms[i];
     loop {
         match server.recv() {
             Ok(req) => {
@@ -83,17 +181,32 @@ fn worker(server: &Server, ctx: &Ctx) {
                     respond(req, Reply::error(503, "shutting down"), &[]);
                     continue;
                 }
+                busy.store(engine::unix_ms().max(1), Ordering::Relaxed);
                 handle(req, ctx);
+                busy.store(0, Ordering::Relaxed);
             }
             Err(_) if ctx.stopping.load(Ordering::SeqCst) => return,
-            Err(e) => log::debug!("http accept error: {e}"),
+            // The accept loop has ended: no hook will reach us again. Stop
+            // cleanly (queue saved, relay stopped) and exit non-zero, so
+            // that systemd starts a daemon that listens.
+            Err(e) if !server.listener_alive() => {
+                if !live.listener_lost.swap(true, Ordering::SeqCst) {
+                    log::error!("{e}; stopping so that systemd restarts motherstream");
+                    let _ = ctx.engine.send(Command::Shutdown);
+                }
+            }
+            Err(e) => log::warn!("HTTP server: {e}"),
         }
     }
 }
 
+/// Bodies up to `MAX_BODY` arrive read (tiny_http's connection thread reads
+/// them, within the request deadline, before a worker sees the request), so
+/// reading one here never waits on a client.
 enum Body {
     Ok(String),
     TooLarge,
+    TimedOut,
     Unreadable(String),
 }
 
@@ -109,6 +222,7 @@ fn read_body(req: &mut Request) -> Body {
     {
         Ok(_) if buf.len() > MAX_BODY => Body::TooLarge,
         Ok(_) => Body::Ok(String::from_utf8_lossy(&buf).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Body::TimedOut,
         Err(e) => Body::Unreadable(e.to_string()),
     }
 }
@@ -283,6 +397,13 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 &[],
             );
         }
+        Body::TimedOut => {
+            return respond(
+                req,
+                Reply::error(408, "request body not received in time"),
+                &[],
+            )
+        }
         Body::Unreadable(e) => {
             return respond(
                 req,
@@ -397,6 +518,14 @@ fn handle(mut req: Request, ctx: &Ctx) {
             let _ = ctx.engine.send(Command::Wedge { secs });
             (Reply::json(200, json!({"ok": true})), false)
         }
+        // The listening socket fails for real (shutdown(2) on it: accept()
+        // gets EINVAL), as a dead listener would.
+        #[cfg(feature = "test-hooks")]
+        "/debug/close-listener" => match TEST_LISTENER.get().map(crate::sys::shutdown_listener) {
+            Some(Ok(())) => (Reply::json(200, json!({"ok": true})), false),
+            Some(Err(e)) => (Reply::error(500, e.to_string()), false),
+            None => (Reply::error(500, "no listener handle"), false),
+        },
         _ => (
             Reply::error(404, format!("no such endpoint: {path}")),
             false,
@@ -697,6 +826,18 @@ mod tests {
             !token_ok("", Some("Bearer ")),
             "an empty token never matches"
         );
+    }
+
+    #[test]
+    fn workers_are_stuck_only_when_all_are_busy_too_long() {
+        let ms = |v: &[u64]| v.iter().map(|&t| AtomicU64::new(t)).collect::<Vec<_>>();
+        let now = 100_000;
+        let old = now - STUCK_AFTER.as_millis() as u64 - 1;
+        assert!(workers_stuck(&ms(&[0, 0]), now).is_ok());
+        assert!(workers_stuck(&ms(&[old, 0]), now).is_ok());
+        assert!(workers_stuck(&ms(&[old, now - 5]), now).is_ok());
+        let e = workers_stuck(&ms(&[old, old]), now).unwrap_err();
+        assert!(e.contains("all 2 HTTP workers"), "{e}");
     }
 
     #[test]

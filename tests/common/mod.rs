@@ -1044,8 +1044,18 @@ target = "stderr"
         self.dir.join("motherstream.toml")
     }
 
+    /// `[state] dir` of the daemon's config (the harness's default unless
+    /// the test set its own).
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.join("state")
+        fs::read_to_string(self.config_path())
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|c| {
+                c.get("state")
+                    .and_then(|s| s.get("dir"))
+                    .and_then(|d| d.as_str().map(PathBuf::from))
+            })
+            .unwrap_or_else(|| self.dir.join("state"))
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -1090,6 +1100,15 @@ target = "stderr"
                 );
             }
         }
+    }
+
+    /// Wait (≤ `timeout`) for the daemon to exit on its own; its status.
+    /// The child is reaped and forgotten; nothing is signalled.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let st = wait_child(c, timeout)?;
+        self.child = None;
+        Some(st)
     }
 
     /// Start again with the same config and state dir (after kill9/terminate).

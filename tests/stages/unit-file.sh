@@ -59,6 +59,9 @@ for want in 'Type=notify' 'NotifyAccess=main' 'Restart=on-failure' \
   if grep -qxF "$want" "$unit"; then pass "unit has $want"; else fail "unit lacks $want"; fi
 done
 if grep -qE '^WatchdogSec=[1-9]' "$unit"; then pass "unit has a WatchdogSec"; else fail "unit lacks WatchdogSec"; fi
+# Room for http.max_connections (one descriptor each) and a memory backstop.
+if grep -qE '^LimitNOFILE=([2-9][0-9]{3}|[0-9]{5,})$' "$unit"; then pass "unit raises LimitNOFILE above 1024"; else fail "unit lacks LimitNOFILE >= 2000"; fi
+if grep -qE '^MemoryMax=[1-9][0-9]*[MG]$' "$unit"; then pass "unit has a MemoryMax"; else fail "unit lacks MemoryMax"; fi
 
 mkdir -p "$scratch/sysroot/etc"
 out=$(timeout 30 systemd-sysusers --root="$scratch/sysroot" - <"$sysusers" 2>&1) && rc=0 || rc=$?
