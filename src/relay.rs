@@ -166,15 +166,15 @@ pub struct RelayView {
 }
 
 pub enum Relay {
-    Splice(SpliceRelay),
-    Restart(RestartRelay),
+    Splice(Box<SpliceRelay>),
+    Restart(Box<RestartRelay>),
 }
 
 impl Relay {
     pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> Relay {
         match spec.mode {
-            Mode::Splice => Relay::Splice(SpliceRelay::new(spec, events)),
-            Mode::Restart => Relay::Restart(RestartRelay::new(spec, events)),
+            Mode::Splice => Relay::Splice(Box::new(SpliceRelay::new(spec, events))),
+            Mode::Restart => Relay::Restart(Box::new(RestartRelay::new(spec, events))),
         }
     }
 

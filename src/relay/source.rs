@@ -213,14 +213,11 @@ fn read_loop(
                 ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
                 ClientSessionResult::RaisedEvent(ev) => match ev {
                     ClientSessionEvent::ConnectionRequestAccepted => {
-                        match session
+                        if let ClientSessionResult::OutboundResponse(p) = session
                             .request_playback(spec.stream.clone())
                             .map_err(session_err)?
                         {
-                            ClientSessionResult::OutboundResponse(p) => {
-                                out.extend_from_slice(&p.bytes)
-                            }
-                            _ => {}
+                            out.extend_from_slice(&p.bytes)
                         }
                     }
                     ClientSessionEvent::ConnectionRequestRejected { description } => {

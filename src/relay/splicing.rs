@@ -277,7 +277,7 @@ impl SpliceRelay {
             }
         }
         for i in 0..self.slots.len() {
-            let due = self.slots[i].retry_at.is_none_or(|t| now >= t);
+            let due = self.slots[i].retry_at.map_or(true, |t| now >= t);
             if self.slots[i].source.is_none() && due {
                 self.start_source(i, now);
             }
