@@ -365,6 +365,11 @@ impl Engine {
     pub fn new(p: EngineParts) -> Engine {
         let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
         let (obs_tx, obs_rx) = crossbeam_channel::unbounded();
+        if p.cfg.relay.mode == config::RelayMode::Splice && !p.cfg.relay.args.is_empty() {
+            log::warn!(
+                "[relay] args apply only with mode = \"restart\"; the splice relay ignores them"
+            );
+        }
         let relay = Relay::new(relay_spec(&p.cfg), relay_tx.clone());
         let now = Instant::now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);

@@ -230,6 +230,7 @@ fn no_key_or_secret_in_any_log_after_a_real_publish() {
     let rig = Rig::start(
         r#"
 [relay]
+mode = "restart"
 args = ["-hide_banner", "-loglevel", "info", "-fpsprobesize", "0", "-analyzeduration", "1000000",
         "-i", "{input}", "-c", "copy", "-f", "flv", "{output}"]
 "#,

@@ -85,6 +85,18 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
         rig.daemon.status()
     );
     let _b = join(&rig, "bob", B, 44_100, 1);
+    // Keys stay out of every argv: the sources are read in-process, and
+    // the output ffmpeg's command line names only the output.
+    let out_pid = rig.daemon.status()["on_air"]["relay"]["pid"]
+        .as_u64()
+        .unwrap_or(0);
+    let argv = std::fs::read(format!("/proc/{out_pid}/cmdline")).unwrap_or_default();
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(argv.contains("motherstream/live"), "output argv: {argv}");
+    assert!(
+        !argv.contains("alice") && !argv.contains("bob"),
+        "output argv: {argv}"
+    );
     // Bob is second in line: read already. Ten planned switches by moving
     // the second streamer on air (nobody is disconnected).
     let mut gaps = Vec::new();

@@ -317,8 +317,12 @@ mod tests {
         out.clear();
         assert_eq!(p.next_due(), 1100);
         p.due(1250, &mut out);
-        // frame at 100, then loop 1: the keyframe at 200 (headers skipped)
-        assert_eq!(out.iter().map(|t| t.ts).collect::<Vec<_>>(), [100, 200]);
+        // frame at 100, then loop 1 (headers skipped): keyframe at 200,
+        // audio at 223
+        assert_eq!(
+            out.iter().map(|t| t.ts).collect::<Vec<_>>(),
+            [100, 200, 223]
+        );
         assert!(out[1].is_keyframe());
     }
 
