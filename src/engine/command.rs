@@ -1,0 +1,122 @@
+//! What reaches the engine (commands) and how it answers (replies).
+
+use crossbeam_channel::Receiver;
+use serde_json::json;
+
+use super::StreamerRequest;
+use crate::moderation;
+
+/// An answer for an HTTP worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: v.to_string(),
+        }
+    }
+
+    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
+        Reply::json(status, json!({ "error": msg.into() }))
+    }
+}
+
+/// Where the engine's answer goes: straight back to the HTTP client (the
+/// worker that parsed the request does not wait, so the number of requests
+/// in one group commit is bounded by the load, not by the worker count), or
+/// a channel for callers that want to wait.
+pub struct Responder(Box<dyn FnOnce(Reply) + Send>);
+
+impl Responder {
+    pub fn new(f: impl FnOnce(Reply) + Send + 'static) -> Responder {
+        Responder(Box::new(f))
+    }
+
+    pub fn channel() -> (Responder, Receiver<Reply>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (
+            Responder::new(move |r| {
+                let _ = tx.send(r);
+            }),
+            rx,
+        )
+    }
+
+    pub fn send(self, r: Reply) {
+        (self.0)(r)
+    }
+}
+
+pub enum Command {
+    Publish {
+        key: String,
+        client_id: Option<u64>,
+        addr: String,
+        reply: Responder,
+    },
+    PublishDone {
+        key: String,
+        client_id: Option<u64>,
+        reply: Responder,
+    },
+    Skip {
+        reply: Responder,
+    },
+    Clear {
+        reply: Responder,
+    },
+    Override {
+        names: Vec<String>,
+        reply: Responder,
+    },
+    Health {
+        reply: Responder,
+    },
+    /// A moderator's request (skip, kick, block, move, slot changes...).
+    Moderate {
+        req: moderation::Request,
+        reply: Responder,
+    },
+    /// Manage the streamer registry.
+    Streamers {
+        req: StreamerRequest,
+        reply: Responder,
+    },
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// `streamers.json` changed on disk (inotify).
+    RegistryChanged,
+    /// SIGTERM/SIGINT: stop gracefully.
+    Shutdown,
+    /// Block the engine loop (tests prove the watchdog stops).
+    #[cfg(feature = "test-hooks")]
+    Wedge {
+        secs: u64,
+    },
+}
+
+pub(super) fn refuse(c: Command) {
+    c.answer(Reply::error(503, "shutting down"));
+}
+
+impl Command {
+    /// Answer a command without deciding it (shutdown, overload).
+    pub fn answer(self, r: Reply) {
+        match self {
+            Command::Publish { reply, .. }
+            | Command::PublishDone { reply, .. }
+            | Command::Skip { reply }
+            | Command::Clear { reply }
+            | Command::Override { reply, .. }
+            | Command::Moderate { reply, .. }
+            | Command::Streamers { reply, .. }
+            | Command::Health { reply } => reply.send(r),
+            _ => {}
+        }
+    }
+}

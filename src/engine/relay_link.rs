@@ -1,0 +1,156 @@
+//! The engine's side of the relay: it tells the relay what the queue wants
+//! on air ("on air X, next Y"), and acts on what the relay reports (the
+//! cut that changes who is on screen, a streamer to give up on).
+
+use std::time::{Duration, Instant};
+
+use super::{read, unix_ms, write, Engine, Settings};
+use crate::config::{self, Config};
+use crate::queue::Op;
+use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
+
+impl Engine {
+    /// Tell the relay what the queue wants on air now (level-triggered).
+    pub(super) fn reconcile_relay(&mut self, now: Instant) {
+        let e = self.state.entries();
+        let want = Want {
+            on_air: e.first().map(|h| Streamer {
+                key: h.key.to_string(),
+                name: self.display(&h.key),
+            }),
+            next: e.get(1).map(|n| Streamer {
+                key: n.key.to_string(),
+                name: self.display(&n.key),
+            }),
+            left: self.kill_now.take(),
+            stopping: self.shutting_down,
+        };
+        let mut notices = Vec::new();
+        self.relay.want(&want, now, &mut notices);
+        self.on_notices(notices);
+    }
+
+    /// The output's publish secret changes with each output run; the HTTP
+    /// side checks `on_publish` of the output app against it.
+    pub(super) fn sync_secret(&mut self) {
+        let s = read(&self.settings);
+        if s.relay_secret != self.relay.output_secret() {
+            write(
+                &self.settings,
+                Settings {
+                    relay_secret: self.relay.output_secret().to_string(),
+                    ..(*s).clone()
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_notices(&mut self, notices: Vec<Notice>) {
+        self.sync_secret();
+        if notices.is_empty() {
+            return;
+        }
+        for n in notices {
+            match n {
+                Notice::Cut {
+                    from,
+                    to,
+                    how,
+                    waited,
+                } => {
+                    self.cuts += 1;
+                    let who = |k: &Option<String>| {
+                        k.as_deref()
+                            .map_or_else(|| "the slate".to_string(), |k| self.display(k))
+                    };
+                    let line = match how {
+                        relay::CutKind::Keyframe => format!(
+                            "cut to {} on their keyframe {:.2} s after the switch; {} kept playing",
+                            who(&to),
+                            waited.as_secs_f64(),
+                            who(&from)
+                        ),
+                        relay::CutKind::Restart => match &to {
+                            Some(_) => format!(
+                                "{} on screen {:.2} s after the switch (relay restarted)",
+                                who(&to),
+                                waited.as_secs_f64()
+                            ),
+                            None => format!("{} off screen", who(&from)),
+                        },
+                        other => format!(
+                            "cut to {} {} {:.2} s after the switch",
+                            who(&to),
+                            other.describe(),
+                            waited.as_secs_f64()
+                        ),
+                    };
+                    log::info!("{line}");
+                    self.last_cut = Some(line);
+                    if let Some(f) = from {
+                        self.release_drop(&f);
+                    }
+                }
+                Notice::GiveUp { key } => {
+                    if self.state.head().is_some_and(|h| *h.key == *key) {
+                        // Skipping is a queue change: persisted like any other.
+                        self.apply_internal(Op::Skip { at: unix_ms() });
+                    }
+                }
+            }
+        }
+        self.publish_view();
+        self.sync_obs();
+        self.refresh_status();
+    }
+
+    /// A publisher waiting for the cut away from them is disconnected now.
+    pub(super) fn release_drop(&mut self, key: &str) {
+        if let Some(i) = self.drops_after_cut.iter().position(|(k, _)| k == key) {
+            self.drops_after_cut.remove(i);
+            let who = self.display(key);
+            if let Some(c) = &self.control {
+                c.drop_publisher(&self.cfg.rtmp.ingest_app, key, &who);
+            }
+        }
+    }
+
+    pub(super) fn on_relay_event(&mut self, ev: RelayEvent) {
+        let mut notices = Vec::new();
+        self.relay.on_event(ev, Instant::now(), &mut notices);
+        if !notices.is_empty() {
+            self.on_notices(notices);
+            self.after_change();
+        } else if self.relay.view() != self.published_relay {
+            self.publish_view();
+            self.refresh_status();
+        }
+    }
+}
+
+pub(super) fn relay_spec(cfg: &Config) -> RelaySpec {
+    let r = &cfg.rtmp;
+    RelaySpec {
+        mode: match cfg.relay.mode {
+            config::RelayMode::Splice => relay::Mode::Splice,
+            config::RelayMode::Restart => relay::Mode::Restart,
+        },
+        ffmpeg: cfg.relay.ffmpeg.clone(),
+        args: cfg.relay.args.clone(),
+        log_path: cfg.relay_log_path(),
+        log_max_bytes: cfg.relay.log_max_bytes,
+        host: r.host.clone(),
+        port: r.port,
+        ingest_app: r.ingest_app.clone(),
+        output_app: r.output_app.clone(),
+        output_stream: r.output_stream.clone(),
+        stall: Duration::from_secs(cfg.relay.stall_seconds),
+        stop_grace: Duration::from_millis(cfg.relay.stop_grace_ms),
+        max_failures: cfg.relay.max_failures,
+        slate: cfg.relay.slate.clone(),
+        slate_text: cfg.relay.slate_text.clone(),
+        work_dir: cfg.state_dir(),
+        cut_timeout: (cfg.relay.cut_timeout_ms > 0)
+            .then(|| Duration::from_millis(cfg.relay.cut_timeout_ms)),
+    }
+}

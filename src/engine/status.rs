@@ -1,0 +1,103 @@
+//! What the engine tells systemd (STATUS=) and OBS (the broadcast state).
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use super::{unix_ms, Engine, STATUS_REFRESH};
+use crate::moderation;
+use crate::obs::{BroadcastState, ObsStatus};
+use crate::relay;
+
+impl Engine {
+    pub(super) fn sync_obs(&mut self) {
+        let Some(obs) = &self.obs else { return };
+        let shown = self.on_screen_key();
+        let e = self.state.entries();
+        let mut order: Vec<&str> = Vec::with_capacity(2);
+        if let Some(k) = &shown {
+            order.push(k.as_str());
+        }
+        for x in e.iter().take(2) {
+            if order.len() < 2 && !order.contains(&&*x.key) {
+                order.push(&x.key);
+            }
+        }
+        let want = BroadcastState {
+            on_air: order.first().map(|k| self.display(k)),
+            next_up: order.get(1).map(|k| self.display(k)),
+            switch_seq: match self.relay.mode() {
+                relay::Mode::Splice => self.cuts,
+                relay::Mode::Restart => self.state.switch_seq(),
+            },
+            slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        };
+        if self.sent_obs.as_ref() != Some(&want) {
+            obs.show(want.clone());
+            self.sent_obs = Some(want);
+        }
+    }
+
+    pub(super) fn refresh_status(&mut self) {
+        let line = self.status_line(unix_ms());
+        self.notifier.status(&line);
+        self.next_status = Instant::now() + STATUS_REFRESH;
+    }
+
+    pub(super) fn status_line(&self, now_ms: u64) -> String {
+        let mut parts = Vec::new();
+        match self.on_screen_key() {
+            Some(k) => {
+                let since = if self.state.head().is_some_and(|h| *h.key == *k) {
+                    self.state.on_air_since().unwrap_or(now_ms)
+                } else {
+                    now_ms
+                };
+                let mins = now_ms.saturating_sub(since) / 60_000;
+                parts.push(format!("on air: {} for {mins}m", self.display(&k)));
+            }
+            None => parts.push("nobody on air".into()),
+        }
+        parts.push(format!("{} waiting", self.state.len().saturating_sub(1)));
+        parts.push(
+            match self.relay.view().state {
+                "live" => "relay ok",
+                "starting" => "relay starting",
+                "switching" => "relay switching",
+                "stopping" => "relay switching",
+                "backoff" => "relay restarting",
+                "slate" => "slate on air",
+                _ => "relay idle",
+            }
+            .to_string(),
+        );
+        if let Some(c) = &self.last_cut {
+            parts.push(c.clone());
+        }
+        if self.cfg.obs.enabled {
+            parts.push(if self.obs_view.connected {
+                "obs connected".into()
+            } else {
+                "obs disconnected".into()
+            });
+        }
+        if self.store_failed {
+            parts.push("STATE NOT SAVED".into());
+        }
+        parts.join(" · ")
+    }
+
+    pub(super) fn on_obs_status(&mut self, st: ObsStatus) {
+        match st {
+            ObsStatus::Connected { obs_version } => {
+                self.obs_view.connected = true;
+                self.obs_view.detail = format!("connected to OBS {obs_version}");
+            }
+            ObsStatus::Disconnected { reason } => {
+                self.obs_view.connected = false;
+                self.obs_view.detail = reason;
+            }
+        }
+        self.publish_view();
+        self.refresh_status();
+    }
+}
