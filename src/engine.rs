@@ -8,11 +8,16 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+#[cfg(test)]
+mod memory;
 mod names;
+pub mod ports;
 mod relay_link;
 mod reload;
 mod status;
 mod streamers;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use command::{Command, Reply, Responder};
@@ -33,13 +38,13 @@ use serde_json::json;
 
 use crate::config::{self, Config};
 use crate::moderation::Policy;
-use crate::nginx::Control;
-use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
+use crate::obs::{BroadcastState, ObsStatus};
 use crate::queue::{Op, Outcome, State};
 use crate::registry::{FileSig, Registry};
-use crate::relay::{Relay, RelayEvent, RelayView};
+use crate::relay::{RelayEvent, RelayView};
 use crate::store::Store;
 use crate::systemd::Notifier;
+use ports::{Clock, ControlPort, Io, ObsLauncher, ObsPort, RelayPort};
 
 /// Most commands decided in one batch (one fsync).
 const MAX_BATCH: usize = 1024;
@@ -59,7 +64,9 @@ pub struct Engine {
     config_explicit: bool,
     state: State,
     store: Store,
-    relay: Relay,
+    relay: Box<dyn RelayPort>,
+    clock: Box<dyn Clock>,
+    obs_launcher: ObsLauncher,
     /// The on-air publisher left: its stream is over (a forced switch).
     kill_now: Option<String>,
     /// Publishers taken off while on screen: disconnected once the output
@@ -70,7 +77,7 @@ pub struct Engine {
     /// What happened at the last cut, for `/api/status` and STATUS.
     last_cut: Option<String>,
     relay_rx: Receiver<RelayEvent>,
-    obs: Option<ObsHandle>,
+    obs: Option<Box<dyn ObsPort>>,
     obs_tx: Sender<ObsStatus>,
     obs_rx: Receiver<ObsStatus>,
     obs_view: ObsView,
@@ -94,7 +101,7 @@ pub struct Engine {
     registry_watched: bool,
     next_registry_check: Instant,
     /// Disconnects publishers through nginx's control module, off-thread.
-    control: Option<Control>,
+    control: Option<Box<dyn ControlPort>>,
     /// After a slot end that could not be saved, wait before trying again.
     slot_retry_at: Option<Instant>,
     /// Publishers to disconnect once the batch that took them off is saved.
@@ -134,6 +141,8 @@ pub struct EngineParts {
     pub registry_watched: bool,
     /// Whether hooks are being answered (None: nothing to ask).
     pub http_alive: Option<LivenessProbe>,
+    /// Clock, relay, nginx control, OBS: `Io::real()` in the daemon.
+    pub io: Io,
 }
 
 impl Engine {
@@ -145,8 +154,14 @@ impl Engine {
                 "[relay] args apply only with mode = \"restart\"; the splice relay ignores them"
             );
         }
-        let relay = Relay::new(relay_spec(&p.cfg), relay_tx.clone());
-        let now = Instant::now();
+        let Io {
+            clock,
+            relay,
+            control,
+            obs: obs_launcher,
+        } = p.io;
+        let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
+        let now = clock.now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
         let mut e = Engine {
             obs_view: ObsView {
@@ -164,6 +179,7 @@ impl Engine {
             state: p.state,
             store: p.store,
             relay,
+            obs_launcher,
             kill_now: None,
             drops_after_cut: Vec::new(),
             cuts: 0,
@@ -179,7 +195,8 @@ impl Engine {
             next_status: now,
             view: p.view,
             settings: p.settings,
-            started_at_ms: unix_ms(),
+            started_at_ms: clock.unix_ms(),
+            clock,
             shutting_down: false,
             store_failed: false,
             registry: Registry::default(),
@@ -200,7 +217,7 @@ impl Engine {
         };
         e.sync_secret();
         e.refresh_registry(true);
-        match Control::spawn(e.cfg.rtmp.control_url.clone()) {
+        match control(e.cfg.rtmp.control_url.clone()) {
             Ok(c) => e.control = Some(c),
             Err(err) => log::error!("cannot start the nginx control thread: {err}"),
         }
@@ -212,7 +229,7 @@ impl Engine {
         if !self.cfg.obs.enabled {
             return;
         }
-        match ObsHandle::spawn(self.cfg.obs.clone(), self.obs_tx.clone()) {
+        match (self.obs_launcher)(self.cfg.obs.clone(), self.obs_tx.clone()) {
             Ok(h) => self.obs = Some(h),
             Err(e) => log::error!("cannot start the OBS thread: {e}"),
         }
@@ -226,7 +243,7 @@ impl Engine {
         loop {
             let timeout = self
                 .next_deadline()
-                .saturating_duration_since(Instant::now());
+                .saturating_duration_since(self.clock.now());
             select! {
                 recv(commands) -> msg => match msg {
                     Ok(first) => {
@@ -254,7 +271,7 @@ impl Engine {
                 }
                 default(timeout) => {}
             }
-            self.on_timers(Instant::now());
+            self.on_timers(self.clock.now());
             if self.shutting_down {
                 break;
             }
@@ -286,9 +303,9 @@ impl Engine {
     }
 
     fn handle_batch(&mut self, batch: Vec<Command>) {
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms();
         self.since_trim += batch.len();
-        self.last_batch = Instant::now();
+        self.last_batch = self.clock.now();
         let mut ops: Vec<Op> = Vec::new();
         // (responder, answer, whether it acknowledges a state change)
         let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
@@ -529,7 +546,7 @@ impl Engine {
     fn apply_internal(&mut self, op: Op) {
         let out = self.state.apply(&op);
         if out.changed() {
-            self.persist(std::slice::from_ref(&op), unix_ms(), &mut []);
+            self.persist(std::slice::from_ref(&op), self.clock.unix_ms(), &mut []);
         }
         self.publish_view();
         self.after_change();
@@ -558,7 +575,7 @@ impl Engine {
 
     /// Execute what the new state asks for: relay, OBS cues, STATUS line.
     fn after_change(&mut self) {
-        self.reconcile_relay(Instant::now());
+        self.reconcile_relay(self.clock.now());
         // The queue part of the view is published before replies; rebuild it
         // (O(queue length)) here only when the relay's state changed.
         if self.relay.view() != self.published_relay {
@@ -633,7 +650,7 @@ impl Engine {
         self.notifier.stopping();
         log::info!("shutting down");
         self.shutting_down = true;
-        self.reconcile_relay(Instant::now());
+        self.reconcile_relay(self.clock.now());
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.relay.stopped() {
             let now = Instant::now();
@@ -647,7 +664,7 @@ impl Engine {
                 default(Duration::from_millis(50)) => {}
             }
             let mut notices = Vec::new();
-            self.relay.tick(Instant::now(), &mut notices);
+            self.relay.tick(self.clock.now(), &mut notices);
         }
         if let Err(e) = self.store.compact(&self.state) {
             log::error!("{e}");

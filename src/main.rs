@@ -441,6 +441,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             let live = liveness.clone();
             Arc::new(move || live.check(engine::unix_ms()))
         }),
+        io: motherstream::engine::ports::Io::real(),
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;

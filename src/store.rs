@@ -115,104 +115,9 @@ impl Store {
     pub fn open(dir: &Path, now_ms: u64) -> Result<(Store, State, LoadReport), StoreError> {
         private_fs::create_dir(dir).map_err(err(dir, "create state directory"))?;
         let mut report = LoadReport::default();
-        let snap_path = dir.join(SNAPSHOT);
-        let (mut state, mut seq) = match private_fs::read(&snap_path) {
-            Ok(bytes) => match parse_snapshot(&bytes) {
-                Ok((s, seq, dropped)) => {
-                    if !dropped.is_empty() {
-                        report.warnings.push(format!(
-                            "{}: dropped {} invalid or repeated queue entries",
-                            snap_path.display(),
-                            dropped.len()
-                        ));
-                    }
-                    (s, seq)
-                }
-                Err(why) => {
-                    let aside = keep_aside(&snap_path, now_ms);
-                    report.warnings.push(format!(
-                        "{} is unreadable ({why}); kept it as {} and started with an empty queue",
-                        snap_path.display(),
-                        aside.display()
-                    ));
-                    (State::new(), 0)
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (State::new(), 0),
-            Err(e) => return Err(err(&snap_path, "read")(e)),
-        };
-
+        let (state, seq) = read_state(dir, now_ms, &mut report)?;
         let journal_path = dir.join(JOURNAL);
-        match File::open(&journal_path) {
-            Ok(f) => {
-                let (ops, problem) = read_journal(f);
-                let mut skipped = 0usize;
-                for (line_seq, op) in ops {
-                    if line_seq > seq && op.invalid_key().is_some() {
-                        // What the hook parser would have refused live (a
-                        // hand-edited or damaged line) must not come back
-                        // through the journal; the other ops still count.
-                        skipped += 1;
-                        seq = line_seq;
-                    } else if line_seq > seq {
-                        state.apply(&op);
-                        seq = line_seq;
-                        report.replayed_ops += 1;
-                    }
-                }
-                if skipped > 0 {
-                    report.warnings.push(format!(
-                        "{}: skipped {skipped} ops naming an invalid stream key \
-                         (not [A-Za-z0-9_-]{{1,64}}); replayed the rest",
-                        journal_path.display()
-                    ));
-                }
-                if let Some(p) = problem {
-                    let aside = keep_aside(&journal_path, now_ms);
-                    report.warnings.push(format!(
-                        "{}: {p}; replayed what came before and kept the file as {}",
-                        journal_path.display(),
-                        aside.display()
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(&journal_path, "read")(e)),
-        }
-
         let seed_path = dir.join(SEED_QUEUE);
-        if state.is_empty() && !snap_path.exists() && seed_path.exists() {
-            match fs::read(&seed_path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(keys) => {
-                    let entries = keys
-                        .into_iter()
-                        .map(|k| Entry {
-                            key: k.into(),
-                            sessions: Default::default(),
-                            joined_at: now_ms,
-                            addr: String::new(),
-                        })
-                        .collect();
-                    let (s, dropped) = State::from_parts(entries, Some(now_ms), 1);
-                    if !dropped.is_empty() {
-                        report.warnings.push(format!(
-                            "{}: dropped invalid or repeated keys {dropped:?}",
-                            seed_path.display()
-                        ));
-                    }
-                    state = s;
-                    report.migrated_seed = true;
-                }
-                Err(why) => report.warnings.push(format!(
-                    "{} is not a JSON array of keys ({why}); ignored",
-                    seed_path.display()
-                )),
-            }
-        }
-
         let journal = private_fs::open(
             &journal_path,
             private_fs::options().create(true).append(true),
@@ -299,11 +204,122 @@ impl Store {
 
     /// Re-read the last durable state (after a failed append, the in-memory
     /// state is ahead of the disk).
+    /// The state as it is on disk, after a write failed. Reads only: the
+    /// disk that refused the write may refuse a new snapshot too, and the
+    /// engine must not go on showing what was never saved.
     pub fn reload(&mut self, now_ms: u64) -> Result<State, StoreError> {
-        let (store, state, _) = Store::open(&self.dir, now_ms)?;
-        *self = store;
+        let (state, seq) = read_state(&self.dir, now_ms, &mut LoadReport::default())?;
+        self.seq = seq;
         Ok(state)
     }
+}
+
+/// What is on disk: the snapshot, the journal replayed over it, or the
+/// seed's queue file. Reads only (a damaged file is set aside).
+fn read_state(
+    dir: &Path,
+    now_ms: u64,
+    report: &mut LoadReport,
+) -> Result<(State, u64), StoreError> {
+    let snap_path = dir.join(SNAPSHOT);
+    let (mut state, mut seq) = match private_fs::read(&snap_path) {
+        Ok(bytes) => match parse_snapshot(&bytes) {
+            Ok((s, seq, dropped)) => {
+                if !dropped.is_empty() {
+                    report.warnings.push(format!(
+                        "{}: dropped {} invalid or repeated queue entries",
+                        snap_path.display(),
+                        dropped.len()
+                    ));
+                }
+                (s, seq)
+            }
+            Err(why) => {
+                let aside = keep_aside(&snap_path, now_ms);
+                report.warnings.push(format!(
+                    "{} is unreadable ({why}); kept it as {} and started with an empty queue",
+                    snap_path.display(),
+                    aside.display()
+                ));
+                (State::new(), 0)
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (State::new(), 0),
+        Err(e) => return Err(err(&snap_path, "read")(e)),
+    };
+
+    let journal_path = dir.join(JOURNAL);
+    match File::open(&journal_path) {
+        Ok(f) => {
+            let (ops, problem) = read_journal(f);
+            let mut skipped = 0usize;
+            for (line_seq, op) in ops {
+                if line_seq > seq && op.invalid_key().is_some() {
+                    // What the hook parser would have refused live (a
+                    // hand-edited or damaged line) must not come back
+                    // through the journal; the other ops still count.
+                    skipped += 1;
+                    seq = line_seq;
+                } else if line_seq > seq {
+                    state.apply(&op);
+                    seq = line_seq;
+                    report.replayed_ops += 1;
+                }
+            }
+            if skipped > 0 {
+                report.warnings.push(format!(
+                    "{}: skipped {skipped} ops naming an invalid stream key \
+                         (not [A-Za-z0-9_-]{{1,64}}); replayed the rest",
+                    journal_path.display()
+                ));
+            }
+            if let Some(p) = problem {
+                let aside = keep_aside(&journal_path, now_ms);
+                report.warnings.push(format!(
+                    "{}: {p}; replayed what came before and kept the file as {}",
+                    journal_path.display(),
+                    aside.display()
+                ));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(&journal_path, "read")(e)),
+    }
+
+    let seed_path = dir.join(SEED_QUEUE);
+    if state.is_empty() && !snap_path.exists() && seed_path.exists() {
+        match fs::read(&seed_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(keys) => {
+                let entries = keys
+                    .into_iter()
+                    .map(|k| Entry {
+                        key: k.into(),
+                        sessions: Default::default(),
+                        joined_at: now_ms,
+                        addr: String::new(),
+                    })
+                    .collect();
+                let (s, dropped) = State::from_parts(entries, Some(now_ms), 1);
+                if !dropped.is_empty() {
+                    report.warnings.push(format!(
+                        "{}: dropped invalid or repeated keys {dropped:?}",
+                        seed_path.display()
+                    ));
+                }
+                state = s;
+                report.migrated_seed = true;
+            }
+            Err(why) => report.warnings.push(format!(
+                "{} is not a JSON array of keys ({why}); ignored",
+                seed_path.display()
+            )),
+        }
+    }
+
+    Ok((state, seq))
 }
 
 fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64, Vec<String>), String> {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{read, unix_ms, write, Engine, Settings};
+use super::{read, write, Engine, Settings};
 use crate::config::{self, Config};
 use crate::queue::Op;
 use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
@@ -94,7 +94,9 @@ impl Engine {
                 Notice::GiveUp { key } => {
                     if self.state.head().is_some_and(|h| *h.key == *key) {
                         // Skipping is a queue change: persisted like any other.
-                        self.apply_internal(Op::Skip { at: unix_ms() });
+                        self.apply_internal(Op::Skip {
+                            at: self.clock.unix_ms(),
+                        });
                     }
                 }
             }
@@ -117,7 +119,7 @@ impl Engine {
 
     pub(super) fn on_relay_event(&mut self, ev: RelayEvent) {
         let mut notices = Vec::new();
-        self.relay.on_event(ev, Instant::now(), &mut notices);
+        self.relay.on_event(ev, self.clock.now(), &mut notices);
         if !notices.is_empty() {
             self.on_notices(notices);
             self.after_change();

@@ -1,8 +1,8 @@
 //! What the engine tells systemd (STATUS=) and OBS (the broadcast state).
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use super::{unix_ms, Engine, STATUS_REFRESH};
+use super::{Engine, STATUS_REFRESH};
 use crate::moderation;
 use crate::obs::{BroadcastState, ObsStatus};
 use crate::relay;
@@ -38,9 +38,9 @@ impl Engine {
     }
 
     pub(super) fn refresh_status(&mut self) {
-        let line = self.status_line(unix_ms());
+        let line = self.status_line(self.clock.unix_ms());
         self.notifier.status(&line);
-        self.next_status = Instant::now() + STATUS_REFRESH;
+        self.next_status = self.clock.now() + STATUS_REFRESH;
     }
 
     pub(super) fn status_line(&self, now_ms: u64) -> String {

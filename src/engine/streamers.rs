@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{unix_ms, Engine, Reply};
+use super::{Engine, Reply};
 use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
 use crate::registry::{self, RegistryError};
@@ -96,7 +96,7 @@ impl Engine {
     /// once per version and the registry read before is kept.
     pub(super) fn refresh_registry(&mut self, force: bool) -> bool {
         let dir = self.cfg.state_dir();
-        self.next_registry_check = Instant::now() + REGISTRY_CHECK;
+        self.next_registry_check = self.clock.now() + REGISTRY_CHECK;
         let sig = registry::signature(&dir);
         if !force && sig == self.registry_sig {
             return false;
@@ -134,7 +134,7 @@ impl Engine {
     /// When the on-air slot ends, as an engine deadline.
     pub(super) fn slot_deadline(&self) -> Option<Instant> {
         let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy())?;
-        let t = Instant::now() + Duration::from_millis(ends.saturating_sub(unix_ms()));
+        let t = self.clock.now() + Duration::from_millis(ends.saturating_sub(self.clock.unix_ms()));
         Some(match self.slot_retry_at {
             Some(r) => t.max(r),
             None => t,
@@ -144,10 +144,10 @@ impl Engine {
     /// If the on-air slot is over: take the streamer off (blocked for the
     /// rejoin time), switch, and disconnect them through nginx.
     pub(super) fn end_slot(&mut self) {
-        if self.shutting_down || self.slot_retry_at.is_some_and(|r| Instant::now() < r) {
+        if self.shutting_down || self.slot_retry_at.is_some_and(|r| self.clock.now() < r) {
             return;
         }
-        let now = unix_ms();
+        let now = self.clock.unix_ms();
         let Some(op) = moderation::slot_expired(&self.state, &self.registry, &self.policy(), now)
         else {
             return;
@@ -171,7 +171,7 @@ impl Engine {
         self.pending_drops.push(key);
         self.apply_internal(op);
         if self.store_failed {
-            self.slot_retry_at = Some(Instant::now() + SLOT_RETRY);
+            self.slot_retry_at = Some(self.clock.now() + SLOT_RETRY);
             self.pending_drops.clear();
         } else {
             self.slot_retry_at = None;
@@ -190,7 +190,7 @@ impl Engine {
             if on_screen.as_deref() == Some(key.as_str()) {
                 // Still on the output: they keep playing until the cut to
                 // the next streamer (their keyframe), then go.
-                self.drops_after_cut.push((key, Instant::now()));
+                self.drops_after_cut.push((key, self.clock.now()));
                 continue;
             }
             let who = self.display(&key);

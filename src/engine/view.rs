@@ -210,7 +210,7 @@ impl Engine {
             relay_restarts: rv.restarts,
         });
         let policy = self.policy();
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms();
         let names = self.sync_names();
         // Until the cut, the streamer still on the output leads the list.
         let names = match &shown {

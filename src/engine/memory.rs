@@ -1,0 +1,278 @@
+//! The real engine in memory: its own thread and channels, a real store in
+//! a scratch directory, and in place of ffmpeg/RTMP, nginx and OBS small
+//! recorders the test reads and steers (a manual clock, a relay that cuts
+//! when told to). Behaviour tests run in milliseconds, without nginx.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::ports::{ControlPort, Io, ManualClock, ObsPort, RelayPort};
+use super::{Command, Engine, EngineParts, Reply, Responder, Settings, Shared, View};
+use crate::config::{Config, ObsConfig};
+use crate::moderation;
+use crate::obs::BroadcastState;
+use crate::relay::{self, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Want};
+use crate::scratch::ScratchDir;
+use crate::store::Store;
+use crate::systemd::Notifier;
+
+/// What the test sees of, and tells, the stand-in relay.
+#[derive(Default)]
+pub struct RelayLog {
+    pub wants: Vec<Want>,
+    /// Cut to the wanted streamer at once (else the old one stays on
+    /// screen until this is set again: a planned cut waiting for a keyframe).
+    pub cut: bool,
+    /// Report this key as failed too often on the next call.
+    pub give_up: Option<String>,
+    pub on_screen: Option<String>,
+    pub stopped: bool,
+}
+
+struct MemRelay(Arc<Mutex<RelayLog>>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RelayPort for MemRelay {
+    fn want(&mut self, w: &Want, _now: Instant, notices: &mut Vec<Notice>) {
+        let mut l = lock(&self.0);
+        if l.wants.last() != Some(w) {
+            l.wants.push(w.clone());
+        }
+        l.stopped = w.stopping;
+        if let Some(key) = l.give_up.take() {
+            notices.push(Notice::GiveUp { key });
+        }
+        let want = w.on_air.as_ref().map(|s| s.key.clone());
+        if l.cut && want != l.on_screen {
+            let from = std::mem::replace(&mut l.on_screen, want.clone());
+            notices.push(Notice::Cut {
+                from,
+                to: want,
+                how: CutKind::Keyframe,
+                waited: Duration::from_millis(5),
+            });
+        }
+    }
+    fn on_event(&mut self, _ev: RelayEvent, _now: Instant, _n: &mut Vec<Notice>) {}
+    fn tick(&mut self, _now: Instant, _n: &mut Vec<Notice>) {}
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn view(&self) -> RelayView {
+        let l = lock(&self.0);
+        RelayView {
+            state: if l.on_screen.is_some() {
+                "live"
+            } else {
+                "slate"
+            },
+            pid: None,
+            restarts: 0,
+            on_screen: l.on_screen.clone(),
+        }
+    }
+    fn stopped(&self) -> bool {
+        lock(&self.0).stopped
+    }
+    fn output_secret(&self) -> &str {
+        "memory-secret"
+    }
+    fn mode(&self) -> relay::Mode {
+        relay::Mode::Splice
+    }
+    fn set_spec(&mut self, _spec: RelaySpec) {}
+}
+
+struct MemControl(Arc<Mutex<Vec<String>>>);
+
+impl ControlPort for MemControl {
+    fn drop_publisher(&self, _app: &str, key: &str, _who: &str) {
+        lock(&self.0).push(key.to_string());
+    }
+    fn shutdown(self: Box<Self>) {}
+}
+
+struct MemObs(Arc<Mutex<Vec<BroadcastState>>>);
+
+impl ObsPort for MemObs {
+    fn show(&self, state: BroadcastState) {
+        lock(&self.0).push(state);
+    }
+    fn reconfigure(&self, _cfg: ObsConfig) {}
+    fn shutdown(self: Box<Self>) {}
+}
+
+pub struct Harness {
+    pub tx: Sender<Command>,
+    pub clock: ManualClock,
+    pub relay: Arc<Mutex<RelayLog>>,
+    pub drops: Arc<Mutex<Vec<String>>>,
+    pub obs: Arc<Mutex<Vec<BroadcastState>>>,
+    pub view: Shared<View>,
+    pub dir: ScratchDir,
+    thread: Option<JoinHandle<()>>,
+    next_client: u64,
+}
+
+impl Harness {
+    /// Start the engine with `toml` as its config (state in a scratch dir).
+    pub fn start(tag: &str, toml: &str) -> Harness {
+        let dir = ScratchDir::new(tag);
+        Harness::start_in(dir, toml)
+    }
+
+    pub fn start_in(dir: ScratchDir, toml: &str) -> Harness {
+        let mut cfg = Config::parse(toml).expect("test config");
+        cfg.state.dir = dir.0.display().to_string();
+        let clock = ManualClock::new();
+        let relay = Arc::new(Mutex::new(RelayLog {
+            cut: true,
+            ..RelayLog::default()
+        }));
+        let drops = Arc::new(Mutex::new(Vec::new()));
+        let obs = Arc::new(Mutex::new(Vec::new()));
+        let (store, state, _) = Store::open(&dir.0, clock.now_ms()).expect("store");
+        let view: Shared<View> = Arc::new(RwLock::new(Arc::new(View::default())));
+        let settings = Arc::new(RwLock::new(Arc::new(Settings {
+            admin_token: "t".into(),
+            hook_secret: "h".into(),
+            allowed_hosts: Vec::new(),
+            relay_secret: String::new(),
+            ingest_app: cfg.rtmp.ingest_app.clone(),
+            output_app: cfg.rtmp.output_app.clone(),
+            output_stream: cfg.rtmp.output_stream.clone(),
+        })));
+        let (r, d, o) = (relay.clone(), drops.clone(), obs.clone());
+        let io = Io {
+            clock: Box::new(clock.clone()),
+            relay: Box::new(move |_, _| Box::new(MemRelay(r))),
+            control: Box::new(move |_| Ok(Box::new(MemControl(d)) as Box<dyn ControlPort>)),
+            obs: Box::new(move |_, _| Ok(Box::new(MemObs(o.clone())) as Box<dyn ObsPort>)),
+        };
+        let (tx, rx): (Sender<Command>, Receiver<Command>) = crossbeam_channel::bounded(64);
+        let parts = EngineParts {
+            cfg,
+            config_path: dir.0.join("motherstream.toml"),
+            config_explicit: false,
+            state,
+            store,
+            notifier: Notifier::from_env(),
+            view: view.clone(),
+            settings,
+            registry_watched: true,
+            http_alive: None,
+            io,
+        };
+        let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
+        let h = Harness {
+            tx,
+            clock,
+            relay,
+            drops,
+            obs,
+            view,
+            dir,
+            thread: Some(thread),
+            next_client: 1,
+        };
+        h.health();
+        h
+    }
+
+    /// Send a command, wait for its answer, then for the engine to finish
+    /// that batch (it answers before it executes the effects: relay, OBS,
+    /// drops): a second round trip is handled only after the first batch.
+    fn ask(&self, make: impl FnOnce(Responder) -> Command) -> Reply {
+        let r = self.round_trip(make);
+        self.round_trip(|reply| Command::Health { reply });
+        r
+    }
+
+    fn round_trip(&self, make: impl FnOnce(Responder) -> Command) -> Reply {
+        let (r, rx) = Responder::channel();
+        self.tx.send(make(r)).expect("engine alive");
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("engine answers")
+    }
+
+    /// Also wakes the engine, so it looks at its timers (after `advance`).
+    pub fn health(&self) -> Reply {
+        self.ask(|reply| Command::Health { reply })
+    }
+
+    pub fn publish(&mut self, key: &str) -> Reply {
+        let client_id = Some(self.next_client);
+        self.next_client += 1;
+        let key = key.to_string();
+        self.ask(|reply| Command::Publish {
+            key,
+            client_id,
+            addr: "127.0.0.1".into(),
+            reply,
+        })
+    }
+
+    pub fn publish_done(&self, key: &str) -> Reply {
+        let key = key.to_string();
+        self.ask(|reply| Command::PublishDone {
+            key,
+            client_id: None,
+            reply,
+        })
+    }
+
+    pub fn moderate(&self, req: moderation::Request) -> Reply {
+        self.ask(|reply| Command::Moderate { req, reply })
+    }
+
+    /// Move the clock and let the engine see it.
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+        self.health();
+    }
+
+    pub fn queue(&self) -> Vec<String> {
+        super::read(&self.view)
+            .names
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let v = super::read(&self.view);
+        serde_json::from_str(&v.status_json(self.clock.now_ms())).unwrap_or_default()
+    }
+
+    pub fn drops(&self) -> Vec<String> {
+        lock(&self.drops).clone()
+    }
+
+    pub fn set_cut(&self, on: bool) {
+        lock(&self.relay).cut = on;
+    }
+
+    /// Stop the engine the way SIGTERM does and wait for it.
+    pub fn shutdown(mut self) -> ScratchDir {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::replace(&mut self.dir, ScratchDir(std::path::PathBuf::new()))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! What the engine drives but does not own the logic of: the clock, the
+//! relay, nginx's control module and the OBS thread. In the daemon these
+//! are the real ones ([`Io::real`]); behaviour tests pass their own (see
+//! `engine/memory.rs`), so the real engine runs in memory in milliseconds,
+//! as lsp-server's `Connection::memory()` does for a language server.
+
+#[cfg(test)]
+use std::time::Duration;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+
+use crate::config::ObsConfig;
+use crate::nginx::Control;
+use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
+use crate::relay::{self, Notice, Relay, RelayEvent, RelaySpec, RelayView, Want};
+
+/// Time as the engine sees it.
+pub trait Clock: Send {
+    fn now(&self) -> Instant;
+    fn unix_ms(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn unix_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// The relay as the engine drives it (`relay::Relay` in the daemon).
+pub trait RelayPort: Send {
+    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>);
+    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>);
+    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>);
+    fn deadline(&self) -> Option<Instant>;
+    fn view(&self) -> RelayView;
+    fn stopped(&self) -> bool;
+    fn output_secret(&self) -> &str;
+    fn mode(&self) -> relay::Mode;
+    fn set_spec(&mut self, spec: RelaySpec);
+}
+
+impl RelayPort for Relay {
+    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
+        Relay::want(self, w, now, notices)
+    }
+    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        Relay::on_event(self, ev, now, notices)
+    }
+    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        Relay::tick(self, now, notices)
+    }
+    fn deadline(&self) -> Option<Instant> {
+        Relay::deadline(self)
+    }
+    fn view(&self) -> RelayView {
+        Relay::view(self)
+    }
+    fn stopped(&self) -> bool {
+        Relay::stopped(self)
+    }
+    fn output_secret(&self) -> &str {
+        Relay::output_secret(self)
+    }
+    fn mode(&self) -> relay::Mode {
+        Relay::mode(self)
+    }
+    fn set_spec(&mut self, spec: RelaySpec) {
+        Relay::set_spec(self, spec)
+    }
+}
+
+/// nginx's control module: disconnect a publisher (off the engine thread).
+pub trait ControlPort: Send {
+    fn drop_publisher(&self, app: &str, key: &str, who: &str);
+    fn shutdown(self: Box<Self>);
+}
+
+impl ControlPort for Control {
+    fn drop_publisher(&self, app: &str, key: &str, who: &str) {
+        Control::drop_publisher(self, app, key, who)
+    }
+    fn shutdown(self: Box<Self>) {
+        Control::shutdown(*self)
+    }
+}
+
+/// The OBS thread: what OBS should show.
+pub trait ObsPort: Send {
+    fn show(&self, state: BroadcastState);
+    fn reconfigure(&self, cfg: ObsConfig);
+    fn shutdown(self: Box<Self>);
+}
+
+impl ObsPort for ObsHandle {
+    fn show(&self, state: BroadcastState) {
+        ObsHandle::show(self, state)
+    }
+    fn reconfigure(&self, cfg: ObsConfig) {
+        ObsHandle::reconfigure(self, cfg)
+    }
+    fn shutdown(self: Box<Self>) {
+        ObsHandle::shutdown(*self)
+    }
+}
+
+pub type RelayLauncher =
+    Box<dyn FnOnce(RelaySpec, Sender<RelayEvent>) -> Box<dyn RelayPort> + Send>;
+pub type ControlLauncher = Box<dyn FnOnce(String) -> std::io::Result<Box<dyn ControlPort>> + Send>;
+pub type ObsLauncher =
+    Box<dyn FnMut(ObsConfig, Sender<ObsStatus>) -> std::io::Result<Box<dyn ObsPort>> + Send>;
+
+/// Everything the engine starts or asks the time of.
+pub struct Io {
+    pub clock: Box<dyn Clock>,
+    pub relay: RelayLauncher,
+    pub control: ControlLauncher,
+    pub obs: ObsLauncher,
+}
+
+impl Io {
+    /// The daemon's: the system clock, ffmpeg and RTMP, nginx, OBS.
+    pub fn real() -> Io {
+        Io {
+            clock: Box::new(SystemClock),
+            relay: Box::new(|spec, tx| Box::new(Relay::new(spec, tx))),
+            control: Box::new(|url| {
+                Control::spawn(url).map(|c| Box::new(c) as Box<dyn ControlPort>)
+            }),
+            obs: Box::new(|cfg, tx| {
+                ObsHandle::spawn(cfg, tx).map(|h| Box::new(h) as Box<dyn ObsPort>)
+            }),
+        }
+    }
+}
+
+/// A clock tests move by hand (shared: the harness keeps a copy).
+#[cfg(test)]
+#[derive(Clone)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<(Instant, u64)>>);
+
+#[cfg(test)]
+impl Default for ManualClock {
+    fn default() -> ManualClock {
+        ManualClock::new()
+    }
+}
+
+#[cfg(test)]
+impl ManualClock {
+    pub fn new() -> ManualClock {
+        ManualClock(std::sync::Arc::new(std::sync::Mutex::new((
+            Instant::now(),
+            1_800_000_000_000,
+        ))))
+    }
+    pub fn now_ms(&self) -> u64 {
+        self.unix_ms()
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += d;
+        g.1 += d.as_millis() as u64;
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+    fn unix_ms(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+}

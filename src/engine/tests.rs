@@ -1,0 +1,171 @@
+//! Engine behaviour, driven through its channels in memory (see
+//! `memory.rs`): the real engine, store and queue rules; a manual clock,
+//! a relay that cuts when told, recorders for nginx drops and OBS.
+
+use std::time::Duration;
+
+use super::memory::Harness;
+use crate::moderation::Request;
+
+fn ok(r: &super::Reply) {
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn joins_go_on_air_in_order_and_the_relay_is_told_who_is_next() {
+    let mut h = Harness::start("eng-join", "[obs]\nenabled = true\n");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    assert_eq!(h.queue(), ["alice", "bob"]);
+    let w = h
+        .relay
+        .lock()
+        .map(|l| l.wants.last().cloned())
+        .ok()
+        .flatten();
+    let w = w.expect("the relay was told");
+    assert_eq!(w.on_air.map(|s| s.key).as_deref(), Some("alice"));
+    assert_eq!(w.next.map(|s| s.key).as_deref(), Some("bob"));
+    let shown = h.obs.lock().map(|o| o.last().cloned()).ok().flatten();
+    assert_eq!(shown.and_then(|s| s.on_air).as_deref(), Some("alice"));
+    assert_eq!(h.status()["on_air"]["name"], "alice");
+}
+
+#[test]
+fn the_on_air_publisher_leaving_is_a_forced_switch() {
+    let mut h = Harness::start("eng-left", "");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    ok(&h.publish_done("alice"));
+    assert_eq!(h.queue(), ["bob"]);
+    let wants = h.relay.lock().map(|l| l.wants.clone()).unwrap_or_default();
+    let left = wants
+        .iter()
+        .find(|w| w.left.is_some())
+        .expect("a forced switch");
+    assert_eq!(left.left.as_deref(), Some("alice"));
+    assert_eq!(left.on_air.as_ref().map(|s| s.key.as_str()), Some("bob"));
+    assert!(h.drops().is_empty(), "a publisher that left is not dropped");
+}
+
+#[test]
+fn slot_end_switches_and_drops_the_old_publisher_after_the_cut() {
+    let mut h = Harness::start(
+        "eng-slot",
+        "[queue]\nslot_seconds = 60\nrejoin_block_seconds = 0\n",
+    );
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    // The next streamer's keyframe has not come yet: alice keeps playing.
+    h.set_cut(false);
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.queue(), ["alice", "bob"]);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.queue(), ["alice", "bob"], "alice on screen until the cut");
+    assert_eq!(h.status()["on_air"]["name"], "alice");
+    assert!(
+        h.drops().is_empty(),
+        "not dropped before the cut: {:?}",
+        h.drops()
+    );
+    // The cut: bob on screen, alice disconnected.
+    h.set_cut(true);
+    h.health();
+    assert_eq!(h.queue(), ["bob"]);
+    assert_eq!(h.status()["on_air"]["name"], "bob");
+    assert_eq!(h.drops(), ["alice"]);
+}
+
+#[test]
+fn a_cut_that_never_comes_still_drops_the_old_publisher_in_time() {
+    let mut h = Harness::start("eng-slot-late", "[queue]\nslot_seconds = 30\n");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    h.set_cut(false);
+    h.advance(Duration::from_secs(31));
+    assert!(h.drops().is_empty());
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.drops(), ["alice"]);
+}
+
+#[test]
+fn a_kick_blocks_rejoins_until_the_block_ends() {
+    let mut h = Harness::start("eng-kick", "");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    ok(&h.moderate(Request::Kick {
+        name: Some("alice".into()),
+        seconds: Some(30),
+    }));
+    assert_eq!(h.queue(), ["bob"]);
+    assert_eq!(h.drops(), ["alice"]);
+    assert_eq!(h.publish("alice").status, 403);
+    h.advance(Duration::from_secs(31));
+    ok(&h.publish("alice"));
+    assert_eq!(h.queue(), ["bob", "alice"]);
+}
+
+#[test]
+fn a_relay_given_up_on_skips_the_streamer_durably() {
+    let mut h = Harness::start("eng-giveup", "");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    if let Ok(mut l) = h.relay.lock() {
+        l.give_up = Some("alice".into());
+    }
+    h.health();
+    assert_eq!(h.queue(), ["bob"]);
+    let dir = h.shutdown();
+    let h = Harness::start_in(dir, "");
+    assert_eq!(h.queue(), ["bob"], "the skip was saved");
+}
+
+#[test]
+fn a_disk_that_cannot_be_written_answers_503_and_loses_nothing_said_ok() {
+    let mut h = Harness::start("eng-disk", "");
+    ok(&h.publish("alice"));
+    // The snapshot can no longer be written: a directory with something in
+    // it stands where its temp file goes (as root, modes stop nothing).
+    let snap = h.dir.0.join("queue.tmp");
+    std::fs::create_dir_all(snap.join("x")).expect("block the snapshot");
+    let r = h.publish("bob");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("cannot persist"), "{}", r.body);
+    assert_eq!(h.health().status, 503);
+    assert_eq!(h.queue(), ["alice"], "what was not saved is not shown");
+    std::fs::remove_dir_all(&snap).expect("unblock");
+    ok(&h.publish("bob"));
+    ok(&h.health());
+    assert_eq!(h.queue(), ["alice", "bob"]);
+}
+
+#[test]
+fn shutdown_stops_the_relay_and_a_restart_keeps_the_queue() {
+    let mut h = Harness::start("eng-stop", "");
+    ok(&h.publish("alice"));
+    ok(&h.publish("bob"));
+    let relay = h.relay.clone();
+    let dir = h.shutdown();
+    assert!(
+        relay.lock().map(|l| l.stopped).unwrap_or(false),
+        "relay told to stop"
+    );
+    let h = Harness::start_in(dir, "");
+    assert_eq!(h.queue(), ["alice", "bob"]);
+}
+
+#[test]
+fn reload_applies_queue_settings_at_once() {
+    let h = Harness::start("eng-reload", "");
+    assert_eq!(h.status()["slot_seconds"], 0);
+    let cfg = format!(
+        "[state]\ndir = \"{}\"\n[queue]\nslot_seconds = 90\n",
+        h.dir.0.display()
+    );
+    let path = h.dir.0.join("motherstream.toml");
+    std::fs::write(&path, cfg).expect("write config");
+    crate::config::Config::load(&path, false, &crate::config::ProcessEnv).expect("valid config");
+    h.tx.send(super::Command::Reload).expect("engine alive");
+    h.health();
+    assert_eq!(h.status()["slot_seconds"], 90);
+}
