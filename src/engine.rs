@@ -416,57 +416,6 @@ impl Engine {
                     }
                     replies.push((reply, Reply::json(200, json!({"ok": true})), changed));
                 }
-                Command::Skip { reply } => {
-                    let op = Op::Skip { at: now_ms };
-                    let out = self.state.apply(&op);
-                    if let Outcome::Skipped { key: Some(k) } = &out {
-                        log::info!("moderator skipped {}", self.display(k));
-                    }
-                    let changed = out.changed();
-                    if changed {
-                        ops.push(op);
-                    }
-                    replies.push((reply, self.queue_reply(), changed));
-                }
-                Command::Clear { reply } => {
-                    let op = Op::Clear { at: now_ms };
-                    let out = self.state.apply(&op);
-                    if let Outcome::Cleared { removed } = out {
-                        log::info!("moderator cleared the queue ({removed} entries)");
-                    }
-                    let changed = out.changed();
-                    if changed {
-                        ops.push(op);
-                    }
-                    replies.push((reply, self.queue_reply(), changed));
-                }
-                Command::Override { names, reply } => {
-                    let keys = match self.resolve_queued(&names, now_ms) {
-                        Ok(k) => k,
-                        Err(e) => {
-                            replies.push((reply, Reply::error(400, e), false));
-                            continue;
-                        }
-                    };
-                    let op = Op::Override {
-                        keys: keys.clone(),
-                        at: now_ms,
-                    };
-                    if let Err(e) = self.state.check_override(&keys) {
-                        replies.push((reply, Reply::error(400, e), false));
-                        continue;
-                    }
-                    let out = self.state.apply(&op);
-                    if let Outcome::Reordered { removed } = &out {
-                        log::info!(
-                            "moderator set the queue order: {} entries, {} removed",
-                            self.state.len(),
-                            removed.len()
-                        );
-                    }
-                    ops.push(op);
-                    replies.push((reply, self.queue_reply(), true));
-                }
                 Command::Moderate { req, reply } => {
                     let (r, changed) = self.moderate(&req, now_ms, &mut ops);
                     replies.push((reply, r, changed));

@@ -35,13 +35,43 @@ options:
   -V, --version          print the version
 ";
 
+/// What `motherstream` was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subcommand {
+    Run,
+    CheckConfig,
+    Streamer,
+    Api,
+    NginxHooks,
+    Help,
+    Version,
+}
+
+impl Subcommand {
+    fn named(s: &str) -> Option<Subcommand> {
+        Some(match s {
+            "run" => Subcommand::Run,
+            "check-config" => Subcommand::CheckConfig,
+            "streamer" => Subcommand::Streamer,
+            "api" => Subcommand::Api,
+            "nginx-hooks" => Subcommand::NginxHooks,
+            _ => return None,
+        })
+    }
+
+    /// Whether the words after it are its own arguments.
+    fn takes_arguments(self) -> bool {
+        matches!(self, Subcommand::Streamer | Subcommand::Api)
+    }
+}
+
 struct Args {
     config: PathBuf,
     config_explicit: bool,
     log_target: Option<String>,
     verbosity: i32,
-    command: String,
-    /// Arguments of `streamer`.
+    command: Subcommand,
+    /// Arguments of `streamer` and `api`.
     rest: Vec<String>,
 }
 
@@ -51,7 +81,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         config_explicit: false,
         log_target: None,
         verbosity: 0,
-        command: "run".into(),
+        command: Subcommand::Run,
         rest: Vec::new(),
     };
     let mut command_set = false;
@@ -64,8 +94,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--log-target" => a.log_target = Some(it.next().ok_or("--log-target needs a value")?),
             "-v" | "--verbose" => a.verbosity += 1,
             "-q" | "--quiet" => a.verbosity -= 1,
-            "-h" | "--help" => a.command = "help".into(),
-            "-V" | "--version" => a.command = "version".into(),
+            "-h" | "--help" => a.command = Subcommand::Help,
+            "-V" | "--version" => a.command = Subcommand::Version,
             s if s.starts_with("--config=") => {
                 a.config = s["--config=".len()..].into();
                 a.config_explicit = true;
@@ -73,11 +103,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             s if s.starts_with("-vv") && s[1..].chars().all(|c| c == 'v') => {
                 a.verbosity += (s.len() - 1) as i32
             }
-            "run" | "check-config" | "streamer" | "api" | "nginx-hooks" if !command_set => {
-                a.command = arg;
+            _ if command_set && a.command.takes_arguments() => a.rest.push(arg),
+            s if !command_set && Subcommand::named(s).is_some() => {
+                a.command = Subcommand::named(s).unwrap_or(Subcommand::Run);
                 command_set = true;
             }
-            _ if a.command == "streamer" || a.command == "api" => a.rest.push(arg),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -96,20 +126,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match args.command.as_str() {
-        "help" => {
+    match args.command {
+        Subcommand::Help => {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        "version" => {
+        Subcommand::Version => {
             println!("motherstream {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        "check-config" => check_config(&args),
-        "streamer" => streamer(&args),
-        "api" => api(&args),
-        "nginx-hooks" => nginx_hooks(&args),
-        _ => run(&args),
+        Subcommand::CheckConfig => check_config(&args),
+        Subcommand::Streamer => streamer(&args),
+        Subcommand::Api => api(&args),
+        Subcommand::NginxHooks => nginx_hooks(&args),
+        Subcommand::Run => run(&args),
     }
 }
 
@@ -560,13 +590,16 @@ mod tests {
     #[test]
     fn cli_parsing() {
         let a = parse(&[]).unwrap();
-        assert_eq!(a.command, "run");
+        assert_eq!(a.command, Subcommand::Run);
         assert!(!a.config_explicit);
         let a = parse(&["--config", "/x.toml", "-vv", "-q", "check-config"]).unwrap();
         assert_eq!(a.config, PathBuf::from("/x.toml"));
         assert!(a.config_explicit);
         assert_eq!(a.verbosity, 1);
-        assert_eq!(a.command, "check-config");
+        assert_eq!(a.command, Subcommand::CheckConfig);
+        let a = parse(&["streamer", "add", "run"]).unwrap();
+        assert_eq!(a.command, Subcommand::Streamer);
+        assert_eq!(a.rest, ["add", "run"]);
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["bogus"]).is_err());
         assert!(parse(&["run", "run"]).is_err());

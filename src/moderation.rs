@@ -119,6 +119,13 @@ pub enum Request {
         enabled: Option<bool>,
         seconds: Option<u64>,
     },
+    /// Empty the queue (`/clear-queue`, `/api/clear`).
+    Clear,
+    /// The new order of the queue by name; those left out are removed
+    /// (`/override-queue`, `/api/order`).
+    Order {
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +194,21 @@ pub fn plan(
         Request::Skip => {
             head_key()?;
             Ok(Op::Skip { at: now })
+        }
+        Request::Clear => Ok(Op::Clear { at: now }),
+        Request::Order { names } => {
+            let mut keys: Vec<String> = Vec::with_capacity(names.len());
+            for n in names {
+                let key = resolve(n, state, reg, now)
+                    .filter(|k| state.contains(k))
+                    .ok_or_else(|| bad(format!("{n:?} is not in the queue")))?;
+                if keys.contains(&key) {
+                    return Err(bad(format!("{n:?} is listed twice")));
+                }
+                keys.push(key);
+            }
+            state.check_override(&keys).map_err(bad)?;
+            Ok(Op::Override { keys, at: now })
         }
         Request::Kick { name, seconds } => {
             let key = match name {

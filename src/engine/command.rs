@@ -64,16 +64,6 @@ pub enum Command {
         client_id: Option<u64>,
         reply: Responder,
     },
-    Skip {
-        reply: Responder,
-    },
-    Clear {
-        reply: Responder,
-    },
-    Override {
-        names: Vec<String>,
-        reply: Responder,
-    },
     Health {
         reply: Responder,
     },
@@ -110,9 +100,6 @@ impl Command {
         match self {
             Command::Publish { reply, .. }
             | Command::PublishDone { reply, .. }
-            | Command::Skip { reply }
-            | Command::Clear { reply }
-            | Command::Override { reply, .. }
             | Command::Moderate { reply, .. }
             | Command::Streamers { reply, .. }
             | Command::Health { reply } => reply.send(r),

@@ -200,22 +200,6 @@ impl Engine {
         }
     }
 
-    /// The keys of queued streamers named in an override list (public
-    /// names, or keys).
-    pub(super) fn resolve_queued(&self, names: &[String], now: u64) -> Result<Vec<String>, String> {
-        let mut keys: Vec<String> = Vec::with_capacity(names.len());
-        for n in names {
-            let key = moderation::resolve(n, &self.state, &self.registry, now)
-                .filter(|k| self.state.contains(k))
-                .ok_or_else(|| format!("{n:?} is not in the queue"))?;
-            if keys.contains(&key) {
-                return Err(format!("{n:?} is listed twice"));
-            }
-            keys.push(key);
-        }
-        Ok(keys)
-    }
-
     /// A moderator's request: plan, apply, log; returns the answer and
     /// whether it changed the queue state (to be saved before answering).
     pub(super) fn moderate(&mut self, req: &Request, now: u64, ops: &mut Vec<Op>) -> (Reply, bool) {
@@ -299,6 +283,14 @@ impl Engine {
             (_, Op::SetDefaultSlot { seconds, .. }, _) => log::info!(
                 "moderator set the default slot length: {}",
                 seconds.map_or("back to the config's".into(), |s| format!("{s} s"))
+            ),
+            (_, Op::Clear { .. }, Outcome::Cleared { removed }) => {
+                log::info!("moderator cleared the queue ({removed} entries)")
+            }
+            (_, Op::Override { .. }, Outcome::Reordered { removed }) => log::info!(
+                "moderator set the queue order: {} entries, {} removed",
+                self.state.len(),
+                removed.len()
             ),
             (_, Op::SetRejoinBlock { seconds, .. }, _) => log::info!(
                 "moderator set the rejoin block: {}",

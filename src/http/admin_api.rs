@@ -35,6 +35,8 @@ pub enum Call {
 pub fn allowed(path: &str) -> Option<&'static str> {
     match path {
         "/api/skip"
+        | "/api/clear"
+        | "/api/order"
         | "/api/kick"
         | "/api/block"
         | "/api/unblock"
@@ -67,6 +69,10 @@ pub fn parse(path: &str, method: &Method, body: &str, query: &str) -> Result<Cal
     }
     let call = match (path, method) {
         ("/api/skip", _) => Call::Moderate(Request::Skip),
+        ("/api/clear", _) => Call::Moderate(Request::Clear),
+        ("/api/order", _) => Call::Moderate(Request::Order {
+            names: b.names("names")?,
+        }),
         ("/api/kick", _) => Call::Moderate(Request::Kick {
             name: b.opt_name("name")?,
             seconds: b.opt_u64("seconds")?,
@@ -167,6 +173,21 @@ impl Body {
         }
     }
 
+    /// A required array of names (at most the queue cap's worth).
+    fn names(&mut self, k: &str) -> Result<Vec<String>, Reply> {
+        match self.take(k) {
+            Some(Value::Array(items)) if items.len() <= 1_000_000 => items
+                .into_iter()
+                .map(|v| {
+                    let mut one = Body(Map::from_iter([(k.to_string(), v)]));
+                    one.name(k)
+                })
+                .collect(),
+            Some(_) => Err(bad(format!("{k:?} must be an array of names"))),
+            None => Err(bad(format!("{k:?} is required"))),
+        }
+    }
+
     fn name(&mut self, k: &str) -> Result<String, Reply> {
         self.opt_name(k)?
             .ok_or_else(|| bad(format!("{k:?} is required")))
@@ -237,6 +258,15 @@ mod tests {
         use Request::*;
         let m = |r| Ok(Call::Moderate(r));
         assert_eq!(post("/api/skip", ""), m(Skip));
+        assert_eq!(post("/api/clear", "{}"), m(Clear));
+        assert_eq!(
+            post("/api/order", r#"{"names":["b","a"]}"#),
+            m(Order {
+                names: vec!["b".into(), "a".into()]
+            })
+        );
+        assert!(err("/api/order", r#"{"names":"a"}"#).contains("array of names"));
+        assert!(err("/api/order", r#"{"names":[1]}"#).contains("must be a string"));
         assert_eq!(post("/api/skip", "{}"), m(Skip));
         assert_eq!(
             post("/api/kick", ""),

@@ -21,6 +21,7 @@ use crate::auth;
 use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
 use crate::hook::{Hook, HookKind};
 use crate::log::escape;
+use crate::moderation;
 use crate::secret::ct_eq;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
@@ -600,8 +601,16 @@ fn authorize(
 
 fn admin(path: &str, body: &str) -> Answer {
     match path {
-        "/kill_ffmpeg" => Answer::Engine(Box::new(|reply| Command::Skip { reply })),
-        "/clear-queue" => Answer::Engine(Box::new(|reply| Command::Clear { reply })),
+        // The seed's names for the same moderation requests as /api/skip
+        // and /api/clear: one decision, one log line, one answer.
+        "/kill_ffmpeg" => Answer::Engine(Box::new(|reply| Command::Moderate {
+            req: moderation::Request::Skip,
+            reply,
+        })),
+        "/clear-queue" => Answer::Engine(Box::new(|reply| Command::Moderate {
+            req: moderation::Request::Clear,
+            reply,
+        })),
         _ => {
             let names: Vec<String> = match serde_json::from_str(body) {
                 Ok(n) => n,
@@ -620,7 +629,10 @@ fn admin(path: &str, body: &str) -> Answer {
             if let Some(bad) = names.iter().find(|n| !valid(n)) {
                 return Answer::Now(Reply::error(400, format!("invalid name {bad:?}")));
             }
-            Answer::Engine(Box::new(|reply| Command::Override { names, reply }))
+            Answer::Engine(Box::new(|reply| Command::Moderate {
+                req: moderation::Request::Order { names },
+                reply,
+            }))
         }
     }
 }
