@@ -28,6 +28,9 @@ use super::{
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long the last picture is held when the on-air stream ends before the
+/// engine names a successor (nginx's publish_done: 25-55 ms measured).
+const HOLD_AFTER_END: Duration = Duration::from_millis(300);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
 
@@ -69,6 +72,9 @@ pub struct SpliceRelay {
     on_screen: Option<String>,
     /// When the current switch was decided (for "waited").
     switch_at: Option<Instant>,
+    /// The on-air stream ended before the engine said who is next: no
+    /// slate until then (see `choose`).
+    hold_until: Option<Instant>,
     out: Vec<Tag>,
     evs: Vec<Event>,
     warned_unsupported: Vec<String>,
@@ -120,6 +126,7 @@ impl SpliceRelay {
             want: Want::default(),
             on_screen: None,
             switch_at: None,
+            hold_until: None,
             out: Vec::new(),
             evs: Vec::new(),
             warned_unsupported: Vec::new(),
@@ -215,6 +222,9 @@ impl SpliceRelay {
                 self.splicer.remove_source(s.id);
                 self.owners.remove(&s.id);
             }
+        }
+        if w.on_air != self.want.on_air {
+            self.hold_until = None;
         }
         if *w != self.want {
             let head_changed =
@@ -319,6 +329,10 @@ impl SpliceRelay {
             // Their source has a picture, or the output still has one to
             // keep until it does.
             Some((id, kf)) if kf || active_alive => Some(id),
+            // The on-air stream just ended: nginx's publish_done (and with
+            // it who comes next) follows within milliseconds; hold the last
+            // picture that long rather than flash the slate.
+            _ if self.hold_until.is_some_and(|t| now < t) => return,
             // Nothing to show until they send a keyframe: the slate.
             _ => self.slate_id(now),
         };
@@ -326,14 +340,18 @@ impl SpliceRelay {
         if Some(target) == active {
             return;
         }
+        // Only a streamer's picture is worth keeping until the next one's
+        // keyframe; the slate is cut away from at once (catch-up).
+        let slate = self.slate.as_ref().map(|(id, _)| *id);
+        let keep_old = active_alive && active != slate;
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
-            && (active_alive || self.splicer.pending_kind() == Some(SwitchKind::Forced))
+            && (keep_old || self.splicer.pending_kind() == Some(SwitchKind::Forced))
         {
             return;
         }
-        let kind = if active_alive {
+        let kind = if keep_old {
             SwitchKind::Planned
         } else {
             SwitchKind::Forced
@@ -470,9 +488,13 @@ impl SpliceRelay {
                 let Some(Owner::Streamer(key)) = self.owners.remove(&source) else {
                     return;
                 };
+                let was_active = self.splicer.active() == Some(source);
                 self.splicer.remove_source(source);
                 let still_wanted = self.wanted_keys().iter().any(|(k, _)| *k == key);
                 let on_air = self.want.on_air.as_ref().is_some_and(|s| s.key == key);
+                if was_active && on_air {
+                    self.hold_until = Some(now + HOLD_AFTER_END);
+                }
                 let max = self.spec.max_failures;
                 if let Some(i) = self
                     .slots
@@ -615,6 +637,10 @@ impl SpliceRelay {
                 }
             }
         }
+        if self.hold_until.is_some_and(|t| now >= t) {
+            self.hold_until = None;
+            self.choose(now, notices);
+        }
         if self.splicer.deadline().is_some_and(|d| now_ms >= d) {
             self.splicer.tick(now_ms, &mut self.out, &mut self.evs);
         }
@@ -643,6 +669,9 @@ impl SpliceRelay {
         }
         if let Some(d) = self.splicer.deadline() {
             min(self.epoch + Duration::from_millis(d));
+        }
+        if let Some(h) = self.hold_until {
+            min(h);
         }
         if self.output.is_none() && !self.output_closing {
             if let Some(r) = self.output_retry_at {

@@ -128,6 +128,22 @@ impl Viewer {
         None
     }
 
+    /// Wait until a decoded audio frame at `rate` Hz arrives after `since`.
+    pub fn wait_rate(&self, rate: u32, since: Instant, timeout: Duration) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(f) = self
+                .frames()
+                .into_iter()
+                .find(|f| f.at >= since && f.rate == Some(rate))
+            {
+                return Some(f.at);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Longest gap between decoded video frames within [from, to].
     pub fn longest_video_gap(&self, from: Instant, to: Instant) -> Duration {
         let v: Vec<Instant> = self
