@@ -19,6 +19,7 @@ use crate::config::ObsConfig;
 
 mod client;
 pub mod protocol;
+mod session;
 
 /// What the broadcast should show now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
