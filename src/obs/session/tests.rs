@@ -8,10 +8,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::link::Recovery;
+use super::rules::{
+    check_items, check_lists, countdown_text, loading_visible, until_countdown_changes,
+    with_fpsprobesize, Resources,
+};
 use super::*;
+use crate::config::CueMode;
 use crate::obs::protocol::{
-    auth_response, AuthChallenge, Hello, Identified, RequestResponse, RequestStatus,
-    MEDIA_ACTION_RESTART,
+    auth_response, AuthChallenge, Event, Hello, Identified, InputSettings, MediaAction,
+    RequestResponse, RequestStatus, MEDIA_ACTION_RESTART,
 };
 
 const SCENE: &str = "MOTHERSTREAM";
@@ -1167,7 +1173,7 @@ fn late_or_foreign_answers_are_ignored() {
     assert!(r.connected() && r.reports.len() == 1);
 }
 
-// Pure helpers (moved from client.rs).
+// Pure rules (moved from client.rs).
 
 #[test]
 fn countdown_formats() {
