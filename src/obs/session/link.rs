@@ -565,6 +565,7 @@ impl Link {
             return;
         }
         self.recovery.playing_seen = false;
+        log::debug!("OBS media source {input:?} is {state:?}");
         if !state.needs_recovery() || self.recovery.not_before.is_some_and(|nb| nb > now) {
             return;
         }
