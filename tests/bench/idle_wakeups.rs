@@ -112,13 +112,16 @@ fn main() {
     let elapsed = t0.elapsed().as_secs_f64();
     let still_connected = obs_connected(&daemon);
 
-    let mut per_name: BTreeMap<String, u64> = BTreeMap::new();
+    // name → (threads, context switches in the window)
+    let mut per_name: BTreeMap<String, (u32, u64)> = BTreeMap::new();
     let mut total = 0u64;
     for (k, n) in &after {
         let d = n.saturating_sub(before.get(k).copied().unwrap_or(0));
         total += d;
         let name = k.rsplit_once('/').map_or(k.as_str(), |(n, _)| n);
-        *per_name.entry(name.to_string()).or_default() += d;
+        let e = per_name.entry(name.to_string()).or_default();
+        e.0 += 1;
+        e.1 += d;
     }
     println!(
         "idle_wakeups: {total} context switches in {elapsed:.1} s = {:.2}/s \
@@ -126,8 +129,11 @@ fn main() {
         total as f64 / elapsed,
         after.len()
     );
-    for (name, d) in per_name.iter().filter(|(_, d)| **d > 0) {
-        println!("  {name:<16} {d:>6}  {:.2}/s", *d as f64 / elapsed);
+    for (name, (threads, d)) in &per_name {
+        println!(
+            "  {name:<16} x{threads:<3} {d:>6}  {:.2}/s",
+            *d as f64 / elapsed
+        );
     }
     assert!(still_connected, "OBS disconnected during the measurement");
 }
