@@ -1,6 +1,12 @@
 //! OBS integration: one thread owns a blocking obs-websocket v5 client and
 //! makes OBS match the broadcast state the engine sends it.
 //!
+//! * `protocol` — frames, auth, typed requests, close codes, backoff (pure);
+//! * `session` — what to send when: the session as a state machine (pure,
+//!   `step(desired, input, now) -> actions`, `deadline()`);
+//! * `client` — the thread: socket, reader thread, and a loop that sleeps
+//!   until an engine message, a frame or the session's deadline.
+//!
 //! Contract with the engine (keep stable):
 //! * `ObsHandle::spawn(cfg, status_tx)` starts the thread; it never blocks
 //!   the caller, whether OBS is up or not.
@@ -19,6 +25,7 @@ use crate::config::ObsConfig;
 
 mod client;
 pub mod protocol;
+mod session;
 
 /// What the broadcast should show now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -231,6 +231,107 @@ impl Message {
     }
 }
 
+/// A request motherstream sends, typed: each variant is one obs-websocket
+/// `requestType` and its fields are the `requestData` (camelCase on the wire).
+/// The OBS session builds these; only [`ObsRequest::to_message`] turns
+/// them into JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "requestType",
+    content = "requestData",
+    rename_all_fields = "camelCase"
+)]
+pub enum ObsRequest {
+    GetVersion,
+    GetSceneList,
+    GetInputList,
+    GetSceneItemId {
+        scene_name: String,
+        source_name: String,
+    },
+    GetSceneItemIndex {
+        scene_name: String,
+        scene_item_id: i64,
+    },
+    GetInputSettings {
+        input_name: String,
+    },
+    SetInputSettings {
+        input_name: String,
+        input_settings: InputSettings,
+        /// Merge into the existing settings instead of replacing them.
+        overlay: bool,
+    },
+    SetSceneItemEnabled {
+        scene_name: String,
+        scene_item_id: i64,
+        scene_item_enabled: bool,
+    },
+    TriggerMediaInputAction {
+        input_name: String,
+        media_action: MediaAction,
+    },
+    GetMediaInputStatus {
+        input_name: String,
+    },
+}
+
+/// The input settings motherstream changes (always with `overlay: true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum InputSettings {
+    /// A text source's text.
+    Text { text: String },
+    /// A media source's (`ffmpeg_source`) extra demuxer options.
+    FfmpegOptions { ffmpeg_options: String },
+}
+
+/// `TriggerMediaInputAction.mediaAction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MediaAction {
+    #[serde(rename = "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART")]
+    Restart,
+}
+
+impl ObsRequest {
+    /// The op 6 frame for this request.
+    pub fn to_message(&self, request_id: String) -> Message {
+        // Serializing a derive(Serialize) enum of strings, ints and bools
+        // cannot fail; the tag is always present.
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        let request_type = str_field(Some(&v), "requestType")
+            .unwrap_or_default()
+            .to_string();
+        Message::Request(Request {
+            request_type,
+            request_id,
+            // OBS accepts requests without requestData; send `{}` anyway
+            // so every request has the same shape.
+            request_data: Some(
+                v.get("requestData")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            ),
+        })
+    }
+
+    /// The `requestType` (for logs and for matching the response).
+    pub fn request_type(&self) -> &'static str {
+        match self {
+            ObsRequest::GetVersion => "GetVersion",
+            ObsRequest::GetSceneList => "GetSceneList",
+            ObsRequest::GetInputList => "GetInputList",
+            ObsRequest::GetSceneItemId { .. } => "GetSceneItemId",
+            ObsRequest::GetSceneItemIndex { .. } => "GetSceneItemIndex",
+            ObsRequest::GetInputSettings { .. } => "GetInputSettings",
+            ObsRequest::SetInputSettings { .. } => "SetInputSettings",
+            ObsRequest::SetSceneItemEnabled { .. } => "SetSceneItemEnabled",
+            ObsRequest::TriggerMediaInputAction { .. } => "TriggerMediaInputAction",
+            ObsRequest::GetMediaInputStatus { .. } => "GetMediaInputStatus",
+        }
+    }
+}
+
 /// The `authentication` string of Identify:
 /// `base64(sha256(base64(sha256(password + salt)) + challenge))`.
 pub fn auth_response(password: &str, salt: &str, challenge: &str) -> String {
@@ -250,19 +351,29 @@ pub enum IdentifyPlan {
 
 /// Build the Identify frame for `hello`.
 pub fn identify_for(hello: &Hello, password: Option<&str>, subscriptions: u32) -> IdentifyPlan {
+    match identify_message(hello, password, subscriptions) {
+        Some(m) => IdentifyPlan::Send(Message::Identify(m).encode()),
+        None => IdentifyPlan::NeedPassword,
+    }
+}
+
+/// The Identify for `hello`; None when OBS wants a password and there is
+/// none (sending Identify would only earn a 4009).
+pub fn identify_message(
+    hello: &Hello,
+    password: Option<&str>,
+    subscriptions: u32,
+) -> Option<Identify> {
     let authentication = match (&hello.authentication, password) {
         (None, _) => None,
         (Some(a), Some(pw)) => Some(auth_response(pw, &a.salt, &a.challenge)),
-        (Some(_), None) => return IdentifyPlan::NeedPassword,
+        (Some(_), None) => return None,
     };
-    IdentifyPlan::Send(
-        Message::Identify(Identify {
-            rpc_version: RPC_VERSION,
-            authentication,
-            event_subscriptions: Some(subscriptions),
-        })
-        .encode(),
-    )
+    Some(Identify {
+        rpc_version: RPC_VERSION,
+        authentication,
+        event_subscriptions: Some(subscriptions),
+    })
 }
 
 /// Unique request ids for one client: `<prefix>-<n>`. The prefix changes per
@@ -676,6 +787,83 @@ mod tests {
             Message::decode(r#"{"op":7,"d":{"requestId":5}}"#),
             Err(ProtocolError::BadData { op: 7, .. })
         ));
+    }
+
+    #[test]
+    fn typed_requests_serialize_to_the_documented_shapes() {
+        let cases = vec![
+            (ObsRequest::GetVersion, json!({})),
+            (ObsRequest::GetSceneList, json!({})),
+            (
+                ObsRequest::GetSceneItemId {
+                    scene_name: "MOTHERSTREAM".into(),
+                    source_name: "loading".into(),
+                },
+                json!({"sceneName": "MOTHERSTREAM", "sourceName": "loading"}),
+            ),
+            (
+                ObsRequest::GetSceneItemIndex {
+                    scene_name: "S".into(),
+                    scene_item_id: 3,
+                },
+                json!({"sceneName": "S", "sceneItemId": 3}),
+            ),
+            (
+                ObsRequest::SetInputSettings {
+                    input_name: "name".into(),
+                    input_settings: InputSettings::Text {
+                        text: "Ünïcode ✓".into(),
+                    },
+                    overlay: true,
+                },
+                json!({"inputName": "name", "inputSettings": {"text": "Ünïcode ✓"}, "overlay": true}),
+            ),
+            (
+                ObsRequest::SetInputSettings {
+                    input_name: "m".into(),
+                    input_settings: InputSettings::FfmpegOptions {
+                        ffmpeg_options: "fpsprobesize=0".into(),
+                    },
+                    overlay: true,
+                },
+                json!({"inputName": "m", "inputSettings": {"ffmpeg_options": "fpsprobesize=0"}, "overlay": true}),
+            ),
+            (
+                ObsRequest::SetSceneItemEnabled {
+                    scene_name: "S".into(),
+                    scene_item_id: 7,
+                    scene_item_enabled: false,
+                },
+                json!({"sceneName": "S", "sceneItemId": 7, "sceneItemEnabled": false}),
+            ),
+            (
+                ObsRequest::TriggerMediaInputAction {
+                    input_name: "m".into(),
+                    media_action: MediaAction::Restart,
+                },
+                json!({"inputName": "m", "mediaAction": MEDIA_ACTION_RESTART}),
+            ),
+            (
+                ObsRequest::GetMediaInputStatus {
+                    input_name: "m".into(),
+                },
+                json!({"inputName": "m"}),
+            ),
+            (
+                ObsRequest::GetInputSettings {
+                    input_name: "m".into(),
+                },
+                json!({"inputName": "m"}),
+            ),
+        ];
+        for (req, data) in cases {
+            let Message::Request(r) = req.to_message("ms-1-1".into()) else {
+                panic!("not a request")
+            };
+            assert_eq!(r.request_type, req.request_type());
+            assert_eq!(r.request_id, "ms-1-1");
+            assert_eq!(r.request_data, Some(data), "{req:?}");
+        }
     }
 
     #[test]
