@@ -95,6 +95,7 @@ fn main() {
             obs::TIMER,
         ),
         bin: daemon_bin(),
+        hook_secret: Some(nginx.hook_secret.clone()),
     });
     until(
         Duration::from_secs(20),

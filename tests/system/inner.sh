@@ -112,8 +112,12 @@ check "... and IPAddressAllow=localhost lets it through" \
 cp /usr/share/doc/motherstream/examples/nginx-rtmp.conf /etc/nginx/nginx.conf
 check "nginx -t accepts the shipped nginx-rtmp.conf" nginx -t -q
 systemctl restart nginx.service
-check "nginx restarted with it; /stat answers" sh -c 'curl -fsS --max-time 5 http://127.0.0.1:8080/stat | grep -q "<rtmp>"'
-sed -i 's|^#control_url = ""|control_url = "http://127.0.0.1:8080/control"|; s|^#stat_url = ""|stat_url = "http://127.0.0.1:8080/stat"|' \
+# /stat and /control listen on a unix socket only motherstream's group can reach.
+check "nginx restarted with it; /stat answers on its unix socket" sh -c 'curl -fsS --max-time 5 --unix-socket /run/motherstream-nginx/control.sock http://localhost/stat | grep -q "<rtmp>"'
+check "... and not on TCP" sh -c '! curl -fsS --max-time 2 -o /dev/null http://127.0.0.1:8080/stat 2>/dev/null'
+check "... and the socket's directory is closed to other users" test "$(stat -c %a /run/motherstream-nginx)" = 750
+check "... and the motherstream user reaches it" runuser -u motherstream -- curl -fsS --max-time 5 -o /dev/null --unix-socket /run/motherstream-nginx/control.sock http://localhost/stat
+sed -i 's|^#control_url = ""|control_url = "http://unix:/run/motherstream-nginx/control.sock:/control"|; s|^#stat_url = ""|stat_url = "http://unix:/run/motherstream-nginx/control.sock:/stat"|' \
   /etc/motherstream/motherstream.toml
 check "motherstream check-config accepts the edited config" motherstream check-config >/lab/out/check-config.txt 2>&1
 systemctl restart motherstream.service
