@@ -230,37 +230,13 @@ fn read_loop(
                     }
                     ClientSessionEvent::VideoDataReceived { timestamp, data } => {
                         last_media = Instant::now();
-                        let tag = Tag {
-                            kind: TAG_VIDEO,
-                            ts: timestamp.value,
-                            data,
-                        };
-                        if events
-                            .send(RelayEvent::Tag {
-                                source: id,
-                                tag,
-                                arrival: last_media,
-                            })
-                            .is_err()
-                        {
+                        if !forward(events, id, TAG_VIDEO, timestamp.value, data, last_media) {
                             return Ok(());
                         }
                     }
                     ClientSessionEvent::AudioDataReceived { timestamp, data } => {
                         last_media = Instant::now();
-                        let tag = Tag {
-                            kind: TAG_AUDIO,
-                            ts: timestamp.value,
-                            data,
-                        };
-                        if events
-                            .send(RelayEvent::Tag {
-                                source: id,
-                                tag,
-                                arrival: last_media,
-                            })
-                            .is_err()
-                        {
+                        if !forward(events, id, TAG_AUDIO, timestamp.value, data, last_media) {
                             return Ok(());
                         }
                     }
@@ -292,6 +268,25 @@ fn read_loop(
         let n = read_some(&mut sock, &mut buf, deadline, what)?;
         input.extend_from_slice(&buf[..n]);
     }
+}
+
+/// Hand one media message to the owner as a tag; false once nobody listens.
+fn forward(
+    events: &Sender<RelayEvent>,
+    source: SourceId,
+    kind: u8,
+    ts: u32,
+    data: bytes::Bytes,
+    arrival: Instant,
+) -> bool {
+    let tag = Tag { kind, ts, data };
+    events
+        .send(RelayEvent::Tag {
+            source,
+            tag,
+            arrival,
+        })
+        .is_ok()
 }
 
 fn write_all(sock: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {

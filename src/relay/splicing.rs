@@ -215,12 +215,7 @@ impl SpliceRelay {
         if let Some(k) = &w.left {
             // Their stream is over: no planned cut can wait for it.
             if let Some(i) = self.slots.iter().position(|s| s.key == *k) {
-                let s = self.slots.remove(i);
-                if let Some(src) = &s.source {
-                    src.stop();
-                }
-                self.splicer.remove_source(s.id);
-                self.owners.remove(&s.id);
+                self.drop_slot(i);
             }
         }
         if w.on_air != self.want.on_air {
@@ -254,22 +249,7 @@ impl SpliceRelay {
         let wanted = self.wanted_keys();
         // Sources no longer wanted stop (after the cut away from them: a
         // source on screen keeps playing until the new one's keyframe).
-        let active = self.splicer.active();
-        let mut i = 0;
-        while i < self.slots.len() {
-            let keep = wanted.iter().any(|(k, _)| *k == self.slots[i].key)
-                || (Some(self.slots[i].id) == active && !self.want.stopping);
-            if keep {
-                i += 1;
-            } else {
-                let s = self.slots.remove(i);
-                if let Some(src) = &s.source {
-                    src.stop();
-                }
-                self.splicer.remove_source(s.id);
-                self.owners.remove(&s.id);
-            }
-        }
+        self.stop_unwanted(&wanted);
         for (key, name) in &wanted {
             if let Some(slot) = self.slots.iter_mut().find(|s| s.key == *key) {
                 slot.name = name.clone();
@@ -604,22 +584,33 @@ impl SpliceRelay {
 
     fn reconcile_sources_only(&mut self) {
         let wanted = self.wanted_keys();
+        self.stop_unwanted(&wanted);
+    }
+
+    /// Stop the sources nobody wants; the one on screen keeps playing
+    /// until the cut away from it (unless the daemon is stopping).
+    fn stop_unwanted(&mut self, wanted: &[(String, String)]) {
         let active = self.splicer.active();
         let mut i = 0;
         while i < self.slots.len() {
             let keep = wanted.iter().any(|(k, _)| *k == self.slots[i].key)
-                || Some(self.slots[i].id) == active;
+                || (Some(self.slots[i].id) == active && !self.want.stopping);
             if keep {
                 i += 1;
             } else {
-                let s = self.slots.remove(i);
-                if let Some(src) = &s.source {
-                    src.stop();
-                }
-                self.splicer.remove_source(s.id);
-                self.owners.remove(&s.id);
+                self.drop_slot(i);
             }
         }
+    }
+
+    /// Forget a streamer's source: stop its reader, drop its buffer.
+    fn drop_slot(&mut self, i: usize) {
+        let s = self.slots.remove(i);
+        if let Some(src) = &s.source {
+            src.stop();
+        }
+        self.splicer.remove_source(s.id);
+        self.owners.remove(&s.id);
     }
 
     pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {

@@ -114,29 +114,23 @@ impl Viewer {
         since: Instant,
         timeout: Duration,
     ) -> Option<Instant> {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if let Some(f) = self
-                .video()
-                .into_iter()
-                .find(|f| f.at >= since && f.size == Some(size))
-            {
-                return Some(f.at);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        self.wait_frame(since, timeout, |f| f.size == Some(size))
     }
 
     /// Wait until a decoded audio frame at `rate` Hz arrives after `since`.
     pub fn wait_rate(&self, rate: u32, since: Instant, timeout: Duration) -> Option<Instant> {
+        self.wait_frame(since, timeout, |f| f.rate == Some(rate))
+    }
+
+    fn wait_frame(
+        &self,
+        since: Instant,
+        timeout: Duration,
+        want: impl Fn(&Frame) -> bool,
+    ) -> Option<Instant> {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
-            if let Some(f) = self
-                .frames()
-                .into_iter()
-                .find(|f| f.at >= since && f.rate == Some(rate))
-            {
+            if let Some(f) = self.frames().into_iter().find(|f| f.at >= since && want(f)) {
                 return Some(f.at);
             }
             std::thread::sleep(Duration::from_millis(10));
