@@ -191,6 +191,8 @@ pub struct View {
     pub relay_mode: &'static str,
     /// What happened at the last cut ("cut to bob on their keyframe...").
     pub last_cut: Option<String>,
+    /// `[recording]`: what the recorder thread publishes (None: off).
+    pub recordings: Option<crate::recording::StatusView>,
     queue_json: OnceLock<String>,
 }
 
@@ -266,6 +268,7 @@ impl View {
                 "connected": self.obs.connected,
                 "detail": self.obs.detail,
             },
+            "recordings": self.recordings.as_ref().map(|r| r.json()),
         })
         .to_string()
     }
@@ -340,6 +343,8 @@ pub struct Engine {
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
     sent_obs: Option<BroadcastState>,
+    /// `[recording]`: records whoever the output shows (own thread).
+    recorder: Option<crate::recording::Recorder>,
 }
 
 /// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
@@ -359,6 +364,8 @@ pub struct EngineParts {
     pub registry_watched: bool,
     /// Whether hooks are being answered (None: nothing to ask).
     pub http_alive: Option<LivenessProbe>,
+    /// `[recording]` on: the recorder thread, told of every cut.
+    pub recorder: Option<crate::recording::Recorder>,
 }
 
 impl Engine {
@@ -422,6 +429,7 @@ impl Engine {
             names_gen: None,
             registry_gen: 0,
             sent_obs: None,
+            recorder: p.recorder,
         };
         e.sync_secret();
         e.refresh_registry(true);
@@ -871,6 +879,7 @@ impl Engine {
                 relay::Mode::Restart => "restart",
             },
             last_cut: self.last_cut.clone(),
+            recordings: self.recorder.as_ref().map(|r| r.status()),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);
@@ -1052,6 +1061,9 @@ impl Engine {
                     };
                     log::info!("{line}");
                     self.last_cut = Some(line);
+                    if let Some(r) = &self.recorder {
+                        r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
+                    }
                     if let Some(f) = from {
                         self.release_drop(&f);
                     }
@@ -1287,12 +1299,16 @@ impl Engine {
         if old.log.target != new.log.target {
             restart.push("log.target");
         }
+        if old.recording != new.recording {
+            restart.push("[recording]");
+        }
         // Settings that need a restart keep their running values.
         if !restart.is_empty() {
             self.cfg.http = old.http.clone();
             self.cfg.rtmp = old.rtmp.clone();
             self.cfg.state = old.state.clone();
             self.cfg.log.target = old.log.target.clone();
+            self.cfg.recording = old.recording.clone();
             self.cfg.relay.mode = old.relay.mode;
         }
         log::info!(
@@ -1343,6 +1359,9 @@ impl Engine {
         }
         if let Some(c) = self.control.take() {
             c.shutdown();
+        }
+        if let Some(r) = self.recorder.take() {
+            r.shutdown();
         }
         while let Ok(c) = commands.try_recv() {
             refuse(c);
