@@ -999,6 +999,13 @@ impl Engine {
             left: self.kill_now.take(),
             stopping: self.shutting_down,
         };
+        if let Some(r) = &mut self.recorder {
+            r.heading(
+                want.on_air
+                    .as_ref()
+                    .map(|s| (s.key.as_str(), s.name.as_str())),
+            );
+        }
         let mut notices = Vec::new();
         self.relay.want(&want, now, &mut notices);
         self.on_notices(notices);

@@ -181,22 +181,39 @@ pub fn space_ok(free_bytes: u64, min_free_mb: u64) -> bool {
     free_bytes >= min_free_mb.saturating_mul(1 << 20)
 }
 
-/// What to do about the recording, given the stream key being recorded,
-/// the one on screen and whether there is space: stop the current one
-/// (they are off screen, or the disk is full), start one for who is on
-/// screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Step {
-    pub stop: bool,
-    pub start: bool,
+/// Which recordings to stop and start. `recording`: the stream keys being
+/// recorded; `wanted`: who is on screen and who the output is heading to
+/// (the head of the queue, before the cut to them). The next streamer is
+/// recorded from the switch decision on, not from the cut: nginx starts a
+/// recording at the stream's next keyframe, and the splicer cuts on that
+/// same keyframe, so starting at the cut would always lose one keyframe
+/// interval. Below the free-space floor nothing is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
 }
 
-pub fn step(recording: Option<&str>, on_screen: Option<&str>, space_ok: bool) -> Step {
-    let keep = space_ok && recording.is_some() && recording == on_screen;
-    let stop = recording.is_some() && !keep;
-    Step {
-        stop,
-        start: space_ok && on_screen.is_some() && !keep,
+pub fn plan(recording: &[&str], wanted: &[Option<&str>], space_ok: bool) -> Plan {
+    let mut want: Vec<&str> = Vec::new();
+    if space_ok {
+        for w in wanted.iter().flatten() {
+            if !want.contains(w) {
+                want.push(w);
+            }
+        }
+    }
+    Plan {
+        stop: recording
+            .iter()
+            .filter(|r| !want.contains(r))
+            .map(|r| r.to_string())
+            .collect(),
+        start: want
+            .iter()
+            .filter(|w| !recording.contains(w))
+            .map(|w| w.to_string())
+            .collect(),
     }
 }
 
@@ -263,6 +280,8 @@ impl StatusView {
 enum Msg {
     /// (stream key, display name) now on screen; None: nobody.
     OnScreen(Option<(String, String)>),
+    /// The head of the queue: who the output shows or is about to cut to.
+    Heading(Option<(String, String)>),
     /// nginx's on_record_done.
     Done {
         key: String,
@@ -292,6 +311,8 @@ pub struct Recorder {
     tx: Sender<Msg>,
     join: Option<JoinHandle<()>>,
     status: StatusView,
+    /// The last head sent (the engine reports it after every change).
+    heading: Option<String>,
 }
 
 impl Recorder {
@@ -308,6 +329,7 @@ impl Recorder {
             tx,
             join: Some(join),
             status,
+            heading: None,
         })
     }
 
@@ -324,6 +346,17 @@ impl Recorder {
         let _ = self.tx.send(Msg::OnScreen(who));
     }
 
+    /// The queue's head is `who` (stream key, display name): on screen, or
+    /// next at the coming cut. Sent on change only; never blocks.
+    pub fn heading(&mut self, who: Option<(&str, &str)>) {
+        if self.heading.as_deref() != who.map(|w| w.0) {
+            self.heading = who.map(|w| w.0.to_string());
+            let _ = self
+                .tx
+                .send(Msg::Heading(who.map(|(k, n)| (k.into(), n.into()))));
+        }
+    }
+
     /// Stop the running recording, wait briefly for its file, and join.
     pub fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -336,18 +369,20 @@ impl Recorder {
 struct Active {
     key: String,
     name: String,
-    started_ms: u64,
-    /// The file nginx said it writes (None: nginx answered 204, it was
-    /// already recording, e.g. since before a restart of ours).
-    path: Option<String>,
+    /// When the output first showed them (None: not yet, or never: the
+    /// recording of a streamer who never reached the screen is dropped).
+    shown_ms: Option<u64>,
+    /// The file nginx said it writes.
+    path: String,
 }
 
 struct Finishing {
     key: String,
     name: String,
-    started_ms: u64,
+    /// When they reached the screen (None: never; the file is dropped).
+    shown_ms: Option<u64>,
     stopped_ms: u64,
-    path: Option<String>,
+    path: String,
 }
 
 struct Shell {
@@ -356,7 +391,8 @@ struct Shell {
     app: String,
     status: StatusView,
     on_screen: Option<(String, String)>,
-    active: Option<Active>,
+    heading: Option<(String, String)>,
+    active: Vec<Active>,
     finishing: VecDeque<Finishing>,
     /// The last free-space problem (logged once per change).
     space_low: Option<String>,
@@ -390,7 +426,8 @@ impl Shell {
             app,
             status,
             on_screen: None,
-            active: None,
+            heading: None,
+            active: Vec::new(),
             finishing: VecDeque::new(),
             space_low: None,
             start_failing: false,
@@ -444,6 +481,11 @@ impl Shell {
                     self.retry_at = None;
                     self.reconcile(true);
                 }
+                Ok(Msg::Heading(who)) => {
+                    self.heading = who;
+                    self.retry_at = None;
+                    self.reconcile(true);
+                }
                 Ok(Msg::Done {
                     key,
                     recorder,
@@ -455,6 +497,7 @@ impl Shell {
             self.on_timers(Instant::now());
         }
         self.on_screen = None;
+        self.heading = None;
         self.reconcile(false);
         // nginx reports the file it just closed within milliseconds.
         let until = Instant::now() + SHUTDOWN_WAIT;
@@ -480,7 +523,7 @@ impl Shell {
 
     fn next_deadline(&self) -> Instant {
         let mut t = self.next_prune;
-        if self.active.is_some() || self.on_screen.is_some() {
+        if self.busy() {
             t = t.min(self.next_space_check);
         }
         if let Some(r) = self.retry_at {
@@ -498,7 +541,7 @@ impl Shell {
         if retry {
             self.retry_at = None;
         }
-        if retry || (now >= self.next_space_check && self.on_screen.is_some()) {
+        if retry || (now >= self.next_space_check && self.busy()) {
             self.reconcile(retry);
         }
     }
@@ -535,51 +578,78 @@ impl Shell {
         self.space_low.is_none()
     }
 
-    /// Level-triggered: make nginx record who is on screen, if there is
-    /// space. `may_start`: a start is allowed now (not only a stop).
+    /// Someone is, or is to be, recorded.
+    fn busy(&self) -> bool {
+        self.on_screen.is_some() || self.heading.is_some() || !self.active.is_empty()
+    }
+
+    /// Level-triggered: make nginx record who is on screen and who is
+    /// next, if there is space. `may_start`: starts are allowed now.
     fn reconcile(&mut self, may_start: bool) {
-        let need_space = self.on_screen.is_some() || self.active.is_some();
-        let space = !need_space || self.check_space();
-        let st = step(
-            self.active.as_ref().map(|a| a.key.as_str()),
-            self.on_screen.as_ref().map(|(k, _)| k.as_str()),
+        let space = !self.busy() || self.check_space();
+        let now = unix_ms();
+        if let Some((k, _)) = &self.on_screen {
+            for a in self.active.iter_mut().filter(|a| a.key == *k) {
+                a.shown_ms.get_or_insert(now);
+            }
+        }
+        let recording: Vec<&str> = self.active.iter().map(|a| a.key.as_str()).collect();
+        let p = plan(
+            &recording,
+            &[
+                self.on_screen.as_ref().map(|(k, _)| k.as_str()),
+                self.heading.as_ref().map(|(k, _)| k.as_str()),
+            ],
             space,
         );
-        if st.stop {
-            self.stop();
+        for k in p.stop {
+            self.stop(&k);
         }
-        if st.start && may_start {
-            self.start();
+        if may_start {
+            for k in p.start {
+                self.start(&k);
+            }
         }
         self.publish();
     }
 
-    fn start(&mut self) {
-        let Some((key, name)) = self.on_screen.clone() else {
+    fn start(&mut self, key: &str) {
+        let Some((key, name)) = [&self.on_screen, &self.heading]
+            .into_iter()
+            .flatten()
+            .find(|(k, _)| k == key)
+            .cloned()
+        else {
             return;
         };
         match crate::nginx::record(&self.control_url, true, &self.app, &key, &self.cfg.recorder) {
-            Ok(path) => {
+            Ok(None) => {
+                // 204: the stream is not published (they just left), or
+                // nginx records it already (from before a restart of ours;
+                // that file is not claimed). Nothing to wait for.
                 if std::mem::take(&mut self.start_failing) {
                     log::info!("recording: nginx's control module answers again");
                 }
-                match &path {
-                    Some(_) => log::info!("recording {name}"),
-                    None => log::info!(
-                        "recording {name} (nginx already was, or has nothing to record yet)"
-                    ),
+                log::debug!("recording: nginx has nothing to start for {name}");
+            }
+            Ok(Some(path)) => {
+                if std::mem::take(&mut self.start_failing) {
+                    log::info!("recording: nginx's control module answers again");
                 }
-                self.active = Some(Active {
+                log::info!("recording {name}");
+                let now = unix_ms();
+                let shown = self.on_screen.as_ref().is_some_and(|(k, _)| *k == key);
+                self.active.push(Active {
                     key,
                     name,
-                    started_ms: unix_ms(),
+                    shown_ms: shown.then_some(now),
                     path,
                 });
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.start_failing, true) {
                     log::warn!(
-                        "cannot start recording {name} through nginx's control module: {e}; trying again every {} s while they are on screen",
+                        "cannot start recording {name} through nginx's control module: {e}; trying again every {} s",
                         RETRY_AFTER.as_secs()
                     );
                 } else {
@@ -590,8 +660,11 @@ impl Shell {
         }
     }
 
-    fn stop(&mut self) {
-        let Some(a) = self.active.take() else { return };
+    fn stop(&mut self, key: &str) {
+        let Some(i) = self.active.iter().position(|a| a.key == key) else {
+            return;
+        };
+        let a = self.active.remove(i);
         let path = match crate::nginx::record(
             &self.control_url,
             false,
@@ -599,7 +672,9 @@ impl Shell {
             &a.key,
             &self.cfg.recorder,
         ) {
-            Ok(p) => p.or(a.path),
+            // 204: already stopped (the publisher left); its
+            // on_record_done may still be on its way.
+            Ok(p) => p.unwrap_or(a.path),
             Err(e) => {
                 // nginx still closes the file when the publisher leaves.
                 log::warn!(
@@ -616,7 +691,7 @@ impl Shell {
         self.finishing.push_back(Finishing {
             key: a.key,
             name: a.name,
-            started_ms: a.started_ms,
+            shown_ms: a.shown_ms,
             stopped_ms: unix_ms(),
             path,
         });
@@ -628,23 +703,23 @@ impl Shell {
             log::debug!("recording: on_record_done of recorder {recorder:?} is not ours");
             return;
         }
-        let by_path = self
-            .finishing
-            .iter()
-            .position(|f| f.path.as_deref() == Some(path));
+        let by_path = self.finishing.iter().position(|f| f.path == path);
         let found = match by_path.or_else(|| self.finishing.iter().position(|f| f.key == key)) {
             Some(i) => self.finishing.remove(i),
             // nginx ended it itself: the publisher left while on screen.
-            None if self.active.as_ref().is_some_and(|a| a.key == key) => {
-                self.active.take().map(|a| Finishing {
-                    key: a.key,
-                    name: a.name,
-                    started_ms: a.started_ms,
-                    stopped_ms: unix_ms(),
-                    path: a.path,
-                })
-            }
-            None => None,
+            None => match self.active.iter().position(|a| a.path == path) {
+                Some(i) => {
+                    let a = self.active.remove(i);
+                    Some(Finishing {
+                        key: a.key,
+                        name: a.name,
+                        shown_ms: a.shown_ms,
+                        stopped_ms: unix_ms(),
+                        path: a.path,
+                    })
+                }
+                None => None,
+            },
         };
         let Some(f) = found else {
             log::warn!(
@@ -654,11 +729,27 @@ impl Shell {
             );
             return;
         };
-        if self.on_screen.as_ref().is_some_and(|(k, _)| *k == f.key) && self.active.is_none() {
-            // Still on screen but nginx stopped: try again shortly.
+        let wanted = [&self.on_screen, &self.heading]
+            .into_iter()
+            .flatten()
+            .any(|(k, _)| *k == f.key);
+        if wanted {
+            // Still wanted but nginx stopped (the publisher left, most
+            // likely): try again shortly if they are still there.
             self.retry_at = Some(Instant::now() + RETRY_AFTER);
         }
-        match self.file_away(&f, path) {
+        if f.shown_ms.is_none() {
+            // Recorded ahead of a cut that never came (a moderator changed
+            // the order, or they left first): not a set of theirs.
+            log::debug!("recording of {} dropped: never on screen", f.name);
+            if self.is_in_incoming(&f.path) {
+                let _ = std::fs::remove_file(&f.path);
+            }
+            return;
+        }
+        // The path nginx's control module gave: the hook's only picked
+        // which recording ended.
+        match self.file_away(&f) {
             Ok(r) => {
                 log::info!(
                     "recorded {}: {} ({} s, {:.1} MB)",
@@ -677,24 +768,16 @@ impl Shell {
 
     /// Move nginx's file (which must be a regular file directly in
     /// incoming_dir: the hook's path is not trusted further) into `dir`.
-    fn file_away(&self, f: &Finishing, path: &str) -> Result<Recent, String> {
-        let src = Path::new(path);
-        let incoming = self
-            .incoming()
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.incoming().display()))?;
-        let parent_ok = src
-            .parent()
-            .and_then(|p| p.canonicalize().ok())
-            .is_some_and(|p| p == incoming);
-        let meta = std::fs::symlink_metadata(src);
-        if !parent_ok || !meta.as_ref().is_ok_and(|m| m.is_file()) {
+    fn file_away(&self, f: &Finishing) -> Result<Recent, String> {
+        let src = Path::new(&f.path);
+        if !self.is_in_incoming(&f.path) {
             return Err(format!(
                 "nginx reported a file that is not a recording in {}",
                 self.incoming().display()
             ));
         }
-        let start_s = f.started_ms / 1000;
+        let start_ms = f.shown_ms.unwrap_or(f.stopped_ms);
+        let start_s = start_ms / 1000;
         let dst = move_into(src, self.dir(), |n| file_name(&f.name, start_s, n))
             .map_err(|e| format!("cannot move it into {}: {e}", self.dir().display()))?;
         let size_bytes = std::fs::metadata(&dst).map_or(0, |m| m.len());
@@ -705,9 +788,23 @@ impl Shell {
                 .unwrap_or_default(),
             streamer: f.name.clone(),
             start_s,
-            duration_s: Some(f.stopped_ms.saturating_sub(f.started_ms).div_ceil(1000)),
+            duration_s: Some((f.stopped_ms.saturating_sub(start_ms) + 500) / 1000),
             size_bytes,
         })
+    }
+
+    /// Whether `path` (from a hook: not trusted) is a regular file directly
+    /// in incoming_dir.
+    fn is_in_incoming(&self, path: &str) -> bool {
+        let src = Path::new(path);
+        let Ok(incoming) = self.incoming().canonicalize() else {
+            return false;
+        };
+        let parent_ok = src
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p == incoming);
+        parent_ok && std::fs::symlink_metadata(src).is_ok_and(|m| m.is_file())
     }
 
     /// Remove recordings (and leftovers in incoming_dir) older than
@@ -743,7 +840,7 @@ impl Shell {
             .into_iter()
             .filter(|(n, _)| n.ends_with(".flv"))
             .collect();
-        files.sort_by(|a, b| b.1.cmp(&a.1));
+        files.sort_by_key(|f| std::cmp::Reverse(f.1));
         self.recent = files
             .into_iter()
             .take(RECENT)
@@ -767,9 +864,9 @@ impl Shell {
         self.status.set(Status {
             recording: self
                 .active
-                .as_ref()
-                .map(|a| (a.name.clone(), a.started_ms / 1000)),
-            paused: self.space_low.clone().filter(|_| self.on_screen.is_some()),
+                .iter()
+                .find_map(|a| a.shown_ms.map(|t| (a.name.clone(), t / 1000))),
+            paused: self.space_low.clone().filter(|_| self.busy()),
             recent: self.recent.iter().cloned().collect(),
         });
     }
@@ -923,19 +1020,33 @@ mod tests {
 
     #[test]
     fn when_to_start_and_stop() {
-        let s = |stop, start| Step { stop, start };
-        assert_eq!(step(None, None, true), s(false, false));
-        assert_eq!(step(None, Some("a"), true), s(false, true));
-        assert_eq!(step(Some("a"), Some("a"), true), s(false, false));
-        assert_eq!(step(Some("a"), Some("b"), true), s(true, true), "a switch");
-        assert_eq!(step(Some("a"), None, true), s(true, false), "to the slate");
+        let p = |stop: &[&str], start: &[&str]| Plan {
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            start: start.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(plan(&[], &[None, None], true), p(&[], &[]));
+        // The first streamer: recorded from the decision (head), on screen.
+        assert_eq!(plan(&[], &[None, Some("a")], true), p(&[], &["a"]));
+        assert_eq!(plan(&["a"], &[Some("a"), Some("a")], true), p(&[], &[]));
+        // A planned switch: b is recorded ahead of the cut, a until it.
+        assert_eq!(plan(&["a"], &[Some("a"), Some("b")], true), p(&[], &["b"]));
         assert_eq!(
-            step(Some("a"), Some("a"), false),
-            s(true, false),
-            "disk full"
+            plan(&["a", "b"], &[Some("b"), Some("b")], true),
+            p(&["a"], &[])
         );
-        assert_eq!(step(None, Some("a"), false), s(false, false));
-        assert_eq!(step(Some("a"), Some("b"), false), s(true, false));
+        // The order changed back before the cut: b's recording stops.
+        assert_eq!(
+            plan(&["a", "b"], &[Some("a"), Some("a")], true),
+            p(&["b"], &[])
+        );
+        // The last one left: the slate, nothing wanted.
+        assert_eq!(plan(&["a"], &[None, None], true), p(&["a"], &[]));
+        // Below the floor: stop everything, start nothing.
+        assert_eq!(
+            plan(&["a", "b"], &[Some("a"), Some("b")], false),
+            p(&["a", "b"], &[])
+        );
+        assert_eq!(plan(&[], &[Some("a"), None], false), p(&[], &[]));
     }
 
     #[test]

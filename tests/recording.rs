@@ -79,13 +79,16 @@ fn probe_duration(path: &Path) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// (when, who the output showed from then on), at each cut.
+type Changes = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
+
 /// Polls `/api/status` every 25 ms and keeps (time, on-air name) at each
 /// cut (a new `relay.last_cut`): when each streamer was on screen, seen
 /// from outside. (Before the first cut the status already names the head of
 /// the queue; the cut is when the output shows them.)
 struct OnAirLog {
     stop: Arc<AtomicBool>,
-    changes: Arc<Mutex<Vec<(Instant, Option<String>)>>>,
+    changes: Changes,
     join: Option<std::thread::JoinHandle<()>>,
 }
 
