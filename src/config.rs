@@ -609,6 +609,31 @@ mod tests {
     }
 
     #[test]
+    fn recording_needs_the_control_module_and_sane_paths() {
+        let ok = "[rtmp]\ncontrol_url = \"http://127.0.0.1:8080/control\"\n[recording]\nenabled = true\n";
+        Config::parse(ok).unwrap().validate().unwrap();
+        for (extra, want) in [
+            ("[recording]\nenabled = true\n", "control_url"),
+            (&format!("{ok}recorder = \"a b\"\n"), "recording.recorder"),
+            (&format!("{ok}dir = \"rel/dir\"\n"), "absolute"),
+            (
+                &format!("{ok}dir = \"/x\"\nincoming_dir = \"/x\"\n"),
+                "must differ",
+            ),
+        ] {
+            let e = Config::parse(extra)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        // Off, nothing is checked.
+        let off = "[recording]\nrecorder = \"a b\"\ndir = \"rel\"\n";
+        Config::parse(off).unwrap().validate().unwrap();
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let e = Config::parse("[rtmp]\nprot = 1").unwrap_err();
         assert!(e.contains("prot"), "{e}");
