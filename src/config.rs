@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub queue: QueueConfig,
     pub obs: ObsConfig,
+    pub recording: RecordingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,6 +284,40 @@ impl Default for ObsConfig {
     }
 }
 
+/// `[recording]`: each streamer's time on air recorded by nginx-rtmp
+/// (through its control module) and filed under their name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    /// Finished recordings: `<dir>/<display name>-<UTC start>.flv`.
+    pub dir: String,
+    /// nginx's `record_path` of the recorder: where nginx writes while a
+    /// recording runs (file names hold the stream key).
+    pub incoming_dir: String,
+    /// Name of the nginx-rtmp `recorder` block in the ingest application.
+    pub recorder: String,
+    /// Below this much free space (MB) on either directory, recording stops
+    /// and does not start.
+    pub min_free_mb: u64,
+    /// Finished recordings older than this many days are removed (0: kept
+    /// for ever).
+    pub keep_days: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            enabled: false,
+            dir: "/var/lib/motherstream-recordings".into(),
+            incoming_dir: "/var/spool/motherstream-recordings".into(),
+            recorder: "motherstream".into(),
+            min_free_mb: 2048,
+            keep_days: 30,
+        }
+    }
+}
+
 /// A configuration error with the context an operator needs.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -478,6 +513,32 @@ impl Config {
         if self.obs.request_timeout_ms == 0 {
             return bad("obs.request_timeout_ms must be > 0".into());
         }
+        let rec = &self.recording;
+        if rec.enabled {
+            if !crate::hook::valid_name(&rec.recorder) {
+                return bad(format!(
+                    "recording.recorder {:?} must match [A-Za-z0-9_-]{{1,64}}",
+                    rec.recorder
+                ));
+            }
+            for (k, v) in [
+                ("recording.dir", &rec.dir),
+                ("recording.incoming_dir", &rec.incoming_dir),
+            ] {
+                if !Path::new(v).is_absolute() {
+                    return bad(format!("{k} {v:?} must be an absolute path"));
+                }
+            }
+            if Path::new(&rec.dir) == Path::new(&rec.incoming_dir) {
+                return bad("recording.dir and recording.incoming_dir must differ".into());
+            }
+            if self.rtmp.control_url.is_empty() {
+                return bad(
+                    "recording.enabled needs rtmp.control_url (recordings are started through nginx's control module)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -545,6 +606,31 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.http.listen, "127.0.0.1:8483");
         assert_eq!(c.rtmp.port, 1935);
+    }
+
+    #[test]
+    fn recording_needs_the_control_module_and_sane_paths() {
+        let ok = "[rtmp]\ncontrol_url = \"http://127.0.0.1:8080/control\"\n[recording]\nenabled = true\n";
+        Config::parse(ok).unwrap().validate().unwrap();
+        for (extra, want) in [
+            ("[recording]\nenabled = true\n", "control_url"),
+            (&format!("{ok}recorder = \"a b\"\n"), "recording.recorder"),
+            (&format!("{ok}dir = \"rel/dir\"\n"), "absolute"),
+            (
+                &format!("{ok}dir = \"/x\"\nincoming_dir = \"/x\"\n"),
+                "must differ",
+            ),
+        ] {
+            let e = Config::parse(extra)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        // Off, nothing is checked.
+        let off = "[recording]\nrecorder = \"a b\"\ndir = \"rel\"\n";
+        Config::parse(off).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Engine {
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
     sent_obs: Option<BroadcastState>,
+    /// `[recording]`: records whoever the output shows (own thread).
+    recorder: Option<crate::recording::Recorder>,
 }
 
 /// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
@@ -143,6 +145,8 @@ pub struct EngineParts {
     pub http_alive: Option<LivenessProbe>,
     /// Clock, relay, nginx control, OBS: `Io::real()` in the daemon.
     pub io: Io,
+    /// `[recording]` on: the recorder thread, told of every cut.
+    pub recorder: Option<crate::recording::Recorder>,
 }
 
 impl Engine {
@@ -214,6 +218,7 @@ impl Engine {
             names_gen: None,
             registry_gen: 0,
             sent_obs: None,
+            recorder: p.recorder,
         };
         e.sync_secret();
         e.refresh_registry(true);
@@ -623,6 +628,9 @@ impl Engine {
         }
         if let Some(c) = self.control.take() {
             c.shutdown();
+        }
+        if let Some(r) = self.recorder.take() {
+            r.shutdown();
         }
         while let Ok(c) = commands.try_recv() {
             refuse(c);

@@ -16,6 +16,7 @@ pub mod nginx;
 pub mod obs;
 pub mod private_fs;
 pub mod queue;
+pub mod recording;
 pub mod redact;
 pub mod registry;
 pub mod relay;

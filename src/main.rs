@@ -338,7 +338,7 @@ fn nginx_hooks(args: &Args) -> ExitCode {
          # They hold the hook secret ({}): keep this file readable by root only.",
         path.display()
     );
-    for hook in ["on_publish", "on_publish_done", "on_play"] {
+    for hook in ["on_publish", "on_publish_done", "on_play", "on_record_done"] {
         println!("{hook} {base}/{hook};");
     }
     ExitCode::SUCCESS
@@ -436,11 +436,23 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         output_app: cfg.rtmp.output_app.clone(),
         output_stream: cfg.rtmp.output_stream.clone(),
     })));
+    let recorder = if cfg.recording.enabled {
+        let r = motherstream::recording::Recorder::spawn(
+            cfg.recording.clone(),
+            cfg.rtmp.control_url.clone(),
+            cfg.rtmp.ingest_app.clone(),
+        )
+        .map_err(|e| format!("cannot start the recorder thread: {e}"))?;
+        Some(r)
+    } else {
+        None
+    };
     let ctx = Arc::new(Ctx {
         engine: cmd_tx.clone(),
         view: view.clone(),
         settings: settings.clone(),
         stopping: AtomicBool::new(false),
+        recordings: recorder.as_ref().map(|r| r.inbox()),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
@@ -467,6 +479,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         view,
         settings,
         registry_watched,
+        recorder,
         http_alive: Some({
             let live = liveness.clone();
             Arc::new(move || live.check(engine::unix_ms()))

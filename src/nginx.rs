@@ -49,6 +49,33 @@ pub fn drop_publisher(control_url: &str, app: &str, name: &str) -> Result<u32, S
         .map_err(|_| format!("unexpected answer {:?}", truncate(&body, 60)))
 }
 
+/// Start or stop recorder `rec` of `app/name` (`/control/record/start|stop`).
+/// All three are `[A-Za-z0-9_-]` (the hook parser and the config check
+/// them), so they need no escaping.
+pub fn record_url(control_url: &str, start: bool, app: &str, name: &str, rec: &str) -> String {
+    format!(
+        "{}/record/{}?app={app}&name={name}&rec={rec}",
+        control_url.trim_end_matches('/'),
+        if start { "start" } else { "stop" }
+    )
+}
+
+/// Ask nginx to start (or stop) a recording. nginx answers 200 with the
+/// file's path, or 204 with an empty body when there is nothing to do (the
+/// stream is not published, or the recorder already runs / is stopped):
+/// `Ok(None)`. An unknown recorder is HTTP 500: an error.
+pub fn record(
+    control_url: &str,
+    start: bool,
+    app: &str,
+    name: &str,
+    rec: &str,
+) -> Result<Option<String>, String> {
+    let body = get(&record_url(control_url, start, app, name, rec), 4096)?;
+    let path = body.trim();
+    Ok((!path.is_empty()).then(|| path.to_string()))
+}
+
 /// The names publishing in `app`, from the stat page at `stat_url`.
 pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
     parse_stat(&get(stat_url, MAX_STAT_BYTES)?, app)
@@ -329,6 +356,24 @@ mod tests {
         assert_eq!(
             drop_publisher_url("http://127.0.0.1:8080/control/", "live", "k-1"),
             "http://127.0.0.1:8080/control/drop/publisher?app=live&name=k-1"
+        );
+    }
+
+    #[test]
+    fn record_url_shape() {
+        assert_eq!(
+            record_url(
+                "http://unix:/run/x.sock:/control/",
+                true,
+                "live",
+                "k1",
+                "rec"
+            ),
+            "http://unix:/run/x.sock:/control/record/start?app=live&name=k1&rec=rec"
+        );
+        assert_eq!(
+            record_url("http://127.0.0.1:8080/control", false, "live", "k1", "r-2"),
+            "http://127.0.0.1:8080/control/record/stop?app=live&name=k1&rec=r-2"
         );
     }
 

@@ -181,3 +181,18 @@ pub fn shutdown_listener(l: &std::net::TcpListener) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Bytes an unprivileged user may still write on the file system holding
+/// `path` (statvfs: f_bavail × f_frsize).
+pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: zeroed is a valid statvfs (plain integers); statvfs fills it
+    // from a NUL-terminated path that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}

@@ -168,6 +168,7 @@ impl Harness {
             registry_watched: true,
             http_alive: None,
             io,
+            recorder: None,
         };
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {

@@ -25,6 +25,15 @@ impl Engine {
             left: self.kill_now.take(),
             stopping: self.shutting_down,
         };
+        // nginx starts a recording on the stream's next keyframe, the one
+        // the splicer cuts on: so it is asked at the decision, not the cut.
+        if let Some(r) = &mut self.recorder {
+            r.heading(
+                want.on_air
+                    .as_ref()
+                    .map(|s| (s.key.as_str(), s.name.as_str())),
+            );
+        }
         let mut notices = Vec::new();
         self.relay.want(&want, now, &mut notices);
         self.on_notices(notices);
@@ -87,6 +96,9 @@ impl Engine {
                     };
                     log::info!("{line}");
                     self.last_cut = Some(line);
+                    if let Some(r) = &self.recorder {
+                        r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
+                    }
                     if let Some(f) = from {
                         self.release_drop(&f);
                     }

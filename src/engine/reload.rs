@@ -172,6 +172,9 @@ pub(super) fn diff(old: &Config, new: &Config) -> Diff {
     if old.log.target != new.log.target {
         d.restart.push("log.target");
     }
+    if old.recording != new.recording {
+        d.restart.push("[recording]");
+    }
     d
 }
 
@@ -186,6 +189,7 @@ fn keep_running(cfg: &mut Config, old: &Config) {
     cfg.state = old.state.clone();
     cfg.log.target = old.log.target.clone();
     cfg.relay.mode = old.relay.mode;
+    cfg.recording = old.recording.clone();
 }
 
 #[cfg(test)]

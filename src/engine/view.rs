@@ -66,6 +66,8 @@ pub struct View {
     pub relay_mode: &'static str,
     /// What happened at the last cut ("cut to bob on their keyframe...").
     pub last_cut: Option<String>,
+    /// `[recording]`: what the recorder thread publishes (None: off).
+    pub recordings: Option<crate::recording::StatusView>,
     queue_json: OnceLock<String>,
 }
 
@@ -132,6 +134,7 @@ impl View {
                     "left_s": until.saturating_sub(now_ms).div_ceil(1000),
                 }))
                 .collect::<Vec<_>>(),
+            "recordings": self.recordings.as_ref().map(|r| r.json()),
             "relay": {
                 "mode": self.relay_mode,
                 "last_cut": self.last_cut,
@@ -244,6 +247,7 @@ impl Engine {
                 relay::Mode::Restart => "restart",
             },
             last_cut: self.last_cut.clone(),
+            recordings: self.recorder.as_ref().map(|r| r.status()),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);

@@ -44,6 +44,8 @@ pub struct Ctx {
     pub view: Shared<View>,
     pub settings: Shared<Settings>,
     pub stopping: AtomicBool,
+    /// `[recording]` on: where `on_record_done` goes.
+    pub recordings: Option<crate::recording::Inbox>,
 }
 
 pub struct HttpPool {
@@ -698,6 +700,12 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
                 crate::registry::fingerprint(&h.name)
             ));
             Reply::error(403, "raw ingest streams can only be played from this host")
+        }
+        HookKind::RecordDone if h.app == s.ingest_app => {
+            if let (Some(r), Some(path)) = (&ctx.recordings, h.get("path")) {
+                r.record_done(&h.name, h.get("recorder").unwrap_or(""), path);
+            }
+            Reply::json(200, json!({"ok": true}))
         }
         // on_done also fires for players: it never dequeues anyone.
         _ => Reply::json(200, json!({"ok": true})),

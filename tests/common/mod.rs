@@ -161,6 +161,9 @@ pub struct NginxOpts {
     pub on_update: bool,
     /// Extra directives for app live.
     pub live_extra: String,
+    /// A manual recorder `motherstream` in app live writing into this
+    /// directory, and the on_record_done hook (`[recording]` tests).
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Nginx {
@@ -304,6 +307,14 @@ fn nginx_conf(dir: &Path, rtmp_port: u16, http_port: u16, h: &str, opts: &NginxO
         "on_publish {h}/on_publish;\n      on_publish_done {h}/on_publish_done;\n      \
          on_done {h}/on_done;\n      on_play {h}/on_play;\n      on_play_done {h}/on_play_done;"
     );
+    let record = match &opts.record_dir {
+        Some(dir) => format!(
+            "recorder motherstream {{ record all manual; record_path {}; record_unique on; }}\n      \
+             on_record_done {h}/on_record_done;",
+            dir.display()
+        ),
+        None => String::new(),
+    };
     let update = if opts.on_update {
         format!("on_update {h}/on_update;\n      notify_update_timeout 5s;")
     } else {
@@ -326,6 +337,7 @@ rtmp {{
       idle_streams off;
       {hooks}
       {update}
+      {record}
       {live_extra}
     }}
     application motherstream {{
