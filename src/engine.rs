@@ -191,6 +191,8 @@ pub struct View {
     pub relay_mode: &'static str,
     /// What happened at the last cut ("cut to bob on their keyframe...").
     pub last_cut: Option<String>,
+    /// The streamers' own pages (rebuilt when the registry changes).
+    pub pages: Arc<crate::pages::Pages>,
     queue_json: OnceLock<String>,
 }
 
@@ -336,6 +338,8 @@ pub struct Engine {
     names: Arc<Names>,
     names_gen: Option<(u64, u64)>,
     registry_gen: u64,
+    /// The streamers' pages of `registry`, shared with every view.
+    pages: Arc<crate::pages::Pages>,
     /// The relay as shown in the last published view.
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
@@ -373,6 +377,11 @@ impl Engine {
         let relay = Relay::new(relay_spec(&p.cfg), relay_tx.clone());
         let now = Instant::now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
+        let pages = Arc::new(crate::pages::Pages::new(
+            &Registry::default(),
+            &p.cfg.rtmp.ingest_app,
+            p.cfg.rtmp.port,
+        ));
         let mut e = Engine {
             obs_view: ObsView {
                 enabled: p.cfg.obs.enabled,
@@ -421,6 +430,7 @@ impl Engine {
             names: Arc::new(Names::default()),
             names_gen: None,
             registry_gen: 0,
+            pages,
             sent_obs: None,
         };
         e.sync_secret();
@@ -813,6 +823,11 @@ impl Engine {
     fn set_registry(&mut self, r: Registry) {
         self.registry = r;
         self.registry_gen += 1;
+        self.pages = Arc::new(crate::pages::Pages::new(
+            &self.registry,
+            &self.cfg.rtmp.ingest_app,
+            self.cfg.rtmp.port,
+        ));
     }
 
     fn publish_view(&mut self) {
@@ -871,6 +886,7 @@ impl Engine {
                 relay::Mode::Restart => "restart",
             },
             last_cut: self.last_cut.clone(),
+            pages: self.pages.clone(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);

@@ -173,9 +173,10 @@ fn streamer(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    match streamer_cmd::run(
+    match streamer_cmd::run_with(
         &args.rest,
         &dir,
+        &streamer_cmd::page_base(&cfg),
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     ) {
@@ -411,6 +412,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         view: view.clone(),
         settings: settings.clone(),
         stopping: AtomicBool::new(false),
+        sessions: Default::default(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
