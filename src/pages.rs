@@ -197,7 +197,12 @@ mod tests {
         let p = pages();
         let now = 1_000_000;
         // alice on air with 90 s left; bob (300 s) then guest (default 600).
-        let v = view(&["alice", "bob", "guest-1", "carol"], Some(90_000), 600, now);
+        let v = view(
+            &["alice", "bob", "guest-1", "carol"],
+            Some(90_000),
+            600,
+            now,
+        );
         let c = p.me_json("tc", &v, now).unwrap();
         assert_eq!(c["position"], 3);
         assert_eq!(c["ahead"], 2);

@@ -628,7 +628,10 @@ mod tests {
         assert!(r.by_link(&"a".repeat(32)).is_none(), "a key is not a link");
         let e = r.set_link("bob", "l".repeat(32)).unwrap_err();
         assert_eq!(e.status(), 400, "{e}");
-        assert_eq!(r.set_link("bob", "bad token".into()).unwrap_err().status(), 400);
+        assert_eq!(
+            r.set_link("bob", "bad token".into()).unwrap_err().status(),
+            400
+        );
         assert_eq!(r.set_link("zed", "z".repeat(32)).unwrap_err().status(), 404);
         r.set_link("DJ Alice", "m".repeat(32)).unwrap();
         assert!(r.by_link(&"l".repeat(32)).is_none(), "the old link is dead");
@@ -648,7 +651,10 @@ mod tests {
         update(&d.0, |r| r.set_link("a", "t".repeat(32)).map(|_| ())).unwrap();
         let text = fs::read_to_string(path(&d.0)).unwrap();
         assert!(text.contains(&"t".repeat(32)), "{text}");
-        assert_eq!(load(&d.0).unwrap().by_link(&"t".repeat(32)).unwrap().key, "k1");
+        assert_eq!(
+            load(&d.0).unwrap().by_link(&"t".repeat(32)).unwrap().key,
+            "k1"
+        );
         fs::write(
             path(&d.0),
             r#"{"version":1,"streamers":[{"name":"a","key":"k1","link_token":"x"},{"name":"b","key":"k2","link_token":"x"}]}"#,

@@ -258,12 +258,19 @@ mod tests {
             .unwrap_or_else(|| panic!("{link}"));
         assert_eq!(token.len(), 32);
         assert_ne!(token, key.trim(), "the page token is not the key");
-        assert_eq!(cli(&d.0, &["link", "DJ Alice"]).unwrap().trim(), link, "stable");
+        assert_eq!(
+            cli(&d.0, &["link", "DJ Alice"]).unwrap().trim(),
+            link,
+            "stable"
+        );
         let new = cli(&d.0, &["rotate-link", "DJ Alice"]).unwrap();
         assert_ne!(new.trim(), link);
         let reg = registry::load(&d.0).unwrap();
         assert!(reg.by_link(token).is_none());
-        assert!(matches!(cli(&d.0, &["link", "zed"]), Err(CliError::Failed(_))));
+        assert!(matches!(
+            cli(&d.0, &["link", "zed"]),
+            Err(CliError::Failed(_))
+        ));
         assert!(matches!(cli(&d.0, &["link"]), Err(CliError::Usage(_))));
     }
 

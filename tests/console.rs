@@ -64,7 +64,9 @@ fn console_and_streamer_page_in_a_real_browser() {
     let mut b = Browser::start();
     b.viewport(1280, 900, false);
     b.navigate(&format!("{base}/admin"));
-    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| *v == true);
+    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| {
+        *v == true
+    });
 
     // A wrong token is refused with the server's words.
     b.type_into("#token", "not-the-token");
@@ -77,7 +79,9 @@ fn console_and_streamer_page_in_a_real_browser() {
     // Log in from the keyboard.
     b.type_into("#token", &d.admin_token);
     b.key("Enter", 13);
-    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| *v == true);
+    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
+        *v == true
+    });
     let cookies = b.call("Network.getCookies", serde_json::json!({ "urls": [&base] }));
     let session = cookies["cookies"]
         .as_array()
@@ -109,11 +113,9 @@ fn console_and_streamer_page_in_a_real_browser() {
     assert_eq!(d.raw_publish(&carol, 102).status, 200);
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Alice", "Bob", "Carol"]));
     // The relay reports on the page.
-    b.wait_eval(
-        "document.getElementById('relay').textContent",
-        WAIT,
-        |v| v.as_str().is_some_and(|t| t.contains("splice")),
-    );
+    b.wait_eval("document.getElementById('relay').textContent", WAIT, |v| {
+        v.as_str().is_some_and(|t| t.contains("splice"))
+    });
 
     // Extend the slot by 5 minutes.
     b.click("[data-extend='300']");
@@ -185,7 +187,10 @@ fn console_and_streamer_page_in_a_real_browser() {
     let r = d.request(
         "POST",
         "/api/skip",
-        &[("Cookie", cookie.as_str()), ("Content-Type", "application/json")],
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/json"),
+        ],
         "{}",
     );
     assert_eq!(r.status, 403, "cookie without the CSRF token: {r:?}");
@@ -203,7 +208,10 @@ fn console_and_streamer_page_in_a_real_browser() {
     let r = d.request(
         "POST",
         "/api/skip",
-        &[("X-CSRF-Token", csrf.as_str()), ("Content-Type", "application/json")],
+        &[
+            ("X-CSRF-Token", csrf.as_str()),
+            ("Content-Type", "application/json"),
+        ],
         "{}",
     );
     assert_eq!(r.status, 401, "a CSRF token without the session: {r:?}");
@@ -247,7 +255,10 @@ fn console_and_streamer_page_in_a_real_browser() {
     b.wait_eval(
         "document.getElementById('me-status').textContent",
         WAIT,
-        |v| v.as_str().is_some_and(|t| t.contains("1 streamer before you")),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("1 streamer before you"))
+        },
     );
     let me = d.get(&format!(
         "{}/status",
@@ -261,7 +272,11 @@ fn console_and_streamer_page_in_a_real_browser() {
         wait >= alice_left + 115 && wait <= alice_left + 125,
         "wait = Alice's time left + Bob's 120 s slot: {me} (Alice has {alice_left} s)"
     );
-    assert_eq!(b.eval("window.__marker"), 7, "the streamer page was reloaded");
+    assert_eq!(
+        b.eval("window.__marker"),
+        7,
+        "the streamer page was reloaded"
+    );
     b.screenshot_full("me-desktop.png");
     b.viewport(375, 740, true);
     b.wait_eval("document.documentElement.clientWidth", WAIT, |v| *v == 375);
@@ -291,7 +306,9 @@ fn console_and_streamer_page_in_a_real_browser() {
 
     // Back to the console: the session survives the reload.
     b.navigate(&format!("{base}/admin"));
-    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| *v == true);
+    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
+        *v == true
+    });
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Alice", "Bob", "Carol"]));
 
     // Skip Alice (her encoder is disconnected).
@@ -318,7 +335,11 @@ fn console_and_streamer_page_in_a_real_browser() {
     assert_eq!(d.raw_publish(&carol, 103).status, 403, "Carol is blocked");
     b.click("#blocked li[data-name='Carol'] button");
     wait_result(&mut b, "Unblock Carol: done");
-    b.wait_eval("document.querySelectorAll('#blocked li').length", WAIT, |v| *v == 0);
+    b.wait_eval(
+        "document.querySelectorAll('#blocked li').length",
+        WAIT,
+        |v| *v == 0,
+    );
 
     // The server's error text reaches the page.
     b.type_into("#add-name", "guest-x");
@@ -330,7 +351,9 @@ fn console_and_streamer_page_in_a_real_browser() {
     b.type_into("#add-name", "Dana");
     b.key("Enter", 13);
     wait_result(&mut b, "Add Dana: done");
-    b.wait_eval("!document.getElementById('secret').hidden", WAIT, |v| *v == true);
+    b.wait_eval("!document.getElementById('secret').hidden", WAIT, |v| {
+        *v == true
+    });
     let key = b.eval("document.getElementById('secret-key').value");
     let key = key.as_str().unwrap_or_default().to_string();
     assert_eq!(key.len(), 32, "{key:?}");
@@ -344,7 +367,11 @@ fn console_and_streamer_page_in_a_real_browser() {
         .and_then(|a| a.iter().find(|s| s["name"] == "Dana"))
         .cloned()
         .unwrap_or(Value::Null);
-    assert_eq!(dana["key"], key.as_str(), "the key shown is Dana's: {listed}");
+    assert_eq!(
+        dana["key"],
+        key.as_str(),
+        "the key shown is Dana's: {listed}"
+    );
     let link = b.eval("document.getElementById('secret-link').value");
     let link = link.as_str().unwrap_or_default().to_string();
     assert!(link.starts_with(&format!("{base}/me/")), "{link}");
@@ -380,7 +407,9 @@ fn console_and_streamer_page_in_a_real_browser() {
 
     // Log out: the session is gone at the server too.
     b.click("#logout");
-    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| *v == true);
+    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| {
+        *v == true
+    });
     let r = d.request(
         "POST",
         "/api/slot/extend",

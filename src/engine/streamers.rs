@@ -433,7 +433,9 @@ impl Engine {
             }
             StreamerRequest::Link { name, rotate } => {
                 let r = registry::update(&dir, |r| {
-                    let have = r.by_name(&name).map(|s| (s.name.clone(), s.link_token.clone()));
+                    let have = r
+                        .by_name(&name)
+                        .map(|s| (s.name.clone(), s.link_token.clone()));
                     match have {
                         Some((n, t)) if !rotate && !t.is_empty() => Ok((n, t)),
                         _ => {
@@ -445,7 +447,10 @@ impl Engine {
                 match r {
                     Ok(((name, token), reg)) => {
                         if rotate {
-                            log::info!("streamer {} has a new page link", crate::log::escape(&name));
+                            log::info!(
+                                "streamer {} has a new page link",
+                                crate::log::escape(&name)
+                            );
                         }
                         self.set_registry(reg);
                         (

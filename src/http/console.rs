@@ -107,9 +107,7 @@ pub(super) fn route(
     let now = engine::unix_ms();
     match path {
         "/admin" | "/admin/" if get => admin_page(ctx, settings),
-        "/admin/console.js" if get => {
-            Page::static_text(ADMIN_JS, "text/javascript; charset=utf-8")
-        }
+        "/admin/console.js" if get => Page::static_text(ADMIN_JS, "text/javascript; charset=utf-8"),
         "/admin/me.js" if get => Page::static_text(ME_JS, "text/javascript; charset=utf-8"),
         "/admin/console.css" if get => Page::static_text(CSS, "text/css; charset=utf-8"),
         // A reloaded console asks for its CSRF token: the cookie is sent only
@@ -151,10 +149,7 @@ fn admin_page(ctx: &Ctx, settings: &Settings) -> Page {
         ),
         1,
     );
-    Page::new(
-        Reply { status: 200, body },
-        "text/html; charset=utf-8",
-    )
+    Page::new(Reply { status: 200, body }, "text/html; charset=utf-8")
 }
 
 fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64) -> Page {

@@ -210,10 +210,7 @@ mod tests {
         s.insert("a".into(), "x".into(), 0);
         // Used just before the idle limit: kept alive.
         assert_eq!(s.check(Some("a"), Some("x"), IDLE_MS - 1), Check::Valid);
-        assert_eq!(
-            s.check(Some("a"), Some("x"), 2 * IDLE_MS - 2),
-            Check::Valid
-        );
+        assert_eq!(s.check(Some("a"), Some("x"), 2 * IDLE_MS - 2), Check::Valid);
         // Idle for the whole limit: gone, and removed from the store.
         assert_eq!(
             s.check(Some("a"), Some("x"), 3 * IDLE_MS - 1),

@@ -144,7 +144,12 @@ impl Browser {
     }
 
     /// Wait until `expr` evaluates to something `ok` accepts; its value.
-    pub fn wait_eval(&mut self, expr: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_eval(
+        &mut self,
+        expr: &str,
+        timeout: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let found = wait_for(timeout, Duration::from_millis(100), || {
             last = self.eval(expr);
@@ -301,4 +306,3 @@ fn get11(port: u16, path: &str) -> String {
         None => text,
     }
 }
-
