@@ -118,6 +118,8 @@ pub struct Engine {
     names: Arc<Names>,
     names_gen: Option<(u64, u64)>,
     registry_gen: u64,
+    /// The streamers' pages of `registry`, shared with every view.
+    pages: Arc<crate::pages::Pages>,
     /// The relay as shown in the last published view.
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
@@ -167,6 +169,11 @@ impl Engine {
         let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
         let now = clock.now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
+        let pages = Arc::new(crate::pages::Pages::new(
+            &Registry::default(),
+            &p.cfg.rtmp.ingest_app,
+            p.cfg.rtmp.port,
+        ));
         let mut e = Engine {
             obs_view: ObsView {
                 enabled: p.cfg.obs.enabled,
@@ -217,6 +224,7 @@ impl Engine {
             names: Arc::new(Names::default()),
             names_gen: None,
             registry_gen: 0,
+            pages,
             sent_obs: None,
             recorder: p.recorder,
         };

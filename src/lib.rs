@@ -14,6 +14,7 @@ pub mod log;
 pub mod moderation;
 pub mod nginx;
 pub mod obs;
+pub mod pages;
 pub mod private_fs;
 pub mod queue;
 pub mod recording;

@@ -203,9 +203,10 @@ fn streamer(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    match streamer_cmd::run(
+    match streamer_cmd::run_with(
         &args.rest,
         &dir,
+        &streamer_cmd::page_base(&cfg),
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     ) {
@@ -453,6 +454,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         settings: settings.clone(),
         stopping: AtomicBool::new(false),
         recordings: recorder.as_ref().map(|r| r.inbox()),
+        sessions: Default::default(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(

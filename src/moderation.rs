@@ -357,6 +357,7 @@ mod tests {
             key: key.into(),
             slot_seconds: slot,
             key_set_at: 0,
+            link_token: String::new(),
         };
         Registry::from_streamers(
             vec![

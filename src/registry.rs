@@ -37,6 +37,12 @@ pub struct Streamer {
     /// When the streamer was added (or the key last rotated), unix ms.
     #[serde(default)]
     pub key_set_at: u64,
+    /// Token of the streamer's own page, `/me/<token>`: not the stream key,
+    /// so a page link that leaks (browser history, a proxy's access log)
+    /// cannot publish. Empty in files written before pages existed: no page
+    /// until a link is made (`streamer link NAME`, the console).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub link_token: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -279,6 +285,7 @@ impl Registry {
             key,
             slot_seconds,
             key_set_at: now_ms,
+            link_token: String::new(),
         });
         self.present = true;
         self.reindex();
@@ -313,6 +320,38 @@ impl Registry {
         let i = self.index(name)?;
         self.streamers[i].slot_seconds = slot_seconds;
         Ok(())
+    }
+
+    /// Give a streamer a new page token (the old link stops working);
+    /// returns the streamer's name as registered.
+    pub fn set_link(&mut self, name: &str, token: String) -> Result<String, RegistryError> {
+        if !crate::hook::valid_name(&token) {
+            return Err(RegistryError::Invalid(
+                "a page token must match [A-Za-z0-9_-]{1,64}".into(),
+            ));
+        }
+        if self.by_link(&token).is_some() {
+            return Err(RegistryError::Invalid(
+                "that page token is already in use".into(),
+            ));
+        }
+        let i = self.index(name)?;
+        self.streamers[i].link_token = token;
+        Ok(self.streamers[i].name.clone())
+    }
+
+    /// The streamer whose page token this is, compared in constant time
+    /// against every token (as [`Registry::by_key`]). An empty token (no
+    /// link made yet) never matches.
+    pub fn by_link(&self, token: &str) -> Option<&Streamer> {
+        let mut found = None;
+        for s in &self.streamers {
+            let hit = !s.link_token.is_empty() && ct_eq(s.link_token.as_bytes(), token.as_bytes());
+            if hit && found.is_none() {
+                found = Some(s);
+            }
+        }
+        found
     }
 
     fn index(&self, name: &str) -> Result<usize, RegistryError> {
@@ -366,6 +405,9 @@ impl Registry {
             }
             reg.check_new_key(&s.key)
                 .map_err(|e| format!("the key of {:?}: {e}", s.name))?;
+            if !s.link_token.is_empty() && reg.by_link(&s.link_token).is_some() {
+                return Err(format!("the page token of {:?} is listed twice", s.name));
+            }
             reg.streamers.push(s);
         }
         reg.reindex();
@@ -575,6 +617,50 @@ mod tests {
         assert_eq!(r.remove("bob").unwrap_err().status(), 404);
         r.set_slot("dj alice", Some(0)).unwrap();
         assert_eq!(r.slot_seconds(&"a".repeat(32)), Some(0));
+    }
+
+    #[test]
+    fn page_links_are_unique_rotatable_and_not_keys() {
+        let mut r = reg();
+        assert!(r.by_link("").is_none(), "no link yet matches nothing");
+        assert_eq!(r.set_link("dj alice", "l".repeat(32)).unwrap(), "DJ Alice");
+        assert_eq!(r.by_link(&"l".repeat(32)).unwrap().name, "DJ Alice");
+        assert!(r.by_link(&"a".repeat(32)).is_none(), "a key is not a link");
+        let e = r.set_link("bob", "l".repeat(32)).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert_eq!(
+            r.set_link("bob", "bad token".into()).unwrap_err().status(),
+            400
+        );
+        assert_eq!(r.set_link("zed", "z".repeat(32)).unwrap_err().status(), 404);
+        r.set_link("DJ Alice", "m".repeat(32)).unwrap();
+        assert!(r.by_link(&"l".repeat(32)).is_none(), "the old link is dead");
+        assert_eq!(r.by_link(&"m".repeat(32)).unwrap().name, "DJ Alice");
+    }
+
+    #[test]
+    fn files_without_page_tokens_still_load() {
+        let d = TempDir::new("oldfile");
+        fs::write(
+            path(&d.0),
+            r#"{"version":1,"streamers":[{"name":"a","key":"k1","key_set_at":3}]}"#,
+        )
+        .unwrap();
+        let r = load(&d.0).unwrap();
+        assert_eq!(r.by_name("a").unwrap().link_token, "");
+        update(&d.0, |r| r.set_link("a", "t".repeat(32)).map(|_| ())).unwrap();
+        let text = fs::read_to_string(path(&d.0)).unwrap();
+        assert!(text.contains(&"t".repeat(32)), "{text}");
+        assert_eq!(
+            load(&d.0).unwrap().by_link(&"t".repeat(32)).unwrap().key,
+            "k1"
+        );
+        fs::write(
+            path(&d.0),
+            r#"{"version":1,"streamers":[{"name":"a","key":"k1","link_token":"x"},{"name":"b","key":"k2","link_token":"x"}]}"#,
+        )
+        .unwrap();
+        assert!(load(&d.0).unwrap_err().to_string().contains("page token"));
     }
 
     #[test]

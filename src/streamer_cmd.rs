@@ -14,8 +14,12 @@ usage: motherstream [-c PATH] streamer add NAME [--slot-seconds N]
        motherstream [-c PATH] streamer remove NAME
        motherstream [-c PATH] streamer rotate-key NAME
        motherstream [-c PATH] streamer set-slot NAME (SECONDS|default)
+       motherstream [-c PATH] streamer link NAME
+       motherstream [-c PATH] streamer rotate-link NAME
 
 add and rotate-key print the new stream key on stdout (and nothing else).
+link prints the streamer's own page (made if they have none yet);
+rotate-link gives them a new one (the old link stops working).
 list shows names and slot lengths; keys only with --show-keys.
 The registry is streamers.json in the state directory of the config.
 ";
@@ -48,11 +52,32 @@ fn parse_slot(v: &str) -> Result<Option<u64>, CliError> {
     })
 }
 
+/// Where moderators and streamers reach the daemon's pages: the first of
+/// `[http] allowed_hosts` over HTTPS (a TLS proxy in front, as the shipped
+/// nginx snippet sets up), else the listen address itself.
+pub fn page_base(cfg: &crate::config::Config) -> String {
+    match cfg.http.allowed_hosts.first() {
+        Some(h) => format!("https://{}", h.trim().trim_end_matches('.')),
+        None => format!("http://{}", cfg.http.listen),
+    }
+}
+
 /// Run `streamer ARGS…` against the registry in `dir`; the answer goes to
 /// `out`, notes for the human to `note`.
 pub fn run(
     args: &[String],
     dir: &Path,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<(), CliError> {
+    run_with(args, dir, "http://127.0.0.1:8483", out, note)
+}
+
+/// [`run`], with page links printed under `base` (see [`page_base`]).
+pub fn run_with(
+    args: &[String],
+    dir: &Path,
+    base: &str,
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -88,8 +113,12 @@ pub fn run(
             let name = name.ok_or_else(|| usage("streamer add needs a NAME"))?;
             let ((name, key), _) = registry::update(dir, |r| {
                 let key = registry::new_key()?;
-                let s = r.add(&name, slot, key, now)?;
-                Ok((s.name.clone(), s.key.clone()))
+                let (name, key) = {
+                    let s = r.add(&name, slot, key, now)?;
+                    (s.name.clone(), s.key.clone())
+                };
+                r.set_link(&name, registry::new_key()?)?;
+                Ok((name, key))
             })?;
             w(writeln!(out, "{key}"))?;
             w(writeln!(
@@ -157,6 +186,29 @@ pub fn run(
             let slot = parse_slot(v)?;
             registry::update(dir, |r| r.set_slot(name, slot))?;
         }
+        "link" | "rotate-link" => {
+            let name = one_name(rest)?;
+            let rotate = sub == "rotate-link";
+            let ((name, token), _) = registry::update(dir, |r| {
+                let have = r
+                    .by_name(&name)
+                    .map(|s| (s.name.clone(), s.link_token.clone()));
+                match have {
+                    Some((n, t)) if !rotate && !t.is_empty() => Ok((n, t)),
+                    _ => {
+                        let t = registry::new_key()?;
+                        Ok((r.set_link(&name, t.clone())?, t))
+                    }
+                }
+            })?;
+            w(writeln!(out, "{}/me/{token}", base.trim_end_matches('/')))?;
+            if rotate {
+                w(writeln!(
+                    note,
+                    "{name} has a new page link; the old one no longer works"
+                ))?;
+            }
+        }
         other => return Err(usage(format!("unknown streamer subcommand {other:?}"))),
     }
     Ok(())
@@ -193,6 +245,33 @@ mod tests {
         assert!(cli(&d.0, &["list"]).unwrap().contains("default"));
         cli(&d.0, &["remove", "DJ Alice"]).unwrap();
         assert!(!cli(&d.0, &["list"]).unwrap().contains("Alice"));
+    }
+
+    #[test]
+    fn page_links_print_and_rotate() {
+        let d = TempDir::new("links");
+        let key = cli(&d.0, &["add", "DJ Alice"]).unwrap();
+        let link = cli(&d.0, &["link", "dj alice"]).unwrap();
+        let link = link.trim();
+        let token = link
+            .strip_prefix("http://127.0.0.1:8483/me/")
+            .unwrap_or_else(|| panic!("{link}"));
+        assert_eq!(token.len(), 32);
+        assert_ne!(token, key.trim(), "the page token is not the key");
+        assert_eq!(
+            cli(&d.0, &["link", "DJ Alice"]).unwrap().trim(),
+            link,
+            "stable"
+        );
+        let new = cli(&d.0, &["rotate-link", "DJ Alice"]).unwrap();
+        assert_ne!(new.trim(), link);
+        let reg = registry::load(&d.0).unwrap();
+        assert!(reg.by_link(token).is_none());
+        assert!(matches!(
+            cli(&d.0, &["link", "zed"]),
+            Err(CliError::Failed(_))
+        ));
+        assert!(matches!(cli(&d.0, &["link"]), Err(CliError::Usage(_))));
     }
 
     #[test]

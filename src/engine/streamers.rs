@@ -38,6 +38,12 @@ pub enum StreamerRequest {
         name: String,
         slot_seconds: Option<u64>,
     },
+    /// The streamer's page link: the one they have (made if missing), or a
+    /// new one with `rotate` (the old link stops working).
+    Link {
+        name: String,
+        rotate: bool,
+    },
 }
 
 fn secs_left(until: u64, now: u64) -> u64 {
@@ -328,6 +334,7 @@ impl Engine {
                             "slot_seconds": s.slot_seconds,
                             "queued": self.state.position(&s.key),
                             "blocked_until": self.state.blocked_until(&s.key, now).map(|u| u.div_ceil(1000)),
+                            "has_link": !s.link_token.is_empty(),
                         });
                         if show_keys {
                             v["key"] = json!(s.key);
@@ -343,17 +350,22 @@ impl Engine {
             StreamerRequest::Add { name, slot_seconds } => {
                 let r = registry::update(&dir, |r| {
                     let key = registry::new_key()?;
-                    let s = r.add(&name, slot_seconds, key, now)?;
-                    Ok((s.name.clone(), s.key.clone()))
+                    let (name, key) = {
+                        let s = r.add(&name, slot_seconds, key, now)?;
+                        (s.name.clone(), s.key.clone())
+                    };
+                    let link = registry::new_key()?;
+                    r.set_link(&name, link.clone())?;
+                    Ok((name, key, link))
                 });
                 match r {
-                    Ok(((name, key), reg)) => {
+                    Ok(((name, key, link), reg)) => {
                         log::info!("streamer {} added", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
                             Reply::json(
                                 200,
-                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds}),
+                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
                             ),
                             None,
                         )
@@ -404,6 +416,39 @@ impl Engine {
                             Reply::json(
                                 200,
                                 json!({"ok": true, "name": name, "slot_seconds": slot_seconds}),
+                            ),
+                            None,
+                        )
+                    }
+                    Err(e) => return err(e),
+                }
+            }
+            StreamerRequest::Link { name, rotate } => {
+                let r = registry::update(&dir, |r| {
+                    let have = r
+                        .by_name(&name)
+                        .map(|s| (s.name.clone(), s.link_token.clone()));
+                    match have {
+                        Some((n, t)) if !rotate && !t.is_empty() => Ok((n, t)),
+                        _ => {
+                            let t = registry::new_key()?;
+                            Ok((r.set_link(&name, t.clone())?, t))
+                        }
+                    }
+                });
+                match r {
+                    Ok(((name, token), reg)) => {
+                        if rotate {
+                            log::info!(
+                                "streamer {} has a new page link",
+                                crate::log::escape(&name)
+                            );
+                        }
+                        self.set_registry(reg);
+                        (
+                            Reply::json(
+                                200,
+                                json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
                             ),
                             None,
                         )

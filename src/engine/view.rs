@@ -68,6 +68,8 @@ pub struct View {
     pub last_cut: Option<String>,
     /// `[recording]`: what the recorder thread publishes (None: off).
     pub recordings: Option<crate::recording::StatusView>,
+    /// The streamers' own pages (rebuilt when the registry changes).
+    pub pages: Arc<crate::pages::Pages>,
     queue_json: OnceLock<String>,
 }
 
@@ -189,6 +191,11 @@ impl Engine {
     pub(super) fn set_registry(&mut self, r: Registry) {
         self.registry = r;
         self.registry_gen += 1;
+        self.pages = Arc::new(crate::pages::Pages::new(
+            &self.registry,
+            &self.cfg.rtmp.ingest_app,
+            self.cfg.rtmp.port,
+        ));
     }
 
     pub(super) fn publish_view(&mut self) {
@@ -248,6 +255,7 @@ impl Engine {
             },
             last_cut: self.last_cut.clone(),
             recordings: self.recorder.as_ref().map(|r| r.status()),
+            pages: self.pages.clone(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);

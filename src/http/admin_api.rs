@@ -17,6 +17,7 @@
 //! | DELETE | `/api/streamers` | `{"name": str}` (or `?name=`) |
 //! | POST | `/api/streamers/rotate-key` | `{"name": str}` → the new key |
 //! | POST | `/api/streamers/slot` | `{"name": str, "slot_seconds": int or null}` |
+//! | POST | `/api/streamers/link` | `{"name": str, "rotate"?: bool}` → their page, `/me/<token>` |
 
 use serde_json::{Map, Value};
 use tiny_http::Method;
@@ -45,7 +46,8 @@ pub fn allowed(path: &str) -> Option<&'static str> {
         | "/api/slot/default"
         | "/api/rejoin-block"
         | "/api/streamers/rotate-key"
-        | "/api/streamers/slot" => Some("POST"),
+        | "/api/streamers/slot"
+        | "/api/streamers/link" => Some("POST"),
         "/api/streamers" => Some("GET, POST, DELETE"),
         _ => None,
     }
@@ -123,6 +125,10 @@ pub fn parse(path: &str, method: &Method, body: &str, query: &str) -> Result<Cal
         ("/api/streamers/slot", _) => Call::Streamers(StreamerRequest::SetSlot {
             name: b.name("name")?,
             slot_seconds: b.u64_or_null("slot_seconds")?,
+        }),
+        ("/api/streamers/link", _) => Call::Streamers(StreamerRequest::Link {
+            name: b.name("name")?,
+            rotate: b.opt_bool("rotate")?.unwrap_or(false),
         }),
         _ => return Err(Reply::error(404, format!("no such endpoint: {path}"))),
     };
@@ -352,6 +358,20 @@ mod tests {
         assert_eq!(
             post("/api/streamers/rotate-key", r#"{"name":"a"}"#),
             s(StreamerRequest::RotateKey { name: "a".into() })
+        );
+        assert_eq!(
+            post("/api/streamers/link", r#"{"name":"a","rotate":true}"#),
+            s(StreamerRequest::Link {
+                name: "a".into(),
+                rotate: true
+            })
+        );
+        assert_eq!(
+            post("/api/streamers/link", r#"{"name":"a"}"#),
+            s(StreamerRequest::Link {
+                name: "a".into(),
+                rotate: false
+            })
         );
         assert_eq!(
             post("/api/streamers/slot", r#"{"name":"a","slot_seconds":null}"#),

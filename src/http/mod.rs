@@ -4,7 +4,9 @@
 //! view and settings without a round trip.
 
 mod admin_api;
+mod console;
 mod overlay;
+pub mod session;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -46,6 +48,8 @@ pub struct Ctx {
     pub stopping: AtomicBool,
     /// `[recording]` on: where `on_record_done` goes.
     pub recordings: Option<crate::recording::Inbox>,
+    /// Console logins (cookie sessions with their CSRF tokens).
+    pub sessions: session::Sessions,
 }
 
 pub struct HttpPool {
@@ -237,6 +241,9 @@ struct Heads {
     fetch_site: Option<String>,
     content_type: Option<String>,
     auth: Option<String>,
+    cookie: Option<String>,
+    csrf: Option<String>,
+    forwarded_proto: Option<String>,
 }
 
 impl Heads {
@@ -253,7 +260,18 @@ impl Heads {
             fetch_site: get("Sec-Fetch-Site"),
             content_type: get("Content-Type"),
             auth: get("Authorization"),
+            cookie: get("Cookie"),
+            csrf: get(session::CSRF_HEADER),
+            forwarded_proto: get("X-Forwarded-Proto"),
         }
+    }
+
+    /// The browser reached us over HTTPS (a TLS proxy in front says so):
+    /// cookies are then marked `Secure`.
+    fn https(&self) -> bool {
+        self.forwarded_proto
+            .as_deref()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
     }
 
     /// Refuse what a browser sends for another origin (see
@@ -380,6 +398,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
     }
     let read_only = |m: &Method| matches!(m, Method::Get | Method::Head);
     let is_admin = admin_api::allowed(path).is_some()
+        || path == "/admin/session"
         || matches!(path, "/kill_ffmpeg" | "/clear-queue" | "/override-queue");
     if is_admin || !read_only(req.method()) {
         if let Err(r) = heads.refuse_cross_site(path, &who) {
@@ -416,6 +435,12 @@ fn handle(mut req: Request, ctx: &Ctx) {
         }
     };
     let method = req.method().clone();
+
+    if console::ours(path) && !matches!(route, HookRoute::Hook(_)) {
+        let page = console::route(path, &method, &heads, &body, ctx, &settings, &who);
+        let headers = page.headers();
+        return respond(req, page.reply.clone(), &headers);
+    }
 
     if let HookRoute::Hook(kind) = route {
         if !matches!(method, Method::Post | Method::Get) {
@@ -478,7 +503,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if !allow.split(", ").any(|m| m == method.as_str()) {
                 return respond(req, method_not_allowed(allow), &[("Allow", allow)]);
             }
-            if let Err(r) = authorize(&settings, &heads, &method, &body, &who, path) {
+            if let Err(r) = authorize(ctx, &settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
             match admin_api::parse(path, &method, &body, query) {
@@ -503,7 +528,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if method != Method::Post {
                 return respond(req, method_not_allowed("POST"), &[("Allow", "POST")]);
             }
-            if let Err(r) = authorize(&settings, &heads, &method, &body, &who, path) {
+            if let Err(r) = authorize(ctx, &settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
             match admin(path, &body) {
@@ -564,10 +589,13 @@ fn token_ok(token: &str, auth: Option<&str>) -> bool {
     !token.is_empty() && ct_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
-/// Admin calls need the token; those with a body must declare it JSON (a
-/// page can send `text/plain` or form bodies cross-site without asking,
-/// never `application/json`).
+/// Admin calls need the token, or a console session with its CSRF token
+/// in `X-CSRF-Token` (on every call, reads included: `?show_keys=1` is a
+/// read worth protecting); those with a body must declare it JSON (a page
+/// can send `text/plain` or form bodies cross-site without asking, never
+/// `application/json`).
 fn authorize(
+    ctx: &Ctx,
     s: &Settings,
     heads: &Heads,
     method: &Method,
@@ -575,7 +603,35 @@ fn authorize(
     who: &str,
     path: &str,
 ) -> Result<(), Reply> {
-    if !token_ok(&s.admin_token, heads.auth.as_deref()) {
+    let by_token = token_ok(&s.admin_token, heads.auth.as_deref());
+    let by_session = || heads.cookie.is_some() && heads.auth.is_none();
+    if !by_token && by_session() {
+        match console::session_ok(ctx, heads) {
+            session::Check::Valid => {}
+            session::Check::NoSession => {
+                warn_limited(format_args!(
+                    "refused {path} from {who}: no such console session (expired or logged out)"
+                ));
+                return Err(Reply::error(
+                    401,
+                    "the console session has expired or was logged out; log in again",
+                ));
+            }
+            session::Check::BadCsrf => {
+                warn_limited(format_args!(
+                    "refused {path} from {who}: console session without the right {} header",
+                    session::CSRF_HEADER
+                ));
+                return Err(Reply::error(
+                    403,
+                    format!(
+                        "console requests must carry the session's CSRF token in {}",
+                        session::CSRF_HEADER
+                    ),
+                ));
+            }
+        }
+    } else if !by_token {
         warn_limited(format_args!(
             "refused {path} from {who}: missing or wrong admin token"
         ));

@@ -8,6 +8,7 @@
 //! process group, whose id is that PID), never by name.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod viewer;
 
 use std::fs;

@@ -55,6 +55,11 @@ fn routes() -> Vec<(&'static str, Method, Value)> {
             Method::Post,
             json!({"name": "a", "slot_seconds": null}),
         ),
+        (
+            "/api/streamers/link",
+            Method::Post,
+            json!({"name": "a", "rotate": true}),
+        ),
     ]
 }
 
@@ -76,6 +81,7 @@ fn any_route() -> impl Strategy<Value = (&'static str, Method)> {
         "/api/streamers",
         "/api/streamers/rotate-key",
         "/api/streamers/slot",
+        "/api/streamers/link",
         "/api/nope",
     ];
     let methods = [Method::Get, Method::Post, Method::Delete, Method::Put];

@@ -1,0 +1,225 @@
+//! The browser pages: the moderator console (`/admin`, its login, session
+//! and logout) and each streamer's own page (`/me/<token>`). Their HTML,
+//! CSS and JS are compiled into the binary; no asset comes from anywhere
+//! else, and the pages' Content-Security-Policy says so to the browser.
+//!
+//! Live state comes from polling `/api/status` (and `/me/<token>/status`),
+//! both answered from the engine's published view in microseconds: a page
+//! never holds a worker between polls, so open consoles do not take hook
+//! capacity (`cargo bench --bench pipeline` measures it).
+
+use serde_json::{json, Value};
+use tiny_http::Method;
+
+use super::session::{self, Check};
+use super::{warn_limited, Ctx, Heads};
+use crate::engine::{self, Reply, Settings};
+
+const ADMIN_HTML: &str = include_str!("console/admin.html");
+const ADMIN_JS: &str = include_str!("console/admin.js");
+const ME_HTML: &str = include_str!("console/me.html");
+const ME_JS: &str = include_str!("console/me.js");
+const CSS: &str = include_str!("console/console.css");
+
+/// Scripts and styles only from this origin (no inline script: a name a
+/// streamer chose can never run as code), no framing (clickjacking), no
+/// referrer (a `/me/` token must not leak in one).
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
+/// A page's answer with its content type and any cookie to set.
+pub(super) struct Page {
+    pub reply: Reply,
+    pub content_type: &'static str,
+    pub set_cookie: Option<String>,
+    /// Methods for `Allow` on a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Page {
+    fn new(reply: Reply, content_type: &'static str) -> Page {
+        Page {
+            reply,
+            content_type,
+            set_cookie: None,
+            allow: None,
+        }
+    }
+
+    fn json(reply: Reply) -> Page {
+        Page::new(reply, "application/json")
+    }
+
+    fn static_text(body: &str, content_type: &'static str) -> Page {
+        Page::new(
+            Reply {
+                status: 200,
+                body: body.to_string(),
+            },
+            content_type,
+        )
+    }
+
+    /// Headers every page answer carries besides Content-Type.
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        let mut h = vec![
+            ("Content-Type", self.content_type),
+            ("Content-Security-Policy", CSP),
+            ("X-Frame-Options", "DENY"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+        ];
+        if let Some(c) = &self.set_cookie {
+            h.push(("Set-Cookie", c.as_str()));
+        }
+        if let Some(a) = self.allow {
+            h.push(("Allow", a));
+        }
+        h
+    }
+}
+
+/// Whether `path` is one of the pages (so the caller routes it here).
+pub(super) fn ours(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/") || path.starts_with("/me/")
+}
+
+fn method_not_allowed(allow: &'static str) -> Page {
+    let mut p = Page::json(super::method_not_allowed(allow));
+    p.allow = Some(allow);
+    p
+}
+
+/// Answer a page request; `ours(path)` holds.
+pub(super) fn route(
+    path: &str,
+    method: &Method,
+    heads: &Heads,
+    body: &str,
+    ctx: &Ctx,
+    settings: &Settings,
+    who: &str,
+) -> Page {
+    let get = matches!(method, Method::Get | Method::Head);
+    let post = *method == Method::Post;
+    let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
+    let now = engine::unix_ms();
+    match path {
+        "/admin" | "/admin/" if get => admin_page(ctx, settings),
+        "/admin/console.js" if get => Page::static_text(ADMIN_JS, "text/javascript; charset=utf-8"),
+        "/admin/me.js" if get => Page::static_text(ME_JS, "text/javascript; charset=utf-8"),
+        "/admin/console.css" if get => Page::static_text(CSS, "text/css; charset=utf-8"),
+        // A reloaded console asks for its CSRF token: the cookie is sent only
+        // by pages of this site (SameSite=Strict), and the answer is readable
+        // only by them (no CORS).
+        "/admin/session" if get => match ctx.sessions.csrf_of(sid, now) {
+            Some(csrf) => Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf}))),
+            None => Page::json(Reply::error(401, "not logged in")),
+        },
+        "/admin" | "/admin/" | "/admin/console.js" | "/admin/me.js" | "/admin/console.css"
+        | "/admin/session" => method_not_allowed("GET, HEAD"),
+        "/admin/login" if post => login(heads, body, ctx, settings, who, now),
+        "/admin/logout" if post => {
+            ctx.sessions.logout(sid);
+            let mut p = Page::json(Reply::json(200, json!({"ok": true})));
+            p.set_cookie = Some(session::clear_cookie(heads.https()));
+            p
+        }
+        "/admin/login" | "/admin/logout" => method_not_allowed("POST"),
+        p if p.starts_with("/me/") => me(&p["/me/".len()..], get, ctx, now),
+        _ => Page::json(Reply::error(404, format!("no such page: {path}"))),
+    }
+}
+
+/// The console page, told where streamers publish (for the ingest URL
+/// shown with a new key).
+fn admin_page(ctx: &Ctx, settings: &Settings) -> Page {
+    let port = engine::read(&ctx.view).pages.ingest().1;
+    let attr = |v: &str| {
+        v.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    };
+    let body = ADMIN_HTML.replacen(
+        "<body class=\"console\">",
+        &format!(
+            "<body class=\"console\" data-ingest-app=\"{}\" data-rtmp-port=\"{port}\">",
+            attr(&settings.ingest_app)
+        ),
+        1,
+    );
+    Page::new(Reply { status: 200, body }, "text/html; charset=utf-8")
+}
+
+fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64) -> Page {
+    if !crate::auth::is_json(heads.content_type.as_deref()) {
+        return Page::json(Reply::error(
+            415,
+            "log in with Content-Type: application/json",
+        ));
+    }
+    let token = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    if !super::token_ok(&s.admin_token, Some(&format!("Bearer {}", token.trim()))) {
+        warn_limited(format_args!(
+            "refused a console login from {who}: wrong admin token"
+        ));
+        return Page::json(Reply::error(
+            401,
+            "wrong admin token (it is in [http] admin_token_file, default <state dir>/admin.token)",
+        ));
+    }
+    match ctx.sessions.login(now) {
+        Ok((id, csrf)) => {
+            log::info!("console login from {who}");
+            let mut p = Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf})));
+            p.set_cookie = Some(session::set_cookie(&id, heads.https()));
+            p
+        }
+        Err(e) => Page::json(Reply::error(
+            500,
+            format!("cannot make a session id from /dev/urandom: {e}"),
+        )),
+    }
+}
+
+/// `/me/<token>` (the page) and `/me/<token>/status` (what it shows).
+fn me(rest: &str, get: bool, ctx: &Ctx, now: u64) -> Page {
+    if !get {
+        return method_not_allowed("GET, HEAD");
+    }
+    let (token, what) = rest.split_once('/').unwrap_or((rest, ""));
+    let view = engine::read(&ctx.view);
+    match what {
+        "" if view.pages.exists(token) => Page::static_text(ME_HTML, "text/html; charset=utf-8"),
+        "" => Page::new(
+            Reply {
+                status: 404,
+                body: ME_HTML.replace(
+                    "<body>",
+                    "<body data-missing=\"1\">",
+                ),
+            },
+            "text/html; charset=utf-8",
+        ),
+        "status" => match view.pages.me_json(token, &view, now) {
+            Some(v) => Page::json(Reply::json(200, v)),
+            None => Page::json(Reply::error(
+                404,
+                "this page link is not valid (it may have been replaced); ask a moderator for yours",
+            )),
+        },
+        _ => Page::json(Reply::error(404, "no such page")),
+    }
+}
+
+/// How an admin call from the console proves itself: a live session and
+/// its CSRF token (the Bearer token is checked first by the caller).
+pub(super) fn session_ok(ctx: &Ctx, heads: &Heads) -> Check {
+    let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
+    ctx.sessions
+        .check(sid, heads.csrf.as_deref(), engine::unix_ms())
+}
