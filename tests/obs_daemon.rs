@@ -6,10 +6,18 @@
 //!
 //! Who OBS plays is read from the media item's source size: every test
 //! publisher has its own picture size.
+//!
+//! The relay runs in its default splice mode, where a switch must not touch
+//! OBS's media source at all (no restart, no reconnect to nginx, the
+//! loading item left alone); the first test runs once more in restart mode
+//! to keep that mode's OBS path covered. The 20-switch picture and sound
+//! checks of the splice relay are in `tests/obs_splice.rs`.
 
 mod common;
 #[path = "common/obs.rs"]
 mod obs;
+#[path = "common/obs_cut.rs"]
+mod obs_cut;
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +35,11 @@ struct ObsRig {
 
 /// nginx, then OBS playing nginx's output, then the daemon driving OBS.
 fn start(password_in_config: &str) -> ObsRig {
+    start_with(password_in_config, "")
+}
+
+/// As [`start`], with more daemon config (`more`: TOML tables).
+fn start_with(password_in_config: &str, more: &str) -> ObsRig {
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);
     let obs = Obs::start(ObsOpts {
@@ -48,6 +61,7 @@ media_source = "{media}"
 loading_source = "{loading}"
 name_source = "{name}"
 timer_source = "{timer}"
+{more}
 "#,
         port = obs.port,
         pw = pw_file.display(),
@@ -116,9 +130,21 @@ fn obs_connected(r: &Rig) -> (bool, String) {
     )
 }
 
-#[test]
-fn a_switch_between_real_publishers_reaches_obs() {
-    let o = start(&ObsOpts::default().password);
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Splice,
+    Restart,
+}
+
+/// A publisher leaves, the next one is on air in OBS; then the queue
+/// empties and the loading item is back. `strict`: the forced cut must go
+/// straight to the next streamer, catching up (see the ignored test).
+fn a_switch_reaches_obs(mode: Mode, strict: bool) {
+    let more = match mode {
+        Mode::Splice => "",
+        Mode::Restart => "[relay]\nmode = \"restart\"\n",
+    };
+    let o = start_with(&ObsOpts::default().password, more);
     let r = &o.rig;
     let mut c = o.obs.client();
     until(
@@ -143,12 +169,66 @@ fn a_switch_between_real_publishers_reaches_obs() {
     r.assert_on_air(SIZE_A, ON_AIR);
     obs_shows(&mut c, "alice", SIZE_A, ON_AIR);
     let _b = r.join("bob", SIZE_B);
+    // Splice mode reads bob from now on; give his reader a keyframe.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stat = || r.nginx.http_get("/stat").body;
+    let obs_player = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        obs_cut::player_clients(&stat(), "motherstream").pop()
+    });
+    if obs_player.is_none() {
+        eprintln!("{mode:?}: no player of the output in /stat:\n{}", stat());
+    }
+    let watch = o
+        .obs
+        .watch(obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS, obs::MEDIA);
 
     let t = Instant::now();
     a.stop();
     obs_shows(&mut c, "bob", SIZE_B, ON_AIR);
-    eprintln!("alice stopped → OBS plays bob after {:?}", t.elapsed());
+    eprintln!(
+        "{mode:?}: alice stopped → OBS plays bob after {:?}",
+        t.elapsed()
+    );
     assert!(obs_connected(r).1.contains("connected to OBS 29"));
+    // Let a late restart or reconnect of the media source show up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let events: Vec<String> = watch
+        .all_events(t, Instant::now())
+        .iter()
+        .map(|e| format!("{} {}", e.kind, e.data))
+        .collect();
+    let players = obs_cut::player_clients(&stat(), "motherstream");
+    eprintln!("{mode:?}: OBS events across the switch: {events:?}; players {players:?} (OBS was {obs_player:?})");
+    if mode == Mode::Splice {
+        // One output that never reconnects: OBS's media source is left
+        // alone (no restart, no playback ended/started, no reconnect) and
+        // the loading item does not flash.
+        assert!(
+            events.is_empty(),
+            "OBS events across a splice switch: {events:?}"
+        );
+        let obs_player = obs_player.expect("OBS plays the output");
+        assert!(
+            players.contains(&obs_player),
+            "OBS reconnected to nginx across a splice switch: {obs_player} → {players:?}"
+        );
+    }
+    let cuts: Vec<String> = r
+        .daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("cut to") || l.contains("on screen"))
+        .map(str::to_string)
+        .collect();
+    eprintln!("{mode:?}: cuts in the journal:\n{}", cuts.join("\n"));
+    if strict {
+        let last_two: Vec<&String> = cuts.iter().rev().take(2).collect();
+        assert!(
+            last_two[0].contains("cut to bob catching up from their last keyframe"),
+            "a publisher who left is a forced cut straight to the next one, not through the slate: {last_two:?}"
+        );
+    }
+    drop(watch);
     // Nobody again: loading back.
     drop(_b);
     until(
@@ -156,6 +236,27 @@ fn a_switch_between_real_publishers_reaches_obs() {
         "loading after the queue empties",
         || (c.item_enabled(obs::LOADING).ok()? && c.text(obs::NAME).ok()?.is_empty()).then_some(()),
     );
+}
+
+#[test]
+fn a_switch_between_real_publishers_reaches_obs() {
+    a_switch_reaches_obs(Mode::Splice, false);
+}
+
+#[test]
+fn a_switch_reaches_obs_in_restart_mode() {
+    a_switch_reaches_obs(Mode::Restart, false);
+}
+
+/// The on-air publisher's reader sees the end of their stream some tens of
+/// ms before nginx's publish_done reaches the engine; the splice relay
+/// then cuts to the slate ("cut to the slate catching up"), and the cut to
+/// the next streamer that follows is planned from the slate: it waits for
+/// their next keyframe (0.4-1 s of slate in OBS) instead of catching up.
+#[test]
+#[ignore = "relay: a publisher who leaves is replaced by the slate first (see the doc comment)"]
+fn a_publisher_leaving_cuts_straight_to_the_next_one() {
+    a_switch_reaches_obs(Mode::Splice, true);
 }
 
 #[test]

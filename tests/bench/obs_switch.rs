@@ -1,265 +1,152 @@
-//! Bench: how long from a switch (the on-air publisher stops) until OBS's
-//! program shows the next streamer, and what OBS shows meanwhile.
+//! Bench: the splice relay and the restart relay side by side, in one run,
+//! as a real OBS shows them.
 //!
-//! `cargo bench --bench obs_switch` (env `MS_BENCH_SWITCHES`, default 5).
+//! `cargo bench --bench obs_switch`; env `MS_BENCH_SWITCHES` (per mode,
+//! default 10), `MS_BENCH_ROUNDS` (blocks per mode, alternating splice and
+//! restart so that a change of machine load hits both, default 2),
+//! `MS_BENCH_SLATE` (an operator slate for splice mode), `MS_BENCH_VERBOSE`.
 //!
-//! Real everything: a private nginx-rtmp, the motherstream daemon with
-//! `[obs] enabled = true` (default cue: leave the media source alone), a
-//! headless OBS 29 playing `motherstream/live`, and two ffmpeg publishers of
-//! solid red and solid blue (a moving test pattern on top so frames change;
-//! 320x180, 15 fps, keyframe every 1 s). Every 100 ms the bench takes a
-//! `GetSourceScreenshot` of the scene and classifies a strip below the
-//! moving pattern as red / blue / green (the loading item) / black / grey.
+//! Real everything: one private nginx-rtmp and one headless OBS 29 (320x180
+//! at 30 fps, its media source unmuted so its meters hear the stream)
+//! playing `motherstream/live` throughout; for each block a new motherstream
+//! daemon on the same hook port, `[relay] mode = "splice"` or `"restart"`.
+//! Two ffmpeg publishers, red 320x180 48 kHz stereo and blue 640x360
+//! 44.1 kHz mono, 30 fps, keyframe every 2 s, a moving pattern and a
+//! wall-clock time code in the picture (see `tests/common/obs_cut.rs`).
+//! Each switch is planned: `POST /api/move` puts the second streamer first
+//! (nobody is disconnected). From the move until the new streamer has been
+//! on screen for a second: a scene screenshot every 100 ms (who is on
+//! screen, whether the picture moved, its age from the time code, the name
+//! text), every `InputVolumeMeters` event (silence = peak < 1e-3), OBS's
+//! media and scene item events, and a plain ffmpeg player of the output as
+//! the floor OBS cannot beat. CPU of the relay processes is the daemon's
+//! (all its threads, the in-process source readers included) plus its
+//! ffmpeg children's, from /proc, over the switches of the block.
 
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/obs.rs"]
 mod obs;
+#[path = "../common/obs_cut.rs"]
+mod obs_cut;
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
-use obs::{classify, Obs, ObsClient, ObsOpts, Seen};
+use obs::{Obs, ObsOpts, Seen};
+use obs_cut::{measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher};
 
-/// Publisher frame rate (keyframe every second); `MS_BENCH_FPS` overrides.
-fn fps() -> u32 {
-    std::env::var("MS_BENCH_FPS")
+const FPS: u32 = 30;
+const GOP: u32 = 60;
+
+fn env_num(k: &str, default: usize) -> usize {
+    std::env::var(k)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30)
+        .unwrap_or(default)
 }
 
-struct ColourPublisher {
-    key: &'static str,
-    colour: &'static str,
-    child: Child,
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Splice,
+    Restart,
 }
 
-impl ColourPublisher {
-    fn start(rtmp_port: u16, key: &'static str, colour: &'static str, dir: &TempDir) -> Self {
-        let graph = format!(
-            "color=c={colour}:s=320x180:r={fps}[bg];testsrc2=s=48x48:r={fps}[fg];\
-             [bg][fg]overlay=x='mod(t*120,272)':y=40[out0]",
-            fps = fps()
-        );
-        let log = File::create(dir.join(&format!("{key}.log"))).expect("log");
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", &graph])
-            // Audio too, like every real streamer: from a video-only FLV the
-            // relay's probe waits out analyzeduration (5-6 s measured).
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args([
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                &fps().to_string(),
-                "-c:a",
-                "aac",
-                "-b:a",
-                "32k",
-                "-f",
-                "flv",
-            ])
-            .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn ffmpeg");
-        ColourPublisher { key, colour, child }
-    }
-
-    /// SIGINT, like a streamer ending the stream; SIGKILL if it lingers.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        if common::wait_child(&mut self.child, Duration::from_secs(3)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Splice => "splice",
+            Mode::Restart => "restart",
         }
     }
 }
 
-impl Drop for ColourPublisher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Clock ticks of a process and the children it reaped, from /proc.
+fn proc_ticks(pid: u32) -> Option<(u32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 4 (ppid) and 14-17 (utime, stime, cutime, cstime), counted
+    // from 1 with field 3 (state) first after the ")".
+    let ppid = f.get(1)?.parse().ok()?;
+    let t: u64 = f
+        .get(11..15)?
+        .iter()
+        .filter_map(|x| x.parse::<u64>().ok())
+        .sum();
+    Some((ppid, t))
 }
 
-fn secs(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
-        .unwrap_or_else(|| "not within 15 s".into())
-}
-
-fn median(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
-}
-
-fn seen_of(colour: &str) -> Seen {
-    if colour == "red" {
-        Seen::Red
-    } else {
-        Seen::Blue
-    }
-}
-
-/// What the program shows now: the strip under the moving pattern.
-fn look(c: &mut ObsClient) -> Option<Seen> {
-    let img = c.screenshot(obs::SCENE, 64).ok()?;
-    Some(classify(img.mean(0.1, 0.72, 0.9, 0.95)))
-}
-
-fn wait_seen(c: &mut ObsClient, want: Seen, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if look(c) == Some(want) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-fn wait_queue(d: &Daemon, want: &[&str], timeout: Duration) -> bool {
-    common::wait_for(timeout, Duration::from_millis(50), || {
-        (d.queue() == want).then_some(())
-    })
-    .is_some()
-}
-
-/// A plain ffmpeg player of the output (the floor OBS cannot beat): it
-/// decodes to 8x8 RGB and records when each colour is first seen.
-struct Player {
-    child: Child,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Seen)>>>,
-}
-
-impl Player {
-    fn start(url: &str, dir: &TempDir) -> Player {
-        let mut child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
-            .args(["-fpsprobesize", "0", "-i", url, "-an", "-vf", "scale=8:8"])
-            .args([
-                "-fps_mode",
-                "passthrough",
-                "-f",
-                "rawvideo",
-                "-pix_fmt",
-                "rgb24",
-                "-",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(dir.join("player.log")).expect("log"))
-            .spawn()
-            .expect("spawn ffmpeg player");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = child.stdout.take();
-        let s2 = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let Some(mut out) = out else { return };
-            let mut frame = [0u8; 8 * 8 * 3];
-            let mut last = None;
-            while out.read_exact(&mut frame).is_ok() {
-                // Bottom two rows: below the moving pattern.
-                let mut sum = [0u32; 3];
-                for px in frame[6 * 8 * 3..].chunks(3) {
-                    for c in 0..3 {
-                        sum[c] += px[c] as u32;
-                    }
-                }
-                let mean = [
-                    (sum[0] / 16) as u8,
-                    (sum[1] / 16) as u8,
-                    (sum[2] / 16) as u8,
-                ];
-                let k = classify(mean);
-                if last != Some(k) {
-                    last = Some(k);
-                    if let Ok(mut v) = s2.lock() {
-                        v.push((Instant::now(), k));
-                    }
+/// CPU ticks so far of the daemon and its children (alive or reaped).
+fn relay_ticks(daemon: u32) -> u64 {
+    let mut total = proc_ticks(daemon).map_or(0, |(_, t)| t);
+    if let Ok(d) = std::fs::read_dir("/proc") {
+        for e in d.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((ppid, t)) = proc_ticks(pid) {
+                if ppid == daemon {
+                    total += t;
                 }
             }
-        });
-        Player { child, seen }
+        }
     }
+    total
+}
 
-    /// When `want` was first seen after `t0`.
-    fn first_after(&self, t0: Instant, want: Seen) -> Option<Duration> {
-        let v = self.seen.lock().ok()?;
-        v.iter()
-            .find(|(t, k)| *t >= t0 && *k == want)
-            .map(|(t, _)| *t - t0)
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
     }
 }
 
-impl Drop for Player {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+#[derive(Default)]
+struct Block {
+    cuts: Vec<Cut>,
+    /// Move → new streamer at the plain player.
+    floors: Vec<Option<Duration>>,
+    /// CPU seconds of the relay processes, and the wall time they cover.
+    cpu_s: f64,
+    wall_s: f64,
+    /// OBS events across the switches: media restarts, playback
+    /// ended/started, loading item shown/hidden.
+    obs_events: usize,
+    lagging: usize,
+    max_buffering: usize,
+    added_buffering: usize,
 }
 
-struct Switch {
-    from: &'static str,
-    to: &'static str,
-    took: Option<Duration>,
-    floor: Option<Duration>,
-    meanwhile: BTreeMap<Seen, u32>,
-    timeline: String,
+struct Env<'a> {
+    nginx: &'a Nginx,
+    obs: &'a Obs,
+    hook_port: u16,
+    base: u64,
+    dir: &'a TempDir,
+    verbose: bool,
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("obs_switch: run with `cargo bench --bench obs_switch`");
-        return;
+fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
+    let pw_file = e.dir.join("obs-password");
+    let mut relay = format!("[relay]\nmode = \"{}\"\n", mode.name());
+    if mode == Mode::Splice {
+        if let Ok(p) = std::env::var("MS_BENCH_SLATE") {
+            relay.push_str(&format!("slate = \"{p}\"\n"));
+        }
     }
-    let switches: usize = std::env::var("MS_BENCH_SWITCHES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let verbose = std::env::var_os("MS_BENCH_VERBOSE").is_some();
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let obs = Obs::start(ObsOpts {
-        media_url: nginx.rtmp_url("motherstream", "live"),
-        // What the operator had before motherstream added fpsprobesize=0.
-        ffmpeg_options: std::env::var("MS_BENCH_FFMPEG_OPTIONS").unwrap_or_default(),
-        width: 320,
-        height: 180,
-        fps: std::env::var("MS_BENCH_OBS_FPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-        ..ObsOpts::default()
-    });
-    let dir = TempDir::new("obs-bench");
-    let pw_file = dir.join("obs-password");
-    std::fs::write(&pw_file, format!("{}\n", obs.password)).expect("password file");
     let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
+        listen: format!("127.0.0.1:{}", e.hook_port),
+        rtmp_port: e.nginx.rtmp_port,
+        nginx_http_port: e.nginx.http_port,
         extra_toml: format!(
-            "[log]\nlevel = \"info\"\n[obs]\nenabled = true\nport = {}\npassword_file = \"{}\"\n\
+            "[log]\nlevel = \"info\"\n[queue]\nslot_seconds = 0\n{relay}\
+             [obs]\nenabled = true\nport = {}\npassword_file = \"{}\"\n\
              scene = \"{}\"\nmedia_source = \"{}\"\nloading_source = \"{}\"\nname_source = \"{}\"\n",
-            obs.port,
+            e.obs.port,
             pw_file.display(),
             obs::SCENE,
             obs::MEDIA,
@@ -267,167 +154,315 @@ fn main() {
             obs::NAME
         ),
         bin: daemon_bin(),
-        hook_secret: Some(nginx.hook_secret.clone()),
+        hook_secret: Some(e.nginx.hook_secret.clone()),
     });
-    let mut c = obs.client();
-    let player = Player::start(&nginx.rtmp_url("motherstream", "live"), &dir);
-
-    let mut on_air = ColourPublisher::start(nginx.rtmp_port, "red", "red", &dir);
+    let connected = common::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+        daemon.status()["obs"]["connected"].as_bool()?.then_some(())
+    });
     assert!(
-        wait_queue(&daemon, &["red"], Duration::from_secs(15)),
-        "red did not join"
+        connected.is_some(),
+        "{}: daemon never connected to OBS",
+        mode.name()
     );
+    let watch = e.obs.watch(
+        obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
+        obs::MEDIA,
+    );
+    let mut c = e.obs.client();
+    let url = |k: &str| e.nginx.rtmp_url("live", k);
+    let wait_queue = |want: &[&str]| {
+        common::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+            (daemon.queue() == want).then_some(())
+        })
+        .is_some()
+    };
+    let red = TcPublisher::start(
+        &url("red"),
+        "red",
+        "red",
+        (320, 180),
+        FPS,
+        GOP,
+        (48_000, 2),
+        e.base,
+        e.dir.path(),
+    );
+    assert!(wait_queue(&["red"]), "red did not join");
     assert!(
-        wait_seen(&mut c, Seen::Red, Duration::from_secs(30)),
-        "OBS never showed red; last {:?}\n{}",
-        look(&mut c),
-        obs.log_tail()
+        wait_seen(&mut c, Seen::Red, Duration::from_secs(30)).is_some(),
+        "{}: OBS never showed red\n{}",
+        mode.name(),
+        e.obs.log_tail()
     );
-    let mut waiting = ColourPublisher::start(nginx.rtmp_port, "blue", "blue", &dir);
-    assert!(wait_queue(
-        &daemon,
-        &["red", "blue"],
-        Duration::from_secs(15)
-    ));
-
-    let mut results: Vec<Switch> = Vec::new();
+    let blue = TcPublisher::start(
+        &url("blue"),
+        "blue",
+        "blue",
+        (640, 360),
+        FPS,
+        GOP,
+        (44_100, 1),
+        e.base,
+        e.dir.path(),
+    );
+    assert!(wait_queue(&["red", "blue"]), "blue did not join");
+    std::thread::sleep(Duration::from_millis(2500));
+    let player = TcPlayer::start(&e.nginx.rtmp_url("motherstream", "live"), e.dir.path());
+    std::thread::sleep(Duration::from_millis(1000));
+    let log_before = e.obs.log_all().len();
+    let ticks0 = relay_ticks(daemon.pid());
+    let t_block = Instant::now();
+    let mut b = Block::default();
     for i in 0..switches {
-        // Steady state, and a random keyframe phase for the next switch.
-        std::thread::sleep(Duration::from_millis(2500 + (i as u64 * 370) % 1000));
-        let new = seen_of(waiting.colour);
-        let t0 = Instant::now();
-        on_air.stop();
-        let mut meanwhile = BTreeMap::new();
-        let mut timeline = String::new();
-        let mut took = None;
-        let mut diag: Vec<String> = Vec::new();
-        let mut next = t0;
-        while t0.elapsed() < Duration::from_secs(15) {
-            next += Duration::from_millis(100);
-            let s = look(&mut c);
-            let at = t0.elapsed();
-            let code = match s {
-                Some(Seen::Red) => 'R',
-                Some(Seen::Blue) => 'B',
-                Some(Seen::Green) => 'L',
-                Some(Seen::Black) => 'K',
-                Some(Seen::Grey) => 'g',
-                Some(Seen::Other) => '?',
-                None => '!',
-            };
-            timeline.push(code);
-            if verbose {
-                let st = c.media_state(obs::MEDIA).unwrap_or_default();
-                let q = daemon.queue();
-                diag.push(format!(
-                    "{:.1}:{}:{}",
-                    at.as_secs_f64(),
-                    st.trim_start_matches("OBS_MEDIA_STATE_"),
-                    q.join("+")
-                ));
-            }
-            if s == Some(new) {
-                took = Some(at);
-                break;
-            }
-            if let Some(s) = s {
-                *meanwhile.entry(s).or_insert(0) += 1;
-            }
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-        // Give the player a moment in case it is slower than OBS.
-        std::thread::sleep(Duration::from_millis(300));
-        let sw = Switch {
-            from: on_air.key,
-            to: waiting.key,
-            took,
-            floor: player.first_after(t0, new),
-            meanwhile,
-            timeline,
+        let n = first_index + i;
+        let (key, seen) = if i % 2 == 0 {
+            ("blue", Seen::Blue)
+        } else {
+            ("red", Seen::Red)
         };
+        // A new keyframe phase for each switch.
+        std::thread::sleep(Duration::from_millis((n as u64 * 670) % 2000));
+        let t0 = Instant::now();
+        let r = daemon.admin(
+            "/api/move",
+            &format!(r#"{{"name":"{key}","position":0}}"#),
+            None,
+        );
+        assert_eq!(r.status, 200, "move: {}", r.body);
+        let cut = measure_cut(
+            &mut c,
+            &watch,
+            t0,
+            seen,
+            Some((obs::NAME, key)),
+            e.base,
+            Duration::from_millis(1000),
+            Duration::from_secs(12),
+        );
+        let floor = player.first_after(t0, seen);
         println!(
-            "switch {}: {} → {}: OBS {} (a plain ffmpeg player of the output: {}); OBS every 100 ms: {}",
+            "{:>7} switch {:>2}: → {key:<4} OBS {} (player {}), name {}, frozen {} ms, silent {} ms, delay {}: {}",
+            mode.name(),
             i + 1,
-            sw.from,
-            sw.to,
-            secs(sw.took),
-            secs(sw.floor),
-            sw.timeline
+            secs(cut.on_screen),
+            secs(floor),
+            secs(cut.name_at),
+            cut.frozen * 100,
+            cut.silent * 50,
+            cut.delay().map_or("-".into(), |d| format!("{d:.2} s")),
+            cut.timeline
         );
-        if verbose {
-            println!("  {}", diag.join(" "));
-        }
-        results.push(sw);
-        // The one who left comes back and waits behind the new head.
-        let back = ColourPublisher::start(nginx.rtmp_port, on_air.key, on_air.colour, &dir);
-        let (head, rejoin) = (waiting.key, on_air.key);
-        let new_head = std::mem::replace(&mut waiting, back);
-        drop(std::mem::replace(&mut on_air, new_head));
-        assert!(
-            wait_queue(&daemon, &[head, rejoin], Duration::from_secs(15)),
-            "queue after switch {}: {:?}",
-            i + 1,
-            daemon.queue()
-        );
+        b.cuts.push(cut);
+        b.floors.push(floor);
     }
+    b.wall_s = t_block.elapsed().as_secs_f64();
+    b.cpu_s = relay_ticks(daemon.pid()).saturating_sub(ticks0) as f64 / clock_ticks();
+    b.obs_events = watch.all_events(t_block, Instant::now()).len();
+    let log = e.obs.log_all();
+    let new = log.get(log_before..).unwrap_or("");
+    b.lagging = new.matches("audio is lagging").count();
+    b.max_buffering = new.matches("Max audio buffering").count();
+    b.added_buffering = new.matches("audio buffering").count() - b.max_buffering;
+    if e.verbose {
+        println!("{}", common::tail(&daemon.log_path(), 60));
+    }
+    drop((player, watch, c, red, blue));
+    drop(daemon);
+    b
+}
 
-    let times: Vec<f64> = results
+fn secs(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+        .unwrap_or_else(|| "never".into())
+}
+
+fn med_range(v: Vec<f64>, unit: &str, digits: usize) -> String {
+    match stats(v) {
+        Some((m, lo, hi)) => format!("{m:.digits$} {unit} ({lo:.digits$}–{hi:.digits$})"),
+        None => "-".into(),
+    }
+}
+
+struct Summary {
+    on_screen: String,
+    floor: String,
+    frozen: String,
+    silence: String,
+    off: String,
+    delay: String,
+    drift: String,
+    name: String,
+    cpu: String,
+    obs: String,
+}
+
+fn summarize(blocks: &[Block]) -> Summary {
+    let cuts: Vec<&Cut> = blocks.iter().flat_map(|b| &b.cuts).collect();
+    let n = cuts.len();
+    let reached = cuts.iter().filter(|c| c.on_screen.is_some()).count();
+    let on_screen: Vec<f64> = cuts
         .iter()
-        .filter_map(|s| s.took.map(|d| d.as_secs_f64()))
+        .filter_map(|c| c.on_screen.map(|d| d.as_secs_f64()))
         .collect();
-    let floors: Vec<f64> = results
+    let floors: Vec<f64> = blocks
         .iter()
-        .filter_map(|s| s.floor.map(|d| d.as_secs_f64()))
+        .flat_map(|b| &b.floors)
+        .filter_map(|d| d.map(|d| d.as_secs_f64()))
         .collect();
-    let mut totals: BTreeMap<Seen, u32> = BTreeMap::new();
-    for s in &results {
-        for (k, v) in &s.meanwhile {
-            *totals.entry(*k).or_insert(0) += v;
+    let frozen: Vec<f64> = cuts.iter().map(|c| c.frozen as f64 * 0.1).collect();
+    let silence: Vec<f64> = cuts.iter().map(|c| c.silent as f64 * 0.05).collect();
+    let frozen_switches = cuts.iter().filter(|c| c.frozen > 0).count();
+    let silent_switches = cuts.iter().filter(|c| c.silent > 0).count();
+    let off: u32 = cuts.iter().flat_map(|c| c.off.values()).sum();
+    let samples: u32 = cuts.iter().map(|c| c.samples).sum();
+    let delays: Vec<f64> = cuts.iter().filter_map(|c| c.delay()).collect();
+    // Drift: per block (OBS reconnects between blocks), weighted by size.
+    let (mut sum, mut w) = (0.0, 0.0);
+    let mut first_last = Vec::new();
+    for b in blocks {
+        let d: Vec<f64> = b.cuts.iter().filter_map(|c| c.delay()).collect();
+        if let Some(s) = slope(&d) {
+            sum += s * d.len() as f64;
+            w += d.len() as f64;
+        }
+        if let (Some(f), Some(l)) = (d.first(), d.last()) {
+            first_last.push(format!("{f:.2}→{l:.2}"));
         }
     }
-    let old_frames: u32 = totals.get(&Seen::Red).copied().unwrap_or(0)
-        + totals.get(&Seen::Blue).copied().unwrap_or(0);
+    let leads: Vec<f64> = cuts
+        .iter()
+        .filter_map(|c| Some(c.on_screen?.as_secs_f64() - c.name_at?.as_secs_f64()))
+        .collect();
+    let cpu: f64 = blocks.iter().map(|b| b.cpu_s).sum();
+    let wall: f64 = blocks.iter().map(|b| b.wall_s).sum();
+    let events: usize = blocks.iter().map(|b| b.obs_events).sum();
+    let lag: usize = blocks.iter().map(|b| b.lagging).sum();
+    let maxb: usize = blocks.iter().map(|b| b.max_buffering).sum();
+    let added: usize = blocks.iter().map(|b| b.added_buffering).sum();
+    Summary {
+        on_screen: format!("{} ({reached}/{n})", med_range(on_screen, "s", 2)),
+        floor: med_range(floors, "s", 2),
+        frozen: format!(
+            "{} per switch; {frozen_switches}/{n} switches",
+            med_range(frozen, "s", 1)
+        ),
+        silence: format!(
+            "{} per switch; {silent_switches}/{n} switches",
+            med_range(silence, "s", 2)
+        ),
+        off: format!("{off} of {samples}"),
+        delay: format!("{} [{}]", med_range(delays, "s", 2), first_last.join(", ")),
+        drift: if w > 0.0 {
+            format!("{:+.1} ms", sum / w * 1000.0)
+        } else {
+            "-".into()
+        },
+        name: med_range(leads, "s", 2),
+        cpu: format!(
+            "{:.1} % ({cpu:.1} s over {wall:.0} s)",
+            cpu / wall.max(1e-9) * 100.0
+        ),
+        obs: format!(
+            "{lag}× lagging, {maxb}× max buffering, {added}× buffering added; {events} media/item events"
+        ),
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("obs_switch: run with `cargo bench --bench obs_switch`");
+        return;
+    }
+    let switches = env_num("MS_BENCH_SWITCHES", 10).max(1);
+    let rounds = env_num("MS_BENCH_ROUNDS", 2).clamp(1, switches);
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let obs = Obs::start(ObsOpts {
+        media_url: nginx.rtmp_url("motherstream", "live"),
+        media_audio: true,
+        width: 320,
+        height: 180,
+        fps: 30,
+        ..ObsOpts::default()
+    });
+    let dir = TempDir::new("obs-bench");
+    std::fs::write(dir.join("obs-password"), format!("{}\n", obs.password)).expect("password file");
+    let e = Env {
+        nginx: &nginx,
+        obs: &obs,
+        hook_port,
+        base: wall_us(),
+        dir: &dir,
+        verbose: std::env::var_os("MS_BENCH_VERBOSE").is_some(),
+    };
+    let t = Instant::now();
+    let mut splice = Vec::new();
+    let mut restart = Vec::new();
+    for r in 0..rounds {
+        // Split the switches over the rounds (the first rounds take the rest).
+        let k = switches / rounds + usize::from(r < switches % rounds);
+        let done = splice.iter().map(|b: &Block| b.cuts.len()).sum::<usize>();
+        splice.push(run_block(&e, Mode::Splice, k, done));
+        restart.push(run_block(&e, Mode::Restart, k, done));
+    }
+    let s = summarize(&splice);
+    let r = summarize(&restart);
     println!();
     println!(
-        "obs_switch: {} switches, {} reached the new streamer",
-        results.len(),
-        times.len()
+        "obs_switch: {switches} planned switches per mode in {rounds} alternating blocks, {:.0} s",
+        t.elapsed().as_secs_f64()
     );
-    let extra: Vec<f64> = results
-        .iter()
-        .filter_map(|s| Some(s.took?.as_secs_f64() - s.floor?.as_secs_f64()))
-        .collect();
-    let n = times.len();
-    if let Some((med, min, max)) = median(times) {
-        println!(
-            "  publisher stop → new streamer in OBS's program: median {med:.2} s, min {min:.2} s, max {max:.2} s over {n} (target ≤ 1.3 s median)"
-        );
+    println!();
+    println!("| planned switch (`/api/move`), real OBS 29 | splice | restart |");
+    println!("|---|---|---|");
+    let rows = [
+        (
+            "new streamer on screen in OBS after the move, median (min–max)",
+            &s.on_screen,
+            &r.on_screen,
+        ),
+        (
+            "the same at a plain ffmpeg player of the output",
+            &s.floor,
+            &r.floor,
+        ),
+        (
+            "frozen picture (100 ms screenshots that did not move)",
+            &s.frozen,
+            &r.frozen,
+        ),
+        (
+            "silence (50 ms meter windows with peak < 1e-3)",
+            &s.silence,
+            &r.silence,
+        ),
+        (
+            "screenshots of neither streamer (loading, grey, black)",
+            &s.off,
+            &r.off,
+        ),
+        (
+            "OBS picture delay after a switch [first→last per block]",
+            &s.delay,
+            &r.delay,
+        ),
+        (
+            "delay drift per switch (least squares, per block)",
+            &s.drift,
+            &r.drift,
+        ),
+        ("name text ahead of OBS's picture", &s.name, &r.name),
+        (
+            "CPU of the relay processes (daemon + its ffmpeg), of one core",
+            &s.cpu,
+            &r.cpu,
+        ),
+        ("OBS log and events during the switches", &s.obs, &r.obs),
+    ];
+    for (what, a, b) in rows {
+        println!("| {what} | {a} | {b} |");
     }
-    if let Some((med, min, max)) = median(floors) {
-        println!(
-            "  the same for a plain ffmpeg player of the output (-fpsprobesize 0): median {med:.2} s, min {min:.2} s, max {max:.2} s"
-        );
-    }
-    if let Some((med, min, max)) = median(extra) {
-        println!(
-            "  OBS's own share (OBS − player, same switch): median {med:.2} s, min {min:.2} s, max {max:.2} s"
-        );
-    }
-    println!(
-        "  meanwhile (100 ms samples): old streamer {old_frames}, grey {}, black {}, loading {}, other {}",
-        totals.get(&Seen::Grey).copied().unwrap_or(0),
-        totals.get(&Seen::Black).copied().unwrap_or(0),
-        totals.get(&Seen::Green).copied().unwrap_or(0),
-        totals.get(&Seen::Other).copied().unwrap_or(0)
-    );
-    if verbose {
-        println!("{}", common::tail(&daemon.log_path(), 80));
-    }
-    drop(c);
-    drop(player);
-    drop(waiting);
-    drop(on_air);
-    drop(daemon);
+    drop(e);
     drop(obs);
     drop(nginx);
 }

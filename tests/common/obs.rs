@@ -49,6 +49,9 @@ pub struct ObsOpts {
     pub omit: Vec<&'static str>,
     /// The media source's `ffmpeg_options` in the generated collection.
     pub ffmpeg_options: String,
+    /// The media source unmuted and in the mix (track 1), so OBS's meters
+    /// and audio buffering see the stream's audio; muted otherwise.
+    pub media_audio: bool,
 }
 
 impl Default for ObsOpts {
@@ -62,6 +65,7 @@ impl Default for ObsOpts {
             fps: 10,
             omit: Vec::new(),
             ffmpeg_options: String::new(),
+            media_audio: false,
         }
     }
 }
@@ -437,7 +441,8 @@ fn scene_collection(o: &ObsOpts) -> Value {
                 "clear_on_media_end": false, "close_when_inactive": false,
                 "hw_decode": false, "buffering_mb": 1, "ffmpeg_options": o.ffmpeg_options
             },
-            "mixers": 0, "sync": 0, "flags": 0, "volume": 1.0, "muted": true,
+            "mixers": if o.media_audio { 1 } else { 0 }, "sync": 0, "flags": 0,
+            "volume": 1.0, "muted": !o.media_audio,
             "enabled": true, "monitoring_type": 0, "private_settings": {}
         }));
     }
@@ -503,6 +508,16 @@ pub struct ObsClient {
 
 impl ObsClient {
     pub fn connect(port: u16, password: &str) -> Result<ObsClient, String> {
+        ObsClient::connect_with(port, password, 0)
+    }
+
+    /// Connect subscribed to the event categories in `subscriptions`
+    /// (obs-websocket's EventSubscription bits).
+    pub fn connect_with(
+        port: u16,
+        password: &str,
+        subscriptions: u32,
+    ) -> Result<ObsClient, String> {
         let stream = TcpStream::connect_timeout(
             &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(2),
@@ -527,7 +542,7 @@ impl ObsClient {
             Message::Hello(h) => h,
             other => return Err(format!("expected Hello, got op {}", other.op())),
         };
-        match protocol::identify_for(&hello, Some(password), 0) {
+        match protocol::identify_for(&hello, Some(password), subscriptions) {
             IdentifyPlan::Send(f) => c.send(f)?,
             IdentifyPlan::NeedPassword => return Err("password needed".into()),
         }
@@ -773,5 +788,170 @@ pub fn until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>)
         }
         assert!(Instant::now() < end, "timed out after {timeout:?}: {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// obs-websocket event subscription bits (5.x).
+pub const EV_SCENE_ITEMS: u32 = 128;
+pub const EV_MEDIA_INPUTS: u32 = 256;
+/// High-volume: `InputVolumeMeters` every 50 ms.
+pub const EV_INPUT_VOLUME_METERS: u32 = 1 << 16;
+
+#[derive(Debug, Clone)]
+pub struct ObsEvent {
+    pub at: Instant,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// A second connection to OBS that records events as they come, with the
+/// time each arrived: scene item and media input events in `events`, the
+/// peak level of one input from every `InputVolumeMeters` in `meters`.
+pub struct EventWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<ObsEvent>>>,
+    meters: std::sync::Arc<std::sync::Mutex<Vec<(Instant, f64)>>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Obs {
+    /// Record the events in `subscriptions`; meters of `meter_input` only.
+    pub fn watch(&self, subscriptions: u32, meter_input: &str) -> EventWatch {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let mut c = ObsClient::connect_with(self.port, &self.password, subscriptions)
+            .expect("event client connects to OBS");
+        // Short reads, so the stop flag is seen promptly.
+        let _ =
+            c.ws.get_ref()
+                .set_read_timeout(Some(Duration::from_millis(200)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let meters = Arc::new(Mutex::new(Vec::new()));
+        let (s2, e2, m2) = (stop.clone(), events.clone(), meters.clone());
+        let input = meter_input.to_string();
+        let join = std::thread::spawn(move || {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = match c.ws.read() {
+                    Ok(tungstenite::Message::Text(t)) => t,
+                    Ok(tungstenite::Message::Close(_)) => break,
+                    Ok(_) => continue,
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(_) => break,
+                };
+                let at = Instant::now();
+                let Ok(Message::Event(ev)) = Message::decode(&text) else {
+                    continue;
+                };
+                let data = ev.event_data.unwrap_or(Value::Null);
+                if ev.event_type == "InputVolumeMeters" {
+                    let peak = meter_peak(&data, &input);
+                    if let Ok(mut m) = m2.lock() {
+                        m.push((at, peak));
+                    }
+                } else if let Ok(mut v) = e2.lock() {
+                    v.push(ObsEvent {
+                        at,
+                        kind: ev.event_type,
+                        data,
+                    });
+                }
+            }
+        });
+        EventWatch {
+            stop,
+            events,
+            meters,
+            join: Some(join),
+        }
+    }
+
+    /// Everything OBS logged in this test (all its log files and its
+    /// stdout/stderr), for checks such as "audio is lagging".
+    pub fn log_all(&self) -> String {
+        let logs = self.config_dir().join("logs");
+        let mut files: Vec<PathBuf> = fs::read_dir(&logs)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        let mut text = String::new();
+        for f in files {
+            text.push_str(&read_or_empty(&f));
+        }
+        for n in 1..=self.launches {
+            text.push_str(&read_or_empty(&self.dir.join(format!("obs-{n}.out"))));
+        }
+        text
+    }
+}
+
+/// Highest channel peak (linear) of `input` in an `InputVolumeMeters`
+/// event; 0 when the input is not listed or has no channels.
+pub fn meter_peak(data: &Value, input: &str) -> f64 {
+    data["inputs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["inputName"] == input))
+        .and_then(|i| i["inputLevelsMul"].as_array())
+        .map(|chs| {
+            chs.iter()
+                .filter_map(|c| c.get(1).and_then(Value::as_f64))
+                .fold(0.0, f64::max)
+        })
+        .unwrap_or(0.0)
+}
+
+impl EventWatch {
+    /// Events of `kind` that arrived within [from, to].
+    pub fn events(&self, kind: &str, from: Instant, to: Instant) -> Vec<ObsEvent> {
+        self.events
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.kind == kind && e.at >= from && e.at <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every recorded event within [from, to] (any kind but meters).
+    pub fn all_events(&self, from: Instant, to: Instant) -> Vec<ObsEvent> {
+        self.events
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.at >= from && e.at <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (arrival, peak) of every meter event within [from, to].
+    pub fn meters(&self, from: Instant, to: Instant) -> Vec<(Instant, f64)> {
+        self.meters
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(t, _)| *t >= from && *t <= to)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
     }
 }
