@@ -462,7 +462,6 @@ fn main() {
     for (what, a, b) in rows {
         println!("| {what} | {a} | {b} |");
     }
-    drop(e);
     drop(obs);
     drop(nginx);
 }
