@@ -20,6 +20,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
+use crate::events::{Event, Events};
 use crate::moderation::{self, Policy};
 use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
@@ -340,6 +341,8 @@ pub struct Engine {
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
     sent_obs: Option<BroadcastState>,
+    /// Metrics and notifications: everything goes through [`Engine::emit`].
+    events: Events,
 }
 
 /// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
@@ -359,6 +362,7 @@ pub struct EngineParts {
     pub registry_watched: bool,
     /// Whether hooks are being answered (None: nothing to ask).
     pub http_alive: Option<LivenessProbe>,
+    pub events: Events,
 }
 
 impl Engine {
@@ -422,6 +426,7 @@ impl Engine {
             names_gen: None,
             registry_gen: 0,
             sent_obs: None,
+            events: p.events,
         };
         e.sync_secret();
         e.refresh_registry(true);
@@ -561,6 +566,10 @@ impl Engine {
                     let r = match &out {
                         Outcome::Queued { position, new } => {
                             if *new {
+                                self.emit(Event::Joined {
+                                    name: self.display(&key),
+                                    position: *position,
+                                });
                                 log::info!(
                                     "{} joined the queue at position {} (client {}, {addr})",
                                     self.display(&key),
@@ -601,6 +610,9 @@ impl Engine {
                     let out = self.state.apply(&op);
                     match &out {
                         Outcome::Left { was_on_air, .. } => {
+                            self.emit(Event::Left {
+                                name: self.display(&key),
+                            });
                             if *was_on_air {
                                 log::info!(
                                     "{} stopped publishing while on air; switching",
@@ -629,6 +641,9 @@ impl Engine {
                     let out = self.state.apply(&op);
                     if let Outcome::Skipped { key: Some(k) } = &out {
                         log::info!("moderator skipped {}", self.display(k));
+                        self.emit(Event::Skipped {
+                            name: self.display(k),
+                        });
                     }
                     let changed = out.changed();
                     if changed {
@@ -1052,21 +1067,73 @@ impl Engine {
                     };
                     log::info!("{line}");
                     self.last_cut = Some(line);
+                    self.emit_cut(from.as_deref(), to.as_deref(), waited);
                     if let Some(f) = from {
                         self.release_drop(&f);
                     }
                 }
                 Notice::GiveUp { key } => {
                     if self.state.head().is_some_and(|h| *h.key == *key) {
+                        self.emit(Event::GaveUp {
+                            name: self.display(&key),
+                        });
                         // Skipping is a queue change: persisted like any other.
                         self.apply_internal(Op::Skip { at: unix_ms() });
                     }
                 }
+                Notice::SourceFailed { key, why } => {
+                    let what = format!("{}'s stream", self.display(&key));
+                    self.emit(Event::RelayFailed {
+                        what: format!("{what} ({why})"),
+                    });
+                }
+                Notice::SourceBack { key } => {
+                    let what = format!("{}'s stream", self.display(&key));
+                    self.emit(Event::RelayRecovered { what });
+                }
+                Notice::OutputFailed { why } => self.emit(Event::OutputFailed { detail: why }),
+                Notice::OutputBack => self.emit(Event::OutputRecovered),
             }
         }
         self.publish_view();
         self.sync_obs();
         self.refresh_status();
+    }
+
+    /// The one way events leave the engine (metrics, notifications).
+    fn emit(&mut self, ev: Event) {
+        self.events.emit(ev);
+    }
+
+    /// A cut: whoever left the output is off air (for the reason last
+    /// given), whoever is on it now is on air.
+    fn emit_cut(&mut self, from: Option<&str>, to: Option<&str>, waited: Duration) {
+        if let Some(f) = from {
+            let name = self.display(f);
+            let reason = self.events.off_air_reason(&name);
+            self.emit(Event::OffAir { name, reason });
+        }
+        if let Some(t) = to {
+            let head = self.state.head().filter(|h| *h.key == *t);
+            let since = head.and_then(|_| self.state.on_air_since());
+            let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy());
+            let slot_seconds = match (head, since, ends) {
+                (Some(_), Some(s), Some(e)) => Some(e.saturating_sub(s).div_ceil(1000)),
+                _ => None,
+            };
+            let next = self
+                .state
+                .entries()
+                .iter()
+                .find(|e| *e.key != *t)
+                .map(|e| self.display(&e.key));
+            self.emit(Event::OnAir {
+                name: self.display(t),
+                slot_seconds,
+                next,
+                switch_latency: waited,
+            });
+        }
     }
 
     /// A publisher waiting for the cut away from them is disconnected now.
@@ -1095,10 +1162,19 @@ impl Engine {
     fn on_obs_status(&mut self, st: ObsStatus) {
         match st {
             ObsStatus::Connected { obs_version } => {
+                // Not at the first connection: "back" follows a loss.
+                if !self.obs_view.connected && self.obs_view.detail != "connecting" {
+                    self.emit(Event::ObsBack);
+                }
                 self.obs_view.connected = true;
                 self.obs_view.detail = format!("connected to OBS {obs_version}");
             }
             ObsStatus::Disconnected { reason } => {
+                if self.obs_view.connected {
+                    self.emit(Event::ObsLost {
+                        reason: reason.clone(),
+                    });
+                }
                 self.obs_view.connected = false;
                 self.obs_view.detail = reason;
             }

@@ -406,11 +406,14 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         output_app: cfg.rtmp.output_app.clone(),
         output_stream: cfg.rtmp.output_stream.clone(),
     })));
+    let metrics = Arc::new(motherstream::metrics::Metrics::new());
+    let (sinks, notifiers) = motherstream::notify::start(&cfg.notify, &metrics);
     let ctx = Arc::new(Ctx {
         engine: cmd_tx.clone(),
         view: view.clone(),
         settings: settings.clone(),
         stopping: AtomicBool::new(false),
+        metrics: metrics.clone(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
@@ -441,6 +444,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             let live = liveness.clone();
             Arc::new(move || live.check(engine::unix_ms()))
         }),
+        events: motherstream::events::Events::new(metrics, sinks),
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
@@ -457,6 +461,9 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     let engine_result = engine_thread.join();
     let listener_lost = pool.listener_lost();
     pool.stop();
+    // The engine (holding the notifiers' queues) is gone: what is queued
+    // gets a short last chance.
+    notifiers.shutdown();
     signals.close();
     if engine_result.is_err() {
         return Err("the engine thread failed; exiting so systemd restarts the service".into());

@@ -432,6 +432,10 @@ impl RestartRelay {
                                 self.name(&key),
                                 super::format_tail(&tail)
                             );
+                            notices.push(Notice::SourceFailed {
+                                key: key.clone(),
+                                why: format!("relay exited ({status})"),
+                            });
                             self.failed(key, now, notices)
                         } else {
                             Phase::Idle

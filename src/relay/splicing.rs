@@ -28,6 +28,8 @@ use super::{
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// A restarted output that has run this long counts as back.
+const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
 
@@ -72,6 +74,11 @@ pub struct SpliceRelay {
     out: Vec<Tag>,
     evs: Vec<Event>,
     warned_unsupported: Vec<String>,
+    /// Notices raised where no notice list is at hand (starting the
+    /// output); handed over at the next event or tick.
+    pending: Vec<Notice>,
+    /// An output failure was reported and no recovery yet.
+    output_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +130,8 @@ impl SpliceRelay {
             out: Vec::new(),
             evs: Vec::new(),
             warned_unsupported: Vec::new(),
+            pending: Vec::new(),
+            output_down: false,
         };
         r.start_output(now);
         r
@@ -175,6 +184,12 @@ impl SpliceRelay {
                     self.spec.ffmpeg,
                     d.as_secs_f64()
                 );
+                if !self.output_down {
+                    self.output_down = true;
+                    self.pending.push(Notice::OutputFailed {
+                        why: format!("cannot start ffmpeg: {e}"),
+                    });
+                }
                 self.output_retry_at = Some(now + d);
             }
         }
@@ -419,7 +434,22 @@ impl SpliceRelay {
         }
     }
 
+    /// Hand over pending notices; report an output that runs again.
+    fn report_output(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        notices.append(&mut self.pending);
+        if self.output_down
+            && self
+                .output
+                .as_ref()
+                .is_some_and(|o| now.duration_since(o.started) >= OUTPUT_BACK_AFTER)
+        {
+            self.output_down = false;
+            notices.push(Notice::OutputBack);
+        }
+    }
+
     pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        self.report_output(now, notices);
         match ev {
             RelayEvent::Tag {
                 source,
@@ -431,6 +461,7 @@ impl SpliceRelay {
                 };
                 let key = key.clone();
                 let mut first_keyframe = false;
+                let mut back = false;
                 if let Some(s) = self
                     .slots
                     .iter_mut()
@@ -438,6 +469,7 @@ impl SpliceRelay {
                 {
                     if s.live_since.is_none() {
                         s.live_since = Some(arrival);
+                        back = s.failures > 0;
                         log::debug!(
                             "{}: first tag {} ms after the reader started",
                             s.name,
@@ -456,6 +488,9 @@ impl SpliceRelay {
                     {
                         s.failures = 0;
                     }
+                }
+                if back {
+                    notices.push(Notice::SourceBack { key: key.clone() });
                 }
                 let at = self.ms(arrival);
                 self.splicer
@@ -482,6 +517,10 @@ impl SpliceRelay {
                     if !still_wanted {
                         self.slots.remove(i);
                     } else {
+                        notices.push(Notice::SourceFailed {
+                            key: key.clone(),
+                            why: reason.clone(),
+                        });
                         let s = &mut self.slots[i];
                         s.source = None;
                         s.failures += 1;
@@ -531,6 +570,12 @@ impl SpliceRelay {
                     format_tail(&tail)
                 );
                 self.output_retry_at = Some(now + d);
+                if !self.output_down {
+                    self.output_down = true;
+                    notices.push(Notice::OutputFailed {
+                        why: format!("ffmpeg exited ({status})"),
+                    });
+                }
             }
             RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}
         }
@@ -601,6 +646,7 @@ impl SpliceRelay {
     }
 
     pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        self.report_output(now, notices);
         let now_ms = self.ms(now);
         if let Some((id, p)) = &mut self.slate {
             if now >= self.last_slate_tick + SLATE_TICK || p.next_due() <= now_ms {
