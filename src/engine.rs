@@ -1081,16 +1081,15 @@ impl Engine {
                         self.apply_internal(Op::Skip { at: unix_ms() });
                     }
                 }
-                Notice::SourceFailed { key, why } => {
-                    let what = format!("{}'s stream", self.display(&key));
-                    self.emit(Event::RelayFailed {
-                        what: format!("{what} ({why})"),
-                    });
-                }
-                Notice::SourceBack { key } => {
-                    let what = format!("{}'s stream", self.display(&key));
-                    self.emit(Event::RelayRecovered { what });
-                }
+                Notice::SourceFailed { key, why, failures } => self.emit(Event::RelayFailed {
+                    name: self.display(&key),
+                    why,
+                    failures,
+                }),
+                Notice::SourceBack { key, failures } => self.emit(Event::RelayRecovered {
+                    name: self.display(&key),
+                    failures,
+                }),
                 Notice::OutputFailed { why } => self.emit(Event::OutputFailed { detail: why }),
                 Notice::OutputBack => self.emit(Event::OutputRecovered),
             }

@@ -25,6 +25,8 @@ pub enum OffAirReason {
     SlotEnded,
     /// Their stream failed too often.
     RelayFailed,
+    /// Their stream ended before their publisher's hook said they left.
+    StreamEnded,
     /// Someone else was put on air (queue cleared, reordered, moved).
     Replaced,
 }
@@ -38,6 +40,7 @@ impl OffAirReason {
             OffAirReason::Blocked => "blocked",
             OffAirReason::SlotEnded => "slot_ended",
             OffAirReason::RelayFailed => "relay_failed",
+            OffAirReason::StreamEnded => "stream_ended",
             OffAirReason::Replaced => "replaced",
         }
     }
@@ -51,6 +54,7 @@ impl OffAirReason {
             OffAirReason::Blocked => "blocked by a moderator",
             OffAirReason::SlotEnded => "slot ended",
             OffAirReason::RelayFailed => "their stream kept failing",
+            OffAirReason::StreamEnded => "their stream ended",
             OffAirReason::Replaced => "replaced by a moderator",
         }
     }
@@ -99,12 +103,18 @@ pub enum Event {
     GaveUp {
         name: String,
     },
-    /// Reading a streamer's stream failed (it is read again with backoff).
+    /// Reading a streamer's stream ended or failed (it is read again with
+    /// backoff); `failures` in a row, this one included. A single end is
+    /// usually the streamer leaving (their hook follows).
     RelayFailed {
-        what: String,
+        name: String,
+        why: String,
+        failures: u32,
     },
+    /// Their stream delivers again after `failures` failures.
     RelayRecovered {
-        what: String,
+        name: String,
+        failures: u32,
     },
     /// The output ffmpeg died or cannot start: OBS sees nothing new.
     OutputFailed {
@@ -166,6 +176,7 @@ impl Event {
             Event::Skipped { name } => Some((name, OffAirReason::Skipped)),
             Event::SlotEnded { name } => Some((name, OffAirReason::SlotEnded)),
             Event::GaveUp { name } => Some((name, OffAirReason::RelayFailed)),
+            Event::RelayFailed { name, .. } => Some((name, OffAirReason::StreamEnded)),
             _ => None,
         }
     }

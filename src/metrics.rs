@@ -1,159 +1,179 @@
-//! `GET /metrics`: Prometheus metrics through the `prometheus-client`
-//! crate. Counters and histograms are atomics updated where things happen
-//! (the engine's events, the HTTP workers' hook path, the notifiers); the
-//! gauges that describe the queue are set from the engine's published view
-//! at scrape time, so the engine does no metrics work between scrapes.
+//! `GET /metrics`: Prometheus metrics through the `prometheus` crate
+//! (tikv's rust-prometheus; the classic text format, which `promtool check
+//! metrics` and every Prometheus read). Counters and histograms are
+//! atomics updated where things happen (the engine's events, the HTTP
+//! workers' hook path, the notifiers); the gauges that describe the queue
+//! are set from the engine's published view at scrape time, so the engine
+//! does no metrics work between scrapes.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::engine::View;
 use crate::events::Event;
 
-type Labels = Vec<(&'static str, String)>;
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// What `/metrics` answers with (the crate writes OpenMetrics text, which
-/// Prometheus reads).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-fn latency_histogram() -> Histogram {
-    // 5 ms .. ~20 s.
-    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+/// 5 ms .. ~20 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.005, 2.0, 13).unwrap_or_default()
 }
 
 pub struct Metrics {
     registry: Registry,
-    queue_length: Gauge,
-    on_air: Gauge,
-    on_air_seconds: Gauge<f64, AtomicU64>,
-    obs_connected: Gauge,
-    output_up: Gauge,
-    switches: Family<Labels, Counter>,
+    queue_length: IntGauge,
+    on_air: IntGauge,
+    on_air_seconds: Gauge,
+    obs_connected: IntGauge,
+    output_up: IntGauge,
+    switches: IntCounterVec,
     cut_latency: Histogram,
-    source_restarts: Counter,
-    output_restarts: Counter,
-    events: Family<Labels, Counter>,
-    hooks: Family<Labels, Counter>,
-    hook_latency: Family<Labels, Histogram, fn() -> Histogram>,
-    admin: Family<Labels, Counter>,
-    notifications: Family<Labels, Counter>,
+    source_restarts: IntCounter,
+    output_restarts: IntCounter,
+    events: IntCounterVec,
+    hooks: IntCounterVec,
+    hook_latency: HistogramVec,
+    admin: IntCounterVec,
+    notifications: IntCounterVec,
+}
+
+// The names, helps and labels below are constants of this file: the
+// crate refuses only malformed ones, so a failure is a bug caught by the
+// unit test, never something a peer or the config can cause.
+const CONST_DEF: &str = "metric definitions are constants";
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("motherstream")
+}
+
+fn hopts(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace("motherstream")
+        .buckets(latency_buckets())
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::with_opts(opts(name, help)).expect(CONST_DEF)
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::with_opts(opts(name, help)).expect(CONST_DEF)
+}
+
+fn counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(opts(name, help), labels).expect(CONST_DEF)
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("motherstream");
         let m = Metrics {
-            queue_length: Gauge::default(),
-            on_air: Gauge::default(),
-            on_air_seconds: Gauge::default(),
-            obs_connected: Gauge::default(),
-            output_up: Gauge::default(),
-            switches: Family::default(),
-            cut_latency: latency_histogram(),
-            source_restarts: Counter::default(),
-            output_restarts: Counter::default(),
-            events: Family::default(),
-            hooks: Family::default(),
-            hook_latency: Family::new_with_constructor(latency_histogram),
-            admin: Family::default(),
-            notifications: Family::default(),
-            registry: Registry::default(),
+            queue_length: gauge(
+                "queue_length",
+                "Streamers in the queue, the one on air included",
+            ),
+            on_air: gauge(
+                "on_air",
+                "1 while a streamer is on air, 0 while the slate shows",
+            ),
+            on_air_seconds: Gauge::with_opts(opts(
+                "on_air_streamer_seconds",
+                "How long the streamer on air has been on air",
+            ))
+            .expect(CONST_DEF),
+            obs_connected: gauge(
+                "obs_connected",
+                "1 while connected to obs-websocket (0 also when OBS control is off)",
+            ),
+            output_up: gauge("output_up", "1 while the relay's output ffmpeg runs"),
+            switches: counters(
+                "switches_total",
+                "Streamers taken off the output, by reason",
+                &["reason"],
+            ),
+            cut_latency: Histogram::with_opts(hopts(
+                "cut_latency_seconds",
+                "From the decision to switch to the cut to the new streamer",
+            ))
+            .expect(CONST_DEF),
+            source_restarts: counter(
+                "source_restarts_total",
+                "Streamers' streams read again after they failed",
+            ),
+            output_restarts: counter(
+                "output_restarts_total",
+                "Times the relay's output ffmpeg died or could not start",
+            ),
+            events: counters("events_total", "Events emitted, by kind", &["kind"]),
+            hooks: counters(
+                "hooks_total",
+                "nginx-rtmp hook calls answered, by endpoint and status",
+                &["endpoint", "status"],
+            ),
+            hook_latency: HistogramVec::new(
+                hopts(
+                    "hook_latency_seconds",
+                    "Time to answer a hook call (includes the group commit)",
+                ),
+                &["endpoint"],
+            )
+            .expect(CONST_DEF),
+            admin: counters(
+                "admin_requests_total",
+                "Authorized admin requests, by endpoint",
+                &["endpoint"],
+            ),
+            notifications: counters(
+                "notifications_total",
+                "Notifications by notifier and outcome (sent, failed, dropped)",
+                &["notifier", "outcome"],
+            ),
+            registry: Registry::new(),
         };
+        let build = IntGaugeVec::new(
+            opts("build_info", "Version of the running daemon"),
+            &["version"],
+        )
+        .expect(CONST_DEF);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         // The output is started with the daemon; it counts as up until it
         // is reported down.
         m.output_up.set(1);
-        r.register(
-            "queue_length",
-            "Streamers in the queue, the one on air included",
-            m.queue_length.clone(),
-        );
-        r.register(
-            "on_air",
-            "1 while a streamer is on air, 0 while the slate shows",
-            m.on_air.clone(),
-        );
-        r.register(
-            "on_air_streamer_seconds",
-            "How long the streamer on air has been on air",
-            m.on_air_seconds.clone(),
-        );
-        r.register(
-            "obs_connected",
-            "1 while connected to obs-websocket (0 also when OBS control is off)",
-            m.obs_connected.clone(),
-        );
-        r.register(
-            "output_up",
-            "1 while the relay's output ffmpeg runs",
-            m.output_up.clone(),
-        );
-        r.register(
-            "switches",
-            "Streamers taken off the output, by reason",
-            m.switches.clone(),
-        );
-        r.register(
-            "cut_latency_seconds",
-            "From the decision to switch to the cut to the new streamer",
-            m.cut_latency.clone(),
-        );
-        r.register(
-            "source_restarts",
-            "Streamers' streams read again after they failed",
-            m.source_restarts.clone(),
-        );
-        r.register(
-            "output_restarts",
-            "Times the relay's output ffmpeg died or could not start",
-            m.output_restarts.clone(),
-        );
-        r.register("events", "Events emitted, by kind", m.events.clone());
-        r.register(
-            "hooks",
-            "nginx-rtmp hook calls answered, by endpoint and status",
-            m.hooks.clone(),
-        );
-        r.register(
-            "hook_latency_seconds",
-            "Time to answer a hook call (includes the group commit)",
-            m.hook_latency.clone(),
-        );
-        r.register(
-            "admin_requests",
-            "Authorized admin requests, by endpoint",
-            m.admin.clone(),
-        );
-        r.register(
-            "notifications",
-            "Notifications by notifier and outcome (sent, failed, dropped)",
-            m.notifications.clone(),
-        );
-        let build: Family<Labels, Gauge> = Family::default();
-        build
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
-            .set(1);
-        r.register("build_info", "Version of the running daemon", build);
-        Metrics { registry: r, ..m }
+        let r = &m.registry;
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.queue_length.clone()),
+            Box::new(m.on_air.clone()),
+            Box::new(m.on_air_seconds.clone()),
+            Box::new(m.obs_connected.clone()),
+            Box::new(m.output_up.clone()),
+            Box::new(m.switches.clone()),
+            Box::new(m.cut_latency.clone()),
+            Box::new(m.source_restarts.clone()),
+            Box::new(m.output_restarts.clone()),
+            Box::new(m.events.clone()),
+            Box::new(m.hooks.clone()),
+            Box::new(m.hook_latency.clone()),
+            Box::new(m.admin.clone()),
+            Box::new(m.notifications.clone()),
+            Box::new(build),
+        ];
+        for c in collectors {
+            r.register(c).expect(CONST_DEF);
+        }
+        m
     }
 
     /// Count what an event says.
     pub fn observe(&self, ev: &Event) {
-        self.events
-            .get_or_create(&vec![("kind", ev.kind().to_string())])
-            .inc();
+        self.events.with_label_values(&[ev.kind()]).inc();
         match ev {
             Event::OffAir { reason, .. } => {
-                self.switches
-                    .get_or_create(&vec![("reason", reason.as_str().to_string())])
-                    .inc();
+                self.switches.with_label_values(&[reason.as_str()]).inc();
             }
             Event::OnAir { switch_latency, .. } => {
                 self.cut_latency.observe(switch_latency.as_secs_f64());
@@ -174,30 +194,22 @@ impl Metrics {
 
     pub fn hook_answered(&self, endpoint: &'static str, status: u16, took: Duration) {
         self.hooks
-            .get_or_create(&vec![
-                ("endpoint", endpoint.to_string()),
-                ("status", status.to_string()),
-            ])
+            .with_label_values(&[endpoint, &status.to_string()])
             .inc();
         self.hook_latency
-            .get_or_create(&vec![("endpoint", endpoint.to_string())])
+            .with_label_values(&[endpoint])
             .observe(took.as_secs_f64());
     }
 
     /// `endpoint` is a known admin path (never what a client typed).
     pub fn admin_request(&self, endpoint: &str) {
-        self.admin
-            .get_or_create(&vec![("endpoint", endpoint.to_string())])
-            .inc();
+        self.admin.with_label_values(&[endpoint]).inc();
     }
 
     /// `outcome`: sent, failed or dropped.
     pub fn notification(&self, notifier: &str, outcome: &'static str) {
         self.notifications
-            .get_or_create(&vec![
-                ("notifier", notifier.to_string()),
-                ("outcome", outcome.to_string()),
-            ])
+            .with_label_values(&[notifier, outcome])
             .inc();
     }
 
@@ -212,11 +224,11 @@ impl Metrics {
                 .map_or(0.0, |o| now_ms.saturating_sub(o.since_ms) as f64 / 1000.0),
         );
         self.obs_connected.set(i64::from(view.obs.connected));
-        let mut out = String::new();
-        if let Err(e) = encode(&mut out, &self.registry) {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("cannot encode the metrics: {e}");
         }
-        out
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 

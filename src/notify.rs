@@ -40,7 +40,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn offer(&mut self, ev: &Arc<Event>) {
-        if !self.wants.wants(ev.kind()) {
+        if !self.wants.wants(ev) {
             return;
         }
         match self.tx.try_send(ev.clone()) {
@@ -77,8 +77,17 @@ impl Filter {
         Filter(kinds.to_vec())
     }
 
-    pub fn wants(&self, kind: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|k| k == kind)
+    pub fn wants(&self, ev: &Event) -> bool {
+        // One end of a stream is how a streamer leaves (their hook comes a
+        // moment later): a failure is worth a message from the second in a
+        // row on, and so is the recovery from it.
+        let repeated = match ev {
+            Event::RelayFailed { failures, .. } | Event::RelayRecovered { failures, .. } => {
+                *failures >= 2
+            }
+            _ => true,
+        };
+        repeated && (self.0.is_empty() || self.0.iter().any(|k| k == ev.kind()))
     }
 }
 
@@ -86,12 +95,15 @@ impl Filter {
 pub struct Notifiers {
     threads: Vec<JoinHandle<()>>,
     stop: Option<Sender<()>>,
+    /// Each thread says here that it has ended.
+    ended: Receiver<()>,
 }
 
 /// Start one thread per entry. An entry whose URL cannot be read is
 /// skipped with an error (the daemon runs without it).
 pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, Notifiers) {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
     let mut sinks = Vec::new();
     let mut threads = Vec::new();
     for (i, cfg) in entries.iter().enumerate() {
@@ -122,10 +134,13 @@ pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, No
             stop: stop_rx.clone(),
             deadline: None,
         };
+        let ended = ended_tx.clone();
         match std::thread::Builder::new()
             .name(format!("notify-{}", i + 1))
-            .spawn(move || worker.run(rx))
-        {
+            .spawn(move || {
+                worker.run(rx);
+                let _ = ended.send(());
+            }) {
             Ok(t) => threads.push(t),
             Err(e) => {
                 log::error!("notifier {name} is off: cannot start its thread: {e}");
@@ -158,6 +173,7 @@ pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, No
         Notifiers {
             threads,
             stop: Some(stop_tx),
+            ended: ended_rx,
         },
     )
 }
@@ -165,8 +181,26 @@ pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, No
 impl Notifiers {
     /// Stop retrying, send what is queued within a short budget, join.
     /// Call after the engine (which holds the sinks) has ended.
+    /// A thread stuck in a request to a webhook that does not answer is
+    /// not waited for past the budget (its request times out on its own;
+    /// the process exits).
     pub fn shutdown(mut self) {
         self.stop.take();
+        let deadline = Instant::now() + SHUTDOWN_BUDGET + Duration::from_millis(500);
+        let mut ended = 0;
+        while ended < self.threads.len() {
+            match self.ended.recv_deadline(deadline) {
+                Ok(()) => ended += 1,
+                Err(_) => break,
+            }
+        }
+        if ended < self.threads.len() {
+            log::warn!(
+                "{} notifier(s) still waiting on their webhook at shutdown; not waiting for them",
+                self.threads.len() - ended
+            );
+            return;
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -380,7 +414,12 @@ fn json_message(ev: &Event, now_s: u64) -> serde_json::Value {
         | Event::Skipped { name }
         | Event::SlotEnded { name }
         | Event::GaveUp { name } => json!({ "name": name }),
-        Event::RelayFailed { what } | Event::RelayRecovered { what } => json!({ "what": what }),
+        Event::RelayFailed {
+            name,
+            why,
+            failures,
+        } => json!({"name": name, "why": why, "failures": failures}),
+        Event::RelayRecovered { name, failures } => json!({"name": name, "failures": failures}),
         Event::OutputFailed { detail } => json!({ "detail": detail }),
         Event::ObsLost { reason } => json!({ "reason": reason }),
         Event::OutputRecovered | Event::ObsBack => json!({}),
@@ -455,8 +494,18 @@ pub fn discord_text(ev: &Event) -> String {
             "**{}**'s stream kept failing; skipping to the next streamer.",
             md(name)
         ),
-        Event::RelayFailed { what } => format!("⚠️ {} failed; retrying.", md(what)),
-        Event::RelayRecovered { what } => format!("✅ {} works again.", md(what)),
+        Event::RelayFailed {
+            name,
+            why,
+            failures,
+        } => format!(
+            "⚠️ **{}**'s stream failed {failures} times in a row ({}); reading it again.",
+            md(name),
+            md(why)
+        ),
+        Event::RelayRecovered { name, .. } => {
+            format!("✅ **{}**'s stream works again.", md(name))
+        }
         Event::OutputFailed { detail } => format!(
             "⚠️ The channel's output is down ({}); restarting it.",
             md(detail)
@@ -595,11 +644,29 @@ mod tests {
     }
 
     #[test]
-    fn filter_all_or_listed() {
-        assert!(Filter::new(&[]).wants("obs_lost"));
-        let f = Filter::new(&["on_air".into(), "off_air".into()]);
-        assert!(f.wants("on_air") && f.wants("off_air"));
-        assert!(!f.wants("joined"));
+    fn filter_all_or_listed_and_single_stream_ends_stay_quiet() {
+        let lost = Event::ObsLost { reason: "x".into() };
+        let left = Event::Left { name: "a".into() };
+        let off = Event::OffAir {
+            name: "a".into(),
+            reason: OffAirReason::Left,
+        };
+        assert!(Filter::new(&[]).wants(&lost));
+        let f = Filter::new(&["left".into(), "off_air".into()]);
+        assert!(f.wants(&left) && f.wants(&off));
+        assert!(!f.wants(&lost));
+        let failed = |failures| Event::RelayFailed {
+            name: "a".into(),
+            why: "the server ended the stream".into(),
+            failures,
+        };
+        let all = Filter::new(&[]);
+        assert!(!all.wants(&failed(1)), "one end is how streamers leave");
+        assert!(all.wants(&failed(2)));
+        assert!(!all.wants(&Event::RelayRecovered {
+            name: "a".into(),
+            failures: 1
+        }));
     }
 
     #[test]

@@ -435,6 +435,7 @@ impl RestartRelay {
                             notices.push(Notice::SourceFailed {
                                 key: key.clone(),
                                 why: format!("relay exited ({status})"),
+                                failures: self.health.failures + 1,
                             });
                             self.failed(key, now, notices)
                         } else {

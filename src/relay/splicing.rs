@@ -461,7 +461,7 @@ impl SpliceRelay {
                 };
                 let key = key.clone();
                 let mut first_keyframe = false;
-                let mut back = false;
+                let mut back = 0;
                 if let Some(s) = self
                     .slots
                     .iter_mut()
@@ -469,7 +469,7 @@ impl SpliceRelay {
                 {
                     if s.live_since.is_none() {
                         s.live_since = Some(arrival);
-                        back = s.failures > 0;
+                        back = s.failures;
                         log::debug!(
                             "{}: first tag {} ms after the reader started",
                             s.name,
@@ -489,8 +489,11 @@ impl SpliceRelay {
                         s.failures = 0;
                     }
                 }
-                if back {
-                    notices.push(Notice::SourceBack { key: key.clone() });
+                if back > 0 {
+                    notices.push(Notice::SourceBack {
+                        key: key.clone(),
+                        failures: back,
+                    });
                 }
                 let at = self.ms(arrival);
                 self.splicer
@@ -517,13 +520,14 @@ impl SpliceRelay {
                     if !still_wanted {
                         self.slots.remove(i);
                     } else {
-                        notices.push(Notice::SourceFailed {
-                            key: key.clone(),
-                            why: reason.clone(),
-                        });
                         let s = &mut self.slots[i];
                         s.source = None;
                         s.failures += 1;
+                        notices.push(Notice::SourceFailed {
+                            key: key.clone(),
+                            why: reason.clone(),
+                            failures: s.failures,
+                        });
                         let d = backoff(s.failures);
                         if on_air && s.failures >= max {
                             log::error!(
