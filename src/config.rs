@@ -23,6 +23,77 @@ pub struct Config {
     pub queue: QueueConfig,
     pub obs: ObsConfig,
     pub recording: RecordingConfig,
+    /// `[[notify]]` webhooks (none by default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One `[[notify]]` webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// What logs and metrics call it (the URL never appears). Empty:
+    /// `notify-<n>`, counting from 1.
+    pub name: String,
+    /// The webhook URL (http:// or https://). A secret: prefer `url_file`.
+    pub url: String,
+    /// File whose first line is the URL (keep it 0600).
+    pub url_file: String,
+    /// json (one object per event) or discord (a Discord webhook message).
+    pub format: NotifyFormat,
+    /// Event kinds to send (see `events::KINDS`); empty: all.
+    pub events: Vec<String>,
+    /// Connect timeout and whole-request timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    /// Further attempts after a 5xx, 429, timeout or connection error.
+    pub retries: u32,
+    /// Events waiting for delivery at most; beyond, new ones are dropped.
+    pub queue_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    Discord,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            name: String::new(),
+            url: String::new(),
+            url_file: String::new(),
+            format: NotifyFormat::Json,
+            events: Vec::new(),
+            connect_timeout_ms: 3000,
+            timeout_ms: 5000,
+            retries: 4,
+            queue_size: 256,
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// The name logs use for entry `i` (0-based).
+    pub fn display_name(&self, i: usize) -> String {
+        if self.name.is_empty() {
+            format!("notify-{}", i + 1)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The URL, from `url` or the first line of `url_file`.
+    pub fn resolve_url(&self) -> Result<String, ConfigError> {
+        if !self.url.is_empty() {
+            return Ok(self.url.clone());
+        }
+        read_secret_file(&self.url_file)?
+            .ok_or_else(|| ConfigError::Invalid("notify: no url or url_file".into()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -539,6 +610,41 @@ impl Config {
                 );
             }
         }
+        for (i, n) in self.notify.iter().enumerate() {
+            let who = n.display_name(i);
+            if n.url.is_empty() == n.url_file.is_empty() {
+                return bad(format!(
+                    "[[notify]] {who}: set exactly one of url and url_file"
+                ));
+            }
+            // The URL itself is never quoted back: it is a secret.
+            if !n.url.is_empty() && !n.url.starts_with("http://") && !n.url.starts_with("https://")
+            {
+                return bad(format!(
+                    "[[notify]] {who}: url must start with http:// or https://"
+                ));
+            }
+            if let Some(k) = n
+                .events
+                .iter()
+                .find(|k| !crate::events::KINDS.contains(&k.as_str()))
+            {
+                return bad(format!(
+                    "[[notify]] {who}: unknown event {k:?} (known: {})",
+                    crate::events::KINDS.join(", ")
+                ));
+            }
+            if n.timeout_ms == 0 || n.connect_timeout_ms == 0 || n.timeout_ms > 120_000 {
+                return bad(format!(
+                    "[[notify]] {who}: timeout_ms must be 1..=120000 and connect_timeout_ms > 0"
+                ));
+            }
+            if n.retries > 20 || !(1..=100_000).contains(&n.queue_size) {
+                return bad(format!(
+                    "[[notify]] {who}: retries must be 0..=20 and queue_size 1..=100000"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -561,7 +667,13 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted (the password
     /// from the environment is never serialized at all).
     pub fn to_redacted_toml(&self) -> String {
-        let mut text = toml::to_string_pretty(self).unwrap_or_else(|e| format!("# {e}\n"));
+        let mut shown = self.clone();
+        for n in &mut shown.notify {
+            if !n.url.is_empty() {
+                n.url = "(redacted)".into();
+            }
+        }
+        let mut text = toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# {e}\n"));
         if self.obs.password.is_some() {
             text.push_str("\n# obs password: set from OBS_PASSWORD (redacted)\n");
         }

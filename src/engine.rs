@@ -37,6 +37,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
+use crate::events::{Event, Events};
 use crate::moderation::Policy;
 use crate::obs::{BroadcastState, ObsStatus};
 use crate::queue::{Op, Outcome, State};
@@ -126,6 +127,8 @@ pub struct Engine {
     sent_obs: Option<BroadcastState>,
     /// `[recording]`: records whoever the output shows (own thread).
     recorder: Option<crate::recording::Recorder>,
+    /// Metrics and notifications: everything goes through [`Engine::emit`].
+    events: Events,
 }
 
 /// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
@@ -149,6 +152,7 @@ pub struct EngineParts {
     pub io: Io,
     /// `[recording]` on: the recorder thread, told of every cut.
     pub recorder: Option<crate::recording::Recorder>,
+    pub events: Events,
 }
 
 impl Engine {
@@ -227,6 +231,7 @@ impl Engine {
             pages,
             sent_obs: None,
             recorder: p.recorder,
+            events: p.events,
         };
         e.sync_secret();
         e.refresh_registry(true);
@@ -366,6 +371,10 @@ impl Engine {
                     let r = match &out {
                         Outcome::Queued { position, new } => {
                             if *new {
+                                self.emit(Event::Joined {
+                                    name: self.display(&key),
+                                    position: *position,
+                                });
                                 log::info!(
                                     "{} joined the queue at position {} (client {}, {addr})",
                                     self.display(&key),
@@ -406,6 +415,9 @@ impl Engine {
                     let out = self.state.apply(&op);
                     match &out {
                         Outcome::Left { was_on_air, .. } => {
+                            self.emit(Event::Left {
+                                name: self.display(&key),
+                            });
                             if *was_on_air {
                                 log::info!(
                                     "{} stopped publishing while on air; switching",

@@ -8,11 +8,14 @@
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod hook;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod moderation;
 pub mod nginx;
+pub mod notify;
 pub mod obs;
 pub mod pages;
 pub mod private_fs;

@@ -448,6 +448,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     } else {
         None
     };
+    let metrics = Arc::new(motherstream::metrics::Metrics::new());
+    let (sinks, notifiers) = motherstream::notify::start(&cfg.notify, &metrics);
     let ctx = Arc::new(Ctx {
         engine: cmd_tx.clone(),
         view: view.clone(),
@@ -455,6 +457,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         stopping: AtomicBool::new(false),
         recordings: recorder.as_ref().map(|r| r.inbox()),
         sessions: Default::default(),
+        metrics: metrics.clone(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
@@ -487,6 +490,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             Arc::new(move || live.check(engine::unix_ms()))
         }),
         io: motherstream::engine::ports::Io::real(),
+        events: motherstream::events::Events::new(metrics, sinks),
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
@@ -503,6 +507,9 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     let engine_result = engine_thread.join();
     let listener_lost = pool.listener_lost();
     pool.stop();
+    // The engine (holding the notifiers' queues) is gone: what is queued
+    // gets a short last chance.
+    notifiers.shutdown();
     signals.close();
     if engine_result.is_err() {
         return Err("the engine thread failed; exiting so systemd restarts the service".into());

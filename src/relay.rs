@@ -152,6 +152,20 @@ pub enum Notice {
     /// The on-air streamer's relay failed `max_failures` times in a row:
     /// the engine skips them (a queue change it persists).
     GiveUp { key: String },
+    /// A wanted streamer's stream ended or could not be read; it is read
+    /// again with backoff (metrics and notifications).
+    SourceFailed {
+        key: String,
+        why: String,
+        /// Failures in a row, this one included.
+        failures: u32,
+    },
+    /// Their stream delivers again after `failures` failures.
+    SourceBack { key: String, failures: u32 },
+    /// The output ffmpeg died or cannot start (OBS sees a reconnect).
+    OutputFailed { why: String },
+    /// The output has run a while again after a failure.
+    OutputBack,
 }
 
 /// The relay as the view and STATUS show it.

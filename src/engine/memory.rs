@@ -169,6 +169,10 @@ impl Harness {
             http_alive: None,
             io,
             recorder: None,
+            events: crate::events::Events::new(
+                Arc::new(crate::metrics::Metrics::new()),
+                Vec::new(),
+            ),
         };
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::{read, write, Engine, Settings};
 use crate::config::{self, Config};
+use crate::events::Event;
+use crate::moderation;
 use crate::queue::Op;
 use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
 
@@ -99,23 +101,74 @@ impl Engine {
                     if let Some(r) = &self.recorder {
                         r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
                     }
+                    self.emit_cut(from.as_deref(), to.as_deref(), waited);
                     if let Some(f) = from {
                         self.release_drop(&f);
                     }
                 }
                 Notice::GiveUp { key } => {
                     if self.state.head().is_some_and(|h| *h.key == *key) {
+                        self.emit(Event::GaveUp {
+                            name: self.display(&key),
+                        });
                         // Skipping is a queue change: persisted like any other.
                         self.apply_internal(Op::Skip {
                             at: self.clock.unix_ms(),
                         });
                     }
                 }
+                Notice::SourceFailed { key, why, failures } => self.emit(Event::RelayFailed {
+                    name: self.display(&key),
+                    why,
+                    failures,
+                }),
+                Notice::SourceBack { key, failures } => self.emit(Event::RelayRecovered {
+                    name: self.display(&key),
+                    failures,
+                }),
+                Notice::OutputFailed { why } => self.emit(Event::OutputFailed { detail: why }),
+                Notice::OutputBack => self.emit(Event::OutputRecovered),
             }
         }
         self.publish_view();
         self.sync_obs();
         self.refresh_status();
+    }
+
+    /// The one way events leave the engine (metrics, notifications).
+    pub(super) fn emit(&mut self, ev: Event) {
+        self.events.emit(ev);
+    }
+
+    /// A cut: whoever left the output is off air (for the reason last
+    /// given), whoever is on it now is on air.
+    fn emit_cut(&mut self, from: Option<&str>, to: Option<&str>, waited: Duration) {
+        if let Some(f) = from {
+            let name = self.display(f);
+            let reason = self.events.off_air_reason(&name);
+            self.emit(Event::OffAir { name, reason });
+        }
+        if let Some(t) = to {
+            let head = self.state.head().filter(|h| *h.key == *t);
+            let since = head.and_then(|_| self.state.on_air_since());
+            let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy());
+            let slot_seconds = match (head, since, ends) {
+                (Some(_), Some(s), Some(e)) => Some(e.saturating_sub(s).div_ceil(1000)),
+                _ => None,
+            };
+            let next = self
+                .state
+                .entries()
+                .iter()
+                .find(|e| *e.key != *t)
+                .map(|e| self.display(&e.key));
+            self.emit(Event::OnAir {
+                name: self.display(t),
+                slot_seconds,
+                next,
+                switch_latency: waited,
+            });
+        }
     }
 
     /// A publisher waiting for the cut away from them is disconnected now.

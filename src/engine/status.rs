@@ -89,10 +89,19 @@ impl Engine {
     pub(super) fn on_obs_status(&mut self, st: ObsStatus) {
         match st {
             ObsStatus::Connected { obs_version } => {
+                // Not at the first connection: "back" follows a loss.
+                if !self.obs_view.connected && self.obs_view.detail != "connecting" {
+                    self.emit(crate::events::Event::ObsBack);
+                }
                 self.obs_view.connected = true;
                 self.obs_view.detail = format!("connected to OBS {obs_version}");
             }
             ObsStatus::Disconnected { reason } => {
+                if self.obs_view.connected {
+                    self.emit(crate::events::Event::ObsLost {
+                        reason: reason.clone(),
+                    });
+                }
                 self.obs_view.connected = false;
                 self.obs_view.detail = reason;
             }

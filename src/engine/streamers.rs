@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{Engine, Reply};
+use crate::events::Event;
 use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
 use crate::registry::{self, RegistryError};
@@ -174,6 +175,9 @@ impl Engine {
                 secs_left(u, now)
             ))
         );
+        self.emit(Event::SlotEnded {
+            name: self.display(&key),
+        });
         self.pending_drops.push(key);
         self.apply_internal(op);
         if self.store_failed {
@@ -219,6 +223,23 @@ impl Engine {
             return (Reply::error(400, e), false);
         }
         self.log_moderation(req, &op, &out, head_before.as_deref(), now);
+        let ev = match (req, &op, &out) {
+            (_, Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => Some(Event::Skipped {
+                name: self.display(k),
+            }),
+            (Request::Block { .. }, Op::Kick { key, until, .. }, _) => Some(Event::Blocked {
+                name: self.display(key),
+                seconds: until.map(|u| secs_left(u, now)),
+            }),
+            (_, Op::Kick { key, until, .. }, _) => Some(Event::Kicked {
+                name: self.display(key),
+                seconds: until.map(|u| secs_left(u, now)),
+            }),
+            _ => None,
+        };
+        if let Some(ev) = ev {
+            self.emit(ev);
+        }
         // Skip and kick disconnect the publisher: a skipped streamer's
         // encoder reconnects and queues again at the end; a kicked one is
         // refused while blocked.

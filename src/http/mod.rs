@@ -50,6 +50,7 @@ pub struct Ctx {
     pub recordings: Option<crate::recording::Inbox>,
     /// Console logins (cookie sessions with their CSRF tokens).
     pub sessions: session::Sessions,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct HttpPool {
@@ -455,14 +456,28 @@ fn handle(mut req: Request, ctx: &Ctx) {
         } else {
             body.as_str()
         };
+        // Metrics: counted when answered, whoever answers (engine or here).
+        let timer = crate::metrics::HookTimer::start(&ctx.metrics, kind.as_str());
         return match hook(kind, form, ctx) {
-            Answer::Now(r) => respond(req, r, &[]),
-            Answer::Engine(make) => forward(ctx, req, make),
+            Answer::Now(r) => {
+                timer.done(r.status);
+                respond(req, r, &[])
+            }
+            Answer::Engine(make) => forward(
+                ctx,
+                req,
+                Box::new(move |reply: Responder| {
+                    make(Responder::new(move |r: Reply| {
+                        timer.done(r.status);
+                        reply.send(r)
+                    }))
+                }),
+            ),
         };
     }
 
     let (reply, html) = match path {
-        "/queue-json" | "/api/status" | "/queue-list" | "/timer" | "/healthz"
+        "/queue-json" | "/api/status" | "/queue-list" | "/timer" | "/healthz" | "/metrics"
             if !read_only(&method) =>
         {
             return respond(req, method_not_allowed("GET"), &[("Allow", "GET, HEAD")]);
@@ -498,6 +513,19 @@ fn handle(mut req: Request, ctx: &Ctx) {
             true,
         ),
         "/healthz" => return forward(ctx, req, Box::new(|reply| Command::Health { reply })),
+        // Public like /api/status, which shows more: counts and timings,
+        // no names, keys or addresses.
+        "/metrics" => {
+            let body = ctx
+                .metrics
+                .render(&engine::read(&ctx.view), engine::unix_ms());
+            let reply = Reply { status: 200, body };
+            return respond(
+                req,
+                reply,
+                &[("Content-Type", crate::metrics::CONTENT_TYPE)],
+            );
+        }
         p if admin_api::allowed(p).is_some() => {
             let allow = admin_api::allowed(p).unwrap_or("POST");
             if !allow.split(", ").any(|m| m == method.as_str()) {
@@ -506,6 +534,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if let Err(r) = authorize(ctx, &settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
+            ctx.metrics.admin_request(p);
             match admin_api::parse(path, &method, &body, query) {
                 Ok(admin_api::Call::Moderate(m)) => {
                     return forward(
@@ -531,6 +560,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
             if let Err(r) = authorize(ctx, &settings, &heads, &method, &body, &who, path) {
                 return respond_refused(req, r);
             }
+            ctx.metrics.admin_request(path);
             match admin(path, &body) {
                 Answer::Now(r) => (r, false),
                 Answer::Engine(make) => return forward(ctx, req, make),

@@ -432,6 +432,11 @@ impl RestartRelay {
                                 self.name(&key),
                                 super::format_tail(&tail)
                             );
+                            notices.push(Notice::SourceFailed {
+                                key: key.clone(),
+                                why: format!("relay exited ({status})"),
+                                failures: self.health.failures + 1,
+                            });
                             self.failed(key, now, notices)
                         } else {
                             Phase::Idle

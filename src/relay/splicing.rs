@@ -31,6 +31,8 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// How long the last picture is held when the on-air stream ends before the
 /// engine names a successor (nginx's publish_done: 25-55 ms measured).
 const HOLD_AFTER_END: Duration = Duration::from_millis(300);
+/// A restarted output that has run this long counts as back.
+const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
 
@@ -78,6 +80,11 @@ pub struct SpliceRelay {
     out: Vec<Tag>,
     evs: Vec<Event>,
     warned_unsupported: Vec<String>,
+    /// Notices raised where no notice list is at hand (starting the
+    /// output); handed over at the next event or tick.
+    pending: Vec<Notice>,
+    /// An output failure was reported and no recovery yet.
+    output_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +137,8 @@ impl SpliceRelay {
             out: Vec::new(),
             evs: Vec::new(),
             warned_unsupported: Vec::new(),
+            pending: Vec::new(),
+            output_down: false,
         };
         r.start_output(now);
         r
@@ -182,6 +191,12 @@ impl SpliceRelay {
                     self.spec.ffmpeg,
                     d.as_secs_f64()
                 );
+                if !self.output_down {
+                    self.output_down = true;
+                    self.pending.push(Notice::OutputFailed {
+                        why: format!("cannot start ffmpeg: {e}"),
+                    });
+                }
                 self.output_retry_at = Some(now + d);
             }
         }
@@ -417,7 +432,22 @@ impl SpliceRelay {
         }
     }
 
+    /// Hand over pending notices; report an output that runs again.
+    fn report_output(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        notices.append(&mut self.pending);
+        if self.output_down
+            && self
+                .output
+                .as_ref()
+                .is_some_and(|o| now.duration_since(o.started) >= OUTPUT_BACK_AFTER)
+        {
+            self.output_down = false;
+            notices.push(Notice::OutputBack);
+        }
+    }
+
     pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        self.report_output(now, notices);
         match ev {
             RelayEvent::Tag {
                 source,
@@ -429,6 +459,7 @@ impl SpliceRelay {
                 };
                 let key = key.clone();
                 let mut first_keyframe = false;
+                let mut back = 0;
                 if let Some(s) = self
                     .slots
                     .iter_mut()
@@ -436,6 +467,7 @@ impl SpliceRelay {
                 {
                     if s.live_since.is_none() {
                         s.live_since = Some(arrival);
+                        back = s.failures;
                         log::debug!(
                             "{}: first tag {} ms after the reader started",
                             s.name,
@@ -454,6 +486,12 @@ impl SpliceRelay {
                     {
                         s.failures = 0;
                     }
+                }
+                if back > 0 {
+                    notices.push(Notice::SourceBack {
+                        key: key.clone(),
+                        failures: back,
+                    });
                 }
                 let at = self.ms(arrival);
                 self.splicer
@@ -487,6 +525,11 @@ impl SpliceRelay {
                         let s = &mut self.slots[i];
                         s.source = None;
                         s.failures += 1;
+                        notices.push(Notice::SourceFailed {
+                            key: key.clone(),
+                            why: reason.clone(),
+                            failures: s.failures,
+                        });
                         let d = backoff(s.failures);
                         if on_air && s.failures >= max {
                             log::error!(
@@ -533,6 +576,12 @@ impl SpliceRelay {
                     format_tail(&tail)
                 );
                 self.output_retry_at = Some(now + d);
+                if !self.output_down {
+                    self.output_down = true;
+                    notices.push(Notice::OutputFailed {
+                        why: format!("ffmpeg exited ({status})"),
+                    });
+                }
             }
             RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}
         }
@@ -614,6 +663,7 @@ impl SpliceRelay {
     }
 
     pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        self.report_output(now, notices);
         let now_ms = self.ms(now);
         if let Some((id, p)) = &mut self.slate {
             if now >= self.last_slate_tick + SLATE_TICK || p.next_due() <= now_ms {

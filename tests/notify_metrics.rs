@@ -1,0 +1,384 @@
+//! Webhook notifications and `/metrics` against real parts: the daemon,
+//! nginx-rtmp, ffmpeg publishers taking turns, and webhook receivers that
+//! are plain TCP servers in this test (answering, failing, hanging).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// 200 to everything.
+    Ok,
+    /// This many 500s, then 200s.
+    FailFirst(usize),
+    /// 400 to everything.
+    BadRequest,
+    /// Read the request, never answer.
+    Hang,
+}
+
+/// A webhook receiver on a free loopback port; records request bodies.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl Receiver {
+    fn start(mode: Mode) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+        let rec = got.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { break };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let Some(body) = read_request(&s) else {
+                    continue;
+                };
+                let n = {
+                    let mut g = rec.lock().unwrap_or_else(|p| p.into_inner());
+                    g.push((
+                        Instant::now(),
+                        serde_json::from_str(&body).unwrap_or(Value::Null),
+                    ));
+                    g.len()
+                };
+                let status = match mode {
+                    Mode::Ok => "200 OK",
+                    Mode::FailFirst(k) if n <= k => "500 Internal Server Error",
+                    Mode::FailFirst(_) => "200 OK",
+                    Mode::BadRequest => "400 Bad Request",
+                    Mode::Hang => {
+                        held.push(s);
+                        continue;
+                    }
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhook/secret-part", self.port)
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        let g = self.got.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    fn wait_count(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_for(timeout, Duration::from_millis(20), || {
+            let b = self.bodies();
+            (b.len() >= n).then_some(b)
+        })
+        .unwrap_or_else(|| self.bodies())
+    }
+}
+
+fn read_request(s: &TcpStream) -> Option<String> {
+    let mut r = BufReader::new(s);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len.min(1 << 20)];
+    r.read_exact(&mut body).ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A sample's value from the metrics text (`name{labels} value`).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn promtool_check(text: &str) {
+    let dir = TempDir::new("promtool");
+    let path = dir.join("metrics.txt");
+    std::fs::write(&path, text).expect("write metrics");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", path.display()))
+        .output()
+        .expect("run promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Who the output shows: on air and cut to (relay "running").
+fn on_screen(rig: &Rig) -> Option<String> {
+    let s = rig.daemon.status();
+    (s["on_air"]["relay"]["state"] == "running")
+        .then(|| s["on_air"]["name"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// Alice on air, Bob next; Alice stops publishing: how long until the
+/// output shows Bob. Returns the time, a `/metrics` scraped mid-switch and
+/// Bob's publisher (he stays on air while it lives).
+fn switch_on_leave(rig: &Rig) -> (Duration, String, Publisher) {
+    let mut alice = rig.join("alice", SIZE_A);
+    let on = wait_for(Duration::from_secs(15), Duration::from_millis(20), || {
+        (on_screen(rig).as_deref() == Some("alice")).then_some(())
+    });
+    assert!(on.is_some(), "alice never on air: {}", rig.daemon.status());
+    let bob = rig.join("bob", SIZE_B);
+    // Bob's stream is being read before the switch (he is next).
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    alice.stop();
+    let mid = rig.daemon.get("/metrics");
+    assert_eq!(mid.status, 200);
+    let done = wait_for(Duration::from_secs(15), Duration::from_millis(10), || {
+        (on_screen(rig).as_deref() == Some("bob")).then_some(t0.elapsed())
+    });
+    let took = done.unwrap_or_else(|| panic!("bob never on air: {}", rig.daemon.status()));
+    (took, mid.body, bob)
+}
+
+#[test]
+fn events_in_order_a_hanging_webhook_delays_no_switch_and_metrics_pass_promtool() {
+    // Without any webhook.
+    let plain = Rig::start("[queue]\nslot_seconds = 0\n");
+    let (without, _, _bob) = switch_on_leave(&plain);
+    drop(plain);
+
+    let ok = Receiver::start(Mode::Ok);
+    let hang = Receiver::start(Mode::Hang);
+    let rig = Rig::start(&format!(
+        r#"
+[queue]
+slot_seconds = 0
+
+[[notify]]
+name = "community"
+url = "{}"
+events = ["on_air", "off_air", "joined", "left"]
+
+[[notify]]
+name = "stuck"
+url = "{}"
+timeout_ms = 15000
+retries = 0
+queue_size = 1
+"#,
+        ok.url(),
+        hang.url()
+    ));
+    let before = rig.daemon.get("/metrics");
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("Content-Type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        before.header("Content-Type")
+    );
+    promtool_check(&before.body);
+    let (with, mid, _bob) = switch_on_leave(&rig);
+    promtool_check(&mid);
+    eprintln!(
+        "switch on leave: {:.3} s without webhooks, {:.3} s with a hanging one",
+        without.as_secs_f64(),
+        with.as_secs_f64()
+    );
+    assert!(
+        with < without + Duration::from_millis(1500),
+        "a hanging webhook slowed the switch: {with:?} vs {without:?}"
+    );
+
+    // The answering webhook got the story in order, by name.
+    let bodies = ok.wait_count(6, Duration::from_secs(10));
+    let story: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or("?").to_string(),
+                b["name"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert!(story.len() >= 6, "{bodies:?}");
+    assert_eq!(
+        story[..3],
+        [
+            pair("joined", "alice"),
+            pair("on_air", "alice"),
+            pair("joined", "bob")
+        ],
+        "{bodies:?}"
+    );
+    // Alice's stream may end at the output before nginx's publish_done
+    // hook says she left, or after: both orders are the truth.
+    let mut middle = story[3..5].to_vec();
+    middle.sort();
+    assert_eq!(
+        middle,
+        [pair("left", "alice"), pair("off_air", "alice")],
+        "{bodies:?}"
+    );
+    assert_eq!(story[5], pair("on_air", "bob"), "{bodies:?}");
+    let off = bodies[3..5]
+        .iter()
+        .find(|b| b["event"] == "off_air")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        off["reason"] == "left" || off["reason"] == "stream_ended",
+        "{off}"
+    );
+    assert_eq!(bodies[1]["next"], Value::Null, "bob had not joined yet");
+    assert!(bodies[5]["switch_ms"].as_u64().is_some(), "{}", bodies[5]);
+
+    // The stuck webhook holds one request; one more waits; the rest were
+    // dropped and counted.
+    let after = rig.daemon.get("/metrics").body;
+    promtool_check(&after);
+    let dropped = sample(
+        &after,
+        "motherstream_notifications_total{notifier=\"stuck\",outcome=\"dropped\"}",
+    );
+    assert!(dropped >= 1.0, "nothing dropped:\n{after}");
+    assert!(
+        sample(
+            &after,
+            "motherstream_notifications_total{notifier=\"community\",outcome=\"sent\"}"
+        ) >= 6.0,
+        "{after}"
+    );
+    assert_eq!(hang.bodies().len(), 1, "the stuck webhook got one request");
+    let log = rig.daemon.log();
+    assert!(log.contains("notifier stuck: its queue is full"), "{log}");
+    assert!(
+        !log.contains("secret-part"),
+        "a webhook URL reached the log"
+    );
+
+    // The counters moved as the switch says.
+    let series = |t: &str, s: &str| sample(t, s);
+    assert_eq!(
+        series(&before.body, "motherstream_switches_total{reason=\"left\"}"),
+        0.0
+    );
+    assert_eq!(
+        series(&after, "motherstream_switches_total{reason=\"left\"}")
+            + series(
+                &after,
+                "motherstream_switches_total{reason=\"stream_ended\"}"
+            ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        series(&after, "motherstream_cut_latency_seconds_count")
+            > series(&before.body, "motherstream_cut_latency_seconds_count")
+    );
+    assert!(
+        series(
+            &after,
+            "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        series(
+            &after,
+            "motherstream_hooks_total{endpoint=\"on_publish_done\",status=\"200\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert_eq!(series(&after, "motherstream_queue_length"), 1.0);
+    assert_eq!(series(&after, "motherstream_on_air"), 1.0);
+    assert_eq!(series(&after, "motherstream_output_up"), 1.0);
+}
+
+#[test]
+fn failing_webhooks_are_retried_and_bad_requests_are_not() {
+    let flaky = Receiver::start(Mode::FailFirst(2));
+    let bad = Receiver::start(Mode::BadRequest);
+    let rig = Rig::start(&format!(
+        r#"
+[[notify]]
+name = "flaky"
+url = "{}"
+events = ["joined"]
+format = "discord"
+
+[[notify]]
+name = "bad"
+url = "{}"
+events = ["joined"]
+"#,
+        flaky.url(),
+        bad.url()
+    ));
+    assert_eq!(rig.daemon.raw_publish("carol", 7).status, 200);
+    let got = flaky.wait_count(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3, "two 500s, then delivered: {got:?}");
+    assert!(
+        got.iter().all(|b| b == &got[0]),
+        "the same message each time"
+    );
+    assert_eq!(
+        got[0]["content"], "**carol** joined and goes on air.",
+        "{got:?}"
+    );
+    let m = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        let m = rig.daemon.get("/metrics").body;
+        (sample(
+            &m,
+            "motherstream_notifications_total{notifier=\"bad\",outcome=\"failed\"}",
+        ) == 1.0
+            && sample(
+                &m,
+                "motherstream_notifications_total{notifier=\"flaky\",outcome=\"sent\"}",
+            ) == 1.0)
+            .then_some(m)
+    });
+    assert!(m.is_some(), "{}", rig.daemon.get("/metrics").body);
+    // A 400 is the request's fault: never retried.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(bad.bodies().len(), 1);
+    let log = rig.daemon.log();
+    assert!(
+        log.contains("notifier bad: joined not delivered after 1 attempt(s): HTTP 400"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret-part"),
+        "a webhook URL reached the log"
+    );
+}
