@@ -1083,6 +1083,9 @@ impl Engine {
     fn on_relay_event(&mut self, ev: RelayEvent) {
         let mut notices = Vec::new();
         self.relay.on_event(ev, Instant::now(), &mut notices);
+        // A relay (re)started on an event has a new output secret: the
+        // HTTP side must know it before that ffmpeg publishes.
+        self.sync_secret();
         if !notices.is_empty() {
             self.on_notices(notices);
             self.after_change();

@@ -299,6 +299,7 @@ impl Cut {
 /// Sample every 100 ms from `t0` (the switch) until the new streamer has
 /// been on screen for `settle`, or `timeout`. `name` is the new name text
 /// to wait for (None: do not read the text).
+#[allow(clippy::too_many_arguments)]
 pub fn measure_cut(
     c: &mut ObsClient,
     watch: &EventWatch,
@@ -419,8 +420,11 @@ pub fn player_clients(stat_xml: &str, app: &str) -> Vec<String> {
 /// shows and its time code. The floor that OBS's numbers compare with.
 pub struct TcPlayer {
     child: Child,
-    frames: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64, Seen, Option<u64>)>>>,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<PlayerFrame>>>,
 }
+
+/// (arrival, wall clock µs, who, time code ms) of one decoded frame.
+type PlayerFrame = (Instant, u64, Seen, Option<u64>);
 
 impl TcPlayer {
     pub fn start(url: &str, log_dir: &Path) -> TcPlayer {
