@@ -185,6 +185,9 @@ impl Engine {
     pub(super) fn on_relay_event(&mut self, ev: RelayEvent) {
         let mut notices = Vec::new();
         self.relay.on_event(ev, self.clock.now(), &mut notices);
+        // A relay started on this event (restart mode: the old one's exit)
+        // publishes with a new secret: the HTTP side must know it first.
+        self.sync_secret();
         if !notices.is_empty() {
             self.on_notices(notices);
             self.after_change();

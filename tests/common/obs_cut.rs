@@ -299,7 +299,7 @@ impl Cut {
 /// Sample every 100 ms from `t0` (the switch) until the new streamer has
 /// been on screen for `settle`, or `timeout`. `name` is the new name text
 /// to wait for (None: do not read the text).
-#[allow(clippy::too_many_arguments)] // a test probe: each input is one thing it watches
+#[allow(clippy::too_many_arguments)]
 pub fn measure_cut(
     c: &mut ObsClient,
     watch: &EventWatch,
@@ -418,13 +418,13 @@ pub fn player_clients(stat_xml: &str, app: &str) -> Vec<String> {
 /// A plain ffmpeg player (`-fpsprobesize 0`, not pacing by timestamp)
 /// decoding a stream to small RGB frames: when each frame arrived, who it
 /// shows and its time code. The floor that OBS's numbers compare with.
-/// One decoded frame: when it arrived, its number, who it shows, its time code.
-type TcFrame = (Instant, u64, Seen, Option<u64>);
-
 pub struct TcPlayer {
     child: Child,
-    frames: std::sync::Arc<std::sync::Mutex<Vec<TcFrame>>>,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<PlayerFrame>>>,
 }
+
+/// (arrival, wall clock µs, who, time code ms) of one decoded frame.
+type PlayerFrame = (Instant, u64, Seen, Option<u64>);
 
 impl TcPlayer {
     pub fn start(url: &str, log_dir: &Path) -> TcPlayer {
