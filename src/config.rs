@@ -841,4 +841,57 @@ mod tests {
         let c = Config::parse("[obs]\ncue='hide-show'").unwrap();
         assert_eq!(c.obs.cue, CueMode::HideShow);
     }
+
+    #[test]
+    fn notify_entries_validate_and_urls_stay_secret() {
+        let ok = Config::parse(
+            "[[notify]]\nurl = 'https://discord.example/api/webhooks/1/SECRET'\nformat = 'discord'\nevents = ['on_air']",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.notify[0].format, NotifyFormat::Discord);
+        assert_eq!(ok.notify[0].display_name(0), "notify-1");
+        let shown = ok.to_redacted_toml();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("(redacted)"), "{shown}");
+        for (bad, want) in [
+            (
+                "[[notify]]\nformat = 'json'",
+                "exactly one of url and url_file",
+            ),
+            (
+                "[[notify]]\nurl = 'http://a/SECRET'\nurl_file = '/x'",
+                "exactly one",
+            ),
+            ("[[notify]]\nurl = 'ftp://a/SECRET'", "http:// or https://"),
+            (
+                "[[notify]]\nurl = 'http://a/SECRET'\nevents = ['nope']",
+                "unknown event \"nope\"",
+            ),
+            (
+                "[[notify]]\nurl = 'http://a/SECRET'\nqueue_size = 0",
+                "queue_size",
+            ),
+            (
+                "[[notify]]\nurl = 'http://a/SECRET'\ntimeout_ms = 0",
+                "timeout_ms",
+            ),
+        ] {
+            let e = Config::parse(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(!e.contains("SECRET"), "{e}");
+        }
+        let dir = crate::scratch::ScratchDir::new("notify-url");
+        let f = dir.0.join("hook.url");
+        std::fs::write(&f, "http://127.0.0.1:9/from-file\n").unwrap();
+        let n = NotifyConfig {
+            url_file: f.display().to_string(),
+            ..NotifyConfig::default()
+        };
+        assert_eq!(n.resolve_url().unwrap(), "http://127.0.0.1:9/from-file");
+    }
 }

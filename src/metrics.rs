@@ -79,7 +79,7 @@ impl Metrics {
             ),
             on_air: gauge(
                 "on_air",
-                "1 while a streamer is on air, 0 while the slate shows",
+                "1 while the output shows the streamer on air, 0 while it shows the slate or nothing",
             ),
             on_air_seconds: Gauge::with_opts(opts(
                 "on_air_streamer_seconds",
@@ -216,7 +216,13 @@ impl Metrics {
     /// The text for `/metrics`, with the queue gauges taken from `view`.
     pub fn render(&self, view: &View, now_ms: u64) -> String {
         self.queue_length.set(view.names.len() as i64);
-        self.on_air.set(i64::from(view.on_air.is_some()));
+        // On air = the output shows them (not the slate while their
+        // stream has no picture yet).
+        self.on_air.set(i64::from(
+            view.on_air
+                .as_ref()
+                .is_some_and(|o| o.relay_state == "running"),
+        ));
         self.on_air_seconds.set(
             view.on_air
                 .as_ref()

@@ -109,7 +109,13 @@ pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, No
     for (i, cfg) in entries.iter().enumerate() {
         let name: Arc<str> = cfg.display_name(i).into();
         let url = match cfg.resolve_url() {
-            Ok(u) => u,
+            Ok(u) if u.starts_with("http://") || u.starts_with("https://") => u,
+            Ok(_) => {
+                log::error!(
+                    "notifier {name} is off: the URL in its url_file must start with http:// or https://"
+                );
+                continue;
+            }
             Err(e) => {
                 log::error!("notifier {name} is off: {e}");
                 continue;

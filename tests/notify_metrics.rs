@@ -382,3 +382,34 @@ events = ["joined"]
         "a webhook URL reached the log"
     );
 }
+
+/// The shipped example scrape config and alert rules are valid, and the
+/// rules use metrics the daemon exports.
+#[test]
+fn shipped_prometheus_example_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
+    let out = Command::new("promtool")
+        .args(["check", "config", "prometheus-example.yml"])
+        .current_dir(dir)
+        .output()
+        .expect("run promtool (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::fs::read_to_string(format!("{dir}/prometheus-alerts.yml")).unwrap();
+    let exported = motherstream::metrics::Metrics::new().render(&Default::default(), 0);
+    for name in [
+        "motherstream_output_up",
+        "motherstream_on_air",
+        "motherstream_queue_length",
+    ] {
+        assert!(rules.contains(name), "{name} not in the rules");
+        assert!(
+            exported.contains(&format!("\n{name} ")),
+            "{name} not exported"
+        );
+    }
+}

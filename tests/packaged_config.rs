@@ -50,6 +50,45 @@ fn every_key_is_documented() {
     assert!(missing.is_empty(), "undocumented keys: {missing:?}");
 }
 
+/// `[[notify]]` (an array of tables, empty by default, so not in the
+/// loop above): every key is shown, commented, in the shipped file and
+/// named in the man page.
+#[test]
+fn every_notify_key_is_documented() {
+    const MAN: &str = include_str!("../packaging/motherstream.8");
+    let keys = toml::Value::try_from(motherstream::config::NotifyConfig::default()).unwrap();
+    let shipped = &SHIPPED[SHIPPED.find("# [[notify]]").expect("a [[notify]] example")..];
+    let man = &MAN[MAN.find(".SS [[notify]]\n").expect("a [[notify]] section")..];
+    let man = &man[..man[1..].find("\n.S").map_or(man.len(), |e| e + 1)];
+    let mut missing = Vec::new();
+    for key in keys.as_table().unwrap().keys() {
+        if !shipped.contains(&format!("\n# {key} = ")) {
+            missing.push(format!("motherstream.toml: notify.{key}"));
+        }
+        let named = man
+            .lines()
+            .filter(|l| l.starts_with(".BR "))
+            .any(|l| l.split([' ', ',', '"']).any(|w| w == key));
+        if !named {
+            missing.push(format!("motherstream(8): notify.{key}"));
+        }
+    }
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
+    // The example, uncommented, is a valid entry but for its URL.
+    let example: String = shipped
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#'))
+        .map(|l| l.split(" #").next().unwrap_or(""))
+        .filter(|l| l.contains('=') || l.contains("[[notify]]"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("url = \"\"", "url = \"http://127.0.0.1:9/hook\"");
+    let cfg = Config::parse(&example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    cfg.validate().unwrap();
+    assert_eq!(cfg.notify.len(), 1);
+}
+
 /// The man page's CONFIGURATION section names every key under its
 /// `.SS [section]` heading.
 #[test]
