@@ -99,7 +99,11 @@ NGINX_HTTP=$(free_port)
 HOOK_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/run" "$WORK/nginx/tmp" "$WORK/state"
 
-H="http://127.0.0.1:$HOOK_PORT"
+# The hook secret nginx and the daemon share (a path segment of every hook
+# URL: without it, motherstream refuses the hook).
+HOOK_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+(umask 077 && echo "$HOOK_SECRET" > "$WORK/state/hook.secret")
+H="http://127.0.0.1:$HOOK_PORT/hook/$HOOK_SECRET"
 HOOKS="on_publish $H/on_publish; on_publish_done $H/on_publish_done; on_done $H/on_done; on_play $H/on_play; on_play_done $H/on_play_done;"
 N="$WORK/nginx"
 cat > "$N/nginx.conf" <<EOF
@@ -188,6 +192,7 @@ motherstream demo is running (everything on 127.0.0.1; files in $WORK)
   watch the output:  ffplay rtmp://127.0.0.1:$RTMP_PORT/motherstream/live
   queue overlay:     http://127.0.0.1:$HOOK_PORT/queue-list
   status JSON:       http://127.0.0.1:$HOOK_PORT/api/status
+  moderator console: http://127.0.0.1:$HOOK_PORT/admin  (token: $WORK/state/admin.token)
   queue JSON:        http://127.0.0.1:$HOOK_PORT/queue-json
   daemon log:        $WORK/motherstream.log
 alice publishes, bob queues; every ${PERIOD}s the streamer on air leaves and
