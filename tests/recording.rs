@@ -124,7 +124,12 @@ impl OnAirLog {
     fn on_air_s(&self, name: &str) -> Option<f64> {
         let c = self.changes.lock().unwrap();
         let i = c.iter().position(|(_, n)| n.as_deref() == Some(name))?;
-        let end = c.get(i + 1)?.0;
+        // A cut to the same streamer again (their stream restarted) does
+        // not end their time on air; the next cut to someone else does.
+        let end = c[i + 1..]
+            .iter()
+            .find(|(_, n)| n.as_deref() != Some(name))?
+            .0;
         Some(end.duration_since(c[i].0).as_secs_f64())
     }
 
