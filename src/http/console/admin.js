@@ -195,6 +195,17 @@ function draw() {
     $("relay").className = "";
   }
   $("last-cut").textContent = (st.relay && st.relay.last_cut) || "\u2014";
+  // [recording] on: what is being recorded and the latest finished sets.
+  const rec = st.recordings;
+  $("rec-wrap").hidden = !rec;
+  if (rec) {
+    const recent = (rec.recent || []).slice(-5).reverse().map(function (r) {
+      return r.file + (r.duration_s != null ? " (" + Math.round(r.duration_s) + " s)" : "");
+    });
+    $("recordings").textContent = (rec.paused ? "paused: low disk space \u00b7 " : "") +
+      (rec.recording ? "recording " + rec.recording.name + " \u00b7 " : "") +
+      (recent.length ? recent.join(", ") : "none yet");
+  }
   const obs = st.obs || {};
   $("obs").textContent = !obs.enabled ? "not used" : (obs.connected ? "connected" : "not connected") +
     (obs.detail ? " \u00b7 " + obs.detail : "");
