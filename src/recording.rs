@@ -72,22 +72,7 @@ pub fn safe_name(display: &str) -> String {
     }
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The inverse of [`civil_from_days`].
+/// The inverse of [`crate::log::civil_from_days`].
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -101,7 +86,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// Unix seconds → `2026-12-01T220802Z` (ISO 8601, UTC, no colons: they
 /// trouble file systems other than Linux's when recordings are copied).
 pub fn utc_stamp(unix_s: u64) -> String {
-    let (y, mo, d) = civil_from_days((unix_s / 86_400) as i64);
+    let (y, mo, d) = crate::log::civil_from_days((unix_s / 86_400) as i64);
     let s = unix_s % 86_400;
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}{:02}{:02}Z",

@@ -340,6 +340,19 @@ impl Registry {
         Ok(self.streamers[i].name.clone())
     }
 
+    /// A streamer's page link: (registered name, token). The existing one,
+    /// or a new one when there is none yet or `rotate` asks for it. The
+    /// one rule the console and the CLI share.
+    pub fn link(&mut self, name: &str, rotate: bool) -> Result<(String, String), RegistryError> {
+        if let Some(s) = self.by_name(name) {
+            if !rotate && !s.link_token.is_empty() {
+                return Ok((s.name.clone(), s.link_token.clone()));
+            }
+        }
+        let t = new_key()?;
+        Ok((self.set_link(name, t.clone())?, t))
+    }
+
     /// The streamer whose page token this is, compared in constant time
     /// against every token (as [`Registry::by_key`]). An empty token (no
     /// link made yet) never matches.

@@ -189,18 +189,7 @@ pub fn run_with(
         "link" | "rotate-link" => {
             let name = one_name(rest)?;
             let rotate = sub == "rotate-link";
-            let ((name, token), _) = registry::update(dir, |r| {
-                let have = r
-                    .by_name(&name)
-                    .map(|s| (s.name.clone(), s.link_token.clone()));
-                match have {
-                    Some((n, t)) if !rotate && !t.is_empty() => Ok((n, t)),
-                    _ => {
-                        let t = registry::new_key()?;
-                        Ok((r.set_link(&name, t.clone())?, t))
-                    }
-                }
-            })?;
+            let ((name, token), _) = registry::update(dir, |r| r.link(&name, rotate))?;
             w(writeln!(out, "{}/me/{token}", base.trim_end_matches('/')))?;
             if rotate {
                 w(writeln!(

@@ -445,18 +445,7 @@ impl Engine {
                 }
             }
             StreamerRequest::Link { name, rotate } => {
-                let r = registry::update(&dir, |r| {
-                    let have = r
-                        .by_name(&name)
-                        .map(|s| (s.name.clone(), s.link_token.clone()));
-                    match have {
-                        Some((n, t)) if !rotate && !t.is_empty() => Ok((n, t)),
-                        _ => {
-                            let t = registry::new_key()?;
-                            Ok((r.set_link(&name, t.clone())?, t))
-                        }
-                    }
-                });
+                let r = registry::update(&dir, |r| r.link(&name, rotate));
                 match r {
                     Ok(((name, token), reg)) => {
                         if rotate {
