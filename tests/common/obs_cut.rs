@@ -296,6 +296,23 @@ impl Cut {
     }
 }
 
+/// Screenshots compared for a frozen picture are at least this far apart
+/// (more than two frames of OBS's 30 fps canvas).
+const MIN_GAP: Duration = Duration::from_millis(80);
+
+/// The next sample 100 ms after the last one was due; after a screenshot
+/// that took longer than that, 100 ms from now (never a burst of samples
+/// to catch up: those would be the same OBS frame).
+fn next_sample(due: Instant) -> Instant {
+    let next = due + Duration::from_millis(100);
+    let now = Instant::now();
+    if next < now {
+        now + Duration::from_millis(100)
+    } else {
+        next
+    }
+}
+
 /// Sample every 100 ms from `t0` (the switch) until the new streamer has
 /// been on screen for `settle`, or `timeout`. `name` is the new name text
 /// to wait for (None: do not read the text).
@@ -325,11 +342,15 @@ pub fn measure_cut(
         cut.samples += 1;
         let Some(l) = l else {
             cut.timeline.push('!');
-            next += Duration::from_millis(100);
+            next = next_sample(next);
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             continue;
         };
-        let frozen = prev.as_ref().is_some_and(|p| l.same_picture(p));
+        // Two screenshots closer than two OBS frames apart show the same
+        // frame without anything having frozen (after a slow screenshot).
+        let frozen = prev
+            .as_ref()
+            .is_some_and(|p| l.at.duration_since(p.at) >= MIN_GAP && l.same_picture(p));
         if frozen {
             cut.frozen += 1;
             cut.frozen_at.push(at);
@@ -359,7 +380,7 @@ pub fn measure_cut(
             }
         }
         prev = Some(l);
-        next += Duration::from_millis(100);
+        next = next_sample(next);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     for (_, peak) in watch.meters(t0, Instant::now()) {
