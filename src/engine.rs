@@ -20,7 +20,8 @@ mod streamers;
 mod tests;
 mod view;
 
-pub use command::{Command, Reply, Responder};
+pub use command::{Command, Responder};
+pub use crate::refusal::{Answer, Refusal, Why};
 pub use names::Names;
 pub use streamers::StreamerRequest;
 pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
@@ -326,7 +327,7 @@ impl Engine {
         self.last_batch = self.clock.now();
         let mut ops: Vec<Op> = Vec::new();
         // (responder, answer, whether it acknowledges a state change)
-        let mut replies: Vec<(Responder, Reply, bool)> = Vec::new();
+        let mut replies: Vec<(Responder, Answer, bool)> = Vec::new();
         let mut reload = false;
         let mut registry_changed = false;
         for cmd in batch {
@@ -338,25 +339,25 @@ impl Engine {
                     reply,
                 } => {
                     if self.shutting_down {
-                        replies.push((reply, Reply::error(503, "shutting down"), false));
+                        replies.push((reply, Err(Refusal::unavailable("shutting down")), false));
                         continue;
                     }
                     if let Err(r) = self.admit(&key, &addr) {
-                        replies.push((reply, r, false));
+                        replies.push((reply, Err(r), false));
                         continue;
                     }
                     let max = self.cfg.queue.max_length;
                     if self.state.len() >= max && !self.state.contains(&key) {
-                        crate::http::warn_limited(format_args!(
+                        crate::log::warn_limited(format_args!(
                             "refused a publish from {}: the queue is full ({max} streamers, [queue] max_length)",
                             if addr.is_empty() { "an unknown address" } else { &addr }
                         ));
                         replies.push((
                             reply,
-                            Reply::error(
-                                503,
+                            Err(Refusal::new(
+                                Why::Full,
                                 format!("the queue is full ({max} streamers); try again later"),
-                            ),
+                            )),
                             false,
                         ));
                         continue;
@@ -389,12 +390,15 @@ impl Engine {
                                     position + 1
                                 );
                             }
-                            Reply::json(200, json!({"ok": true, "position": position}))
+                            Ok(json!({"ok": true, "position": position}))
                         }
                         Outcome::Blocked { until } => {
                             self.refuse_blocked(&key, &addr, *until, now_ms)
                         }
-                        other => Reply::error(500, format!("unexpected outcome {other:?}")),
+                        other => Err(Refusal::new(
+                            Why::Internal,
+                            format!("unexpected outcome {other:?}"),
+                        )),
                     };
                     let changed = out.changed();
                     if changed {
@@ -439,7 +443,7 @@ impl Engine {
                     if changed {
                         ops.push(op);
                     }
-                    replies.push((reply, Reply::json(200, json!({"ok": true})), changed));
+                    replies.push((reply, Ok(json!({"ok": true})), changed));
                 }
                 Command::Moderate { req, reply } => {
                     let (r, changed) = self.moderate(&req, now_ms, &mut ops);
@@ -451,9 +455,11 @@ impl Engine {
                 }
                 Command::Health { reply } => {
                     let r = if self.store_failed {
-                        Reply::error(503, "cannot persist queue state; see the log")
+                        Err(Refusal::unavailable(
+                            "cannot persist queue state; see the log",
+                        ))
                     } else {
-                        Reply::json(200, json!({"ok": true}))
+                        Ok(json!({"ok": true}))
                     };
                     replies.push((reply, r, false));
                 }
@@ -484,7 +490,7 @@ impl Engine {
 
     /// Durable before acknowledged: on failure, fall back to the last state
     /// on disk and answer 503 to everything the batch would have changed.
-    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Responder, Reply, bool)]) {
+    fn persist(&mut self, ops: &[Op], now_ms: u64, replies: &mut [(Responder, Answer, bool)]) {
         if ops.is_empty() {
             return;
         }
@@ -509,7 +515,9 @@ impl Engine {
                 }
                 for (_, r, changed) in replies.iter_mut() {
                     if *changed {
-                        *r = Reply::error(503, format!("cannot persist queue state: {e}"));
+                        *r = Err(Refusal::unavailable(format!(
+                            "cannot persist queue state: {e}"
+                        )));
                     }
                 }
             }
@@ -526,14 +534,14 @@ impl Engine {
         self.after_change();
     }
 
-    fn queue_reply(&self) -> Reply {
+    fn queue_reply(&self) -> Answer {
         let names: Vec<String> = self
             .state
             .entries()
             .iter()
             .map(|e| self.display(&e.key))
             .collect();
-        Reply::json(200, json!({"ok": true, "queue": names}))
+        Ok(json!({"ok": true, "queue": names}))
     }
 
     /// The public name of a key: the single place that decides it. Stream

@@ -22,6 +22,7 @@ pub mod private_fs;
 pub mod queue;
 pub mod recording;
 pub mod redact;
+pub mod refusal;
 pub mod registry;
 pub mod relay;
 #[cfg(test)]

@@ -231,6 +231,27 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Bad requests are logged, but a flood of them must not flood the journal:
+/// at most 5 lines a second, then one line saying how many were dropped.
+pub fn warn_limited(args: std::fmt::Arguments) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let sec = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prev = WINDOW.swap(sec, Ordering::Relaxed);
+    if prev != sec {
+        let dropped = COUNT.swap(0, Ordering::Relaxed).saturating_sub(5);
+        if dropped > 0 {
+            log::warn!("{dropped} more refused requests not logged");
+        }
+    }
+    if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
+        log::warn!("{args}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,10 @@
 //! Slots, rejoin blocks and moderation, decided without I/O: each function
 //! maps (queue state, registry, `[queue]` config, now) to the [`Op`] the
-//! engine should apply, or to a refusal with the HTTP status to answer.
+//! engine should apply, or to a refusal (`crate::refusal`; `http/` picks the status).
 
 use crate::config::QueueConfig;
 use crate::queue::{Op, State};
+use crate::refusal::Refusal;
 use crate::registry::Registry;
 
 /// Longest block, slot or extension a moderator can ask for.
@@ -128,24 +129,14 @@ pub enum Request {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub message: String,
-}
-
 fn bad(message: impl Into<String>) -> Refusal {
-    Refusal {
-        status: 400,
-        message: message.into(),
-    }
+    Refusal::invalid(message)
 }
 
 fn not_found(name: &str) -> Refusal {
-    Refusal {
-        status: 404,
-        message: format!("no streamer {name:?} in the queue, the registry or the block list"),
-    }
+    Refusal::not_found(format!(
+        "no streamer {name:?} in the queue, the registry or the block list"
+    ))
 }
 
 fn check_seconds(what: &str, s: u64) -> Result<(), Refusal> {
@@ -256,10 +247,7 @@ pub fn plan(
         Request::Move { name, position } => {
             let key = resolve(name, state, reg, now).ok_or_else(|| not_found(name))?;
             if !state.contains(&key) {
-                return Err(Refusal {
-                    status: 404,
-                    message: format!("{name:?} is not in the queue"),
-                });
+                return Err(Refusal::not_found(format!("{name:?} is not in the queue")));
             }
             if *position >= state.len() {
                 return Err(bad(format!(
@@ -344,6 +332,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refusal::Why;
     use crate::queue::Outcome;
     use crate::registry::Streamer;
 
@@ -525,8 +514,8 @@ mod tests {
         assert!(s.blocks(5000).is_empty());
         let mut empty = State::new();
         assert_eq!(
-            run(Request::Skip, &mut empty, &c, 1).unwrap_err().status,
-            400
+            run(Request::Skip, &mut empty, &c, 1).unwrap_err().why,
+            Why::Invalid
         );
     }
 
@@ -599,7 +588,7 @@ mod tests {
             8000,
         )
         .unwrap_err();
-        assert_eq!(e.status, 404, "{e:?}");
+        assert_eq!(e.why, Why::NotFound, "{e:?}");
         let e = run(
             Request::Kick {
                 name: None,
@@ -610,7 +599,7 @@ mod tests {
             8000,
         )
         .unwrap_err();
-        assert_eq!(e.status, 400);
+        assert_eq!(e.why, Why::Invalid);
     }
 
     #[test]
@@ -669,34 +658,34 @@ mod tests {
             Outcome::Queued { .. }
         ));
         // Errors: zero seconds, not blocked, unknown.
-        for (req, status) in [
+        for (req, why) in [
             (
                 Request::Block {
                     name: "Bob".into(),
                     seconds: 0,
                 },
-                400,
+                Why::Invalid,
             ),
             (
                 Request::Block {
                     name: "Bob".into(),
                     seconds: MAX_SECONDS + 1,
                 },
-                400,
+                Why::Invalid,
             ),
-            (Request::Unblock { name: "Bob".into() }, 400),
-            (Request::Unblock { name: "zed".into() }, 404),
+            (Request::Unblock { name: "Bob".into() }, Why::Invalid),
+            (Request::Unblock { name: "zed".into() }, Why::NotFound),
             (
                 Request::Block {
                     name: "zed".into(),
                     seconds: 5,
                 },
-                404,
+                Why::NotFound,
             ),
         ] {
             let before = s.clone();
             let e = run(req.clone(), &mut s, &c, 7000).unwrap_err();
-            assert_eq!(e.status, status, "{req:?}: {e:?}");
+            assert_eq!(e.why, why, "{req:?}: {e:?}");
             assert_eq!(s, before);
         }
     }
@@ -781,25 +770,25 @@ mod tests {
             slot_ends_at(&s, &reg(), &Policy::effective(&c, &s)),
             Some(36_000)
         );
-        for (req, status) in [
+        for (req, why) in [
             (
                 Request::Move {
                     name: "Bob".into(),
                     position: 3,
                 },
-                400,
+                Why::Invalid,
             ),
             (
                 Request::Move {
                     name: "zed".into(),
                     position: 0,
                 },
-                404,
+                Why::NotFound,
             ),
         ] {
-            assert_eq!(run(req, &mut s, &c, 7000).unwrap_err().status, status);
+            assert_eq!(run(req, &mut s, &c, 7000).unwrap_err().why, why);
         }
-        // A registered streamer who is not queued: 404.
+        // A registered streamer who is not queued: not found.
         let mut s2 = State::new();
         publish(&mut s2, A, 1, 0);
         let e = run(
@@ -812,7 +801,7 @@ mod tests {
             1,
         )
         .unwrap_err();
-        assert_eq!(e.status, 404);
+        assert_eq!(e.why, Why::NotFound);
     }
 
     #[test]
@@ -834,8 +823,8 @@ mod tests {
         assert_eq!(
             run(Request::Extend { seconds: 0 }, &mut s, &c, 5000)
                 .unwrap_err()
-                .status,
-            400
+                .why,
+            Why::Invalid
         );
         // An unlimited slot cannot be extended, but can be given a time left.
         let c0 = cfg(0, 0);
@@ -852,8 +841,8 @@ mod tests {
         assert_eq!(
             run(Request::Left { seconds: 1 }, &mut e, &c, 1)
                 .unwrap_err()
-                .status,
-            400
+                .why,
+            Why::Invalid
         );
         // The moderator's end is reset when the head changes.
         s.apply(&Op::Skip { at: 6000 });
@@ -887,14 +876,14 @@ mod tests {
         assert_eq!(
             run(rb(Some(false), Some(5)), &mut s, &c, 1)
                 .unwrap_err()
-                .status,
-            400
+                .why,
+            Why::Invalid
         );
         assert_eq!(
             run(rb(Some(true), None), &mut s, &cfg(60, 0), 1)
                 .unwrap_err()
-                .status,
-            400
+                .why,
+            Why::Invalid
         );
         // Overrides are part of the durable state.
         let (back, _) = serde_json::from_str::<State>(&serde_json::to_string(&s).unwrap())

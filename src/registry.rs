@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::private_fs;
+use crate::refusal::{Refusal, Why};
 use crate::secret::ct_eq;
 
 pub const FILE: &str = "streamers.json";
@@ -78,14 +79,20 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// The HTTP status an admin endpoint answers with.
-    pub fn status(&self) -> u16 {
+    /// What kind of refusal this is for whoever asked.
+    pub fn why(&self) -> Why {
         match self {
-            RegistryError::NotFound(_) => 404,
-            RegistryError::Exists(_) => 409,
-            RegistryError::Invalid(_) => 400,
-            RegistryError::Io { .. } | RegistryError::Corrupt { .. } => 500,
+            RegistryError::NotFound(_) => Why::NotFound,
+            RegistryError::Exists(_) => Why::Conflict,
+            RegistryError::Invalid(_) => Why::Invalid,
+            RegistryError::Io { .. } | RegistryError::Corrupt { .. } => Why::Internal,
         }
+    }
+}
+
+impl From<RegistryError> for Refusal {
+    fn from(e: RegistryError) -> Refusal {
+        Refusal::new(e.why(), e.to_string())
     }
 }
 
@@ -565,7 +572,7 @@ mod tests {
             &"n".repeat(65),
         ] {
             let e = r.add(bad, None, "c".repeat(32), 3).unwrap_err();
-            assert_eq!(e.status(), 400, "{bad:?}: {e}");
+            assert_eq!(e.why(), Why::Invalid, "{bad:?}: {e}");
         }
         // Bidi overrides/isolates and other invisible format characters.
         for c in [
@@ -588,20 +595,20 @@ mod tests {
         ] {
             let name = format!("DJ {c}evil");
             let e = r.add(&name, None, "c".repeat(32), 3).unwrap_err();
-            assert_eq!(e.status(), 400, "{name:?}: {e}");
+            assert_eq!(e.why(), Why::Invalid, "{name:?}: {e}");
             assert!(
                 e.to_string().contains(&format!("U+{:04X}", c as u32)),
                 "{e}"
             );
         }
         let e = r.add("BOB", None, "c".repeat(32), 3).unwrap_err();
-        assert_eq!(e.status(), 409, "{e}");
+        assert_eq!(e.why(), Why::Conflict, "{e}");
         assert!(r.add("Ünïcode DJ ☺", None, "c".repeat(32), 3).is_ok());
         assert_eq!(
             r.add("x", Some(8 * 86400), "d".repeat(32), 3)
                 .unwrap_err()
-                .status(),
-            400
+                .why(),
+            Why::Invalid
         );
     }
 
@@ -609,9 +616,9 @@ mod tests {
     fn keys_are_unique_and_valid() {
         let mut r = reg();
         let e = r.add("carol", None, "a".repeat(32), 3).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.why(), Why::Invalid);
         let e = r.add("carol", None, "bad key".into(), 3).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.why(), Why::Invalid);
         assert_eq!(r.len(), 2);
     }
 
@@ -623,11 +630,11 @@ mod tests {
         assert!(r.by_key(&old).is_none());
         assert_eq!(r.by_key(&"n".repeat(32)).unwrap().key_set_at, 9);
         assert_eq!(
-            r.rotate_key("zed", "m".repeat(32), 9).unwrap_err().status(),
-            404
+            r.rotate_key("zed", "m".repeat(32), 9).unwrap_err().why(),
+            Why::NotFound
         );
         assert_eq!(r.remove("Bob").unwrap().name, "bob");
-        assert_eq!(r.remove("bob").unwrap_err().status(), 404);
+        assert_eq!(r.remove("bob").unwrap_err().why(), Why::NotFound);
         r.set_slot("dj alice", Some(0)).unwrap();
         assert_eq!(r.slot_seconds(&"a".repeat(32)), Some(0));
     }
@@ -640,12 +647,12 @@ mod tests {
         assert_eq!(r.by_link(&"l".repeat(32)).unwrap().name, "DJ Alice");
         assert!(r.by_link(&"a".repeat(32)).is_none(), "a key is not a link");
         let e = r.set_link("bob", "l".repeat(32)).unwrap_err();
-        assert_eq!(e.status(), 400, "{e}");
+        assert_eq!(e.why(), Why::Invalid, "{e}");
         assert_eq!(
-            r.set_link("bob", "bad token".into()).unwrap_err().status(),
-            400
+            r.set_link("bob", "bad token".into()).unwrap_err().why(),
+            Why::Invalid
         );
-        assert_eq!(r.set_link("zed", "z".repeat(32)).unwrap_err().status(), 404);
+        assert_eq!(r.set_link("zed", "z".repeat(32)).unwrap_err().why(), Why::NotFound);
         r.set_link("DJ Alice", "m".repeat(32)).unwrap();
         assert!(r.by_link(&"l".repeat(32)).is_none(), "the old link is dead");
         assert_eq!(r.by_link(&"m".repeat(32)).unwrap().name, "DJ Alice");

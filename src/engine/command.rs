@@ -1,43 +1,23 @@
-//! What reaches the engine (commands) and how it answers (replies).
+//! What reaches the engine (commands) and where its answers go.
 
 use crossbeam_channel::Receiver;
-use serde_json::json;
 
 use super::StreamerRequest;
 use crate::moderation;
-
-/// An answer for an HTTP worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn json(status: u16, v: serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: v.to_string(),
-        }
-    }
-
-    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
-        Reply::json(status, json!({ "error": msg.into() }))
-    }
-}
+use crate::refusal::{Answer, Refusal};
 
 /// Where the engine's answer goes: straight back to the HTTP client (the
 /// worker that parsed the request does not wait, so the number of requests
 /// in one group commit is bounded by the load, not by the worker count), or
 /// a channel for callers that want to wait.
-pub struct Responder(Box<dyn FnOnce(Reply) + Send>);
+pub struct Responder(Box<dyn FnOnce(Answer) + Send>);
 
 impl Responder {
-    pub fn new(f: impl FnOnce(Reply) + Send + 'static) -> Responder {
+    pub fn new(f: impl FnOnce(Answer) + Send + 'static) -> Responder {
         Responder(Box::new(f))
     }
 
-    pub fn channel() -> (Responder, Receiver<Reply>) {
+    pub fn channel() -> (Responder, Receiver<Answer>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         (
             Responder::new(move |r| {
@@ -47,7 +27,7 @@ impl Responder {
         )
     }
 
-    pub fn send(self, r: Reply) {
+    pub fn send(self, r: Answer) {
         (self.0)(r)
     }
 }
@@ -91,12 +71,12 @@ pub enum Command {
 }
 
 pub(super) fn refuse(c: Command) {
-    c.answer(Reply::error(503, "shutting down"));
+    c.answer(Err(Refusal::unavailable("shutting down")));
 }
 
 impl Command {
     /// Answer a command without deciding it (shutdown, overload).
-    pub fn answer(self, r: Reply) {
+    pub fn answer(self, r: Answer) {
         match self {
             Command::Publish { reply, .. }
             | Command::PublishDone { reply, .. }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::ports::{ControlPort, Io, ManualClock, ObsPort, RelayPort};
-use super::{Command, Engine, EngineParts, Reply, Responder, Settings, Shared, View};
+use super::{Answer, Command, Engine, EngineParts, Responder, Settings, Shared, View};
 use crate::config::{Config, ObsConfig};
 use crate::moderation;
 use crate::obs::BroadcastState;
@@ -186,32 +186,37 @@ impl Harness {
             thread: Some(thread),
             next_client: 1,
         };
-        h.health();
+        h.wake();
         h
     }
 
     /// Send a command, wait for its answer, then for the engine to finish
     /// that batch (it answers before it executes the effects: relay, OBS,
     /// drops): a second round trip is handled only after the first batch.
-    fn ask(&self, make: impl FnOnce(Responder) -> Command) -> Reply {
+    fn ask(&self, make: impl FnOnce(Responder) -> Command) -> Answer {
         let r = self.round_trip(make);
-        self.round_trip(|reply| Command::Health { reply });
+        let _ = self.round_trip(|reply| Command::Health { reply });
         r
     }
 
-    fn round_trip(&self, make: impl FnOnce(Responder) -> Command) -> Reply {
+    fn round_trip(&self, make: impl FnOnce(Responder) -> Command) -> Answer {
         let (r, rx) = Responder::channel();
         self.tx.send(make(r)).expect("engine alive");
         rx.recv_timeout(Duration::from_secs(5))
             .expect("engine answers")
     }
 
-    /// Also wakes the engine, so it looks at its timers (after `advance`).
-    pub fn health(&self) -> Reply {
+    /// The health answer; also wakes the engine, so it looks at its timers.
+    pub fn health(&self) -> Answer {
         self.ask(|reply| Command::Health { reply })
     }
 
-    pub fn publish(&mut self, key: &str) -> Reply {
+    /// Let the engine look at its timers; the health answer is not needed.
+    pub fn wake(&self) {
+        let _ = self.health();
+    }
+
+    pub fn publish(&mut self, key: &str) -> Answer {
         let client_id = Some(self.next_client);
         self.next_client += 1;
         let key = key.to_string();
@@ -223,7 +228,7 @@ impl Harness {
         })
     }
 
-    pub fn publish_done(&self, key: &str) -> Reply {
+    pub fn publish_done(&self, key: &str) -> Answer {
         let key = key.to_string();
         self.ask(|reply| Command::PublishDone {
             key,
@@ -232,14 +237,14 @@ impl Harness {
         })
     }
 
-    pub fn moderate(&self, req: moderation::Request) -> Reply {
+    pub fn moderate(&self, req: moderation::Request) -> Answer {
         self.ask(|reply| Command::Moderate { req, reply })
     }
 
     /// Move the clock and let the engine see it.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
-        self.health();
+        self.wake();
     }
 
     pub fn queue(&self) -> Vec<String> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Engine, Reply};
+use super::{Answer, Engine, Refusal, Why};
 use crate::events::Event;
 use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
@@ -54,7 +54,7 @@ fn secs_left(until: u64, now: u64) -> u64 {
 impl Engine {
     /// Whether a publish of `key` may go on to the queue rules. Logs the
     /// refusal with the address and a fingerprint of the key, never the key.
-    pub(super) fn admit(&mut self, key: &str, addr: &str) -> Result<(), Reply> {
+    pub(super) fn admit(&mut self, key: &str, addr: &str) -> Result<(), Refusal> {
         // A key we do not know may have been added a moment ago (`streamer
         // add`), maybe creating the registry: look (one stat) before it is
         // admitted, refused or shown anywhere under the wrong name.
@@ -65,14 +65,14 @@ impl Engine {
         if moderation::registered_enough(&self.registry, &policy, key) {
             return Ok(());
         }
-        crate::http::warn_limited(format_args!(
+        crate::log::warn_limited(format_args!(
             "refused a publish from {addr}: unknown stream key ({})",
             registry::fingerprint(key)
         ));
-        Err(Reply::error(403, "unknown stream key"))
+        Err(Refusal::new(Why::Forbidden, "unknown stream key"))
     }
 
-    pub(super) fn refuse_blocked(&mut self, key: &str, addr: &str, until: u64, now: u64) -> Reply {
+    pub(super) fn refuse_blocked(&mut self, key: &str, addr: &str, until: u64, now: u64) -> Answer {
         // An encoder retries every few seconds: one info line per block
         // (and per minute), the rest at debug.
         let last = self.block_logged.get(key).copied();
@@ -89,13 +89,10 @@ impl Engine {
                 .retain(|_, t| now.saturating_sub(*t) < 60_000);
             self.block_logged.insert(key.to_string(), now);
         }
-        Reply::error(
-            403,
-            format!(
-                "blocked from rejoining for another {} s",
-                secs_left(until, now)
-            ),
-        )
+        Err(Refusal::new(
+            Why::Forbidden,
+            format!("blocked from rejoining for another {} s", secs_left(until, now)),
+        ))
     }
 
     /// Re-read `streamers.json` if it changed (or always, with `force`).
@@ -212,15 +209,15 @@ impl Engine {
 
     /// A moderator's request: plan, apply, log; returns the answer and
     /// whether it changed the queue state (to be saved before answering).
-    pub(super) fn moderate(&mut self, req: &Request, now: u64, ops: &mut Vec<Op>) -> (Reply, bool) {
+    pub(super) fn moderate(&mut self, req: &Request, now: u64, ops: &mut Vec<Op>) -> (Answer, bool) {
         let op = match moderation::plan(req, &self.state, &self.registry, &self.cfg.queue, now) {
             Ok(op) => op,
-            Err(r) => return (Reply::error(r.status, r.message), false),
+            Err(r) => return (Err(r), false),
         };
         let head_before = self.state.head().map(|h| h.key.to_string());
         let out = self.state.apply(&op);
         if let Outcome::Rejected(e) = out {
-            return (Reply::error(400, e), false);
+            return (Err(Refusal::invalid(e)), false);
         }
         self.log_moderation(req, &op, &out, head_before.as_deref(), now);
         let ev = match (req, &op, &out) {
@@ -339,9 +336,9 @@ impl Engine {
         req: StreamerRequest,
         now: u64,
         ops: &mut Vec<Op>,
-    ) -> (Reply, bool) {
+    ) -> (Answer, bool) {
         let dir = self.cfg.state_dir();
-        let err = |e: RegistryError| (Reply::error(e.status(), e.to_string()), false);
+        let err = |e: RegistryError| (Err(Refusal::from(e)), false);
         let (reply, old_key) = match req {
             StreamerRequest::List { show_keys } => {
                 self.refresh_registry(false);
@@ -364,7 +361,7 @@ impl Engine {
                     })
                     .collect();
                 return (
-                    Reply::json(200, json!({"ok": true, "streamers": list})),
+                    Ok(json!({"ok": true, "streamers": list})),
                     false,
                 );
             }
@@ -384,9 +381,7 @@ impl Engine {
                         log::info!("streamer {} added", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
-                            Reply::json(
-                                200,
-                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
+                            Ok(json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
                             ),
                             None,
                         )
@@ -399,7 +394,7 @@ impl Engine {
                     log::info!("streamer {} removed", crate::log::escape(&s.name));
                     self.set_registry(reg);
                     (
-                        Reply::json(200, json!({"ok": true, "removed": s.name})),
+                        Ok(json!({"ok": true, "removed": s.name})),
                         Some(s.key),
                     )
                 }
@@ -417,7 +412,7 @@ impl Engine {
                         log::info!("streamer {} has a new key", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
-                            Reply::json(200, json!({"ok": true, "name": name, "key": key})),
+                            Ok(json!({"ok": true, "name": name, "key": key})),
                             Some(old),
                         )
                     }
@@ -434,9 +429,7 @@ impl Engine {
                         );
                         self.set_registry(reg);
                         (
-                            Reply::json(
-                                200,
-                                json!({"ok": true, "name": name, "slot_seconds": slot_seconds}),
+                            Ok(json!({"ok": true, "name": name, "slot_seconds": slot_seconds}),
                             ),
                             None,
                         )
@@ -456,9 +449,7 @@ impl Engine {
                         }
                         self.set_registry(reg);
                         (
-                            Reply::json(
-                                200,
-                                json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
+                            Ok(json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
                             ),
                             None,
                         )

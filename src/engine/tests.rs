@@ -5,10 +5,16 @@
 use std::time::Duration;
 
 use super::memory::Harness;
+use super::{Answer, Why};
 use crate::moderation::Request;
 
-fn ok(r: &super::Reply) {
-    assert_eq!(r.status, 200, "{}", r.body);
+fn ok(r: &Answer) {
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// What kind of refusal an answer is (None: not refused).
+fn why(r: &Answer) -> Option<Why> {
+    r.as_ref().err().map(|e| e.why)
 }
 
 #[test]
@@ -70,7 +76,7 @@ fn slot_end_switches_and_drops_the_old_publisher_after_the_cut() {
     );
     // The cut: bob on screen, alice disconnected.
     h.set_cut(true);
-    h.health();
+    h.wake();
     assert_eq!(h.queue(), ["bob"]);
     assert_eq!(h.status()["on_air"]["name"], "bob");
     assert_eq!(h.drops(), ["alice"]);
@@ -99,7 +105,7 @@ fn a_kick_blocks_rejoins_until_the_block_ends() {
     }));
     assert_eq!(h.queue(), ["bob"]);
     assert_eq!(h.drops(), ["alice"]);
-    assert_eq!(h.publish("alice").status, 403);
+    assert_eq!(why(&h.publish("alice")), Some(Why::Forbidden));
     h.advance(Duration::from_secs(31));
     ok(&h.publish("alice"));
     assert_eq!(h.queue(), ["bob", "alice"]);
@@ -113,7 +119,7 @@ fn a_relay_given_up_on_skips_the_streamer_durably() {
     if let Ok(mut l) = h.relay.lock() {
         l.give_up = Some("alice".into());
     }
-    h.health();
+    h.wake();
     assert_eq!(h.queue(), ["bob"]);
     let dir = h.shutdown();
     let h = Harness::start_in(dir, "");
@@ -129,9 +135,12 @@ fn a_disk_that_cannot_be_written_answers_503_and_loses_nothing_said_ok() {
     let snap = h.dir.0.join("queue.tmp");
     std::fs::create_dir_all(snap.join("x")).expect("block the snapshot");
     let r = h.publish("bob");
-    assert_eq!(r.status, 503, "{}", r.body);
-    assert!(r.body.contains("cannot persist"), "{}", r.body);
-    assert_eq!(h.health().status, 503);
+    assert_eq!(why(&r), Some(Why::Unavailable), "{r:?}");
+    assert!(
+        r.as_ref().is_err_and(|e| e.message.contains("cannot persist")),
+        "{r:?}"
+    );
+    assert_eq!(why(&h.health()), Some(Why::Unavailable));
     assert_eq!(h.queue(), ["alice"], "what was not saved is not shown");
     std::fs::remove_dir_all(&snap).expect("unblock");
     ok(&h.publish("bob"));
@@ -166,6 +175,6 @@ fn reload_applies_queue_settings_at_once() {
     std::fs::write(&path, cfg).expect("write config");
     crate::config::Config::load(&path, false, &crate::config::ProcessEnv).expect("valid config");
     h.tx.send(super::Command::Reload).expect("engine alive");
-    h.health();
+    h.wake();
     assert_eq!(h.status()["slot_seconds"], 90);
 }

@@ -22,7 +22,8 @@
 use serde_json::{Map, Value};
 use tiny_http::Method;
 
-use crate::engine::{Reply, StreamerRequest};
+use super::Reply;
+use crate::engine::StreamerRequest;
 use crate::moderation::Request;
 
 /// What an admin API call asks the engine for.

@@ -6,6 +6,7 @@
 mod admin_api;
 mod console;
 mod overlay;
+mod reply;
 pub mod session;
 
 use std::io::Read;
@@ -20,7 +21,10 @@ use serde_json::json;
 use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
 use crate::auth;
-use crate::engine::{self, Command, Reply, Responder, Settings, Shared, View};
+use crate::engine::{self, Command, Responder, Settings, Shared, View};
+use crate::log::warn_limited;
+use crate::refusal::Refusal;
+pub use reply::Reply;
 use crate::hook::{Hook, HookKind};
 use crate::log::escape;
 use crate::moderation;
@@ -459,17 +463,17 @@ fn handle(mut req: Request, ctx: &Ctx) {
         // Metrics: counted when answered, whoever answers (engine or here).
         let timer = crate::metrics::HookTimer::start(&ctx.metrics, kind.as_str());
         return match hook(kind, form, ctx) {
-            Answer::Now(r) => {
+            Route::Now(r) => {
                 timer.done(r.status);
                 respond(req, r, &[])
             }
-            Answer::Engine(make) => forward(
+            Route::Engine(make) => forward(
                 ctx,
                 req,
                 Box::new(move |reply: Responder| {
-                    make(Responder::new(move |r: Reply| {
-                        timer.done(r.status);
-                        reply.send(r)
+                    make(Responder::new(move |a| {
+                        timer.done(reply::status_of(&a));
+                        reply.send(a)
                     }))
                 }),
             ),
@@ -562,8 +566,8 @@ fn handle(mut req: Request, ctx: &Ctx) {
             }
             ctx.metrics.admin_request(path);
             match admin(path, &body) {
-                Answer::Now(r) => (r, false),
-                Answer::Engine(make) => return forward(ctx, req, make),
+                Route::Now(r) => (r, false),
+                Route::Engine(make) => return forward(ctx, req, make),
             }
         }
         #[cfg(feature = "test-hooks")]
@@ -687,15 +691,15 @@ fn authorize(
     Ok(())
 }
 
-fn admin(path: &str, body: &str) -> Answer {
+fn admin(path: &str, body: &str) -> Route {
     match path {
         // The seed's names for the same moderation requests as /api/skip
         // and /api/clear: one decision, one log line, one answer.
-        "/kill_ffmpeg" => Answer::Engine(Box::new(|reply| Command::Moderate {
+        "/kill_ffmpeg" => Route::Engine(Box::new(|reply| Command::Moderate {
             req: moderation::Request::Skip,
             reply,
         })),
-        "/clear-queue" => Answer::Engine(Box::new(|reply| Command::Moderate {
+        "/clear-queue" => Route::Engine(Box::new(|reply| Command::Moderate {
             req: moderation::Request::Clear,
             reply,
         })),
@@ -703,7 +707,7 @@ fn admin(path: &str, body: &str) -> Answer {
             let names: Vec<String> = match serde_json::from_str(body) {
                 Ok(n) => n,
                 Err(e) => {
-                    return Answer::Now(Reply::error(
+                    return Route::Now(Reply::error(
                         400,
                         format!("body must be a JSON array of names, e.g. [\"a\",\"b\"]: {e}"),
                     ))
@@ -715,9 +719,9 @@ fn admin(path: &str, body: &str) -> Answer {
                 (1..=64).contains(&n.chars().count()) && !n.chars().any(char::is_control)
             };
             if let Some(bad) = names.iter().find(|n| !valid(n)) {
-                return Answer::Now(Reply::error(400, format!("invalid name {bad:?}")));
+                return Route::Now(Reply::error(400, format!("invalid name {bad:?}")));
             }
-            Answer::Engine(Box::new(|reply| Command::Moderate {
+            Route::Engine(Box::new(|reply| Command::Moderate {
                 req: moderation::Request::Order { names },
                 reply,
             }))
@@ -725,18 +729,18 @@ fn admin(path: &str, body: &str) -> Answer {
     }
 }
 
-fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
+fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Route {
     let h = match Hook::parse(kind, form) {
         Ok(h) => h,
         Err(e) => {
             warn_limited(format_args!("refused {}: {e}", kind.as_str()));
-            return Answer::Now(Reply::error(400, e.to_string()));
+            return Route::Now(Reply::error(400, e.to_string()));
         }
     };
     let s = engine::read(&ctx.settings);
     let now = match kind {
         HookKind::Publish if h.app == s.ingest_app => {
-            return Answer::Engine(Box::new(move |reply| Command::Publish {
+            return Route::Engine(Box::new(move |reply| Command::Publish {
                 key: h.name,
                 client_id: h.client_id,
                 addr: h.addr,
@@ -771,7 +775,7 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
             )
         }
         HookKind::PublishDone if h.app == s.ingest_app => {
-            return Answer::Engine(Box::new(move |reply| Command::PublishDone {
+            return Route::Engine(Box::new(move |reply| Command::PublishDone {
                 key: h.name,
                 client_id: h.client_id,
                 reply,
@@ -796,12 +800,12 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Answer {
         // on_done also fires for players: it never dequeues anyone.
         _ => Reply::json(200, json!({"ok": true})),
     };
-    Answer::Now(now)
+    Route::Now(now)
 }
 
 /// What a route decided: an answer now, or a command for the engine, which
 /// answers the client itself once the change is durable.
-enum Answer {
+enum Route {
     Now(Reply),
     Engine(Box<dyn FnOnce(Responder) -> Command>),
 }
@@ -810,20 +814,19 @@ enum Answer {
 /// queue means the engine is far behind: answer 503 at once rather than
 /// queue without bound.
 fn forward(ctx: &Ctx, req: Request, make: Box<dyn FnOnce(Responder) -> Command>) {
-    let cmd = make(Responder::new(move |r| respond(req, r, &[])));
+    let cmd = make(Responder::new(move |a| {
+        respond(req, Reply::from_answer(a), &[])
+    }));
     if let Err(e) = ctx.engine.try_send(cmd) {
         let busy = matches!(e, crossbeam_channel::TrySendError::Full(_));
         if busy {
             warn_limited(format_args!("the engine is overloaded; answering 503"));
         }
-        e.into_inner().answer(Reply::error(
-            503,
-            if busy {
-                "engine busy; try again"
-            } else {
-                "shutting down"
-            },
-        ));
+        e.into_inner().answer(Err(Refusal::unavailable(if busy {
+            "engine busy; try again"
+        } else {
+            "shutting down"
+        })));
     }
 }
 
@@ -889,24 +892,6 @@ fn respond_body(req: Request, status: u16, body: impl SizedBody, extra: &[(&str,
     }
     // The client may have gone away; nothing to do about it.
     let _ = req.respond(resp);
-}
-
-/// Bad requests are logged, but a flood of them must not flood the journal:
-/// at most 5 lines a second, then one line saying how many were dropped.
-pub(crate) fn warn_limited(args: std::fmt::Arguments) {
-    static WINDOW: AtomicU64 = AtomicU64::new(0);
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let sec = engine::unix_ms() / 1000;
-    let prev = WINDOW.swap(sec, Ordering::Relaxed);
-    if prev != sec {
-        let dropped = COUNT.swap(0, Ordering::Relaxed).saturating_sub(5);
-        if dropped > 0 {
-            log::warn!("{dropped} more refused requests not logged");
-        }
-    }
-    if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
-        log::warn!("{args}");
-    }
 }
 
 #[cfg(test)]
