@@ -8,6 +8,7 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod hooks;
 #[cfg(test)]
 mod memory;
 mod names;
@@ -38,10 +39,10 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::events::{Event, Events};
+use crate::events::Events;
 use crate::moderation::Policy;
 use crate::obs::{BroadcastState, ObsStatus};
-use crate::queue::{Op, Outcome, State};
+use crate::queue::{Op, State};
 use crate::registry::{FileSig, Registry};
 use crate::relay::{RelayEvent, RelayView};
 use crate::store::Store;
@@ -154,6 +155,9 @@ pub struct EngineParts {
     /// `[recording]` on: the recorder thread, told of every cut.
     pub recorder: Option<crate::recording::Recorder>,
     pub events: Events,
+    /// The keys nginx's stat page listed as publishing at start (None:
+    /// unknown): the rest of the saved queue left while we were down.
+    pub published: Option<Vec<String>>,
 }
 
 impl Engine {
@@ -172,6 +176,7 @@ impl Engine {
             obs: obs_launcher,
         } = p.io;
         let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
+        let published = p.published;
         let now = clock.now();
         let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
         let pages = Arc::new(crate::pages::Pages::new(
@@ -236,6 +241,7 @@ impl Engine {
         };
         e.sync_secret();
         e.refresh_registry(true);
+        e.drop_gone(published.as_deref());
         match control(e.cfg.rtmp.control_url.clone()) {
             Ok(c) => e.control = Some(c),
             Err(err) => log::error!("cannot start the nginx control thread: {err}"),
@@ -338,72 +344,9 @@ impl Engine {
                     addr,
                     reply,
                 } => {
-                    if self.shutting_down {
-                        replies.push((reply, Err(Refusal::unavailable("shutting down")), false));
-                        continue;
-                    }
-                    if let Err(r) = self.admit(&key, &addr) {
-                        replies.push((reply, Err(r), false));
-                        continue;
-                    }
-                    let max = self.cfg.queue.max_length;
-                    if self.state.len() >= max && !self.state.contains(&key) {
-                        crate::log::warn_limited(format_args!(
-                            "refused a publish from {}: the queue is full ({max} streamers, [queue] max_length)",
-                            if addr.is_empty() { "an unknown address" } else { &addr }
-                        ));
-                        replies.push((
-                            reply,
-                            Err(Refusal::new(
-                                Why::Full,
-                                format!("the queue is full ({max} streamers); try again later"),
-                            )),
-                            false,
-                        ));
-                        continue;
-                    }
-                    let op = Op::Publish {
-                        key: key.clone(),
-                        client_id,
-                        addr: addr.clone(),
-                        at: now_ms,
-                    };
-                    let out = self.state.apply(&op);
-                    let r = match &out {
-                        Outcome::Queued { position, new } => {
-                            if *new {
-                                self.emit(Event::Joined {
-                                    name: self.display(&key),
-                                    position: *position,
-                                });
-                                log::info!(
-                                    "{} joined the queue at position {} (client {}, {addr})",
-                                    self.display(&key),
-                                    position + 1,
-                                    client_id.map_or("-".into(), |c| c.to_string()),
-                                );
-                            } else {
-                                log::info!(
-                                    "{} published again (client {}), already queued at position {}",
-                                    self.display(&key),
-                                    client_id.map_or("-".into(), |c| c.to_string()),
-                                    position + 1
-                                );
-                            }
-                            Ok(json!({"ok": true, "position": position}))
-                        }
-                        Outcome::Blocked { until } => {
-                            self.refuse_blocked(&key, &addr, *until, now_ms)
-                        }
-                        other => Err(Refusal::new(
-                            Why::Internal,
-                            format!("unexpected outcome {other:?}"),
-                        )),
-                    };
-                    let changed = out.changed();
-                    if changed {
-                        ops.push(op);
-                    }
+                    let (r, op) = self.on_publish(key, client_id, addr, now_ms);
+                    let changed = op.is_some();
+                    ops.extend(op);
                     replies.push((reply, r, changed));
                 }
                 Command::PublishDone {
@@ -411,38 +354,9 @@ impl Engine {
                     client_id,
                     reply,
                 } => {
-                    let op = Op::PublishDone {
-                        key: key.clone(),
-                        client_id,
-                        at: now_ms,
-                    };
-                    let out = self.state.apply(&op);
-                    match &out {
-                        Outcome::Left { was_on_air, .. } => {
-                            self.emit(Event::Left {
-                                name: self.display(&key),
-                            });
-                            if *was_on_air {
-                                log::info!(
-                                    "{} stopped publishing while on air; switching",
-                                    self.display(&key)
-                                );
-                                self.kill_now = Some(key.clone());
-                            } else {
-                                log::info!("{} left the queue", self.display(&key));
-                            }
-                        }
-                        Outcome::SessionEnded => log::info!(
-                            "a second publish of {} (client {}) ended; the first stays queued",
-                            self.display(&key),
-                            client_id.map_or("-".into(), |c| c.to_string())
-                        ),
-                        _ => {}
-                    }
-                    let changed = out.changed();
-                    if changed {
-                        ops.push(op);
-                    }
+                    let op = self.on_publish_done(key, client_id, now_ms);
+                    let changed = op.is_some();
+                    ops.extend(op);
                     replies.push((reply, Ok(json!({"ok": true})), changed));
                 }
                 Command::Moderate { req, reply } => {

@@ -392,7 +392,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     };
     let admin_token = secret_at(auth::admin_token_path(&cfg, &state_dir), "admin token")?;
     let hook_secret = secret_at(auth::hook_secret_path(&cfg, &state_dir), "hook secret")?;
-    let (mut store, mut state, report) =
+    let (store, state, report) =
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
@@ -412,7 +412,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
     );
 
-    reconcile_with_nginx(&cfg, &mut store, &mut state);
+    let published = published_at_start(&cfg, state.len());
 
     let limits = motherstream::http::limits(&cfg.http);
     if let Some(nofile) = motherstream::sys::open_files_limit() {
@@ -491,6 +491,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }),
         io: motherstream::engine::ports::Io::real(),
         events: motherstream::events::Events::new(metrics, sinks),
+        published,
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
@@ -520,49 +521,23 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Publishers may have left while we were down (their publish_done hooks
-/// went nowhere): ask nginx's stat page who is still publishing and drop the
-/// rest, durably, before serving. Runs before the hook server listens, so no
-/// publish can race it. nginx unreachable: keep the queue as saved.
-fn reconcile_with_nginx(cfg: &Config, store: &mut Store, state: &mut motherstream::queue::State) {
-    use motherstream::{moderation, nginx, registry};
-    if cfg.rtmp.stat_url.is_empty() || state.is_empty() {
-        return;
+/// Who is publishing according to nginx's stat page, read before the hook
+/// server listens so that no publish can race it; the engine drops the
+/// saved entries that are not publishing any more. None: nothing saved,
+/// no stat page, or nginx unreachable (the queue stays as saved).
+fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<String>> {
+    if cfg.rtmp.stat_url.is_empty() || queued == 0 {
+        return None;
     }
-    let published = match nginx::published(&cfg.rtmp.stat_url, &cfg.rtmp.ingest_app) {
-        Ok(p) => p,
+    match motherstream::nginx::published(&cfg.rtmp.stat_url, &cfg.rtmp.ingest_app) {
+        Ok(p) => Some(p),
         Err(e) => {
             log::warn!(
-                "cannot read nginx's stat page {} ({e}); keeping the {} queued entries as saved",
-                cfg.rtmp.stat_url,
-                state.len()
+                "cannot read nginx's stat page {} ({e}); keeping the {queued} queued entries as saved",
+                cfg.rtmp.stat_url
             );
-            return;
+            None
         }
-    };
-    let Some(op) = moderation::gone(state, &published, engine::unix_ms()) else {
-        log::info!(
-            "all {} queued streamers are still publishing (nginx stat)",
-            state.len()
-        );
-        return;
-    };
-    // An unreadable registry still means "in use": no key in the log.
-    let reg = registry::load(&cfg.state_dir())
-        .unwrap_or_else(|_| registry::Registry::from_streamers(Vec::new(), true));
-    if let motherstream::queue::Op::Gone { keys, .. } = &op {
-        let names: Vec<String> = keys.iter().map(|k| reg.display(k)).collect();
-        log::info!(
-            "dropping {} queued streamers whose publishers left while motherstream was down: {}",
-            names.len(),
-            names.join(", ")
-        );
-    }
-    let before = state.clone();
-    state.apply(&op);
-    if let Err(e) = store.append(std::slice::from_ref(&op), state) {
-        log::error!("{e}; keeping the queue as saved");
-        *state = before;
     }
 }
 

@@ -128,6 +128,12 @@ impl Harness {
     }
 
     pub fn start_in(dir: ScratchDir, toml: &str) -> Harness {
+        Harness::restart_in(dir, toml, None)
+    }
+
+    /// Start over a state dir as the daemon does, nginx's stat page
+    /// listing `published` (None: unreadable).
+    pub fn restart_in(dir: ScratchDir, toml: &str, published: Option<Vec<String>>) -> Harness {
         let mut cfg = Config::parse(toml).expect("test config");
         cfg.state.dir = dir.0.display().to_string();
         let clock = ManualClock::new();
@@ -173,6 +179,7 @@ impl Harness {
                 Arc::new(crate::metrics::Metrics::new()),
                 Vec::new(),
             ),
+            published,
         };
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {

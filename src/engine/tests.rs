@@ -178,3 +178,22 @@ fn reload_applies_queue_settings_at_once() {
     h.wake();
     assert_eq!(h.status()["slot_seconds"], 90);
 }
+
+#[test]
+fn publishers_gone_while_down_are_dropped_durably_at_start() {
+    let mut h = Harness::start("eng-gone", "");
+    for k in ["alice", "bob", "carol"] {
+        ok(&h.publish(k));
+    }
+    let dir = h.shutdown();
+    // nginx unreadable: the queue stays as saved.
+    let h = Harness::restart_in(dir, "", None);
+    assert_eq!(h.queue(), ["alice", "bob", "carol"]);
+    // Only bob still publishes: alice and carol left while we were down.
+    let h = Harness::restart_in(h.shutdown(), "", Some(vec!["bob".into()]));
+    assert_eq!(h.queue(), ["bob"]);
+    assert_eq!(h.status()["on_air"]["name"], "bob");
+    // That was saved: a start without nginx keeps it.
+    let h = Harness::restart_in(h.shutdown(), "", None);
+    assert_eq!(h.queue(), ["bob"]);
+}
