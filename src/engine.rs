@@ -21,8 +21,8 @@ mod streamers;
 mod tests;
 mod view;
 
-pub use command::{Command, Responder};
 pub use crate::refusal::{Answer, Refusal, Why};
+pub use command::{Command, Responder};
 pub use names::Names;
 pub use streamers::StreamerRequest;
 pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};

@@ -332,8 +332,8 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refusal::Why;
     use crate::queue::Outcome;
+    use crate::refusal::Why;
     use crate::registry::Streamer;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

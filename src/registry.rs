@@ -652,7 +652,10 @@ mod tests {
             r.set_link("bob", "bad token".into()).unwrap_err().why(),
             Why::Invalid
         );
-        assert_eq!(r.set_link("zed", "z".repeat(32)).unwrap_err().why(), Why::NotFound);
+        assert_eq!(
+            r.set_link("zed", "z".repeat(32)).unwrap_err().why(),
+            Why::NotFound
+        );
         r.set_link("DJ Alice", "m".repeat(32)).unwrap();
         assert!(r.by_link(&"l".repeat(32)).is_none(), "the old link is dead");
         assert_eq!(r.by_link(&"m".repeat(32)).unwrap().name, "DJ Alice");

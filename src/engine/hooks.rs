@@ -46,7 +46,10 @@ impl Engine {
         };
         let out = self.state.apply(&op);
         let r = match &out {
-            Outcome::Queued { position, new: true } => {
+            Outcome::Queued {
+                position,
+                new: true,
+            } => {
                 self.emit(Event::Joined {
                     name: self.display(&key),
                     position: *position,

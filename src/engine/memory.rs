@@ -248,6 +248,10 @@ impl Harness {
         self.ask(|reply| Command::Moderate { req, reply })
     }
 
+    pub fn streamers(&self, req: super::StreamerRequest) -> Answer {
+        self.ask(|reply| Command::Streamers { req, reply })
+    }
+
     /// Move the clock and let the engine see it.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);

@@ -91,7 +91,10 @@ impl Engine {
         }
         Err(Refusal::new(
             Why::Forbidden,
-            format!("blocked from rejoining for another {} s", secs_left(until, now)),
+            format!(
+                "blocked from rejoining for another {} s",
+                secs_left(until, now)
+            ),
         ))
     }
 
@@ -209,7 +212,12 @@ impl Engine {
 
     /// A moderator's request: plan, apply, log; returns the answer and
     /// whether it changed the queue state (to be saved before answering).
-    pub(super) fn moderate(&mut self, req: &Request, now: u64, ops: &mut Vec<Op>) -> (Answer, bool) {
+    pub(super) fn moderate(
+        &mut self,
+        req: &Request,
+        now: u64,
+        ops: &mut Vec<Op>,
+    ) -> (Answer, bool) {
         let op = match moderation::plan(req, &self.state, &self.registry, &self.cfg.queue, now) {
             Ok(op) => op,
             Err(r) => return (Err(r), false),
@@ -360,10 +368,7 @@ impl Engine {
                         v
                     })
                     .collect();
-                return (
-                    Ok(json!({"ok": true, "streamers": list})),
-                    false,
-                );
+                return (Ok(json!({"ok": true, "streamers": list})), false);
             }
             StreamerRequest::Add { name, slot_seconds } => {
                 let r = registry::update(&dir, |r| {
@@ -381,7 +386,8 @@ impl Engine {
                         log::info!("streamer {} added", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
-                            Ok(json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
+                            Ok(
+                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
                             ),
                             None,
                         )
@@ -393,10 +399,7 @@ impl Engine {
                 Ok((s, reg)) => {
                     log::info!("streamer {} removed", crate::log::escape(&s.name));
                     self.set_registry(reg);
-                    (
-                        Ok(json!({"ok": true, "removed": s.name})),
-                        Some(s.key),
-                    )
+                    (Ok(json!({"ok": true, "removed": s.name})), Some(s.key))
                 }
                 Err(e) => return err(e),
             },
@@ -411,10 +414,7 @@ impl Engine {
                     Ok(((name, key, old), reg)) => {
                         log::info!("streamer {} has a new key", crate::log::escape(&name));
                         self.set_registry(reg);
-                        (
-                            Ok(json!({"ok": true, "name": name, "key": key})),
-                            Some(old),
-                        )
+                        (Ok(json!({"ok": true, "name": name, "key": key})), Some(old))
                     }
                     Err(e) => return err(e),
                 }
@@ -429,8 +429,7 @@ impl Engine {
                         );
                         self.set_registry(reg);
                         (
-                            Ok(json!({"ok": true, "name": name, "slot_seconds": slot_seconds}),
-                            ),
+                            Ok(json!({"ok": true, "name": name, "slot_seconds": slot_seconds})),
                             None,
                         )
                     }
@@ -449,7 +448,8 @@ impl Engine {
                         }
                         self.set_registry(reg);
                         (
-                            Ok(json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
+                            Ok(
+                                json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
                             ),
                             None,
                         )

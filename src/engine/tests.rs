@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::memory::Harness;
-use super::{Answer, Why};
+use super::{Answer, StreamerRequest, Why};
 use crate::moderation::Request;
 
 fn ok(r: &Answer) {
@@ -137,7 +137,8 @@ fn a_disk_that_cannot_be_written_answers_503_and_loses_nothing_said_ok() {
     let r = h.publish("bob");
     assert_eq!(why(&r), Some(Why::Unavailable), "{r:?}");
     assert!(
-        r.as_ref().is_err_and(|e| e.message.contains("cannot persist")),
+        r.as_ref()
+            .is_err_and(|e| e.message.contains("cannot persist")),
         "{r:?}"
     );
     assert_eq!(why(&h.health()), Some(Why::Unavailable));
@@ -196,4 +197,57 @@ fn publishers_gone_while_down_are_dropped_durably_at_start() {
     // That was saved: a start without nginx keeps it.
     let h = Harness::restart_in(h.shutdown(), "", None);
     assert_eq!(h.queue(), ["bob"]);
+}
+
+/// Moved from tests/streamers.rs (which keeps the nginx half: the slot end
+/// disconnects the publisher, their encoder's reconnect is refused): the
+/// timing of a per-streamer slot and of the rejoin block, on a manual clock.
+#[test]
+fn a_short_slot_ends_blocks_the_rejoin_and_the_block_ends() {
+    let mut h = Harness::start(
+        "eng-short-slot",
+        "[queue]\nrequire_registered = true\nrejoin_block_seconds = 6\n",
+    );
+    let key = |r: Answer| {
+        r.ok()
+            .and_then(|v| v["key"].as_str().map(str::to_string))
+            .expect("a new key")
+    };
+    let alice = key(h.streamers(StreamerRequest::Add {
+        name: "alice".into(),
+        slot_seconds: Some(4),
+    }));
+    let bob = key(h.streamers(StreamerRequest::Add {
+        name: "bob".into(),
+        slot_seconds: None,
+    }));
+    ok(&h.publish(&alice));
+    ok(&h.publish(&bob));
+    let st = h.status();
+    assert_eq!(st["on_air"]["slot_left_s"], 4, "{st}");
+    assert!(st["on_air"]["slot_ends_at"].as_u64().is_some(), "{st}");
+    assert_eq!(st["next_up"], "bob");
+    h.advance(Duration::from_millis(3900));
+    assert_eq!(h.queue(), ["alice", "bob"], "not before 4 s");
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.queue(), ["bob"]);
+    assert_eq!(h.drops(), [alice.clone()], "alice disconnected");
+    let st = h.status();
+    assert_eq!(st["on_air"]["name"], "bob");
+    assert_eq!(st["on_air"]["slot_left_s"], serde_json::Value::Null, "{st}");
+    assert_eq!(st["blocked"][0]["name"], "alice", "{st}");
+    // Her encoder reconnects at once: refused while blocked...
+    let r = h.publish(&alice);
+    assert_eq!(why(&r), Some(Why::Forbidden), "{r:?}");
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.message.contains("blocked from rejoining for another 6 s")),
+        "{r:?}"
+    );
+    h.advance(Duration::from_millis(5900));
+    assert_eq!(why(&h.publish(&alice)), Some(Why::Forbidden));
+    // ...and accepted once the block is over, 6 s after the kick.
+    h.advance(Duration::from_millis(200));
+    ok(&h.publish(&alice));
+    assert_eq!(h.queue(), ["bob", "alice"]);
 }

@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use tiny_http::Method;
 
 use super::session::{self, Check};
-use super::{Ctx, Heads};
-use crate::log::warn_limited;
 use super::Reply;
+use super::{Ctx, Heads};
 use crate::engine::{self, Settings};
+use crate::log::warn_limited;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
 const ADMIN_JS: &str = include_str!("console/admin.js");

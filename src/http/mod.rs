@@ -22,13 +22,13 @@ use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
 use crate::auth;
 use crate::engine::{self, Command, Responder, Settings, Shared, View};
-use crate::log::warn_limited;
-use crate::refusal::Refusal;
-pub use reply::Reply;
 use crate::hook::{Hook, HookKind};
 use crate::log::escape;
+use crate::log::warn_limited;
 use crate::moderation;
+use crate::refusal::Refusal;
 use crate::secret::ct_eq;
+pub use reply::Reply;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
 pub const MAX_BODY: usize = 64 * 1024;
