@@ -458,6 +458,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         recordings: recorder.as_ref().map(|r| r.inbox()),
         sessions: Default::default(),
         metrics: metrics.clone(),
+        answers: Default::default(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(

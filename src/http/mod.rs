@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
@@ -55,11 +55,48 @@ pub struct Ctx {
     /// Console logins (cookie sessions with their CSRF tokens).
     pub sessions: session::Sessions,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Answers the engine decided, written to their sockets by the
+    /// `http-reply` threads: the engine thread never writes a socket (a
+    /// client that does not read, or a slow response pipelined ahead of
+    /// this one on the same connection, could block it).
+    pub answers: Answers,
 }
+
+/// The queue between the engine's responders and the reply writers.
+pub struct Answers {
+    tx: Sender<Option<(Request, Reply)>>,
+    rx: Receiver<Option<(Request, Reply)>>,
+}
+
+impl Default for Answers {
+    fn default() -> Answers {
+        // Unbounded, yet bounded by what can be pending: the command queue
+        // (MAX_PENDING) and the connection cap.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Answers { tx, rx }
+    }
+}
+
+/// Queue an answer for the reply writers.
+/// Queue an answer for the reply writers. The queue holds its own
+/// receiver, so a send cannot fail while the daemon runs; were it ever
+/// closed, the answer is written here rather than lost.
+fn send_answer(tx: &Sender<Option<(Request, Reply)>>, req: Request, reply: Reply) {
+    if let Err(e) = tx.send(Some((req, reply))) {
+        if let Some((req, reply)) = e.into_inner() {
+            respond(req, reply, &[]);
+        }
+    }
+}
+
+/// How many threads write the engine's answers (each may wait up to the
+/// write deadline on a client that does not read).
+const REPLY_WRITERS: usize = 2;
 
 pub struct HttpPool {
     server: Arc<Server>,
     workers: Vec<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     ctx: Arc<Ctx>,
     liveness: Arc<Liveness>,
 }
@@ -159,9 +196,23 @@ impl HttpPool {
                     .spawn(move || worker(&server, &ctx, &live, i))?,
             );
         }
+        let mut writers = Vec::with_capacity(REPLY_WRITERS);
+        for i in 0..REPLY_WRITERS {
+            let rx = ctx.answers.rx.clone();
+            writers.push(
+                std::thread::Builder::new()
+                    .name(format!("http-reply-{i}"))
+                    .spawn(move || {
+                        while let Ok(Some((req, reply))) = rx.recv() {
+                            respond(req, reply, &[]);
+                        }
+                    })?,
+            );
+        }
         Ok(HttpPool {
             server,
             workers,
+            writers,
             ctx,
             liveness,
         })
@@ -179,6 +230,13 @@ impl HttpPool {
             self.server.unblock();
         }
         for w in self.workers {
+            let _ = w.join();
+        }
+        // Answers already queued are written first (the channel is FIFO).
+        for _ in 0..self.writers.len() {
+            let _ = self.ctx.answers.tx.send(None);
+        }
+        for w in self.writers {
             let _ = w.join();
         }
     }
@@ -814,8 +872,9 @@ enum Route {
 /// queue means the engine is far behind: answer 503 at once rather than
 /// queue without bound.
 fn forward(ctx: &Ctx, req: Request, make: Box<dyn FnOnce(Responder) -> Command>) {
+    let tx = ctx.answers.tx.clone();
     let cmd = make(Responder::new(move |a| {
-        respond(req, Reply::from_answer(a), &[])
+        send_answer(&tx, req, Reply::from_answer(a))
     }));
     if let Err(e) = ctx.engine.try_send(cmd) {
         let busy = matches!(e, crossbeam_channel::TrySendError::Full(_));
