@@ -193,6 +193,9 @@ pub struct Events {
     /// Why a streamer taken off will be off air when the cut comes: the
     /// decision comes first, the cut (on the next keyframe) after.
     reasons: HashMap<String, OffAirReason>,
+    /// OBS was reported lost and not back yet: "back" follows a loss only
+    /// (not the first connection, nor one after OBS control was off).
+    obs_lost: bool,
 }
 
 impl Events {
@@ -201,11 +204,17 @@ impl Events {
             metrics,
             sinks,
             reasons: HashMap::new(),
+            obs_lost: false,
         }
     }
 
     /// Count and notify; never blocks.
     pub fn emit(&mut self, ev: Event) {
+        match ev {
+            Event::ObsLost { .. } => self.obs_lost = true,
+            Event::ObsBack if !std::mem::take(&mut self.obs_lost) => return,
+            _ => {}
+        }
         if let Some((name, reason)) = ev.off_air_reason() {
             if self.reasons.len() >= MAX_REASONS {
                 self.reasons.clear();
@@ -267,6 +276,28 @@ mod tests {
             switch_latency: Duration::ZERO,
         });
         assert_eq!(e.off_air_reason("D"), OffAirReason::Replaced);
+    }
+
+    #[test]
+    fn obs_is_back_only_after_it_was_lost() {
+        let metrics = Arc::new(Metrics::new());
+        let mut e = Events::new(metrics.clone(), Vec::new());
+        let back = |m: &Metrics| {
+            m.render(&crate::engine::View::default(), 0)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("motherstream_events_total{kind=\"obs_back\"} ")
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "0".into())
+        };
+        // The first connection (OBS was not up when the daemon started).
+        e.emit(Event::ObsBack);
+        assert_eq!(back(&metrics), "0");
+        e.emit(Event::ObsLost { reason: "x".into() });
+        e.emit(Event::ObsBack);
+        e.emit(Event::ObsBack);
+        assert_eq!(back(&metrics), "1", "once per loss");
     }
 
     #[test]

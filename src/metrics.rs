@@ -182,7 +182,7 @@ impl Metrics {
                 self.source_restarts.inc();
             }
             Event::OutputFailed { .. } => {
-                self.output_restarts.inc();
+                self.output_failed();
                 self.output_up.set(0);
             }
             Event::OutputRecovered => {
@@ -190,6 +190,12 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// The output died or could not start (each time, also while it is
+    /// already down: the event is sent once per outage).
+    pub fn output_failed(&self) {
+        self.output_restarts.inc();
     }
 
     pub fn hook_answered(&self, endpoint: &'static str, status: u16, took: Duration) {
@@ -285,12 +291,14 @@ mod tests {
             switch_latency: Duration::from_millis(300),
         });
         m.observe(&Event::OutputFailed { detail: "x".into() });
+        // Dead again before it was back: counted, not an event.
+        m.output_failed();
         m.hook_answered("on_publish", 200, Duration::from_millis(2));
         let text = m.render(&View::default(), 0);
         for want in [
             "motherstream_switches_total{reason=\"slot_ended\"} 1",
             "motherstream_cut_latency_seconds_count 1",
-            "motherstream_output_restarts_total 1",
+            "motherstream_output_restarts_total 2",
             "motherstream_output_up 0",
             "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"} 1",
             "motherstream_queue_length 0",

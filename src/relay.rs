@@ -164,6 +164,9 @@ pub enum Notice {
     SourceBack { key: String, failures: u32 },
     /// The output ffmpeg died or cannot start (OBS sees a reconnect).
     OutputFailed { why: String },
+    /// It died or failed to start again before it was back: counted in
+    /// the metrics, not told again (one outage, one message).
+    OutputFailedAgain,
     /// The output has run a while again after a failure.
     OutputBack,
 }

@@ -127,6 +127,7 @@ impl Engine {
                     failures,
                 }),
                 Notice::OutputFailed { why } => self.emit(Event::OutputFailed { detail: why }),
+                Notice::OutputFailedAgain => self.events.metrics().output_failed(),
                 Notice::OutputBack => self.emit(Event::OutputRecovered),
             }
         }

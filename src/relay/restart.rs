@@ -339,16 +339,28 @@ impl RestartRelay {
             }
             Err(e) => {
                 log::error!("cannot start relay {:?} for {name}: {e}", self.spec.ffmpeg);
-                self.failed(key.to_string(), now, notices)
+                let why = format!("cannot start ffmpeg: {e}");
+                self.failed(key.to_string(), why, now, notices)
             }
         }
     }
 
-    /// Count a failure of the on-air key's relay: back off, or give the
-    /// streamer up after too many.
-    fn failed(&mut self, key: String, now: Instant, notices: &mut Vec<Notice>) -> Phase {
+    /// Count a failure of the on-air key's relay (reported, `why`): back
+    /// off, or give the streamer up after too many.
+    fn failed(
+        &mut self,
+        key: String,
+        why: String,
+        now: Instant,
+        notices: &mut Vec<Notice>,
+    ) -> Phase {
         self.health.failures += 1;
         let n = self.health.failures;
+        notices.push(Notice::SourceFailed {
+            key: key.clone(),
+            why,
+            failures: n,
+        });
         let max = self.spec.max_failures;
         let name = self.name(&key);
         if n >= max {
@@ -393,6 +405,13 @@ impl RestartRelay {
                                 now.duration_since(r.started).as_millis()
                             );
                             let key = r.key.clone();
+                            // Live again after failing: recovered.
+                            if self.health.failures > 0 && self.health.key == key {
+                                notices.push(Notice::SourceBack {
+                                    key: key.clone(),
+                                    failures: self.health.failures,
+                                });
+                            }
                             notices.push(Notice::Cut {
                                 from: self.on_screen.take(),
                                 to: Some(key.clone()),
@@ -432,12 +451,8 @@ impl RestartRelay {
                                 self.name(&key),
                                 super::format_tail(&tail)
                             );
-                            notices.push(Notice::SourceFailed {
-                                key: key.clone(),
-                                why: format!("relay exited ({status})"),
-                                failures: self.health.failures + 1,
-                            });
-                            self.failed(key, now, notices)
+                            let why = format!("relay exited ({status})");
+                            self.failed(key, why, now, notices)
                         } else {
                             Phase::Idle
                         }
@@ -447,7 +462,9 @@ impl RestartRelay {
                         let status = super::describe_exit(relay.reap());
                         log::debug!("relay run {run} stopped ({status})");
                         if failed && desired.as_deref() == Some(key.as_str()) {
-                            self.failed(key, now, notices)
+                            let why =
+                                format!("stalled: no output for {} s", self.spec.stall.as_secs());
+                            self.failed(key, why, now, notices)
                         } else {
                             Phase::Idle
                         }

@@ -196,6 +196,8 @@ impl SpliceRelay {
                     self.pending.push(Notice::OutputFailed {
                         why: format!("cannot start ffmpeg: {e}"),
                     });
+                } else {
+                    self.pending.push(Notice::OutputFailedAgain);
                 }
                 self.output_retry_at = Some(now + d);
             }
@@ -581,6 +583,8 @@ impl SpliceRelay {
                     notices.push(Notice::OutputFailed {
                         why: format!("ffmpeg exited ({status})"),
                     });
+                } else {
+                    notices.push(Notice::OutputFailedAgain);
                 }
             }
             RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}

@@ -10,6 +10,7 @@
 
 pub mod chromium;
 pub mod viewer;
+pub mod webhook;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -1206,6 +1207,26 @@ target = "stderr"
         self.status()["on_air"]["relay"]["state"]
             .as_str()
             .map(str::to_string)
+    }
+
+    /// Who the output shows: on air and cut to (relay "running").
+    pub fn on_screen(&self) -> Option<String> {
+        let s = self.status();
+        (s["on_air"]["relay"]["state"] == "running")
+            .then(|| s["on_air"]["name"].as_str().map(str::to_string))
+            .flatten()
+    }
+
+    /// Wait until the output shows `name`; panics with the status.
+    pub fn wait_on_screen(&self, name: &str, timeout: Duration) {
+        let ok = wait_for(timeout, Duration::from_millis(20), || {
+            (self.on_screen().as_deref() == Some(name)).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{name} not on screen within {timeout:?}: {}",
+            self.status()
+        );
     }
 
     /// Wait until `/queue-json` equals `want`; panics with the last value.

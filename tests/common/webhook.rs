@@ -1,0 +1,168 @@
+//! A webhook receiver for the notification tests: a plain TCP server on a
+//! free loopback port that records every request body (JSON) with its
+//! arrival time, and answers as told (200, 500s then 200, 400, or never).
+//!
+//! Its URL carries a random path token, so a test can check that the URL
+//! never reaches the daemon's log (`Receiver::token`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{random_hex, wait_for};
+
+#[derive(Clone, Copy)]
+pub enum Mode {
+    /// 200 to everything.
+    Ok,
+    /// This many 500s, then 200s.
+    FailFirst(usize),
+    /// 400 to everything.
+    BadRequest,
+    /// Read the request, never answer.
+    Hang,
+}
+
+/// A webhook receiver on a free loopback port; records request bodies.
+pub struct Receiver {
+    pub port: u16,
+    token: String,
+    got: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl Receiver {
+    pub fn start(mode: Mode) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let got: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+        let rec = got.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { break };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let Some(body) = read_request(&s) else {
+                    continue;
+                };
+                let n = {
+                    let mut g = rec.lock().unwrap_or_else(|p| p.into_inner());
+                    g.push((
+                        Instant::now(),
+                        serde_json::from_str(&body).unwrap_or(Value::Null),
+                    ));
+                    g.len()
+                };
+                let status = match mode {
+                    Mode::Ok => "200 OK",
+                    Mode::FailFirst(k) if n <= k => "500 Internal Server Error",
+                    Mode::FailFirst(_) => "200 OK",
+                    Mode::BadRequest => "400 Bad Request",
+                    Mode::Hang => {
+                        held.push(s);
+                        continue;
+                    }
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver {
+            port,
+            token: format!("hook-{}", random_hex(12)),
+            got,
+        }
+    }
+
+    /// The URL to put in `[[notify]] url`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhook/{}", self.port, self.token)
+    }
+
+    /// The secret part of the URL (the part a log must never show).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Panics if the URL, its token or its address is in `log`.
+    pub fn assert_not_in(&self, log: &str) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        for secret in [self.url().as_str(), self.token(), addr.as_str()] {
+            assert!(
+                !log.contains(secret),
+                "the webhook URL ({secret}) reached the daemon's log"
+            );
+        }
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        let g = self.got.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Bodies with their arrival times.
+    pub fn timed(&self) -> Vec<(Instant, Value)> {
+        self.got.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Wait (≤ `timeout`) until `n` bodies arrived; what arrived by then.
+    pub fn wait_count(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        self.wait_until(timeout, |b| b.len() >= n)
+    }
+
+    /// Wait (≤ `timeout`) until `done` holds for the bodies so far; what
+    /// arrived by then (the caller asserts on it).
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        wait_for(timeout, Duration::from_millis(20), || {
+            let b = self.bodies();
+            done(&b).then_some(b)
+        })
+        .unwrap_or_else(|| self.bodies())
+    }
+
+    /// Wait (≤ `timeout`) for a body with `"event": kind` for which `also`
+    /// holds; that body.
+    pub fn wait_event(
+        &self,
+        kind: &str,
+        timeout: Duration,
+        mut also: impl FnMut(&Value) -> bool,
+    ) -> Option<Value> {
+        wait_for(timeout, Duration::from_millis(20), || {
+            self.bodies()
+                .into_iter()
+                .find(|b| b["event"] == kind && also(b))
+        })
+    }
+}
+
+fn read_request(s: &TcpStream) -> Option<String> {
+    let mut r = BufReader::new(s);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len.min(1 << 20)];
+    r.read_exact(&mut body).ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
