@@ -727,6 +727,18 @@ mod tests {
     }
 
     #[test]
+    fn the_file_format_is_unchanged_by_the_key_type() {
+        // streamers.json as every version since 1 wrote it: read and
+        // written again, it comes back byte for byte (keys are plain strings).
+        let d = TempDir::new("format");
+        let text = "{\n  \"version\": 1,\n  \"streamers\": [\n    {\n      \"name\": \"alice\",\n      \"key\": \"k-1_A\",\n      \"slot_seconds\": 30,\n      \"key_set_at\": 5,\n      \"link_token\": \"tok\"\n    },\n    {\n      \"name\": \"bob\",\n      \"key\": \"k2\",\n      \"key_set_at\": 0\n    }\n  ]\n}\n";
+        fs::write(path(&d.0), text).unwrap();
+        let (_, reg) = update(&d.0, |_| Ok(())).unwrap();
+        assert_eq!(reg.by_key(&k("k-1_A")).unwrap().name, "alice");
+        assert_eq!(fs::read_to_string(path(&d.0)).unwrap(), text);
+    }
+
+    #[test]
     fn corrupt_or_inconsistent_files_are_reported() {
         let d = TempDir::new("corrupt");
         for (text, want) in [
