@@ -40,6 +40,7 @@ use serde_json::json;
 
 use crate::config::{self, Config};
 use crate::events::Events;
+use crate::key::StreamKey;
 use crate::moderation::Policy;
 use crate::obs::{BroadcastState, ObsStatus};
 use crate::queue::{Op, State};
@@ -71,10 +72,10 @@ pub struct Engine {
     clock: Box<dyn Clock>,
     obs_launcher: ObsLauncher,
     /// The on-air publisher left: its stream is over (a forced switch).
-    kill_now: Option<String>,
+    kill_now: Option<StreamKey>,
     /// Publishers taken off while on screen: disconnected once the output
     /// has cut away from them (they keep playing until then).
-    drops_after_cut: Vec<(String, Instant)>,
+    drops_after_cut: Vec<(StreamKey, Instant)>,
     /// Cuts so far (OBS tells a switch from a refresh by it).
     cuts: u64,
     /// What happened at the last cut, for `/api/status` and STATUS.
@@ -108,9 +109,9 @@ pub struct Engine {
     /// After a slot end that could not be saved, wait before trying again.
     slot_retry_at: Option<Instant>,
     /// Publishers to disconnect once the batch that took them off is saved.
-    pending_drops: Vec<String>,
+    pending_drops: Vec<StreamKey>,
     /// When a refused publish of a blocked key was last logged at info.
-    block_logged: std::collections::HashMap<String, u64>,
+    block_logged: std::collections::HashMap<StreamKey, u64>,
     /// Commands handled since the heap was last trimmed, and when the last
     /// batch ended: one second after a burst, freed memory goes back to the
     /// kernel.
@@ -157,7 +158,7 @@ pub struct EngineParts {
     pub events: Events,
     /// The keys nginx's stat page listed as publishing at start (None:
     /// unknown): the rest of the saved queue left while we were down.
-    pub published: Option<Vec<String>>,
+    pub published: Option<Vec<StreamKey>>,
 }
 
 impl Engine {
@@ -461,7 +462,7 @@ impl Engine {
     /// The public name of a key: the single place that decides it. Stream
     /// keys stand for themselves until a streamer registry is in use; from
     /// then on, never.
-    fn display(&self, key: &str) -> String {
+    fn display(&self, key: &StreamKey) -> String {
         self.registry.display(key)
     }
 

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::key::StreamKey;
+
 /// Which hook nginx called (from the request path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -56,13 +58,15 @@ impl HookKind {
     }
 }
 
-/// A parsed hook request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed hook request. Its `Debug` names the form's fields but shows
+/// none of their values (the stream key, `ms_secret`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Hook {
     pub kind: HookKind,
     pub app: String,
-    /// Stream name; validated for hooks that concern a stream.
-    pub name: String,
+    /// The stream name (in the ingest app, a stream key): Some for every
+    /// hook that concerns a stream, which is refused without a valid one.
+    pub stream: Option<StreamKey>,
     /// nginx's session id; absent only on on_connect.
     pub client_id: Option<u64>,
     /// The client's IP address as nginx saw it (see [`client_ip`]); empty
@@ -96,12 +100,25 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// `^[A-Za-z0-9_-]{1,64}$`
+/// `^[A-Za-z0-9_-]{1,64}$`: the stream key rule ([`crate::key::check`]),
+/// also used for the other names that travel in URLs (page tokens, config
+/// names).
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::key::check(s).is_ok()
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fields: Vec<&str> = self.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Hook")
+            .field("kind", &self.kind)
+            .field("app", &self.app)
+            .field("stream", &self.stream)
+            .field("client_id", &self.client_id)
+            .field("addr", &self.addr)
+            .field("fields", &fields)
+            .finish()
+    }
 }
 
 impl Hook {
@@ -121,17 +138,18 @@ impl Hook {
             None if kind == HookKind::Connect => None,
             None => return Err(HookError::MissingField("clientid")),
         };
-        let name = first("name").unwrap_or_default();
-        if kind.needs_name() && !valid_name(&name) {
-            if name.is_empty() && first("name").is_none() {
-                return Err(HookError::MissingField("name"));
-            }
-            return Err(HookError::BadName(name));
+        let name = first("name");
+        let stream = name.as_deref().and_then(|n| StreamKey::parse(n).ok());
+        if kind.needs_name() && stream.is_none() {
+            return Err(match name {
+                None => HookError::MissingField("name"),
+                Some(n) => HookError::BadName(n),
+            });
         }
         Ok(Hook {
             kind,
             app,
-            name,
+            stream,
             client_id,
             addr,
             pairs,
@@ -226,6 +244,7 @@ mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::k;
 
     const PUBLISH: &str = "app=live&flashver=FMLE/3.0%20(compatible%3B%20Lavf59.27&swfurl=&tcurl=rtmp://127.0.0.1:19350/live&pageurl=&addr=127.0.0.1&clientid=3&call=publish&name=key1&type=live&foo=bar";
 
@@ -233,7 +252,7 @@ mod tests {
     fn parses_captured_publish() {
         let h = Hook::parse(HookKind::Publish, PUBLISH).unwrap();
         assert_eq!(h.app, "live");
-        assert_eq!(h.name, "key1");
+        assert_eq!(h.stream, Some(k("key1")));
         assert_eq!(h.client_id, Some(3));
         assert_eq!(h.get("flashver"), Some("FMLE/3.0 (compatible; Lavf59.27"));
         assert_eq!(h.get("foo"), Some("bar"));
@@ -244,7 +263,7 @@ mod tests {
     fn first_value_wins_against_injected_args() {
         let body = "app=live&addr=10.1.2.3&clientid=2&call=publish&name=key1&type=live&name=evil&call=play&x=%26y&clientid=99";
         let h = Hook::parse(HookKind::Publish, body).unwrap();
-        assert_eq!(h.name, "key1");
+        assert_eq!(h.stream, Some(k("key1")));
         assert_eq!(h.client_id, Some(2));
         assert_eq!(h.get("call"), Some("publish"));
         assert_eq!(h.get("x"), Some("&y"));
@@ -252,11 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_key_and_no_secret() {
+        let body =
+            "app=motherstream&addr=127.0.0.1&clientid=3&name=topsecretkey&ms_secret=hushhush";
+        let h = Hook::parse(HookKind::Publish, body).unwrap();
+        let shown = format!("{h:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("hushhush"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("ms_secret") && shown.contains("key#"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn connect_has_no_clientid() {
         let body = "app=live&flashver=LNX%209,0,124,2&swfurl=&tcurl=rtmp://127.0.0.1:19350/live&pageurl=&addr=127.0.0.1&epoch=1812812&call=connect";
         let h = Hook::parse(HookKind::Connect, body).unwrap();
         assert_eq!(h.client_id, None);
-        assert_eq!(h.name, "");
+        assert_eq!(h.stream, None);
     }
 
     #[test]

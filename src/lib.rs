@@ -11,6 +11,7 @@ pub mod engine;
 pub mod events;
 pub mod hook;
 pub mod http;
+pub mod key;
 pub mod log;
 pub mod metrics;
 pub mod moderation;

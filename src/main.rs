@@ -526,7 +526,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
 /// server listens so that no publish can race it; the engine drops the
 /// saved entries that are not publishing any more. None: nothing saved,
 /// no stat page, or nginx unreachable (the queue stays as saved).
-fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<String>> {
+fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<motherstream::key::StreamKey>> {
     if cfg.rtmp.stat_url.is_empty() || queued == 0 {
         return None;
     }

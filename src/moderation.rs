@@ -3,6 +3,7 @@
 //! engine should apply, or to a refusal (`crate::refusal`; `http/` picks the status).
 
 use crate::config::QueueConfig;
+use crate::key::StreamKey;
 use crate::queue::{Op, State};
 use crate::refusal::Refusal;
 use crate::registry::Registry;
@@ -29,7 +30,7 @@ impl Policy {
     }
 
     /// The slot length of `key`: its own (registry), else the default.
-    pub fn slot_seconds_for(&self, reg: &Registry, key: &str) -> u64 {
+    pub fn slot_seconds_for(&self, reg: &Registry, key: &StreamKey) -> u64 {
         reg.slot_seconds(key).unwrap_or(self.slot_seconds)
     }
 
@@ -54,7 +55,7 @@ pub fn slot_expired(state: &State, reg: &Registry, policy: &Policy, now: u64) ->
     }
     let head = state.head()?;
     Some(Op::Kick {
-        key: head.key.to_string(),
+        key: head.key.clone(),
         until: policy.rejoin_until(now),
         at: now,
     })
@@ -62,19 +63,19 @@ pub fn slot_expired(state: &State, reg: &Registry, policy: &Policy, now: u64) ->
 
 /// Whether a publish of `key` may queue as far as the registry is
 /// concerned (blocks are a queue rule: see `Outcome::Blocked`).
-pub fn registered_enough(reg: &Registry, policy: &Policy, key: &str) -> bool {
+pub fn registered_enough(reg: &Registry, policy: &Policy, key: &StreamKey) -> bool {
     !policy.require_registered || reg.by_key(key).is_some()
 }
 
 /// After a restart: the queued keys whose publishers nginx no longer has
 /// (`published` = stream names publishing in the ingest app).
-pub fn gone(state: &State, published: &[String], now: u64) -> Option<Op> {
-    let live: std::collections::HashSet<&str> = published.iter().map(String::as_str).collect();
-    let keys: Vec<String> = state
+pub fn gone(state: &State, published: &[StreamKey], now: u64) -> Option<Op> {
+    let live: std::collections::HashSet<&StreamKey> = published.iter().collect();
+    let keys: Vec<StreamKey> = state
         .entries()
         .iter()
-        .filter(|e| !live.contains(&*e.key))
-        .map(|e| e.key.to_string())
+        .filter(|e| !live.contains(&e.key))
+        .map(|e| e.key.clone())
         .collect();
     (!keys.is_empty()).then_some(Op::Gone { keys, at: now })
 }
@@ -149,21 +150,20 @@ fn check_seconds(what: &str, s: u64) -> Result<(), Refusal> {
 /// The stream key a moderator means by `name`: a queued streamer's public
 /// name, a registered name (any case), a blocked streamer's public name, or
 /// the key itself when it is queued or blocked.
-pub fn resolve(name: &str, state: &State, reg: &Registry, now: u64) -> Option<String> {
+pub fn resolve(name: &str, state: &State, reg: &Registry, now: u64) -> Option<StreamKey> {
     if let Some(e) = state.entries().iter().find(|e| reg.display(&e.key) == name) {
-        return Some(e.key.to_string());
+        return Some(e.key.clone());
     }
     if let Some(s) = reg.by_name(name) {
         return Some(s.key.clone());
     }
     let blocks = state.blocks(now);
     if let Some((k, _)) = blocks.iter().find(|(k, _)| reg.display(k) == name) {
-        return Some(k.to_string());
+        return Some((*k).clone());
     }
-    if state.contains(name) || state.blocked_until(name, now).is_some() {
-        return Some(name.to_string());
-    }
-    None
+    StreamKey::parse(name)
+        .ok()
+        .filter(|k| state.contains(k) || state.blocked_until(k, now).is_some())
 }
 
 /// Decide a moderator's request: the op to apply, or why not.
@@ -178,7 +178,7 @@ pub fn plan(
     let head_key = || {
         state
             .head()
-            .map(|h| h.key.to_string())
+            .map(|h| h.key.clone())
             .ok_or_else(|| bad("nobody is on air"))
     };
     match req {
@@ -188,7 +188,7 @@ pub fn plan(
         }
         Request::Clear => Ok(Op::Clear { at: now }),
         Request::Order { names } => {
-            let mut keys: Vec<String> = Vec::with_capacity(names.len());
+            let mut keys: Vec<StreamKey> = Vec::with_capacity(names.len());
             for n in names {
                 let key = resolve(n, state, reg, now)
                     .filter(|k| state.contains(k))
@@ -229,7 +229,11 @@ pub fn plan(
             // Without a registry a key is its own name, so any valid key can
             // be blocked before it ever publishes.
             let key = resolve(name, state, reg, now)
-                .or_else(|| (!reg.in_use() && crate::hook::valid_name(name)).then(|| name.clone()))
+                .or_else(|| {
+                    (!reg.in_use())
+                        .then(|| StreamKey::parse(name).ok())
+                        .flatten()
+                })
                 .ok_or_else(|| not_found(name))?;
             Ok(Op::Kick {
                 key,
@@ -332,6 +336,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::k;
     use crate::queue::Outcome;
     use crate::refusal::Why;
     use crate::registry::Streamer;
@@ -343,7 +348,7 @@ mod tests {
     fn reg() -> Registry {
         let s = |name: &str, key: &str, slot: Option<u64>| Streamer {
             name: name.into(),
-            key: key.into(),
+            key: k(key),
             slot_seconds: slot,
             key_set_at: 0,
             link_token: String::new(),
@@ -370,7 +375,7 @@ mod tests {
     use crate::queue::tests::publish;
 
     fn queue(s: &State) -> Vec<&str> {
-        s.entries().iter().map(|e| &*e.key).collect()
+        s.entries().iter().map(|e| e.key.expose()).collect()
     }
 
     /// alice (on air since 1000), bob, carol.
@@ -399,7 +404,7 @@ mod tests {
         assert_eq!(
             op,
             Op::Kick {
-                key: A.into(),
+                key: k(A),
                 until: None,
                 at: 61_000
             }
@@ -469,7 +474,7 @@ mod tests {
         s.apply(&op);
         ops.push(op);
         let op = Op::Publish {
-            key: A.into(),
+            key: k(A),
             client_id: Some(5),
             addr: String::new(),
             at: 12_000,
@@ -479,7 +484,7 @@ mod tests {
         let back: State = serde_json::from_str(&json).unwrap();
         let (back, _) = back.reindex();
         assert_eq!(back, s);
-        assert_eq!(back.blocked_until(A, 12_000), Some(41_000));
+        assert_eq!(back.blocked_until(&k(A), 12_000), Some(41_000));
         let mut replay = three();
         for op in &ops {
             replay.apply(op);
@@ -492,11 +497,11 @@ mod tests {
         let r = reg();
         let mut c = cfg(0, 0);
         let p = Policy::effective(&c, &State::new());
-        assert!(registered_enough(&r, &p, A));
-        assert!(!registered_enough(&r, &p, "unknownkey"));
+        assert!(registered_enough(&r, &p, &k(A)));
+        assert!(!registered_enough(&r, &p, &k("unknownkey")));
         c.require_registered = false;
         let p = Policy::effective(&c, &State::new());
-        assert!(registered_enough(&r, &p, "unknownkey"));
+        assert!(registered_enough(&r, &p, &k("unknownkey")));
     }
 
     #[test]
@@ -504,12 +509,7 @@ mod tests {
         let c = cfg(0, 300);
         let mut s = three();
         let o = run(Request::Skip, &mut s, &c, 5000).unwrap();
-        assert_eq!(
-            o,
-            Outcome::Skipped {
-                key: Some(A.into())
-            }
-        );
+        assert_eq!(o, Outcome::Skipped { key: Some(k(A)) });
         assert_eq!(queue(&s), [B, C]);
         assert!(s.blocks(5000).is_empty());
         let mut empty = State::new();
@@ -577,7 +577,7 @@ mod tests {
                 until: None
             }
         );
-        assert!(s.blocked_until(B, 7000).is_none());
+        assert!(s.blocked_until(&k(B), 7000).is_none());
         let e = run(
             Request::Kick {
                 name: Some("nobody".into()),
@@ -709,7 +709,7 @@ mod tests {
         assert_eq!(
             op,
             Op::Kick {
-                key: "somekey".into(),
+                key: k("somekey"),
                 until: Some(5000),
                 at: 0
             }
@@ -721,15 +721,15 @@ mod tests {
         let r = reg();
         let mut s = State::new();
         publish(&mut s, "guestkey1", 1, 0);
-        let name = r.display("guestkey1");
-        assert_eq!(resolve(&name, &s, &r, 0), Some("guestkey1".into()));
+        let name = r.display(&k("guestkey1"));
+        assert_eq!(resolve(&name, &s, &r, 0), Some(k("guestkey1")));
         // Blocked guests too (they are no longer queued).
         s.apply(&Op::Kick {
-            key: "guestkey1".into(),
+            key: k("guestkey1"),
             until: Some(10_000),
             at: 1,
         });
-        assert_eq!(resolve(&name, &s, &r, 2), Some("guestkey1".into()));
+        assert_eq!(resolve(&name, &s, &r, 2), Some(k("guestkey1")));
         assert_eq!(resolve(&name, &s, &r, 10_000), None, "block expired");
     }
 
@@ -895,19 +895,19 @@ mod tests {
     #[test]
     fn reconcile_drops_only_the_gone_and_keeps_the_order() {
         let mut s = three();
-        assert_eq!(gone(&s, &[A.into(), B.into(), C.into()], 9), None);
-        let op = gone(&s, &[C.into(), "other".into(), A.into()], 9).unwrap();
+        assert_eq!(gone(&s, &[k(A), k(B), k(C)], 9), None);
+        let op = gone(&s, &[k(C), k("other"), k(A)], 9).unwrap();
         assert_eq!(
             op,
             Op::Gone {
-                keys: vec![B.into()],
+                keys: vec![k(B)],
                 at: 9
             }
         );
         s.apply(&op);
         assert_eq!(queue(&s), [A, C]);
         assert_eq!(s.on_air_since(), Some(1000));
-        let op = gone(&s, &[C.into()], 10).unwrap();
+        let op = gone(&s, &[k(C)], 10).unwrap();
         s.apply(&op);
         assert_eq!(queue(&s), [C]);
         assert_eq!(s.on_air_since(), Some(10), "the next went on air");

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::key::StreamKey;
+
 /// Connect timeout for every call to nginx (loopback: a live nginx answers
 /// in microseconds; a dead one refuses at once).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -24,12 +26,15 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-/// The control URL that drops the publisher of `app/name`. Both are
-/// `[A-Za-z0-9_-]` (checked by the hook parser), so they need no escaping.
-pub fn drop_publisher_url(control_url: &str, app: &str, name: &str) -> String {
+/// The control URL that drops the publisher of `app/key`. Both are
+/// `[A-Za-z0-9_-]` (a key by construction, the app checked by the config),
+/// so they need no escaping.
+pub fn drop_publisher_url(control_url: &str, app: &str, key: &StreamKey) -> String {
     format!(
-        "{}/drop/publisher?app={app}&name={name}",
-        control_url.trim_end_matches('/')
+        "{}/drop/publisher?app={app}&name={}",
+        control_url.trim_end_matches('/'),
+        // An nginx control call names the stream by its key.
+        key.expose()
     )
 }
 
@@ -41,22 +46,24 @@ pub const UNIX_URL_PREFIX: &str = "http://unix:";
 
 /// Ask nginx to disconnect the publisher of `app/name`; the number of
 /// clients it dropped (nginx answers "1", or "0" when nobody publishes it).
-pub fn drop_publisher(control_url: &str, app: &str, name: &str) -> Result<u32, String> {
-    let url = drop_publisher_url(control_url, app, name);
+pub fn drop_publisher(control_url: &str, app: &str, key: &StreamKey) -> Result<u32, String> {
+    let url = drop_publisher_url(control_url, app, key);
     let body = get(&url, 4096)?;
     body.trim()
         .parse()
         .map_err(|_| format!("unexpected answer {:?}", truncate(&body, 60)))
 }
 
-/// Start or stop recorder `rec` of `app/name` (`/control/record/start|stop`).
-/// All three are `[A-Za-z0-9_-]` (the hook parser and the config check
-/// them), so they need no escaping.
-pub fn record_url(control_url: &str, start: bool, app: &str, name: &str, rec: &str) -> String {
+/// Start or stop recorder `rec` of `app/key` (`/control/record/start|stop`).
+/// All three are `[A-Za-z0-9_-]` (a key by construction, the others
+/// checked by the config), so they need no escaping.
+pub fn record_url(control_url: &str, start: bool, app: &str, key: &StreamKey, rec: &str) -> String {
     format!(
-        "{}/record/{}?app={app}&name={name}&rec={rec}",
+        "{}/record/{}?app={app}&name={}&rec={rec}",
         control_url.trim_end_matches('/'),
-        if start { "start" } else { "stop" }
+        if start { "start" } else { "stop" },
+        // An nginx control call names the stream by its key.
+        key.expose()
     )
 }
 
@@ -68,17 +75,22 @@ pub fn record(
     control_url: &str,
     start: bool,
     app: &str,
-    name: &str,
+    key: &StreamKey,
     rec: &str,
 ) -> Result<Option<String>, String> {
-    let body = get(&record_url(control_url, start, app, name, rec), 4096)?;
+    let body = get(&record_url(control_url, start, app, key, rec), 4096)?;
     let path = body.trim();
     Ok((!path.is_empty()).then(|| path.to_string()))
 }
 
-/// The names publishing in `app`, from the stat page at `stat_url`.
-pub fn published(stat_url: &str, app: &str) -> Result<Vec<String>, String> {
-    parse_stat(&get(stat_url, MAX_STAT_BYTES)?, app)
+/// The stream keys publishing in `app` (the ingest app), from the stat
+/// page at `stat_url`. A name that is not a valid key was never queued.
+pub fn published(stat_url: &str, app: &str) -> Result<Vec<StreamKey>, String> {
+    let names = parse_stat(&get(stat_url, MAX_STAT_BYTES)?, app)?;
+    Ok(names
+        .iter()
+        .filter_map(|n| StreamKey::parse(n).ok())
+        .collect())
 }
 
 /// GET `url` (TCP or unix socket); the body of a 2xx answer, at most
@@ -228,7 +240,7 @@ pub fn parse_stat(xml: &str, app: &str) -> Result<Vec<String>, String> {
 /// A publisher to disconnect. `who` is its public name, for the log.
 struct DropJob {
     app: String,
-    key: String,
+    key: StreamKey,
     who: String,
 }
 
@@ -253,11 +265,11 @@ impl Control {
     }
 
     /// Queue a drop; never blocks.
-    pub fn drop_publisher(&self, app: &str, key: &str, who: &str) {
+    pub fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(DropJob {
                 app: app.into(),
-                key: key.into(),
+                key: key.clone(),
                 who: who.into(),
             });
         }
@@ -321,6 +333,7 @@ fn control_thread(control_url: &str, rx: &Receiver<DropJob>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::k;
 
     const STAT: &str = r#"<?xml version="1.0" encoding="utf-8" ?>
 <?xml-stylesheet type="text/xsl" href="stat.xsl" ?>
@@ -354,7 +367,7 @@ mod tests {
     #[test]
     fn drop_url_shape() {
         assert_eq!(
-            drop_publisher_url("http://127.0.0.1:8080/control/", "live", "k-1"),
+            drop_publisher_url("http://127.0.0.1:8080/control/", "live", &k("k-1")),
             "http://127.0.0.1:8080/control/drop/publisher?app=live&name=k-1"
         );
     }
@@ -366,13 +379,19 @@ mod tests {
                 "http://unix:/run/x.sock:/control/",
                 true,
                 "live",
-                "k1",
+                &k("k1"),
                 "rec"
             ),
             "http://unix:/run/x.sock:/control/record/start?app=live&name=k1&rec=rec"
         );
         assert_eq!(
-            record_url("http://127.0.0.1:8080/control", false, "live", "k1", "r-2"),
+            record_url(
+                "http://127.0.0.1:8080/control",
+                false,
+                "live",
+                &k("k1"),
+                "r-2"
+            ),
             "http://127.0.0.1:8080/control/record/stop?app=live&name=k1&rec=r-2"
         );
     }
@@ -415,9 +434,9 @@ mod tests {
             req
         });
         let url = format!("http://unix:{}:/control", sock.display());
-        assert_eq!(drop_publisher(&url, "live", "k1").unwrap(), 1);
+        assert_eq!(drop_publisher(&url, "live", &k("k1")).unwrap(), 1);
         let t0 = std::time::Instant::now();
-        let e = drop_publisher(&url, "live", "k1").unwrap_err();
+        let e = drop_publisher(&url, "live", &k("k1")).unwrap_err();
         assert!(
             t0.elapsed() < REQUEST_TIMEOUT + Duration::from_millis(500),
             "{e}"
@@ -446,7 +465,7 @@ mod tests {
         let e = drop_publisher(
             &format!("http://127.0.0.1:{port}/control"),
             "live",
-            "secretkey",
+            &k("secretkey"),
         )
         .unwrap_err();
         assert!(

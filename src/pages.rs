@@ -45,7 +45,7 @@ impl Pages {
                     token: s.link_token.clone(),
                     name: s.name.clone(),
                     slot_seconds: s.slot_seconds,
-                    key_hint: s.key.chars().take(KEY_HINT_CHARS).collect(),
+                    key_hint: s.key.hint(KEY_HINT_CHARS),
                 })
                 .collect(),
             ingest_app: ingest_app.to_string(),
@@ -154,7 +154,7 @@ mod tests {
     fn streamer(name: &str, key: &str, token: &str, slot: Option<u64>) -> Streamer {
         Streamer {
             name: name.into(),
-            key: key.into(),
+            key: crate::key::k(key),
             slot_seconds: slot,
             key_set_at: 0,
             link_token: token.into(),

@@ -5,9 +5,10 @@
 //! The head of the queue (`entries[0]`) is on air.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::key::StreamKey;
 
 /// Most sessions remembered per key (a refused duplicate adds one that is
 /// removed again at once; this only bounds a misbehaving client).
@@ -15,7 +16,8 @@ const MAX_SESSIONS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    pub key: Arc<str>,
+    #[serde(with = "crate::key::persist")]
+    pub key: StreamKey,
     /// nginx clientids of this key's publishes that are believed live, the
     /// first accepted one first. Empty = unknown (migrated from the seed's
     /// `QUEUE.json`): any publish_done for the key then removes it.
@@ -38,14 +40,16 @@ pub type Sessions = smallvec::SmallVec<[u64; 1]>;
 pub enum Op {
     /// A publish on the ingest app was accepted.
     Publish {
-        key: String,
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
         client_id: Option<u64>,
         addr: String,
         at: u64,
     },
     /// nginx reported the end of a publish.
     PublishDone {
-        key: String,
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
         client_id: Option<u64>,
         at: u64,
     },
@@ -54,26 +58,37 @@ pub enum Op {
     /// Empty the queue.
     Clear { at: u64 },
     /// New order; keys left out are removed.
-    Override { keys: Vec<String>, at: u64 },
+    Override {
+        #[serde(with = "crate::key::persist::vec")]
+        keys: Vec<StreamKey>,
+        at: u64,
+    },
     /// Take a key off the queue wherever it is (moderator kick or block,
     /// slot end) and, with `until`, refuse its publishes until then (unix ms).
     Kick {
-        key: String,
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
         until: Option<u64>,
         at: u64,
     },
     /// Lift a key's block.
-    Unblock { key: String, at: u64 },
+    Unblock {
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
+        at: u64,
+    },
     /// Move a queued key to `position` (0 = on air; past the end = last).
     Move {
-        key: String,
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
         position: usize,
         at: u64,
     },
     /// Set when the on-air slot of `key` ends (unix ms); None = back to the
     /// slot length. Ignored unless `key` is on air.
     SetSlotEnd {
-        key: String,
+        #[serde(with = "crate::key::persist")]
+        key: StreamKey,
         ends_at: Option<u64>,
         at: u64,
     },
@@ -82,7 +97,11 @@ pub enum Op {
     /// Moderator override of `[queue] rejoin_block_seconds`; None = the config's.
     SetRejoinBlock { seconds: Option<u64>, at: u64 },
     /// These keys' publishers are gone (nginx's /stat after a restart).
-    Gone { keys: Vec<String>, at: u64 },
+    Gone {
+        #[serde(with = "crate::key::persist::vec")]
+        keys: Vec<StreamKey>,
+        at: u64,
+    },
 }
 
 impl Op {
@@ -103,28 +122,6 @@ impl Op {
             | Op::Gone { at, .. } => *at,
         }
     }
-
-    /// The first stream key in the op that the hook parser would refuse
-    /// (not `[A-Za-z0-9_-]{1,64}`), if any: such an op cannot have been
-    /// decided live, so a journal line carrying one is damaged or forged.
-    pub fn invalid_key(&self) -> Option<&str> {
-        let one = |k: &'_ str| !crate::hook::valid_name(k);
-        match self {
-            Op::Publish { key, .. }
-            | Op::PublishDone { key, .. }
-            | Op::Kick { key, .. }
-            | Op::Unblock { key, .. }
-            | Op::Move { key, .. }
-            | Op::SetSlotEnd { key, .. } => one(key).then_some(key.as_str()),
-            Op::Override { keys, .. } | Op::Gone { keys, .. } => {
-                keys.iter().find(|k| one(k)).map(String::as_str)
-            }
-            Op::Skip { .. }
-            | Op::Clear { .. }
-            | Op::SetDefaultSlot { .. }
-            | Op::SetRejoinBlock { .. } => None,
-        }
-    }
 }
 
 /// What an op did.
@@ -137,7 +134,7 @@ pub enum Outcome {
     },
     /// The key's last live session ended and it left the queue.
     Left {
-        key: Arc<str>,
+        key: StreamKey,
         was_on_air: bool,
     },
     /// One of several sessions of a key ended (a refused duplicate): the
@@ -146,13 +143,13 @@ pub enum Outcome {
     /// Nothing queued matches (a player, a refused publish, a repeat).
     NotQueued,
     Skipped {
-        key: Option<Arc<str>>,
+        key: Option<StreamKey>,
     },
     Cleared {
         removed: usize,
     },
     Reordered {
-        removed: Vec<Arc<str>>,
+        removed: Vec<StreamKey>,
     },
     /// The key is blocked from rejoining until `until` (unix ms).
     Blocked {
@@ -177,7 +174,7 @@ pub enum Outcome {
     },
     /// Entries dropped because their publishers are gone.
     Dropped {
-        removed: Vec<Arc<str>>,
+        removed: Vec<StreamKey>,
     },
     /// The op was invalid; nothing changed.
     Rejected(String),
@@ -229,7 +226,8 @@ pub struct State {
     /// Keys refused until the given unix ms (rejoin blocks, moderator blocks).
     /// Expired ones are pruned by the next op.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    blocks: BTreeMap<String, u64>,
+    #[serde(with = "crate::key::persist::map")]
+    blocks: BTreeMap<StreamKey, u64>,
     /// When the current head's slot ends, if a moderator set it (extend,
     /// shorten); reset whenever the head changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,7 +237,7 @@ pub struct State {
     overrides: Overrides,
     /// Keys present in `entries`, for O(1) membership at large queues.
     #[serde(skip)]
-    keys: HashSet<Arc<str>>,
+    keys: HashSet<StreamKey>,
     /// Bumped by every change to `entries` other than an append, so a
     /// reader that mirrors the order can extend its copy instead of
     /// rebuilding it (the common change is a join at the end).
@@ -265,13 +263,13 @@ impl State {
         State::default()
     }
 
-    /// Build from entries (restore, migration). Duplicate and invalid keys
-    /// are dropped; returns the dropped ones for the log.
+    /// Build from entries (restore, migration). Repeated keys are dropped;
+    /// returns the dropped ones (their fingerprints go to the log).
     pub fn from_parts(
         entries: Vec<Entry>,
         on_air_since: Option<u64>,
         switch_seq: u64,
-    ) -> (State, Vec<String>) {
+    ) -> (State, Vec<StreamKey>) {
         let mut s = State {
             on_air_since,
             switch_seq,
@@ -279,8 +277,8 @@ impl State {
         };
         let mut dropped = Vec::new();
         for e in entries {
-            if !crate::hook::valid_name(&e.key) || s.keys.contains(&e.key) {
-                dropped.push(e.key.to_string());
+            if s.keys.contains(&e.key) {
+                dropped.push(e.key);
                 continue;
             }
             s.keys.insert(e.key.clone());
@@ -293,7 +291,7 @@ impl State {
     }
 
     /// Rebuild the key index after deserializing.
-    pub fn reindex(self) -> (State, Vec<String>) {
+    pub fn reindex(self) -> (State, Vec<StreamKey>) {
         let (mut s, dropped) = State::from_parts(self.entries, self.on_air_since, self.switch_seq);
         s.blocks = self.blocks;
         s.overrides = self.overrides;
@@ -332,17 +330,17 @@ impl State {
     }
 
     /// Until when `key` is refused, if it is blocked at `now`.
-    pub fn blocked_until(&self, key: &str, now: u64) -> Option<u64> {
+    pub fn blocked_until(&self, key: &StreamKey, now: u64) -> Option<u64> {
         self.blocks.get(key).copied().filter(|u| *u > now)
     }
 
     /// Blocks still in force at `now`: (key, until), soonest first.
-    pub fn blocks(&self, now: u64) -> Vec<(&str, u64)> {
-        let mut v: Vec<(&str, u64)> = self
+    pub fn blocks(&self, now: u64) -> Vec<(&StreamKey, u64)> {
+        let mut v: Vec<(&StreamKey, u64)> = self
             .blocks
             .iter()
             .filter(|(_, u)| **u > now)
-            .map(|(k, u)| (k.as_str(), *u))
+            .map(|(k, u)| (k, *u))
             .collect();
         v.sort_by_key(|(k, u)| (*u, *k));
         v
@@ -360,26 +358,26 @@ impl State {
         (slot_seconds > 0).then(|| since.saturating_add(slot_seconds.saturating_mul(1000)))
     }
 
-    pub fn contains(&self, key: &str) -> bool {
+    pub fn contains(&self, key: &StreamKey) -> bool {
         self.keys.contains(key)
     }
 
-    pub fn position(&self, key: &str) -> Option<usize> {
+    pub fn position(&self, key: &StreamKey) -> Option<usize> {
         if !self.contains(key) {
             return None;
         }
-        self.entries.iter().position(|e| &*e.key == key)
+        self.entries.iter().position(|e| e.key == *key)
     }
 
     /// Check an override list without changing anything.
-    pub fn check_override(&self, keys: &[String]) -> Result<(), String> {
+    pub fn check_override(&self, keys: &[StreamKey]) -> Result<(), String> {
         let mut seen = HashSet::new();
         for k in keys {
             if !self.contains(k) {
-                return Err(format!("{k:?} is not in the queue"));
+                return Err(format!("{} is not in the queue", k.fingerprint()));
             }
-            if !seen.insert(k.as_str()) {
-                return Err(format!("{k:?} is listed twice"));
+            if !seen.insert(k) {
+                return Err(format!("{} is listed twice", k.fingerprint()));
             }
         }
         Ok(())
@@ -433,7 +431,7 @@ impl State {
                 was_blocked: self.blocks.remove(key).is_some(),
             },
             Op::Move { key, position, .. } => match self.position(key) {
-                None => Outcome::Rejected(format!("{key:?} is not in the queue")),
+                None => Outcome::Rejected(format!("{} is not in the queue", key.fingerprint())),
                 Some(from) => {
                     self.reordered();
                     let e = self.entries.remove(from);
@@ -443,8 +441,8 @@ impl State {
                 }
             },
             Op::SetSlotEnd { key, ends_at, .. } => {
-                if self.head().map(|h| &*h.key) != Some(key.as_str()) {
-                    Outcome::Rejected(format!("{key:?} is not on air"))
+                if self.head().map(|h| &h.key) != Some(key) {
+                    Outcome::Rejected(format!("{} is not on air", key.fingerprint()))
                 } else {
                     let changed = self.slot_ends_at != *ends_at;
                     self.slot_ends_at = *ends_at;
@@ -482,7 +480,7 @@ impl State {
         outcome
     }
 
-    fn publish(&mut self, key: &str, client_id: Option<u64>, addr: &str, at: u64) -> Outcome {
+    fn publish(&mut self, key: &StreamKey, client_id: Option<u64>, addr: &str, at: u64) -> Outcome {
         if let Some(pos) = self.position(key) {
             let e = &mut self.entries[pos];
             if let Some(c) = client_id {
@@ -498,7 +496,7 @@ impl State {
                 new: false,
             };
         }
-        let key: Arc<str> = Arc::from(key);
+        let key = key.clone();
         self.keys.insert(key.clone());
         self.entries.push(Entry {
             key,
@@ -512,7 +510,7 @@ impl State {
         }
     }
 
-    fn publish_done(&mut self, key: &str, client_id: Option<u64>) -> Outcome {
+    fn publish_done(&mut self, key: &StreamKey, client_id: Option<u64>) -> Outcome {
         let Some(pos) = self.position(key) else {
             return Outcome::NotQueued;
         };
@@ -540,7 +538,7 @@ impl State {
         }
     }
 
-    fn override_order(&mut self, keys: &[String]) -> Outcome {
+    fn override_order(&mut self, keys: &[StreamKey]) -> Outcome {
         if let Err(e) = self.check_override(keys) {
             return Outcome::Rejected(e);
         }
@@ -556,11 +554,11 @@ impl State {
             }
         }
         for k in keys {
-            if let Some(e) = index.get(k.as_str()).and_then(|&i| old[i].take()) {
+            if let Some(e) = index.get(k).and_then(|&i| old[i].take()) {
                 self.entries.push(e);
             }
         }
-        let removed: Vec<Arc<str>> = old.into_iter().flatten().map(|e| e.key).collect();
+        let removed: Vec<StreamKey> = old.into_iter().flatten().map(|e| e.key).collect();
         for k in &removed {
             self.keys.remove(k);
         }
@@ -587,12 +585,13 @@ impl State {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::key::k;
 
     /// A publish from loopback with clientid `cid` (shared with the
     /// moderation tests).
     pub(crate) fn publish(s: &mut State, key: &str, cid: u64, at: u64) -> Outcome {
         s.apply(&Op::Publish {
-            key: key.into(),
+            key: k(key),
             client_id: Some(cid),
             addr: "127.0.0.1".into(),
             at,
@@ -601,14 +600,14 @@ pub(crate) mod tests {
 
     fn done(s: &mut State, key: &str, cid: u64) -> Outcome {
         s.apply(&Op::PublishDone {
-            key: key.into(),
+            key: k(key),
             client_id: Some(cid),
             at: 99,
         })
     }
 
     fn keys(s: &State) -> Vec<&str> {
-        s.entries().iter().map(|e| &*e.key).collect()
+        s.entries().iter().map(|e| e.key.expose()).collect()
     }
 
     #[test]
@@ -661,7 +660,7 @@ pub(crate) mod tests {
         assert_eq!(
             o,
             Outcome::Left {
-                key: "a".into(),
+                key: k("a"),
                 was_on_air: true
             }
         );
@@ -679,7 +678,7 @@ pub(crate) mod tests {
         assert_eq!(
             done(&mut s, "b", 2),
             Outcome::Left {
-                key: "b".into(),
+                key: k("b"),
                 was_on_air: false
             }
         );
@@ -718,7 +717,7 @@ pub(crate) mod tests {
     fn migrated_entry_without_sessions_leaves_on_any_done() {
         let (mut s, dropped) = State::from_parts(
             vec![Entry {
-                key: "old".into(),
+                key: k("old"),
                 sessions: Sessions::new(),
                 joined_at: 0,
                 addr: String::new(),
@@ -737,9 +736,7 @@ pub(crate) mod tests {
         publish(&mut s, "b", 2, 20);
         assert_eq!(
             s.apply(&Op::Skip { at: 50 }),
-            Outcome::Skipped {
-                key: Some("a".into())
-            }
+            Outcome::Skipped { key: Some(k("a")) }
         );
         assert_eq!(keys(&s), ["b"]);
         assert_eq!(s.on_air_since(), Some(50));
@@ -748,7 +745,7 @@ pub(crate) mod tests {
             Outcome::Cleared { removed: 1 }
         );
         assert!(s.is_empty());
-        assert!(!s.contains("b"));
+        assert!(!s.contains(&k("b")));
         let o = s.apply(&Op::Skip { at: 70 });
         assert_eq!(o, Outcome::Skipped { key: None });
         assert!(!o.changed());
@@ -762,17 +759,17 @@ pub(crate) mod tests {
             publish(&mut s, k, i as u64, i as u64);
         }
         let o = s.apply(&Op::Override {
-            keys: vec!["c".into(), "a".into()],
+            keys: vec![k("c"), k("a")],
             at: 100,
         });
         assert_eq!(
             o,
             Outcome::Reordered {
-                removed: vec!["b".into(), "d".into()]
+                removed: vec![k("b"), k("d")]
             }
         );
         assert_eq!(keys(&s), ["c", "a"]);
-        assert!(!s.contains("b"));
+        assert!(!s.contains(&k("b")));
         assert_eq!(s.on_air_since(), Some(100));
     }
 
@@ -783,7 +780,7 @@ pub(crate) mod tests {
         publish(&mut s, "b", 2, 2);
         let before = s.clone();
         for bad in [vec!["a", "x"], vec!["a", "a"]] {
-            let keys: Vec<String> = bad.iter().map(|k| k.to_string()).collect();
+            let keys: Vec<StreamKey> = bad.iter().map(|x| k(x)).collect();
             let o = s.apply(&Op::Override { keys, at: 5 });
             assert!(matches!(o, Outcome::Rejected(_)), "{o:?}");
             assert_eq!(s, before);
@@ -794,20 +791,20 @@ pub(crate) mod tests {
     fn replaying_ops_rebuilds_the_same_state() {
         let ops = vec![
             Op::Publish {
-                key: "a".into(),
+                key: k("a"),
                 client_id: Some(1),
                 addr: "x".into(),
                 at: 1,
             },
             Op::Publish {
-                key: "b".into(),
+                key: k("b"),
                 client_id: Some(2),
                 addr: "y".into(),
                 at: 2,
             },
             Op::Skip { at: 3 },
             Op::Publish {
-                key: "c".into(),
+                key: k("c"),
                 client_id: None,
                 addr: "z".into(),
                 at: 4,
@@ -828,16 +825,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn from_parts_drops_duplicates_and_invalid_keys() {
-        let e = |k: &str| Entry {
-            key: k.into(),
+    fn from_parts_drops_repeated_keys() {
+        let e = |key: &str| Entry {
+            key: k(key),
             sessions: Sessions::new(),
             joined_at: 0,
             addr: String::new(),
         };
-        let (s, dropped) = State::from_parts(vec![e("a"), e("a"), e("b c"), e("b")], Some(5), 3);
+        let (s, dropped) = State::from_parts(vec![e("a"), e("a"), e("b"), e("b")], Some(5), 3);
         assert_eq!(keys(&s), ["a", "b"]);
-        assert_eq!(dropped, ["a", "b c"]);
+        assert_eq!(dropped, [k("a"), k("b")]);
         assert_eq!(s.on_air_since(), Some(5));
     }
 
@@ -848,7 +845,7 @@ pub(crate) mod tests {
         publish(&mut s, "b", 2, 20);
         // Not queued, no block: nothing changes.
         let o = s.apply(&Op::Kick {
-            key: "zz".into(),
+            key: k("zz"),
             until: None,
             at: 30,
         });
@@ -862,7 +859,7 @@ pub(crate) mod tests {
         assert!(!o.changed());
         // A block already over when decided is no block.
         let o = s.apply(&Op::Kick {
-            key: "b".into(),
+            key: k("b"),
             until: Some(30),
             at: 30,
         });
@@ -876,27 +873,27 @@ pub(crate) mod tests {
         assert_eq!(keys(&s), ["a"]);
         assert!(!s
             .apply(&Op::Unblock {
-                key: "b".into(),
+                key: k("b"),
                 at: 31
             })
             .changed());
         // Kicking the head switches.
         s.apply(&Op::Kick {
-            key: "a".into(),
+            key: k("a"),
             until: Some(100),
             at: 40,
         });
         assert!(s.is_empty());
         assert_eq!(s.on_air_since(), None);
-        assert_eq!(s.blocks(40), [("a", 100)]);
+        assert_eq!(s.blocks(40), [(&k("a"), 100)]);
         assert_eq!(s.blocks(100), []);
         // A later block replaces an earlier one.
         s.apply(&Op::Kick {
-            key: "a".into(),
+            key: k("a"),
             until: Some(500),
             at: 41,
         });
-        assert_eq!(s.blocked_until("a", 41), Some(500));
+        assert_eq!(s.blocked_until(&k("a"), 41), Some(500));
     }
 
     #[test]
@@ -906,13 +903,13 @@ pub(crate) mod tests {
         publish(&mut s, "b", 2, 20);
         let before = s.clone();
         let o = s.apply(&Op::Move {
-            key: "zz".into(),
+            key: k("zz"),
             position: 0,
             at: 30,
         });
         assert!(matches!(o, Outcome::Rejected(_)));
         let o = s.apply(&Op::SetSlotEnd {
-            key: "b".into(),
+            key: k("b"),
             ends_at: Some(99),
             at: 30,
         });
@@ -920,7 +917,7 @@ pub(crate) mod tests {
         assert_eq!(s, before);
         // Past the end = last.
         let o = s.apply(&Op::Move {
-            key: "a".into(),
+            key: k("a"),
             position: 99,
             at: 31,
         });
@@ -928,13 +925,13 @@ pub(crate) mod tests {
         assert_eq!(keys(&s), ["b", "a"]);
         assert_eq!(s.on_air_since(), Some(31));
         let o = s.apply(&Op::Gone {
-            keys: vec!["zz".into(), "a".into()],
+            keys: vec![k("zz"), k("a")],
             at: 32,
         });
         assert_eq!(
             o,
             Outcome::Dropped {
-                removed: vec!["a".into()]
+                removed: vec![k("a")]
             }
         );
         assert_eq!(keys(&s), ["b"]);

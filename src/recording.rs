@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
 use crate::config::RecordingConfig;
+use crate::key::StreamKey;
 
 /// Longest file-name stem taken from a display name, in bytes (the whole
 /// name stays well below the 255 bytes of common file systems).
@@ -174,13 +175,17 @@ pub fn space_ok(free_bytes: u64, min_free_mb: u64) -> bool {
 /// same keyframe, so starting at the cut would always lose one keyframe
 /// interval. Below the free-space floor nothing is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan {
-    pub stop: Vec<String>,
-    pub start: Vec<String>,
+pub struct Plan<K = StreamKey> {
+    pub stop: Vec<K>,
+    pub start: Vec<K>,
 }
 
-pub fn plan(recording: &[&str], wanted: &[Option<&str>], space_ok: bool) -> Plan {
-    let mut want: Vec<&str> = Vec::new();
+pub fn plan<K: PartialEq + ToOwned + ?Sized>(
+    recording: &[&K],
+    wanted: &[Option<&K>],
+    space_ok: bool,
+) -> Plan<K::Owned> {
+    let mut want: Vec<&K> = Vec::new();
     if space_ok {
         for w in wanted.iter().flatten() {
             if !want.contains(w) {
@@ -192,12 +197,12 @@ pub fn plan(recording: &[&str], wanted: &[Option<&str>], space_ok: bool) -> Plan
         stop: recording
             .iter()
             .filter(|r| !want.contains(r))
-            .map(|r| r.to_string())
+            .map(|r| (*r).to_owned())
             .collect(),
         start: want
             .iter()
             .filter(|w| !recording.contains(w))
-            .map(|w| w.to_string())
+            .map(|w| (*w).to_owned())
             .collect(),
     }
 }
@@ -264,12 +269,12 @@ impl StatusView {
 
 enum Msg {
     /// (stream key, display name) now on screen; None: nobody.
-    OnScreen(Option<(String, String)>),
+    OnScreen(Option<(StreamKey, String)>),
     /// The head of the queue: who the output shows or is about to cut to.
-    Heading(Option<(String, String)>),
+    Heading(Option<(StreamKey, String)>),
     /// nginx's on_record_done.
     Done {
-        key: String,
+        key: StreamKey,
         recorder: String,
         path: String,
     },
@@ -282,9 +287,9 @@ pub struct Inbox(Sender<Msg>);
 
 impl Inbox {
     /// Never blocks.
-    pub fn record_done(&self, key: &str, recorder: &str, path: &str) {
+    pub fn record_done(&self, key: &StreamKey, recorder: &str, path: &str) {
         let _ = self.0.send(Msg::Done {
-            key: key.into(),
+            key: key.clone(),
             recorder: recorder.into(),
             path: path.into(),
         });
@@ -297,7 +302,7 @@ pub struct Recorder {
     join: Option<JoinHandle<()>>,
     status: StatusView,
     /// The last head sent (the engine reports it after every change).
-    heading: Option<String>,
+    heading: Option<StreamKey>,
 }
 
 impl Recorder {
@@ -327,18 +332,18 @@ impl Recorder {
     }
 
     /// The output now shows `who` (stream key, display name). Never blocks.
-    pub fn on_screen(&self, who: Option<(String, String)>) {
+    pub fn on_screen(&self, who: Option<(StreamKey, String)>) {
         let _ = self.tx.send(Msg::OnScreen(who));
     }
 
     /// The queue's head is `who` (stream key, display name): on screen, or
     /// next at the coming cut. Sent on change only; never blocks.
-    pub fn heading(&mut self, who: Option<(&str, &str)>) {
-        if self.heading.as_deref() != who.map(|w| w.0) {
-            self.heading = who.map(|w| w.0.to_string());
+    pub fn heading(&mut self, who: Option<(&StreamKey, &str)>) {
+        if self.heading.as_ref() != who.map(|w| w.0) {
+            self.heading = who.map(|w| w.0.clone());
             let _ = self
                 .tx
-                .send(Msg::Heading(who.map(|(k, n)| (k.into(), n.into()))));
+                .send(Msg::Heading(who.map(|(k, n)| (k.clone(), n.into()))));
         }
     }
 
@@ -352,7 +357,7 @@ impl Recorder {
 }
 
 struct Active {
-    key: String,
+    key: StreamKey,
     name: String,
     /// When the output first showed them (None: not yet, or never: the
     /// recording of a streamer who never reached the screen is dropped).
@@ -362,7 +367,7 @@ struct Active {
 }
 
 struct Finishing {
-    key: String,
+    key: StreamKey,
     name: String,
     /// When they reached the screen (None: never; the file is dropped).
     shown_ms: Option<u64>,
@@ -375,8 +380,8 @@ struct Shell {
     control_url: String,
     app: String,
     status: StatusView,
-    on_screen: Option<(String, String)>,
-    heading: Option<(String, String)>,
+    on_screen: Option<(StreamKey, String)>,
+    heading: Option<(StreamKey, String)>,
     active: Vec<Active>,
     finishing: VecDeque<Finishing>,
     /// The last free-space problem (logged once per change).
@@ -578,12 +583,12 @@ impl Shell {
                 a.shown_ms.get_or_insert(now);
             }
         }
-        let recording: Vec<&str> = self.active.iter().map(|a| a.key.as_str()).collect();
+        let recording: Vec<&StreamKey> = self.active.iter().map(|a| &a.key).collect();
         let p = plan(
             &recording,
             &[
-                self.on_screen.as_ref().map(|(k, _)| k.as_str()),
-                self.heading.as_ref().map(|(k, _)| k.as_str()),
+                self.on_screen.as_ref().map(|(k, _)| k),
+                self.heading.as_ref().map(|(k, _)| k),
             ],
             space,
         );
@@ -598,7 +603,7 @@ impl Shell {
         self.publish();
     }
 
-    fn start(&mut self, key: &str) {
+    fn start(&mut self, key: &StreamKey) {
         let Some((key, name)) = [&self.on_screen, &self.heading]
             .into_iter()
             .flatten()
@@ -645,8 +650,8 @@ impl Shell {
         }
     }
 
-    fn stop(&mut self, key: &str) {
-        let Some(i) = self.active.iter().position(|a| a.key == key) else {
+    fn stop(&mut self, key: &StreamKey) {
+        let Some(i) = self.active.iter().position(|a| a.key == *key) else {
             return;
         };
         let a = self.active.remove(i);
@@ -683,13 +688,13 @@ impl Shell {
     }
 
     /// nginx closed a recording: file it under the streamer's name.
-    fn on_done(&mut self, key: &str, recorder: &str, path: &str) {
+    fn on_done(&mut self, key: &StreamKey, recorder: &str, path: &str) {
         if recorder != self.cfg.recorder {
             log::debug!("recording: on_record_done of recorder {recorder:?} is not ours");
             return;
         }
         let by_path = self.finishing.iter().position(|f| f.path == path);
-        let found = match by_path.or_else(|| self.finishing.iter().position(|f| f.key == key)) {
+        let found = match by_path.or_else(|| self.finishing.iter().position(|f| f.key == *key)) {
             Some(i) => self.finishing.remove(i),
             // nginx ended it itself: the publisher left while on screen.
             None => match self.active.iter().position(|a| a.path == path) {
@@ -709,7 +714,7 @@ impl Shell {
         let Some(f) = found else {
             log::warn!(
                 "recording: nginx finished a recording motherstream did not start (stream {}); it stays in {}",
-                crate::registry::fingerprint(key),
+                key.fingerprint(),
                 self.incoming().display()
             );
             return;
@@ -1009,29 +1014,35 @@ mod tests {
             stop: stop.iter().map(|s| s.to_string()).collect(),
             start: start.iter().map(|s| s.to_string()).collect(),
         };
-        assert_eq!(plan(&[], &[None, None], true), p(&[], &[]));
+        assert_eq!(plan::<str>(&[], &[None, None], true), p(&[], &[]));
         // The first streamer: recorded from the decision (head), on screen.
-        assert_eq!(plan(&[], &[None, Some("a")], true), p(&[], &["a"]));
-        assert_eq!(plan(&["a"], &[Some("a"), Some("a")], true), p(&[], &[]));
-        // A planned switch: b is recorded ahead of the cut, a until it.
-        assert_eq!(plan(&["a"], &[Some("a"), Some("b")], true), p(&[], &["b"]));
+        assert_eq!(plan::<str>(&[], &[None, Some("a")], true), p(&[], &["a"]));
         assert_eq!(
-            plan(&["a", "b"], &[Some("b"), Some("b")], true),
+            plan::<str>(&["a"], &[Some("a"), Some("a")], true),
+            p(&[], &[])
+        );
+        // A planned switch: b is recorded ahead of the cut, a until it.
+        assert_eq!(
+            plan::<str>(&["a"], &[Some("a"), Some("b")], true),
+            p(&[], &["b"])
+        );
+        assert_eq!(
+            plan::<str>(&["a", "b"], &[Some("b"), Some("b")], true),
             p(&["a"], &[])
         );
         // The order changed back before the cut: b's recording stops.
         assert_eq!(
-            plan(&["a", "b"], &[Some("a"), Some("a")], true),
+            plan::<str>(&["a", "b"], &[Some("a"), Some("a")], true),
             p(&["b"], &[])
         );
         // The last one left: the slate, nothing wanted.
-        assert_eq!(plan(&["a"], &[None, None], true), p(&["a"], &[]));
+        assert_eq!(plan::<str>(&["a"], &[None, None], true), p(&["a"], &[]));
         // Below the floor: stop everything, start nothing.
         assert_eq!(
-            plan(&["a", "b"], &[Some("a"), Some("b")], false),
+            plan::<str>(&["a", "b"], &[Some("a"), Some("b")], false),
             p(&["a", "b"], &[])
         );
-        assert_eq!(plan(&[], &[Some("a"), None], false), p(&[], &[]));
+        assert_eq!(plan::<str>(&[], &[Some("a"), None], false), p(&[], &[]));
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl Redactor {
         self
     }
 
+    /// Show a stream key as `stand_in` (scrubbing a key needs its text).
+    pub fn hide_key(self, key: &crate::key::StreamKey, stand_in: &str) -> Redactor {
+        self.hide(key.expose(), stand_in)
+    }
+
     /// `line` with every known secret replaced and URL queries dropped.
     pub fn apply(&self, line: &str) -> String {
         let mut out = hide_url_queries(line);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::StreamKey;
 use crate::private_fs;
 use crate::refusal::{Refusal, Why};
 use crate::secret::ct_eq;
@@ -31,7 +32,8 @@ pub const GUEST_PREFIX: &str = "guest-";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Streamer {
     pub name: String,
-    pub key: String,
+    #[serde(with = "crate::key::persist")]
+    pub key: StreamKey,
     /// Slot length for this streamer (0 = unlimited); None = the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_seconds: Option<u64>,
@@ -53,7 +55,7 @@ pub struct Registry {
     present: bool,
     /// key → index in `streamers`, for the public name of keys that are
     /// already queued (admission goes through the constant-time `by_key`).
-    index: HashMap<String, usize>,
+    index: HashMap<StreamKey, usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -188,13 +190,6 @@ pub fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
     }
 }
 
-/// A short, stable tag of a key for logs ("key#1a2b3c4d"): enough to tell
-/// attempts apart, useless for publishing, and (an HMAC under the install's
-/// secret, see [`crate::tag`]) no help in guessing the key.
-pub fn fingerprint(key: &str) -> String {
-    format!("key#{}", crate::tag::of(key))
-}
-
 impl Registry {
     /// An in-memory registry (tests; `present` = a file exists).
     pub fn from_streamers(streamers: Vec<Streamer>, present: bool) -> Registry {
@@ -218,7 +213,7 @@ impl Registry {
 
     /// The streamer of a key that is already in the queue or block list
     /// (not secret any more: it was admitted), by hash lookup.
-    fn known(&self, key: &str) -> Option<&Streamer> {
+    fn known(&self, key: &StreamKey) -> Option<&Streamer> {
         self.index.get(key).and_then(|&i| self.streamers.get(i))
     }
 
@@ -241,10 +236,10 @@ impl Registry {
 
     /// The streamer whose key this is. Every key is compared, in constant
     /// time, whatever matches: the answer time says nothing about the keys.
-    pub fn by_key(&self, key: &str) -> Option<&Streamer> {
+    pub fn by_key(&self, key: &StreamKey) -> Option<&Streamer> {
         let mut found = None;
         for s in &self.streamers {
-            if ct_eq(s.key.as_bytes(), key.as_bytes()) && found.is_none() {
+            if s.key.ct_eq(key) && found.is_none() {
                 found = Some(s);
             }
         }
@@ -261,16 +256,19 @@ impl Registry {
 
     /// The public name of a key: the registered name; the key itself while
     /// no registry is in use; else `guest-` and the key's tag.
-    pub fn display(&self, key: &str) -> String {
+    pub fn display(&self, key: &StreamKey) -> String {
         match self.known(key) {
             Some(s) => s.name.clone(),
-            None if !self.in_use() => key.to_string(),
-            None => format!("{GUEST_PREFIX}{}", crate::tag::of(key)),
+            // The contract (DESIGN.md §3): with no registry at all, a
+            // streamer's public name is their key, as in the seed. The
+            // one public output of a key, and only while no file exists.
+            None if !self.in_use() => key.expose().to_string(),
+            None => format!("{GUEST_PREFIX}{}", key.tag()),
         }
     }
 
     /// This streamer's own slot length, if it has one.
-    pub fn slot_seconds(&self, key: &str) -> Option<u64> {
+    pub fn slot_seconds(&self, key: &StreamKey) -> Option<u64> {
         self.known(key).and_then(|s| s.slot_seconds)
     }
 
@@ -278,7 +276,7 @@ impl Registry {
         &mut self,
         name: &str,
         slot_seconds: Option<u64>,
-        key: String,
+        key: StreamKey,
         now_ms: u64,
     ) -> Result<&Streamer, RegistryError> {
         validate_name(name)?;
@@ -310,9 +308,9 @@ impl Registry {
     pub fn rotate_key(
         &mut self,
         name: &str,
-        key: String,
+        key: StreamKey,
         now_ms: u64,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<StreamKey, RegistryError> {
         self.check_new_key(&key)?;
         let i = self.index(name)?;
         let s = &mut self.streamers[i];
@@ -356,7 +354,7 @@ impl Registry {
                 return Ok((s.name.clone(), s.link_token.clone()));
             }
         }
-        let t = new_key()?;
+        let t = random_token()?;
         Ok((self.set_link(name, t.clone())?, t))
     }
 
@@ -382,12 +380,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 
-    fn check_new_key(&self, key: &str) -> Result<(), RegistryError> {
-        if !crate::hook::valid_name(key) {
-            return Err(RegistryError::Invalid(
-                "a stream key must match [A-Za-z0-9_-]{1,64}".into(),
-            ));
-        }
+    fn check_new_key(&self, key: &StreamKey) -> Result<(), RegistryError> {
         if self.by_key(key).is_some() {
             return Err(RegistryError::Invalid("that key is already in use".into()));
         }
@@ -409,6 +402,19 @@ impl Registry {
             Some(1) => {}
             Some(n) => return Err(format!("unsupported version {n}")),
             None => return Err("no version field".into()),
+        }
+        // Say whose key is invalid (reading the key checks it too, but
+        // serde's message would not name the streamer).
+        for s in v
+            .get("streamers")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(Err(e)) = s.get("key").and_then(|k| k.as_str()).map(StreamKey::parse) {
+                let name = s.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                return Err(format!("the key of {name:?}: {e}"));
+            }
         }
         let f: FileFormat = serde_json::from_value(v).map_err(|e| e.to_string())?;
         // A hand-edited file must still hold unique, valid names and keys:
@@ -512,18 +518,24 @@ pub fn signature(dir: &Path) -> Option<FileSig> {
 }
 
 /// A new random stream key.
-pub fn new_key() -> Result<String, RegistryError> {
+pub fn new_key() -> Result<StreamKey, RegistryError> {
+    StreamKey::parse(&random_token()?).map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
+/// Random hex (a key's text, a page token).
+fn random_token() -> Result<String, RegistryError> {
     crate::secret::random_hex(KEY_BYTES).map_err(io_err(Path::new("/dev/urandom"), "read"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::k;
 
     fn reg() -> Registry {
         let mut r = Registry::default();
-        r.add("DJ Alice", None, "a".repeat(32), 1).unwrap();
-        r.add("bob", Some(600), "b".repeat(32), 2).unwrap();
+        r.add("DJ Alice", None, k(&"a".repeat(32)), 1).unwrap();
+        r.add("bob", Some(600), k(&"b".repeat(32)), 2).unwrap();
         r
     }
 
@@ -532,31 +544,30 @@ mod tests {
     #[test]
     fn lookups_by_key_and_name() {
         let r = reg();
-        assert_eq!(r.by_key(&"a".repeat(32)).unwrap().name, "DJ Alice");
-        assert!(r.by_key(&"a".repeat(31)).is_none());
-        assert!(r.by_key("").is_none());
-        assert_eq!(r.by_name("dj alice").unwrap().key, "a".repeat(32));
+        assert_eq!(r.by_key(&k(&"a".repeat(32))).unwrap().name, "DJ Alice");
+        assert!(r.by_key(&k(&"a".repeat(31))).is_none());
+        assert_eq!(r.by_name("dj alice").unwrap().key, k(&"a".repeat(32)));
         assert!(r.by_name("carol").is_none());
-        assert_eq!(r.slot_seconds(&"b".repeat(32)), Some(600));
-        assert_eq!(r.slot_seconds(&"a".repeat(32)), None);
+        assert_eq!(r.slot_seconds(&k(&"b".repeat(32))), Some(600));
+        assert_eq!(r.slot_seconds(&k(&"a".repeat(32))), None);
     }
 
     #[test]
     fn display_never_shows_a_key_once_in_use() {
         let r = reg();
-        assert_eq!(r.display(&"a".repeat(32)), "DJ Alice");
-        let guest = r.display("someonekey");
+        assert_eq!(r.display(&k(&"a".repeat(32))), "DJ Alice");
+        let guest = r.display(&k("someonekey"));
         assert!(guest.starts_with(GUEST_PREFIX), "{guest}");
         assert!(!guest.contains("someonekey"));
-        assert_eq!(guest, r.display("someonekey"), "stable");
-        assert_ne!(guest, r.display("otherkey"));
+        assert_eq!(guest, r.display(&k("someonekey")), "stable");
+        assert_ne!(guest, r.display(&k("otherkey")));
         // No registry at all: the key is the name (the seed's behaviour).
         let none = Registry::default();
         assert!(!none.in_use());
-        assert_eq!(none.display("k1"), "k1");
+        assert_eq!(none.display(&k("k1")), "k1");
         // An empty registry file still means "in use".
         let empty = Registry::from_streamers(vec![], true);
-        assert!(empty.display("k1").starts_with(GUEST_PREFIX));
+        assert!(empty.display(&k("k1")).starts_with(GUEST_PREFIX));
     }
 
     #[test]
@@ -571,7 +582,7 @@ mod tests {
             "Guest-x",
             &"n".repeat(65),
         ] {
-            let e = r.add(bad, None, "c".repeat(32), 3).unwrap_err();
+            let e = r.add(bad, None, k(&"c".repeat(32)), 3).unwrap_err();
             assert_eq!(e.why(), Why::Invalid, "{bad:?}: {e}");
         }
         // Bidi overrides/isolates and other invisible format characters.
@@ -594,18 +605,18 @@ mod tests {
             '\u{E0041}',
         ] {
             let name = format!("DJ {c}evil");
-            let e = r.add(&name, None, "c".repeat(32), 3).unwrap_err();
+            let e = r.add(&name, None, k(&"c".repeat(32)), 3).unwrap_err();
             assert_eq!(e.why(), Why::Invalid, "{name:?}: {e}");
             assert!(
                 e.to_string().contains(&format!("U+{:04X}", c as u32)),
                 "{e}"
             );
         }
-        let e = r.add("BOB", None, "c".repeat(32), 3).unwrap_err();
+        let e = r.add("BOB", None, k(&"c".repeat(32)), 3).unwrap_err();
         assert_eq!(e.why(), Why::Conflict, "{e}");
-        assert!(r.add("Ünïcode DJ ☺", None, "c".repeat(32), 3).is_ok());
+        assert!(r.add("Ünïcode DJ ☺", None, k(&"c".repeat(32)), 3).is_ok());
         assert_eq!(
-            r.add("x", Some(8 * 86400), "d".repeat(32), 3)
+            r.add("x", Some(8 * 86400), k(&"d".repeat(32)), 3)
                 .unwrap_err()
                 .why(),
             Why::Invalid
@@ -615,9 +626,7 @@ mod tests {
     #[test]
     fn keys_are_unique_and_valid() {
         let mut r = reg();
-        let e = r.add("carol", None, "a".repeat(32), 3).unwrap_err();
-        assert_eq!(e.why(), Why::Invalid);
-        let e = r.add("carol", None, "bad key".into(), 3).unwrap_err();
+        let e = r.add("carol", None, k(&"a".repeat(32)), 3).unwrap_err();
         assert_eq!(e.why(), Why::Invalid);
         assert_eq!(r.len(), 2);
     }
@@ -625,18 +634,20 @@ mod tests {
     #[test]
     fn remove_and_rotate() {
         let mut r = reg();
-        let old = r.rotate_key("bob", "n".repeat(32), 9).unwrap();
-        assert_eq!(old, "b".repeat(32));
+        let old = r.rotate_key("bob", k(&"n".repeat(32)), 9).unwrap();
+        assert_eq!(old, k(&"b".repeat(32)));
         assert!(r.by_key(&old).is_none());
-        assert_eq!(r.by_key(&"n".repeat(32)).unwrap().key_set_at, 9);
+        assert_eq!(r.by_key(&k(&"n".repeat(32))).unwrap().key_set_at, 9);
         assert_eq!(
-            r.rotate_key("zed", "m".repeat(32), 9).unwrap_err().why(),
+            r.rotate_key("zed", k(&"m".repeat(32)), 9)
+                .unwrap_err()
+                .why(),
             Why::NotFound
         );
         assert_eq!(r.remove("Bob").unwrap().name, "bob");
         assert_eq!(r.remove("bob").unwrap_err().why(), Why::NotFound);
         r.set_slot("dj alice", Some(0)).unwrap();
-        assert_eq!(r.slot_seconds(&"a".repeat(32)), Some(0));
+        assert_eq!(r.slot_seconds(&k(&"a".repeat(32))), Some(0));
     }
 
     #[test]
@@ -676,7 +687,7 @@ mod tests {
         assert!(text.contains(&"t".repeat(32)), "{text}");
         assert_eq!(
             load(&d.0).unwrap().by_link(&"t".repeat(32)).unwrap().key,
-            "k1"
+            k("k1")
         );
         fs::write(
             path(&d.0),
@@ -684,14 +695,6 @@ mod tests {
         )
         .unwrap();
         assert!(load(&d.0).unwrap_err().to_string().contains("page token"));
-    }
-
-    #[test]
-    fn fingerprint_hides_the_key() {
-        let f = fingerprint("supersecretkey");
-        assert!(f.starts_with("key#") && f.len() == 12, "{f}");
-        assert!(!f.contains("secret"));
-        assert_eq!(f, fingerprint("supersecretkey"));
     }
 
     #[test]
@@ -706,7 +709,7 @@ mod tests {
             Ok(k)
         })
         .unwrap();
-        assert_eq!(key.len(), 2 * KEY_BYTES);
+        assert_eq!(key.expose().len(), 2 * KEY_BYTES);
         let mode = fs::metadata(path(&d.0)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let sig1 = signature(&d.0).unwrap();
@@ -724,6 +727,18 @@ mod tests {
     }
 
     #[test]
+    fn the_file_format_is_unchanged_by_the_key_type() {
+        // streamers.json as every version since 1 wrote it: read and
+        // written again, it comes back byte for byte (keys are plain strings).
+        let d = TempDir::new("format");
+        let text = "{\n  \"version\": 1,\n  \"streamers\": [\n    {\n      \"name\": \"alice\",\n      \"key\": \"k-1_A\",\n      \"slot_seconds\": 30,\n      \"key_set_at\": 5,\n      \"link_token\": \"tok\"\n    },\n    {\n      \"name\": \"bob\",\n      \"key\": \"k2\",\n      \"key_set_at\": 0\n    }\n  ]\n}\n";
+        fs::write(path(&d.0), text).unwrap();
+        let (_, reg) = update(&d.0, |_| Ok(())).unwrap();
+        assert_eq!(reg.by_key(&k("k-1_A")).unwrap().name, "alice");
+        assert_eq!(fs::read_to_string(path(&d.0)).unwrap(), text);
+    }
+
+    #[test]
     fn corrupt_or_inconsistent_files_are_reported() {
         let d = TempDir::new("corrupt");
         for (text, want) in [
@@ -736,6 +751,18 @@ mod tests {
             (
                 r#"{"version":1,"streamers":[{"name":"a","key":"k1"},{"name":"b","key":"k1"}]}"#,
                 "already in use",
+            ),
+            (
+                r#"{"version":1,"streamers":[{"name":"a","key":"k1"},{"name":"b","key":"k 2"}]}"#,
+                "the key of \"b\": a stream key must match",
+            ),
+            (
+                r#"{"version":1,"streamers":[{"name":"a","key":""}]}"#,
+                "the key of \"a\": a stream key must match",
+            ),
+            (
+                r#"{"version":1,"streamers":[{"name":"a","key":7}]}"#,
+                "invalid type",
             ),
         ] {
             fs::write(path(&d.0), text).unwrap();

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::key::StreamKey;
+
 pub use restart::RestartRelay;
 pub use splicing::SpliceRelay;
 
@@ -88,7 +90,7 @@ pub enum Mode {
 /// them by) and the public name (what logs say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Streamer {
-    pub key: String,
+    pub key: StreamKey,
     pub name: String,
 }
 
@@ -99,7 +101,7 @@ pub struct Want {
     pub next: Option<Streamer>,
     /// The key whose publisher just left (its stream has ended: a forced
     /// switch, nothing to wait for or flush).
-    pub left: Option<String>,
+    pub left: Option<StreamKey>,
     /// The daemon is stopping: stop everything.
     pub stopping: bool,
 }
@@ -143,25 +145,25 @@ impl From<CutHow> for CutKind {
 pub enum Notice {
     /// The output now shows `to` (None: the slate / nothing).
     Cut {
-        from: Option<String>,
-        to: Option<String>,
+        from: Option<StreamKey>,
+        to: Option<StreamKey>,
         how: CutKind,
         /// From the decision to the cut.
         waited: Duration,
     },
     /// The on-air streamer's relay failed `max_failures` times in a row:
     /// the engine skips them (a queue change it persists).
-    GiveUp { key: String },
+    GiveUp { key: StreamKey },
     /// A wanted streamer's stream ended or could not be read; it is read
     /// again with backoff (metrics and notifications).
     SourceFailed {
-        key: String,
+        key: StreamKey,
         why: String,
         /// Failures in a row, this one included.
         failures: u32,
     },
     /// Their stream delivers again after `failures` failures.
-    SourceBack { key: String, failures: u32 },
+    SourceBack { key: StreamKey, failures: u32 },
     /// The output ffmpeg died or cannot start (OBS sees a reconnect).
     OutputFailed { why: String },
     /// It died or failed to start again before it was back: counted in
@@ -179,7 +181,7 @@ pub struct RelayView {
     pub pid: Option<u32>,
     pub restarts: u32,
     /// Stream key shown on the output right now.
-    pub on_screen: Option<String>,
+    pub on_screen: Option<StreamKey>,
 }
 
 pub enum Relay {
@@ -304,6 +306,12 @@ pub fn new_secret() -> String {
         log::error!("cannot read random bytes for the output secret: {e}");
         format!("{:x}", std::process::id() as u64 ^ crate::engine::unix_ms())
     })
+}
+
+/// `rtmp://host:port/<ingest app>/<key>`: where a streamer's stream is read.
+pub fn ingest_url(spec: &RelaySpec, key: &StreamKey) -> String {
+    // An RTMP URL: the reason `expose` exists.
+    rtmp_url(spec, &spec.ingest_app, key.expose())
 }
 
 /// `rtmp://host:port/app/stream` with IPv6 hosts bracketed.

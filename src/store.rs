@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::StreamKey;
 use crate::private_fs;
 use crate::queue::{Entry, Op, State};
 
@@ -225,11 +226,10 @@ fn read_state(
     let (mut state, mut seq) = match private_fs::read(&snap_path) {
         Ok(bytes) => match parse_snapshot(&bytes) {
             Ok((s, seq, dropped)) => {
-                if !dropped.is_empty() {
+                if dropped > 0 {
                     report.warnings.push(format!(
-                        "{}: dropped {} invalid or repeated queue entries",
+                        "{}: dropped {dropped} invalid or repeated queue entries",
                         snap_path.display(),
-                        dropped.len()
                     ));
                 }
                 (s, seq)
@@ -254,16 +254,19 @@ fn read_state(
             let (ops, problem) = read_journal(f);
             let mut skipped = 0usize;
             for (line_seq, op) in ops {
-                if line_seq > seq && op.invalid_key().is_some() {
+                if line_seq <= seq {
+                    continue;
+                }
+                seq = line_seq;
+                match op {
+                    Some(op) => {
+                        state.apply(&op);
+                        report.replayed_ops += 1;
+                    }
                     // What the hook parser would have refused live (a
                     // hand-edited or damaged line) must not come back
                     // through the journal; the other ops still count.
-                    skipped += 1;
-                    seq = line_seq;
-                } else if line_seq > seq {
-                    state.apply(&op);
-                    seq = line_seq;
-                    report.replayed_ops += 1;
+                    None => skipped += 1,
                 }
             }
             if skipped > 0 {
@@ -293,20 +296,26 @@ fn read_state(
             .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).map_err(|e| e.to_string()))
         {
             Ok(keys) => {
-                let entries = keys
-                    .into_iter()
-                    .map(|k| Entry {
-                        key: k.into(),
+                let total = keys.len();
+                let entries: Vec<Entry> = keys
+                    .iter()
+                    .filter_map(|k| StreamKey::parse(k).ok())
+                    .map(|key| Entry {
+                        key,
                         sessions: Default::default(),
                         joined_at: now_ms,
                         addr: String::new(),
                     })
                     .collect();
-                let (s, dropped) = State::from_parts(entries, Some(now_ms), 1);
-                if !dropped.is_empty() {
+                let invalid = total - entries.len();
+                let (s, repeated) = State::from_parts(entries, Some(now_ms), 1);
+                if invalid > 0 || !repeated.is_empty() {
+                    // Fingerprints, never the keys: this goes to the log.
+                    let tags: Vec<String> = repeated.iter().map(StreamKey::fingerprint).collect();
                     report.warnings.push(format!(
-                        "{}: dropped invalid or repeated keys {dropped:?}",
-                        seed_path.display()
+                        "{}: dropped {invalid} invalid keys and {} repeated ones {tags:?}",
+                        seed_path.display(),
+                        repeated.len()
                     ));
                 }
                 state = s;
@@ -322,21 +331,57 @@ fn read_state(
     Ok((state, seq))
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64, Vec<String>), String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+/// The snapshot's state, and how many entries were dropped: repeated keys,
+/// and entries (or blocks) whose key is not a valid stream key (a damaged
+/// or hand-edited file), which are taken out before the state is read so
+/// they cost only themselves, not the whole queue.
+fn parse_snapshot(bytes: &[u8]) -> Result<(State, u64, usize), String> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     match v.get("version").and_then(|x| x.as_u64()) {
         Some(1) => {}
         Some(n) => return Err(format!("unsupported version {n}")),
         None => return Err("no version field".into()),
     }
+    let mut invalid = 0;
+    if let Some(entries) = v.get_mut("entries").and_then(|e| e.as_array_mut()) {
+        let before = entries.len();
+        entries.retain(|e| !e.get("key").is_some_and(names_invalid_key));
+        invalid += before - entries.len();
+    }
+    if let Some(blocks) = v.get_mut("blocks").and_then(|b| b.as_object_mut()) {
+        let before = blocks.len();
+        blocks.retain(|k, _| StreamKey::parse(k).is_ok());
+        invalid += before - blocks.len();
+    }
     let snap: Snapshot = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    let (state, dropped) = snap.state.reindex();
-    Ok((state, snap.seq, dropped))
+    let (state, repeated) = snap.state.reindex();
+    Ok((state, snap.seq, invalid + repeated.len()))
 }
 
-/// Read journal lines in order. A torn last line (crash mid-write) is
+/// A JSON string that is not a valid stream key (a non-string is some
+/// other damage, reported as such).
+fn names_invalid_key(v: &serde_json::Value) -> bool {
+    v.as_str().is_some_and(|s| StreamKey::parse(s).is_err())
+}
+
+/// The sequence number of a journal line that failed to parse because it
+/// names an invalid stream key (`key`, or one of `keys`): an op the hook
+/// parser would have refused live, skipped rather than a reason to stop.
+fn invalid_key_line(line: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let seq = v.get("seq")?.as_u64()?;
+    let one = v.get("key").is_some_and(names_invalid_key);
+    let many = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .is_some_and(|ks| ks.iter().any(names_invalid_key));
+    (one || many).then_some(seq)
+}
+
+/// Read journal lines in order: (seq, the op), or (seq, None) for a line
+/// naming an invalid stream key. A torn last line (crash mid-write) is
 /// dropped silently; any other bad line stops the replay and is reported.
-fn read_journal(f: File) -> (Vec<(u64, Op)>, Option<String>) {
+fn read_journal(f: File) -> (Vec<(u64, Option<Op>)>, Option<String>) {
     let mut ops = Vec::new();
     let mut lines = BufReader::new(f).split(b'\n').peekable();
     let mut n = 0;
@@ -350,9 +395,12 @@ fn read_journal(f: File) -> (Vec<(u64, Op)>, Option<String>) {
             continue;
         }
         match serde_json::from_slice::<JournalLine>(&line) {
-            Ok(j) => ops.push((j.seq, j.op)),
-            Err(_) if lines.peek().is_none() => break,
-            Err(e) => return (ops, Some(format!("bad line {n}: {e}"))),
+            Ok(j) => ops.push((j.seq, Some(j.op))),
+            Err(e) => match invalid_key_line(&line) {
+                Some(seq) => ops.push((seq, None)),
+                None if lines.peek().is_none() => break,
+                None => return (ops, Some(format!("bad line {n}: {e}"))),
+            },
         }
     }
     (ops, None)
@@ -426,6 +474,7 @@ fn create_temp(tmp: &Path) -> Result<File, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::k;
     use std::fs::OpenOptions;
 
     use crate::scratch::ScratchDir as TempDir;
@@ -439,7 +488,7 @@ mod tests {
 
     fn publish(key: &str, cid: u64) -> Op {
         Op::Publish {
-            key: key.into(),
+            key: k(key),
             client_id: Some(cid),
             addr: "127.0.0.1".into(),
             at: cid,
@@ -447,7 +496,10 @@ mod tests {
     }
 
     fn keys(s: &State) -> Vec<String> {
-        s.entries().iter().map(|e| e.key.to_string()).collect()
+        s.entries()
+            .iter()
+            .map(|e| e.key.expose().to_string())
+            .collect()
     }
 
     #[test]
@@ -479,12 +531,12 @@ mod tests {
             publish("b", 2),
             publish("c", 3),
             Op::SetSlotEnd {
-                key: "a".into(),
+                key: k("a"),
                 ends_at: Some(50_000),
                 at: 10,
             },
             Op::Kick {
-                key: "b".into(),
+                key: k("b"),
                 until: Some(90_000),
                 at: 11,
             },
@@ -497,7 +549,7 @@ mod tests {
                 at: 13,
             },
             Op::Move {
-                key: "c".into(),
+                key: k("c"),
                 position: 1,
                 at: 14,
             },
@@ -511,7 +563,7 @@ mod tests {
         let (mut store, back, rep) = Store::open(&d.0, 20).unwrap();
         assert_eq!(rep.replayed_ops, ops.len());
         assert_eq!(back, state);
-        assert_eq!(back.blocked_until("b", 20), Some(90_000));
+        assert_eq!(back.blocked_until(&k("b"), 20), Some(90_000));
         assert_eq!(back.slot_ends_at(0), Some(50_000));
         assert_eq!(back.overrides().slot_seconds, Some(300));
         // ...and from the snapshot.
@@ -628,16 +680,13 @@ mod tests {
         let (store, _state, _) = Store::open(&d.0, 0).unwrap();
         drop(store);
         let line = |seq: u64, op: Op| serde_json::to_string(&JournalLine { seq, op }).unwrap();
+        // Lines no StreamKey can be made from: written by hand, as a
+        // damaged or forged file would hold them.
         let text = [
             line(1, publish("a", 1)),
-            line(2, publish("bad key\u{202e}", 2)),
-            line(
-                3,
-                Op::Override {
-                    keys: vec!["a".into(), "x/../y".into()],
-                    at: 3,
-                },
-            ),
+            r#"{"seq":2,"op":"publish","key":"bad key\u202e","client_id":2,"addr":"127.0.0.1","at":2}"#
+                .to_string(),
+            r#"{"seq":3,"op":"override","keys":["a","x/../y"],"at":3}"#.to_string(),
             line(4, publish("c", 4)),
         ]
         .join("\n");
@@ -650,6 +699,61 @@ mod tests {
             rep.warnings[0].contains("skipped 2 ops"),
             "{:?}",
             rep.warnings
+        );
+    }
+
+    #[test]
+    fn snapshot_entries_and_blocks_with_invalid_keys_are_dropped_alone() {
+        let d = TempDir::new("badsnapkey");
+        fs::write(
+            d.0.join(SNAPSHOT),
+            r#"{"version":1,"seq":0,"entries":[{"key":"a","sessions":[1],"joined_at":1,"addr":""},{"key":"x/../y","sessions":[2],"joined_at":2,"addr":""},{"key":"b","sessions":[3],"joined_at":3,"addr":""},{"key":"a","sessions":[4],"joined_at":4,"addr":""}],"on_air_since":1,"switch_seq":1,"blocks":{"bad key":9999,"c":9999}}"#,
+        )
+        .unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 5).unwrap();
+        assert_eq!(keys(&state), ["a", "b"]);
+        assert_eq!(state.blocks(5), [(&k("c"), 9999)]);
+        assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
+        assert!(
+            rep.warnings[0].contains("dropped 3 invalid or repeated"),
+            "{:?}",
+            rep.warnings
+        );
+        assert!(!rep.warnings[0].contains("x/../y"), "{:?}", rep.warnings);
+    }
+
+    #[test]
+    fn files_keep_the_format_keys_had_as_strings() {
+        // A snapshot as every version since 1 wrote it: read, then written
+        // again (compaction), it comes back byte for byte.
+        let d = TempDir::new("format");
+        let text = r#"{"version":1,"seq":7,"entries":[{"key":"dj-1","sessions":[3],"joined_at":10,"addr":"127.0.0.1"},{"key":"B_2","sessions":[],"joined_at":11,"addr":""}],"on_air_since":10,"switch_seq":2,"blocks":{"a":99999,"z":99998},"slot_ends_at":50000}"#;
+        fs::write(d.0.join(SNAPSHOT), text).unwrap();
+        let (_s, state, rep) = Store::open(&d.0, 12).unwrap();
+        assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+        assert_eq!(keys(&state), ["dj-1", "B_2"]);
+        assert_eq!(fs::read_to_string(d.0.join(SNAPSHOT)).unwrap(), text);
+        // Journal lines: ops name keys as plain strings.
+        let line = serde_json::to_string(&JournalLine {
+            seq: 8,
+            op: Op::Override {
+                keys: vec![k("B_2"), k("dj-1")],
+                at: 13,
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"seq":8,"op":"override","keys":["B_2","dj-1"],"at":13}"#
+        );
+        let line = serde_json::to_string(&JournalLine {
+            seq: 9,
+            op: publish("dj-1", 4),
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"seq":9,"op":"publish","key":"dj-1","client_id":4,"addr":"127.0.0.1","at":4}"#
         );
     }
 
@@ -683,6 +787,15 @@ mod tests {
         assert!(rep.migrated_seed);
         assert_eq!(keys(&state), ["dj1", "dj2"]);
         assert_eq!(state.on_air_since(), Some(1000));
+        let w = rep.warnings.join("; ");
+        assert!(
+            w.contains("dropped 1 invalid keys and 1 repeated ones"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("dj1") && !w.contains("bad key"),
+            "keys in the log: {w}"
+        );
         assert!(!d.0.join(SEED_QUEUE).exists());
         assert!(d.0.join("QUEUE.json.migrated").exists());
         let (_s, again, rep) = Store::open(&d.0, 2000).unwrap();

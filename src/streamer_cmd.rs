@@ -117,10 +117,11 @@ pub fn run_with(
                     let s = r.add(&name, slot, key, now)?;
                     (s.name.clone(), s.key.clone())
                 };
-                r.set_link(&name, registry::new_key()?)?;
+                r.link(&name, true)?;
                 Ok((name, key))
             })?;
-            w(writeln!(out, "{key}"))?;
+            // The new key, once, to the administrator who made it.
+            w(writeln!(out, "{}", key.expose()))?;
             w(writeln!(
                 note,
                 "added {name}; publish to rtmp://<host>/live/<the key above>"
@@ -150,10 +151,10 @@ pub fn run_with(
                     }
                 });
                 let key = if show_keys {
-                    s.key.clone()
+                    // `--show-keys`: the administrator asked for them.
+                    s.key.expose().to_string()
                 } else {
-                    let head: String = s.key.chars().take(4).collect();
-                    format!("{head}…")
+                    format!("{}…", s.key.hint(4))
                 };
                 let pad = width - s.name.chars().count() + s.name.len();
                 w(writeln!(out, "{:pad$}  {slot:>8}  {key}", s.name))?;
@@ -171,7 +172,8 @@ pub fn run_with(
                 r.rotate_key(&name, key.clone(), now)?;
                 Ok(key)
             })?;
-            w(writeln!(out, "{key}"))?;
+            // The new key, once, to the administrator who asked.
+            w(writeln!(out, "{}", key.expose()))?;
             w(writeln!(
                 note,
                 "{name} has a new key; the old one no longer works"

@@ -3,6 +3,7 @@
 use crossbeam_channel::Receiver;
 
 use super::StreamerRequest;
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::refusal::{Answer, Refusal};
 
@@ -34,13 +35,13 @@ impl Responder {
 
 pub enum Command {
     Publish {
-        key: String,
+        key: StreamKey,
         client_id: Option<u64>,
         addr: String,
         reply: Responder,
     },
     PublishDone {
-        key: String,
+        key: StreamKey,
         client_id: Option<u64>,
         reply: Responder,
     },

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Answer, Engine, Refusal, Why};
 use crate::events::Event;
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::queue::{Op, Outcome};
 
@@ -18,7 +19,7 @@ impl Engine {
     /// the answer and the op to save (None: nothing changed).
     pub(super) fn on_publish(
         &mut self,
-        key: String,
+        key: StreamKey,
         client_id: Option<u64>,
         addr: String,
         now_ms: u64,
@@ -87,7 +88,7 @@ impl Engine {
     /// or a second session of theirs ended. Always answered 200.
     pub(super) fn on_publish_done(
         &mut self,
-        key: String,
+        key: StreamKey,
         client_id: Option<u64>,
         now_ms: u64,
     ) -> Option<Op> {
@@ -126,7 +127,7 @@ impl Engine {
     /// daemon was down (their `publish_done` went nowhere) are dropped,
     /// durably. `published`: the keys nginx's stat page lists, None when
     /// it could not be read (the queue stays as saved).
-    pub(super) fn drop_gone(&mut self, published: Option<&[String]>) {
+    pub(super) fn drop_gone(&mut self, published: Option<&[StreamKey]>) {
         let Some(published) = published else { return };
         let Some(op) = moderation::gone(&self.state, published, self.clock.unix_ms()) else {
             if !self.state.is_empty() {

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::ports::{ControlPort, Io, ManualClock, ObsPort, RelayPort};
 use super::{Answer, Command, Engine, EngineParts, Responder, Settings, Shared, View};
 use crate::config::{Config, ObsConfig};
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::obs::BroadcastState;
 use crate::relay::{self, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Want};
@@ -27,8 +28,8 @@ pub struct RelayLog {
     /// screen until this is set again: a planned cut waiting for a keyframe).
     pub cut: bool,
     /// Report this key as failed too often on the next call.
-    pub give_up: Option<String>,
-    pub on_screen: Option<String>,
+    pub give_up: Option<StreamKey>,
+    pub on_screen: Option<StreamKey>,
     pub stopped: bool,
 }
 
@@ -92,8 +93,9 @@ impl RelayPort for MemRelay {
 struct MemControl(Arc<Mutex<Vec<String>>>);
 
 impl ControlPort for MemControl {
-    fn drop_publisher(&self, _app: &str, key: &str, _who: &str) {
-        lock(&self.0).push(key.to_string());
+    fn drop_publisher(&self, _app: &str, key: &StreamKey, _who: &str) {
+        // What nginx would be asked to drop (test support).
+        lock(&self.0).push(key.expose().to_string());
     }
     fn shutdown(self: Box<Self>) {}
 }
@@ -133,7 +135,7 @@ impl Harness {
 
     /// Start over a state dir as the daemon does, nginx's stat page
     /// listing `published` (None: unreadable).
-    pub fn restart_in(dir: ScratchDir, toml: &str, published: Option<Vec<String>>) -> Harness {
+    pub fn restart_in(dir: ScratchDir, toml: &str, published: Option<Vec<StreamKey>>) -> Harness {
         let mut cfg = Config::parse(toml).expect("test config");
         cfg.state.dir = dir.0.display().to_string();
         let clock = ManualClock::new();
@@ -226,7 +228,7 @@ impl Harness {
     pub fn publish(&mut self, key: &str) -> Answer {
         let client_id = Some(self.next_client);
         self.next_client += 1;
-        let key = key.to_string();
+        let key = crate::key::k(key);
         self.ask(|reply| Command::Publish {
             key,
             client_id,
@@ -236,7 +238,7 @@ impl Harness {
     }
 
     pub fn publish_done(&self, key: &str) -> Answer {
-        let key = key.to_string();
+        let key = crate::key::k(key);
         self.ask(|reply| Command::PublishDone {
             key,
             client_id: None,

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 
 use crate::config::ObsConfig;
+use crate::key::StreamKey;
 use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
 use crate::relay::{self, Notice, Relay, RelayEvent, RelaySpec, RelayView, Want};
@@ -80,12 +81,12 @@ impl RelayPort for Relay {
 
 /// nginx's control module: disconnect a publisher (off the engine thread).
 pub trait ControlPort: Send {
-    fn drop_publisher(&self, app: &str, key: &str, who: &str);
+    fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str);
     fn shutdown(self: Box<Self>);
 }
 
 impl ControlPort for Control {
-    fn drop_publisher(&self, app: &str, key: &str, who: &str) {
+    fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str) {
         Control::drop_publisher(self, app, key, who)
     }
     fn shutdown(self: Box<Self>) {

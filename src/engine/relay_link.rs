@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::{read, write, Engine, Settings};
 use crate::config::{self, Config};
 use crate::events::Event;
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::queue::Op;
 use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
@@ -17,11 +18,11 @@ impl Engine {
         let e = self.state.entries();
         let want = Want {
             on_air: e.first().map(|h| Streamer {
-                key: h.key.to_string(),
+                key: h.key.clone(),
                 name: self.display(&h.key),
             }),
             next: e.get(1).map(|n| Streamer {
-                key: n.key.to_string(),
+                key: n.key.clone(),
                 name: self.display(&n.key),
             }),
             left: self.kill_now.take(),
@@ -30,11 +31,7 @@ impl Engine {
         // nginx starts a recording on the stream's next keyframe, the one
         // the splicer cuts on: so it is asked at the decision, not the cut.
         if let Some(r) = &mut self.recorder {
-            r.heading(
-                want.on_air
-                    .as_ref()
-                    .map(|s| (s.key.as_str(), s.name.as_str())),
-            );
+            r.heading(want.on_air.as_ref().map(|s| (&s.key, s.name.as_str())));
         }
         let mut notices = Vec::new();
         self.relay.want(&want, now, &mut notices);
@@ -70,8 +67,8 @@ impl Engine {
                     waited,
                 } => {
                     self.cuts += 1;
-                    let who = |k: &Option<String>| {
-                        k.as_deref()
+                    let who = |k: &Option<StreamKey>| {
+                        k.as_ref()
                             .map_or_else(|| "the slate".to_string(), |k| self.display(k))
                     };
                     let line = match how {
@@ -101,13 +98,13 @@ impl Engine {
                     if let Some(r) = &self.recorder {
                         r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
                     }
-                    self.emit_cut(from.as_deref(), to.as_deref(), waited);
+                    self.emit_cut(from.as_ref(), to.as_ref(), waited);
                     if let Some(f) = from {
                         self.release_drop(&f);
                     }
                 }
                 Notice::GiveUp { key } => {
-                    if self.state.head().is_some_and(|h| *h.key == *key) {
+                    if self.state.head().is_some_and(|h| h.key == key) {
                         self.emit(Event::GaveUp {
                             name: self.display(&key),
                         });
@@ -143,14 +140,14 @@ impl Engine {
 
     /// A cut: whoever left the output is off air (for the reason last
     /// given), whoever is on it now is on air.
-    fn emit_cut(&mut self, from: Option<&str>, to: Option<&str>, waited: Duration) {
+    fn emit_cut(&mut self, from: Option<&StreamKey>, to: Option<&StreamKey>, waited: Duration) {
         if let Some(f) = from {
             let name = self.display(f);
             let reason = self.events.off_air_reason(&name);
             self.emit(Event::OffAir { name, reason });
         }
         if let Some(t) = to {
-            let head = self.state.head().filter(|h| *h.key == *t);
+            let head = self.state.head().filter(|h| h.key == *t);
             let since = head.and_then(|_| self.state.on_air_since());
             let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy());
             let slot_seconds = match (head, since, ends) {
@@ -161,7 +158,7 @@ impl Engine {
                 .state
                 .entries()
                 .iter()
-                .find(|e| *e.key != *t)
+                .find(|e| e.key != *t)
                 .map(|e| self.display(&e.key));
             self.emit(Event::OnAir {
                 name: self.display(t),
@@ -173,7 +170,7 @@ impl Engine {
     }
 
     /// A publisher waiting for the cut away from them is disconnected now.
-    pub(super) fn release_drop(&mut self, key: &str) {
+    pub(super) fn release_drop(&mut self, key: &StreamKey) {
         if let Some(i) = self.drops_after_cut.iter().position(|(k, _)| k == key) {
             self.drops_after_cut.remove(i);
             let who = self.display(key);

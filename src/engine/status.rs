@@ -3,6 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Engine, STATUS_REFRESH};
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::obs::{BroadcastState, ObsStatus};
 use crate::relay;
@@ -12,12 +13,12 @@ impl Engine {
         let Some(obs) = &self.obs else { return };
         let shown = self.on_screen_key();
         let e = self.state.entries();
-        let mut order: Vec<&str> = Vec::with_capacity(2);
+        let mut order: Vec<&StreamKey> = Vec::with_capacity(2);
         if let Some(k) = &shown {
-            order.push(k.as_str());
+            order.push(k);
         }
         for x in e.iter().take(2) {
-            if order.len() < 2 && !order.contains(&&*x.key) {
+            if order.len() < 2 && !order.contains(&&x.key) {
                 order.push(&x.key);
             }
         }
@@ -47,7 +48,7 @@ impl Engine {
         let mut parts = Vec::new();
         match self.on_screen_key() {
             Some(k) => {
-                let since = if self.state.head().is_some_and(|h| *h.key == *k) {
+                let since = if self.state.head().is_some_and(|h| h.key == k) {
                     self.state.on_air_since().unwrap_or(now_ms)
                 } else {
                     now_ms

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{Answer, Engine, Refusal, Why};
 use crate::events::Event;
+use crate::key::StreamKey;
 use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
 use crate::registry::{self, RegistryError};
@@ -54,7 +55,7 @@ fn secs_left(until: u64, now: u64) -> u64 {
 impl Engine {
     /// Whether a publish of `key` may go on to the queue rules. Logs the
     /// refusal with the address and a fingerprint of the key, never the key.
-    pub(super) fn admit(&mut self, key: &str, addr: &str) -> Result<(), Refusal> {
+    pub(super) fn admit(&mut self, key: &StreamKey, addr: &str) -> Result<(), Refusal> {
         // A key we do not know may have been added a moment ago (`streamer
         // add`), maybe creating the registry: look (one stat) before it is
         // admitted, refused or shown anywhere under the wrong name.
@@ -67,12 +68,18 @@ impl Engine {
         }
         crate::log::warn_limited(format_args!(
             "refused a publish from {addr}: unknown stream key ({})",
-            registry::fingerprint(key)
+            key.fingerprint()
         ));
         Err(Refusal::new(Why::Forbidden, "unknown stream key"))
     }
 
-    pub(super) fn refuse_blocked(&mut self, key: &str, addr: &str, until: u64, now: u64) -> Answer {
+    pub(super) fn refuse_blocked(
+        &mut self,
+        key: &StreamKey,
+        addr: &str,
+        until: u64,
+        now: u64,
+    ) -> Answer {
         // An encoder retries every few seconds: one info line per block
         // (and per minute), the rest at debug.
         let last = self.block_logged.get(key).copied();
@@ -87,7 +94,7 @@ impl Engine {
             log::info!("{msg}");
             self.block_logged
                 .retain(|_, t| now.saturating_sub(*t) < 60_000);
-            self.block_logged.insert(key.to_string(), now);
+            self.block_logged.insert(key.clone(), now);
         }
         Err(Refusal::new(
             Why::Forbidden,
@@ -197,7 +204,7 @@ impl Engine {
         }
         let on_screen = self.relay.view().on_screen;
         for key in drops {
-            if on_screen.as_deref() == Some(key.as_str()) {
+            if on_screen.as_ref() == Some(&key) {
                 // Still on the output: they keep playing until the cut to
                 // the next streamer (their keyframe), then go.
                 self.drops_after_cut.push((key, self.clock.now()));
@@ -222,12 +229,12 @@ impl Engine {
             Ok(op) => op,
             Err(r) => return (Err(r), false),
         };
-        let head_before = self.state.head().map(|h| h.key.to_string());
+        let head_before = self.state.head().map(|h| h.key.clone());
         let out = self.state.apply(&op);
         if let Outcome::Rejected(e) = out {
             return (Err(Refusal::invalid(e)), false);
         }
-        self.log_moderation(req, &op, &out, head_before.as_deref(), now);
+        self.log_moderation(req, &op, &out, head_before.as_ref(), now);
         let ev = match (req, &op, &out) {
             (_, Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => Some(Event::Skipped {
                 name: self.display(k),
@@ -250,7 +257,7 @@ impl Engine {
         // refused while blocked.
         let dropped = match (&op, &out) {
             (Op::Kick { key, .. }, _) => Some(key.clone()),
-            (Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => Some(k.to_string()),
+            (Op::Skip { .. }, Outcome::Skipped { key: Some(k) }) => Some(k.clone()),
             _ => None,
         };
         if let Some(key) = dropped {
@@ -268,7 +275,7 @@ impl Engine {
         req: &Request,
         op: &Op,
         out: &Outcome,
-        head_before: Option<&str>,
+        head_before: Option<&StreamKey>,
         now: u64,
     ) {
         let block = |until: &Option<u64>| {
@@ -301,7 +308,7 @@ impl Engine {
                 self.display(key),
                 from + 1,
                 to + 1,
-                if *to == 0 || head_before == Some(key.as_str()) {
+                if *to == 0 || head_before == Some(key) {
                     "; switching"
                 } else {
                     ""
@@ -363,7 +370,8 @@ impl Engine {
                             "has_link": !s.link_token.is_empty(),
                         });
                         if show_keys {
-                            v["key"] = json!(s.key);
+                            // The admin asked for the keys (`show_keys`).
+                            v["key"] = json!(s.key.expose());
                         }
                         v
                     })
@@ -377,8 +385,7 @@ impl Engine {
                         let s = r.add(&name, slot_seconds, key, now)?;
                         (s.name.clone(), s.key.clone())
                     };
-                    let link = registry::new_key()?;
-                    r.set_link(&name, link.clone())?;
+                    let (_, link) = r.link(&name, true)?;
                     Ok((name, key, link))
                 });
                 match r {
@@ -386,8 +393,9 @@ impl Engine {
                         log::info!("streamer {} added", crate::log::escape(&name));
                         self.set_registry(reg);
                         (
+                            // The new key, once, to the admin who made it.
                             Ok(
-                                json!({"ok": true, "name": name, "key": key, "slot_seconds": slot_seconds, "link_token": link}),
+                                json!({"ok": true, "name": name, "key": key.expose(), "slot_seconds": slot_seconds, "link_token": link}),
                             ),
                             None,
                         )
@@ -414,7 +422,11 @@ impl Engine {
                     Ok(((name, key, old), reg)) => {
                         log::info!("streamer {} has a new key", crate::log::escape(&name));
                         self.set_registry(reg);
-                        (Ok(json!({"ok": true, "name": name, "key": key})), Some(old))
+                        (
+                            // The new key, once, to the admin who asked.
+                            Ok(json!({"ok": true, "name": name, "key": key.expose()})),
+                            Some(old),
+                        )
                     }
                     Err(e) => return err(e),
                 }

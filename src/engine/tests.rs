@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::memory::Harness;
 use super::{Answer, StreamerRequest, Why};
+use crate::key::k;
 use crate::moderation::Request;
 
 fn ok(r: &Answer) {
@@ -30,8 +31,8 @@ fn joins_go_on_air_in_order_and_the_relay_is_told_who_is_next() {
         .ok()
         .flatten();
     let w = w.expect("the relay was told");
-    assert_eq!(w.on_air.map(|s| s.key).as_deref(), Some("alice"));
-    assert_eq!(w.next.map(|s| s.key).as_deref(), Some("bob"));
+    assert_eq!(w.on_air.map(|s| s.key), Some(k("alice")));
+    assert_eq!(w.next.map(|s| s.key), Some(k("bob")));
     let shown = h.obs.lock().map(|o| o.last().cloned()).ok().flatten();
     assert_eq!(shown.and_then(|s| s.on_air).as_deref(), Some("alice"));
     assert_eq!(h.status()["on_air"]["name"], "alice");
@@ -49,8 +50,8 @@ fn the_on_air_publisher_leaving_is_a_forced_switch() {
         .iter()
         .find(|w| w.left.is_some())
         .expect("a forced switch");
-    assert_eq!(left.left.as_deref(), Some("alice"));
-    assert_eq!(left.on_air.as_ref().map(|s| s.key.as_str()), Some("bob"));
+    assert_eq!(left.left, Some(k("alice")));
+    assert_eq!(left.on_air.as_ref().map(|s| &s.key), Some(&k("bob")));
     assert!(h.drops().is_empty(), "a publisher that left is not dropped");
 }
 
@@ -117,7 +118,7 @@ fn a_relay_given_up_on_skips_the_streamer_durably() {
     ok(&h.publish("alice"));
     ok(&h.publish("bob"));
     if let Ok(mut l) = h.relay.lock() {
-        l.give_up = Some("alice".into());
+        l.give_up = Some(k("alice"));
     }
     h.wake();
     assert_eq!(h.queue(), ["bob"]);
@@ -191,7 +192,7 @@ fn publishers_gone_while_down_are_dropped_durably_at_start() {
     let h = Harness::restart_in(dir, "", None);
     assert_eq!(h.queue(), ["alice", "bob", "carol"]);
     // Only bob still publishes: alice and carol left while we were down.
-    let h = Harness::restart_in(h.shutdown(), "", Some(vec!["bob".into()]));
+    let h = Harness::restart_in(h.shutdown(), "", Some(vec![k("bob")]));
     assert_eq!(h.queue(), ["bob"]);
     assert_eq!(h.status()["on_air"]["name"], "bob");
     // That was saved: a start without nginx keeps it.
@@ -231,7 +232,11 @@ fn a_short_slot_ends_blocks_the_rejoin_and_the_block_ends() {
     assert_eq!(h.queue(), ["alice", "bob"], "not before 4 s");
     h.advance(Duration::from_millis(200));
     assert_eq!(h.queue(), ["bob"]);
-    assert_eq!(h.drops(), std::slice::from_ref(&alice), "alice disconnected");
+    assert_eq!(
+        h.drops(),
+        std::slice::from_ref(&alice),
+        "alice disconnected"
+    );
     let st = h.status();
     assert_eq!(st["on_air"]["name"], "bob");
     assert_eq!(st["on_air"]["slot_left_s"], serde_json::Value::Null, "{st}");

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use super::{Engine, Names};
+use crate::key::StreamKey;
 use crate::moderation;
 use crate::registry::Registry;
 use crate::relay;
@@ -206,7 +207,7 @@ impl Engine {
         let shown = self.on_screen_key();
         let on_air = shown.as_ref().map(|key| OnAirView {
             name: Arc::from(self.display(key)),
-            since_ms: if self.state.head().is_some_and(|h| *h.key == **key) {
+            since_ms: if self.state.head().is_some_and(|h| h.key == *key) {
                 self.state.on_air_since().unwrap_or(0)
             } else {
                 0
@@ -224,7 +225,7 @@ impl Engine {
         let names = self.sync_names();
         // Until the cut, the streamer still on the output leads the list.
         let names = match &shown {
-            Some(k) if self.state.head().is_some_and(|h| *h.key != **k) => {
+            Some(k) if self.state.head().is_some_and(|h| h.key != *k) => {
                 let first = self.display(k);
                 let mut n = Names::default();
                 n.push(&first, 0);
@@ -263,10 +264,10 @@ impl Engine {
 
     /// The stream key on air as the audience sees it: what the output
     /// shows, or, before the first cut to them, the head of the queue.
-    pub(super) fn on_screen_key(&self) -> Option<String> {
+    pub(super) fn on_screen_key(&self) -> Option<StreamKey> {
         match self.relay.view().on_screen {
             Some(k) => Some(k),
-            None => self.state.head().map(|h| h.key.to_string()),
+            None => self.state.head().map(|h| h.key.clone()),
         }
     }
 }

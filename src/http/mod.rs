@@ -23,6 +23,7 @@ use tiny_http::{Header, Limits, Method, Request, Response, Server};
 use crate::auth;
 use crate::engine::{self, Command, Responder, Settings, Shared, View};
 use crate::hook::{Hook, HookKind};
+use crate::key::StreamKey;
 use crate::log::escape;
 use crate::log::warn_limited;
 use crate::moderation;
@@ -796,32 +797,42 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Route {
         }
     };
     let s = engine::read(&ctx.settings);
-    let now = match kind {
-        HookKind::Publish if h.app == s.ingest_app => {
+    // Every hook that concerns a stream carries a valid one (the parser
+    // refuses it otherwise); in the ingest app its name is a stream key.
+    let stream = h.stream.clone();
+    let now = match (kind, stream) {
+        (HookKind::Publish, Some(key)) if h.app == s.ingest_app => {
             return Route::Engine(Box::new(move |reply| Command::Publish {
-                key: h.name,
+                key,
                 client_id: h.client_id,
                 addr: h.addr,
                 reply,
             }))
         }
-        HookKind::Publish if h.app == s.output_app => {
+        (HookKind::Publish, stream) if h.app == s.output_app => {
             let secret_ok = h
                 .get("ms_secret")
                 .is_some_and(|x| ct_eq(x.as_bytes(), s.relay_secret.as_bytes()));
-            if secret_ok && h.name == s.output_stream {
+            let output = StreamKey::parse(&s.output_stream).ok();
+            if secret_ok && stream.is_some() && stream == output {
                 Reply::json(200, json!({"ok": true}))
             } else {
+                // The name may be a streamer's key published to the wrong
+                // app: its fingerprint only.
                 log::warn!(
                     "refused a publish to {}/{} from {}: only motherstream's relay may publish the output",
                     h.app,
-                    h.name,
+                    match &stream {
+                        Some(_) if stream == output => s.output_stream.clone(),
+                        Some(k) => k.fingerprint(),
+                        None => "-".into(),
+                    },
                     h.addr
                 );
                 Reply::error(403, "only motherstream's relay may publish the output")
             }
         }
-        HookKind::Publish => {
+        (HookKind::Publish, _) => {
             warn_limited(format_args!(
                 "refused a publish to unknown application \"{}\" from {}",
                 escape(&h.app),
@@ -832,26 +843,26 @@ fn hook(kind: HookKind, form: &str, ctx: &Ctx) -> Route {
                 format!("publishing to application {:?} is not allowed", h.app),
             )
         }
-        HookKind::PublishDone if h.app == s.ingest_app => {
+        (HookKind::PublishDone, Some(key)) if h.app == s.ingest_app => {
             return Route::Engine(Box::new(move |reply| Command::PublishDone {
-                key: h.name,
+                key,
                 client_id: h.client_id,
                 reply,
             }))
         }
-        HookKind::Play if h.app == s.ingest_app && !h.from_loopback() => {
+        (HookKind::Play, Some(key)) if h.app == s.ingest_app && !h.from_loopback() => {
             warn_limited(format_args!(
                 "refused {} playing a raw ingest stream in {} ({})",
                 h.addr,
                 h.app,
                 // The stream name is a stream key: never in the log.
-                crate::registry::fingerprint(&h.name)
+                key.fingerprint()
             ));
             Reply::error(403, "raw ingest streams can only be played from this host")
         }
-        HookKind::RecordDone if h.app == s.ingest_app => {
+        (HookKind::RecordDone, Some(key)) if h.app == s.ingest_app => {
             if let (Some(r), Some(path)) = (&ctx.recordings, h.get("path")) {
-                r.record_done(&h.name, h.get("recorder").unwrap_or(""), path);
+                r.record_done(&key, h.get("recorder").unwrap_or(""), path);
             }
             Reply::json(200, json!({"ok": true}))
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::{rtmp_url, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Streamer, Want};
+use crate::key::StreamKey;
 use crate::redact::Redactor;
 use crate::{private_fs, sys};
 
@@ -72,7 +73,7 @@ pub fn build_args(spec_args: &[String], input: &str, output: &str) -> Vec<String
 
 pub struct RelayRun {
     pub run: u64,
-    pub key: String,
+    pub key: StreamKey,
     pub pid: u32,
     pub started: Instant,
     pub last_progress: Instant,
@@ -86,7 +87,7 @@ impl RelayRun {
     pub fn spawn(
         spec: &RelaySpec,
         run: u64,
-        key: &str,
+        key: &StreamKey,
         input: &str,
         output: &str,
         redact: &Redactor,
@@ -124,7 +125,7 @@ impl RelayRun {
         }
         Ok(RelayRun {
             run,
-            key: key.to_string(),
+            key: key.clone(),
             pid,
             started: now,
             last_progress: now,
@@ -168,7 +169,7 @@ enum Phase {
         failed: bool,
     },
     Backoff {
-        key: String,
+        key: StreamKey,
         until: Instant,
     },
 }
@@ -176,7 +177,7 @@ enum Phase {
 /// Failure accounting for the on-air key's relay.
 #[derive(Default)]
 struct Health {
-    key: String,
+    key: Option<StreamKey>,
     failures: u32,
     restarts: u32,
     first_output_logged: bool,
@@ -192,7 +193,7 @@ pub struct RestartRelay {
     health: Health,
     want: Want,
     /// The streamer on the output: the relay's key once it produced output.
-    on_screen: Option<String>,
+    on_screen: Option<StreamKey>,
     switch_at: Option<Instant>,
     secret: String,
 }
@@ -228,11 +229,11 @@ impl RestartRelay {
         }
     }
 
-    fn name(&self, key: &str) -> String {
+    fn name(&self, key: &StreamKey) -> String {
         [&self.want.on_air, &self.want.next]
             .into_iter()
             .flatten()
-            .find(|s| s.key == key)
+            .find(|s| s.key == *key)
             .map_or_else(|| "a streamer".to_string(), |s| s.name.clone())
     }
 
@@ -254,23 +255,23 @@ impl RestartRelay {
                 });
             }
         }
-        self.reconcile(now, gone.as_deref(), notices);
+        self.reconcile(now, gone.as_ref(), notices);
     }
 
-    fn reconcile(&mut self, now: Instant, gone: Option<&str>, notices: &mut Vec<Notice>) {
+    fn reconcile(&mut self, now: Instant, gone: Option<&StreamKey>, notices: &mut Vec<Notice>) {
         let desired = self.desired().map(|s| s.key.clone());
         if let Some(d) = &desired {
-            if self.health.key != *d {
+            if self.health.key.as_ref() != Some(d) {
                 self.health = Health {
-                    key: d.clone(),
+                    key: Some(d.clone()),
                     ..Health::default()
                 };
             }
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         self.phase = match phase {
-            Phase::Running(r) if desired.as_deref() != Some(r.key.as_str()) => {
-                if gone == Some(r.key.as_str()) {
+            Phase::Running(r) if desired.as_ref() != Some(&r.key) => {
+                if gone == Some(&r.key) {
                     r.kill();
                     Phase::Stopping {
                         relay: r,
@@ -299,10 +300,10 @@ impl RestartRelay {
         };
     }
 
-    fn spawn(&mut self, key: &str, now: Instant, notices: &mut Vec<Notice>) -> Phase {
+    fn spawn(&mut self, key: &StreamKey, now: Instant, notices: &mut Vec<Notice>) -> Phase {
         self.run += 1;
         self.secret = super::new_secret();
-        let input = rtmp_url(&self.spec, &self.spec.ingest_app, key);
+        let input = super::ingest_url(&self.spec, key);
         let output = format!(
             "{}?ms_secret={}",
             rtmp_url(&self.spec, &self.spec.output_app, &self.spec.output_stream),
@@ -311,13 +312,13 @@ impl RestartRelay {
         let name = self.name(key);
         // Without a registry the key is the public name; still no reason
         // to copy it into a log file.
-        let stand_in = if name == key {
-            crate::registry::fingerprint(key)
+        let stand_in = if StreamKey::parse(&name).as_ref() == Ok(key) {
+            key.fingerprint()
         } else {
             name.clone()
         };
         let redact = Redactor::new()
-            .hide(key, &stand_in)
+            .hide_key(key, &stand_in)
             .hide(&self.secret, "<secret>");
         match RelayRun::spawn(
             &self.spec,
@@ -340,7 +341,7 @@ impl RestartRelay {
             Err(e) => {
                 log::error!("cannot start relay {:?} for {name}: {e}", self.spec.ffmpeg);
                 let why = format!("cannot start ffmpeg: {e}");
-                self.failed(key.to_string(), why, now, notices)
+                self.failed(key.clone(), why, now, notices)
             }
         }
     }
@@ -349,7 +350,7 @@ impl RestartRelay {
     /// off, or give the streamer up after too many.
     fn failed(
         &mut self,
-        key: String,
+        key: StreamKey,
         why: String,
         now: Instant,
         notices: &mut Vec<Notice>,
@@ -386,11 +387,11 @@ impl RestartRelay {
         match ev {
             RelayEvent::Progress { run, total_size } => {
                 let names = (self.want.on_air.clone(), self.want.next.clone());
-                let name_of = |key: &str| {
+                let name_of = |key: &StreamKey| {
                     [&names.0, &names.1]
                         .into_iter()
                         .flatten()
-                        .find(|s| s.key == key)
+                        .find(|s| s.key == *key)
                         .map_or_else(|| "a streamer".to_string(), |s| s.name.clone())
                 };
                 if let Phase::Running(r) = &mut self.phase {
@@ -406,7 +407,7 @@ impl RestartRelay {
                             );
                             let key = r.key.clone();
                             // Live again after failing: recovered.
-                            if self.health.failures > 0 && self.health.key == key {
+                            if self.health.failures > 0 && self.health.key.as_ref() == Some(&key) {
                                 notices.push(Notice::SourceBack {
                                     key: key.clone(),
                                     failures: self.health.failures,
@@ -437,7 +438,7 @@ impl RestartRelay {
                     Phase::Running(r) if r.run == run => {
                         let key = r.key.clone();
                         let status = super::describe_exit(r.reap());
-                        if self.on_screen.as_deref() == Some(key.as_str()) {
+                        if self.on_screen.as_ref() == Some(&key) {
                             notices.push(Notice::Cut {
                                 from: self.on_screen.take(),
                                 to: None,
@@ -445,7 +446,7 @@ impl RestartRelay {
                                 waited: Duration::ZERO,
                             });
                         }
-                        if desired.as_deref() == Some(key.as_str()) {
+                        if desired.as_ref() == Some(&key) {
                             log::warn!(
                                 "relay for {} exited unexpectedly ({status}); last ffmpeg output:{}",
                                 self.name(&key),
@@ -461,7 +462,7 @@ impl RestartRelay {
                         let key = relay.key.clone();
                         let status = super::describe_exit(relay.reap());
                         log::debug!("relay run {run} stopped ({status})");
-                        if failed && desired.as_deref() == Some(key.as_str()) {
+                        if failed && desired.as_ref() == Some(&key) {
                             let why =
                                 format!("stalled: no output for {} s", self.spec.stall.as_secs());
                             self.failed(key, why, now, notices)
@@ -533,7 +534,7 @@ impl RestartRelay {
             Phase::Idle => ("idle", None),
         };
         let restarts = match self.desired() {
-            Some(s) if s.key == self.health.key => self.health.restarts,
+            Some(s) if self.health.key.as_ref() == Some(&s.key) => self.health.restarts,
             _ => 0,
         };
         RelayView {

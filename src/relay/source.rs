@@ -27,6 +27,7 @@ use rml_rtmp::sessions::{
 use super::flv::{Tag, TAG_AUDIO, TAG_VIDEO};
 use super::splice::SourceId;
 use super::RelayEvent;
+use crate::key::StreamKey;
 
 /// Where to read from. `stream` is the stream key: it goes on the wire to
 /// nginx and nowhere else.
@@ -35,7 +36,7 @@ pub struct SourceSpec {
     pub host: String,
     pub port: u16,
     pub app: String,
-    pub stream: String,
+    pub stream: StreamKey,
     /// No media for this long counts as a stall.
     pub stall: Duration,
 }
@@ -214,7 +215,8 @@ fn read_loop(
                 ClientSessionResult::RaisedEvent(ev) => match ev {
                     ClientSessionEvent::ConnectionRequestAccepted => {
                         if let ClientSessionResult::OutboundResponse(p) = session
-                            .request_playback(spec.stream.clone())
+                            // RTMP `play` names the stream by its key.
+                            .request_playback(spec.stream.expose().to_string())
                             .map_err(session_err)?
                         {
                             out.extend_from_slice(&p.bytes)

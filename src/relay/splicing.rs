@@ -25,6 +25,7 @@ use super::splice::{self, Event, SourceId, Splicer, SwitchKind};
 use super::{
     backoff, describe_exit, format_tail, rtmp_url, Notice, RelayEvent, RelaySpec, RelayView, Want,
 };
+use crate::key::StreamKey;
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
@@ -37,7 +38,7 @@ const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 const SLATE_TICK: Duration = Duration::from_millis(100);
 
 struct Slot {
-    key: String,
+    key: StreamKey,
     name: String,
     id: SourceId,
     source: Option<Source>,
@@ -71,7 +72,7 @@ pub struct SpliceRelay {
     last_slate_tick: Instant,
     want: Want,
     /// What the output shows (None: slate or nothing).
-    on_screen: Option<String>,
+    on_screen: Option<StreamKey>,
     /// When the current switch was decided (for "waited").
     switch_at: Option<Instant>,
     /// The on-air stream ended before the engine said who is next: no
@@ -79,7 +80,7 @@ pub struct SpliceRelay {
     hold_until: Option<Instant>,
     out: Vec<Tag>,
     evs: Vec<Event>,
-    warned_unsupported: Vec<String>,
+    warned_unsupported: Vec<StreamKey>,
     /// Notices raised where no notice list is at hand (starting the
     /// output); handed over at the next event or tick.
     pending: Vec<Notice>,
@@ -89,7 +90,7 @@ pub struct SpliceRelay {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
-    Streamer(String),
+    Streamer(StreamKey),
     Slate,
 }
 
@@ -249,7 +250,7 @@ impl SpliceRelay {
         self.reconcile(now, notices);
     }
 
-    fn wanted_keys(&self) -> Vec<(String, String)> {
+    fn wanted_keys(&self) -> Vec<(StreamKey, String)> {
         if self.want.stopping {
             return Vec::new();
         }
@@ -642,7 +643,7 @@ impl SpliceRelay {
 
     /// Stop the sources nobody wants; the one on screen keeps playing
     /// until the cut away from it (unless the daemon is stopping).
-    fn stop_unwanted(&mut self, wanted: &[(String, String)]) {
+    fn stop_unwanted(&mut self, wanted: &[(StreamKey, String)]) {
         let active = self.splicer.active();
         let mut i = 0;
         while i < self.slots.len() {
@@ -734,7 +735,7 @@ impl SpliceRelay {
     }
 
     pub fn view(&self) -> RelayView {
-        let on_air = self.want.on_air.as_ref().map(|s| s.key.as_str());
+        let on_air = self.want.on_air.as_ref().map(|s| &s.key);
         let state = if self.output.is_none() {
             if self.output_closing {
                 "stopping"
@@ -743,7 +744,7 @@ impl SpliceRelay {
             }
         } else if on_air.is_none() {
             "slate"
-        } else if self.on_screen.as_deref() == on_air {
+        } else if self.on_screen.as_ref() == on_air {
             "live"
         } else if self.on_screen.is_some() {
             // Someone else is still on the output until the cut.
@@ -754,7 +755,7 @@ impl SpliceRelay {
         };
         let restarts = self.output_restarts
             + on_air
-                .and_then(|k| self.slots.iter().find(|s| s.key == k))
+                .and_then(|k| self.slots.iter().find(|s| s.key == *k))
                 .map_or(0, |s| s.failures);
         RelayView {
             state,

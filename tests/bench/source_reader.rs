@@ -56,7 +56,7 @@ fn native(rig: &Rig, key: &str, secs: u64) -> Option<Run> {
             host: "127.0.0.1".into(),
             port: rig.nginx.rtmp_port,
             app: "live".into(),
-            stream: key.into(),
+            stream: motherstream::key::StreamKey::parse(key).ok()?,
             stall: Duration::from_secs(5),
         },
         tx,
