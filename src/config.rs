@@ -684,12 +684,25 @@ impl Config {
 /// Read a secret from the first line of a file; empty path → None. A file
 /// others may read is still used (refusing it would stop the service over
 /// a mode), with a warning.
+/// Log a warning the first time it is seen in this process: secret files
+/// are read again before every OBS connection attempt, and an operator
+/// needs the line once, not at every retry (a different mode is a new
+/// line).
+fn warn_once(w: String) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut seen) = SEEN.lock() else { return };
+    if !seen.contains(&w) {
+        log::warn!("{w}");
+        seen.push(w);
+    }
+}
+
 pub fn read_secret_file(path: &str) -> Result<Option<String>, ConfigError> {
     if path.is_empty() {
         return Ok(None);
     }
     if let Some(w) = crate::private_fs::readable_by_others(Path::new(path)) {
-        log::warn!("{w}");
+        warn_once(w);
     }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
     let line = text.lines().next().unwrap_or("").trim().to_string();

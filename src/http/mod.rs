@@ -78,7 +78,6 @@ impl Default for Answers {
     }
 }
 
-/// Queue an answer for the reply writers.
 /// Queue an answer for the reply writers. The queue holds its own
 /// receiver, so a send cannot fail while the daemon runs; were it ever
 /// closed, the answer is written here rather than lost.
