@@ -34,4 +34,6 @@ pub mod streamer_cmd;
 pub mod sys;
 pub mod systemd;
 pub mod tag;
+#[cfg(test)]
+mod test_rng;
 pub mod watch;

@@ -416,19 +416,7 @@ pub fn write_tag(out: &mut Vec<u8>, tag: &Tag) {
 mod tests {
     use super::*;
 
-    /// xorshift64*: deterministic test randomness without a crate.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn sample_tags() -> Vec<Tag> {
         vec![

@@ -4,27 +4,7 @@
 use super::*;
 use crate::relay::flv::TAG_SCRIPT;
 
-/// xorshift64*: deterministic randomness without a crate.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
+use crate::test_rng::Rng;
 
 const FRAME_MS: f64 = 1000.0 / 30.0;
 
