@@ -541,43 +541,14 @@ fn obs_killed_is_lost_and_started_again_is_back() {
     // OBS is not there yet when the daemon starts.
     obs.kill9();
     let pw_dir = TempDir::new("obs-pw");
-    let pw_file = pw_dir.join("obs-password");
-    std::fs::write(&pw_file, format!("{}\n", obs.password)).expect("password file");
-    std::fs::set_permissions(
-        &pw_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod password file");
     let daemon = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{hook_port}"),
         rtmp_port: nginx.rtmp_port,
         nginx_http_port: nginx.http_port,
         extra_toml: format!(
-            r#"
-[obs]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-password_file = "{pw}"
-scene = "{scene}"
-media_source = "{media}"
-loading_source = "{loading}"
-name_source = "{name}"
-timer_source = "{timer}"
-
-[[notify]]
-name = "ops"
-url = "{url}"
-events = ["obs_lost", "obs_back"]
-"#,
-            port = obs.port,
-            pw = pw_file.display(),
-            scene = obs::SCENE,
-            media = obs::MEDIA,
-            loading = obs::LOADING,
-            name = obs::NAME,
-            timer = obs::TIMER,
-            url = hook.url(),
+            "{}\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\nevents = [\"obs_lost\", \"obs_back\"]\n",
+            obs.daemon_toml(pw_dir.path(), true),
+            hook.url()
         ),
         bin: daemon_bin(),
         hook_secret: Some(nginx.hook_secret.clone()),

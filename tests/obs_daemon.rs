@@ -47,29 +47,9 @@ fn start_with(password_in_config: &str, more: &str) -> ObsRig {
         ..ObsOpts::default()
     });
     let pw_dir = TempDir::new("obs-pw");
-    let pw_file = pw_dir.join("obs-password");
-    std::fs::write(&pw_file, format!("{password_in_config}\n")).expect("password file");
     let extra = format!(
-        r#"
-[obs]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-password_file = "{pw}"
-scene = "{scene}"
-media_source = "{media}"
-loading_source = "{loading}"
-name_source = "{name}"
-timer_source = "{timer}"
-{more}
-"#,
-        port = obs.port,
-        pw = pw_file.display(),
-        scene = obs::SCENE,
-        media = obs::MEDIA,
-        loading = obs::LOADING,
-        name = obs::NAME,
-        timer = obs::TIMER,
+        "{}{more}",
+        obs::daemon_obs_toml(obs.port, password_in_config, pw_dir.path(), true)
     );
     let daemon = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{hook_port}"),

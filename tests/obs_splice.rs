@@ -39,21 +39,13 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         ..ObsOpts::default()
     });
     let dir = TempDir::new("obs-splice");
-    let pw_file = dir.join("obs-password");
-    std::fs::write(&pw_file, format!("{}\n", obs.password)).expect("password file");
     let daemon = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{hook_port}"),
         rtmp_port: nginx.rtmp_port,
         nginx_http_port: nginx.http_port,
         extra_toml: format!(
-            "[queue]\nslot_seconds = 0\n[obs]\nenabled = true\nport = {}\npassword_file = \"{}\"\n\
-             scene = \"{}\"\nmedia_source = \"{}\"\nloading_source = \"{}\"\nname_source = \"{}\"\n",
-            obs.port,
-            pw_file.display(),
-            obs::SCENE,
-            obs::MEDIA,
-            obs::LOADING,
-            obs::NAME
+            "[queue]\nslot_seconds = 0\n{}",
+            obs.daemon_toml(dir.path(), false)
         ),
         bin: daemon_bin(),
         hook_secret: Some(nginx.hook_secret.clone()),

@@ -76,23 +76,13 @@ fn main() {
         ..ObsOpts::default()
     });
     let dir = TempDir::new("idle-bench");
-    let pw_file = dir.join("obs-password");
-    std::fs::write(&pw_file, format!("{}\n", obs.password)).expect("password file");
     let daemon = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{hook_port}"),
         rtmp_port: nginx.rtmp_port,
         nginx_http_port: nginx.http_port,
         extra_toml: format!(
-            "[log]\nlevel = \"info\"\n[obs]\nenabled = true\nport = {}\npassword_file = \"{}\"\n\
-             scene = \"{}\"\nmedia_source = \"{}\"\nloading_source = \"{}\"\nname_source = \"{}\"\n\
-             timer_source = \"{}\"\n",
-            obs.port,
-            pw_file.display(),
-            obs::SCENE,
-            obs::MEDIA,
-            obs::LOADING,
-            obs::NAME,
-            obs::TIMER,
+            "[log]\nlevel = \"info\"\n{}",
+            obs.daemon_toml(dir.path(), true)
         ),
         bin: daemon_bin(),
         hook_secret: Some(nginx.hook_secret.clone()),

@@ -131,7 +131,6 @@ struct Env<'a> {
 }
 
 fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
-    let pw_file = e.dir.join("obs-password");
     let mut relay = format!("[relay]\nmode = \"{}\"\n", mode.name());
     if mode == Mode::Splice {
         if let Ok(p) = std::env::var("MS_BENCH_SLATE") {
@@ -143,15 +142,8 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         rtmp_port: e.nginx.rtmp_port,
         nginx_http_port: e.nginx.http_port,
         extra_toml: format!(
-            "[log]\nlevel = \"info\"\n[queue]\nslot_seconds = 0\n{relay}\
-             [obs]\nenabled = true\nport = {}\npassword_file = \"{}\"\n\
-             scene = \"{}\"\nmedia_source = \"{}\"\nloading_source = \"{}\"\nname_source = \"{}\"\n",
-            e.obs.port,
-            pw_file.display(),
-            obs::SCENE,
-            obs::MEDIA,
-            obs::LOADING,
-            obs::NAME
+            "[log]\nlevel = \"info\"\n[queue]\nslot_seconds = 0\n{relay}{}",
+            e.obs.daemon_toml(e.dir.path(), false)
         ),
         bin: daemon_bin(),
         hook_secret: Some(e.nginx.hook_secret.clone()),
@@ -396,7 +388,6 @@ fn main() {
         ..ObsOpts::default()
     });
     let dir = TempDir::new("obs-bench");
-    std::fs::write(dir.join("obs-password"), format!("{}\n", obs.password)).expect("password file");
     let e = Env {
         nginx: &nginx,
         obs: &obs,

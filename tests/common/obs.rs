@@ -150,7 +150,32 @@ pub struct Obs {
     _lock: ObsLock,
 }
 
+/// The daemon's `[obs]` table for an OBS on `port` with the test scene's
+/// items, `password` written (0600) to `dir/obs-password`. `timer`: the
+/// daemon also drives the timer text (every second while on air).
+pub fn daemon_obs_toml(port: u16, password: &str, dir: &Path, timer: bool) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("obs-password");
+    fs::write(&pw, format!("{password}\n")).expect("OBS password file");
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).expect("chmod password file");
+    let mut t = format!(
+        "[obs]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\npassword_file = \"{}\"\n\
+         scene = \"{SCENE}\"\nmedia_source = \"{MEDIA}\"\nloading_source = \"{LOADING}\"\n\
+         name_source = \"{NAME}\"\n",
+        pw.display()
+    );
+    if timer {
+        t.push_str(&format!("timer_source = \"{TIMER}\"\n"));
+    }
+    t
+}
+
 impl Obs {
+    /// [`daemon_obs_toml`] with this OBS's port and password.
+    pub fn daemon_toml(&self, dir: &Path, timer: bool) -> String {
+        daemon_obs_toml(self.port, &self.password, dir, timer)
+    }
+
     /// Start Xvfb and OBS; returns once obs-websocket answers requests.
     pub fn start(opts: ObsOpts) -> Obs {
         let lock = ObsLock::take();
