@@ -26,7 +26,7 @@ done
 
 # shellcheck source=tests/lib/install-deps.sh
 source tests/lib/install-deps.sh
-install_deps
+install_demo_deps
 
 echo "building motherstream (release)…"
 cargo build --release --quiet

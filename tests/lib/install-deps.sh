@@ -1,8 +1,9 @@
 # Installs the Debian packages and cargo tools the tests need, only those
 # that are missing. Sourced by tests/run-all.sh and tests/demo.sh.
 
-# Packages every run needs; stages add their own with need_pkgs.
-MS_PKGS=(nginx libnginx-mod-rtmp ffmpeg)
+# What the demo needs (run the pipeline, build the daemon: native-tls wants
+# libssl-dev + pkg-config); the test stages add theirs from tests/stages/*.deps.
+MS_PKGS=(nginx libnginx-mod-rtmp ffmpeg libssl-dev pkg-config)
 
 need_pkgs() { MS_PKGS+=("$@"); }
 
@@ -17,6 +18,11 @@ install_pkgs() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The demo's own packages only: no OBS, chromium or debootstrap.
+install_demo_deps() {
+  install_pkgs "${MS_PKGS[@]}"
 }
 
 install_deps() {
