@@ -424,9 +424,9 @@ impl Server {
                                     receiver.recv().unwrap();
                                 }
                             } else {
-                                for rq in client {
-                                    messages.push(rq.into());
-                                }
+                                // motherstream patch: one request in flight
+                                // per connection (see `ClientConnection::serve`).
+                                client.serve(|rq| messages.push(rq.into()));
                             }
                         }
                     }));

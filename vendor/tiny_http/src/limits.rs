@@ -24,8 +24,17 @@ pub struct Limits {
     /// when every connection is waiting for its answer, the new one is closed.
     pub max_connections: usize,
     /// One deadline for the wait for a request, its head and its body, and
-    /// the timeout of each write of an answer.
+    /// another for writing its whole answer.
     pub request_timeout: Duration,
+    /// How long a connection waits for the handler's answer to its request
+    /// before it answers 503 itself and closes (plain HTTP: one request is
+    /// in flight per connection, and the next is read only once the answer
+    /// to the last one has been written).
+    pub answer_timeout: Duration,
+    /// Largest answer a handler may give (head and body); a larger one is
+    /// replaced by a 500 and the connection closes. Answers are held in
+    /// memory until the connection's thread has written them.
+    pub max_answer_bytes: usize,
     /// Request line plus header lines, in bytes (431 beyond).
     pub max_head_bytes: usize,
     /// One line of the head (request line: 414, header line: 431).
@@ -49,6 +58,8 @@ impl Default for Limits {
         Limits {
             max_connections: 512,
             request_timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(10),
+            max_answer_bytes: 8 * 1024 * 1024,
             max_head_bytes: 16 * 1024,
             max_line_bytes: 8 * 1024,
             max_headers: 100,
@@ -155,6 +166,7 @@ impl Connections {
                 id,
                 owner: self.clone(),
                 deadline: Mutex::new(None),
+                write_deadline: Mutex::new(None),
             });
             t.live.insert(
                 id,
@@ -188,6 +200,9 @@ pub(crate) struct Tracked {
     id: u64,
     owner: Arc<Connections>,
     deadline: Mutex<Option<Instant>>,
+    // motherstream patch: writing an answer has its own deadline, so that a
+    // client reading a byte at a time cannot stretch it either.
+    write_deadline: Mutex<Option<Instant>>,
 }
 
 impl Tracked {
@@ -201,6 +216,14 @@ impl Tracked {
         let now = Instant::now();
         *self.deadline() = Some(now + timeout);
         self.owner.set_reading(self.id, Some(now));
+    }
+
+    /// Writes from now on end `within` from now, in total (one answer).
+    pub(crate) fn write_for(&self, within: Duration) {
+        *self
+            .write_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + within);
     }
 
     /// The request has been read and handed out.
@@ -238,8 +261,17 @@ impl Tracked {
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> IoResult<usize> {
+        let deadline = *self.write_deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(write_timed_out());
+            }
+            self.conn
+                .set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
         match (&self.conn).write(buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(write_timed_out()),
             r => r,
         }
     }
@@ -253,6 +285,13 @@ fn timed_out() -> IoError {
     IoError::new(
         ErrorKind::TimedOut,
         "the client did not send its request in time",
+    )
+}
+
+fn write_timed_out() -> IoError {
+    IoError::new(
+        ErrorKind::TimedOut,
+        "the client did not read its answer in time",
     )
 }
 
