@@ -494,4 +494,79 @@ mod test {
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
     }
+
+    // motherstream patch: one request in flight, answers written by the
+    // connection's thread.
+    use crate::{Limits, Response, Server};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    fn server(limits: Limits) -> (Server, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = Server::from_listener_with_limits(l, None, limits).unwrap();
+        (server, TcpStream::connect(addr).unwrap())
+    }
+
+    fn read_until(c: &mut TcpStream, want: &str) -> String {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn a_pipelined_request_is_read_only_after_the_last_answer_was_written() {
+        let (server, mut c) = server(Limits::default());
+        c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let first = server.recv().unwrap();
+        assert_eq!(first.url(), "/1");
+        let early = server.recv_timeout(Duration::from_millis(200)).unwrap();
+        assert!(early.is_none(), "the second request was handed out first");
+        first.respond(Response::from_string("one")).unwrap();
+        let second = server.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = second.expect("the second request, once the first is answered");
+        assert_eq!(second.url(), "/2");
+        second.respond(Response::from_string("two")).unwrap();
+        let got = read_until(&mut c, "two");
+        let (one, two) = (got.find("one").unwrap(), got.find("two").unwrap());
+        assert!(one < two, "{got}");
+    }
+
+    #[test]
+    fn answering_never_waits_for_a_client_that_does_not_read() {
+        let (server, mut c) = server(Limits::default());
+        for _ in 0..2 {
+            c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        }
+        let rq = server.recv().unwrap();
+        let t = Instant::now();
+        rq.respond(Response::from_data(vec![b'a'; 4 << 20])).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn no_answer_in_time_gets_503_and_the_connection_closes() {
+        let limits = Limits {
+            answer_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (server, mut c) = server(limits);
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let held = server.recv().unwrap();
+        let got = read_until(&mut c, "no answer in time");
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0, "closed after the 503");
+        // A late answer goes nowhere, quietly.
+        held.respond(Response::from_string("late")).unwrap();
+    }
 }

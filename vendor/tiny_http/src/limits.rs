@@ -421,6 +421,28 @@ mod tests {
         assert_eq!(t.read(&mut buf).unwrap_err().kind(), ErrorKind::TimedOut);
     }
 
+    // motherstream patch: a client that does not read its answer.
+    #[test]
+    fn the_write_deadline_bounds_all_writes_together() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let health = Health::default();
+        let table = Connections::new(4);
+        let (_c, s) = pair(&l);
+        let t = table.admit(s, &health).ok().unwrap();
+        t.write_for(Duration::from_millis(100));
+        let start = Instant::now();
+        let chunk = vec![0u8; 64 * 1024];
+        let e = loop {
+            match t.write(&chunk) {
+                Ok(_) => assert!(start.elapsed() < Duration::from_secs(2), "never blocked"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        assert_eq!(t.write(&chunk).unwrap_err().kind(), ErrorKind::TimedOut);
+    }
+
     #[test]
     fn accept_errors_are_classified() {
         let e = |n| IoError::from_raw_os_error(n);
