@@ -503,11 +503,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     log::info!(
         "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
     );
-    let engine_thread = std::thread::Builder::new()
-        .name("engine".into())
-        .spawn(move || engine.run(cmd_rx))
-        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    // WATCHDOG=1 only after a hook-shaped round trip through the daemon.
+    // WATCHDOG=1 only after a hook-shaped round trip through the daemon
+    // (the first probe goes out a period after the engine has started).
     let notifier = Notifier::from_env();
     let watchdog = match (notifier.watchdog_timeout(), probe_addr) {
         (Some(w), Some(addr)) => {
@@ -522,6 +519,10 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
         _ => None,
     };
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run(cmd_rx))
+        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
 
     let engine_result = engine_thread.join();
     if let Some(w) = watchdog {

@@ -129,7 +129,7 @@ impl Watchdog {
                 let mut probe = 0u64;
                 // The part named when the probes began to fail, and when.
                 let mut stuck: Option<(String, Instant)> = None;
-                let mut next = Instant::now();
+                let mut next = Instant::now() + period;
                 loop {
                     match stopped.recv_timeout(next.saturating_duration_since(Instant::now())) {
                         Err(RecvTimeoutError::Timeout) => {}
