@@ -599,7 +599,7 @@ impl Drop for ShmDir {
 
 #[test]
 fn pipelined_rounds_are_answered_in_order_and_never_wedge_the_hooks() {
-    let (d, _shm) = daemon_in_memory();
+    let (mut d, _shm) = daemon_in_memory();
     let watch = HookWatch::start(&d, "pipe");
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
     s.set_nodelay(true).expect("nodelay");
@@ -654,6 +654,17 @@ fn pipelined_rounds_are_answered_in_order_and_never_wedge_the_hooks() {
     );
     eprintln!("100 rounds of 20 pipelined requests in {rounds_took:?}; {summary}");
     assert_eq!(d.get("/healthz").status, 200);
+    // SIGTERM stops it promptly, with a pipeline of unread answers open.
+    let mut unread = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    unread
+        .write_all(&b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(20))
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    let (st, took) = timed(|| d.terminate());
+    eprintln!("SIGTERM with an unread pipeline open: {st} after {took:?}");
+    assert!(st.success(), "exit status {st}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    drop(unread);
 }
 
 /// A client socket whose receive buffer is `bytes` (set before connecting,
