@@ -786,3 +786,64 @@ fn pipelines_that_are_never_read_hold_no_worker_and_no_memory() {
     assert_eq!(d.get("/healthz").status, 200);
     assert!(!d.log().contains("panicked"), "{}", d.log());
 }
+
+#[test]
+fn connections_stuck_on_unread_answers_cannot_fill_the_connection_cap() {
+    // 16 connections at most; 16 clients keep one each, pipelining the
+    // console's script without ever reading (and come back when closed).
+    // Each connection is stuck writing an answer: at the cap, the one
+    // stuck longest makes room for a hook.
+    let shm = ShmDir::new();
+    let extra = format!(
+        "[relay]\nmax_failures = 1000\n[state]\ndir = \"{}\"\n[http]\nmax_connections = 16\nrequest_timeout_seconds = 30\n",
+        shm.0.display()
+    );
+    let d = daemon_alone(&extra, daemon_bin());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = d.port;
+    let hogs: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let req = b"GET /admin/console.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+                let mut connections = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    connections += 1;
+                    let mut s = connect_small_rcvbuf(port, 4096);
+                    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.write_all(&req.repeat(300));
+                    // Hold the slot until the daemon closes it (a write
+                    // then fails), then come back a little later.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if s.write_all(req).is_err() {
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                connections
+            })
+        })
+        .collect();
+    // The hogs hold every slot, each stuck writing an answer.
+    std::thread::sleep(Duration::from_millis(1500));
+    let watch = HookWatch::start(&d, "capped");
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hooks = watch.finish();
+    let connections: usize = hogs.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    for l in d.log().lines().filter(|l| l.contains("connection limit")) {
+        eprintln!("daemon: {l}");
+    }
+    let summary = assert_hooks_fast(
+        "with the connection cap held by unread answers",
+        &hooks,
+        Duration::from_millis(200),
+    );
+    eprintln!("16 hogs ({connections} connections in all): hooks {summary}");
+    assert!(
+        d.log().contains("at the connection limit"),
+        "the cap was never reached"
+    );
+}

@@ -92,6 +92,9 @@ struct Entry {
     /// Since when the connection has been reading a request (None: its
     /// request has been handed out and it is not reading another yet).
     reading_since: Option<Instant>,
+    // motherstream patch: since when it has been writing an answer (a
+    // client that does not read keeps it there until the write deadline).
+    writing_since: Option<Instant>,
     evicted: bool,
 }
 
@@ -126,8 +129,9 @@ impl Connections {
     }
 
     /// Track a new connection. At the cap, evict the connection that has
-    /// been reading its request the longest; `Err` (and the socket closes)
-    /// when every open connection is waiting for its answer.
+    /// been reading its request, or writing its answer, the longest; `Err`
+    /// (and the socket closes) when every open connection is waiting for a
+    /// handler's answer.
     pub(crate) fn admit(
         self: &Arc<Self>,
         conn: Connection,
@@ -142,15 +146,18 @@ impl Connections {
                     .live
                     .iter()
                     .filter(|(_, e)| !e.evicted)
-                    .filter_map(|(id, e)| e.reading_since.map(|s| (s, *id)))
+                    .filter_map(|(id, e)| {
+                        let reading = e.reading_since.map(|s| (s, *id, false));
+                        reading.or(e.writing_since.map(|s| (s, *id, true)))
+                    })
                     .min();
                 match oldest {
-                    Some((_, id)) => {
+                    Some((_, id, writing)) => {
                         if let Some(e) = t.live.get_mut(&id) {
                             e.evicted = true;
                             // Upgraded under the lock, dropped after it: the
                             // last strong reference removes its own entry.
-                            victim = e.conn.upgrade();
+                            victim = e.conn.upgrade().map(|c| (c, writing));
                         }
                     }
                     None => {
@@ -173,16 +180,23 @@ impl Connections {
                 Entry {
                     conn: Arc::downgrade(&tracked),
                     reading_since: Some(Instant::now()),
+                    writing_since: None,
                     evicted: false,
                 },
             );
             tracked
         };
-        if let Some(v) = victim {
+        if let Some((v, writing)) = victim {
             health.evicted.fetch_add(1, Ordering::Relaxed);
-            // The blocked read in its thread returns end-of-file; an answer
-            // still being written to it is not cut off.
-            let _ = v.conn.shutdown(Shutdown::Read);
+            // A reader's blocked read returns end-of-file (nothing is being
+            // written to it: one request is in flight at a time); a writer
+            // stuck on a client that does not read gets EPIPE.
+            let how = if writing {
+                Shutdown::Both
+            } else {
+                Shutdown::Read
+            };
+            let _ = v.conn.shutdown(how);
         }
         Ok(tracked)
     }
@@ -190,6 +204,14 @@ impl Connections {
     fn set_reading(&self, id: u64, since: Option<Instant>) {
         if let Some(e) = self.lock().live.get_mut(&id) {
             e.reading_since = since;
+            e.writing_since = None;
+        }
+    }
+
+    fn set_writing(&self, id: u64, since: Instant) {
+        if let Some(e) = self.lock().live.get_mut(&id) {
+            e.reading_since = None;
+            e.writing_since = Some(since);
         }
     }
 }
@@ -219,11 +241,15 @@ impl Tracked {
     }
 
     /// Writes from now on end `within` from now, in total (one answer).
+    /// At the connection cap, a connection writing an answer may be
+    /// evicted like one reading a request, the longest waiting first.
     pub(crate) fn write_for(&self, within: Duration) {
+        let now = Instant::now();
         *self
             .write_deadline
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + within);
+            .unwrap_or_else(|e| e.into_inner()) = Some(now + within);
+        self.owner.set_writing(self.id, now);
     }
 
     /// The request has been read and handed out.
@@ -388,6 +414,38 @@ mod tests {
         assert_eq!(a.read(&mut buf).unwrap(), 0);
         drop(a);
         assert_eq!(table.open(), 2);
+    }
+
+    // motherstream patch: a client that does not read its answer.
+    #[test]
+    fn at_the_cap_a_connection_stuck_writing_its_answer_is_evicted() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let health = Health::default();
+        let table = Connections::new(2);
+        let (_c1, s1) = pair(&l);
+        let (_c2, s2) = pair(&l);
+        let (_c3, s3) = pair(&l);
+        let a = table.admit(s1, &health).ok().unwrap();
+        let b = table.admit(s2, &health).ok().unwrap();
+        a.handed_out();
+        b.handed_out();
+        // `a` writes to a client that never reads; `b` waits for a handler.
+        a.write_for(Duration::from_secs(10));
+        let chunk = vec![0u8; 64 * 1024];
+        let writer = {
+            let a = a.clone();
+            std::thread::spawn(move || loop {
+                if let Err(e) = a.write(&chunk) {
+                    return e.kind();
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let _c = table.admit(s3, &health).ok().expect("the writer makes room");
+        assert_eq!(health.evicted.load(Ordering::Relaxed), 1);
+        // Its blocked write ends at once, long before its deadline.
+        let kind = writer.join().unwrap();
+        assert_ne!(kind, ErrorKind::TimedOut, "{kind:?}");
     }
 
     #[test]
