@@ -90,9 +90,11 @@ impl ProbeTrace {
     }
 }
 
-/// Probe period and deadline for a watchdog timeout of `w`.
+/// Probe period and deadline for a watchdog timeout of `w` (never so short
+/// that the probes would spin).
 pub fn timing(w: Duration) -> (Duration, Duration) {
-    (w / 3, w / 4)
+    let floor = Duration::from_millis(10);
+    ((w / 3).max(floor), (w / 4).max(floor))
 }
 
 /// Where to reach our own listener: its bound address, with a wildcard
