@@ -1,7 +1,9 @@
 //! The HTTP edge under attack, against the real binary on loopback (and a
 //! real nginx-rtmp where its hooks matter): stalled and trickled bodies,
 //! thousands of idle connections under `ulimit -n 1024`, a 100 MiB header
-//! line, too many headers, and a listener that fails. Needs the
+//! line, too many headers, a listener that fails, pipelined rounds,
+//! pipelines whose answers are never read (one connection, and enough of
+//! them to fill the connection cap), with hooks timed throughout. Needs the
 //! `test-hooks` feature (`cargo test --all-features`).
 
 mod common;
