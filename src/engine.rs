@@ -86,10 +86,6 @@ pub struct Engine {
     obs_rx: Receiver<ObsStatus>,
     obs_view: ObsView,
     notifier: Notifier,
-    next_watchdog: Option<Instant>,
-    http_alive: Option<LivenessProbe>,
-    /// The last ping was withheld (logged once per change).
-    watchdog_withheld: bool,
     next_status: Instant,
     view: Shared<View>,
     settings: Shared<Settings>,
@@ -134,9 +130,15 @@ pub struct Engine {
     events: Events,
 }
 
-/// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
-/// cannot answer hooks, so systemd should restart the daemon).
-pub type LivenessProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+thread_local! {
+    static ON_ENGINE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on the engine thread (the watchdog's probe asks,
+/// to tell an answer the engine gave from a worker's "engine busy").
+pub fn on_engine_thread() -> bool {
+    ON_ENGINE_THREAD.with(|c| c.get())
+}
 
 pub struct EngineParts {
     pub cfg: Config,
@@ -149,8 +151,6 @@ pub struct EngineParts {
     pub settings: Shared<Settings>,
     /// Whether a `watch` thread reports registry file changes.
     pub registry_watched: bool,
-    /// Whether hooks are being answered (None: nothing to ask).
-    pub http_alive: Option<LivenessProbe>,
     /// Clock, relay, nginx control, OBS: `Io::real()` in the daemon.
     pub io: Io,
     /// `[recording]` on: the recorder thread, told of every cut.
@@ -179,7 +179,6 @@ impl Engine {
         let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
         let published = p.published;
         let now = clock.now();
-        let next_watchdog = p.notifier.watchdog_interval().map(|_| now);
         let pages = Arc::new(crate::pages::Pages::new(
             &Registry::default(),
             &p.cfg.rtmp.ingest_app,
@@ -211,9 +210,6 @@ impl Engine {
             obs_tx,
             obs_rx,
             notifier: p.notifier,
-            next_watchdog,
-            http_alive: p.http_alive,
-            watchdog_withheld: false,
             next_status: now,
             view: p.view,
             settings: p.settings,
@@ -264,6 +260,7 @@ impl Engine {
     /// Run until a Shutdown command; returns after the relay is stopped, the
     /// state persisted and the OBS thread joined.
     pub fn run(mut self, commands: Receiver<Command>) {
+        ON_ENGINE_THREAD.with(|c| c.set(true));
         self.after_change();
         self.notifier.ready();
         loop {
@@ -307,9 +304,6 @@ impl Engine {
 
     fn next_deadline(&self) -> Instant {
         let mut t = self.next_status;
-        if let Some(w) = self.next_watchdog {
-            t = t.min(w);
-        }
         if self.since_trim > 0 {
             t = t.min(self.last_batch + TRIM_AFTER_IDLE);
         }
@@ -488,26 +482,6 @@ impl Engine {
                 crate::sys::trim_heap();
             }
             self.since_trim = 0;
-        }
-        if let (Some(next), Some(iv)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
-            if now >= next {
-                // Sent from the loop itself: a wedged engine stops pinging;
-                // and only while the HTTP side answers hooks.
-                match self.http_alive.as_ref().map_or(Ok(()), |alive| alive()) {
-                    Ok(()) => {
-                        if std::mem::take(&mut self.watchdog_withheld) {
-                            log::info!("the HTTP side answers again; watchdog pings resume");
-                        }
-                        self.notifier.watchdog();
-                    }
-                    Err(why) => {
-                        if !std::mem::replace(&mut self.watchdog_withheld, true) {
-                            log::error!("{why}: withholding the watchdog ping");
-                        }
-                    }
-                }
-                self.next_watchdog = Some(now + iv);
-            }
         }
         if self.relay.deadline().is_some_and(|d| now >= d) {
             let mut notices = Vec::new();

@@ -37,3 +37,4 @@ pub mod tag;
 #[cfg(test)]
 mod test_rng;
 pub mod watch;
+pub mod watchdog;

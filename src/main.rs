@@ -10,6 +10,7 @@ use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
 use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::store::Store;
 use motherstream::systemd::Notifier;
+use motherstream::watchdog::{self, ProbeTrace, Watchdog};
 use motherstream::{auth, log as mslog, secret};
 
 const USAGE: &str = "\
@@ -449,6 +450,9 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         None
     };
     let metrics = Arc::new(motherstream::metrics::Metrics::new());
+    let probe = Arc::new(ProbeTrace::new(secret::random_hex(16).map_err(|e| {
+        format!("cannot read /dev/urandom for the watchdog probe: {e}")
+    })?));
     let (sinks, notifiers) = motherstream::notify::start(&cfg.notify, &metrics);
     let ctx = Arc::new(Ctx {
         engine: cmd_tx.clone(),
@@ -459,6 +463,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         sessions: Default::default(),
         metrics: metrics.clone(),
         answers: Default::default(),
+        probe: probe.clone(),
     });
     let listen = cfg.http.listen.clone();
     let registry_watched = match motherstream::watch::spawn_registry_watch(
@@ -486,27 +491,43 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         settings,
         registry_watched,
         recorder,
-        http_alive: Some({
-            let live = liveness.clone();
-            Arc::new(move || live.check(engine::unix_ms()))
-        }),
         io: motherstream::engine::ports::Io::real(),
         events: motherstream::events::Events::new(metrics, sinks),
         published,
     });
 
     let signals = spawn_signal_thread(cmd_tx)?;
-    let pool =
-        HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
+    let probe_addr = server.server_addr().to_ip().map(watchdog::probe_addr);
+    let pool = HttpPool::start(liveness.clone(), ctx)
+        .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
     log::info!(
         "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
     );
+    // WATCHDOG=1 only after a hook-shaped round trip through the daemon
+    // (the first probe goes out a period after the engine has started).
+    let notifier = Notifier::from_env();
+    let watchdog = match (notifier.watchdog_timeout(), probe_addr) {
+        (Some(w), Some(addr)) => {
+            log::debug!(
+                "watchdog: probing http://{addr}/healthz every {} ms",
+                watchdog::timing(w).0.as_millis()
+            );
+            Some(
+                Watchdog::spawn(addr, w, probe, liveness, notifier)
+                    .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
+            )
+        }
+        _ => None,
+    };
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || engine.run(cmd_rx))
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
 
     let engine_result = engine_thread.join();
+    if let Some(w) = watchdog {
+        w.stop();
+    }
     let listener_lost = pool.listener_lost();
     pool.stop();
     // The engine (holding the notifiers' queues) is gone: what is queued

@@ -20,9 +20,10 @@ impl Notifier {
         }
     }
 
-    /// How often the engine loop must ping: half of `WATCHDOG_USEC`.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog.map(|d| d / 2)
+    /// `WATCHDOG_USEC` when systemd watches us (and `WATCHDOG_PID` is ours):
+    /// a ping must arrive within this long of the last one.
+    pub fn watchdog_timeout(&self) -> Option<Duration> {
+        self.watchdog
     }
 
     fn send(&self, states: &[NotifyState]) {

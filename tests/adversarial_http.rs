@@ -1,7 +1,9 @@
 //! The HTTP edge under attack, against the real binary on loopback (and a
 //! real nginx-rtmp where its hooks matter): stalled and trickled bodies,
 //! thousands of idle connections under `ulimit -n 1024`, a 100 MiB header
-//! line, too many headers, and a listener that fails. Needs the
+//! line, too many headers, a listener that fails, pipelined rounds,
+//! pipelines whose answers are never read (one connection, and enough of
+//! them to fill the connection cap), with hooks timed throughout. Needs the
 //! `test-hooks` feature (`cargo test --all-features`).
 
 mod common;
@@ -431,4 +433,419 @@ fn running_out_of_descriptors_pauses_the_accept_loop_but_does_not_end_it() {
     assert_eq!(d.get("/healthz").status, 200);
     assert_eq!(d.raw_publish("after-emfile", 7).status, 200);
     assert!(pid_alive(pid));
+}
+
+// ------------------------------------------------------------ pipelining
+
+/// Times hooks from its own thread while a test attacks the daemon:
+/// `on_publish` then `on_publish_done` of a fresh name every 50 ms, each on
+/// its own connection as nginx sends them, with a 1 s answer deadline.
+struct HookWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(u16, Duration)>>>,
+}
+
+impl HookWatch {
+    fn start(d: &Daemon, tag: &str) -> HookWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (port, publish, done) = (
+            d.port,
+            d.hook_path("on_publish"),
+            d.hook_path("on_publish_done"),
+        );
+        // Someone stays on air, so that the timed hooks queue up behind them
+        // and leave: what nginx sends most, without a switch each time.
+        // The daemon settles first (its slate is made by an ffmpeg at start,
+        // the anchor's relay starts): hooks are timed against the attack,
+        // not against start-up on a busy machine.
+        std::thread::sleep(Duration::from_millis(1000));
+        let r = d.raw_publish(&format!("{tag}-anchor"), 4999);
+        assert_eq!(r.status, 200, "{r:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        let (flag, tag) = (stop.clone(), tag.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut i = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let name = format!("{tag}-{i}");
+                for (path, body) in [
+                    (&publish, publish_body("live", &name, 5000 + i, "")),
+                    (&done, publish_done_body("live", &name, 5000 + i)),
+                ] {
+                    let bytes = request_bytes("POST", path, &[], body.as_bytes());
+                    let (raw, took) = timed(|| {
+                        send_raw(port, &bytes, Duration::from_secs(1)).unwrap_or_default()
+                    });
+                    seen.push((parse_resp(&raw).status, took));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        HookWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; every hook's (status, time to answer).
+    fn finish(mut self) -> Vec<(u16, Duration)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for HookWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Every hook answered 200 within `bound`; a summary for the test's output.
+fn assert_hooks_fast(what: &str, hooks: &[(u16, Duration)], bound: Duration) -> String {
+    assert!(hooks.len() >= 4, "{what}: only {} hooks timed", hooks.len());
+    let bad: Vec<_> = hooks
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, t))| *s != 200 || *t >= bound)
+        .collect();
+    let times: Vec<Duration> = hooks.iter().map(|(_, t)| *t).collect();
+    let worst = times.iter().max().copied().unwrap_or_default();
+    let summary = format!(
+        "{} hooks, median {:?}, worst {worst:?}",
+        hooks.len(),
+        median(times)
+    );
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} hooks not answered 200 within {bound:?} ({summary}); e.g. {:?}",
+        bad.len(),
+        hooks.len(),
+        &bad[..bad.len().min(5)]
+    );
+    summary
+}
+
+/// Read `n` answers (Content-Length framed) from `s` within `timeout`:
+/// (status, body) each, fewer if the server stopped answering.
+fn read_answers(s: &mut TcpStream, n: usize, timeout: Duration) -> Vec<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while out.len() < n {
+        // Take every complete answer at the front of the buffer.
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_resp(&buf[..end + 4]);
+            let len: usize = r
+                .header("Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                out.push((r.status, body));
+                buf.drain(..end + 4 + len);
+                continue;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = s.set_read_timeout(Some(left));
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A daemon whose state lives in memory (/dev/shm): hooks are timed
+/// against the HTTP path, not against fsync on a disk other jobs share.
+fn daemon_in_memory() -> (Daemon, ShmDir) {
+    let shm = ShmDir::new();
+    let extra = format!("{EXTRA}[state]\ndir = \"{}\"\n", shm.0.display());
+    (daemon_alone(&extra, daemon_bin()), shm)
+}
+
+/// A private directory under /dev/shm, removed on drop.
+struct ShmDir(std::path::PathBuf);
+
+impl ShmDir {
+    fn new() -> ShmDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::path::PathBuf::from(format!(
+            "/dev/shm/motherstream-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        ShmDir(path)
+    }
+}
+
+impl Drop for ShmDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn pipelined_rounds_are_answered_in_order_and_never_wedge_the_hooks() {
+    let (mut d, _shm) = daemon_in_memory();
+    let watch = HookWatch::start(&d, "pipe");
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    // 20 requests a round, sent back to back; every fifth is a 404 naming
+    // its place, so the order of the answers shows.
+    let t0 = Instant::now();
+    for round in 0..100 {
+        let mut batch = Vec::new();
+        for i in 0..20 {
+            let path = if i % 5 == 4 {
+                format!("/no-such-{round}-{i}")
+            } else {
+                "/healthz".to_string()
+            };
+            batch.extend_from_slice(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
+            );
+        }
+        s.write_all(&batch).expect("send a round");
+        let answers = read_answers(&mut s, 20, Duration::from_secs(2));
+        assert_eq!(
+            answers.len(),
+            20,
+            "round {round}: {} of 20 answers within 2 s: {answers:?}",
+            answers.len()
+        );
+        for (i, (status, body)) in answers.iter().enumerate() {
+            if i % 5 == 4 {
+                assert_eq!(*status, 404, "round {round}, answer {i}: {body}");
+                assert!(
+                    body.contains(&format!("/no-such-{round}-{i}\"")),
+                    "round {round}: answer {i} out of order: {body}"
+                );
+            } else {
+                assert_eq!(
+                    (*status, body.as_str()),
+                    (200, r#"{"ok":true}"#),
+                    "round {round}, answer {i}"
+                );
+            }
+        }
+    }
+    let rounds_took = t0.elapsed();
+    drop(s);
+    // Afterwards too.
+    std::thread::sleep(Duration::from_millis(500));
+    let hooks = watch.finish();
+    let summary = assert_hooks_fast(
+        "during and after 100 pipelined rounds",
+        &hooks,
+        Duration::from_millis(200),
+    );
+    eprintln!("100 rounds of 20 pipelined requests in {rounds_took:?}; {summary}");
+    assert_eq!(d.get("/healthz").status, 200);
+    // SIGTERM stops it promptly, with a pipeline of unread answers open.
+    let mut unread = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    unread
+        .write_all(&b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(20))
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    let (st, took) = timed(|| d.terminate());
+    eprintln!("SIGTERM with an unread pipeline open: {st} after {took:?}");
+    assert!(st.success(), "exit status {st}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    drop(unread);
+}
+
+/// A client socket whose receive buffer is `bytes` (set before connecting,
+/// so the window the server sees is small from the start).
+fn connect_small_rcvbuf(port: u16, bytes: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned here; on success it
+    // is handed to TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// Send `req` `times` times on `s` without ever reading, for at most
+/// `limit`; how many bytes went out, and the error that ended it (the
+/// daemon closes a connection whose answers are not read in time).
+fn flood(
+    mut s: TcpStream,
+    req: &'static [u8],
+    times: usize,
+    limit: Duration,
+) -> std::thread::JoinHandle<(usize, Option<std::io::ErrorKind>)> {
+    std::thread::spawn(move || {
+        let until = Instant::now() + limit;
+        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+        let batch: Vec<u8> = req.repeat(1000.min(times));
+        let (mut sent, mut reqs) = (0usize, 0usize);
+        while reqs < times && Instant::now() < until {
+            match s.write(&batch[..batch.len().min((times - reqs) * req.len())]) {
+                Ok(n) => {
+                    sent += n;
+                    reqs = sent / req.len();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return (sent, Some(e.kind())),
+            }
+        }
+        (sent, None)
+    })
+}
+
+#[test]
+fn pipelines_that_are_never_read_hold_no_worker_and_no_memory() {
+    let (d, _shm) = daemon_in_memory();
+    let pid = d.pid();
+    let watch = HookWatch::start(&d, "unread");
+    let (rss0, hwm0) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
+    // 300 requests for the console's script (21 KiB each) on a connection
+    // with a 4 KiB receive window that never reads...
+    let js = flood(
+        connect_small_rcvbuf(d.port, 4096),
+        b"GET /admin/console.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        300,
+        Duration::from_secs(6),
+    );
+    // ...and a million small ones (36 MB) on another.
+    let x = flood(
+        connect_small_rcvbuf(d.port, 4096),
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        1_000_000,
+        Duration::from_secs(6),
+    );
+    let mut peak = rss0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(7) {
+        peak = peak.max(status_kib(pid, "VmRSS"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (js, x) = (js.join().unwrap_or_default(), x.join().unwrap_or_default());
+    // Afterwards too.
+    std::thread::sleep(Duration::from_millis(500));
+    let hooks = watch.finish();
+    let (rss1, hwm1) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
+    eprintln!(
+        "unread pipelines (console.js requests: {} bytes sent, ended by {:?}; /x requests: {} bytes sent, ended by {:?}): RSS {rss0} KiB before, peak {peak} KiB, {rss1} KiB after; VmHWM {hwm0} -> {hwm1} KiB",
+        js.0, js.1, x.0, x.1
+    );
+    let summary = assert_hooks_fast(
+        "beside two unread pipelines",
+        &hooks,
+        Duration::from_millis(200),
+    );
+    eprintln!("hooks meanwhile: {summary}");
+    assert!(
+        peak.saturating_sub(rss0) < 16 * 1024 && hwm1.saturating_sub(hwm0.max(rss0)) < 16 * 1024,
+        "memory grew by more than 16 MiB: RSS {rss0} KiB -> peak {peak} KiB, VmHWM {hwm0} -> {hwm1} KiB"
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}
+
+#[test]
+fn connections_stuck_on_unread_answers_cannot_fill_the_connection_cap() {
+    // 16 connections at most; 16 clients keep one each, pipelining the
+    // console's script without ever reading (and come back when closed).
+    // Each connection is stuck writing an answer: at the cap, the one
+    // stuck longest makes room for a hook.
+    let shm = ShmDir::new();
+    let extra = format!(
+        "[relay]\nmax_failures = 1000\n[state]\ndir = \"{}\"\n[http]\nmax_connections = 16\nrequest_timeout_seconds = 30\n",
+        shm.0.display()
+    );
+    let d = daemon_alone(&extra, daemon_bin());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = d.port;
+    let hogs: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let req = b"GET /admin/console.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+                let mut connections = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    connections += 1;
+                    let mut s = connect_small_rcvbuf(port, 4096);
+                    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.write_all(&req.repeat(300));
+                    // Hold the slot until the daemon closes it (a write
+                    // then fails), then come back a little later.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if s.write_all(req).is_err() {
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                connections
+            })
+        })
+        .collect();
+    // The hogs hold every slot, each stuck writing an answer.
+    std::thread::sleep(Duration::from_millis(1500));
+    let watch = HookWatch::start(&d, "capped");
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hooks = watch.finish();
+    let connections: usize = hogs.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    for l in d.log().lines().filter(|l| l.contains("connection limit")) {
+        eprintln!("daemon: {l}");
+    }
+    let summary = assert_hooks_fast(
+        "with the connection cap held by unread answers",
+        &hooks,
+        Duration::from_millis(200),
+    );
+    eprintln!("16 hogs ({connections} connections in all): hooks {summary}");
+    assert!(
+        d.log().contains("at the connection limit"),
+        "the cap was never reached"
+    );
 }

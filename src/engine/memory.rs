@@ -174,7 +174,6 @@ impl Harness {
             view: view.clone(),
             settings,
             registry_watched: true,
-            http_alive: None,
             io,
             recorder: None,
             events: crate::events::Events::new(

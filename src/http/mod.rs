@@ -29,6 +29,7 @@ use crate::log::warn_limited;
 use crate::moderation;
 use crate::refusal::Refusal;
 use crate::secret::ct_eq;
+use crate::watchdog::{ProbeTrace, Stage, PROBE_HEADER};
 pub use reply::Reply;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
@@ -41,10 +42,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_LINE: usize = 8 * 1024;
 /// Header lines in one request.
 pub const MAX_HEADERS: usize = 100;
-/// A worker busy with one request for longer than this is stuck: writes
-/// time out after `request_timeout_seconds` each, and nothing else a worker
-/// does waits on a peer.
-pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+/// Largest answer (a 1000-entry queue or registry is well under 1 MiB); an
+/// answer is held in memory until its connection's thread has written it.
+pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 pub struct Ctx {
     pub engine: Sender<Command>,
@@ -56,17 +56,34 @@ pub struct Ctx {
     /// Console logins (cookie sessions with their CSRF tokens).
     pub sessions: session::Sessions,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Answers the engine decided, written to their sockets by the
-    /// `http-reply` threads: the engine thread never writes a socket (a
-    /// client that does not read, or a slow response pipelined ahead of
-    /// this one on the same connection, could block it).
+    /// Answers the engine decided, handed to their connections by the
+    /// `http-reply` threads: the engine thread never formats or hands out
+    /// an answer itself.
     pub answers: Answers,
+    /// How far the watchdog's probes got (see `crate::watchdog`).
+    pub probe: Arc<ProbeTrace>,
+}
+
+/// What the reply writers do.
+enum Job {
+    /// Hand an engine's answer to its connection (`probe`: the watchdog
+    /// probe it answers, if it is one).
+    Answer {
+        req: Box<Request>,
+        reply: Reply,
+        probe: Option<u64>,
+    },
+    /// Stop (one per writer, after the answers queued before it).
+    Stop,
+    /// Test hook: block this writer, as a stuck reply path would.
+    #[cfg(feature = "test-hooks")]
+    Wedge(Duration),
 }
 
 /// The queue between the engine's responders and the reply writers.
 pub struct Answers {
-    tx: Sender<Option<(Request, Reply)>>,
-    rx: Receiver<Option<(Request, Reply)>>,
+    tx: Sender<Job>,
+    rx: Receiver<Job>,
 }
 
 impl Default for Answers {
@@ -80,17 +97,19 @@ impl Default for Answers {
 
 /// Queue an answer for the reply writers. The queue holds its own
 /// receiver, so a send cannot fail while the daemon runs; were it ever
-/// closed, the answer is written here rather than lost.
-fn send_answer(tx: &Sender<Option<(Request, Reply)>>, req: Request, reply: Reply) {
-    if let Err(e) = tx.send(Some((req, reply))) {
-        if let Some((req, reply)) = e.into_inner() {
-            respond(req, reply, &[]);
+/// closed, the answer is handed out here rather than lost.
+fn send_answer(tx: &Sender<Job>, job: Job) {
+    if let Err(e) = tx.send(job) {
+        if let Job::Answer { req, reply, .. } = e.into_inner() {
+            respond(*req, reply, &[]);
         }
     }
 }
 
-/// How many threads write the engine's answers (each may wait up to the
-/// write deadline on a client that does not read).
+/// How many threads hand out the engine's answers. Handing one out never
+/// waits on a client (the connection's own thread writes it, see
+/// vendor/tiny_http/PATCHES.md); two keep one slow formatting from
+/// delaying the rest.
 const REPLY_WRITERS: usize = 2;
 
 pub struct HttpPool {
@@ -107,6 +126,11 @@ pub fn limits(cfg: &crate::config::HttpConfig) -> Limits {
     Limits {
         max_connections: cfg.effective_max_connections(crate::sys::open_files_limit()),
         request_timeout: Duration::from_secs(cfg.request_timeout_seconds),
+        // A worker or the engine that has not answered within the request
+        // deadline is stuck; the client gets 503 rather than a socket held
+        // open for ever (the watchdog probe reports the stuck part).
+        answer_timeout: Duration::from_secs(cfg.request_timeout_seconds),
+        max_answer_bytes: MAX_ANSWER,
         max_head_bytes: MAX_HEAD,
         max_line_bytes: MAX_LINE,
         max_headers: MAX_HEADERS,
@@ -115,8 +139,8 @@ pub fn limits(cfg: &crate::config::HttpConfig) -> Limits {
     }
 }
 
-/// Whether hooks are being answered: the accept loop runs and not every
-/// worker is stuck on one request. The engine asks before each WATCHDOG=1.
+/// What the HTTP side is doing, for the watchdog's report of a stuck part:
+/// whether the accept loop runs, and which worker is busy since when.
 pub struct Liveness {
     server: Arc<Server>,
     /// Per worker: when it took the request it is handling (unix ms), 0 idle.
@@ -134,29 +158,41 @@ impl Liveness {
         }
     }
 
-    pub fn check(&self, now_ms: u64) -> Result<(), String> {
+    /// One line for the log: the accept loop, the workers, the connections.
+    pub fn describe(&self) -> String {
         if !self.server.listener_alive() {
-            return Err("the HTTP listener has stopped".into());
+            return "the accept loop has stopped".into();
         }
-        workers_stuck(&self.busy_since_ms, now_ms)
+        let since: Vec<u64> = self
+            .busy_since_ms
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        format!(
+            "{}, {} connections open",
+            workers_busy(&since, engine::unix_ms()),
+            self.server.num_connections()
+        )
     }
 }
 
-/// Pure part of [`Liveness::check`].
-fn workers_stuck(busy_since_ms: &[AtomicU64], now_ms: u64) -> Result<(), String> {
-    let limit = STUCK_AFTER.as_millis() as u64;
-    let stuck = busy_since_ms
+/// Pure part of [`Liveness::describe`]: `since` holds when each worker took
+/// its request (unix ms, 0 idle).
+fn workers_busy(since: &[u64], now_ms: u64) -> String {
+    let busy: Vec<u64> = since
         .iter()
-        .map(|b| b.load(Ordering::Relaxed))
-        .filter(|&t| t != 0 && now_ms.saturating_sub(t) > limit)
-        .count();
-    if stuck > 0 && stuck == busy_since_ms.len() {
-        return Err(format!(
-            "all {stuck} HTTP workers have been busy on one request for over {} s",
-            STUCK_AFTER.as_secs()
-        ));
+        .filter(|&&t| t != 0)
+        .map(|&t| now_ms.saturating_sub(t))
+        .collect();
+    match busy.iter().max() {
+        None => format!("all {} workers idle", since.len()),
+        Some(longest) => format!(
+            "{} of {} workers busy, the longest for {:.1} s",
+            busy.len(),
+            since.len(),
+            *longest as f64 / 1000.0
+        ),
     }
-    Ok(())
 }
 
 #[cfg(feature = "test-hooks")]
@@ -198,15 +234,11 @@ impl HttpPool {
         }
         let mut writers = Vec::with_capacity(REPLY_WRITERS);
         for i in 0..REPLY_WRITERS {
-            let rx = ctx.answers.rx.clone();
+            let (rx, trace) = (ctx.answers.rx.clone(), ctx.probe.clone());
             writers.push(
                 std::thread::Builder::new()
                     .name(format!("http-reply-{i}"))
-                    .spawn(move || {
-                        while let Ok(Some((req, reply))) = rx.recv() {
-                            respond(req, reply, &[]);
-                        }
-                    })?,
+                    .spawn(move || reply_writer(&rx, &trace))?,
             );
         }
         Ok(HttpPool {
@@ -232,12 +264,36 @@ impl HttpPool {
         for w in self.workers {
             let _ = w.join();
         }
-        // Answers already queued are written first (the channel is FIFO).
+        // Answers already queued are handed out first (the channel is FIFO).
         for _ in 0..self.writers.len() {
-            let _ = self.ctx.answers.tx.send(None);
+            let _ = self.ctx.answers.tx.send(Job::Stop);
         }
         for w in self.writers {
             let _ = w.join();
+        }
+    }
+}
+
+fn reply_writer(jobs: &Receiver<Job>, trace: &ProbeTrace) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Answer { req, reply, probe } => {
+                // Noted first: the probe may read the answer the moment it
+                // is handed out.
+                if let Some(n) = probe {
+                    trace.passed(Stage::Reply, n);
+                }
+                respond(*req, reply, &[]);
+            }
+            Job::Stop => return,
+            #[cfg(feature = "test-hooks")]
+            Job::Wedge(d) => {
+                log::warn!(
+                    "test hook: wedging an http-reply thread for {} s",
+                    d.as_secs()
+                );
+                std::thread::sleep(d);
+            }
         }
     }
 }
@@ -574,7 +630,18 @@ fn handle(mut req: Request, ctx: &Ctx) {
             },
             true,
         ),
-        "/healthz" => return forward(ctx, req, Box::new(|reply| Command::Health { reply })),
+        "/healthz" => {
+            // The watchdog's probe: every stage it passes is noted.
+            let probe = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(PROBE_HEADER))
+                .and_then(|h| ctx.probe.probe_number(h.value.as_str()));
+            if let Some(n) = probe {
+                ctx.probe.passed(Stage::Worker, n);
+            }
+            return forward_traced(ctx, req, probe, Box::new(|reply| Command::Health { reply }));
+        }
         // Public like /api/status, which shows more: counts and timings,
         // no names, keys or addresses.
         "/metrics" => {
@@ -628,14 +695,20 @@ fn handle(mut req: Request, ctx: &Ctx) {
                 Route::Engine(make) => return forward(ctx, req, make),
             }
         }
+        // `?secs=N` (5), `&part=engine` (the default) or `&part=reply`
+        // (every http-reply thread).
         #[cfg(feature = "test-hooks")]
         "/debug/wedge" => {
-            let secs = crate::hook::parse_form(query)
-                .into_iter()
-                .find(|(k, _)| k == "secs")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(5);
-            let _ = ctx.engine.send(Command::Wedge { secs });
+            let form = crate::hook::parse_form(query);
+            let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            let secs = get("secs").and_then(|v| v.parse().ok()).unwrap_or(5);
+            if get("part") == Some("reply") {
+                for _ in 0..REPLY_WRITERS {
+                    send_answer(&ctx.answers.tx, Job::Wedge(Duration::from_secs(secs)));
+                }
+            } else {
+                let _ = ctx.engine.send(Command::Wedge { secs });
+            }
             (Reply::json(200, json!({"ok": true})), false)
         }
         // The listening socket fails for real (shutdown(2) on it: accept()
@@ -882,9 +955,25 @@ enum Route {
 /// queue means the engine is far behind: answer 503 at once rather than
 /// queue without bound.
 fn forward(ctx: &Ctx, req: Request, make: Box<dyn FnOnce(Responder) -> Command>) {
-    let tx = ctx.answers.tx.clone();
+    forward_traced(ctx, req, None, make)
+}
+
+/// [`forward`] for a request that may be the watchdog's probe `probe`: an
+/// answer given on the engine thread is noted as such.
+fn forward_traced(
+    ctx: &Ctx,
+    req: Request,
+    probe: Option<u64>,
+    make: Box<dyn FnOnce(Responder) -> Command>,
+) {
+    let (tx, trace) = (ctx.answers.tx.clone(), ctx.probe.clone());
     let cmd = make(Responder::new(move |a| {
-        send_answer(&tx, req, Reply::from_answer(a))
+        if let Some(n) = probe.filter(|_| engine::on_engine_thread()) {
+            trace.passed(Stage::Engine, n);
+        }
+        let reply = Reply::from_answer(a);
+        let req = Box::new(req);
+        send_answer(&tx, Job::Answer { req, reply, probe })
     }));
     if let Err(e) = ctx.engine.try_send(cmd) {
         let busy = matches!(e, crossbeam_channel::TrySendError::Full(_));
@@ -989,15 +1078,12 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_stuck_only_when_all_are_busy_too_long() {
-        let ms = |v: &[u64]| v.iter().map(|&t| AtomicU64::new(t)).collect::<Vec<_>>();
-        let now = 100_000;
-        let old = now - STUCK_AFTER.as_millis() as u64 - 1;
-        assert!(workers_stuck(&ms(&[0, 0]), now).is_ok());
-        assert!(workers_stuck(&ms(&[old, 0]), now).is_ok());
-        assert!(workers_stuck(&ms(&[old, now - 5]), now).is_ok());
-        let e = workers_stuck(&ms(&[old, old]), now).unwrap_err();
-        assert!(e.contains("all 2 HTTP workers"), "{e}");
+    fn busy_workers_are_described_with_the_longest_wait() {
+        assert_eq!(workers_busy(&[0, 0], 100_000), "all 2 workers idle");
+        assert_eq!(
+            workers_busy(&[97_500, 0, 99_000], 100_000),
+            "2 of 3 workers busy, the longest for 2.5 s"
+        );
     }
 
     #[test]

@@ -2,16 +2,17 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::common::{HTTPVersion, Header, Method};
 use crate::limits::{Limits, Tracked};
-use crate::util::RefinedTcpStream;
+use crate::util::{Answer, AnswerWriter, RefinedTcpStream};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -45,6 +46,17 @@ pub struct ClientConnection {
     tracked: Option<Arc<Tracked>>,
     head_bytes: usize,
     linger_on_close: bool,
+
+    // motherstream patch: the request handed out and not answered yet
+    // (plain HTTP only): the socket's writer for its answer, and where the
+    // handler's answer arrives.
+    in_flight: Option<InFlight>,
+}
+
+// motherstream patch: see `ClientConnection::serve`.
+struct InFlight {
+    writer: Box<dyn Write + Send + 'static>,
+    answer: Receiver<Answer>,
 }
 
 /// Error that can happen when reading a request.
@@ -87,6 +99,7 @@ impl ClientConnection {
             tracked,
             head_bytes: 0,
             linger_on_close: false,
+            in_flight: None,
         }
     }
 
@@ -192,7 +205,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let mut request = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -213,7 +226,17 @@ impl ClientConnection {
             }
         })?;
 
-        // motherstream patch
+        // motherstream patch: over plain HTTP, the handler prints its answer
+        // into memory and this connection's thread writes it (`serve`).
+        if !self.secure {
+            let (answer, arrives) = AnswerWriter::new(self.limits.max_answer_bytes);
+            if let Some(writer) = request.answer_through(answer) {
+                self.in_flight = Some(InFlight {
+                    writer,
+                    answer: arrives,
+                });
+            }
+        }
         if let Some(t) = &self.tracked {
             t.handed_out();
         }
@@ -231,25 +254,49 @@ impl ClientConnection {
     // for a while first, so that our close does not turn into a reset that
     // destroys the answer before the client reads it.
     fn refuse(&mut self, status: u16, version: HTTPVersion, why: &str, linger: bool) {
-        use crate::{Response, StatusCode};
-        let body = format!("{{\"error\":\"{}\"}}", why);
-        let mut response = Response::from_string(body).with_status_code(StatusCode(status));
-        if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
-            response.add_header(h);
-        }
-        if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
-            response.add_header(h);
-        }
         let mut writer = self.sink.next().unwrap();
-        if response
-            .raw_print(&mut writer, version, &[], false, None)
-            .is_ok()
-        {
-            let _ = std::io::Write::flush(&mut writer);
+        if writer.write_all(&error_answer(status, version, why)).is_ok() {
+            let _ = writer.flush();
         }
         drop(writer);
         if linger {
             self.linger();
+        }
+    }
+
+    /// motherstream patch: serve a plain-HTTP connection with at most one
+    /// request in flight. Each request is handed out, its answer awaited
+    /// (at most `Limits::answer_timeout`, else 503 and close) and written
+    /// here within `request_timeout`; only then is the next request read.
+    /// A pipelining client therefore waits in its own socket buffers: it
+    /// holds one request and one answer in memory, never a handler, and no
+    /// answer ever waits for another answer written by some other thread.
+    pub(crate) fn serve(mut self, mut hand_out: impl FnMut(Request)) {
+        while let Some(rq) = self.next() {
+            let Some(InFlight { mut writer, answer }) = self.in_flight.take() else {
+                hand_out(rq);
+                continue;
+            };
+            hand_out(rq);
+            let bytes = match answer.recv_timeout(self.limits.answer_timeout) {
+                Ok(Answer::Bytes(b)) => b,
+                Ok(Answer::TooLarge) => {
+                    self.no_more_requests = true;
+                    error_answer(500, HTTPVersion(1, 1), "the answer is too large")
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    self.no_more_requests = true;
+                    error_answer(503, HTTPVersion(1, 1), "no answer in time; try again")
+                }
+            };
+            if let Some(t) = &self.tracked {
+                t.write_for(self.limits.request_timeout);
+            }
+            let written = writer.write_all(&bytes).and_then(|()| writer.flush());
+            drop(writer);
+            if written.is_err() {
+                return; // the client does not read: close
+            }
         }
     }
 
@@ -339,14 +386,26 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )
                 .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
+                // motherstream patch: the request in flight is this one.
+                match self.in_flight.take() {
+                    Some(mut f) => {
+                        if let Some(t) = &self.tracked {
+                            t.write_for(self.limits.request_timeout);
+                        }
+                        let _ = response.raw_print(&mut f.writer, HTTPVersion(1, 1), &[], false, None);
+                        let _ = f.writer.flush();
+                    }
+                    None => {
+                        let writer = self.sink.next().unwrap();
+                        response
+                            .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                            .ok();
+                    }
+                }
                 continue;
             }
 
@@ -375,6 +434,23 @@ impl Iterator for ClientConnection {
             return Some(rq);
         }
     }
+}
+
+/// motherstream patch: a short JSON error answer that ends the connection.
+fn error_answer(status: u16, version: HTTPVersion, why: &str) -> Vec<u8> {
+    use crate::{Response, StatusCode};
+    let body = format!("{{\"error\":\"{}\"}}", why);
+    let mut response = Response::from_string(body).with_status_code(StatusCode(status));
+    if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        response.add_header(h);
+    }
+    if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+        response.add_header(h);
+    }
+    let mut out = Vec::new();
+    // Printing into memory cannot fail.
+    let _ = response.raw_print(&mut out, version, &[], false, None);
+    out
 }
 
 /// Parses a "HTTP/1.1" string.
@@ -417,5 +493,80 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    // motherstream patch: one request in flight, answers written by the
+    // connection's thread.
+    use crate::{Limits, Response, Server};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    fn server(limits: Limits) -> (Server, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = Server::from_listener_with_limits(l, None, limits).unwrap();
+        (server, TcpStream::connect(addr).unwrap())
+    }
+
+    fn read_until(c: &mut TcpStream, want: &str) -> String {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn a_pipelined_request_is_read_only_after_the_last_answer_was_written() {
+        let (server, mut c) = server(Limits::default());
+        c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let first = server.recv().unwrap();
+        assert_eq!(first.url(), "/1");
+        let early = server.recv_timeout(Duration::from_millis(200)).unwrap();
+        assert!(early.is_none(), "the second request was handed out first");
+        first.respond(Response::from_string("one")).unwrap();
+        let second = server.recv_timeout(Duration::from_secs(5)).unwrap();
+        let second = second.expect("the second request, once the first is answered");
+        assert_eq!(second.url(), "/2");
+        second.respond(Response::from_string("two")).unwrap();
+        let got = read_until(&mut c, "two");
+        let (one, two) = (got.find("one").unwrap(), got.find("two").unwrap());
+        assert!(one < two, "{got}");
+    }
+
+    #[test]
+    fn answering_never_waits_for_a_client_that_does_not_read() {
+        let (server, mut c) = server(Limits::default());
+        for _ in 0..2 {
+            c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        }
+        let rq = server.recv().unwrap();
+        let t = Instant::now();
+        rq.respond(Response::from_data(vec![b'a'; 4 << 20])).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn no_answer_in_time_gets_503_and_the_connection_closes() {
+        let limits = Limits {
+            answer_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let (server, mut c) = server(limits);
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let held = server.recv().unwrap();
+        let got = read_until(&mut c, "no answer in time");
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0, "closed after the 503");
+        // A late answer goes nowhere, quietly.
+        held.respond(Response::from_string("late")).unwrap();
     }
 }

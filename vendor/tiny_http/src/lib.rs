@@ -402,7 +402,7 @@ impl Server {
                     if new_client.is_none() || health.evicted.load(Relaxed) != evicted_before {
                         if let Some(n) = AT_CAP.hit(limits::unix_secs()) {
                             log::warn!(
-                                "HTTP server: at the connection limit ({} open): {} connections evicted or refused since the last report ({} evicted, {} refused in all); the connections slowest to send their request go first",
+                                "HTTP server: at the connection limit ({} open): {} connections evicted or refused since the last report ({} evicted, {} refused in all); the connections slowest to send their request or to read their answer go first",
                                 connections.open(),
                                 n,
                                 health.evicted.load(Relaxed),
@@ -424,9 +424,9 @@ impl Server {
                                     receiver.recv().unwrap();
                                 }
                             } else {
-                                for rq in client {
-                                    messages.push(rq.into());
-                                }
+                                // motherstream patch: one request in flight
+                                // per connection (see `ClientConnection::serve`).
+                                client.serve(|rq| messages.push(rq.into()));
                             }
                         }
                     }));

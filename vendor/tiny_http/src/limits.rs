@@ -24,8 +24,17 @@ pub struct Limits {
     /// when every connection is waiting for its answer, the new one is closed.
     pub max_connections: usize,
     /// One deadline for the wait for a request, its head and its body, and
-    /// the timeout of each write of an answer.
+    /// another for writing its whole answer.
     pub request_timeout: Duration,
+    /// How long a connection waits for the handler's answer to its request
+    /// before it answers 503 itself and closes (plain HTTP: one request is
+    /// in flight per connection, and the next is read only once the answer
+    /// to the last one has been written).
+    pub answer_timeout: Duration,
+    /// Largest answer a handler may give (head and body); a larger one is
+    /// replaced by a 500 and the connection closes. Answers are held in
+    /// memory until the connection's thread has written them.
+    pub max_answer_bytes: usize,
     /// Request line plus header lines, in bytes (431 beyond).
     pub max_head_bytes: usize,
     /// One line of the head (request line: 414, header line: 431).
@@ -49,6 +58,8 @@ impl Default for Limits {
         Limits {
             max_connections: 512,
             request_timeout: Duration::from_secs(10),
+            answer_timeout: Duration::from_secs(10),
+            max_answer_bytes: 8 * 1024 * 1024,
             max_head_bytes: 16 * 1024,
             max_line_bytes: 8 * 1024,
             max_headers: 100,
@@ -81,6 +92,9 @@ struct Entry {
     /// Since when the connection has been reading a request (None: its
     /// request has been handed out and it is not reading another yet).
     reading_since: Option<Instant>,
+    // motherstream patch: since when it has been writing an answer (a
+    // client that does not read keeps it there until the write deadline).
+    writing_since: Option<Instant>,
     evicted: bool,
 }
 
@@ -115,8 +129,9 @@ impl Connections {
     }
 
     /// Track a new connection. At the cap, evict the connection that has
-    /// been reading its request the longest; `Err` (and the socket closes)
-    /// when every open connection is waiting for its answer.
+    /// been reading its request, or writing its answer, the longest; `Err`
+    /// (and the socket closes) when every open connection is waiting for a
+    /// handler's answer.
     pub(crate) fn admit(
         self: &Arc<Self>,
         conn: Connection,
@@ -131,15 +146,18 @@ impl Connections {
                     .live
                     .iter()
                     .filter(|(_, e)| !e.evicted)
-                    .filter_map(|(id, e)| e.reading_since.map(|s| (s, *id)))
+                    .filter_map(|(id, e)| {
+                        let reading = e.reading_since.map(|s| (s, *id, false));
+                        reading.or(e.writing_since.map(|s| (s, *id, true)))
+                    })
                     .min();
                 match oldest {
-                    Some((_, id)) => {
+                    Some((_, id, writing)) => {
                         if let Some(e) = t.live.get_mut(&id) {
                             e.evicted = true;
                             // Upgraded under the lock, dropped after it: the
                             // last strong reference removes its own entry.
-                            victim = e.conn.upgrade();
+                            victim = e.conn.upgrade().map(|c| (c, writing));
                         }
                     }
                     None => {
@@ -155,22 +173,30 @@ impl Connections {
                 id,
                 owner: self.clone(),
                 deadline: Mutex::new(None),
+                write_deadline: Mutex::new(None),
             });
             t.live.insert(
                 id,
                 Entry {
                     conn: Arc::downgrade(&tracked),
                     reading_since: Some(Instant::now()),
+                    writing_since: None,
                     evicted: false,
                 },
             );
             tracked
         };
-        if let Some(v) = victim {
+        if let Some((v, writing)) = victim {
             health.evicted.fetch_add(1, Ordering::Relaxed);
-            // The blocked read in its thread returns end-of-file; an answer
-            // still being written to it is not cut off.
-            let _ = v.conn.shutdown(Shutdown::Read);
+            // A reader's blocked read returns end-of-file (nothing is being
+            // written to it: one request is in flight at a time); a writer
+            // stuck on a client that does not read gets EPIPE.
+            let how = if writing {
+                Shutdown::Both
+            } else {
+                Shutdown::Read
+            };
+            let _ = v.conn.shutdown(how);
         }
         Ok(tracked)
     }
@@ -178,6 +204,14 @@ impl Connections {
     fn set_reading(&self, id: u64, since: Option<Instant>) {
         if let Some(e) = self.lock().live.get_mut(&id) {
             e.reading_since = since;
+            e.writing_since = None;
+        }
+    }
+
+    fn set_writing(&self, id: u64, since: Instant) {
+        if let Some(e) = self.lock().live.get_mut(&id) {
+            e.reading_since = None;
+            e.writing_since = Some(since);
         }
     }
 }
@@ -188,6 +222,9 @@ pub(crate) struct Tracked {
     id: u64,
     owner: Arc<Connections>,
     deadline: Mutex<Option<Instant>>,
+    // motherstream patch: writing an answer has its own deadline, so that a
+    // client reading a byte at a time cannot stretch it either.
+    write_deadline: Mutex<Option<Instant>>,
 }
 
 impl Tracked {
@@ -201,6 +238,18 @@ impl Tracked {
         let now = Instant::now();
         *self.deadline() = Some(now + timeout);
         self.owner.set_reading(self.id, Some(now));
+    }
+
+    /// Writes from now on end `within` from now, in total (one answer).
+    /// At the connection cap, a connection writing an answer may be
+    /// evicted like one reading a request, the longest waiting first.
+    pub(crate) fn write_for(&self, within: Duration) {
+        let now = Instant::now();
+        *self
+            .write_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(now + within);
+        self.owner.set_writing(self.id, now);
     }
 
     /// The request has been read and handed out.
@@ -238,8 +287,17 @@ impl Tracked {
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> IoResult<usize> {
+        let deadline = *self.write_deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(write_timed_out());
+            }
+            self.conn
+                .set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
         match (&self.conn).write(buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(write_timed_out()),
             r => r,
         }
     }
@@ -253,6 +311,13 @@ fn timed_out() -> IoError {
     IoError::new(
         ErrorKind::TimedOut,
         "the client did not send its request in time",
+    )
+}
+
+fn write_timed_out() -> IoError {
+    IoError::new(
+        ErrorKind::TimedOut,
+        "the client did not read its answer in time",
     )
 }
 
@@ -351,6 +416,38 @@ mod tests {
         assert_eq!(table.open(), 2);
     }
 
+    // motherstream patch: a client that does not read its answer.
+    #[test]
+    fn at_the_cap_a_connection_stuck_writing_its_answer_is_evicted() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let health = Health::default();
+        let table = Connections::new(2);
+        let (_c1, s1) = pair(&l);
+        let (_c2, s2) = pair(&l);
+        let (_c3, s3) = pair(&l);
+        let a = table.admit(s1, &health).ok().unwrap();
+        let b = table.admit(s2, &health).ok().unwrap();
+        a.handed_out();
+        b.handed_out();
+        // `a` writes to a client that never reads; `b` waits for a handler.
+        a.write_for(Duration::from_secs(10));
+        let chunk = vec![0u8; 64 * 1024];
+        let writer = {
+            let a = a.clone();
+            std::thread::spawn(move || loop {
+                if let Err(e) = a.write(&chunk) {
+                    return e.kind();
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let _c = table.admit(s3, &health).ok().expect("the writer makes room");
+        assert_eq!(health.evicted.load(Ordering::Relaxed), 1);
+        // Its blocked write ends at once, long before its deadline.
+        let kind = writer.join().unwrap();
+        assert_ne!(kind, ErrorKind::TimedOut, "{kind:?}");
+    }
+
     #[test]
     fn at_the_cap_with_every_connection_answered_a_new_one_is_refused() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -380,6 +477,28 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::TimedOut);
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(t.read(&mut buf).unwrap_err().kind(), ErrorKind::TimedOut);
+    }
+
+    // motherstream patch: a client that does not read its answer.
+    #[test]
+    fn the_write_deadline_bounds_all_writes_together() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let health = Health::default();
+        let table = Connections::new(4);
+        let (_c, s) = pair(&l);
+        let t = table.admit(s, &health).ok().unwrap();
+        t.write_for(Duration::from_millis(100));
+        let start = Instant::now();
+        let chunk = vec![0u8; 64 * 1024];
+        let e = loop {
+            match t.write(&chunk) {
+                Ok(_) => assert!(start.elapsed() < Duration::from_secs(2), "never blocked"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        assert_eq!(t.write(&chunk).unwrap_err().kind(), ErrorKind::TimedOut);
     }
 
     #[test]

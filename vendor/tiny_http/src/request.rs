@@ -545,6 +545,17 @@ impl Request {
         })
     }
 
+    /// motherstream patch: from now on the answer is printed into `answer`
+    /// (see `util::answer`); the socket's writer is returned to the
+    /// connection's thread, which writes the answer itself.
+    pub(crate) fn answer_through(
+        &mut self,
+        answer: crate::util::AnswerWriter,
+    ) -> Option<Box<dyn Write + Send + 'static>> {
+        self.response_writer
+            .replace(Box::new(answer) as Box<dyn Write + Send + 'static>)
+    }
+
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self

@@ -1,3 +1,5 @@
+// motherstream patch: answers handed back to the connection's thread.
+pub(crate) use self::answer::{Answer, AnswerWriter};
 pub use self::custom_stream::CustomStream;
 pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
@@ -10,6 +12,7 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+mod answer;
 mod custom_stream;
 mod equal_reader;
 mod fused_reader;
