@@ -39,6 +39,29 @@ pub fn hook_secret_path(cfg: &Config, dir: &Path) -> PathBuf {
     }
 }
 
+/// The shortest admin token accepted: it guards every stream key.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Refuse an admin token an attacker could guess.
+pub fn check_admin_token(token: &str, path: &Path) -> Result<(), String> {
+    let n = token.chars().count();
+    if n < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "the admin token in {} is {n} characters long; it must be at least \
+             {MIN_ADMIN_TOKEN_CHARS} (make one with: openssl rand -hex 32)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// [`load_or_create`] for the admin token, refusing a short one.
+pub fn load_admin_token(path: &Path, create: bool) -> Result<(String, bool), String> {
+    let (token, created) = load_or_create(path, create)?;
+    check_admin_token(&token, path)?;
+    Ok((token, created))
+}
+
 /// Read the secret on the first line of `path`. When the file does not
 /// exist and `create` is set, write a new random one (0600, never replacing
 /// a file that appears meanwhile). The bool says whether it was created.
@@ -76,8 +99,13 @@ pub fn load_or_create(path: &Path, create: bool) -> Result<(String, bool), Strin
     }
 }
 
+/// The secret on the first line; a symbolic link is refused (the state
+/// directory belongs to the service user, and root's CLI reads it too).
 fn read_first_line(path: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
+    let bytes = crate::private_fs::read(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not text")
+    })?;
     let line = text.lines().next().unwrap_or("").trim().to_string();
     if line.is_empty() {
         return Err(std::io::Error::new(

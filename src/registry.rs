@@ -284,6 +284,7 @@ impl Registry {
         if self.by_name(name).is_some() {
             return Err(RegistryError::Exists(name.to_string()));
         }
+        self.check_new_name(name)?;
         self.check_new_key(&key)?;
         self.streamers.push(Streamer {
             name: name.to_string(),
@@ -295,6 +296,31 @@ impl Registry {
         self.present = true;
         self.reindex();
         Ok(&self.streamers[self.streamers.len() - 1])
+    }
+
+    /// The rules only new names follow (see [`crate::names`]): visible,
+    /// and not a look-alike of a registered name or of the guest names.
+    fn check_new_name(&self, name: &str) -> Result<(), RegistryError> {
+        if let Some(why) = crate::names::invisible_part(name) {
+            return Err(RegistryError::Invalid(why));
+        }
+        if crate::names::skeleton(name).starts_with(&crate::names::skeleton(GUEST_PREFIX)) {
+            return Err(RegistryError::Invalid(format!(
+                "{name:?} looks like {GUEST_PREFIX:?}, which is reserved for unregistered streamers"
+            )));
+        }
+        if let Some(s) = self
+            .streamers
+            .iter()
+            .find(|s| crate::names::confusable(&s.name, name))
+        {
+            return Err(RegistryError::Invalid(format!(
+                "{name:?} looks like the streamer name {:?} (letters from other scripts or \
+                 look-alike characters); choose a name that reads differently",
+                s.name
+            )));
+        }
+        Ok(())
     }
 
     pub fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {

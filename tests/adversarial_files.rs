@@ -155,7 +155,7 @@ fn files_the_daemon_and_cli_create_are_private() {
     let t = TempDir::new("modes");
     let state = t.join("fresh/state");
     let token = t.join("token");
-    fs::write(&token, "s3cr3t-admin-token\n").unwrap();
+    fs::write(&token, "s3cr3t-admin-token-at-least-32-chars\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
     let d = Daemon::start(DaemonOpts {
