@@ -437,6 +437,13 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
     );
 
+    if !cfg.queue.require_registered {
+        log::warn!(
+            "the queue is open to any stream key ([queue] require_registered = false): unregistered \
+             streamers are shown as guest-<tag>, never by their key; register streamers \
+             (motherstream streamer add NAME) and set require_registered = true to admit only them"
+        );
+    }
     let published = published_at_start(&cfg, state.len());
 
     let limits = motherstream::http::limits(&cfg.http);
