@@ -587,7 +587,10 @@ mod tests {
         // No registry at all: still a guest name, never the key.
         let none = Registry::default();
         assert!(!none.in_use());
-        assert_eq!(none.display(&k("k1")), format!("{GUEST_PREFIX}{}", k("k1").tag()));
+        assert_eq!(
+            none.display(&k("k1")),
+            format!("{GUEST_PREFIX}{}", k("k1").tag())
+        );
         // An empty registry file still means "in use".
         let empty = Registry::from_streamers(vec![], true);
         assert!(empty.display(&k("k1")).starts_with(GUEST_PREFIX));

@@ -43,7 +43,10 @@ fn joins_go_on_air_in_order_and_the_relay_is_told_who_is_next() {
     assert_eq!(w.on_air.map(|s| s.key), Some(k("alice")));
     assert_eq!(w.next.map(|s| s.key), Some(k("bob")));
     let shown = h.obs.lock().map(|o| o.last().cloned()).ok().flatten();
-    assert_eq!(shown.and_then(|s| s.on_air).as_deref(), Some(g1("alice").as_str()));
+    assert_eq!(
+        shown.and_then(|s| s.on_air).as_deref(),
+        Some(g1("alice").as_str())
+    );
     assert_eq!(h.status()["on_air"]["name"], g1("alice"));
 }
 
@@ -77,7 +80,11 @@ fn slot_end_switches_and_drops_the_old_publisher_after_the_cut() {
     h.advance(Duration::from_secs(59));
     assert_eq!(h.queue(), g(&["alice", "bob"]));
     h.advance(Duration::from_secs(2));
-    assert_eq!(h.queue(), g(&["alice", "bob"]), "alice on screen until the cut");
+    assert_eq!(
+        h.queue(),
+        g(&["alice", "bob"]),
+        "alice on screen until the cut"
+    );
     assert_eq!(h.status()["on_air"]["name"], g1("alice"));
     assert!(
         h.drops().is_empty(),

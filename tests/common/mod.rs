@@ -776,7 +776,101 @@ pub fn connect_body(app: &str, rtmp_port: u16) -> String {
     )
 }
 
-/// Stream keys this test process has published, for [`Daemon::known`].
+/// The guest names of one install, computed here, independently of the
+/// daemon: `guest-` and the first 8 hex digits of HMAC-SHA256 of the key
+/// under the install's `tag.secret`.
+///
+/// Tests speak of streamers by the keys they published; public output
+/// shows guest names. [`GuestNames::text`] gives back, in a name or a
+/// message, the key of each guest name that stands for a key this test
+/// process published (raw hooks or ffmpeg), so tests written when keys
+/// were public names read as they did. The raw answers never hold a key:
+/// tests/public_names.rs checks them.
+#[derive(Debug, Clone)]
+pub struct GuestNames {
+    state_dir: PathBuf,
+}
+
+impl GuestNames {
+    fn secret(&self) -> Option<Vec<u8>> {
+        let text = fs::read_to_string(self.state_dir.join("tag.secret")).ok()?;
+        Some(text.trim().as_bytes().to_vec())
+    }
+
+    fn guest_with(secret: &[u8], key: &str) -> String {
+        use hmac::Mac;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(key.as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("guest-{}", &hex[..8])
+    }
+
+    pub fn guest(&self, key: &str) -> String {
+        let secret = self.secret().expect("the daemon has made tag.secret");
+        GuestNames::guest_with(&secret, key)
+    }
+
+    /// Guest name → key, for every key this process published.
+    pub fn map(&self) -> std::collections::HashMap<String, String> {
+        let Some(secret) = self.secret() else {
+            return Default::default();
+        };
+        keys_seen()
+            .into_iter()
+            .map(|k| (GuestNames::guest_with(&secret, &k), k))
+            .collect()
+    }
+
+    /// `s` with a known guest name replaced by its key: the whole string
+    /// (a name), or with `within`, every occurrence in it (a message).
+    fn replace(s: String, map: &std::collections::HashMap<String, String>, within: bool) -> String {
+        if let Some(k) = map.get(&s) {
+            return k.clone();
+        }
+        if !within || !s.contains("guest-") {
+            return s;
+        }
+        map.iter().fold(s, |s, (g, k)| s.replace(g.as_str(), k))
+    }
+
+    /// A name as the test knows it.
+    pub fn text(&self, s: &str) -> String {
+        GuestNames::replace(s.to_string(), &self.map(), false)
+    }
+
+    /// Every string in `v` that is a known guest name, as its key.
+    pub fn json(&self, v: Value) -> Value {
+        self.walk(v, false)
+    }
+
+    /// Every known guest name in every string of `v` (names inside chat
+    /// messages too), as its key.
+    pub fn json_within(&self, v: Value) -> Value {
+        self.walk(v, true)
+    }
+
+    fn walk(&self, v: Value, within: bool) -> Value {
+        fn walk(v: Value, g: &std::collections::HashMap<String, String>, w: bool) -> Value {
+            match v {
+                Value::String(s) => Value::String(GuestNames::replace(s, g, w)),
+                Value::Array(a) => Value::Array(a.into_iter().map(|x| walk(x, g, w)).collect()),
+                Value::Object(o) => {
+                    Value::Object(o.into_iter().map(|(k, x)| (k, walk(x, g, w))).collect())
+                }
+                other => other,
+            }
+        }
+        walk(v, &self.map(), within)
+    }
+}
+
+/// Stream keys this test process has published, for [`GuestNames`].
 fn keys_seen() -> Vec<String> {
     KEYS_SEEN
         .lock()
@@ -1233,68 +1327,30 @@ target = "stderr"
         self.known_json(r.json())
     }
 
-    /// The install's tag secret (`tag.secret` in the state directory).
-    fn tag_secret(&self) -> Option<Vec<u8>> {
-        let text = fs::read_to_string(self.state_dir().join("tag.secret")).ok()?;
-        Some(text.trim().as_bytes().to_vec())
+    /// Guest names of this daemon's install (see [`GuestNames`]).
+    pub fn guest_names(&self) -> GuestNames {
+        GuestNames {
+            state_dir: self.state_dir(),
+        }
     }
 
-    /// The public name the daemon gives an unregistered `key`:
-    /// `guest-` and the first 8 hex digits of HMAC-SHA256(tag secret, key),
-    /// computed here, independently of the daemon.
+    /// The public name the daemon gives an unregistered `key`.
     pub fn guest(&self, key: &str) -> String {
-        use hmac::Mac;
-        let secret = self.tag_secret().expect("the daemon has made tag.secret");
-        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&secret)
-            .expect("HMAC takes any key");
-        mac.update(key.as_bytes());
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("guest-{}", &hex[..8])
+        self.guest_names().guest(key)
     }
 
-    /// A public name as the test knows it: the guest name of a stream key
-    /// this test process published (raw hooks or ffmpeg) is given back as
-    /// that key; anything else (registered names) is unchanged. Tests
-    /// written when keys were public names keep reading as they did; the
-    /// raw answers never hold a key (tests/public_names.rs checks them).
+    /// A public name as the test knows it (see [`GuestNames`]).
     pub fn known(&self, name: &str) -> String {
-        if !name.starts_with("guest-") {
-            return name.to_string();
-        }
-        self.guests()
-            .remove(name)
-            .unwrap_or_else(|| name.to_string())
-    }
-
-    /// Guest name → key, for every key this process published.
-    fn guests(&self) -> std::collections::HashMap<String, String> {
-        if self.tag_secret().is_none() {
-            return Default::default();
-        }
-        keys_seen()
-            .into_iter()
-            .map(|k| (self.guest(&k), k))
-            .collect()
+        self.guest_names().text(name)
     }
 
     /// [`Daemon::known`] applied to every string in `v`.
     pub fn known_json(&self, v: Value) -> Value {
-        fn walk(v: Value, g: &std::collections::HashMap<String, String>) -> Value {
-            match v {
-                Value::String(s) => Value::String(g.get(&s).cloned().unwrap_or(s)),
-                Value::Array(a) => Value::Array(a.into_iter().map(|x| walk(x, g)).collect()),
-                Value::Object(o) => {
-                    Value::Object(o.into_iter().map(|(k, x)| (k, walk(x, g))).collect())
-                }
-                other => other,
-            }
-        }
-        walk(v, &self.guests())
+        self.guest_names().json(v)
+    }
+
+    fn guests(&self) -> std::collections::HashMap<String, String> {
+        self.guest_names().map()
     }
 
     /// The relay pid from /api/status (`on_air.relay.pid`), if any.
