@@ -281,6 +281,13 @@ pub fn warn_auth_failure(args: std::fmt::Arguments) {
     AUTH.warn(args);
 }
 
+/// Admin token tries refused over the login budget: their own budget too,
+/// so a guesser's first wrong tries cannot hide that the limit set in.
+pub fn warn_auth_throttled(args: std::fmt::Arguments) {
+    static THROTTLED: LogBudget = LogBudget::new("admin token tries over the budget");
+    THROTTLED.warn(args);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

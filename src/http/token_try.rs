@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::json;
 
 use super::{token_ok, Ctx, Reply};
-use crate::log::warn_auth_failure;
+use crate::log::{warn_auth_failure, warn_auth_throttled};
 use crate::login_limit::Throttled;
 
 /// What trying a token came to.
@@ -60,7 +60,7 @@ pub(super) fn try_token(
     let now = crate::engine::unix_ms();
     if let Err(t) = ctx.logins.attempt(ip, now) {
         ctx.metrics.auth_throttled(via);
-        warn_auth_failure(format_args!(
+        warn_auth_throttled(format_args!(
             "refused {what} from {who} unchecked: too many wrong admin tokens {} (429, retry after {} s)",
             if t.global {
                 "from all clients"
