@@ -833,10 +833,13 @@ impl GuestNames {
         if let Some(k) = map.get(&s) {
             return k.clone();
         }
-        if !within || !s.contains("guest-") {
+        if !within || !s.contains("guest") {
             return s;
         }
-        map.iter().fold(s, |s, (g, k)| s.replace(g.as_str(), k))
+        // Chat messages escape Markdown: `guest\-1a2b3c4d`.
+        map.iter().fold(s, |s, (g, k)| {
+            s.replace(g.as_str(), k).replace(&g.replace('-', "\\-"), k)
+        })
     }
 
     /// A name as the test knows it.
