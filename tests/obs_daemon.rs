@@ -204,7 +204,10 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
     if strict {
         let last_two: Vec<&String> = cuts.iter().rev().take(2).collect();
         assert!(
-            last_two[0].contains("cut to bob catching up from their last keyframe"),
+            last_two[0].contains(&format!(
+                "cut to {} catching up from their last keyframe",
+                o.rig.daemon.guest("bob")
+            )),
             "a publisher who left is a forced cut straight to the next one, not through the slate: {last_two:?}"
         );
     }

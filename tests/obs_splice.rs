@@ -121,7 +121,7 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
             &watch,
             t0,
             seen,
-            Some((obs::NAME, key)),
+            Some((obs::NAME, rig.daemon.guest(key).as_str())),
             base,
             Duration::from_millis(800),
             Duration::from_secs(8),

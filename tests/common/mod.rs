@@ -792,6 +792,13 @@ pub struct GuestNames {
 }
 
 impl GuestNames {
+    /// The guest names of the install whose state directory is `dir`.
+    pub fn in_dir(dir: &Path) -> GuestNames {
+        GuestNames {
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
     fn secret(&self) -> Option<Vec<u8>> {
         let text = fs::read_to_string(self.state_dir.join("tag.secret")).ok()?;
         Some(text.trim().as_bytes().to_vec())
@@ -884,7 +891,8 @@ fn keys_seen() -> Vec<String> {
 static KEYS_SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-fn remember_key(key: &str) {
+/// Note a stream key the test publishes with (see [`GuestNames`]).
+pub fn remember_key(key: &str) {
     if let Ok(mut k) = KEYS_SEEN.lock() {
         k.insert(key.to_string());
     }
