@@ -325,7 +325,7 @@ fn shipped_nginx_example_runs_and_the_daemon_uses_its_unix_socket() {
     );
     let dropped = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
         d.log()
-            .contains("disconnected alice through nginx")
+            .contains(&format!("disconnected {} through nginx", d.guest("alice")))
             .then_some(())
     });
     assert!(dropped.is_some(), "{}", tail(&d.log_path(), 20));
