@@ -354,6 +354,39 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_need_32_characters() {
+        let p = Path::new("/etc/motherstream/admin.token");
+        let e = check_admin_token("a", p).unwrap_err();
+        assert!(
+            e.contains("1 characters") && e.contains("at least 32"),
+            "{e}"
+        );
+        assert!(e.contains("/etc/motherstream/admin.token"), "{e}");
+        assert!(check_admin_token(&"x".repeat(31), p).is_err());
+        assert!(check_admin_token(&"x".repeat(32), p).is_ok());
+        // Characters, not bytes: 16 two-byte letters are still 16.
+        assert!(check_admin_token(&"é".repeat(16), p).is_err());
+    }
+
+    #[test]
+    fn a_linked_secret_is_refused() {
+        let d = crate::scratch::ScratchDir::new("authlink");
+        let real = d.0.join("elsewhere");
+        std::fs::write(&real, "a-secret-that-is-long-enough-0123456789\n").unwrap();
+        let link = d.0.join("admin.token");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = load_admin_token(&link, true).unwrap_err();
+        assert!(
+            e.contains("symbolic link") && e.contains("admin.token"),
+            "{e}"
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
     fn secret_files_are_created_once_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let d = crate::scratch::ScratchDir::new("authsecret");

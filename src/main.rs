@@ -404,19 +404,24 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     })?;
     // Both secrets exist from the first start on: nothing is open to
     // "anyone on loopback" while an operator has not configured them.
-    let secret_at = |path: std::path::PathBuf, what: &str| {
-        let (s, created) = if what == "admin token" {
-            auth::load_admin_token(&path, true)?
-        } else {
-            auth::load_or_create(&path, true)?
-        };
+    type Load = fn(&std::path::Path, bool) -> Result<(String, bool), String>;
+    let secret_at = |path: std::path::PathBuf, what: &str, load: Load| {
+        let (s, created) = load(&path, true)?;
         if created {
             log::info!("created the {what} in {} (mode 0600)", path.display());
         }
         Ok::<String, String>(s)
     };
-    let admin_token = secret_at(auth::admin_token_path(&cfg, &state_dir), "admin token")?;
-    let hook_secret = secret_at(auth::hook_secret_path(&cfg, &state_dir), "hook secret")?;
+    let admin_token = secret_at(
+        auth::admin_token_path(&cfg, &state_dir),
+        "admin token",
+        auth::load_admin_token,
+    )?;
+    let hook_secret = secret_at(
+        auth::hook_secret_path(&cfg, &state_dir),
+        "hook secret",
+        auth::load_or_create,
+    )?;
     let (store, state, report) =
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {

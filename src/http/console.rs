@@ -194,8 +194,9 @@ fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64
             "wrong admin token (it is in [http] admin_token_file, default <state dir>/admin.token)",
         )),
         Tried::Throttled(r) => {
-            let mut p = Page::json(r.reply.clone());
-            p.retry_after = r.retry_after();
+            let retry_after = r.retry_after();
+            let mut p = Page::json(r.reply);
+            p.retry_after = retry_after;
             return p;
         }
     }
