@@ -39,6 +39,29 @@ pub fn hook_secret_path(cfg: &Config, dir: &Path) -> PathBuf {
     }
 }
 
+/// The shortest admin token accepted: it guards every stream key.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Refuse an admin token an attacker could guess.
+pub fn check_admin_token(token: &str, path: &Path) -> Result<(), String> {
+    let n = token.chars().count();
+    if n < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "the admin token in {} is {n} characters long; it must be at least \
+             {MIN_ADMIN_TOKEN_CHARS} (make one with: openssl rand -hex 32)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// [`load_or_create`] for the admin token, refusing a short one.
+pub fn load_admin_token(path: &Path, create: bool) -> Result<(String, bool), String> {
+    let (token, created) = load_or_create(path, create)?;
+    check_admin_token(&token, path)?;
+    Ok((token, created))
+}
+
 /// Read the secret on the first line of `path`. When the file does not
 /// exist and `create` is set, write a new random one (0600, never replacing
 /// a file that appears meanwhile). The bool says whether it was created.
@@ -76,8 +99,13 @@ pub fn load_or_create(path: &Path, create: bool) -> Result<(String, bool), Strin
     }
 }
 
+/// The secret on the first line; a symbolic link is refused (the state
+/// directory belongs to the service user, and root's CLI reads it too).
 fn read_first_line(path: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
+    let bytes = crate::private_fs::read(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not text")
+    })?;
     let line = text.lines().next().unwrap_or("").trim().to_string();
     if line.is_empty() {
         return Err(std::io::Error::new(
@@ -323,6 +351,39 @@ mod tests {
         ] {
             assert!(!is_json(c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn admin_tokens_need_32_characters() {
+        let p = Path::new("/etc/motherstream/admin.token");
+        let e = check_admin_token("a", p).unwrap_err();
+        assert!(
+            e.contains("1 characters") && e.contains("at least 32"),
+            "{e}"
+        );
+        assert!(e.contains("/etc/motherstream/admin.token"), "{e}");
+        assert!(check_admin_token(&"x".repeat(31), p).is_err());
+        assert!(check_admin_token(&"x".repeat(32), p).is_ok());
+        // Characters, not bytes: 16 two-byte letters are still 16.
+        assert!(check_admin_token(&"é".repeat(16), p).is_err());
+    }
+
+    #[test]
+    fn a_linked_secret_is_refused() {
+        let d = crate::scratch::ScratchDir::new("authlink");
+        let real = d.0.join("elsewhere");
+        std::fs::write(&real, "a-secret-that-is-long-enough-0123456789\n").unwrap();
+        let link = d.0.join("admin.token");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = load_admin_token(&link, true).unwrap_err();
+        assert!(
+            e.contains("symbolic link") && e.contains("admin.token"),
+            "{e}"
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

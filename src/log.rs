@@ -4,6 +4,7 @@
 //! run time (SIGHUP reload).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -231,25 +232,60 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Bad requests are logged, but a flood of them must not flood the journal:
-/// at most 5 lines a second, then one line saying how many were dropped.
-pub fn warn_limited(args: std::fmt::Arguments) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static WINDOW: AtomicU64 = AtomicU64::new(0);
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let sec = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let prev = WINDOW.swap(sec, Ordering::Relaxed);
-    if prev != sec {
-        let dropped = COUNT.swap(0, Ordering::Relaxed).saturating_sub(5);
-        if dropped > 0 {
-            log::warn!("{dropped} more refused requests not logged");
+/// A budget of warning lines: at most 5 a second, then one line saying how
+/// many were dropped. Each kind of flood has its own, so one cannot hide
+/// another (wrong logins are not lost among malformed requests).
+pub struct LogBudget {
+    window: AtomicU64,
+    count: AtomicU64,
+    /// What the dropped lines were, for the "not logged" line.
+    what: &'static str,
+}
+
+impl LogBudget {
+    pub const fn new(what: &'static str) -> LogBudget {
+        LogBudget {
+            window: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            what,
         }
     }
-    if COUNT.fetch_add(1, Ordering::Relaxed) < 5 {
-        log::warn!("{args}");
+
+    pub fn warn(&self, args: std::fmt::Arguments) {
+        let sec = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let prev = self.window.swap(sec, Ordering::Relaxed);
+        if prev != sec {
+            let dropped = self.count.swap(0, Ordering::Relaxed).saturating_sub(5);
+            if dropped > 0 {
+                log::warn!("{dropped} more {} not logged", self.what);
+            }
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) < 5 {
+            log::warn!("{args}");
+        }
     }
+}
+
+/// Bad requests are logged, but a flood of them must not flood the journal.
+pub fn warn_limited(args: std::fmt::Arguments) {
+    static REFUSED: LogBudget = LogBudget::new("refused requests");
+    REFUSED.warn(args);
+}
+
+/// Wrong admin tokens (console logins and Bearer tokens), in their own
+/// budget.
+pub fn warn_auth_failure(args: std::fmt::Arguments) {
+    static AUTH: LogBudget = LogBudget::new("wrong admin tokens");
+    AUTH.warn(args);
+}
+
+/// Admin token tries refused over the login budget: their own budget too,
+/// so a guesser's first wrong tries cannot hide that the limit set in.
+pub fn warn_auth_throttled(args: std::fmt::Arguments) {
+    static THROTTLED: LogBudget = LogBudget::new("admin token tries over the budget");
+    THROTTLED.warn(args);
 }
 
 #[cfg(test)]

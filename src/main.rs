@@ -158,7 +158,11 @@ fn check_config(args: &Args) -> ExitCode {
     // Warnings (a secret file others can read) go to the terminal.
     mslog::init(mslog::Target::Stderr, log::LevelFilter::Warn);
     match load_config(args).and_then(|c| {
-        config::read_secret_file(&c.http.admin_token_file).map_err(|e| e.to_string())?;
+        if let Some(t) =
+            config::read_secret_file(&c.http.admin_token_file).map_err(|e| e.to_string())?
+        {
+            auth::check_admin_token(&t, std::path::Path::new(&c.http.admin_token_file))?;
+        }
         config::read_secret_file(&c.obs.password_file).map_err(|e| e.to_string())?;
         Ok(c)
     }) {
@@ -192,17 +196,9 @@ fn streamer(args: &Args) -> ExitCode {
         "motherstream: registry {}",
         motherstream::registry::path(&dir).display()
     );
-    // Root edits the service user's directory as that user: whatever the
-    // user planted there (a link to /etc/shadow), root's CLI can then do
-    // no more to it than the user could.
-    if let Some((uid, gid)) = motherstream::private_fs::foreign_owner(&dir) {
-        if let Err(e) = motherstream::sys::become_user(uid, gid) {
-            eprintln!(
-                "motherstream: cannot act as uid {uid} (the owner of {}): {e}",
-                dir.display()
-            );
-            return ExitCode::from(1);
-        }
+    if let Err(e) = act_as_state_owner(&dir) {
+        eprintln!("motherstream: {e}");
+        return ExitCode::from(1);
     }
     match streamer_cmd::run_with(
         &args.rest,
@@ -233,6 +229,22 @@ fn cli_state_dir(cfg: &Config) -> PathBuf {
         packaged.to_path_buf()
     } else {
         cfg.state_dir()
+    }
+}
+
+/// Root works in the service user's directory as that user: whatever the
+/// user planted there (a link to /etc/shadow or to root's own secrets), a
+/// CLI run by root can then read or change no more than the user could.
+/// The secrets themselves are opened without following links as well.
+fn act_as_state_owner(dir: &std::path::Path) -> Result<(), String> {
+    match motherstream::private_fs::foreign_owner(dir) {
+        Some((uid, gid)) => motherstream::sys::become_user(uid, gid).map_err(|e| {
+            format!(
+                "cannot act as uid {uid} (the owner of {}): {e}",
+                dir.display()
+            )
+        }),
+        None => Ok(()),
     }
 }
 
@@ -268,7 +280,11 @@ fn api(args: &Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let token_path = auth::admin_token_path(&cfg, &cli_state_dir(&cfg));
+    let dir = cli_state_dir(&cfg);
+    if let Err(e) = act_as_state_owner(&dir) {
+        return fail(e);
+    }
+    let token_path = auth::admin_token_path(&cfg, &dir);
     let token = match auth::load_or_create(&token_path, false) {
         Ok((t, _)) => t,
         Err(e) => {
@@ -320,7 +336,12 @@ fn nginx_hooks(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let path = auth::hook_secret_path(&cfg, &cli_state_dir(&cfg));
+    let dir = cli_state_dir(&cfg);
+    if let Err(e) = act_as_state_owner(&dir) {
+        eprintln!("motherstream: {e}");
+        return ExitCode::from(1);
+    }
+    let path = auth::hook_secret_path(&cfg, &dir);
     let secret = match auth::load_or_create(&path, false) {
         Ok((s, _)) => s,
         Err(e) => {
@@ -384,15 +405,24 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     })?;
     // Both secrets exist from the first start on: nothing is open to
     // "anyone on loopback" while an operator has not configured them.
-    let secret_at = |path: std::path::PathBuf, what: &str| {
-        let (s, created) = auth::load_or_create(&path, true)?;
+    type Load = fn(&std::path::Path, bool) -> Result<(String, bool), String>;
+    let secret_at = |path: std::path::PathBuf, what: &str, load: Load| {
+        let (s, created) = load(&path, true)?;
         if created {
             log::info!("created the {what} in {} (mode 0600)", path.display());
         }
         Ok::<String, String>(s)
     };
-    let admin_token = secret_at(auth::admin_token_path(&cfg, &state_dir), "admin token")?;
-    let hook_secret = secret_at(auth::hook_secret_path(&cfg, &state_dir), "hook secret")?;
+    let admin_token = secret_at(
+        auth::admin_token_path(&cfg, &state_dir),
+        "admin token",
+        auth::load_admin_token,
+    )?;
+    let hook_secret = secret_at(
+        auth::hook_secret_path(&cfg, &state_dir),
+        "hook secret",
+        auth::load_or_create,
+    )?;
     let (store, state, report) =
         Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
@@ -413,6 +443,13 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
     );
 
+    if !cfg.queue.require_registered {
+        log::warn!(
+            "the queue is open to any stream key ([queue] require_registered = false): unregistered \
+             streamers are shown as guest-<tag>, never by their key; register streamers \
+             (motherstream streamer add NAME) and set require_registered = true to admit only them"
+        );
+    }
     let published = published_at_start(&cfg, state.len());
 
     let limits = motherstream::http::limits(&cfg.http);
@@ -461,6 +498,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         stopping: AtomicBool::new(false),
         recordings: recorder.as_ref().map(|r| r.inbox()),
         sessions: Default::default(),
+        logins: Default::default(),
         metrics: metrics.clone(),
         answers: Default::default(),
         probe: probe.clone(),

@@ -41,6 +41,8 @@ pub struct Metrics {
     hook_latency: HistogramVec,
     admin: IntCounterVec,
     notifications: IntCounterVec,
+    auth_failures: IntCounterVec,
+    auth_throttled: IntCounterVec,
 }
 
 // The names, helps and labels below are constants of this file: the
@@ -133,6 +135,16 @@ impl Metrics {
                 "Notifications by notifier and outcome (sent, failed, dropped)",
                 &["notifier", "outcome"],
             ),
+            auth_failures: counters(
+                "admin_auth_failures_total",
+                "Wrong admin tokens, by way in (console_login, bearer)",
+                &["via"],
+            ),
+            auth_throttled: counters(
+                "admin_auth_throttled_total",
+                "Admin token tries refused with 429 before being checked (too many wrong ones), by way in",
+                &["via"],
+            ),
             registry: Registry::new(),
         };
         let build = IntGaugeVec::new(
@@ -141,6 +153,11 @@ impl Metrics {
         )
         .expect(CONST_DEF);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Shown at 0 from the start, so an alert on their rate has a series.
+        for via in ["console_login", "bearer"] {
+            m.auth_failures.with_label_values(&[via]);
+            m.auth_throttled.with_label_values(&[via]);
+        }
         // The output is started with the daemon; it counts as up until it
         // is reported down.
         m.output_up.set(1);
@@ -160,6 +177,8 @@ impl Metrics {
             Box::new(m.hook_latency.clone()),
             Box::new(m.admin.clone()),
             Box::new(m.notifications.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.auth_throttled.clone()),
             Box::new(build),
         ];
         for c in collectors {
@@ -210,6 +229,16 @@ impl Metrics {
     /// `endpoint` is a known admin path (never what a client typed).
     pub fn admin_request(&self, endpoint: &str) {
         self.admin.with_label_values(&[endpoint]).inc();
+    }
+
+    /// A wrong admin token; `via`: console_login or bearer.
+    pub fn auth_failed(&self, via: &'static str) {
+        self.auth_failures.with_label_values(&[via]).inc();
+    }
+
+    /// A token try refused unchecked (over the login budget).
+    pub fn auth_throttled(&self, via: &'static str) {
+        self.auth_throttled.with_label_values(&[via]).inc();
     }
 
     /// `outcome`: sent, failed or dropped.

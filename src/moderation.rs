@@ -226,8 +226,8 @@ pub fn plan(
                 ));
             }
             check_seconds("seconds", *seconds)?;
-            // Without a registry a key is its own name, so any valid key can
-            // be blocked before it ever publishes.
+            // Without a registry a moderator may name a key (they know it)
+            // to block it before it ever publishes.
             let key = resolve(name, state, reg, now)
                 .or_else(|| {
                     (!reg.in_use())

@@ -254,15 +254,12 @@ impl Registry {
             .find(|s| s.name.to_lowercase() == lower)
     }
 
-    /// The public name of a key: the registered name; the key itself while
-    /// no registry is in use; else `guest-` and the key's tag.
+    /// The public name of a key: the registered name, else `guest-` and
+    /// the key's tag, registry or not. A key is never a public name: anyone
+    /// who read it off an overlay could go on air as that streamer.
     pub fn display(&self, key: &StreamKey) -> String {
         match self.known(key) {
             Some(s) => s.name.clone(),
-            // The contract (DESIGN.md §3): with no registry at all, a
-            // streamer's public name is their key, as in the seed. The
-            // one public output of a key, and only while no file exists.
-            None if !self.in_use() => key.expose().to_string(),
             None => format!("{GUEST_PREFIX}{}", key.tag()),
         }
     }
@@ -284,6 +281,7 @@ impl Registry {
         if self.by_name(name).is_some() {
             return Err(RegistryError::Exists(name.to_string()));
         }
+        self.check_new_name(name)?;
         self.check_new_key(&key)?;
         self.streamers.push(Streamer {
             name: name.to_string(),
@@ -295,6 +293,31 @@ impl Registry {
         self.present = true;
         self.reindex();
         Ok(&self.streamers[self.streamers.len() - 1])
+    }
+
+    /// The rules only new names follow (see [`crate::names`]): visible,
+    /// and not a look-alike of a registered name or of the guest names.
+    fn check_new_name(&self, name: &str) -> Result<(), RegistryError> {
+        if let Some(why) = crate::names::invisible_part(name) {
+            return Err(RegistryError::Invalid(why));
+        }
+        if crate::names::skeleton(name).starts_with(&crate::names::skeleton(GUEST_PREFIX)) {
+            return Err(RegistryError::Invalid(format!(
+                "{name:?} looks like {GUEST_PREFIX:?}, which is reserved for unregistered streamers"
+            )));
+        }
+        if let Some(s) = self
+            .streamers
+            .iter()
+            .find(|s| crate::names::confusable(&s.name, name))
+        {
+            return Err(RegistryError::Invalid(format!(
+                "{name:?} looks like the streamer name {:?} (letters from other scripts or \
+                 look-alike characters); choose a name that reads differently",
+                s.name
+            )));
+        }
+        Ok(())
     }
 
     pub fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {
@@ -553,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn display_never_shows_a_key_once_in_use() {
+    fn display_never_shows_a_key() {
         let r = reg();
         assert_eq!(r.display(&k(&"a".repeat(32))), "DJ Alice");
         let guest = r.display(&k("someonekey"));
@@ -561,10 +584,13 @@ mod tests {
         assert!(!guest.contains("someonekey"));
         assert_eq!(guest, r.display(&k("someonekey")), "stable");
         assert_ne!(guest, r.display(&k("otherkey")));
-        // No registry at all: the key is the name (the seed's behaviour).
+        // No registry at all: still a guest name, never the key.
         let none = Registry::default();
         assert!(!none.in_use());
-        assert_eq!(none.display(&k("k1")), "k1");
+        assert_eq!(
+            none.display(&k("k1")),
+            format!("{GUEST_PREFIX}{}", k("k1").tag())
+        );
         // An empty registry file still means "in use".
         let empty = Registry::from_streamers(vec![], true);
         assert!(empty.display(&k("k1")).starts_with(GUEST_PREFIX));

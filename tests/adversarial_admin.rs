@@ -458,7 +458,10 @@ fn addr_junk_is_neither_logged_verbatim_nor_stored() {
     assert_eq!(d.hook("on_publish", &body).status, 200);
     assert_eq!(d.queue(), ["alice", "bob"]);
     let log = d.log();
-    assert!(log.contains("alice joined the queue"), "{log}");
+    assert!(
+        log.contains(&format!("{} joined the queue", d.guest("alice"))),
+        "{log}"
+    );
     for line in log.lines() {
         assert!(
             !line.starts_with("2026-01-01T00:00:00.000Z"),
@@ -481,4 +484,245 @@ fn addr_junk_is_neither_logged_verbatim_nor_stored() {
         .filter_map(|f| std::fs::read_to_string(d.state_dir().join(f)).ok())
         .collect::<String>();
     assert!(!all.contains("FAKE") && !all.contains("1.2.3.4"), "{all}");
+}
+
+/// One HTTP/1.1 request to the daemon from the loopback address
+/// 127.0.0.`host` (bound before connecting), the answer and its time.
+fn from_host(d: &Daemon, host: u8, request: &[u8]) -> (Resp, Duration) {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let start = std::time::Instant::now();
+    // SAFETY: a new socket, bound and connected with sockaddr_in values
+    // that live across the calls; its descriptor is handed to a TcpStream,
+    // which owns (and closes) it from then on.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let local = sockaddr([127, 0, 0, host], 0);
+        let bound = libc::bind(fd, std::ptr::addr_of!(local).cast(), len);
+        assert_eq!(
+            bound,
+            0,
+            "bind 127.0.0.{host}: {}",
+            std::io::Error::last_os_error()
+        );
+        let peer = sockaddr([127, 0, 0, 1], d.port);
+        let c = libc::connect(fd, std::ptr::addr_of!(peer).cast(), len);
+        assert_eq!(c, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read the answer");
+    (parse_resp(&buf), start.elapsed())
+}
+
+fn login_request(token: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "token": token }).to_string();
+    format!(
+        "POST /admin/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The value of a counter series in `/metrics` (0 when absent).
+fn metric(d: &Daemon, series: &str) -> u64 {
+    let text = d.get("/metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
+    let d = daemon("");
+    let wrong = |i: usize| format!("not-the-admin-token-{i:04}-padding-padding");
+    // A flood of other refused requests first: the wrong logins after it
+    // are logged all the same (they have their own log budget).
+    for _ in 0..20 {
+        let r = raw(
+            &d,
+            "GET",
+            "/queue-json",
+            &[("Host", "rebind.evil.example")],
+            "",
+        );
+        assert_eq!(r.status, 403);
+    }
+    let (mut n401, mut n429) = (0u64, 0u64);
+    let mut first_429: Option<Resp> = None;
+    let mut slowest_429 = Duration::ZERO;
+    let t0 = std::time::Instant::now();
+    for i in 0..60 {
+        let (r, took) = from_host(&d, 1, &login_request(&wrong(i)));
+        match r.status {
+            401 => n401 += 1,
+            429 => {
+                n429 += 1;
+                slowest_429 = slowest_429.max(took);
+                first_429.get_or_insert(r);
+            }
+            s => panic!("wrong login {i}: {s} {r:?}"),
+        }
+    }
+    let elapsed = t0.elapsed();
+    eprintln!(
+        "one address, 60 wrong logins in {:.0} ms: {n401} checked (401), {n429} refused unchecked (429); slowest 429 {:.1} ms",
+        elapsed.as_secs_f64() * 1000.0,
+        slowest_429.as_secs_f64() * 1000.0
+    );
+    // A burst of 10, then one every 2 s.
+    let allowed = 10 + elapsed.as_secs() / 2 + 1;
+    assert!(
+        n401 <= allowed,
+        "{n401} wrong tokens checked in {elapsed:?}"
+    );
+    assert!(n429 >= 60 - allowed, "{n429} refused");
+    // Refused at once (no worker sleeps on it), with when to come back.
+    assert!(slowest_429 < Duration::from_millis(500), "{slowest_429:?}");
+    let r = first_429.expect("a 429");
+    let retry: u64 = r
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {r:?}"));
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!(
+        error_of(&r).contains("too many wrong admin tokens"),
+        "{r:?}"
+    );
+    // Over budget even the right token is not checked (a 200 would tell a
+    // guesser it had found it) ...
+    let (r, _) = from_host(&d, 1, &login_request(&d.admin_token));
+    assert_eq!(r.status, 429, "{r:?}");
+    n429 += 1;
+    // ... but another address is not locked out by this one,
+    let (r, _) = from_host(&d, 2, &login_request(&d.admin_token));
+    assert_eq!(r.status, 200, "another address: {r:?}");
+    // and the operator is back in once Retry-After has passed.
+    std::thread::sleep(Duration::from_millis(retry * 1000 + 100));
+    let (r, _) = from_host(&d, 1, &login_request(&d.admin_token));
+    assert_eq!(r.status, 200, "after Retry-After: {r:?}");
+    // A wrong Bearer token is a try too.
+    let r = d.admin("/api/skip", "{}", Some(&wrong(999)));
+    assert_eq!(r.status, 401, "{r:?}");
+
+    // Many addresses together meet the global budget (100, then 10 a
+    // second) although each is within its own.
+    let (mut g401, mut g429) = (0u64, 0u64);
+    let t0 = std::time::Instant::now();
+    for host in 3..=20u8 {
+        for i in 0..10 {
+            match from_host(&d, host, &login_request(&wrong(i))).0.status {
+                401 => g401 += 1,
+                429 => g429 += 1,
+                s => panic!("127.0.0.{host}: {s}"),
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    eprintln!(
+        "18 addresses × 10 wrong logins in {:.0} ms: {g401} checked, {g429} refused",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert!(g401 <= 100 + 10 * elapsed.as_secs() + 10, "{g401} checked");
+    assert!(g429 > 0, "the global budget never ran out");
+    n401 += g401;
+    n429 += g429;
+
+    // Counted in /metrics, exactly.
+    assert_eq!(
+        metric(
+            &d,
+            "motherstream_admin_auth_failures_total{via=\"console_login\"}"
+        ),
+        n401
+    );
+    assert_eq!(
+        metric(
+            &d,
+            "motherstream_admin_auth_throttled_total{via=\"console_login\"}"
+        ),
+        n429
+    );
+    assert_eq!(
+        metric(&d, "motherstream_admin_auth_failures_total{via=\"bearer\"}"),
+        1
+    );
+    // Logged, after the flood of other refusals too.
+    let log = d.log();
+    assert!(
+        log.contains("refused a console login from 127.0.0.1:")
+            && log.contains("wrong admin token"),
+        "{log}"
+    );
+    assert!(log.contains("too many wrong admin tokens"), "{log}");
+    assert!(!log.contains(&wrong(0)), "the tried token is not logged");
+}
+
+#[test]
+fn an_admin_token_shorter_than_32_characters_is_refused() {
+    let dir = TempDir::new("shorttoken");
+    let token = dir.join("admin.token");
+    let config = dir.join("motherstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\nadmin_token_file = \"{}\"\n",
+            dir.join("state").display(),
+            free_port(),
+            token.display()
+        ),
+    )
+    .expect("config");
+    let set = |t: &str| {
+        std::fs::write(&token, format!("{t}\n")).expect("token");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    for short in ["a", &"x".repeat(31)] {
+        set(short);
+        let r = run_cli(&config, &["check-config"]);
+        assert_eq!(r.code, 1, "check-config with {} chars: {r:?}", short.len());
+        assert!(
+            r.stderr.contains("at least 32") && r.stderr.contains("admin.token"),
+            "{r:?}"
+        );
+        // The daemon refuses to start with it.
+        let mut child = Command::new(daemon_bin())
+            .args(["--config"])
+            .arg(&config)
+            .args(["--log-target", "stderr", "run"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let status = wait_child(&mut child, Duration::from_secs(10));
+        if status.is_none() {
+            signal(child.id(), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+        assert!(err.contains("at least 32"), "{err}");
+    }
+    set(&"x".repeat(32));
+    let r = run_cli(&config, &["check-config"]);
+    assert_eq!(r.code, 0, "32 characters are enough: {r:?}");
 }

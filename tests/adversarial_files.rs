@@ -155,7 +155,7 @@ fn files_the_daemon_and_cli_create_are_private() {
     let t = TempDir::new("modes");
     let state = t.join("fresh/state");
     let token = t.join("token");
-    fs::write(&token, "s3cr3t-admin-token\n").unwrap();
+    fs::write(&token, "s3cr3t-admin-token-at-least-32-chars\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
     let d = Daemon::start(DaemonOpts {
@@ -322,4 +322,97 @@ fn bidi_and_invisible_names_are_refused_by_the_cli_and_the_admin_api() {
     let list = run_cli(&d.config_path(), &["streamer", "list"]);
     assert_eq!(list.code, 0, "{list:?}");
     assert_eq!(list.stdout.lines().count(), 1, "only the header: {list:?}");
+}
+
+/// The secrets root's `api` and `nginx-hooks` read in the service user's
+/// directory, planted as links to a file only root may read: both refuse
+/// (the postinst runs `nginx-hooks` as root and writes what it prints into
+/// /etc/motherstream; `api` sends what it read as a Bearer token to a port
+/// the service user may have bound). They act as the directory's owner.
+#[test]
+fn root_api_and_nginx_hooks_refuse_planted_secret_links() {
+    assert!(is_root(), "this test plays root's CLI: run it as root");
+    let p = Planted::new("symsecret");
+    // What a service user listening on the daemon's port would receive.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = p.dir.join("motherstream.toml");
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    fs::write(&config, text).expect("config");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let heard = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(8);
+        let mut got = String::new();
+        while std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    use std::io::{Read, Write};
+                    s.set_nonblocking(false).ok();
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                    let mut buf = [0u8; 4096];
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    got.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        got
+    });
+    let secret_line = "{\"version\":1,\"streamers\":[]}";
+    p.plant("hook.secret");
+    p.plant("admin.token");
+
+    let r = p.cli(&["nginx-hooks"]);
+    assert_eq!(r.code, 1, "must refuse: {r:?}");
+    assert!(
+        r.stderr.contains("symbolic link") && r.stderr.contains("hook.secret"),
+        "the error says what is wrong: {r:?}"
+    );
+    assert!(
+        !r.stdout.contains(secret_line),
+        "root's file printed: {r:?}"
+    );
+
+    let r = p.cli(&["api", "GET", "/api/streamers?show_keys=1"]);
+    assert_eq!(r.code, 1, "must refuse: {r:?}");
+    assert!(
+        r.stderr.contains("symbolic link") && r.stderr.contains("admin.token"),
+        "the error says what is wrong: {r:?}"
+    );
+    let got = heard.join().expect("listener");
+    assert!(
+        !got.contains(secret_line) && !got.contains("Authorization"),
+        "root's file was sent to the port: {got:?}"
+    );
+    p.assert_precious_untouched();
+
+    // Real files in their place, owned by the service user and private to
+    // it: root's CLI reads them as that user and works.
+    for (name, value) in [
+        ("hook.secret", "h".repeat(64)),
+        ("admin.token", "a".repeat(64)),
+    ] {
+        let path = p.state().join(name);
+        fs::remove_file(&path).expect("unlink");
+        fs::write(&path, format!("{value}\n")).expect("write");
+        std::os::unix::fs::chown(&path, Some(SERVICE_UID), Some(SERVICE_UID)).expect("chown");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let r = p.cli(&["nginx-hooks"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("/hook/{}/on_publish;", "h".repeat(64))),
+        "{r:?}"
+    );
+    // A root-only secret in the service user's directory is out of reach
+    // too: root's CLI can read no more there than its owner.
+    let path = p.state().join("hook.secret");
+    std::os::unix::fs::chown(&path, Some(0), Some(0)).expect("chown");
+    let r = p.cli(&["nginx-hooks"]);
+    assert_eq!(r.code, 1, "read as root: {r:?}");
+    assert!(r.stderr.contains("hook.secret"), "{r:?}");
 }

@@ -99,6 +99,11 @@ fn console_and_streamer_page_in_a_real_browser() {
     let sid = session["value"].as_str().unwrap_or_default().to_string();
     let csrf = b.eval("csrf").as_str().unwrap_or_default().to_string();
     assert_eq!(csrf.len(), 64, "CSRF token in the page: {csrf:?}");
+    assert_eq!(
+        b.eval("sessionStorage.getItem('motherstream-csrf')"),
+        csrf.as_str(),
+        "the tab keeps the token from the login answer"
+    );
 
     // A real publisher appears without a reload.
     assert_eq!(b.eval("window.__marker = 42"), 42);
@@ -216,6 +221,29 @@ fn console_and_streamer_page_in_a_real_browser() {
     );
     assert_eq!(r.status, 401, "a CSRF token without the session: {r:?}");
     assert!(queue_is(d, &["Alice", "Carol", "Bob"]), "{:?}", d.queue());
+
+    // The cookie alone (what a browser sends to any server on this host,
+    // whatever its port) yields neither the CSRF token nor a key.
+    let only_cookie = [("Cookie", cookie.as_str())];
+    let r = d.request("GET", "/admin/session", &only_cookie, "");
+    assert_eq!(r.status, 401, "the cookie alone: {r:?}");
+    assert!(!r.body.contains(&csrf), "the CSRF token handed out: {r:?}");
+    let r = d.request("GET", "/api/streamers?show_keys=1", &only_cookie, "");
+    assert_eq!(r.status, 403, "keys for the cookie alone: {r:?}");
+    for key in [&alice, &bob, &carol] {
+        assert!(!r.body.contains(key.as_str()), "a key leaked: {r:?}");
+    }
+    // The page that logged in has the token and gets both.
+    let both = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let r = d.request("GET", "/admin/session", &both, "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.body.contains(&csrf), "never handed out again: {r:?}");
+    let r = d.request("GET", "/api/streamers?show_keys=1", &both, "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains(alice.as_str()),
+        "keys with the token: {r:?}"
+    );
 
     // The streamer's page: Carol is next, then moves back when Bob is put
     // ahead of her, without a reload.
@@ -421,4 +449,18 @@ fn console_and_streamer_page_in_a_real_browser() {
         r#"{"seconds":1}"#,
     );
     assert_eq!(r.status, 401, "a logged-out session: {r:?}");
+
+    // A tab without the token its login answered (a new tab, or one whose
+    // storage is gone) is asked to log in, though its cookie is good.
+    b.type_into("#token", &d.admin_token);
+    b.key("Enter", 13);
+    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
+        *v == true
+    });
+    b.eval("sessionStorage.removeItem('motherstream-csrf')");
+    b.navigate(&format!("{base}/admin"));
+    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| {
+        *v == true
+    });
+    assert_eq!(b.eval("document.getElementById('app').hidden"), true);
 }

@@ -69,6 +69,8 @@ events = ["on_air", "kicked", "blocked", "skipped"]
         json.url(),
         discord.url()
     ));
+    json.known_names(rig.daemon.guest_names());
+    discord.known_names(rig.daemon.guest_names());
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let _bob = rig.join("bob", SIZE_B);
@@ -235,6 +237,7 @@ events = ["relay_failed", "relay_recovered", "off_air", "on_air", "gave_up"]
 "#,
         hook.url()
     ));
+    hook.known_names(rig.daemon.guest_names());
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let mut bob = rig.join("bob", SIZE_B);
@@ -375,6 +378,7 @@ url = "{}"
 "#,
         hook.url()
     ));
+    hook.known_names(rig.daemon.guest_names());
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let first = hook.wait_until(Duration::from_secs(10), |b| {
@@ -476,6 +480,7 @@ events = ["relay_failed", "relay_recovered"]
 "#,
         hook.url()
     ));
+    hook.known_names(rig.daemon.guest_names());
     let mut alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(20));
     // The relay ffmpeg reads live/alice: nginx drops it, twice in a row.
@@ -554,6 +559,7 @@ fn obs_killed_is_lost_and_started_again_is_back() {
         hook_secret: Some(nginx.hook_secret.clone()),
     });
     let rig = Rig { daemon, nginx };
+    hook.known_names(rig.daemon.guest_names());
     let connected = || rig.daemon.status()["obs"]["connected"] == true;
     let wait_connected = |want: bool, within: Duration| {
         let ok = wait_for(within, Duration::from_millis(50), || {

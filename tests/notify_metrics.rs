@@ -88,6 +88,8 @@ queue_size = 1
         ok.url(),
         hang.url()
     ));
+    ok.known_names(rig.daemon.guest_names());
+    hang.known_names(rig.daemon.guest_names());
     let before = rig.daemon.get("/metrics");
     assert_eq!(before.status, 200);
     assert!(
@@ -234,6 +236,8 @@ events = ["joined"]
         flaky.url(),
         bad.url()
     ));
+    flaky.known_names(rig.daemon.guest_names());
+    bad.known_names(rig.daemon.guest_names());
     assert_eq!(rig.daemon.raw_publish("carol", 7).status, 200);
     let got = flaky.wait_count(3, Duration::from_secs(10));
     assert_eq!(got.len(), 3, "two 500s, then delivered: {got:?}");

@@ -147,7 +147,7 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
 
     let mut a = r.join("alice", SIZE_A);
     r.assert_on_air(SIZE_A, ON_AIR);
-    obs_shows(&mut c, "alice", SIZE_A, ON_AIR);
+    obs_shows(&mut c, &o.rig.daemon.guest("alice"), SIZE_A, ON_AIR);
     let _b = r.join("bob", SIZE_B);
     // Splice mode reads bob from now on; give his reader a keyframe.
     std::thread::sleep(Duration::from_millis(1500));
@@ -164,7 +164,7 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
 
     let t = Instant::now();
     a.stop();
-    obs_shows(&mut c, "bob", SIZE_B, ON_AIR);
+    obs_shows(&mut c, &o.rig.daemon.guest("bob"), SIZE_B, ON_AIR);
     eprintln!(
         "{mode:?}: alice stopped → OBS plays bob after {:?}",
         t.elapsed()
@@ -204,7 +204,10 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
     if strict {
         let last_two: Vec<&String> = cuts.iter().rev().take(2).collect();
         assert!(
-            last_two[0].contains("cut to bob catching up from their last keyframe"),
+            last_two[0].contains(&format!(
+                "cut to {} catching up from their last keyframe",
+                o.rig.daemon.guest("bob")
+            )),
             "a publisher who left is a forced cut straight to the next one, not through the slate: {last_two:?}"
         );
     }
@@ -249,7 +252,7 @@ fn the_queue_keeps_switching_while_obs_is_down() {
     let _b = o.rig.join("bob", SIZE_B);
     o.rig.assert_on_air(SIZE_A, ON_AIR);
     let mut c = o.obs.client();
-    obs_shows(&mut c, "alice", SIZE_A, ON_AIR);
+    obs_shows(&mut c, &o.rig.daemon.guest("alice"), SIZE_A, ON_AIR);
     drop(c);
 
     o.obs.kill9();
@@ -270,7 +273,12 @@ fn the_queue_keeps_switching_while_obs_is_down() {
     // OBS back (stale collection on disk): bob is re-applied.
     o.obs.restart();
     let mut c = o.obs.client();
-    obs_shows(&mut c, "bob", SIZE_B, Duration::from_secs(45));
+    obs_shows(
+        &mut c,
+        &o.rig.daemon.guest("bob"),
+        SIZE_B,
+        Duration::from_secs(45),
+    );
     assert!(obs_connected(&o.rig).0);
 }
 

@@ -167,31 +167,28 @@ fn registered_keys_only_and_names_never_keys() {
 }
 
 #[test]
-fn without_registration_the_key_is_the_name_until_a_registry_exists() {
+fn without_a_registry_a_key_is_shown_as_its_guest_name_before_and_after_one_exists() {
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     assert_eq!(d.raw_publish("rawkey1", 1).status, 200);
-    assert_eq!(d.queue(), ["rawkey1"]);
-    // The registry appears (CLI, daemon running): keys leave public output.
-    let key = add(d, "Carol", &[]);
-    let guest = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-        let q = d.queue();
-        q.first().filter(|n| n.starts_with("guest-")).cloned()
-    })
-    .unwrap_or_else(|| panic!("rawkey1 still shown as {:?}", d.queue()));
-    assert_eq!(d.raw_publish(&key, 2).status, 200);
-    assert_eq!(d.queue(), [guest.clone(), "Carol".to_string()]);
-    // From the moment the registry was read, no key in any public output
-    // (before it, the key was the name: the seed's behaviour).
-    let log = public_log(d);
-    let since = log
-        .find("streamer registry")
-        .unwrap_or_else(|| panic!("the daemon did not log reading the registry:\n{log}"));
-    assert!(log[..since].contains("rawkey1"), "{log}");
-    assert!(
-        !log[since..].contains("rawkey1") && !log.contains(&key),
-        "{log}"
+    let guest = d.guest("rawkey1");
+    assert_eq!(
+        d.queue_raw(),
+        std::slice::from_ref(&guest),
+        "never the key itself"
     );
+    // The registry appears (CLI, daemon running): the guest keeps its name.
+    let key = add(d, "Carol", &[]);
+    wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        d.log().contains("streamer registry").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the daemon did not log reading the registry:\n{}", d.log()));
+    assert_eq!(d.raw_publish(&key, 2).status, 200);
+    assert_eq!(d.queue_raw(), [guest.clone(), "Carol".to_string()]);
+    // No key in any public output or the info log, before or after.
+    let log = public_log(d);
+    assert!(!log.contains("rawkey1") && !log.contains(&key), "{log}");
+    assert!(log.contains(&guest), "{log}");
     for p in ["/queue-json", "/api/status"] {
         let body = d.get(p).body;
         assert!(!body.contains("rawkey1") && !body.contains(&key), "{body}");
@@ -203,6 +200,75 @@ fn without_registration_the_key_is_the_name_until_a_registry_exists() {
         &format!(r#"{{"name":"{guest}","position":1}}"#),
     );
     assert_eq!(names(&v["queue"]), ["Carol", guest.as_str()]);
+}
+
+#[test]
+fn blank_and_look_alike_names_are_refused_by_the_admin_api_and_the_cli() {
+    let rig = Rig::start("[relay]\nmax_failures = 1000\n");
+    let d = &rig.daemon;
+    admin(d, "/api/streamers", r#"{"name":"alice"}"#);
+    // Hangul fillers, the blank braille cell, the combining grapheme
+    // joiner: each shows as nothing, alone or beside visible letters.
+    for name in [
+        "\u{3164}",
+        "\u{FFA0}",
+        "\u{115F}",
+        "\u{2800}",
+        "\u{034F}",
+        "\u{3164}\u{3164}\u{3164}",
+        "bob\u{3164}",
+        "\u{2800}dave",
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let e = admin_err(d, "/api/streamers", &body, 400);
+        assert!(e.contains("show as nothing"), "{name:?}: {e}");
+        let (code, out, err) = cli(d, &["add", name]);
+        assert_eq!(code, 1, "{name:?}: {err}");
+        assert!(err.contains("show as nothing"), "{name:?}: {err}");
+        assert!(out.is_empty(), "no key printed: {out:?}");
+    }
+    // Only marks or spaces: nothing to see.
+    for name in ["\u{0301}\u{0301}", "\u{3000}"] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let e = admin_err(d, "/api/streamers", &body, 400);
+        assert!(
+            e.contains("visible character") || e.contains("spaces"),
+            "{name:?}: {e}"
+        );
+    }
+    // Look-alikes of alice: Cyrillic а (U+0430), Greek ο in "bοb" once
+    // bob exists, a capital I for an l; and of the reserved guest names.
+    admin(d, "/api/streamers", r#"{"name":"bob"}"#);
+    for (name, like) in [
+        ("\u{0430}lice", "alice"),
+        ("ALICE\u{0301}", ""),
+        ("b\u{03BF}b", "bob"),
+        ("aIice", "alice"),
+        ("gue\u{0455}t-1", "guest-"),
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let r = d.admin("/api/streamers", &body, None);
+        if like.is_empty() {
+            // Another letter (an accent) makes another name.
+            assert_eq!(r.status, 200, "{name:?}: {r:?}");
+            continue;
+        }
+        assert_eq!(r.status, 400, "{name:?}: {r:?}");
+        let e = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            e.contains("looks like") && e.contains(like),
+            "{name:?}: {e}"
+        );
+        let (code, _, err) = cli(d, &["add", name]);
+        assert_eq!(code, 1, "{name:?}: {err}");
+        assert!(err.contains("looks like"), "{name:?}: {err}");
+    }
+    let list = d.admin_get("/api/streamers").json();
+    let have: Vec<&str> = list["streamers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(have, ["alice", "bob", "ALICE\u{0301}"], "{list}");
 }
 
 #[test]
@@ -398,7 +464,7 @@ fn every_moderation_endpoint() {
 fn moderation_needs_the_admin_token() {
     let dir = TempDir::new("modtoken");
     let token_file = dir.join("admin.token");
-    std::fs::write(&token_file, "tok-42\n").expect("token file");
+    std::fs::write(&token_file, "tok-42-long-enough-to-be-accepted\n").expect("token file");
     let rig = Rig::start(&format!(
         "[relay]\nmax_failures = 1000\n[http]\nadmin_token_file = \"{}\"\n",
         token_file.display()
@@ -418,7 +484,7 @@ fn moderation_needs_the_admin_token() {
     }
     assert_eq!(d.get("/api/streamers").status, 401);
     assert_eq!(d.queue(), ["alice"]);
-    let r = d.admin("/api/skip", "", Some("tok-42"));
+    let r = d.admin("/api/skip", "", Some("tok-42-long-enough-to-be-accepted"));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(d.queue(), Vec::<String>::new());
 }
@@ -444,9 +510,10 @@ fn restart_drops_entries_whose_publisher_left_while_down() {
     rig.daemon.restart();
     assert_eq!(rig.daemon.queue(), ["alice", "carol"]);
     assert!(
-        rig.daemon.log().contains(
-            "dropping 1 queued streamers whose publishers left while motherstream was down: bob"
-        ),
+        rig.daemon.log().contains(&format!(
+            "dropping 1 queued streamers whose publishers left while motherstream was down: {}",
+            rig.daemon.guest("bob")
+        )),
         "{}",
         rig.daemon.log()
     );
@@ -486,8 +553,11 @@ fn control_module_unreachable_still_switches() {
     rig.assert_on_air(SIZE_B, ON_AIR);
     let log = public_log(d);
     assert_eq!(
-        log.matches("cannot disconnect alice through the nginx control module")
-            .count(),
+        log.matches(&format!(
+            "cannot disconnect {} through the nginx control module",
+            d.guest("alice")
+        ))
+        .count(),
         1,
         "{log}"
     );

@@ -221,8 +221,10 @@ fn notify_ready_status_watchdog_reload_and_stop() {
         ns.dump()
     );
     let mut alice = Publisher::start(sd.nginx.rtmp_port, "alice", SIZE_A);
+    // Unregistered: STATUS names the guest, never the key.
+    let shown = GuestNames::in_dir(&sd.dir.join("state")).guest("alice");
     let on_air = ns.wait(Duration::from_secs(15), |m| {
-        m.contains("STATUS=on air: alice") && m.contains("relay ok")
+        m.contains(&format!("STATUS=on air: {shown}")) && m.contains("relay ok")
     });
     assert!(
         on_air.is_some(),
@@ -451,9 +453,10 @@ fn nothing_is_sent_without_notify_socket_and_journald_gets_priorities() {
             .any(|l| l.starts_with("<4>") && l.contains("only motherstream's relay")),
         "{text}"
     );
+    let alice = GuestNames::in_dir(dir.path()).guest("alice");
     assert!(
         text.lines()
-            .any(|l| l.starts_with("<6>") && l.contains("alice joined")),
+            .any(|l| l.starts_with("<6>") && l.contains(&format!("{alice} joined"))),
         "{text}"
     );
 }

@@ -35,15 +35,16 @@ impl Engine {
         {
             let s = read(&self.settings);
             let dir = new.state_dir();
-            let admin_token =
-                match crate::auth::load_or_create(&crate::auth::admin_token_path(&new, &dir), true)
-                {
-                    Ok((t, _)) => t,
-                    Err(e) => {
-                        log::error!("keeping the old admin token: {e}");
-                        s.admin_token.clone()
-                    }
-                };
+            let admin_token = match crate::auth::load_admin_token(
+                &crate::auth::admin_token_path(&new, &dir),
+                true,
+            ) {
+                Ok((t, _)) => t,
+                Err(e) => {
+                    log::error!("keeping the old admin token: {e}");
+                    s.admin_token.clone()
+                }
+            };
             let hook_secret =
                 match crate::auth::load_or_create(&crate::auth::hook_secret_path(&new, &dir), true)
                 {

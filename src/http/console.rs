@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use tiny_http::Method;
 
 use super::session::{self, Check};
+use super::token_try::{try_token, Tried};
 use super::Reply;
 use super::{Ctx, Heads};
 use crate::engine::{self, Settings};
-use crate::log::warn_limited;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
 const ADMIN_JS: &str = include_str!("console/admin.js");
@@ -37,6 +37,8 @@ pub(super) struct Page {
     pub set_cookie: Option<String>,
     /// Methods for `Allow` on a 405.
     pub allow: Option<&'static str>,
+    /// Seconds for `Retry-After` on a 429.
+    pub retry_after: Option<String>,
 }
 
 impl Page {
@@ -46,6 +48,7 @@ impl Page {
             content_type,
             set_cookie: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -77,6 +80,9 @@ impl Page {
         }
         if let Some(a) = self.allow {
             h.push(("Allow", a));
+        }
+        if let Some(r) = &self.retry_after {
+            h.push(("Retry-After", r.as_str()));
         }
         h
     }
@@ -112,12 +118,20 @@ pub(super) fn route(
         "/admin/console.js" if get => Page::static_text(ADMIN_JS, "text/javascript; charset=utf-8"),
         "/admin/me.js" if get => Page::static_text(ME_JS, "text/javascript; charset=utf-8"),
         "/admin/console.css" if get => Page::static_text(CSS, "text/css; charset=utf-8"),
-        // A reloaded console asks for its CSRF token: the cookie is sent only
-        // by pages of this site (SameSite=Strict), and the answer is readable
-        // only by them (no CORS).
-        "/admin/session" if get => match ctx.sessions.csrf_of(sid, now) {
-            Some(csrf) => Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf}))),
-            None => Page::json(Reply::error(401, "not logged in")),
+        // A reloaded console asks whether the token it kept is still good.
+        // The token is never handed out here: cookies are scoped by host,
+        // not port, so any server on this host may have been sent the
+        // cookie, and the cookie alone must not open anything.
+        "/admin/session" if get => match ctx.sessions.check(sid, heads.csrf.as_deref(), now) {
+            Check::Valid => Page::json(Reply::json(200, json!({"ok": true}))),
+            Check::NoSession => Page::json(Reply::error(401, "not logged in")),
+            Check::BadCsrf => Page::json(Reply::error(
+                401,
+                format!(
+                    "a console session needs the token its login answered, in {}; log in again",
+                    session::CSRF_HEADER
+                ),
+            )),
         },
         "/admin" | "/admin/" | "/admin/console.js" | "/admin/me.js" | "/admin/console.css"
         | "/admin/session" => method_not_allowed("GET, HEAD"),
@@ -165,14 +179,26 @@ fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64
         .ok()
         .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default();
-    if !super::token_ok(&s.admin_token, Some(&format!("Bearer {}", token.trim()))) {
-        warn_limited(format_args!(
-            "refused a console login from {who}: wrong admin token"
-        ));
-        return Page::json(Reply::error(
+    let given = format!("Bearer {}", token.trim());
+    match try_token(
+        ctx,
+        &s.admin_token,
+        &given,
+        who,
+        "console_login",
+        "a console login",
+    ) {
+        Tried::Right => {}
+        Tried::Wrong => return Page::json(Reply::error(
             401,
             "wrong admin token (it is in [http] admin_token_file, default <state dir>/admin.token)",
-        ));
+        )),
+        Tried::Throttled(r) => {
+            let retry_after = r.retry_after();
+            let mut p = Page::json(r.reply);
+            p.retry_after = retry_after;
+            return p;
+        }
     }
     match ctx.sessions.login(now) {
         Ok((id, csrf)) => {

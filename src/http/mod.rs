@@ -8,6 +8,7 @@ mod console;
 mod overlay;
 mod reply;
 pub mod session;
+mod token_try;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub recordings: Option<crate::recording::Inbox>,
     /// Console logins (cookie sessions with their CSRF tokens).
     pub sessions: session::Sessions,
+    /// How fast wrong admin tokens may be tried.
+    pub logins: crate::login_limit::LoginLimit,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Answers the engine decided, handed to their connections by the
     /// `http-reply` threads: the engine thread never formats or hands out
@@ -732,14 +735,18 @@ fn handle(mut req: Request, ctx: &Ctx) {
     respond(req, reply, ctype)
 }
 
-/// Answer a refused admin request; a 401 carries the Bearer challenge.
-fn respond_refused(req: Request, r: Reply) {
-    let extra: &[(&str, &str)] = if r.status == 401 {
-        &[("WWW-Authenticate", "Bearer")]
-    } else {
-        &[]
-    };
-    respond(req, r, extra)
+/// Answer a refused admin request; a 401 carries the Bearer challenge, a
+/// 429 when to try again.
+fn respond_refused(req: Request, r: token_try::Refused) {
+    let retry = r.retry_after();
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if r.reply.status == 401 {
+        extra.push(("WWW-Authenticate", "Bearer"));
+    }
+    if let Some(s) = retry.as_deref() {
+        extra.push(("Retry-After", s));
+    }
+    respond(req, r.reply, &extra)
 }
 
 fn method_not_allowed(allowed: &str) -> Reply {
@@ -767,8 +774,19 @@ fn authorize(
     body: &str,
     who: &str,
     path: &str,
-) -> Result<(), Reply> {
-    let by_token = token_ok(&s.admin_token, heads.auth.as_deref());
+) -> Result<(), token_try::Refused> {
+    // A Bearer header is a try of the token, under the login budget (a
+    // missing one guesses nothing and is not counted).
+    let by_token = match heads.auth.as_deref() {
+        Some(given) => {
+            match token_try::try_token(ctx, &s.admin_token, given, who, "bearer", path) {
+                token_try::Tried::Right => true,
+                token_try::Tried::Wrong => false,
+                token_try::Tried::Throttled(r) => return Err(r),
+            }
+        }
+        None => false,
+    };
     let by_session = || heads.cookie.is_some() && heads.auth.is_none();
     if !by_token && by_session() {
         match console::session_ok(ctx, heads) {
@@ -780,7 +798,8 @@ fn authorize(
                 return Err(Reply::error(
                     401,
                     "the console session has expired or was logged out; log in again",
-                ));
+                )
+                .into());
             }
             session::Check::BadCsrf => {
                 warn_limited(format_args!(
@@ -793,17 +812,19 @@ fn authorize(
                         "console requests must carry the session's CSRF token in {}",
                         session::CSRF_HEADER
                     ),
-                ));
+                )
+                .into());
             }
         }
     } else if !by_token {
-        warn_limited(format_args!(
-            "refused {path} from {who}: missing or wrong admin token"
-        ));
+        if heads.auth.is_none() {
+            warn_limited(format_args!("refused {path} from {who}: no admin token"));
+        }
         return Err(Reply::error(
             401,
             "admin token required: Authorization: Bearer <token> (the token is in [http] admin_token_file, default <state dir>/admin.token)",
-        ));
+        )
+        .into());
     }
     let needs_json = *method == Method::Post || (*method == Method::Delete && !body.is_empty());
     if needs_json && !auth::is_json(heads.content_type.as_deref()) {
@@ -817,7 +838,8 @@ fn authorize(
         return Err(Reply::error(
             415,
             "admin requests must be sent with Content-Type: application/json",
-        ));
+        )
+        .into());
     }
     Ok(())
 }

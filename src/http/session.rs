@@ -1,7 +1,9 @@
 //! Console sessions: logging in with the admin token gives the browser an
 //! `HttpOnly; SameSite=Strict` cookie holding a random session id, and the
-//! page a CSRF token that every admin call from the console carries in
-//! `X-CSRF-Token`. The store lives in memory (a restart logs everyone out,
+//! page (in the login answer only, never again) a CSRF token that every
+//! admin call from the console carries in `X-CSRF-Token`. Neither works
+//! alone: a cookie reaches every server on the same host name, whatever
+//! its port. The store lives in memory (a restart logs everyone out,
 //! which is fine for a handful of moderators) behind a mutex: it is not
 //! queue state, and every operation on it is a hash lookup.
 //!
@@ -119,25 +121,6 @@ impl Sessions {
         Check::Valid
     }
 
-    /// The CSRF token of a live session (a reloaded console asks for it;
-    /// the cookie alone proves the session, and SameSite=Strict keeps other
-    /// sites from sending it).
-    pub fn csrf_of(&self, id: Option<&str>, now_ms: u64) -> Option<String> {
-        let id = id?;
-        let mut m = self.lock();
-        match m.get_mut(id) {
-            Some(s) if s.alive(now_ms) => {
-                s.last_ms = now_ms;
-                Some(s.csrf.clone())
-            }
-            Some(_) => {
-                m.remove(id);
-                None
-            }
-            None => None,
-        }
-    }
-
     /// Log out: the id is forgotten at once.
     pub fn logout(&self, id: Option<&str>) -> bool {
         id.is_some_and(|i| self.lock().remove(i).is_some())
@@ -197,11 +180,9 @@ mod tests {
         assert_eq!(s.check(Some(&csrf), Some(&csrf), 2000), Check::NoSession);
         assert_eq!(s.check(None, Some(&csrf), 2000), Check::NoSession);
         assert_eq!(s.check(Some(""), Some(&csrf), 2000), Check::NoSession);
-        assert_eq!(s.csrf_of(Some(&id), 3000), Some(csrf.clone()));
         assert!(s.logout(Some(&id)));
         assert!(!s.logout(Some(&id)));
         assert_eq!(s.check(Some(&id), Some(&csrf), 4000), Check::NoSession);
-        assert_eq!(s.csrf_of(Some(&id), 4000), None);
     }
 
     #[test]
@@ -225,7 +206,6 @@ mod tests {
             assert_eq!(s.check(Some("b"), Some("y"), t), Check::Valid, "{t}");
         }
         assert_eq!(s.check(Some("b"), Some("y"), MAX_AGE_MS), Check::NoSession);
-        assert_eq!(s.csrf_of(Some("b"), MAX_AGE_MS), None);
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
             &watch,
             t0,
             seen,
-            Some((obs::NAME, key)),
+            Some((obs::NAME, daemon.guest(key).as_str())),
             e.base,
             Duration::from_millis(1000),
             Duration::from_secs(8),

@@ -409,6 +409,12 @@ impl Publisher {
         Publisher::start_args(url, size, 15, 15)
     }
 
+    fn remember_url_key(url: &str) {
+        if let Some(key) = url.rsplit('/').next() {
+            remember_key(key.split('?').next().unwrap_or(key));
+        }
+    }
+
     /// `fps` frames per second with a keyframe every `gop` frames.
     pub fn start_args(url: &str, size: (u32, u32), fps: u32, gop: u32) -> Publisher {
         Publisher::start_full(url, size, fps, gop, 44_100, 1)
@@ -423,6 +429,7 @@ impl Publisher {
         rate: u32,
         channels: u32,
     ) -> Publisher {
+        Publisher::remember_url_key(url);
         let dir = TempDir::new("pub");
         let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
         let child = Command::new("ffmpeg")
@@ -769,9 +776,132 @@ pub fn connect_body(app: &str, rtmp_port: u16) -> String {
     )
 }
 
+/// The guest names of one install, computed here, independently of the
+/// daemon: `guest-` and the first 8 hex digits of HMAC-SHA256 of the key
+/// under the install's `tag.secret`.
+///
+/// Tests speak of streamers by the keys they published; public output
+/// shows guest names. [`GuestNames::text`] gives back, in a name or a
+/// message, the key of each guest name that stands for a key this test
+/// process published (raw hooks or ffmpeg), so tests written when keys
+/// were public names read as they did. The raw answers never hold a key:
+/// tests/public_names.rs checks them.
+#[derive(Debug, Clone)]
+pub struct GuestNames {
+    state_dir: PathBuf,
+}
+
+impl GuestNames {
+    /// The guest names of the install whose state directory is `dir`.
+    pub fn in_dir(dir: &Path) -> GuestNames {
+        GuestNames {
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
+    fn secret(&self) -> Option<Vec<u8>> {
+        let text = fs::read_to_string(self.state_dir.join("tag.secret")).ok()?;
+        Some(text.trim().as_bytes().to_vec())
+    }
+
+    fn guest_with(secret: &[u8], key: &str) -> String {
+        use hmac::Mac;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key");
+        mac.update(key.as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("guest-{}", &hex[..8])
+    }
+
+    pub fn guest(&self, key: &str) -> String {
+        let secret = self.secret().expect("the daemon has made tag.secret");
+        GuestNames::guest_with(&secret, key)
+    }
+
+    /// Guest name → key, for every key this process published.
+    pub fn map(&self) -> std::collections::HashMap<String, String> {
+        let Some(secret) = self.secret() else {
+            return Default::default();
+        };
+        keys_seen()
+            .into_iter()
+            .map(|k| (GuestNames::guest_with(&secret, &k), k))
+            .collect()
+    }
+
+    /// `s` with a known guest name replaced by its key: the whole string
+    /// (a name), or with `within`, every occurrence in it (a message).
+    fn replace(s: String, map: &std::collections::HashMap<String, String>, within: bool) -> String {
+        if let Some(k) = map.get(&s) {
+            return k.clone();
+        }
+        if !within || !s.contains("guest") {
+            return s;
+        }
+        // Chat messages escape Markdown: `guest\-1a2b3c4d`.
+        map.iter().fold(s, |s, (g, k)| {
+            s.replace(g.as_str(), k).replace(&g.replace('-', "\\-"), k)
+        })
+    }
+
+    /// A name as the test knows it.
+    pub fn text(&self, s: &str) -> String {
+        GuestNames::replace(s.to_string(), &self.map(), false)
+    }
+
+    /// Every string in `v` that is a known guest name, as its key.
+    pub fn json(&self, v: Value) -> Value {
+        self.walk(v, false)
+    }
+
+    /// Every known guest name in every string of `v` (names inside chat
+    /// messages too), as its key.
+    pub fn json_within(&self, v: Value) -> Value {
+        self.walk(v, true)
+    }
+
+    fn walk(&self, v: Value, within: bool) -> Value {
+        fn walk(v: Value, g: &std::collections::HashMap<String, String>, w: bool) -> Value {
+            match v {
+                Value::String(s) => Value::String(GuestNames::replace(s, g, w)),
+                Value::Array(a) => Value::Array(a.into_iter().map(|x| walk(x, g, w)).collect()),
+                Value::Object(o) => {
+                    Value::Object(o.into_iter().map(|(k, x)| (k, walk(x, g, w))).collect())
+                }
+                other => other,
+            }
+        }
+        walk(v, &self.map(), within)
+    }
+}
+
+/// Stream keys this test process has published, for [`GuestNames`].
+fn keys_seen() -> Vec<String> {
+    KEYS_SEEN
+        .lock()
+        .map(|k| k.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+static KEYS_SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Note a stream key the test publishes with (see [`GuestNames`]).
+pub fn remember_key(key: &str) {
+    if let Ok(mut k) = KEYS_SEEN.lock() {
+        k.insert(key.to_string());
+    }
+}
+
 /// A publisher's on_publish; `args` are the publisher's raw `?args`
 /// ("" for none), appended as nginx does.
 pub fn publish_body(app: &str, name: &str, clientid: u64, args: &str) -> String {
+    remember_key(name);
     let mut b = format!(
         "{}&clientid={clientid}&call=publish&name={name}&type=live",
         common_fields(app, FMLE, 1935)
@@ -1178,8 +1308,18 @@ target = "stderr"
         self.hook("on_publish", &publish_body("live", name, clientid, ""))
     }
 
-    /// `/queue-json` as a list of names.
+    /// `/queue-json` as a list of names, as the test knows them: a guest
+    /// name is given back as the key it stands for (see [`Daemon::known`]).
     pub fn queue(&self) -> Vec<String> {
+        let guests = self.guests();
+        self.queue_raw()
+            .into_iter()
+            .map(|n| guests.get(&n).cloned().unwrap_or(n))
+            .collect()
+    }
+
+    /// `/queue-json` as the public sees it.
+    pub fn queue_raw(&self) -> Vec<String> {
         let r = self.get("/queue-json");
         assert_eq!(r.status, 200, "/queue-json: {r:?}");
         serde_json::from_str(&r.body).unwrap_or_else(|e| {
@@ -1190,10 +1330,38 @@ target = "stderr"
         })
     }
 
+    /// `/api/status`, guest names given back as keys (see [`Daemon::known`]);
+    /// the public's version is `get("/api/status")`.
     pub fn status(&self) -> Value {
         let r = self.get("/api/status");
         assert_eq!(r.status, 200, "/api/status: {r:?}");
-        r.json()
+        self.known_json(r.json())
+    }
+
+    /// Guest names of this daemon's install (see [`GuestNames`]).
+    pub fn guest_names(&self) -> GuestNames {
+        GuestNames {
+            state_dir: self.state_dir(),
+        }
+    }
+
+    /// The public name the daemon gives an unregistered `key`.
+    pub fn guest(&self, key: &str) -> String {
+        self.guest_names().guest(key)
+    }
+
+    /// A public name as the test knows it (see [`GuestNames`]).
+    pub fn known(&self, name: &str) -> String {
+        self.guest_names().text(name)
+    }
+
+    /// [`Daemon::known`] applied to every string in `v`.
+    pub fn known_json(&self, v: Value) -> Value {
+        self.guest_names().json(v)
+    }
+
+    fn guests(&self) -> std::collections::HashMap<String, String> {
+        self.guest_names().map()
     }
 
     /// The relay pid from /api/status (`on_air.relay.pid`), if any.

@@ -89,6 +89,7 @@ impl TcPublisher {
         base_us: u64,
         log_dir: &Path,
     ) -> TcPublisher {
+        crate::common::remember_key(key);
         let log = log_dir.join(format!("pub-{key}-{}.log", wall_us()));
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])

@@ -31,6 +31,9 @@ pub struct Receiver {
     pub port: u16,
     token: String,
     got: Arc<Mutex<Vec<(Instant, Value)>>>,
+    /// Set by [`Receiver::known_names`]: bodies read with guest names
+    /// given back as the keys the test published.
+    names: Mutex<Option<super::GuestNames>>,
 }
 
 impl Receiver {
@@ -73,6 +76,7 @@ impl Receiver {
         });
         Receiver {
             port,
+            names: Mutex::new(None),
             token: format!("hook-{}", random_hex(12)),
             got,
         }
@@ -99,14 +103,33 @@ impl Receiver {
         }
     }
 
+    /// From now on, read bodies as the test knows the names (see
+    /// [`super::GuestNames`]); [`Receiver::raw_bodies`] stays as sent.
+    pub fn known_names(&self, names: super::GuestNames) {
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) = Some(names);
+    }
+
     pub fn bodies(&self) -> Vec<Value> {
+        self.timed().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The bodies exactly as the daemon sent them.
+    pub fn raw_bodies(&self) -> Vec<Value> {
         let g = self.got.lock().unwrap_or_else(|p| p.into_inner());
         g.iter().map(|(_, v)| v.clone()).collect()
     }
 
     /// Bodies with their arrival times.
     pub fn timed(&self) -> Vec<(Instant, Value)> {
-        self.got.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let got = self.got.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match names {
+            Some(n) => got
+                .into_iter()
+                .map(|(t, v)| (t, n.json_within(v)))
+                .collect(),
+            None => got,
+        }
     }
 
     /// Wait (≤ `timeout`) until `n` bodies arrived; what arrived by then.

@@ -124,14 +124,20 @@ systemctl restart motherstream.service
 check "motherstream active after restart with the nginx URLs" active
 
 # --- two streamers: the output switches from one to the other ----------------
-alice=$(publish alice 320x240)
+# Registered, so that the queue shows their names (an unregistered key is
+# shown as guest-<tag>, never as itself); root's CLI acts as the service user.
+alice_key=$(motherstream streamer add alice 2>/dev/null)
+bob_key=$(motherstream streamer add bob 2>/dev/null)
+check "root's streamer add wrote a registry owned by motherstream" \
+  test "$(stat -c %U /var/lib/motherstream/streamers.json 2>/dev/null)" = motherstream
+alice=$(publish "$alice_key" 320x240)
 check "alice queued: /queue-json = [\"alice\"]" wait_for 15 queue_is '["alice"]'
 check "output motherstream/live is alice's 320x240" wait_for 30 out_is 320x240
 check "relay ffmpeg runs as a child of the service ($(relays | tr '\n' ' '))" test -n "$(relays)"
 relay=$(relays | head -1)
 check "relay runs sandboxed: seccomp filter, no_new_privs, no capabilities, in motherstream.service" \
   test "$(awk '/^(Seccomp|NoNewPrivs|CapEff):/ { printf "%s ", $2 }' "/proc/$relay/status" 2>/dev/null)$(grep -c 'motherstream\.service' "/proc/$relay/cgroup" 2>/dev/null)" = "0000000000000000 1 2 1"
-bob=$(publish bob 160x120)
+bob=$(publish "$bob_key" 160x120)
 check "bob queued behind alice: [\"alice\",\"bob\"]" wait_for 15 queue_is '["alice","bob"]'
 t_switch=$(date +%s)
 t=$(date +%s%N)

@@ -5,7 +5,11 @@
 "use strict";
 
 const $ = id => document.getElementById(id);
-let csrf = null;          // the session's CSRF token (null = logged out)
+// The session's CSRF token (null = logged out). Only the login answer
+// carries it; it is kept in this tab's sessionStorage (per origin: port
+// included, unlike the cookie) so that a reload stays logged in.
+const CSRF_KEY = "motherstream-csrf";
+let csrf = null;
 let st = null;            // last /api/status
 let stAt = 0;             // performance.now() of that fetch
 let streamers = [];       // last /api/streamers
@@ -98,8 +102,16 @@ async function act(label, path, body, method) {
 
 // ------------------------------------------------------------ login/out
 
+function remember(token) {
+  csrf = token;
+  try {
+    if (token) sessionStorage.setItem(CSRF_KEY, token);
+    else sessionStorage.removeItem(CSRF_KEY);
+  } catch (e) { /* storage disabled: a reload asks to log in again */ }
+}
+
 function showLogin(msg) {
-  csrf = null;
+  remember(null);
   clearInterval(pollTimer);
   clearInterval(streamersTimer);
   $("app").hidden = true;
@@ -138,7 +150,7 @@ async function login(ev) {
     $("login-error").textContent = data.error || ("login failed: HTTP " + r.status);
     return;
   }
-  csrf = data.csrf;
+  remember(data.csrf);
   showApp();
   say("Logged in.", true);
 }
@@ -541,10 +553,16 @@ function wire() {
 
 async function start() {
   wire();
-  // Logged in already (a reload)? The cookie proves it; ask for the token.
-  const r = await fetch("/admin/session", { credentials: "same-origin", cache: "no-store" }).catch(() => null);
-  const data = r && r.ok ? await r.json().catch(() => ({})) : {};
-  if (data.csrf) { csrf = data.csrf; showApp(); } else showLogin("");
+  // Logged in already (a reload of this tab)? The token this tab kept and
+  // the cookie must both still be good; the daemon never hands the token
+  // out again (the cookie alone reaches other servers on this host).
+  let kept = null;
+  try { kept = sessionStorage.getItem(CSRF_KEY); } catch (e) { kept = null; }
+  if (!kept) return showLogin("");
+  const r = await fetch("/admin/session", {
+    credentials: "same-origin", cache: "no-store", headers: { "X-CSRF-Token": kept },
+  }).catch(() => null);
+  if (r && r.ok) { remember(kept); showApp(); } else showLogin("");
 }
 
 document.addEventListener("DOMContentLoaded", start);
