@@ -12,6 +12,7 @@ pub mod events;
 pub mod hook;
 pub mod http;
 pub mod key;
+pub mod listen;
 pub mod log;
 pub mod metrics;
 pub mod moderation;

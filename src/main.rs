@@ -424,7 +424,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
     }
     let max_connections = limits.max_connections;
-    let server = HttpPool::bind(&cfg.http.listen, limits)?;
+    let listening = motherstream::listen::acquire(&cfg.http.listen)?;
+    let server = HttpPool::serve_on(listening.listener, &cfg.http.listen, limits)?;
     let liveness = Arc::new(Liveness::new(server.clone(), cfg.http.workers));
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
     let view = Arc::new(RwLock::new(Arc::new(View::default())));
@@ -499,7 +500,8 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     let pool =
         HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
     log::info!(
-        "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
+        "serving hooks and endpoints on http://{} (at most {max_connections} connections)",
+        listening.addr.map_or(listen, |a| a.to_string())
     );
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())

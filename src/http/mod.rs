@@ -166,6 +166,16 @@ impl HttpPool {
     pub fn bind(listen: &str, limits: Limits) -> Result<Arc<Server>, String> {
         let listener =
             TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        Self::serve_on(listener, listen, limits)
+    }
+
+    /// The server on a listening socket from `listen::acquire` (bound,
+    /// from systemd or handed over); `listen` names it in errors.
+    pub fn serve_on(
+        listener: TcpListener,
+        listen: &str,
+        limits: Limits,
+    ) -> Result<Arc<Server>, String> {
         #[cfg(feature = "test-hooks")]
         if let Ok(l) = listener.try_clone() {
             let _ = TEST_LISTENER.set(l);
