@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod handover;
 pub mod hook;
 pub mod http;
 pub mod key;

@@ -13,7 +13,7 @@
 //!   again at each switch (the first version's relay; `[relay] args`).
 
 pub mod flv;
-mod output;
+pub mod output;
 pub mod restart;
 pub mod slate;
 pub mod source;
@@ -28,7 +28,7 @@ use crossbeam_channel::Sender;
 use crate::key::StreamKey;
 
 pub use restart::RestartRelay;
-pub use splicing::SpliceRelay;
+pub use splicing::{RelayCarry, SpliceRelay};
 
 use flv::Tag;
 use splice::{CutHow, SourceId};
@@ -253,6 +253,31 @@ impl Relay {
         match self {
             Relay::Splice(_) => Mode::Splice,
             Relay::Restart(_) => Mode::Restart,
+        }
+    }
+
+    /// Why a hand-over to a new binary cannot happen now.
+    pub fn can_hand_over(&self) -> Result<(), String> {
+        match self {
+            Relay::Splice(r) => r.can_hand_over(),
+            Relay::Restart(_) => Err("only the splice relay ([relay] mode = \"splice\") can be handed over; restart instead".into()),
+        }
+    }
+
+    /// When a hand-over should exec (the splice relay times it to the
+    /// on-air streamer's keyframes).
+    pub fn hand_over_at(&self, now: Instant) -> Instant {
+        match self {
+            Relay::Splice(r) => r.hand_over_at(now),
+            Relay::Restart(_) => now,
+        }
+    }
+
+    /// Let go of the output for a hand-over (see `splicing::handover`).
+    pub fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
+        match self {
+            Relay::Splice(r) => r.hand_over(now),
+            Relay::Restart(_) => Err("only the splice relay can be handed over".into()),
         }
     }
 

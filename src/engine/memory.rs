@@ -182,6 +182,7 @@ impl Harness {
                 Vec::new(),
             ),
             published,
+            handover: None,
         };
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {

@@ -69,6 +69,13 @@ pub struct Answers {
     rx: Receiver<Option<(Request, Reply)>>,
 }
 
+impl Answers {
+    /// Answers not yet taken by a writer thread.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
+    }
+}
+
 impl Default for Answers {
     fn default() -> Answers {
         // Unbounded, yet bounded by what can be pending: the command queue
@@ -132,6 +139,17 @@ impl Liveness {
             busy_since_ms: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             listener_lost: AtomicBool::new(false),
         }
+    }
+
+    /// No worker is handling a request (a hand-over waits for it).
+    pub fn workers_idle(&self) -> bool {
+        self.busy_since_ms
+            .iter()
+            .all(|b| b.load(Ordering::Relaxed) == 0)
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
     }
 
     pub fn check(&self, now_ms: u64) -> Result<(), String> {
@@ -614,6 +632,9 @@ fn handle(mut req: Request, ctx: &Ctx) {
                         req,
                         Box::new(move |reply| Command::Moderate { req: m, reply }),
                     )
+                }
+                Ok(admin_api::Call::Upgrade) => {
+                    return forward(ctx, req, Box::new(|reply| Command::Upgrade { reply }))
                 }
                 Ok(admin_api::Call::Streamers(s)) => {
                     return forward(

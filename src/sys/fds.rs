@@ -140,3 +140,15 @@ pub fn own_children() -> Vec<u32> {
     }
     v
 }
+
+/// CLOCK_MONOTONIC in ms: the clock `Instant` reads, the same in the
+/// process image after `execve`.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
+}
