@@ -541,6 +541,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
     }
     let max_connections = limits.max_connections;
     let listening = motherstream::listen::acquire(&cfg.http.listen)?;
+    let listen_origin = listening.origin;
     // Our own copy of the socket, handed to the next binary at an upgrade.
     let listener_keep = listening
         .listener
@@ -628,7 +629,17 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
         handover: stage.clone(),
     });
 
-    let signals = spawn_signal_thread(cmd_tx)?;
+    // With a socket that outlives this process (systemd's, or handed
+    // over), a stop pauses the accept loop and lets the requests in flight
+    // be answered first: later hooks wait in the socket's queue for the
+    // next daemon instead of getting a 503 from this one.
+    let before_stop: Option<Box<dyn Fn() + Send>> =
+        (listen_origin != motherstream::listen::Origin::Bound).then(|| {
+            let live = liveness.clone();
+            let ctx = ctx.clone();
+            Box::new(move || drain_for_stop(&live, &ctx)) as Box<dyn Fn() + Send>
+        });
+    let signals = spawn_signal_thread(cmd_tx, before_stop)?;
     let pool =
         HttpPool::start(liveness, ctx).map_err(|e| format!("cannot start HTTP workers: {e}"))?;
     log::info!(
@@ -741,10 +752,32 @@ fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<motherstream::k
     }
 }
 
+/// Before a stop with a socket that outlives us: accept nothing more and
+/// give the requests in flight up to 0.5 s to be answered.
+fn drain_for_stop(live: &Liveness, ctx: &Ctx) {
+    use std::time::{Duration, Instant};
+    if !live.server().pause_accepting(Duration::from_millis(500)) {
+        return;
+    }
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        if live.server().num_connections() == 0
+            && live.workers_idle()
+            && ctx.answers.pending() == 0
+            && ctx.engine.is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log::info!("stopped accepting: connections wait in the socket's queue for the next start");
+}
+
 /// SIGTERM/SIGINT → graceful stop; SIGHUP → reload. A dedicated thread turns
 /// them into engine commands.
 fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Command>,
+    before_stop: Option<Box<dyn Fn() + Send>>,
 ) -> Result<signal_hook::iterator::Handle, String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -764,6 +797,9 @@ fn spawn_signal_thread(
                             "{}: stopping",
                             if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
                         );
+                        if let Some(f) = &before_stop {
+                            f();
+                        }
                         Command::Shutdown
                     }
                 };

@@ -16,10 +16,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::prober::{Probe, Prober};
 use common::viewer::{Frame, Viewer};
 use common::*;
 
@@ -28,62 +27,6 @@ const GOP: u32 = 60; // 2 s
 const A: (u32, u32) = (320, 180);
 /// Bob's size, and the slate's.
 const B: (u32, u32) = (640, 360);
-
-/// One probe: when it started, how long it took, what came back.
-#[derive(Debug, Clone)]
-struct Probe {
-    took: Duration,
-    outcome: Result<u16, String>,
-}
-
-/// A client opening a new connection to `/healthz` every 20 ms (nginx's
-/// hooks are one connection each), recording every outcome.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    probes: Arc<Mutex<Vec<Probe>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(port: u16) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let probes = Arc::new(Mutex::new(Vec::new()));
-        let (s, p) = (stop.clone(), probes.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let at = Instant::now();
-                let outcome = send_raw(
-                    port,
-                    &request_bytes("GET", "/healthz", &[], b""),
-                    Duration::from_secs(5),
-                )
-                .map_err(|e| e.to_string())
-                .and_then(|raw| match parse_resp(&raw).status {
-                    0 => Err("no answer".to_string()),
-                    st => Ok(st),
-                });
-                let took = at.elapsed();
-                if let Ok(mut v) = p.lock() {
-                    v.push(Probe { took, outcome });
-                }
-                std::thread::sleep(Duration::from_millis(20).saturating_sub(took));
-            }
-        });
-        Prober {
-            stop,
-            probes,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.probes.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
 
 /// The nginx client id of the output's publisher, from /stat.
 fn output_client(nginx: &Nginx) -> Option<String> {

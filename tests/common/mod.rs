@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod prober;
 pub mod viewer;
 pub mod webhook;
 
