@@ -342,30 +342,39 @@ fn upgrade(args: &Args) -> ExitCode {
         .redirects(0)
         .build();
     let t0 = Instant::now();
-    let asked = agent
-        .post(&format!("{base}/api/upgrade"))
-        .set("Authorization", &format!("Bearer {token}"))
-        .set("Content-Type", "application/json")
-        // The daemon waits for open connections before it execs.
-        .set("Connection", "close")
-        .send_string("{}");
     let json = |r: ureq::Response| -> serde_json::Value {
         r.into_string()
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
     };
-    let accepted = match asked {
-        Ok(r) => json(r),
-        Err(ureq::Error::Status(code, r)) => {
-            let body = json(r);
-            let why = body["error"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string();
-            return fail(format!("refused (HTTP {code}): {why}; nothing changed"));
+    // A refusal that says "try again" (a switch in progress) is asked
+    // again for up to 15 s; others are final.
+    let retry_until = Instant::now() + Duration::from_secs(15);
+    let accepted = loop {
+        let asked = agent
+            .post(&format!("{base}/api/upgrade"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            // The daemon waits for open connections before it execs.
+            .set("Connection", "close")
+            .send_string("{}");
+        match asked {
+            Ok(r) => break json(r),
+            Err(ureq::Error::Status(code, r)) => {
+                let body = json(r);
+                let why = body["error"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                if code == 409 && why.contains("try again") && Instant::now() < retry_until {
+                    std::thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                return fail(format!("refused (HTTP {code}): {why}; nothing changed"));
+            }
+            Err(e) => return fail(format!("cannot reach the daemon at {base}: {e}")),
         }
-        Err(e) => return fail(format!("cannot reach the daemon at {base}: {e}")),
     };
     let from = accepted["from"].as_str().unwrap_or("?").to_string();
     let pid = accepted["pid"].as_u64().unwrap_or(0);

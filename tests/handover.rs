@@ -297,3 +297,83 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
     assert_eq!(rig.daemon.pid(), pid);
     assert_eq!(rig.daemon.get("/healthz").status, 200);
 }
+
+/// A state the new binary cannot read (another format number, written
+/// next to the binary for the test-hooks build) falls back to a restart in
+/// place: one clear log line, the carried output ffmpeg stopped and a new
+/// one published, the queue kept, the socket kept (no hook refused), and
+/// the CLI says so and exits 1.
+#[test]
+fn unreadable_state_falls_back_to_a_restart() {
+    let bin_dir = TempDir::new("handover-bin");
+    let bin = bin_dir.join("motherstream");
+    install(&bin, "1.0.0-test");
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let daemon = Daemon::start(DaemonOpts {
+        listen: format!("127.0.0.1:{hook_port}"),
+        rtmp_port: nginx.rtmp_port,
+        nginx_http_port: nginx.http_port,
+        extra_toml: String::new(),
+        bin: bin.clone(),
+        hook_secret: Some(nginx.hook_secret.clone()),
+    });
+    let pid = daemon.pid();
+    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        output_client(&nginx)
+    })
+    .expect("output published");
+    // The output ffmpeg's pid, from the log line that started it.
+    let out_pid: Option<u32> = daemon.log().lines().find_map(|l| {
+        let rest = l.split("relay output started (pid ").nth(1)?;
+        rest.split(',').next()?.parse().ok()
+    });
+    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
+    daemon.wait_queue(&["alice"], Duration::from_secs(15));
+    let prober = Prober::start(hook_port);
+    std::thread::sleep(Duration::from_millis(300));
+    install(&bin, "2.0.0-test");
+    let mut f = bin.as_os_str().to_owned();
+    f.push(".test-handover-format");
+    std::fs::write(std::path::PathBuf::from(f), "999").expect("format file");
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let probes = prober.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{said} {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        tail(&daemon.log_path(), 30)
+    );
+    assert!(said.contains("restarted instead"), "{said}");
+    let log = daemon.log();
+    assert!(
+        log.contains("hand-over state unusable: state format 999 (this binary reads format 1); falling back to a restart"),
+        "{}",
+        tail(&daemon.log_path(), 30)
+    );
+    assert_eq!(daemon.pid(), pid, "still the same process");
+    assert_eq!(daemon.status()["version"].as_str(), Some("2.0.0-test"));
+    assert_eq!(daemon.queue(), ["alice"], "queue kept");
+    let new_client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        output_client(&nginx).filter(|c| *c != client)
+    });
+    assert!(new_client.is_some(), "a new output published");
+    assert!(
+        out_pid.is_some_and(|p| !pid_alive(p)),
+        "the carried output ffmpeg {out_pid:?} was stopped"
+    );
+    let refused = probes
+        .iter()
+        .filter(|p| matches!(&p.outcome, Err(e) if e.contains("refused")))
+        .count();
+    assert_eq!(refused, 0, "the socket was kept: {probes:?}");
+    let _ = alice.stop();
+}

@@ -145,8 +145,22 @@ impl Engine {
             Err(e) => return self.abandon_upgrade(&e),
         };
         let here = relay.output.spawner_tid == crate::sys::fds::gettid();
+        // Tests of the fallback write another format number next to the
+        // binary (`<binary>.test-handover-format`).
+        #[cfg(feature = "test-hooks")]
+        let format = handover::Exe::current()
+            .map(|e| {
+                let mut p = e.path.into_os_string();
+                p.push(".test-handover-format");
+                p
+            })
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(handover::FORMAT);
+        #[cfg(not(feature = "test-hooks"))]
+        let format = handover::FORMAT;
         let carried = Carried {
-            format: handover::FORMAT,
+            format,
             from_version: handover::version().to_string(),
             handovers: handover::handovers() + 1,
             engine: EngineCarry {
