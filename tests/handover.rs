@@ -377,3 +377,92 @@ fn unreadable_state_falls_back_to_a_restart() {
     assert_eq!(refused, 0, "the socket was kept: {probes:?}");
     let _ = alice.stop();
 }
+
+/// OBS's default keyframe interval (8.3 s): the hand-over waits for the
+/// moment just before the next keyframe, so the picture holds for about
+/// the time the new binary needs to read the streamer again, not for up to
+/// 8.3 s.
+#[test]
+fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
+    let bin_dir = TempDir::new("handover-bin");
+    let bin = bin_dir.join("motherstream");
+    install(&bin, "1.0.0-test");
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let daemon = Daemon::start(DaemonOpts {
+        listen: format!("127.0.0.1:{hook_port}"),
+        rtmp_port: nginx.rtmp_port,
+        nginx_http_port: nginx.http_port,
+        extra_toml: "[queue]\nslot_seconds = 0\n".into(),
+        bin: bin.clone(),
+        hook_secret: Some(nginx.hook_secret.clone()),
+    });
+    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        output_client(&nginx)
+    })
+    .expect("output published");
+    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
+    assert!(viewer
+        .wait_size(B, viewer.started, Duration::from_secs(15))
+        .is_some());
+    // 250 frames at 30 fps: a keyframe every 8.33 s.
+    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, 250, 48_000, 2);
+    let t = Instant::now();
+    assert!(
+        viewer.wait_size(A, t, Duration::from_secs(20)).is_some(),
+        "alice never on the output"
+    );
+    // Their second keyframe at the reader: the interval is known.
+    std::thread::sleep(Duration::from_millis(8800));
+    let prober = Prober::start(hook_port);
+    install(&bin, "1.0.1-test");
+    let t0 = Instant::now();
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    let took = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = viewer.wait_size(A, t0 + took, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    let frames = viewer.frames();
+    let vgap = longest_gap(&frames, true, t0, Instant::now());
+    let agap = longest_gap(&frames, false, t0, Instant::now());
+    let probes = prober.finish();
+    let lag = daemon
+        .log()
+        .lines()
+        .find(|l| l.contains("read again"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "8.3 s keyframes: `motherstream upgrade` {:.0} ms (waits for the keyframe), longest video gap {:.3} s, audio gap {:.3} s; {lag}",
+        took.as_secs_f64() * 1000.0,
+        vgap.as_secs_f64(),
+        agap.as_secs_f64()
+    );
+    assert!(back.is_some(), "alice never back on the output");
+    assert!(
+        daemon
+            .log()
+            .contains("just before the on-air streamer's next keyframe"),
+        "the hand-over was timed"
+    );
+    assert_eq!(output_client(&nginx).as_deref(), Some(client.as_str()));
+    assert!(
+        probes.iter().all(|p| matches!(p.outcome, Ok(200))),
+        "{probes:?}"
+    );
+    // Without the timing the hold would be up to 8.3 s.
+    assert!(
+        vgap <= Duration::from_millis(3000),
+        "longest video gap {vgap:?}"
+    );
+    let _ = alice.stop();
+}

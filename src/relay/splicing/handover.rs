@@ -180,7 +180,7 @@ impl SpliceRelay {
                     o.sent,
                     match &self.resume_on_screen {
                         Some(_) => "the streamer on air goes on at their next keyframe",
-                        None => "the slate goes on",
+                        None => "the slate resumes",
                     }
                 );
                 self.output = Some(o);
