@@ -466,3 +466,62 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
     );
     let _ = alice.stop();
 }
+
+/// Nobody on air: the slate goes on after the hand-over on the same
+/// output timeline (no republish, no timestamp step).
+#[test]
+fn upgrade_with_the_slate_on_air() {
+    let bin_dir = TempDir::new("handover-bin");
+    let bin = bin_dir.join("motherstream");
+    install(&bin, "1.0.0-test");
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let daemon = Daemon::start(DaemonOpts {
+        listen: format!("127.0.0.1:{hook_port}"),
+        rtmp_port: nginx.rtmp_port,
+        nginx_http_port: nginx.http_port,
+        extra_toml: String::new(),
+        bin: bin.clone(),
+        hook_secret: Some(nginx.hook_secret.clone()),
+    });
+    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        output_client(&nginx)
+    })
+    .expect("output published");
+    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
+    assert!(viewer
+        .wait_size(B, viewer.started, Duration::from_secs(15))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(1000));
+    install(&bin, "1.0.1-test");
+    let t0 = Instant::now();
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let frames = viewer.frames();
+    let t1 = Instant::now();
+    let vgap = longest_gap(&frames, true, t0, t1);
+    let drift = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
+    eprintln!(
+        "slate: longest video gap {:.3} s, timeline drift {drift:.3} s",
+        vgap.as_secs_f64()
+    );
+    assert_eq!(output_client(&nginx).as_deref(), Some(client.as_str()));
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.at > t0 + Duration::from_millis(1000) && f.size == Some(B)),
+        "the slate plays on"
+    );
+    assert!(vgap <= Duration::from_millis(1500), "{vgap:?}");
+    assert!(drift < 0.25, "timeline drift {drift}");
+}
