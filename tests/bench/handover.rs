@@ -11,7 +11,8 @@
 //! * `hand-over`: `motherstream upgrade`.
 //!
 //! Printed per mode: the longest gap between decoded frames at the viewer
-//! (frozen picture) and between audio frames, whether the output was
+//! (frozen picture), the longest time without a frame of the streamer on
+//! air (the slate counts as without), the longest gap between audio frames, whether the output was
 //! republished (its nginx client id changed), and the hook probes refused,
 //! failed or slow.
 
@@ -53,6 +54,9 @@ enum Under {
 
 struct Row {
     video_gaps: Vec<f64>,
+    /// Longest time without a frame of the streamer on air (the slate
+    /// counts as without).
+    away: Vec<f64>,
     audio_gaps: Vec<f64>,
     republished: usize,
     events: usize,
@@ -154,6 +158,7 @@ fn run(mode: Mode, events: usize) -> Row {
     let prober = Prober::start(port);
     let mut row = Row {
         video_gaps: Vec::new(),
+        away: Vec::new(),
         audio_gaps: Vec::new(),
         republished: 0,
         events,
@@ -191,6 +196,12 @@ fn run(mode: Mode, events: usize) -> Row {
         let frames = viewer.frames();
         let to = Instant::now();
         row.video_gaps.push(gap(&frames, true, t0, to));
+        let alice_frames: Vec<common::viewer::Frame> = frames
+            .iter()
+            .filter(|f| f.size == Some((320, 180)))
+            .cloned()
+            .collect();
+        row.away.push(gap(&alice_frames, true, t0, to));
         row.audio_gaps.push(gap(&frames, false, t0, to));
         if output_client(&nginx) != client {
             row.republished += 1;
@@ -221,9 +232,10 @@ fn main() {
     ];
     let rows: Vec<(Mode, Row)> = modes.iter().map(|&m| (m, run(m, events))).collect();
     println!(
-        "\n{:<34} {:>18} {:>18} {:>12} {:>22} {:>12}",
+        "\n{:<34} {:>18} {:>18} {:>18} {:>12} {:>22} {:>12}",
         "mode",
         "frozen picture s",
+        "streamer gone s",
         "audio gap s",
         "republished",
         "hooks refused/failed",
@@ -243,10 +255,12 @@ fn main() {
         let slowest = r.probes.iter().map(|p| p.took).max().unwrap_or_default();
         let max = |v: &Vec<f64>| v.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<34} {:>8.2} (max {:>4.2}) {:>8.2} (max {:>4.2}) {:>6}/{:<5} {:>9}/{:<4} of {:<5} {:>9.0} ms",
+            "{:<34} {:>8.2} (max {:>4.2}) {:>8.2} (max {:>4.2}) {:>8.2} (max {:>4.2}) {:>6}/{:<5} {:>9}/{:<4} of {:<5} {:>9.0} ms",
             mode.name(),
             median(r.video_gaps.clone()),
             max(&r.video_gaps),
+            median(r.away.clone()),
+            max(&r.away),
             median(r.audio_gaps.clone()),
             max(&r.audio_gaps),
             r.republished,
