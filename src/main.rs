@@ -381,7 +381,7 @@ fn upgrade(args: &Args) -> ExitCode {
     let want = accepted["handovers"].as_u64().unwrap_or(0);
     // The socket stays open throughout: each probe waits in the queue
     // while the daemon execs.
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + Duration::from_secs(45);
     let mut last = String::from("no answer");
     while Instant::now() < end {
         match agent
@@ -412,7 +412,7 @@ fn upgrade(args: &Args) -> ExitCode {
         std::thread::sleep(Duration::from_millis(20));
     }
     fail(format!(
-        "the daemon did not come back from the hand-over within 30 s ({last}); see the log"
+        "the daemon did not come back from the hand-over within 45 s ({last}); see the log"
     ))
 }
 

@@ -217,6 +217,10 @@ impl Harness {
     }
 
     /// The health answer; also wakes the engine, so it looks at its timers.
+    pub fn upgrade(&self) -> Answer {
+        self.ask(|reply| Command::Upgrade { reply })
+    }
+
     pub fn health(&self) -> Answer {
         self.ask(|reply| Command::Health { reply })
     }

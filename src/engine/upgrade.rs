@@ -18,10 +18,17 @@ const DRAIN_MAX: Duration = Duration::from_millis(1500);
 const DRAIN_IDLE_CONNECTIONS: Duration = Duration::from_millis(300);
 /// The HTTP side must look quiet this long in a row.
 const QUIET_FOR: Duration = Duration::from_millis(3);
+/// A switch that started while the hand-over waited for its moment is
+/// waited for this long (checked this often), then the hand-over is
+/// abandoned (the CLI then times out and says so).
+const RETRY_FOR: Duration = Duration::from_secs(20);
+const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
 
 pub(super) struct Upgrade {
+    /// When `POST /api/upgrade` was accepted.
+    asked: Instant,
     /// Pause and exec from then on (timed to the on-air keyframes).
     exec_at: Instant,
     /// When the accept loop paused.
@@ -68,6 +75,7 @@ impl Engine {
             );
         }
         self.upgrade = Some(Upgrade {
+            asked: now,
             exec_at,
             since: now,
             paused: false,
@@ -91,7 +99,21 @@ impl Engine {
             if now < u.exec_at {
                 return;
             }
-            if let Err(e) = self.relay.can_hand_over().and_then(|_| stage.pause()) {
+            // A switch may have started while we waited for the keyframe:
+            // wait for it to end (the next keyframe window), for a while.
+            if let Err(e) = self.relay.can_hand_over() {
+                if now.saturating_duration_since(u.asked) < RETRY_FOR {
+                    let next = self.relay.hand_over_at(now + RETRY_EVERY);
+                    if let Some(u) = self.upgrade.as_mut() {
+                        u.exec_at = next.max(now + RETRY_EVERY);
+                    }
+                    log::info!("hand-over waits: {e}");
+                } else {
+                    self.abandon_upgrade(&e);
+                }
+                return;
+            }
+            if let Err(e) = stage.pause() {
                 self.abandon_upgrade(&e);
                 return;
             }
