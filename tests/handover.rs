@@ -214,7 +214,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             "blocks unchanged: {after}"
         );
         assert!(
-            step < 0.1,
+            step < 0.15,
             "upgrade {i}: presentation time moved {step:.3} s against arrival"
         );
         // The keyframe interval bounds the hold (plus exec and reconnect).
