@@ -176,6 +176,7 @@ pub fn inherit() -> Start {
             FELL_BACK.store(true, std::sync::atomic::Ordering::Relaxed);
             for pid in crate::sys::fds::own_children() {
                 crate::sys::signal_group(pid, libc::SIGKILL);
+                crate::sys::fds::kill_and_reap(pid);
             }
             Start::FellBack { why }
         }

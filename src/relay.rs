@@ -193,7 +193,19 @@ impl Relay {
     pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> Relay {
         match spec.mode {
             Mode::Splice => Relay::Splice(Box::new(SpliceRelay::new(spec, events))),
-            Mode::Restart => Relay::Restart(Box::new(RestartRelay::new(spec, events))),
+            Mode::Restart => {
+                // A splice output handed over to a binary now configured
+                // for restart mode: it cannot be used; stop it.
+                if let Some(c) = crate::handover::take_relay() {
+                    log::warn!(
+                        "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
+                        c.output.pid
+                    );
+                    crate::sys::signal_group(c.output.pid, libc::SIGKILL);
+                    crate::sys::fds::kill_and_reap(c.output.pid);
+                }
+                Relay::Restart(Box::new(RestartRelay::new(spec, events)))
+            }
         }
     }
 

@@ -166,6 +166,7 @@ impl SpliceRelay {
                 if let Err(e) = r.resume_from(c.clone()) {
                     log::error!("{e}; starting a new output (OBS sees a reconnect)");
                     crate::sys::signal_group(c.output.pid, libc::SIGKILL);
+                    crate::sys::fds::kill_and_reap(c.output.pid);
                     r.start_output(now);
                 }
             }

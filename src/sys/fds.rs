@@ -152,3 +152,18 @@ pub fn monotonic_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
 }
+
+/// SIGKILL one child and reap it (a child adopted across `execve` that is
+/// not used: the wait cannot block, SIGKILL cannot be caught).
+pub fn kill_and_reap(pid: u32) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if p <= 1 {
+        return;
+    }
+    // SAFETY: plain syscall on a pid that is our child; ESRCH is harmless.
+    if unsafe { libc::kill(p, libc::SIGKILL) } == 0 {
+        let _ = waitpid(pid, true);
+    }
+}
