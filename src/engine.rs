@@ -19,6 +19,7 @@ mod status;
 mod streamers;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
@@ -128,6 +129,10 @@ pub struct Engine {
     recorder: Option<crate::recording::Recorder>,
     /// Metrics and notifications: everything goes through [`Engine::emit`].
     events: Events,
+    /// `motherstream upgrade`: the HTTP side and the exec, and a hand-over
+    /// under way.
+    handover: Option<Arc<dyn crate::handover::Stage>>,
+    upgrade: Option<upgrade::Upgrade>,
 }
 
 thread_local! {
@@ -159,6 +164,8 @@ pub struct EngineParts {
     /// The keys nginx's stat page listed as publishing at start (None:
     /// unknown): the rest of the saved queue left while we were down.
     pub published: Option<Vec<StreamKey>>,
+    /// What a hand-over drives (None: `motherstream upgrade` is refused).
+    pub handover: Option<Arc<dyn crate::handover::Stage>>,
 }
 
 impl Engine {
@@ -235,7 +242,10 @@ impl Engine {
             sent_obs: None,
             recorder: p.recorder,
             events: p.events,
+            handover: p.handover,
+            upgrade: None,
         };
+        e.take_carried();
         e.sync_secret();
         e.refresh_registry(true);
         e.drop_gone(published.as_deref());
@@ -262,7 +272,7 @@ impl Engine {
     pub fn run(mut self, commands: Receiver<Command>) {
         ON_ENGINE_THREAD.with(|c| c.set(true));
         self.after_change();
-        self.notifier.ready();
+        self.announce_ready();
         loop {
             let timeout = self
                 .next_deadline()
@@ -295,6 +305,7 @@ impl Engine {
                 default(timeout) => {}
             }
             self.on_timers(self.clock.now());
+            self.drive_upgrade(&commands);
             if self.shutting_down {
                 break;
             }
@@ -318,6 +329,9 @@ impl Engine {
         }
         if let Some(slot) = self.slot_deadline() {
             t = t.min(slot);
+        }
+        if let Some(u) = self.upgrade_deadline() {
+            t = t.min(u);
         }
         t
     }
@@ -368,8 +382,17 @@ impl Engine {
                             "cannot persist queue state; see the log",
                         ))
                     } else {
-                        Ok(json!({"ok": true}))
+                        Ok(json!({
+                            "ok": true,
+                            "version": crate::handover::version(),
+                            "handovers": crate::handover::handovers(),
+                            "fell_back": crate::handover::fell_back(),
+                        }))
                     };
+                    replies.push((reply, r, false));
+                }
+                Command::Upgrade { reply } => {
+                    let r = self.begin_upgrade();
                     replies.push((reply, r, false));
                 }
                 Command::Reload => reload = true,

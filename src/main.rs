@@ -19,13 +19,17 @@ usage: motherstream [OPTIONS] [run]
        motherstream [OPTIONS] streamer (add|list|remove|rotate-key|set-slot) ...
        motherstream [OPTIONS] api (GET|POST|DELETE) PATH [JSON]
        motherstream [OPTIONS] nginx-hooks
+       motherstream [OPTIONS] upgrade
 
 Runs the motherstream daemon (default), or validates the configuration and
 prints the effective config with secrets redacted, or manages the streamer
 registry (motherstream streamer --help), or calls an admin endpoint of the
 running daemon with its admin token (e.g. api POST /api/skip, api GET
 /api/streamers), or prints the nginx-rtmp hook directives with the hook
-secret (to include in the nginx configuration).
+secret (to include in the nginx configuration), or asks the running daemon
+to hand the show over to the binary on disk without a break (upgrade: exit 0
+once the new binary serves, 1 with the reason when refused or when it fell
+back to a restart).
 
 options:
   -c, --config PATH      config file (default /etc/motherstream/motherstream.toml)
@@ -44,6 +48,7 @@ enum Subcommand {
     Streamer,
     Api,
     NginxHooks,
+    Upgrade,
     Help,
     Version,
 }
@@ -56,6 +61,7 @@ impl Subcommand {
             "streamer" => Subcommand::Streamer,
             "api" => Subcommand::Api,
             "nginx-hooks" => Subcommand::NginxHooks,
+            "upgrade" => Subcommand::Upgrade,
             _ => return None,
         })
     }
@@ -133,13 +139,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Subcommand::Version => {
-            println!("motherstream {}", env!("CARGO_PKG_VERSION"));
+            println!("motherstream {}", motherstream::handover::version());
             ExitCode::SUCCESS
         }
         Subcommand::CheckConfig => check_config(&args),
         Subcommand::Streamer => streamer(&args),
         Subcommand::Api => api(&args),
         Subcommand::NginxHooks => nginx_hooks(&args),
+        Subcommand::Upgrade => upgrade(&args),
         Subcommand::Run => run(&args),
     }
 }
@@ -325,6 +332,107 @@ fn api(args: &Args) -> ExitCode {
     }
 }
 
+/// `motherstream upgrade`: ask the daemon to hand over (admin API, with
+/// the admin token), then wait until `/healthz` answers from the new binary.
+fn upgrade(args: &Args) -> ExitCode {
+    use std::time::{Duration, Instant};
+    let fail = |e: String| {
+        eprintln!("motherstream upgrade: {e}");
+        ExitCode::from(1)
+    };
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let token_path = auth::admin_token_path(&cfg, &cli_state_dir(&cfg));
+    let token = match auth::load_or_create(&token_path, false) {
+        Ok((t, _)) => t,
+        Err(e) => {
+            return fail(format!(
+                "{e} (run this as root or as the motherstream user)"
+            ))
+        }
+    };
+    let base = format!("http://{}", local_authority(&cfg.http.listen));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .redirects(0)
+        .build();
+    let t0 = Instant::now();
+    let json = |r: ureq::Response| -> serde_json::Value {
+        r.into_string()
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    // A refusal that says "try again" (a switch in progress) is asked
+    // again for up to 15 s; others are final.
+    let retry_until = Instant::now() + Duration::from_secs(15);
+    let accepted = loop {
+        let asked = agent
+            .post(&format!("{base}/api/upgrade"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            // The daemon waits for open connections before it execs.
+            .set("Connection", "close")
+            .send_string("{}");
+        match asked {
+            Ok(r) => break json(r),
+            Err(ureq::Error::Status(code, r)) => {
+                let body = json(r);
+                let why = body["error"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                if code == 409 && why.contains("try again") && Instant::now() < retry_until {
+                    std::thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                return fail(format!("refused (HTTP {code}): {why}; nothing changed"));
+            }
+            Err(e) => return fail(format!("cannot reach the daemon at {base}: {e}")),
+        }
+    };
+    let from = accepted["from"].as_str().unwrap_or("?").to_string();
+    let pid = accepted["pid"].as_u64().unwrap_or(0);
+    let want = accepted["handovers"].as_u64().unwrap_or(0);
+    // The socket stays open throughout: each probe waits in the queue
+    // while the daemon execs.
+    let end = Instant::now() + Duration::from_secs(45);
+    let mut last = String::from("no answer");
+    while Instant::now() < end {
+        match agent
+            .get(&format!("{base}/healthz"))
+            .set("Connection", "close")
+            .call()
+        {
+            Ok(r) => {
+                let h = json(r);
+                let n = h["handovers"].as_u64().unwrap_or(0);
+                let version = h["version"].as_str().unwrap_or("?");
+                if n == want {
+                    println!(
+                        "motherstream: handed over from {from} to {version} in {} ms (same pid {pid})",
+                        t0.elapsed().as_millis()
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                if h["fell_back"].as_bool() == Some(true) {
+                    return fail(format!(
+                        "the new binary ({version}) could not take the state over and restarted instead (see the log); the queue was kept"
+                    ));
+                }
+                last = format!("still {version} (hand-over {n})");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fail(format!(
+        "the daemon did not come back from the hand-over within 45 s ({last}); see the log"
+    ))
+}
+
 /// `motherstream nginx-hooks`: the hook directives, with the secret, for an
 /// nginx include file readable by root only (the packaged nginx example
 /// includes /etc/motherstream/nginx-hooks.conf in both applications).
@@ -383,7 +491,24 @@ fn run(args: &Args) -> ExitCode {
         mslog::adjust(level, args.verbosity),
     );
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
-    match serve(cfg, args) {
+    // Before any thread: the exe path this process was started from (the
+    // hand-over execs it), and what a previous binary handed over.
+    let exe = motherstream::handover::Exe::current();
+    match motherstream::handover::inherit() {
+        motherstream::handover::Start::Fresh => {}
+        motherstream::handover::Start::HandedOver {
+            from_version,
+            handovers,
+        } => log::info!(
+            "motherstream {} taking over from {from_version} (hand-over {handovers}, same pid {})",
+            motherstream::handover::version(),
+            std::process::id()
+        ),
+        motherstream::handover::Start::FellBack { why } => log::error!(
+            "hand-over state unusable: {why}; falling back to a restart (the carried output ffmpeg was stopped; OBS sees a reconnect; queue kept)"
+        ),
+    }
+    match serve(cfg, args, exe) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -392,7 +517,7 @@ fn run(args: &Args) -> ExitCode {
     }
 }
 
-fn serve(cfg: Config, args: &Args) -> Result<(), String> {
+fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> Result<(), String> {
     let relay_secret =
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
 
@@ -433,7 +558,7 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
     }
     log::info!(
         "motherstream {} starting: {} queued entries restored from {}{}",
-        env!("CARGO_PKG_VERSION"),
+        motherstream::handover::version(),
         report.restored_entries,
         state_dir.display(),
         if report.migrated_seed {
@@ -462,7 +587,14 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
     }
     let max_connections = limits.max_connections;
-    let server = HttpPool::bind(&cfg.http.listen, limits)?;
+    let listening = motherstream::listen::acquire(&cfg.http.listen)?;
+    let listen_origin = listening.origin;
+    // Our own copy of the socket, handed to the next binary at an upgrade.
+    let listener_keep = listening
+        .listener
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate the HTTP socket: {e}"))?;
+    let server = HttpPool::serve_on(listening.listener, &cfg.http.listen, limits)?;
     let liveness = Arc::new(Liveness::new(server.clone(), cfg.http.workers));
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
     let view = Arc::new(RwLock::new(Arc::new(View::default())));
@@ -518,6 +650,16 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
             false
         }
     };
+    let (exec_tx, exec_rx) = crossbeam_channel::bounded::<std::fs::File>(1);
+    let stage: Option<Arc<dyn motherstream::handover::Stage>> = exe.map(|exe| {
+        Arc::new(HttpStage {
+            liveness: liveness.clone(),
+            ctx: ctx.clone(),
+            listener: listener_keep,
+            exe,
+            to_main: exec_tx,
+        }) as Arc<dyn motherstream::handover::Stage>
+    });
     let engine = Engine::new(EngineParts {
         cfg,
         config_path: args.config.clone(),
@@ -532,14 +674,26 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         io: motherstream::engine::ports::Io::real(),
         events: motherstream::events::Events::new(metrics, sinks),
         published,
+        handover: stage.clone(),
     });
 
-    let signals = spawn_signal_thread(cmd_tx)?;
+    // With a socket that outlives this process (systemd's, or handed
+    // over), a stop pauses the accept loop and lets the requests in flight
+    // be answered first: later hooks wait in the socket's queue for the
+    // next daemon instead of getting a 503 from this one.
+    let before_stop: Option<Box<dyn Fn() + Send>> =
+        (listen_origin != motherstream::listen::Origin::Bound).then(|| {
+            let live = liveness.clone();
+            let ctx = ctx.clone();
+            Box::new(move || drain_for_stop(&live, &ctx)) as Box<dyn Fn() + Send>
+        });
+    let signals = spawn_signal_thread(cmd_tx, before_stop)?;
     let probe_addr = server.server_addr().to_ip().map(watchdog::probe_addr);
     let pool = HttpPool::start(liveness.clone(), ctx)
         .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
     log::info!(
-        "serving hooks and endpoints on http://{listen} (at most {max_connections} connections)"
+        "serving hooks and endpoints on http://{} (at most {max_connections} connections)",
+        listening.addr.map_or(listen, |a| a.to_string())
     );
     // WATCHDOG=1 only after a hook-shaped round trip through the daemon
     // (the first probe goes out a period after the engine has started).
@@ -557,11 +711,27 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         }
         _ => None,
     };
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
     let engine_thread = std::thread::Builder::new()
         .name("engine".into())
-        .spawn(move || engine.run(cmd_rx))
+        .spawn(move || {
+            engine.run(cmd_rx);
+            drop(done_tx);
+        })
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
 
+    // The main thread started the output ffmpeg (Engine::new): a hand-over
+    // must exec here, or ffmpeg's PR_SET_PDEATHSIG fires (see HttpStage).
+    crossbeam_channel::select! {
+        recv(exec_rx) -> state => {
+            if let (Ok(state), Some(stage)) = (state, stage.as_ref()) {
+                let err = stage.exec(state, true);
+                log::error!("hand-over failed: {err}; exiting so that the service restarts");
+                std::process::exit(1);
+            }
+        }
+        recv(done_rx) -> _ => {}
+    }
     let engine_result = engine_thread.join();
     if let Some(w) = watchdog {
         w.stop();
@@ -579,6 +749,55 @@ fn serve(cfg: Config, args: &Args) -> Result<(), String> {
         return Err("the HTTP listener failed; exiting so systemd restarts the service".into());
     }
     Ok(())
+}
+
+/// What the engine drives at `motherstream upgrade`: the HTTP accept loop,
+/// the drain, and the exec (on the main thread when it forked the output).
+struct HttpStage {
+    liveness: Arc<Liveness>,
+    ctx: Arc<Ctx>,
+    listener: std::net::TcpListener,
+    exe: motherstream::handover::Exe,
+    to_main: crossbeam_channel::Sender<std::fs::File>,
+}
+
+impl motherstream::handover::Stage for HttpStage {
+    fn pause(&self) -> Result<(), String> {
+        if self
+            .liveness
+            .server()
+            .pause_accepting(std::time::Duration::from_secs(1))
+        {
+            Ok(())
+        } else {
+            Err("the HTTP accept loop did not pause".into())
+        }
+    }
+
+    fn resume(&self) {
+        self.liveness.server().resume_accepting();
+    }
+
+    fn open_connections(&self) -> usize {
+        self.liveness.server().num_connections()
+    }
+
+    fn idle(&self) -> bool {
+        self.liveness.workers_idle() && self.ctx.answers.pending() == 0
+    }
+
+    fn exec(&self, state: std::fs::File, here: bool) -> String {
+        if here || std::process::id() == motherstream::sys::fds::gettid() {
+            return motherstream::handover::exec(&self.exe, &state, &self.listener);
+        }
+        // The main thread execs; this one waits to be replaced.
+        if self.to_main.send(state).is_err() {
+            return "the main thread is gone".into();
+        }
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 /// Who is publishing according to nginx's stat page, read before the hook
@@ -601,10 +820,32 @@ fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<motherstream::k
     }
 }
 
+/// Before a stop with a socket that outlives us: accept nothing more and
+/// give the requests in flight up to 0.5 s to be answered.
+fn drain_for_stop(live: &Liveness, ctx: &Ctx) {
+    use std::time::{Duration, Instant};
+    if !live.server().pause_accepting(Duration::from_millis(500)) {
+        return;
+    }
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        if live.server().num_connections() == 0
+            && live.workers_idle()
+            && ctx.answers.pending() == 0
+            && ctx.engine.is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log::info!("stopped accepting: connections wait in the socket's queue for the next start");
+}
+
 /// SIGTERM/SIGINT → graceful stop; SIGHUP → reload. A dedicated thread turns
 /// them into engine commands.
 fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Command>,
+    before_stop: Option<Box<dyn Fn() + Send>>,
 ) -> Result<signal_hook::iterator::Handle, String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -624,6 +865,9 @@ fn spawn_signal_thread(
                             "{}: stopping",
                             if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
                         );
+                        if let Some(f) = &before_stop {
+                            f();
+                        }
                         Command::Shutdown
                     }
                 };

@@ -13,7 +13,7 @@
 //!   again at each switch (the first version's relay; `[relay] args`).
 
 pub mod flv;
-mod output;
+pub mod output;
 pub mod restart;
 pub mod slate;
 pub mod source;
@@ -28,7 +28,7 @@ use crossbeam_channel::Sender;
 use crate::key::StreamKey;
 
 pub use restart::RestartRelay;
-pub use splicing::SpliceRelay;
+pub use splicing::{RelayCarry, SpliceRelay};
 
 use flv::Tag;
 use splice::{CutHow, SourceId};
@@ -193,7 +193,19 @@ impl Relay {
     pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> Relay {
         match spec.mode {
             Mode::Splice => Relay::Splice(Box::new(SpliceRelay::new(spec, events))),
-            Mode::Restart => Relay::Restart(Box::new(RestartRelay::new(spec, events))),
+            Mode::Restart => {
+                // A splice output handed over to a binary now configured
+                // for restart mode: it cannot be used; stop it.
+                if let Some(c) = crate::handover::take_relay() {
+                    log::warn!(
+                        "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
+                        c.output.pid
+                    );
+                    crate::sys::signal_group(c.output.pid, libc::SIGKILL);
+                    crate::sys::fds::kill_and_reap(c.output.pid);
+                }
+                Relay::Restart(Box::new(RestartRelay::new(spec, events)))
+            }
         }
     }
 
@@ -253,6 +265,31 @@ impl Relay {
         match self {
             Relay::Splice(_) => Mode::Splice,
             Relay::Restart(_) => Mode::Restart,
+        }
+    }
+
+    /// Why a hand-over to a new binary cannot happen now.
+    pub fn can_hand_over(&self) -> Result<(), String> {
+        match self {
+            Relay::Splice(r) => r.can_hand_over(),
+            Relay::Restart(_) => Err("only the splice relay ([relay] mode = \"splice\") can be handed over; restart instead".into()),
+        }
+    }
+
+    /// When a hand-over should exec (the splice relay times it to the
+    /// on-air streamer's keyframes).
+    pub fn hand_over_at(&self, now: Instant) -> Instant {
+        match self {
+            Relay::Splice(r) => r.hand_over_at(now),
+            Relay::Restart(_) => now,
+        }
+    }
+
+    /// Let go of the output for a hand-over (see `splicing::handover`).
+    pub fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
+        match self {
+            Relay::Splice(r) => r.hand_over(now),
+            Relay::Restart(_) => Err("only the splice relay can be handed over".into()),
         }
     }
 

@@ -2,6 +2,8 @@
 //! lives here.
 #![allow(unsafe_code)]
 
+pub mod fds;
+
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 

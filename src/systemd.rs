@@ -39,6 +39,12 @@ impl Notifier {
         self.send(&[NotifyState::Ready]);
     }
 
+    /// READY=1 and a STATUS= line in one message (after a hand-over).
+    pub fn ready_with_status(&mut self, line: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(line)]);
+        self.last_status = line.to_string();
+    }
+
     pub fn reloading(&self) {
         match NotifyState::monotonic_usec_now() {
             Ok(t) => self.send(&[NotifyState::Reloading, t]),

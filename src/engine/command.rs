@@ -58,6 +58,10 @@ pub enum Command {
         req: StreamerRequest,
         reply: Responder,
     },
+    /// `POST /api/upgrade`: hand the show over to the binary on disk.
+    Upgrade {
+        reply: Responder,
+    },
     /// SIGHUP: re-read the config file.
     Reload,
     /// `streamers.json` changed on disk (inotify).
@@ -83,7 +87,8 @@ impl Command {
             | Command::PublishDone { reply, .. }
             | Command::Moderate { reply, .. }
             | Command::Streamers { reply, .. }
-            | Command::Health { reply } => reply.send(r),
+            | Command::Health { reply }
+            | Command::Upgrade { reply } => reply.send(r),
             _ => {}
         }
     }

@@ -181,6 +181,7 @@ impl Harness {
                 Vec::new(),
             ),
             published,
+            handover: None,
         };
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {
@@ -215,6 +216,10 @@ impl Harness {
     }
 
     /// The health answer; also wakes the engine, so it looks at its timers.
+    pub fn upgrade(&self) -> Answer {
+        self.ask(|reply| Command::Upgrade { reply })
+    }
+
     pub fn health(&self) -> Answer {
         self.ask(|reply| Command::Health { reply })
     }

@@ -47,6 +47,18 @@ pub trait RelayPort: Send {
     fn output_secret(&self) -> &str;
     fn mode(&self) -> relay::Mode;
     fn set_spec(&mut self, spec: RelaySpec);
+    /// Why a hand-over to a new binary cannot happen now.
+    fn can_hand_over(&self) -> Result<(), String> {
+        Err("this relay cannot be handed over".into())
+    }
+    /// When a hand-over should exec.
+    fn hand_over_at(&self, now: Instant) -> Instant {
+        now
+    }
+    /// Let go of the output for a hand-over.
+    fn hand_over(&mut self, _now: Instant) -> Result<relay::RelayCarry, String> {
+        Err("this relay cannot be handed over".into())
+    }
 }
 
 impl RelayPort for Relay {
@@ -76,6 +88,15 @@ impl RelayPort for Relay {
     }
     fn set_spec(&mut self, spec: RelaySpec) {
         Relay::set_spec(self, spec)
+    }
+    fn can_hand_over(&self) -> Result<(), String> {
+        Relay::can_hand_over(self)
+    }
+    fn hand_over_at(&self, now: Instant) -> Instant {
+        Relay::hand_over_at(self, now)
+    }
+    fn hand_over(&mut self, now: Instant) -> Result<relay::RelayCarry, String> {
+        Relay::hand_over(self, now)
     }
 }
 

@@ -272,3 +272,25 @@ fn a_short_slot_ends_blocks_the_rejoin_and_the_block_ends() {
     ok(&h.publish(&alice));
     assert_eq!(h.queue(), ["bob", "alice"]);
 }
+
+#[test]
+fn an_upgrade_that_cannot_happen_is_refused_and_changes_nothing() {
+    let mut h = Harness::start("eng-upgrade", "");
+    ok(&h.publish("alice"));
+    // No HTTP stage to hand over (and a relay that cannot): refused with
+    // the reason, the daemon goes on as before.
+    let r = h.upgrade();
+    assert_eq!(why(&r), Some(Why::Unavailable), "{r:?}");
+    assert!(
+        r.as_ref()
+            .err()
+            .is_some_and(|e| e.message.contains("cannot hand over")),
+        "{r:?}"
+    );
+    assert_eq!(h.queue(), ["alice"]);
+    ok(&h.health());
+    assert_eq!(
+        h.health().ok().map(|v| v["handovers"].clone()),
+        Some(0.into())
+    );
+}

@@ -119,7 +119,7 @@ impl View {
             .map(|(i, (n, j))| json!({"name": n, "position": i, "joined_at": j / 1000}))
             .collect();
         json!({
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::handover::version(),
             "uptime_s": now_ms.saturating_sub(self.started_at_ms) / 1000,
             "on_air": on_air,
             "next_up": self.names.get(1),

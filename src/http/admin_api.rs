@@ -18,6 +18,7 @@
 //! | POST | `/api/streamers/rotate-key` | `{"name": str}` → the new key |
 //! | POST | `/api/streamers/slot` | `{"name": str, "slot_seconds": int or null}` |
 //! | POST | `/api/streamers/link` | `{"name": str, "rotate"?: bool}` → their page, `/me/<token>` |
+//! | POST | `/api/upgrade` | `{}` → hand the show over to the binary on disk (202-like 200, or 409 with the reason) |
 
 use serde_json::{Map, Value};
 use tiny_http::Method;
@@ -31,6 +32,8 @@ use crate::moderation::Request;
 pub enum Call {
     Moderate(Request),
     Streamers(StreamerRequest),
+    /// Hand the running show over to the binary on disk.
+    Upgrade,
 }
 
 /// The methods a path accepts (for 405 and `Allow`), None = not ours.
@@ -48,7 +51,8 @@ pub fn allowed(path: &str) -> Option<&'static str> {
         | "/api/rejoin-block"
         | "/api/streamers/rotate-key"
         | "/api/streamers/slot"
-        | "/api/streamers/link" => Some("POST"),
+        | "/api/streamers/link"
+        | "/api/upgrade" => Some("POST"),
         "/api/streamers" => Some("GET, POST, DELETE"),
         _ => None,
     }
@@ -72,6 +76,7 @@ pub fn parse(path: &str, method: &Method, body: &str, query: &str) -> Result<Cal
     }
     let call = match (path, method) {
         ("/api/skip", _) => Call::Moderate(Request::Skip),
+        ("/api/upgrade", _) => Call::Upgrade,
         ("/api/clear", _) => Call::Moderate(Request::Clear),
         ("/api/order", _) => Call::Moderate(Request::Order {
             names: b.names("names")?,

@@ -89,6 +89,13 @@ pub struct Answers {
     rx: Receiver<Job>,
 }
 
+impl Answers {
+    /// Answers not yet taken by a writer thread.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
+    }
+}
+
 impl Default for Answers {
     fn default() -> Answers {
         // Unbounded, yet bounded by what can be pending: the command queue
@@ -161,6 +168,17 @@ impl Liveness {
         }
     }
 
+    /// No worker is handling a request (a hand-over waits for it).
+    pub fn workers_idle(&self) -> bool {
+        self.busy_since_ms
+            .iter()
+            .all(|b| b.load(Ordering::Relaxed) == 0)
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
     /// One line for the log: the accept loop, the workers, the connections.
     pub fn describe(&self) -> String {
         if !self.server.listener_alive() {
@@ -205,6 +223,16 @@ impl HttpPool {
     pub fn bind(listen: &str, limits: Limits) -> Result<Arc<Server>, String> {
         let listener =
             TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        Self::serve_on(listener, listen, limits)
+    }
+
+    /// The server on a listening socket from `listen::acquire` (bound,
+    /// from systemd or handed over); `listen` names it in errors.
+    pub fn serve_on(
+        listener: TcpListener,
+        listen: &str,
+        limits: Limits,
+    ) -> Result<Arc<Server>, String> {
         #[cfg(feature = "test-hooks")]
         if let Ok(l) = listener.try_clone() {
             let _ = TEST_LISTENER.set(l);
@@ -674,6 +702,9 @@ fn handle(mut req: Request, ctx: &Ctx) {
                         req,
                         Box::new(move |reply| Command::Moderate { req: m, reply }),
                     )
+                }
+                Ok(admin_api::Call::Upgrade) => {
+                    return forward(ctx, req, Box::new(|reply| Command::Upgrade { reply }))
                 }
                 Ok(admin_api::Call::Streamers(s)) => {
                     return forward(

@@ -770,5 +770,8 @@ impl Splicer {
     }
 }
 
+mod carry;
+pub use carry::Timeline;
+
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,9 @@ use super::{
 };
 use crate::key::StreamKey;
 
+mod handover;
+pub use handover::RelayCarry;
+
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// How long the last picture is held when the on-air stream ends before the
@@ -86,6 +89,14 @@ pub struct SpliceRelay {
     pending: Vec<Notice>,
     /// An output failure was reported and no recovery yet.
     output_down: bool,
+    /// After a hand-over: the streamer the output showed, on air again as
+    /// soon as their source is read (see `handover`).
+    resume_on_screen: Option<StreamKey>,
+    resume_gop_ms: Option<u64>,
+    /// Hand-over timing: when the old binary let go (until the resumed
+    /// source's first tag), and the measured lag (see `handover`).
+    let_go_mono_ms: Option<u64>,
+    resume_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,12 +107,17 @@ enum Owner {
 
 impl SpliceRelay {
     pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> SpliceRelay {
-        let clip = match slate::make(
-            &spec.ffmpeg,
-            &spec.slate,
-            &spec.slate_text,
-            &spec.work_dir,
-            Duration::from_secs(20),
+        let clip = match SpliceRelay::carried_clip(&spec).map_or_else(
+            || {
+                slate::make(
+                    &spec.ffmpeg,
+                    &spec.slate,
+                    &spec.slate_text,
+                    &spec.work_dir,
+                    Duration::from_secs(20),
+                )
+            },
+            Ok,
         ) {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
@@ -140,8 +156,22 @@ impl SpliceRelay {
             warned_unsupported: Vec::new(),
             pending: Vec::new(),
             output_down: false,
+            resume_on_screen: None,
+            resume_gop_ms: None,
+            let_go_mono_ms: None,
+            resume_lag_ms: None,
         };
-        r.start_output(now);
+        match crate::handover::take_relay() {
+            Some(c) => {
+                if let Err(e) = r.resume_from(c.clone()) {
+                    log::error!("{e}; starting a new output (OBS sees a reconnect)");
+                    crate::sys::signal_group(c.output.pid, libc::SIGKILL);
+                    crate::sys::fds::kill_and_reap(c.output.pid);
+                    r.start_output(now);
+                }
+            }
+            None => r.start_output(now),
+        }
         r
     }
 
@@ -426,6 +456,7 @@ impl SpliceRelay {
                 slot.keyframe_seen = false;
                 self.owners.insert(id, Owner::Streamer(slot.key.clone()));
                 self.splicer.add_source(id);
+                self.resume_source(i);
             }
             Err(e) => {
                 log::error!("cannot start a reader thread for {}: {e}", slot.name);
@@ -489,6 +520,9 @@ impl SpliceRelay {
                     {
                         s.failures = 0;
                     }
+                }
+                if self.on_screen.as_ref() == Some(&key) && self.let_go_mono_ms.is_some() {
+                    self.resumed_first_tag();
                 }
                 if back > 0 {
                     notices.push(Notice::SourceBack {

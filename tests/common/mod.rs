@@ -8,7 +8,9 @@
 //! process group, whose id is that PID), never by name.
 #![allow(dead_code)]
 
+pub mod activated;
 pub mod chromium;
+pub mod prober;
 pub mod viewer;
 pub mod webhook;
 

@@ -18,6 +18,8 @@ pub struct Frame {
     pub size: Option<(u32, u32)>,
     /// Audio: sample rate.
     pub rate: Option<u32>,
+    /// Presentation time (s) as decoded: steps in it show timestamp jumps.
+    pub pts: Option<f64>,
 }
 
 pub struct Viewer {
@@ -68,22 +70,26 @@ impl Viewer {
                         let (w, h) = s.split_once('x')?;
                         Some((w.parse().ok()?, h.parse().ok()?))
                     });
+                    let pts = field(&line, " pts_time:").and_then(|p| p.parse().ok());
                     push(
                         &f2,
                         Frame {
                             at,
                             size,
                             rate: None,
+                            pts,
                         },
                     );
                 } else if line.contains("Parsed_ashowinfo") && line.contains(" n:") {
                     let rate = field(&line, " rate:").and_then(|r| r.parse().ok());
+                    let pts = field(&line, " pts_time:").and_then(|p| p.parse().ok());
                     push(
                         &f2,
                         Frame {
                             at,
                             size: None,
                             rate,
+                            pts,
                         },
                     );
                 }

@@ -61,15 +61,21 @@ for f in usr/bin/motherstream usr/lib/systemd/system/motherstream.service \
 done
 check "packaged unit = systemd/motherstream.service" \
   cmp -s "$ctl/root/usr/lib/systemd/system/motherstream.service" systemd/motherstream.service
+check "packaged socket unit = systemd/motherstream.socket" \
+  cmp -s "$ctl/root/usr/lib/systemd/system/motherstream.socket" systemd/motherstream.socket
 check "binary is stripped" sh -c 'file "$1" | grep -q ", stripped"' _ "$ctl/root/usr/bin/motherstream"
 version=$("$ctl/root/usr/bin/motherstream" --version 2>&1) || true
 check "binary runs: $version" test "$version" = "motherstream $(dpkg-deb -f "$deb" Version | sed 's/-[^-]*$//')"
 
-# Maintainer scripts: sysusers before start, enable+start on install,
-# restart on upgrade, stop on remove, purge removes config, state and logs.
+# Maintainer scripts: sysusers before start, enable+start on install, on
+# upgrade a hand-over (restart only when it is refused; nothing restarts the
+# socket), stop on remove, purge removes config, state and logs.
 check "postinst: sysusers" has 'systemd-sysusers .*motherstream.conf' "$ctl/DEBIAN/postinst"
 check "postinst: enable" has 'deb-systemd-helper enable motherstream.service' "$ctl/DEBIAN/postinst"
-check "postinst: start on install, restart on upgrade" has '_dh_action=restart' "$ctl/DEBIAN/postinst"
+check "postinst: enable the socket" has 'deb-systemd-helper enable motherstream.socket' "$ctl/DEBIAN/postinst"
+check "postinst: no generated restart on upgrade" sh -c '! grep -q "_dh_action=restart" "$1"' _ "$ctl/DEBIAN/postinst"
+check "postinst: upgrade hands over" has 'motherstream.toml upgrade' "$ctl/DEBIAN/postinst"
+check "postinst: restart only when the hand-over is refused" has 'deb-systemd-invoke restart motherstream.service' "$ctl/DEBIAN/postinst"
 check "prerm: stop on remove" has 'deb-systemd-invoke stop motherstream.service' "$ctl/DEBIAN/prerm"
 check "postrm: purge removes state, logs and config" \
   has 'rm -rf /var/lib/motherstream /var/log/motherstream /etc/motherstream' "$ctl/DEBIAN/postrm"

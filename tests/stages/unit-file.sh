@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 unit=systemd/motherstream.service
+socket=systemd/motherstream.socket
 sysusers=systemd/motherstream.sysusers
 max_exposure=10 # tenths: 1.0
 
@@ -23,7 +24,7 @@ mkdir -p "$scratch/etc/systemd/system" "$scratch/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$scratch/usr/lib/systemd/"
 [ -e "$scratch/usr/lib/systemd/system/nginx.service" ] ||
   printf '[Unit]\nDescription=stub\n[Service]\nExecStart=/bin/true\n' >"$scratch/usr/lib/systemd/system/nginx.service"
-cp "$unit" "$scratch/etc/systemd/system/"
+cp "$unit" "$socket" "$scratch/etc/systemd/system/"
 for ln in bin sbin lib lib64; do ln -s "usr/$ln" "$scratch/$ln"; done
 mkdir -p "$scratch/usr/bin" "$scratch/usr/sbin" "$scratch/usr/lib64"
 sed -n 's/^-\?Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit" | sort -u | while read -r exe; do
@@ -33,7 +34,7 @@ sed -n 's/^-\?Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit" | sort -u | whil
 done
 
 out=$(timeout 30 systemd-analyze verify --man=no --root="$scratch" \
-  "$scratch/etc/systemd/system/motherstream.service" 2>&1) && rc=0 || rc=$?
+  "$scratch/etc/systemd/system/motherstream.service" "$scratch/etc/systemd/system/motherstream.socket" 2>&1) && rc=0 || rc=$?
 if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
   pass "systemd-analyze verify: no output"
 else
@@ -62,6 +63,15 @@ if grep -qE '^WatchdogSec=[1-9]' "$unit"; then pass "unit has a WatchdogSec"; el
 # Room for http.max_connections (one descriptor each) and a memory backstop.
 if grep -qE '^LimitNOFILE=([2-9][0-9]{3}|[0-9]{5,})$' "$unit"; then pass "unit raises LimitNOFILE above 1024"; else fail "unit lacks LimitNOFILE >= 2000"; fi
 if grep -qE '^MemoryMax=[1-9][0-9]*[MG]$' "$unit"; then pass "unit has a MemoryMax"; else fail "unit lacks MemoryMax"; fi
+
+# Socket activation: the socket listens where [http] listen points by
+# default, and the service takes it (no hook refused while it restarts).
+default_listen=$(sed -n 's/^#listen = "\(.*\)"$/\1/p' packaging/motherstream.toml)
+check_socket() { grep -qxF "ListenStream=$default_listen" "$socket"; }
+if check_socket; then pass "socket listens on the default [http] listen $default_listen"; else fail "motherstream.socket's ListenStream= is not [http] listen's default ($default_listen)"; fi
+for want in 'Requires=motherstream.socket' 'After=motherstream.socket'; do
+  if grep -qxF "$want" "$unit"; then pass "unit has $want"; else fail "unit lacks $want"; fi
+done
 
 mkdir -p "$scratch/sysroot/etc"
 out=$(timeout 30 systemd-sysusers --root="$scratch/sysroot" - <"$sysusers" 2>&1) && rc=0 || rc=$?

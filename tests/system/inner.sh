@@ -62,6 +62,33 @@ publish() { # publish NAME SIZE: an ffmpeg test stream to live/NAME, in the back
     -c:a aac -b:a 64k -f flv "rtmp://127.0.0.1/live/$1" >"/lab/out/publisher-$1.log" 2>&1 &
   echo $!
 }
+# The nginx client id of the output's publisher (changes when it republishes).
+out_client() {
+  curl -fsS --max-time 5 --unix-socket /run/motherstream-nginx/control.sock http://localhost/stat 2>/dev/null |
+    tr -d '\n' | sed 's/<application>/\n<application>/g' | grep '<name>motherstream</name>' |
+    sed 's/<client>/\n<client>/g' | grep '<publishing/>' | sed -n 's/.*<id>\([0-9]*\)<\/id>.*/\1/p' | head -1
+}
+# A client opening a new connection to /healthz every 20 ms, as nginx's
+# hooks do: one line per probe, "CURL_EXIT HTTP_CODE SECONDS".
+probe_start() {
+  rm -f /lab/out/probe.stop
+  (while [ ! -e /lab/out/probe.stop ]; do
+    r=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 10 http://127.0.0.1:8483/healthz)
+    echo "$? $r"
+    sleep 0.02
+  done) >"/lab/out/probe-$1.txt" 2>&1 &
+  probe_pid=$!
+}
+probe_stop() { touch /lab/out/probe.stop; wait "$probe_pid" 2>/dev/null; }
+# probe_check NAME LABEL: PASS when every probe got a 200; prints the figures.
+probe_check() {
+  local f="/lab/out/probe-$1.txt" n bad slow
+  n=$(wc -l <"$f")
+  bad=$(awk '$1 != 0 || $2 != 200' "$f" | wc -l)
+  slow=$(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { printf "%.3f", m }' "$f")
+  check "$2: $n hook probes every 20 ms, $bad refused or failed, slowest $slow s" test "$n" -gt 10 -a "$bad" -eq 0
+}
+
 finish() {
   journalctl -b --no-pager -o short-precise >/lab/out/journal.txt 2>&1
   echo "inner: $fails failure(s), $(now_ms) ms"
@@ -88,6 +115,10 @@ else
   finish
 fi
 check "systemctl is-enabled motherstream" test "$(systemctl is-enabled motherstream.service)" = enabled
+check "motherstream.socket enabled and listening" \
+  test "$(systemctl is-enabled motherstream.socket)/$(systemctl is-active motherstream.socket)" = enabled/active
+check "journal: the daemon serves on the socket from systemd" \
+  sh -c 'journalctl -u motherstream -o cat | grep -q "the socket from systemd (motherstream.socket)"'
 check "system user motherstream exists ($(getent passwd motherstream))" \
   sh -c 'getent passwd motherstream | grep -q ":/usr/sbin/nologin$"'
 check "StateDirectory /var/lib/motherstream owned by motherstream" test "$(stat -c %U /var/lib/motherstream)" = motherstream
@@ -184,16 +215,28 @@ timeout 20 systemctl reload motherstream.service
 
 # --- upgrade to a higher version: restarts, state and edited conffile survive
 pid=$(main_pid)
+restarts=$(prop NRestarts)
+client=$(out_client)
 check "queue state on disk before the upgrade" test -s /var/lib/motherstream/queue.json
 next=$(ls /lab/upgrade/motherstream_*.deb)
+t_up=$(date +%s)
+probe_start upgrade
 if apt-get install -y -o Dpkg::Options::=--force-confold "$next" >/lab/out/apt-upgrade.log 2>&1; then
   pass "apt-get install $(basename "$next") (upgrade $(grep -o 'Unpacking.*' /lab/out/apt-upgrade.log | head -1))"
 else
   fail "apt-get upgrade: $(tail -3 /lab/out/apt-upgrade.log)"
 fi
+sleep 1
+probe_stop
 check "installed version is now $(dpkg-query -W -f='${Version}' motherstream)" \
   sh -c 'dpkg-query -W -f="\${Version}" motherstream | grep -q "+upgradetest$"'
-check "upgrade restarted the service (PID $pid -> $(main_pid))" sh -c "[ $(main_pid) != $pid ] && [ $(main_pid) != 0 ]"
+note "postinst: $(grep -E 'handed over|refused|restarting' /lab/out/apt-upgrade.log | head -2 | tr '\n' ' ')"
+check "upgrade handed over in place: same PID $pid, NRestarts $restarts (now $(main_pid), $(prop NRestarts))" \
+  test "$(main_pid)/$(prop NRestarts)" = "$pid/$restarts"
+check "journal: the new binary took over from the old one" \
+  sh -c 'journalctl -u motherstream --since "@$1" -o cat | grep -q "taking over from"' _ "$t_up"
+check "the output was not republished (nginx client id $client -> $(out_client))" test -n "$client" -a "$(out_client)" = "$client"
+probe_check upgrade "upgrade"
 check "after upgrade: active" active
 check "after upgrade: edited conffile kept" grep -q '^control_url = ' /etc/motherstream/motherstream.toml
 check "after upgrade: queue kept [\"bob\"]" wait_for 10 queue_is '["bob"]'
@@ -203,6 +246,27 @@ debug=$(daemon_log "$t_reload" | grep -E '^7 ' | head -1)
 check "journal: debug lines at priority 7 since log.level=debug (${debug:0:80})" test -n "$debug"
 check "journalctl -p info hides them" \
   sh -c '! journalctl -u motherstream -t motherstream -p info --since "@$1" -o cat | grep -qxF "$2"' _ "$t_reload" "${debug#7 }"
+
+# --- no hook refused across restarts (socket activation) ----------------------
+probe_start restart
+sleep 0.5
+t=$(date +%s%N)
+systemctl restart motherstream.service
+note "systemctl restart took $((($(date +%s%N) - t) / 1000000)) ms"
+sleep 1
+probe_stop
+probe_check restart "systemctl restart"
+check "after restart: queue [\"bob\"], output 160x120" on_air '["bob"]' 160x120
+restarts=$(prop NRestarts)
+probe_start kill9
+sleep 0.5
+kill -KILL "$(main_pid)"
+wait_for 20 sh -c "[ \$(systemctl show -P NRestarts motherstream) -gt $restarts ] && systemctl is-active -q motherstream" ||
+  fail "kill -9: not restarted within 20 s"
+http /healthz >/dev/null
+probe_stop
+probe_check kill9 "kill -9 (Restart=on-failure after RestartSec)"
+check "after kill -9: queue [\"bob\"], output 160x120" on_air '["bob"]' 160x120
 
 # --- watchdog: a stopped daemon is restarted ---------------------------------
 mkdir -p /etc/systemd/system/motherstream.service.d
@@ -238,7 +302,9 @@ systemctl daemon-reload
 check "a relay runs before the stop" test -n "$(relays)"
 t_stop=$(date +%s)
 t=$(date +%s%N)
-systemctl stop motherstream.service
+# With socket activation a hook (nginx's publish_done of the output, say)
+# starts the service again: stopping for good stops the socket too.
+systemctl stop motherstream.socket motherstream.service
 note "systemctl stop took $((($(date +%s%N) - t) / 1000000)) ms"
 check "inactive after stop (Result=$(prop Result))" test "$(systemctl is-active motherstream)/$(prop Result)" = inactive/success
 check "no relay ffmpeg left (user motherstream: $(relays | tr '\n' ' '))" test -z "$(relays)"
@@ -260,7 +326,8 @@ check "remove took the binary" test ! -e /usr/bin/motherstream
 if apt-get purge -y motherstream >/lab/out/apt-purge.log 2>&1; then pass "apt-get purge"; else fail "apt-get purge: $(tail -3 /lab/out/apt-purge.log)"; fi
 check "purge: dpkg knows no motherstream" sh -c '! dpkg-query -W -f="\${Status}" motherstream 2>/dev/null | grep -q .'
 for d in /etc/motherstream /var/lib/motherstream /var/log/motherstream /run/motherstream \
-  /usr/lib/systemd/system/motherstream.service /usr/lib/sysusers.d/motherstream.conf \
+  /usr/lib/systemd/system/motherstream.service /usr/lib/systemd/system/motherstream.socket \
+  /usr/lib/sysusers.d/motherstream.conf \
   /usr/share/doc/motherstream /usr/share/man/man8/motherstream.8.gz; do
   check "purge: $d gone" test ! -e "$d"
 done

@@ -329,6 +329,14 @@ impl Server {
 
                 log::debug!("Running accept thread");
                 while !inside_close_trigger.load(Relaxed) {
+                    // motherstream patch: paused (the socket is being
+                    // handed to a new process): accept nothing; new
+                    // connections wait in the kernel's queue.
+                    while health.pause.load(Relaxed) && !inside_close_trigger.load(Relaxed) {
+                        health.paused.store(true, Relaxed);
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    health.paused.store(false, Relaxed);
                     let sock = match server.accept() {
                         Ok((sock, _)) => sock,
                         Err(e) => {
@@ -486,6 +494,39 @@ impl Server {
             evicted: self.health.evicted.load(Relaxed),
             refused: self.health.refused.load(Relaxed),
         }
+    }
+
+    /// motherstream patch: stop accepting connections without closing the
+    /// listening socket (it is being handed to a new process, which
+    /// accepts what queued meanwhile). A connection accepted while pausing
+    /// is served as usual. True once the accept loop has stopped (waits at
+    /// most `timeout`).
+    pub fn pause_accepting(&self, timeout: Duration) -> bool {
+        self.health.pause.store(true, Relaxed);
+        let end = std::time::Instant::now() + timeout;
+        let mut woke = false;
+        while !self.health.paused.load(Relaxed) {
+            if std::time::Instant::now() >= end || !self.listener_alive() {
+                return false;
+            }
+            if !woke {
+                // The loop may be blocked in accept(): one connection of
+                // our own wakes it (it is served: it reads end-of-file).
+                if let ListenAddr::IP(addr) = &self.listening_addr {
+                    if let Ok(s) = TcpStream::connect(addr) {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
+                }
+                woke = true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// motherstream patch: accept again after `pause_accepting`.
+    pub fn resume_accepting(&self) {
+        self.health.pause.store(false, Relaxed);
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

@@ -76,6 +76,11 @@ pub struct Health {
     pub(crate) accepted: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) refused: AtomicU64,
+    /// motherstream patch: `Server::pause_accepting` asked the accept loop
+    /// to stop taking connections (they wait in the kernel's queue), and
+    /// the loop says it has.
+    pub(crate) pause: AtomicBool,
+    pub(crate) paused: AtomicBool,
 }
 
 /// A snapshot of the server's connection counters.
