@@ -636,10 +636,11 @@ fn pipelined_rounds_are_answered_in_order_and_never_wedge_the_hooks() {
                     "round {round}: answer {i} out of order: {body}"
                 );
             } else {
-                assert_eq!(
-                    (*status, body.as_str()),
-                    (200, r#"{"ok":true}"#),
-                    "round {round}, answer {i}"
+                // /healthz: 200 with the engine's answer (ok, version, hand-overs).
+                assert_eq!(*status, 200, "round {round}, answer {i}: {body}");
+                assert!(
+                    body.starts_with('{') && body.contains(r#""ok":true"#),
+                    "round {round}, answer {i}: {body}"
                 );
             }
         }
