@@ -220,5 +220,6 @@ pub(super) fn relay_spec(cfg: &Config) -> RelaySpec {
         work_dir: cfg.state_dir(),
         cut_timeout: (cfg.relay.cut_timeout_ms > 0)
             .then(|| Duration::from_millis(cfg.relay.cut_timeout_ms)),
+        bridge: cfg.relay.bridge,
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::bridge::Bridge;
 use super::flv::Tag;
 use super::output::Output;
 use super::slate::{self, Clip, Player};
@@ -36,6 +37,9 @@ const HOLD_AFTER_END: Duration = Duration::from_millis(300);
 const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
+/// A bridge encoder that failed (or could not keep up) is retried after
+/// this.
+const BRIDGE_RETRY: Duration = Duration::from_secs(5);
 
 struct Slot {
     key: StreamKey,
@@ -86,6 +90,11 @@ pub struct SpliceRelay {
     pending: Vec<Notice>,
     /// An output failure was reported and no recovery yet.
     output_down: bool,
+    /// Bridge encoders by source (`relay/bridge.rs`): the next streamer's
+    /// (and the on-air one's until their own keyframe) when their
+    /// keyframes are far apart.
+    bridges: HashMap<SourceId, Bridge>,
+    bridge_retry: HashMap<SourceId, Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,8 @@ impl SpliceRelay {
             warned_unsupported: Vec::new(),
             pending: Vec::new(),
             output_down: false,
+            bridges: HashMap::new(),
+            bridge_retry: HashMap::new(),
         };
         r.start_output(now);
         r
@@ -207,6 +218,7 @@ impl SpliceRelay {
 
     /// Write what the splicer produced.
     fn flush(&mut self, now: Instant) {
+        self.route_feed(now);
         if self.out.is_empty() {
             return;
         }
@@ -292,6 +304,7 @@ impl SpliceRelay {
         }
         if self.want.stopping {
             self.stop_slate();
+            self.reconcile_bridges(now);
             if let Some(o) = &mut self.output {
                 if !self.output_closing {
                     self.output_closing = true;
@@ -510,6 +523,7 @@ impl SpliceRelay {
                     return;
                 };
                 let was_active = self.splicer.active() == Some(source);
+                self.stop_bridge(source, "their stream ended");
                 self.splicer.remove_source(source);
                 let still_wanted = self.wanted_keys().iter().any(|(k, _)| *k == key);
                 let on_air = self.want.on_air.as_ref().is_some_and(|s| s.key == key);
@@ -588,8 +602,149 @@ impl SpliceRelay {
                     notices.push(Notice::OutputFailedAgain);
                 }
             }
+            RelayEvent::BridgeTag {
+                source,
+                pid,
+                tag,
+                arrival,
+            } => {
+                if self.bridges.get(&source).map(|b| b.pid) != Some(pid) {
+                    return;
+                }
+                let at = self.ms(arrival);
+                self.splicer
+                    .push_bridge(source, tag, at, &mut self.out, &mut self.evs);
+                self.after_splice(now, notices);
+            }
+            RelayEvent::BridgeExited { source, pid, why } => {
+                if self.bridges.get(&source).map(|b| b.pid) != Some(pid) {
+                    return;
+                }
+                log::warn!(
+                    "the bridge encoder for {} ended ({why}); trying again in {} s",
+                    self.name_of(source),
+                    BRIDGE_RETRY.as_secs()
+                );
+                self.stop_bridge(source, "it ended");
+                self.bridge_retry.insert(source, now + BRIDGE_RETRY);
+                self.after_splice(now, notices);
+            }
             RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}
         }
+    }
+
+    fn name_of(&self, id: SourceId) -> String {
+        self.slots
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| format!("source {id}"), |s| s.name.clone())
+    }
+
+    /// Start and stop bridge encoders: the on-air and the next streamer may
+    /// have one, while the splicer wants one for them (long keyframe
+    /// interval, not yet on air on their own frames).
+    fn reconcile_bridges(&mut self, now: Instant) {
+        let wanted = self.wanted_keys();
+        let eligible: Vec<(SourceId, String)> = if self.spec.bridge {
+            self.slots
+                .iter()
+                .filter(|s| s.source.is_some() && wanted.iter().any(|(k, _)| *k == s.key))
+                .map(|s| (s.id, s.name.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let running: Vec<SourceId> = self.bridges.keys().copied().collect();
+        for id in running {
+            let current = self
+                .bridges
+                .get(&id)
+                .is_some_and(|b| b.epoch == self.splicer.bridge_epoch(id));
+            let keep =
+                current && eligible.iter().any(|(e, _)| *e == id) && self.splicer.bridge_wanted(id);
+            if !keep {
+                let why = if current {
+                    "not needed any more"
+                } else {
+                    "their stream's clock restarted"
+                };
+                self.stop_bridge(id, why);
+            }
+        }
+        self.bridge_retry.retain(|_, t| now < *t);
+        for (id, name) in eligible {
+            if self.bridges.contains_key(&id)
+                || self.bridge_retry.contains_key(&id)
+                || !self.splicer.bridge_wanted(id)
+            {
+                continue;
+            }
+            let epoch = self.splicer.bridge_epoch(id);
+            match Bridge::spawn(&self.spec, id, epoch, &name, self.events.clone()) {
+                Ok(b) => {
+                    let gop = self
+                        .splicer
+                        .gop_ms(id)
+                        .map_or("not known yet".to_string(), |g| {
+                            format!("{:.1} s", g as f64 / 1000.0)
+                        });
+                    log::info!(
+                        "bridge encoder for {name} started (pid {}): their keyframe interval is {gop}",
+                        b.pid
+                    );
+                    self.bridges.insert(id, b);
+                    self.splicer.set_bridge(id, true);
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot start a bridge encoder {:?} for {name}: {e}; cuts to them wait for their keyframe",
+                        self.spec.ffmpeg
+                    );
+                    self.bridge_retry.insert(id, now + BRIDGE_RETRY);
+                }
+            }
+        }
+        self.route_feed(now);
+    }
+
+    /// Hand the splicer's feed to the bridge encoders; one that cannot keep
+    /// up is stopped (and retried later).
+    fn route_feed(&mut self, now: Instant) {
+        let mut slow = Vec::new();
+        for (id, tag) in self.splicer.take_feed() {
+            if let Some(b) = self.bridges.get_mut(&id) {
+                if !b.write(tag) && !slow.contains(&id) {
+                    slow.push(id);
+                }
+            }
+        }
+        for id in slow {
+            log::warn!(
+                "the bridge encoder for {} is not keeping up; stopping it",
+                self.name_of(id)
+            );
+            self.stop_bridge(id, "too slow");
+            self.bridge_retry.insert(id, now + BRIDGE_RETRY);
+        }
+    }
+
+    fn stop_bridge(&mut self, id: SourceId, why: &str) {
+        let Some(b) = self.bridges.remove(&id) else {
+            return;
+        };
+        self.splicer.set_bridge(id, false);
+        let pid = b.pid;
+        let (cpu, ran) = b.stop();
+        let cpu = cpu.map_or("?".to_string(), |c| {
+            format!(
+                "{c:.1} s of CPU in {ran:.1} s ({:.0} % of a core)",
+                100.0 * c / ran.max(0.001)
+            )
+        });
+        log::info!(
+            "bridge encoder for {} stopped (pid {pid}, {why}): {cpu}",
+            self.name_of(id)
+        );
     }
 
     /// Turn splicer events into notices and write its output.
@@ -617,6 +772,16 @@ impl SpliceRelay {
                     // The old source may now stop if nobody wants it.
                     self.reconcile_sources_only();
                 }
+                Event::BridgeHandover {
+                    source,
+                    frames,
+                    lift_ms,
+                } => {
+                    log::info!(
+                        "{}'s own keyframe took over from the bridge after {frames} bridge frames (timeline lifted {lift_ms} ms)",
+                        self.name_of(source)
+                    );
+                }
                 Event::Unsupported { source, what } => {
                     if let Some(Owner::Streamer(k)) = self.owners.get(&source) {
                         if !self.warned_unsupported.contains(k) {
@@ -634,6 +799,7 @@ impl SpliceRelay {
                 }
             }
         }
+        self.reconcile_bridges(now);
     }
 
     fn reconcile_sources_only(&mut self) {
@@ -659,6 +825,8 @@ impl SpliceRelay {
 
     /// Forget a streamer's source: stop its reader, drop its buffer.
     fn drop_slot(&mut self, i: usize) {
+        let id = self.slots[i].id;
+        self.stop_bridge(id, "their stream is not wanted any more");
         let s = self.slots.remove(i);
         if let Some(src) = &s.source {
             src.stop();
@@ -730,6 +898,9 @@ impl SpliceRelay {
                     min(r);
                 }
             }
+        }
+        for r in self.bridge_retry.values() {
+            min(*r);
         }
         t
     }
