@@ -89,6 +89,9 @@ pub enum Event {
         frames: u64,
         /// How far the output timeline was lifted at the handover (ms).
         lift_ms: i64,
+        /// How far (source time) the bridge's output trailed the source's
+        /// own video at its last frame: the encoder's latency.
+        lag_ms: i64,
     },
 }
 
@@ -128,6 +131,9 @@ pub const BRIDGE_OVER_GOP_MS: u64 = 1000;
 const FEED_START_MS: i64 = 1000;
 /// Audio kept per source to fill the hole at a cut.
 const AUDIO_RING_MS: i64 = 1500;
+/// At most this much of the new source's audio goes out before its first
+/// picture at a cut (see `start_from`).
+const MAX_AUDIO_FILL_MS: i64 = 300;
 /// Bridged: hand over this long after the own keyframe even if the bridge
 /// did not catch up with it (stalled or dead bridge).
 const HANDOVER_TIMEOUT_MS: u64 = 1000;
@@ -271,6 +277,7 @@ struct Bridged {
     /// The own keyframe to hand over at: its PTS (source clock) and arrival.
     handover: Option<(i64, u64)>,
     frames: u64,
+    lag_ms: i64,
 }
 
 struct Pending {
@@ -731,18 +738,23 @@ impl Splicer {
             max_pts = Some(max_pts.map_or(pts, |m| m.max(pts)));
         }
         let last = at(k - 1, offset);
-        // A bridge's pictures come later than the source's audio (encoder
-        // latency): its audio from the cut on goes out with them, else the
-        // output's audio would have a hole that long.
+        // The new source's audio continues the old one's, from where it
+        // ended: its first picture may sit above the old source's audio
+        // (lifted over the old source's highest PTS, up to 4 frames with
+        // B-frames; or a bridge's encoder latency). Starting its audio only
+        // at that picture left a hole that long, and made the output
+        // ffmpeg hold the video back until audio caught up. (A catch-up of
+        // the source's own long GOP drops that GOP's audio, as before.)
         let mut last_audio = self.outst.last_audio;
-        let ring = if from_bridge {
+        let audio_from = last_audio.map_or(first, |l| l.max(first - MAX_AUDIO_FILL_MS));
+        let ring = if from_bridge || k == 1 {
             &src.audio
         } else {
             &VecDeque::new()
         };
         for (ts, tag) in ring {
             let t = ts + offset;
-            if t >= first && last_audio.map_or(true, |l| t > l) {
+            if t >= audio_from && last_audio.map_or(true, |l| t > l) {
                 out.push(retimed(tag, t));
                 last_audio = Some(t);
             }
@@ -1018,8 +1030,14 @@ impl Splicer {
             }
         }
         self.forward(&tag, ts, out);
+        let lag = self
+            .sources
+            .get(&id)
+            .and_then(|s| s.newest_video)
+            .map_or(0, |n| n - ts);
         if let Some(br) = self.active.as_mut().and_then(|a| a.bridged.as_mut()) {
             br.frames += 1;
+            br.lag_ms = lag;
         }
         if let Some((own_pts, _)) = handover {
             // The frame before the own keyframe went out (at 30 fps or
@@ -1079,6 +1097,7 @@ impl Splicer {
             source: id,
             frames: br.frames,
             lift_ms: lift,
+            lag_ms: br.lag_ms,
         });
     }
 

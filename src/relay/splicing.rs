@@ -351,10 +351,12 @@ impl SpliceRelay {
         if Some(target) == active {
             return;
         }
-        // Only a streamer's picture is worth keeping until the next one's
-        // keyframe; the slate is cut away from at once (catch-up).
+        // A streamer's picture is kept until the next one's keyframe; the
+        // slate is cut away from at once (catch-up) when the next one has
+        // a picture buffered, else it plays on until their first keyframe
+        // (which may be seconds away: never a frozen, silent output).
         let slate = self.slate.as_ref().map(|(id, _)| *id);
-        let keep_old = active_alive && active != slate;
+        let keep_old = active_alive && (active != slate || !self.splicer.has_keyframe(target));
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
@@ -633,6 +635,17 @@ impl SpliceRelay {
         }
     }
 
+    /// How often the slate's due tags are sent: in batches, except while a
+    /// cut away from it waits for a streamer's first keyframe (then frame
+    /// by frame, so the cut lands right after the last slate frame).
+    fn slate_batch(&self) -> Duration {
+        if self.splicer.pending().is_some() {
+            Duration::ZERO
+        } else {
+            SLATE_TICK
+        }
+    }
+
     fn name_of(&self, id: SourceId) -> String {
         self.slots
             .iter()
@@ -776,9 +789,10 @@ impl SpliceRelay {
                     source,
                     frames,
                     lift_ms,
+                    lag_ms,
                 } => {
                     log::info!(
-                        "{}'s own keyframe took over from the bridge after {frames} bridge frames (timeline lifted {lift_ms} ms)",
+                        "{}'s own keyframe took over from the bridge after {frames} bridge frames (bridge latency {lag_ms} ms, timeline lifted {lift_ms} ms)",
                         self.name_of(source)
                     );
                 }
@@ -838,8 +852,9 @@ impl SpliceRelay {
     pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
         self.report_output(now, notices);
         let now_ms = self.ms(now);
+        let batch = self.slate_batch();
         if let Some((id, p)) = &mut self.slate {
-            if now >= self.last_slate_tick + SLATE_TICK || p.next_due() <= now_ms {
+            if now >= self.last_slate_tick + batch || p.next_due() <= now_ms {
                 let id = *id;
                 let mut tags = Vec::new();
                 p.due(now_ms, &mut tags);
@@ -879,7 +894,7 @@ impl SpliceRelay {
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         if let Some((_, p)) = &self.slate {
             let due = self.epoch + Duration::from_millis(p.next_due());
-            min(due.max(self.last_slate_tick + SLATE_TICK));
+            min(due.max(self.last_slate_tick + self.slate_batch()));
         }
         if let Some(d) = self.splicer.deadline() {
             min(self.epoch + Duration::from_millis(d));

@@ -1134,6 +1134,16 @@ fn a_thousand_switches_do_not_creep() {
     for &(idx, n) in &bursts {
         in_burst[idx..idx + n].iter_mut().for_each(|b| *b = true);
     }
+    // The new source's audio written with a cut continues the old one's
+    // audio (from up to 300 ms back): part of that burst too.
+    for (_, at, idx) in w.cuts() {
+        for i in idx..w.out.len() {
+            if w.out[i].at != at {
+                break;
+            }
+            in_burst[i] |= w.out[i].tag.is_audio();
+        }
+    }
     let mut worst_end = 0i64;
     let mut worst_lead = 0i64;
     for &(end, idx) in &slot_ends {
@@ -1214,6 +1224,7 @@ fn handovers(w: &World) -> Vec<(SourceId, u64, i64, usize)> {
                 source,
                 frames,
                 lift_ms,
+                ..
             } => Some((*source, *frames, *lift_ms, *idx)),
             _ => None,
         })
