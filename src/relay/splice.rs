@@ -129,6 +129,13 @@ pub const BRIDGE_FRESH_MS: i64 = 600;
 pub const BRIDGE_OVER_GOP_MS: u64 = 1000;
 /// Feed timestamps start here (room for negative composition offsets).
 const FEED_START_MS: i64 = 1000;
+/// A planned cut waits at most this long for the old source's pending
+/// B-frames (a cut after a P-frame loses the B-frames displayed before it:
+/// a skip of up to 4 frames).
+const CLOSE_WAIT_MS: u64 = 200;
+/// Output PTS of this many recent video frames are kept to tell whether
+/// the old source has B-frames still to come.
+const RECENT_PTS: usize = 16;
 /// Audio kept per source to fill the hole at a cut.
 const AUDIO_RING_MS: i64 = 1500;
 /// At most this much of the new source's audio goes out before its first
@@ -285,6 +292,10 @@ struct Pending {
     kind: SwitchKind,
     requested_ms: u64,
     deadline: Option<u64>,
+    /// The target is ready (how, since when) but the old source has
+    /// B-frames still to come that display before a frame already sent:
+    /// the cut waits for them (at most `CLOSE_WAIT_MS`).
+    armed: Option<(CutHow, u64)>,
 }
 
 /// What went out last (unwrapped output time, ms).
@@ -294,6 +305,33 @@ struct OutState {
     last_audio: Option<i64>,
     last_any: Option<i64>,
     max_pts: Option<i64>,
+    /// PTS of the last `RECENT_PTS` video frames out.
+    recent_pts: VecDeque<i64>,
+}
+
+impl OutState {
+    fn sent_pts(&mut self, pts: i64) {
+        if self.recent_pts.len() == RECENT_PTS {
+            self.recent_pts.pop_front();
+        }
+        self.recent_pts.push_back(pts);
+        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
+    }
+
+    /// Every frame that displays before the latest one sent has been sent:
+    /// no hole in the recent PTS wider than 1.5 frame intervals.
+    fn closed(&self) -> bool {
+        let mut p: Vec<i64> = self.recent_pts.iter().copied().collect();
+        if p.len() < 3 {
+            return true;
+        }
+        p.sort_unstable();
+        let d: Vec<i64> = p.windows(2).map(|w| w[1] - w[0]).collect();
+        let Some(frame) = d.iter().copied().filter(|&x| x > 0).min() else {
+            return true;
+        };
+        d.iter().all(|&x| x <= frame + frame / 2 + 1)
+    }
 }
 
 pub struct Splicer {
@@ -559,7 +597,50 @@ impl Splicer {
 
     /// When `tick()` must be called next; None = no timer.
     pub fn deadline(&self) -> Option<u64> {
-        self.pending.as_ref().and_then(|p| p.deadline)
+        let p = self.pending.as_ref()?;
+        let armed = p.armed.map(|(_, at)| at + CLOSE_WAIT_MS);
+        match (p.deadline, armed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The pending target is ready to cut to (`how`): cut now, unless the
+    /// switch is planned and the source on air has B-frames still to come
+    /// that display before a frame already sent (then when they came, or
+    /// after `CLOSE_WAIT_MS`).
+    fn cut_when_closed(
+        &mut self,
+        how: CutHow,
+        now_ms: u64,
+        out: &mut Vec<Tag>,
+        events: &mut Vec<Event>,
+    ) {
+        let wait = self.active.is_some()
+            && !self.outst.closed()
+            && self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.kind == SwitchKind::Planned);
+        if !wait {
+            self.cut(how, now_ms, out, events);
+            return;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            if p.armed.is_none() {
+                p.armed = Some((how, now_ms));
+            }
+        }
+    }
+
+    /// An armed cut whose old source closed (or waited long enough) goes.
+    fn fire_armed(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+        let Some((how, at)) = self.pending.as_ref().and_then(|p| p.armed) else {
+            return;
+        };
+        if self.outst.closed() || now_ms >= at + CLOSE_WAIT_MS {
+            self.cut(how, now_ms, out, events);
+        }
     }
 
     fn planned_timeout(&self, to: SourceId) -> u64 {
@@ -596,6 +677,7 @@ impl Splicer {
                     kind,
                     requested_ms: now_ms,
                     deadline: Some(now_ms.saturating_add(self.planned_timeout(to))),
+                    armed: None,
                 });
             }
             SwitchKind::Planned | SwitchKind::Forced => {
@@ -607,6 +689,7 @@ impl Splicer {
                     kind,
                     requested_ms: now_ms,
                     deadline: None,
+                    armed: None,
                 });
                 self.cut(CutHow::CatchUp, now_ms, out, events);
             }
@@ -616,6 +699,7 @@ impl Splicer {
     /// The planned switch timed out: catch up (or, with no keyframe buffered
     /// yet, keep waiting for the first one with the old source on).
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+        self.fire_armed(now_ms, out, events);
         let due = self
             .pending
             .as_ref()
@@ -731,11 +815,17 @@ impl Splicer {
             out.push(retimed(aac, first));
         }
         let mut max_pts = self.outst.max_pts;
+        let mut recent = VecDeque::new();
         for (i, f) in gop.iter().enumerate() {
             let t = at(i as i64, offset);
             out.push(retimed(&f.tag, t));
             let pts = t + i64::from(f.cts);
             max_pts = Some(max_pts.map_or(pts, |m| m.max(pts)));
+            recent.push_back(pts);
+        }
+        // A squeezed catch-up's PTS say nothing about what comes next.
+        if recent.len() > 1 {
+            recent.clear();
         }
         let last = at(k - 1, offset);
         // The new source's audio continues the old one's, from where it
@@ -761,6 +851,7 @@ impl Splicer {
         }
         let pts_floor = self.outst.max_pts;
         self.outst.last_video = Some(last);
+        self.outst.recent_pts = recent;
         self.outst.last_audio = last_audio;
         let any = last_audio.map_or(last, |a| a.max(last));
         self.outst.last_any = Some(self.outst.last_any.map_or(any, |a| a.max(any)));
@@ -902,7 +993,7 @@ impl Splicer {
         let keyframe = tag.is_keyframe();
         if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) {
             // The buffer holds just this keyframe: the cut starts with it.
-            self.cut(CutHow::Keyframe, arrival_ms, out, events);
+            self.cut_when_closed(CutHow::Keyframe, arrival_ms, out, events);
             return;
         }
         let Some(a) = self.active.as_mut() else {
@@ -945,6 +1036,9 @@ impl Splicer {
             if let Some(a) = self.active.as_mut() {
                 a.pts_floor = None;
             }
+        }
+        if video {
+            self.fire_armed(arrival_ms, out, events);
         }
     }
 
@@ -1010,7 +1104,7 @@ impl Splicer {
             }
         }
         if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) && self.bridge_fresh(id) {
-            self.cut(CutHow::Bridge, arrival_ms, out, events);
+            self.cut_when_closed(CutHow::Bridge, arrival_ms, out, events);
             return;
         }
         if !on_air_bridged {
@@ -1089,8 +1183,7 @@ impl Splicer {
             let t = f.src + a.offset;
             out.push(retimed(&f.tag, t));
             o.last_video = Some(t);
-            let pts = t + i64::from(f.cts);
-            o.max_pts = Some(o.max_pts.map_or(pts, |m| m.max(pts)));
+            o.sent_pts(t + i64::from(f.cts));
             o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
         }
         events.push(Event::BridgeHandover {
@@ -1164,7 +1257,7 @@ impl Splicer {
             };
             out.push(retimed(tag, t));
             o.last_video = Some(t);
-            o.max_pts = Some(o.max_pts.map_or(t + cts, |m| m.max(t + cts)));
+            o.sent_pts(t + cts);
             o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
         } else {
             // Audio that would land at or before the last audio out is

@@ -289,7 +289,16 @@ impl World {
     fn collect(&mut self, at: u64, out: Vec<Tag>, ev: Vec<Event>) {
         let idx = self.out.len();
         for e in ev {
-            self.events.push((e, at, idx));
+            // A cut may follow the old source's last frames in the same
+            // call: it starts at the new source's AVC header.
+            let start = match &e {
+                Event::Cut { to, .. } => out
+                    .iter()
+                    .position(|t| t.is_avc_seq_header() && u64::from(origin(t)) == *to)
+                    .map_or(idx, |p| idx + p),
+                _ => idx,
+            };
+            self.events.push((e, at, start));
         }
         self.out.extend(out.into_iter().map(|tag| Out { at, tag }));
     }
@@ -1329,4 +1338,40 @@ fn short_gops_need_no_bridge() {
     assert_eq!(w.sp.gop_ms(2), Some(500));
     assert!(!w.sp.bridge_wanted(2));
     assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
+}
+
+/// A planned cut away from a source with B-frames waits for the B-frames
+/// that display before a P-frame already sent: the old source's pictures
+/// end without a hole (a cut right after a P-frame skipped up to 4 frames).
+#[test]
+fn a_planned_cut_does_not_leave_the_old_sources_b_frames_behind() {
+    // B's keyframes arrive at every phase of A's I P B B pattern.
+    for delay in [0u64, 11, 23, 37, 51, 67, 83, 97, 113, 131] {
+        let b = Gen::new(2, 9_000, delay);
+        let mut w = two_sources(cfg(), Gen::new(1, 0, 0).bframes(), b);
+        w.run_until(1_000);
+        w.switch(2, SwitchKind::Planned);
+        w.run_until(4_000);
+        let (to, ..) = w.last_cut();
+        assert_eq!(to, 2);
+        let times = check(&w);
+        let mut a_pts: Vec<i64> = w
+            .out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.tag.is_avc_nalu() && origin(&o.tag) == 1)
+            .map(|(i, o)| times[i] + i64::from(o.tag.composition_time()))
+            .collect();
+        a_pts.sort_unstable();
+        let last_second: Vec<i64> = a_pts.iter().rev().take(30).rev().copied().collect();
+        let widest = last_second
+            .windows(2)
+            .map(|p| p[1] - p[0])
+            .max()
+            .unwrap_or(0);
+        assert!(
+            widest <= 40,
+            "B {delay} ms later: the old source's last pictures skip {widest} ms"
+        );
+    }
 }
