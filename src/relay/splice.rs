@@ -322,7 +322,8 @@ impl OutState {
     /// no hole in the recent PTS wider than 1.5 frame intervals.
     fn closed(&self) -> bool {
         let mut p: Vec<i64> = self.recent_pts.iter().copied().collect();
-        if p.len() < 3 {
+        // Shown in the order sent (no B-frames): nothing is pending.
+        if p.len() < 3 || p.windows(2).all(|w| w[0] < w[1]) {
             return true;
         }
         p.sort_unstable();

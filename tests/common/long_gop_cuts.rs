@@ -26,6 +26,9 @@ pub struct CutSeen {
     /// Largest video PTS step and audio timeline hole around the cut (s).
     pub video_step: f64,
     pub audio_hole: f64,
+    /// Fast-forward: decoded frames less than 5 ms of PTS after the one
+    /// before (a catch-up squeezes a buffered GOP 1 ms apart).
+    pub squeezed: usize,
 }
 
 pub struct RunSeen {
@@ -92,15 +95,15 @@ fn measure(
     let end = seen.unwrap_or_else(Instant::now) + Duration::from_millis(1500);
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
     // From half a second before the decision; from the slate's last
-    // frame for a cut away from the slate (a 10 fps still: its own frames
-    // are 0.1 s apart).
+    // frame for a cut away from the slate (the slate's own frame gaps are
+    // not the cut's).
     let from = match (kind, seen) {
         ("cold", Some(s)) => viewer
             .video()
             .into_iter()
             .filter(|f| f.at < s)
             .map(|f| f.at)
-            .last()
+            .next_back()
             .unwrap_or(decided),
         _ => decided - Duration::from_millis(500),
     };
@@ -111,8 +114,37 @@ fn measure(
         gap: viewer.longest_video_gap(from, end),
         video_step: viewer.largest_video_pts_step(from, end),
         audio_hole: viewer.largest_audio_hole(from, end),
+        squeezed: {
+            let p: Vec<f64> = viewer
+                .video()
+                .into_iter()
+                .filter(|f| f.at >= from && f.at <= end)
+                .filter_map(|f| f.pts)
+                .collect();
+            p.windows(2).filter(|w| (w[1] - w[0]).abs() < 0.005).count()
+        },
     };
     eprintln!("{c:?}");
+    if std::env::var_os("MS_CUTS_DEBUG").is_some() {
+        let v: Vec<_> = viewer
+            .video()
+            .into_iter()
+            .filter(|f| f.at >= from && f.at <= end)
+            .collect();
+        for w in v.windows(2) {
+            if let (Some(a), Some(b)) = (w[0].pts, w[1].pts) {
+                if (b - a).abs() > 0.05 {
+                    eprintln!(
+                        "  step {:.3} s: {:?}@{a:.3} -> {:?}@{b:.3} (arrival +{:?})",
+                        b - a,
+                        w[0].size,
+                        w[1].size,
+                        w[1].at - decided
+                    );
+                }
+            }
+        }
+    }
     c
 }
 

@@ -1146,11 +1146,11 @@ fn a_thousand_switches_do_not_creep() {
     // The new source's audio written with a cut continues the old one's
     // audio (from up to 300 ms back): part of that burst too.
     for (_, at, idx) in w.cuts() {
-        for i in idx..w.out.len() {
-            if w.out[i].at != at {
+        for (o, b) in w.out[idx..].iter().zip(&mut in_burst[idx..]) {
+            if o.at != at {
                 break;
             }
-            in_burst[i] |= w.out[i].tag.is_audio();
+            *b |= o.tag.is_audio();
         }
     }
     let mut worst_end = 0i64;
