@@ -72,9 +72,10 @@ impl Engine {
                             .map_or_else(|| "the slate".to_string(), |k| self.display(k))
                     };
                     let line = match how {
-                        relay::CutKind::Keyframe => format!(
-                            "cut to {} on their keyframe {:.2} s after the switch; {} kept playing",
+                        relay::CutKind::Keyframe | relay::CutKind::Bridge => format!(
+                            "cut to {} {} {:.2} s after the switch; {} kept playing",
                             who(&to),
+                            how.describe(),
                             waited.as_secs_f64(),
                             who(&from)
                         ),

@@ -1245,7 +1245,9 @@ fn planned_cut_to_a_long_gop_source_starts_on_a_bridge_idr_then_hands_over() {
     // B's clock starts 3 s before the 32-bit wrap, with B-frames.
     let b = long_gop(2, (1 << 32) - 3_000);
     let mut w = two_sources(cfg(), Gen::new(1, 5_000, 0), b);
-    assert!(w.sp.bridge_wanted(2), "GOP not known yet: bridge");
+    assert!(!w.sp.bridge_wanted(2), "its first keyframe is recent");
+    w.run_until(2_600);
+    assert!(w.sp.bridge_wanted(2), "no second keyframe in 2.5 s: bridge");
     w.bridge(2, 120);
     w.run_until(3_000);
     // B's next own keyframe is 5.3 s away.
@@ -1329,14 +1331,13 @@ fn a_stale_bridge_is_not_cut_to_and_a_stopped_one_falls_back_to_the_own_keyframe
 }
 
 #[test]
-fn short_gops_need_no_bridge() {
-    let mut g = Gen::new(2, 0, 0);
-    g.gop = 15; // 0.5 s
-    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), g);
-    assert!(w.sp.bridge_wanted(2), "before its interval is known");
-    w.run_until(1_200);
-    assert_eq!(w.sp.gop_ms(2), Some(500));
-    assert!(!w.sp.bridge_wanted(2));
+fn keyframes_two_seconds_apart_need_no_bridge() {
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), Gen::new(2, 0, 0));
+    for t in (200..6_000).step_by(100) {
+        w.run_until(t);
+        assert!(!w.sp.bridge_wanted(2), "at {t} ms");
+    }
+    assert_eq!(w.sp.gop_ms(2), Some(2_000));
     assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
 }
 
