@@ -212,7 +212,7 @@ pub struct RelayConfig {
     /// keyframe before catching up. 0: their keyframe interval + 1 s.
     pub cut_timeout_ms: u64,
     /// Splice mode: re-encode the next streamer's video ahead of time
-    /// while their keyframes are more than 1 s apart, so a cut to them
+    /// while their keyframes are more than 2.5 s apart, so a cut to them
     /// lands within ~0.3 s (one ffmpeg/libx264 child per such streamer).
     pub bridge: bool,
 }
