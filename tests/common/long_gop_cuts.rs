@@ -182,9 +182,10 @@ pub fn run(bridge: bool) -> RunSeen {
     queued(&rig, "gst", &mut gst);
     let mut short = Publisher::start_full(&url("short"), SHORT, 30, 60, 44_100, 1);
     queued(&rig, "short", &mut short);
-    // gst is next: its reader sees no video until its next keyframe
-    // (4.2 s), then its bridge warms up.
-    std::thread::sleep(Duration::from_millis(6000));
+    // gst is next: its reader sees no video until its next keyframe (up to
+    // 4.2 s); its bridge starts once that keyframe is 2.5 s old with no
+    // second one, and warms up.
+    std::thread::sleep(Duration::from_millis(8000));
     let decided = Instant::now();
     let r = rig.daemon.admin("/api/skip", "{}", None);
     assert_eq!(r.status, 200, "skip: {}", r.body);
