@@ -85,15 +85,20 @@ fn summary(name: &str, runs: &[RunSeen]) {
         steps,
         holes
     );
+    let bridges = if n_bridges == 0 {
+        "no bridge runs".to_string()
+    } else {
+        format!(
+            "{n_bridges} bridge runs: {bridge_cpu:.1} s CPU in {bridge_ran:.0} s ({:.1} % of a core while running)",
+            100.0 * bridge_cpu / bridge_ran.max(0.001)
+        )
+    };
     println!(
-        "{:<10} daemon CPU {:.1} s in {:.0} s ({:.1} % of a core); {n_bridges} bridge runs: {:.1} s CPU in {:.0} s ({:.1} % of a core while running)",
+        "{:<10} daemon CPU {:.1} s in {:.0} s ({:.1} % of a core); {bridges}",
         "",
         cpu,
         wall,
-        100.0 * cpu / wall.max(0.001),
-        bridge_cpu,
-        bridge_ran,
-        100.0 * bridge_cpu / bridge_ran.max(0.001)
+        100.0 * cpu / wall.max(0.001)
     );
 }
 
