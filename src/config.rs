@@ -211,6 +211,10 @@ pub struct RelayConfig {
     /// Splice mode: how long a planned cut waits for the next streamer's
     /// keyframe before catching up. 0: their keyframe interval + 1 s.
     pub cut_timeout_ms: u64,
+    /// Splice mode: re-encode the next streamer's video ahead of time
+    /// while their keyframes are more than 2.5 s apart, so a cut to them
+    /// lands within ~0.3 s (one ffmpeg/libx264 child per such streamer).
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -237,6 +241,7 @@ impl Default for RelayConfig {
                 "Nobody is on air\nPublish to the live app with your stream key to join the queue"
                     .into(),
             cut_timeout_ms: 0,
+            bridge: true,
         }
     }
 }

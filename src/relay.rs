@@ -12,6 +12,7 @@
 //! * `restart` ([`restart`]): one ffmpeg per streamer, killed and started
 //!   again at each switch (the first version's relay; `[relay] args`).
 
+mod bridge;
 pub mod flv;
 pub mod output;
 pub mod restart;
@@ -51,6 +52,20 @@ pub enum RelayEvent {
     Progress { run: u64, total_size: u64 },
     /// Restart mode: the relay's stderr closed.
     Exited { run: u64, tail: Vec<String> },
+    /// Splice mode: a bridge encoder (of `source`, process `pid`) output a
+    /// tag.
+    BridgeTag {
+        source: SourceId,
+        pid: u32,
+        tag: Tag,
+        arrival: Instant,
+    },
+    /// Splice mode: a bridge encoder's output ended (it is exiting).
+    BridgeExited {
+        source: SourceId,
+        pid: u32,
+        why: String,
+    },
 }
 
 /// How to run the relay.
@@ -78,6 +93,8 @@ pub struct RelaySpec {
     /// Splice mode: a planned cut waits this long for the new streamer's
     /// keyframe before it catches up (None: their GOP + 1 s).
     pub cut_timeout: Option<Duration>,
+    /// Splice mode: bridge long keyframe intervals (`relay/bridge.rs`).
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +132,11 @@ pub enum CutKind {
     CatchUp,
     /// Splice: no keyframe came in time; caught up.
     TimeoutCatchUp,
+    /// Splice: on an IDR of their bridge (a re-encode until their own
+    /// next keyframe), the old one kept playing.
+    Bridge,
+    /// Splice: the old one was gone; caught up from their bridge's last IDR.
+    BridgeCatchUp,
     /// Restart mode: a new relay produced its first output (or stopped).
     Restart,
 }
@@ -125,6 +147,8 @@ impl CutKind {
             CutKind::Keyframe => "on their keyframe",
             CutKind::CatchUp => "catching up from their last keyframe",
             CutKind::TimeoutCatchUp => "catching up (no keyframe in time)",
+            CutKind::Bridge => "on a bridge keyframe (re-encoded until their own)",
+            CutKind::BridgeCatchUp => "catching up from their bridge's last keyframe",
             CutKind::Restart => "by restarting the relay",
         }
     }
@@ -136,6 +160,8 @@ impl From<CutHow> for CutKind {
             CutHow::Keyframe => CutKind::Keyframe,
             CutHow::CatchUp => CutKind::CatchUp,
             CutHow::TimeoutCatchUp => CutKind::TimeoutCatchUp,
+            CutHow::Bridge => CutKind::Bridge,
+            CutHow::BridgeCatchUp => CutKind::BridgeCatchUp,
         }
     }
 }

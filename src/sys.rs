@@ -198,3 +198,10 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     }
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
+
+/// Clock ticks per second (the unit of CPU times in `/proc/PID/stat`).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).unwrap_or(100).max(1)
+}

@@ -219,7 +219,9 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
         );
         assert!(
-            after["blocked"].to_string().contains(&daemon.guest("carol")),
+            after["blocked"]
+                .to_string()
+                .contains(&daemon.guest("carol")),
             "blocks unchanged: {after}"
         );
         assert!(

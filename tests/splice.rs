@@ -150,10 +150,12 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
         "the output never reconnects"
     );
     let status = rig.daemon.status();
+    // 2 s keyframes are far apart enough for a bridge (issue 18): the cut
+    // lands on the bridge's IDR or on their own keyframe, whichever first.
     assert!(
         status["relay"]["last_cut"]
             .as_str()
-            .is_some_and(|s| s.contains("on their keyframe")),
+            .is_some_and(|s| s.contains("on their keyframe") || s.contains("on a bridge keyframe")),
         "{status}"
     );
     let log = rig.daemon.log();

@@ -72,9 +72,10 @@ impl Engine {
                             .map_or_else(|| "the slate".to_string(), |k| self.display(k))
                     };
                     let line = match how {
-                        relay::CutKind::Keyframe => format!(
-                            "cut to {} on their keyframe {:.2} s after the switch; {} kept playing",
+                        relay::CutKind::Keyframe | relay::CutKind::Bridge => format!(
+                            "cut to {} {} {:.2} s after the switch; {} kept playing",
                             who(&to),
+                            how.describe(),
                             waited.as_secs_f64(),
                             who(&from)
                         ),
@@ -220,5 +221,6 @@ pub(super) fn relay_spec(cfg: &Config) -> RelaySpec {
         work_dir: cfg.state_dir(),
         cut_timeout: (cfg.relay.cut_timeout_ms > 0)
             .then(|| Duration::from_millis(cfg.relay.cut_timeout_ms)),
+        bridge: cfg.relay.bridge,
     }
 }

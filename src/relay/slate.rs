@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use super::flv::{Demuxer, Tag};
 
-/// Length of the generated clip. Keyframes every second, 10 fps: a cut to
-/// the slate is instant, and a static picture needs no more.
+/// Length of the generated clip. Keyframes every second (a cut to the
+/// slate is instant), 30 fps: a cut away from it lands within a frame of
+/// the slate's last one (at 10 fps the output's timeline stepped up to
+/// 0.1 s more there, what a viewer sees as a stutter).
 const CLIP_SECONDS: u32 = 2;
 
 /// The slate's tags, timestamps from 0, first tags the sequence headers.
@@ -93,7 +95,7 @@ pub fn make(
     args.extend(
         [
             "-r",
-            "10",
+            "30",
             "-t",
             "2",
             "-c:v",
@@ -103,7 +105,7 @@ pub fn make(
             "-tune",
             "stillimage",
             "-g",
-            "10",
+            "30",
             "-bf",
             "0",
             "-c:a",

@@ -25,8 +25,20 @@
 //! PTS must clear A's highest PTS); that excess is *debt*, repaid by lowering
 //! the offset (audio and video together, so A/V sync holds) 1 ms per
 //! `SLEW_EVERY_MS` of source time, so repeated cuts cannot creep.
+//!
+//! Bridges (long keyframe intervals, `notes/splice.md` items 10-12): a
+//! source may have a *bridge*, a re-encode of its video with an IDR every
+//! ~0.25 s made by the caller (an ffmpeg child) from the feed this splicer
+//! hands out (`take_feed`: the source's video from a keyframe on, rebased
+//! to start near 0). Its output comes back through `push_bridge` and is
+//! mapped onto the source's own clock (the encoder keeps the timestamps).
+//! A cut may then start on a bridge IDR (planned: the next one; forced: a
+//! catch-up of at most one short bridge GOP) and play bridge frames, with
+//! the source's own audio, until the source's next own keyframe: there the
+//! output hands over to the source's own frames (their sequence header
+//! first), lifted just enough that DTS and PTS keep rising.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::flv::{self, Tag};
 
@@ -48,6 +60,10 @@ pub enum CutHow {
     CatchUp,
     /// A planned switch whose keyframe did not come in time.
     TimeoutCatchUp,
+    /// On an IDR of the new source's bridge (re-encode) as it arrived.
+    Bridge,
+    /// From the bridge's buffered (short) GOP, at once.
+    BridgeCatchUp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +82,17 @@ pub enum Event {
     /// enhanced RTMP), or no video at all: it cannot be spliced. Emitted once
     /// per source; the splicer never cuts to it.
     Unsupported { source: SourceId, what: String },
+    /// The on-air source's own keyframe took over from its bridge.
+    BridgeHandover {
+        source: SourceId,
+        /// Bridge frames that went out.
+        frames: u64,
+        /// How far the output timeline was lifted at the handover (ms).
+        lift_ms: i64,
+        /// How far (source time) the bridge's output trailed the source's
+        /// own video at its last frame: the encoder's latency.
+        lag_ms: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +122,36 @@ pub const MAX_BUFFER_BYTES: usize = 32 << 20;
 /// A source whose timestamps jump by more than this (against its arrival
 /// times) has restarted its clock: it is re-anchored on the wall line.
 pub const DISCONTINUITY_MS: i64 = 1000;
-/// A source that sent this much audio and no video cannot be cut to.
-pub const NO_VIDEO_MS: i64 = 5000;
+/// A bridge frame this much older (source time) than the source's newest
+/// video is backlog, not a picture to cut on.
+pub const BRIDGE_FRESH_MS: i64 = 600;
+/// A source whose keyframes are at most this far apart needs no bridge: a
+/// planned cut waits at most this long for its keyframe. 2 s (what the
+/// big platforms ask streamers for) passes through untouched: a re-encode
+/// costs CPU (10-26 % of a core measured at 320x180-480x270), and on a
+/// loaded 2-core machine bridges running for 2 s-GOP streamers stalled the
+/// output 0.13-0.38 s now and then, where passthrough did not.
+pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
+/// Feed timestamps start here (room for negative composition offsets).
+const FEED_START_MS: i64 = 1000;
+/// A planned cut waits at most this long for the old source's pending
+/// B-frames (a cut after a P-frame loses the B-frames displayed before it:
+/// a skip of up to 4 frames).
+const CLOSE_WAIT_MS: u64 = 200;
+/// Output PTS of this many recent video frames are kept to tell whether
+/// the old source has B-frames still to come.
+const RECENT_PTS: usize = 16;
+/// Audio kept per source to fill the hole at a cut.
+const AUDIO_RING_MS: i64 = 1500;
+/// At most this much of the new source's audio goes out before its first
+/// picture at a cut (see `start_from`).
+const MAX_AUDIO_FILL_MS: i64 = 300;
+/// Bridged: hand over this long after the own keyframe even if the bridge
+/// did not catch up with it (stalled or dead bridge).
+const HANDOVER_TIMEOUT_MS: u64 = 1000;
+/// Bridged: hand over once a bridge frame this close before the own
+/// keyframe went out (one frame at 30 fps).
+const HANDOVER_EARLY_MS: i64 = 35;
 /// Window of the per-source line estimate (two windows are kept).
 const LINE_WINDOW_MS: i64 = 2000;
 const TIMEOUT_OVER_GOP_MS: u64 = 1000;
@@ -128,8 +183,30 @@ struct Source {
     gop_bytes: usize,
     last_key_src: Option<i64>,
     gop_ms: Option<u64>,
-    seen_video: bool,
-    first_audio_src: Option<i64>,
+    /// Recent audio (unwrapped source ts), for the start of a cut.
+    audio: VecDeque<(i64, Tag)>,
+    newest_video: Option<i64>,
+    bridge: Option<Bridge>,
+    /// Bumped when the bridge must start afresh (new clock).
+    bridge_epoch: u64,
+}
+
+/// A source's bridge: what was fed, what came back.
+#[derive(Default)]
+struct Bridge {
+    /// Feed timestamp = source ts − origin.
+    origin: Option<i64>,
+    /// The bridge's output, on the source's clock: its sequence header and
+    /// its frames since its last IDR.
+    avc_seq: Option<Tag>,
+    gop: Vec<Frame>,
+    unwrap: Option<(u32, i64)>,
+}
+
+impl Bridge {
+    fn newest(&self) -> Option<i64> {
+        self.gop.last().map(|f| f.src + i64::from(f.cts))
+    }
 }
 
 impl Source {
@@ -203,6 +280,16 @@ struct Active {
     /// disposable frames that would display at or before it are dropped
     /// (open-GOP leading frames).
     pts_floor: Option<i64>,
+    /// On air through its bridge, until its own next keyframe.
+    bridged: Option<Bridged>,
+}
+
+#[derive(Default)]
+struct Bridged {
+    /// The own keyframe to hand over at: its PTS (source clock) and arrival.
+    handover: Option<(i64, u64)>,
+    frames: u64,
+    lag_ms: i64,
 }
 
 struct Pending {
@@ -210,6 +297,10 @@ struct Pending {
     kind: SwitchKind,
     requested_ms: u64,
     deadline: Option<u64>,
+    /// The target is ready (how, since when) but the old source has
+    /// B-frames still to come that display before a frame already sent:
+    /// the cut waits for them (at most `CLOSE_WAIT_MS`).
+    armed: Option<(CutHow, u64)>,
 }
 
 /// What went out last (unwrapped output time, ms).
@@ -219,6 +310,34 @@ struct OutState {
     last_audio: Option<i64>,
     last_any: Option<i64>,
     max_pts: Option<i64>,
+    /// PTS of the last `RECENT_PTS` video frames out.
+    recent_pts: VecDeque<i64>,
+}
+
+impl OutState {
+    fn sent_pts(&mut self, pts: i64) {
+        if self.recent_pts.len() == RECENT_PTS {
+            self.recent_pts.pop_front();
+        }
+        self.recent_pts.push_back(pts);
+        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
+    }
+
+    /// Every frame that displays before the latest one sent has been sent:
+    /// no hole in the recent PTS wider than 1.5 frame intervals.
+    fn closed(&self) -> bool {
+        let mut p: Vec<i64> = self.recent_pts.iter().copied().collect();
+        // Shown in the order sent (no B-frames): nothing is pending.
+        if p.len() < 3 || p.windows(2).all(|w| w[0] < w[1]) {
+            return true;
+        }
+        p.sort_unstable();
+        let d: Vec<i64> = p.windows(2).map(|w| w[1] - w[0]).collect();
+        let Some(frame) = d.iter().copied().filter(|&x| x > 0).min() else {
+            return true;
+        };
+        d.iter().all(|&x| x <= frame + frame / 2 + 1)
+    }
 }
 
 pub struct Splicer {
@@ -231,6 +350,8 @@ pub struct Splicer {
     /// `out = arrival + base`: the wall line, fixed at the first cut.
     base: Option<i64>,
     outst: OutState,
+    /// Video for the bridges (see `take_feed`).
+    feed: Vec<(SourceId, Tag)>,
 }
 
 /// Output time → FLV timestamp (wraps after 49.7 days like the input).
@@ -332,6 +453,7 @@ impl Splicer {
             shown: None,
             base: None,
             outst: OutState::default(),
+            feed: Vec::new(),
         }
     }
 
@@ -387,11 +509,150 @@ impl Splicer {
         self.sources
             .get(&id)
             .is_some_and(|s| !s.gop.is_empty() && s.avc_seq.is_some() && !s.unsupported)
+            || self.bridge_fresh(id)
+    }
+
+    /// Whether `id` should have a bridge running: its keyframes are more
+    /// than `BRIDGE_OVER_GOP_MS` apart (seen, or its first is that old), and
+    /// it is not on air on its own frames. The caller decides which sources may have one (the
+    /// next streamer's).
+    pub fn bridge_wanted(&self, id: SourceId) -> bool {
+        let Some(s) = self.sources.get(&id) else {
+            return false;
+        };
+        if s.unsupported || s.last_key_src.is_none() {
+            return false;
+        }
+        if let Some(a) = self.active.as_ref().filter(|a| a.id == id) {
+            return a.bridged.is_some();
+        }
+        // Before its second keyframe: once its first is that old.
+        let since_key = match (s.newest_video, s.last_key_src) {
+            (Some(n), Some(k)) => (n - k).max(0) as u64,
+            _ => 0,
+        };
+        s.gop_ms
+            .map_or(since_key > BRIDGE_OVER_GOP_MS, |g| g > BRIDGE_OVER_GOP_MS)
+    }
+
+    /// A bridge starts (`on`) or stopped. Starting hands its encoder the
+    /// buffered GOP first (see `take_feed`). A bridge that stops while the
+    /// source is on air through it leaves the output waiting for the
+    /// source's own next keyframe.
+    pub fn set_bridge(&mut self, id: SourceId, on: bool) {
+        let Some(src) = self.sources.get_mut(&id) else {
+            return;
+        };
+        if !on {
+            src.bridge = None;
+            if let Some(a) = self.active.as_mut().filter(|a| a.id == id) {
+                if a.bridged.take().is_some() {
+                    a.awaiting_keyframe = true;
+                }
+            }
+            return;
+        }
+        if src.bridge.is_some() {
+            return;
+        }
+        let mut b = Bridge::default();
+        if let (Some(seq), Some(first)) = (src.avc_seq.as_ref(), src.gop.first()) {
+            let origin = first.src - FEED_START_MS;
+            b.origin = Some(origin);
+            self.feed.push((id, retimed(seq, FEED_START_MS)));
+            for f in &src.gop {
+                self.feed.push((id, retimed(&f.tag, f.src - origin)));
+            }
+        }
+        src.bridge = Some(b);
+    }
+
+    /// The bridge of `id` must be restarted when this changes (the
+    /// source's clock jumped: the feed starts afresh).
+    pub fn bridge_epoch(&self, id: SourceId) -> u64 {
+        self.sources.get(&id).map_or(0, |s| s.bridge_epoch)
+    }
+
+    /// Video tags to write to the bridges' encoders, in order: per source,
+    /// its AVC sequence header, then its coded frames from a keyframe on,
+    /// timestamps rebased to start at 1 s.
+    pub fn take_feed(&mut self) -> Vec<(SourceId, Tag)> {
+        std::mem::take(&mut self.feed)
+    }
+
+    /// The source's bridge is fresh: it has an IDR buffered close to the
+    /// source's newest video.
+    fn bridge_fresh(&self, id: SourceId) -> bool {
+        let Some(s) = self.sources.get(&id) else {
+            return false;
+        };
+        let Some(b) = s.bridge.as_ref() else {
+            return false;
+        };
+        match (b.avc_seq.as_ref(), b.newest(), s.newest_video) {
+            (Some(_), Some(n), Some(v)) => v - n <= BRIDGE_FRESH_MS,
+            _ => false,
+        }
+    }
+
+    /// A catch-up to `id` is shorter from its bridge than from its own GOP.
+    fn bridge_better(&self, id: SourceId) -> bool {
+        if !self.bridge_fresh(id) {
+            return false;
+        }
+        let Some(s) = self.sources.get(&id) else {
+            return false;
+        };
+        let bridge_len = s.bridge.as_ref().map_or(usize::MAX, |b| b.gop.len());
+        s.gop.is_empty() || s.avc_seq.is_none() || bridge_len < s.gop.len()
     }
 
     /// When `tick()` must be called next; None = no timer.
     pub fn deadline(&self) -> Option<u64> {
-        self.pending.as_ref().and_then(|p| p.deadline)
+        let p = self.pending.as_ref()?;
+        let armed = p.armed.map(|(_, at)| at + CLOSE_WAIT_MS);
+        match (p.deadline, armed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The pending target is ready to cut to (`how`): cut now, unless the
+    /// switch is planned and the source on air has B-frames still to come
+    /// that display before a frame already sent (then when they came, or
+    /// after `CLOSE_WAIT_MS`).
+    fn cut_when_closed(
+        &mut self,
+        how: CutHow,
+        now_ms: u64,
+        out: &mut Vec<Tag>,
+        events: &mut Vec<Event>,
+    ) {
+        let wait = self.active.is_some()
+            && !self.outst.closed()
+            && self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.kind == SwitchKind::Planned);
+        if !wait {
+            self.cut(how, now_ms, out, events);
+            return;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            if p.armed.is_none() {
+                p.armed = Some((how, now_ms));
+            }
+        }
+    }
+
+    /// An armed cut whose old source closed (or waited long enough) goes.
+    fn fire_armed(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+        let Some((how, at)) = self.pending.as_ref().and_then(|p| p.armed) else {
+            return;
+        };
+        if self.outst.closed() || now_ms >= at + CLOSE_WAIT_MS {
+            self.cut(how, now_ms, out, events);
+        }
     }
 
     fn planned_timeout(&self, to: SourceId) -> u64 {
@@ -428,6 +689,7 @@ impl Splicer {
                     kind,
                     requested_ms: now_ms,
                     deadline: Some(now_ms.saturating_add(self.planned_timeout(to))),
+                    armed: None,
                 });
             }
             SwitchKind::Planned | SwitchKind::Forced => {
@@ -439,6 +701,7 @@ impl Splicer {
                     kind,
                     requested_ms: now_ms,
                     deadline: None,
+                    armed: None,
                 });
                 self.cut(CutHow::CatchUp, now_ms, out, events);
             }
@@ -448,6 +711,7 @@ impl Splicer {
     /// The planned switch timed out: catch up (or, with no keyframe buffered
     /// yet, keep waiting for the first one with the old source on).
     pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+        self.fire_armed(now_ms, out, events);
         let due = self
             .pending
             .as_ref()
@@ -471,7 +735,7 @@ impl Splicer {
         let Some(id) = self.active() else {
             return;
         };
-        if !self.start_from_buffer(id, out) {
+        if !self.start_from(id, false, out) {
             if let Some(a) = self.active.as_mut() {
                 a.awaiting_keyframe = true;
             }
@@ -491,7 +755,16 @@ impl Splicer {
             return false;
         };
         let (to, requested) = (p.to, p.requested_ms);
-        if !self.start_from_buffer(to, out) {
+        let mut how = how;
+        let from_bridge = match how {
+            CutHow::Bridge => true,
+            CutHow::Keyframe => false,
+            _ => self.bridge_better(to),
+        };
+        if from_bridge && how != CutHow::Bridge {
+            how = CutHow::BridgeCatchUp;
+        }
+        if !self.start_from(to, from_bridge, out) {
             return false;
         }
         self.pending = None;
@@ -506,21 +779,30 @@ impl Splicer {
         true
     }
 
-    /// Puts `id` on air from its buffered GOP: sequence headers, then the
-    /// buffered video squeezed 1 ms apart ending where its wall line puts the
-    /// newest frame, lifted as needed so nothing goes backwards.
-    fn start_from_buffer(&mut self, id: SourceId, out: &mut Vec<Tag>) -> bool {
+    /// Puts `id` on air from its buffered GOP (its own, or its bridge's):
+    /// sequence headers, then the buffered video squeezed 1 ms apart ending
+    /// where its wall line puts the newest frame, lifted as needed so
+    /// nothing goes backwards; then its buffered audio from the cut on.
+    fn start_from(&mut self, id: SourceId, from_bridge: bool, out: &mut Vec<Tag>) -> bool {
         let Some(src) = self.sources.get(&id) else {
             return false;
         };
-        if src.unsupported || src.gop.is_empty() {
+        if src.unsupported {
             return false;
         }
-        let (Some(avc_seq), Some(line)) = (src.avc_seq.as_ref(), src.line()) else {
+        let (gop, avc_seq) = match (from_bridge, src.bridge.as_ref()) {
+            (false, _) => (&src.gop, src.avc_seq.as_ref()),
+            (true, Some(b)) => (&b.gop, b.avc_seq.as_ref()),
+            (true, None) => return false,
+        };
+        if gop.is_empty() {
+            return false;
+        }
+        let (Some(avc_seq), Some(line)) = (avc_seq, src.line()) else {
             return false;
         };
-        let k = src.gop.len() as i64;
-        let newest = src.gop[src.gop.len() - 1].src;
+        let k = gop.len() as i64;
+        let newest = gop[gop.len() - 1].src;
         // First cut ever: the output starts at 0.
         let base = self.base.unwrap_or((k - 1) - newest - line);
         let wanted = line + base;
@@ -533,7 +815,7 @@ impl Splicer {
             .fold(0, i64::max);
         let mut lift = (floor - at(0, wanted)).max(0);
         if let Some(max_pts) = o.max_pts {
-            for (i, f) in src.gop.iter().enumerate() {
+            for (i, f) in gop.iter().enumerate() {
                 let need = max_pts + 1 - (at(i as i64, wanted) + i64::from(f.cts));
                 lift = lift.max(need);
             }
@@ -545,16 +827,46 @@ impl Splicer {
             out.push(retimed(aac, first));
         }
         let mut max_pts = self.outst.max_pts;
-        for (i, f) in src.gop.iter().enumerate() {
+        let mut recent = VecDeque::new();
+        for (i, f) in gop.iter().enumerate() {
             let t = at(i as i64, offset);
             out.push(retimed(&f.tag, t));
             let pts = t + i64::from(f.cts);
             max_pts = Some(max_pts.map_or(pts, |m| m.max(pts)));
+            recent.push_back(pts);
+        }
+        // A squeezed catch-up's PTS say nothing about what comes next.
+        if recent.len() > 1 {
+            recent.clear();
         }
         let last = at(k - 1, offset);
+        // The new source's audio continues the old one's, from where it
+        // ended: its first picture may sit above the old source's audio
+        // (lifted over the old source's highest PTS, up to 4 frames with
+        // B-frames; or a bridge's encoder latency). Starting its audio only
+        // at that picture left a hole that long, and made the output
+        // ffmpeg hold the video back until audio caught up. (A catch-up of
+        // the source's own long GOP drops that GOP's audio, as before.)
+        let mut last_audio = self.outst.last_audio;
+        let audio_from = last_audio.map_or(first, |l| l.max(first - MAX_AUDIO_FILL_MS));
+        let ring = if from_bridge || k == 1 {
+            &src.audio
+        } else {
+            &VecDeque::new()
+        };
+        for (ts, tag) in ring {
+            let t = ts + offset;
+            if t >= audio_from && last_audio.map_or(true, |l| t > l) {
+                out.push(retimed(tag, t));
+                last_audio = Some(t);
+            }
+        }
         let pts_floor = self.outst.max_pts;
         self.outst.last_video = Some(last);
-        self.outst.last_any = Some(self.outst.last_any.map_or(last, |a| a.max(last)));
+        self.outst.recent_pts = recent;
+        self.outst.last_audio = last_audio;
+        let any = last_audio.map_or(last, |a| a.max(last));
+        self.outst.last_any = Some(self.outst.last_any.map_or(any, |a| a.max(any)));
         self.outst.max_pts = max_pts;
         self.base = Some(base);
         self.active = Some(Active {
@@ -564,6 +876,7 @@ impl Splicer {
             slew_src: newest,
             awaiting_keyframe: false,
             pts_floor,
+            bridged: from_bridge.then(Bridged::default),
         });
         true
     }
@@ -572,6 +885,7 @@ impl Splicer {
         if let Some(s) = self.sources.get_mut(&id) {
             s.unsupported = true;
             s.clear_gop();
+            s.bridge = None;
         }
         if self.pending.as_ref().is_some_and(|p| p.to == id) {
             self.pending = None;
@@ -611,23 +925,25 @@ impl Splicer {
         let jumped = src.observe(video, ts, arrival_ms);
         if jumped {
             src.clear_gop();
-        }
-        if video {
-            src.seen_video = true;
-        } else if !src.seen_video {
-            let first = *src.first_audio_src.get_or_insert(ts);
-            if ts - first >= NO_VIDEO_MS {
-                let what = format!(
-                    "no video in the first {} s (audio only)",
-                    NO_VIDEO_MS / 1000
-                );
-                self.mark_unsupported(id, what, events);
-                return;
+            src.audio.clear();
+            if src.bridge.is_some() {
+                // A new clock: the bridge's encoder starts afresh.
+                src.bridge = Some(Bridge::default());
+                src.bridge_epoch += 1;
             }
         }
-
+        // No verdict on a source that has sent no video yet: nginx sends a
+        // new reader no video until the publisher's next keyframe, which
+        // may be 10 s away (notes/splice.md item 11). It is judged by what
+        // it announces (`unsupported_reason`) and cut to once it has a
+        // keyframe.
         if tag.is_avc_seq_header() {
             src.avc_seq = Some(tag.clone());
+            if let Some(b) = src.bridge.as_ref() {
+                if let Some(origin) = b.origin {
+                    self.feed.push((id, retimed(&tag, ts - origin)));
+                }
+            }
         } else if tag.is_aac_seq_header() {
             src.aac_seq = Some(tag.clone());
         } else if video {
@@ -636,6 +952,7 @@ impl Splicer {
             if !tag.is_avc_nalu() || tag.data.len() < 5 || tag.frame_type() == Some(5) {
                 return;
             }
+            src.newest_video = Some(src.newest_video.map_or(ts, |n| n.max(ts)));
             let frame = Frame {
                 src: ts,
                 cts: tag.composition_time(),
@@ -659,14 +976,36 @@ impl Splicer {
                     src.clear_gop();
                 }
             }
-        } else if !tag.is_aac_raw() {
+            if let Some(b) = src.bridge.as_mut() {
+                // The encoder's decoder starts on a keyframe, its sequence
+                // header first.
+                if b.origin.is_none() && tag.is_keyframe() {
+                    if let Some(seq) = src.avc_seq.as_ref() {
+                        b.origin = Some(ts - FEED_START_MS);
+                        self.feed.push((id, retimed(seq, FEED_START_MS)));
+                    }
+                }
+                if let Some(origin) = b.origin {
+                    self.feed.push((id, retimed(&tag, ts - origin)));
+                }
+            }
+        } else if tag.is_aac_raw() {
+            src.audio.push_back((ts, tag.clone()));
+            while src
+                .audio
+                .front()
+                .is_some_and(|(t, _)| ts - t > AUDIO_RING_MS)
+            {
+                src.audio.pop_front();
+            }
+        } else {
             return;
         }
 
         let keyframe = tag.is_keyframe();
         if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) {
             // The buffer holds just this keyframe: the cut starts with it.
-            self.cut(CutHow::Keyframe, arrival_ms, out, events);
+            self.cut_when_closed(CutHow::Keyframe, arrival_ms, out, events);
             return;
         }
         let Some(a) = self.active.as_mut() else {
@@ -677,9 +1016,29 @@ impl Splicer {
         }
         if a.awaiting_keyframe {
             if keyframe {
-                self.start_from_buffer(id, out);
+                self.start_from(id, false, out);
             }
             return;
+        }
+        if let Some(br) = a.bridged.as_mut() {
+            if keyframe && br.handover.is_none() {
+                let pts = ts + i64::from(tag.composition_time());
+                br.handover = Some((pts, arrival_ms));
+            }
+            let overdue = br
+                .handover
+                .is_some_and(|(_, at)| arrival_ms.saturating_sub(at) >= HANDOVER_TIMEOUT_MS);
+            if overdue {
+                self.hand_over(id, out, events);
+                if video {
+                    // This frame went out with the buffered ones.
+                    return;
+                }
+            } else if video {
+                // Its own pictures wait (in its GOP buffer, from the
+                // keyframe on) until the bridge reaches that keyframe.
+                return;
+            }
         }
         if jumped {
             self.reanchor(id, &tag, ts);
@@ -690,6 +1049,161 @@ impl Splicer {
                 a.pts_floor = None;
             }
         }
+        if video {
+            self.fire_armed(arrival_ms, out, events);
+        }
+    }
+
+    /// A tag from the bridge of `id` (FLV out of its encoder: timestamps as
+    /// fed, no B-frames).
+    pub fn push_bridge(
+        &mut self,
+        id: SourceId,
+        tag: Tag,
+        arrival_ms: u64,
+        out: &mut Vec<Tag>,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(src) = self.sources.get_mut(&id) else {
+            return;
+        };
+        let Some(b) = src.bridge.as_mut() else {
+            return;
+        };
+        let Some(origin) = b.origin else {
+            return;
+        };
+        if !tag.is_video() || tag.data.len() < 5 || tag.is_enhanced() {
+            return;
+        }
+        let on_air_bridged = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.id == id && a.bridged.is_some());
+        if tag.is_avc_seq_header() {
+            b.avc_seq = Some(tag.clone());
+            if on_air_bridged {
+                let t = self.outst.last_video.unwrap_or(0);
+                out.push(retimed(&tag, t));
+            }
+            return;
+        }
+        if !tag.is_avc_nalu() || tag.frame_type() == Some(5) {
+            return;
+        }
+        let raw = match b.unwrap {
+            None => i64::from(tag.ts),
+            Some((last_raw, last)) => last + i64::from(tag.ts.wrapping_sub(last_raw) as i32),
+        };
+        b.unwrap = Some((tag.ts, raw));
+        let ts = raw + origin;
+        let cts = i64::from(tag.composition_time());
+        let keyframe = tag.is_keyframe();
+        let frame = Frame {
+            src: ts,
+            cts: tag.composition_time(),
+            tag: tag.clone(),
+        };
+        if keyframe {
+            b.gop.clear();
+            b.gop.push(frame);
+        } else if !b.gop.is_empty() {
+            b.gop.push(frame);
+            // Its IDRs are a fraction of a second apart; a long run without
+            // one is not a bridge to cut on.
+            if b.gop.len() > 300 {
+                b.gop.clear();
+            }
+        }
+        if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) && self.bridge_fresh(id) {
+            self.cut_when_closed(CutHow::Bridge, arrival_ms, out, events);
+            return;
+        }
+        if !on_air_bridged {
+            return;
+        }
+        let pts = ts + cts;
+        let handover = self
+            .active
+            .as_ref()
+            .and_then(|a| a.bridged.as_ref())
+            .and_then(|br| br.handover);
+        if let Some((own_pts, _)) = handover {
+            if pts >= own_pts {
+                // The bridge reached the own keyframe: its own frames on.
+                self.hand_over(id, out, events);
+                return;
+            }
+        }
+        self.forward(&tag, ts, out);
+        let lag = self
+            .sources
+            .get(&id)
+            .and_then(|s| s.newest_video)
+            .map_or(0, |n| n - ts);
+        if let Some(br) = self.active.as_mut().and_then(|a| a.bridged.as_mut()) {
+            br.frames += 1;
+            br.lag_ms = lag;
+        }
+        if let Some((own_pts, _)) = handover {
+            // The frame before the own keyframe went out (at 30 fps or
+            // more): hand over now rather than wait one more bridge frame.
+            if pts >= own_pts - HANDOVER_EARLY_MS {
+                self.hand_over(id, out, events);
+            }
+        }
+    }
+
+    /// The bridged source's own frames take over: its sequence header, then
+    /// its buffered frames from the own keyframe on, lifted just enough
+    /// that the output's DTS and PTS keep rising.
+    fn hand_over(&mut self, id: SourceId, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+        let Some(src) = self.sources.get(&id) else {
+            return;
+        };
+        let Some(a) = self.active.as_mut().filter(|a| a.id == id) else {
+            return;
+        };
+        let Some(br) = a.bridged.take() else {
+            return;
+        };
+        let (Some(seq), Some(first)) = (src.avc_seq.as_ref(), src.gop.first()) else {
+            a.awaiting_keyframe = true;
+            return;
+        };
+        let o = &mut self.outst;
+        let mut lift = o
+            .last_video
+            .map_or(0, |l| (l + 1 - (first.src + a.offset)).max(0));
+        if let Some(m) = o.max_pts {
+            for f in &src.gop {
+                let pts = f.src + a.offset + i64::from(f.cts);
+                lift = lift.max(m + 1 - pts);
+            }
+        }
+        a.offset += lift;
+        a.debt += lift;
+        a.slew_src = first.src;
+        a.pts_floor = None;
+        let t0 = first.src + a.offset;
+        out.push(retimed(seq, t0));
+        if let Some(aac) = src.aac_seq.as_ref() {
+            // Both headers at every splice point (notes/splice.md item 2).
+            out.push(retimed(aac, o.last_audio.map_or(t0, |l| l.max(t0))));
+        }
+        for f in &src.gop {
+            let t = f.src + a.offset;
+            out.push(retimed(&f.tag, t));
+            o.last_video = Some(t);
+            o.sent_pts(t + i64::from(f.cts));
+            o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
+        }
+        events.push(Event::BridgeHandover {
+            source: id,
+            frames: br.frames,
+            lift_ms: lift,
+            lag_ms: br.lag_ms,
+        });
     }
 
     /// The active source's timestamps jumped: put it back on the wall line
@@ -755,7 +1269,7 @@ impl Splicer {
             };
             out.push(retimed(tag, t));
             o.last_video = Some(t);
-            o.max_pts = Some(o.max_pts.map_or(t + cts, |m| m.max(t + cts)));
+            o.sent_pts(t + cts);
             o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
         } else {
             // Audio that would land at or before the last audio out is

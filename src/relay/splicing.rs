@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::bridge::Bridge;
 use super::flv::Tag;
 use super::output::Output;
 use super::slate::{self, Clip, Player};
@@ -39,6 +40,9 @@ const HOLD_AFTER_END: Duration = Duration::from_millis(300);
 const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
+/// A bridge encoder that failed (or could not keep up) is retried after
+/// this.
+const BRIDGE_RETRY: Duration = Duration::from_secs(5);
 
 struct Slot {
     key: StreamKey,
@@ -97,6 +101,11 @@ pub struct SpliceRelay {
     /// source's first tag), and the measured lag (see `handover`).
     let_go_mono_ms: Option<u64>,
     resume_lag_ms: Option<u64>,
+    /// Bridge encoders by source (`relay/bridge.rs`): the next streamer's
+    /// (and the on-air one's until their own keyframe) when their
+    /// keyframes are far apart.
+    bridges: HashMap<SourceId, Bridge>,
+    bridge_retry: HashMap<SourceId, Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +169,8 @@ impl SpliceRelay {
             resume_gop_ms: None,
             let_go_mono_ms: None,
             resume_lag_ms: None,
+            bridges: HashMap::new(),
+            bridge_retry: HashMap::new(),
         };
         match crate::handover::take_relay() {
             Some(c) => {
@@ -237,6 +248,7 @@ impl SpliceRelay {
 
     /// Write what the splicer produced.
     fn flush(&mut self, now: Instant) {
+        self.route_feed(now);
         if self.out.is_empty() {
             return;
         }
@@ -322,6 +334,7 @@ impl SpliceRelay {
         }
         if self.want.stopping {
             self.stop_slate();
+            self.reconcile_bridges(now);
             if let Some(o) = &mut self.output {
                 if !self.output_closing {
                     self.output_closing = true;
@@ -368,10 +381,12 @@ impl SpliceRelay {
         if Some(target) == active {
             return;
         }
-        // Only a streamer's picture is worth keeping until the next one's
-        // keyframe; the slate is cut away from at once (catch-up).
+        // A streamer's picture is kept until the next one's keyframe; the
+        // slate is cut away from at once (catch-up) when the next one has
+        // a picture buffered, else it plays on until their first keyframe
+        // (which may be seconds away: never a frozen, silent output).
         let slate = self.slate.as_ref().map(|(id, _)| *id);
-        let keep_old = active_alive && active != slate;
+        let keep_old = active_alive && (active != slate || !self.splicer.has_keyframe(target));
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
@@ -544,6 +559,7 @@ impl SpliceRelay {
                     return;
                 };
                 let was_active = self.splicer.active() == Some(source);
+                self.stop_bridge(source, "their stream ended");
                 self.splicer.remove_source(source);
                 let still_wanted = self.wanted_keys().iter().any(|(k, _)| *k == key);
                 let on_air = self.want.on_air.as_ref().is_some_and(|s| s.key == key);
@@ -622,8 +638,160 @@ impl SpliceRelay {
                     notices.push(Notice::OutputFailedAgain);
                 }
             }
+            RelayEvent::BridgeTag {
+                source,
+                pid,
+                tag,
+                arrival,
+            } => {
+                if self.bridges.get(&source).map(|b| b.pid) != Some(pid) {
+                    return;
+                }
+                let at = self.ms(arrival);
+                self.splicer
+                    .push_bridge(source, tag, at, &mut self.out, &mut self.evs);
+                self.after_splice(now, notices);
+            }
+            RelayEvent::BridgeExited { source, pid, why } => {
+                if self.bridges.get(&source).map(|b| b.pid) != Some(pid) {
+                    return;
+                }
+                log::warn!(
+                    "the bridge encoder for {} ended ({why}); trying again in {} s",
+                    self.name_of(source),
+                    BRIDGE_RETRY.as_secs()
+                );
+                self.stop_bridge(source, "it ended");
+                self.bridge_retry.insert(source, now + BRIDGE_RETRY);
+                self.after_splice(now, notices);
+            }
             RelayEvent::Progress { .. } | RelayEvent::Exited { .. } => {}
         }
+    }
+
+    /// How often the slate's due tags are sent: in batches, except while a
+    /// cut away from it waits for a streamer's first keyframe (then frame
+    /// by frame, so the cut lands right after the last slate frame).
+    fn slate_batch(&self) -> Duration {
+        if self.splicer.pending().is_some() {
+            Duration::ZERO
+        } else {
+            SLATE_TICK
+        }
+    }
+
+    fn name_of(&self, id: SourceId) -> String {
+        self.slots
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| format!("source {id}"), |s| s.name.clone())
+    }
+
+    /// Start and stop bridge encoders: the on-air and the next streamer may
+    /// have one, while the splicer wants one for them (long keyframe
+    /// interval, not yet on air on their own frames).
+    fn reconcile_bridges(&mut self, now: Instant) {
+        let wanted = self.wanted_keys();
+        let eligible: Vec<(SourceId, String)> = if self.spec.bridge {
+            self.slots
+                .iter()
+                .filter(|s| s.source.is_some() && wanted.iter().any(|(k, _)| *k == s.key))
+                .map(|s| (s.id, s.name.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let running: Vec<SourceId> = self.bridges.keys().copied().collect();
+        for id in running {
+            let current = self
+                .bridges
+                .get(&id)
+                .is_some_and(|b| b.epoch == self.splicer.bridge_epoch(id));
+            let keep =
+                current && eligible.iter().any(|(e, _)| *e == id) && self.splicer.bridge_wanted(id);
+            if !keep {
+                let why = if current {
+                    "not needed any more"
+                } else {
+                    "their stream's clock restarted"
+                };
+                self.stop_bridge(id, why);
+            }
+        }
+        self.bridge_retry.retain(|_, t| now < *t);
+        for (id, name) in eligible {
+            if self.bridges.contains_key(&id)
+                || self.bridge_retry.contains_key(&id)
+                || !self.splicer.bridge_wanted(id)
+            {
+                continue;
+            }
+            let epoch = self.splicer.bridge_epoch(id);
+            match Bridge::spawn(&self.spec, id, epoch, &name, self.events.clone()) {
+                Ok(b) => {
+                    let gop = self
+                        .splicer
+                        .gop_ms(id)
+                        .map_or("not known yet".to_string(), |g| {
+                            format!("{:.1} s", g as f64 / 1000.0)
+                        });
+                    log::info!(
+                        "bridge encoder for {name} started (pid {}): their keyframe interval is {gop}",
+                        b.pid
+                    );
+                    self.bridges.insert(id, b);
+                    self.splicer.set_bridge(id, true);
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot start a bridge encoder {:?} for {name}: {e}; cuts to them wait for their keyframe",
+                        self.spec.ffmpeg
+                    );
+                    self.bridge_retry.insert(id, now + BRIDGE_RETRY);
+                }
+            }
+        }
+        self.route_feed(now);
+    }
+
+    /// Hand the splicer's feed to the bridge encoders; one that cannot keep
+    /// up is stopped (and retried later).
+    fn route_feed(&mut self, now: Instant) {
+        let mut slow = Vec::new();
+        for (id, tag) in self.splicer.take_feed() {
+            if let Some(b) = self.bridges.get_mut(&id) {
+                if !b.write(tag) && !slow.contains(&id) {
+                    slow.push(id);
+                }
+            }
+        }
+        for id in slow {
+            log::warn!(
+                "the bridge encoder for {} is not keeping up; stopping it",
+                self.name_of(id)
+            );
+            self.stop_bridge(id, "too slow");
+            self.bridge_retry.insert(id, now + BRIDGE_RETRY);
+        }
+    }
+
+    fn stop_bridge(&mut self, id: SourceId, why: &str) {
+        let Some(b) = self.bridges.remove(&id) else {
+            return;
+        };
+        self.splicer.set_bridge(id, false);
+        let pid = b.pid;
+        let (cpu, ran) = b.stop();
+        let cpu = cpu.map_or("?".to_string(), |c| {
+            format!(
+                "{c:.1} s of CPU in {ran:.1} s ({:.0} % of a core)",
+                100.0 * c / ran.max(0.001)
+            )
+        });
+        log::info!(
+            "bridge encoder for {} stopped (pid {pid}, {why}): {cpu}",
+            self.name_of(id)
+        );
     }
 
     /// Turn splicer events into notices and write its output.
@@ -651,6 +819,17 @@ impl SpliceRelay {
                     // The old source may now stop if nobody wants it.
                     self.reconcile_sources_only();
                 }
+                Event::BridgeHandover {
+                    source,
+                    frames,
+                    lift_ms,
+                    lag_ms,
+                } => {
+                    log::info!(
+                        "{}'s own keyframe took over from the bridge after {frames} bridge frames (bridge latency {lag_ms} ms, timeline lifted {lift_ms} ms)",
+                        self.name_of(source)
+                    );
+                }
                 Event::Unsupported { source, what } => {
                     if let Some(Owner::Streamer(k)) = self.owners.get(&source) {
                         if !self.warned_unsupported.contains(k) {
@@ -668,6 +847,7 @@ impl SpliceRelay {
                 }
             }
         }
+        self.reconcile_bridges(now);
     }
 
     fn reconcile_sources_only(&mut self) {
@@ -693,6 +873,8 @@ impl SpliceRelay {
 
     /// Forget a streamer's source: stop its reader, drop its buffer.
     fn drop_slot(&mut self, i: usize) {
+        let id = self.slots[i].id;
+        self.stop_bridge(id, "their stream is not wanted any more");
         let s = self.slots.remove(i);
         if let Some(src) = &s.source {
             src.stop();
@@ -704,8 +886,9 @@ impl SpliceRelay {
     pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
         self.report_output(now, notices);
         let now_ms = self.ms(now);
+        let batch = self.slate_batch();
         if let Some((id, p)) = &mut self.slate {
-            if now >= self.last_slate_tick + SLATE_TICK || p.next_due() <= now_ms {
+            if now >= self.last_slate_tick + batch || p.next_due() <= now_ms {
                 let id = *id;
                 let mut tags = Vec::new();
                 p.due(now_ms, &mut tags);
@@ -745,7 +928,7 @@ impl SpliceRelay {
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         if let Some((_, p)) = &self.slate {
             let due = self.epoch + Duration::from_millis(p.next_due());
-            min(due.max(self.last_slate_tick + SLATE_TICK));
+            min(due.max(self.last_slate_tick + self.slate_batch()));
         }
         if let Some(d) = self.splicer.deadline() {
             min(self.epoch + Duration::from_millis(d));
@@ -764,6 +947,9 @@ impl SpliceRelay {
                     min(r);
                 }
             }
+        }
+        for r in self.bridge_retry.values() {
+            min(*r);
         }
         t
     }

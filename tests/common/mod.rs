@@ -475,6 +475,68 @@ impl Publisher {
         }
     }
 
+    /// ffmpeg with x264's own defaults (no `-g`: a keyframe every 250
+    /// frames, 3 B-frames with pyramid and composition offsets), preset
+    /// veryfast as OBS's simple output uses.
+    pub fn start_x264_defaults(
+        url: &str,
+        size: (u32, u32),
+        fps: u32,
+        rate: u32,
+        channels: u32,
+    ) -> Publisher {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={}x{}:rate={fps}", size.0, size.1))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency=440:sample_rate={rate}"))
+            .arg("-ac")
+            .arg(channels.to_string())
+            .args(["-c:v", "libx264", "-preset", "veryfast"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+            .arg(url);
+        Publisher::spawn_logged(url, size, cmd)
+    }
+
+    /// A GStreamer publisher: `videotestsrc ! x264enc ! flvmux !
+    /// rtmp2sink`, x264enc with B-frames and a keyframe every 250 frames
+    /// (x264's default; x264enc's own "0 = auto" gave ~10 s here), AAC
+    /// from libav.
+    pub fn start_gstreamer(url: &str, size: (u32, u32), fps: u32, rate: u32) -> Publisher {
+        let pipeline = format!(
+            "flvmux name=m streamable=true ! rtmp2sink location={url} \
+             videotestsrc is-live=true pattern=ball ! \
+             video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+             x264enc speed-preset=veryfast bframes=2 key-int-max=250 ! h264parse ! queue ! m. \
+             audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! \
+             audio/x-raw,rate={rate},channels=2 ! avenc_aac ! aacparse ! queue ! m.",
+            w = size.0,
+            h = size.1
+        );
+        let mut cmd = Command::new("gst-launch-1.0");
+        // -e: on SIGINT, end the stream (EOS) and close the connection.
+        cmd.args(["-q", "-e"]).args(pipeline.split_whitespace());
+        Publisher::spawn_logged(url, size, cmd)
+    }
+
+    fn spawn_logged(url: &str, size: (u32, u32), mut cmd: Command) -> Publisher {
+        let dir = TempDir::new("pub");
+        let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e} (see tests/stages/encoders.deps)"));
+        Publisher {
+            url: url.to_string(),
+            size,
+            child,
+            dir,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -18,8 +18,10 @@ pub struct Frame {
     pub size: Option<(u32, u32)>,
     /// Audio: sample rate.
     pub rate: Option<u32>,
-    /// Presentation time (s) as decoded: steps in it show timestamp jumps.
+    /// Presentation time (s) as decoded, and for audio the frame's
+    /// duration (s).
     pub pts: Option<f64>,
+    pub duration: Option<f64>,
 }
 
 pub struct Viewer {
@@ -78,11 +80,18 @@ impl Viewer {
                             size,
                             rate: None,
                             pts,
+                            duration: None,
                         },
                     );
                 } else if line.contains("Parsed_ashowinfo") && line.contains(" n:") {
-                    let rate = field(&line, " rate:").and_then(|r| r.parse().ok());
+                    let rate: Option<u32> = field(&line, " rate:").and_then(|r| r.parse().ok());
                     let pts = field(&line, " pts_time:").and_then(|p| p.parse().ok());
+                    let samples: Option<f64> =
+                        field(&line, " nb_samples:").and_then(|n| n.parse().ok());
+                    let duration = match (samples, rate) {
+                        (Some(n), Some(r)) if r > 0 => Some(n / f64::from(r)),
+                        _ => None,
+                    };
                     push(
                         &f2,
                         Frame {
@@ -90,6 +99,7 @@ impl Viewer {
                             size: None,
                             rate,
                             pts,
+                            duration,
                         },
                     );
                 }
@@ -156,6 +166,44 @@ impl Viewer {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or(Duration::MAX)
+    }
+
+    /// Largest forward step between consecutive decoded video PTS whose
+    /// frames arrived within [from, to], in seconds (a step backwards
+    /// counts by its size too).
+    pub fn largest_video_pts_step(&self, from: Instant, to: Instant) -> f64 {
+        let p: Vec<f64> = self
+            .video()
+            .into_iter()
+            .filter(|f| f.at >= from && f.at <= to)
+            .filter_map(|f| f.pts)
+            .collect();
+        p.windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Largest hole (or overlap) in the decoded audio timeline within
+    /// [from, to]: next PTS minus (PTS + duration) of the one before, in
+    /// seconds.
+    pub fn largest_audio_hole(&self, from: Instant, to: Instant) -> f64 {
+        let a: Vec<(f64, f64)> = self
+            .frames()
+            .into_iter()
+            .filter(|f| f.size.is_none() && f.at >= from && f.at <= to)
+            .filter_map(|f| Some((f.pts?, f.duration?)))
+            .collect();
+        a.windows(2)
+            .map(|w| (w[1].0 - (w[0].0 + w[0].1)).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Decoded audio frames that arrived within [from, to].
+    pub fn audio_count(&self, from: Instant, to: Instant) -> usize {
+        self.frames()
+            .into_iter()
+            .filter(|f| f.size.is_none() && f.at >= from && f.at <= to)
+            .count()
     }
 
     pub fn is_running(&mut self) -> bool {

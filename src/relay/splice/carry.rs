@@ -44,6 +44,9 @@ impl Splicer {
             last_audio: t.last_audio,
             last_any: t.last_any,
             max_pts: t.max_pts,
+            // The frames behind `max_pts` are not carried: the resumed
+            // source starts on a keyframe above it, so nothing is pending.
+            recent_pts: Default::default(),
         };
     }
 
@@ -63,6 +66,9 @@ impl Splicer {
             slew_src: 0,
             awaiting_keyframe: true,
             pts_floor: self.outst.max_pts,
+            // A bridge is not carried: the new process starts one again
+            // when the source's keyframes turn out far apart.
+            bridged: None,
         });
         self.pending = None;
         self.shown = Some(id);

@@ -176,6 +176,68 @@ struct World {
     out: Vec<Out>,
     /// Event, when, index of the first output tag of that call.
     events: Vec<(Event, u64, usize)>,
+    /// Simulated bridge encoders by source.
+    bridges: HashMap<u8, SimBridge>,
+}
+
+/// Marker byte (body byte 6) of a simulated bridge's tags.
+const BRIDGE_MARK: u8 = 0xbb;
+
+fn is_bridge(t: &Tag) -> bool {
+    t.is_video() && t.data.get(6) == Some(&BRIDGE_MARK)
+}
+
+/// What an ffmpeg/libx264 bridge does with the feed, on the feed's clock:
+/// decodes (reordering B-frames into presentation order: two frames of
+/// delay once composition offsets are seen), re-encodes without B-frames
+/// with an IDR every 250 ms of PTS, outputs DTS = PTS `latency` ms after
+/// the frame was fed.
+struct SimBridge {
+    latency: u64,
+    reorder: Vec<i64>,
+    saw_cts: bool,
+    last_idr: Option<i64>,
+    header_out: bool,
+    queue: std::collections::VecDeque<(Tag, u64)>,
+}
+
+impl SimBridge {
+    fn new(latency: u64) -> SimBridge {
+        SimBridge {
+            latency,
+            reorder: Vec::new(),
+            saw_cts: false,
+            last_idr: None,
+            header_out: false,
+            queue: Default::default(),
+        }
+    }
+    fn feed(&mut self, id: u8, tag: &Tag, now: u64) {
+        let at = now + self.latency;
+        if tag.is_avc_seq_header() {
+            if !self.header_out {
+                self.header_out = true;
+                let h = Tag::video(tag.ts, vec![0x17, 0, 0, 0, 0, id, BRIDGE_MARK]);
+                self.queue.push_back((h, at));
+            }
+            return;
+        }
+        let cts = tag.composition_time();
+        self.saw_cts |= cts != 0;
+        self.reorder.push(i64::from(tag.ts) + i64::from(cts));
+        self.reorder.sort_unstable();
+        let depth = if self.saw_cts { 2 } else { 0 };
+        while self.reorder.len() > depth {
+            let pts = self.reorder.remove(0);
+            let idr = self.last_idr.map_or(true, |l| pts - l >= 250);
+            if idr {
+                self.last_idr = Some(pts);
+            }
+            let ft = if idr { 1 } else { 2 };
+            let body = vec![(ft << 4) | 7, 1, 0, 0, 0, id, BRIDGE_MARK];
+            self.queue.push_back((Tag::video(pts as u32, body), at));
+        }
+    }
 }
 
 impl World {
@@ -186,7 +248,34 @@ impl World {
             now: 0,
             out: Vec::new(),
             events: Vec::new(),
+            bridges: HashMap::new(),
         }
+    }
+    /// Runs a simulated bridge for `id` (as the relay would).
+    fn bridge(&mut self, id: u8, latency: u64) {
+        self.bridges.insert(id, SimBridge::new(latency));
+        self.sp.set_bridge(u64::from(id), true);
+        self.route_feed();
+    }
+    fn unbridge(&mut self, id: u8) {
+        self.bridges.remove(&id);
+        self.sp.set_bridge(u64::from(id), false);
+    }
+    fn route_feed(&mut self) {
+        for (id, tag) in self.sp.take_feed() {
+            let id = id as u8;
+            let now = self.now;
+            if let Some(b) = self.bridges.get_mut(&id) {
+                b.feed(id, &tag, now);
+            }
+        }
+    }
+    /// The earliest pending bridge output.
+    fn bridge_peek(&self) -> Option<(u64, u8)> {
+        self.bridges
+            .iter()
+            .filter_map(|(id, b)| b.queue.front().map(|(_, a)| (*a, *id)))
+            .min()
     }
     fn add(&mut self, g: Gen) {
         self.sp.add_source(u64::from(g.id));
@@ -200,7 +289,16 @@ impl World {
     fn collect(&mut self, at: u64, out: Vec<Tag>, ev: Vec<Event>) {
         let idx = self.out.len();
         for e in ev {
-            self.events.push((e, at, idx));
+            // A cut may follow the old source's last frames in the same
+            // call: it starts at the new source's AVC header.
+            let start = match &e {
+                Event::Cut { to, .. } => out
+                    .iter()
+                    .position(|t| t.is_avc_seq_header() && u64::from(origin(t)) == *to)
+                    .map_or(idx, |p| idx + p),
+                _ => idx,
+            };
+            self.events.push((e, at, start));
         }
         self.out.extend(out.into_iter().map(|tag| Out { at, tag }));
     }
@@ -224,6 +322,24 @@ impl World {
                 .enumerate()
                 .map(|(i, g)| (g.peek(), i))
                 .min();
+            let bridge = self.bridge_peek().filter(|&(a, _)| a <= t);
+            if let Some((ba, bid)) = bridge {
+                if next.map_or(true, |(a, _)| ba <= a) {
+                    self.tick_until(ba);
+                    let tag = self
+                        .bridges
+                        .get_mut(&bid)
+                        .and_then(|b| b.queue.pop_front())
+                        .map(|(t, _)| t);
+                    if let Some(tag) = tag {
+                        self.now = self.now.max(ba);
+                        let (mut o, mut e) = (Vec::new(), Vec::new());
+                        self.sp.push_bridge(u64::from(bid), tag, ba, &mut o, &mut e);
+                        self.collect(ba, o, e);
+                    }
+                    continue;
+                }
+            }
             let Some((arrival, i)) = next.filter(|&(a, _)| a <= t) else {
                 break;
             };
@@ -234,6 +350,7 @@ impl World {
             let (mut o, mut e) = (Vec::new(), Vec::new());
             self.sp.push(u64::from(id), tag, arrival, &mut o, &mut e);
             self.collect(arrival, o, e);
+            self.route_feed();
         }
         self.tick_until(t);
         self.now = self.now.max(t);
@@ -789,18 +906,26 @@ fn only_h264_and_aac_are_spliced() {
     check(&w);
 }
 
+/// nginx sends a new reader no video until the publisher's next
+/// keyframe (up to 10 s with encoder defaults): audio alone for that long
+/// is no verdict; the first keyframe makes the source ready.
 #[test]
-fn an_audio_only_source_is_reported() {
+fn a_source_sending_only_audio_for_ten_seconds_is_waited_for_not_refused() {
     let mut w = World::new(cfg());
     w.sp.add_source(1);
     w.push(1, aac_seq(1, 1), 0);
-    for n in 0..300u32 {
+    w.push(1, avc_seq(1, 1), 0);
+    for n in 0..500u32 {
         w.push(1, aac(n * 21, 1), u64::from(n * 21));
     }
-    assert_eq!(
-        unsupported_events(&w),
-        vec![(1, "no video in the first 5 s (audio only)".to_string())]
-    );
+    assert_eq!(unsupported_events(&w), vec![]);
+    assert!(!w.sp.has_keyframe(1));
+    w.switch(1, SwitchKind::Forced);
+    assert_eq!(w.sp.active(), None, "nothing to cut on yet");
+    w.push(1, frame(10_500, 1, 0, 1, 0), 10_500);
+    let (to, how, ..) = w.last_cut();
+    assert_eq!((to, how), (1, CutHow::Keyframe));
+    check(&w);
 }
 
 #[test]
@@ -1018,6 +1143,16 @@ fn a_thousand_switches_do_not_creep() {
     for &(idx, n) in &bursts {
         in_burst[idx..idx + n].iter_mut().for_each(|b| *b = true);
     }
+    // The new source's audio written with a cut continues the old one's
+    // audio (from up to 300 ms back): part of that burst too.
+    for (_, at, idx) in w.cuts() {
+        for (o, b) in w.out[idx..].iter().zip(&mut in_burst[idx..]) {
+            if o.at != at {
+                break;
+            }
+            *b |= o.tag.is_audio();
+        }
+    }
     let mut worst_end = 0i64;
     let mut worst_lead = 0i64;
     for &(end, idx) in &slot_ends {
@@ -1056,4 +1191,188 @@ fn a_thousand_switches_do_not_creep() {
     eprintln!(
         "1000 switches: worst end-of-slot drift {worst_end} ms, worst lead {worst_lead} ms, largest burst {max_burst} frames"
     );
+}
+
+/// An x264-defaults source: keyframe every 250 frames (8.3 s), I P B B
+/// with composition offsets, 20 ms behind the wall.
+fn long_gop(id: u8, ts0: u64) -> Gen {
+    let mut g = Gen::new(id, ts0, 0).bframes();
+    g.gop = 250;
+    g.latency = 20;
+    g
+}
+
+/// Largest output step (unwrapped ms) between consecutive video DTS and
+/// between consecutive audio tags, from output index `from` on.
+fn largest_steps(w: &World, from: usize) -> (i64, i64) {
+    let times = check(w);
+    let (mut lv, mut la) = (None::<i64>, None::<i64>);
+    let (mut sv, mut sa) = (0, 0);
+    for (i, o) in w.out.iter().enumerate().skip(from) {
+        let t = times[i];
+        if o.tag.is_avc_nalu() {
+            if let Some(l) = lv {
+                sv = sv.max(t - l);
+            }
+            lv = Some(t);
+        } else if o.tag.is_aac_raw() {
+            if let Some(l) = la {
+                sa = sa.max(t - l);
+            }
+            la = Some(t);
+        }
+    }
+    (sv, sa)
+}
+
+fn handovers(w: &World) -> Vec<(SourceId, u64, i64, usize)> {
+    w.events
+        .iter()
+        .filter_map(|(e, _, idx)| match e {
+            Event::BridgeHandover {
+                source,
+                frames,
+                lift_ms,
+                ..
+            } => Some((*source, *frames, *lift_ms, *idx)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn planned_cut_to_a_long_gop_source_starts_on_a_bridge_idr_then_hands_over() {
+    // B's clock starts 3 s before the 32-bit wrap, with B-frames.
+    let b = long_gop(2, (1 << 32) - 3_000);
+    let mut w = two_sources(cfg(), Gen::new(1, 5_000, 0), b);
+    assert!(!w.sp.bridge_wanted(2), "its first keyframe is recent");
+    w.run_until(2_600);
+    assert!(w.sp.bridge_wanted(2), "no second keyframe in 2.5 s: bridge");
+    w.bridge(2, 120);
+    w.run_until(3_000);
+    // B's next own keyframe is 5.3 s away.
+    w.switch(2, SwitchKind::Planned);
+    let t0 = w.now;
+    w.run_until(t0 + 700);
+    let (to, how, waited, _, idx) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::Bridge));
+    assert!(waited <= 250 + 120 + 40, "waited {waited} ms");
+    assert!(is_bridge(&w.out[idx + 2].tag), "the cut is on a bridge IDR");
+    // Until B's own keyframe (8.33 s) the output shows bridge frames.
+    w.run_until(8_000);
+    assert!(handovers(&w).is_empty());
+    assert!(w.sp.bridge_wanted(2), "on air through its bridge");
+    w.run_until(12_000);
+    let h = handovers(&w);
+    assert_eq!(h.len(), 1, "{:?}", w.events);
+    let (source, frames, lift, hidx) = h[0];
+    assert_eq!(source, 2);
+    assert!(frames > 100, "{frames} bridge frames");
+    assert!(lift <= 70, "handover lifted the timeline {lift} ms");
+    assert!(!w.sp.bridge_wanted(2), "on its own frames: no bridge");
+    // Own frames only after the handover, their header first.
+    let hs = (hidx..w.out.len())
+        .find(|&i| w.out[i].tag.is_avc_seq_header())
+        .expect("own header at the handover");
+    assert!(!is_bridge(&w.out[hs].tag) && w.out[hs + 2].tag.is_keyframe());
+    assert!(w.out[hs..].iter().all(|o| !is_bridge(&o.tag)));
+    let own_after = w.out[hidx..]
+        .iter()
+        .filter(|o| o.tag.is_avc_nalu() && origin(&o.tag) == 2)
+        .count();
+    assert!(own_after > 90, "{own_after}");
+    let (sv, sa) = largest_steps(&w, 3);
+    assert!(sv <= 100, "largest video DTS step {sv} ms");
+    assert!(sa <= 100, "largest audio step {sa} ms");
+}
+
+#[test]
+fn forced_cut_to_a_long_gop_source_catches_up_a_few_bridge_frames() {
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), long_gop(2, 77_777));
+    w.bridge(2, 90);
+    w.run_until(4_100);
+    let before = w.out.len();
+    w.remove(1);
+    w.run_until(4_300);
+    w.switch(2, SwitchKind::Forced);
+    let (to, how, waited, at, idx) = w.last_cut();
+    assert_eq!((to, how, waited), (2, CutHow::BridgeCatchUp, 0));
+    // At most one short bridge GOP (8 frames at 30 fps) is squeezed.
+    let burst = w.out[idx..]
+        .iter()
+        .filter(|o| o.at == at && o.tag.is_avc_nalu())
+        .count();
+    assert!((1..=9).contains(&burst), "{burst} frames squeezed");
+    w.run_until(10_000);
+    assert_eq!(handovers(&w).len(), 1);
+    let (sv, sa) = largest_steps(&w, before);
+    // The old source stopped 200 ms before the switch: that much
+    // wall-clock time passes in the output too, nothing more.
+    assert!(sv <= 300, "largest video DTS step {sv} ms");
+    assert!(sa <= 300, "largest audio step {sa} ms");
+}
+
+#[test]
+fn a_stale_bridge_is_not_cut_to_and_a_stopped_one_falls_back_to_the_own_keyframe() {
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), long_gop(2, 0));
+    // A bridge that lags 2 s behind (an overloaded encoder) is backlog.
+    w.bridge(2, 2_000);
+    w.run_until(3_000);
+    w.switch(2, SwitchKind::Planned);
+    w.run_until(3_500);
+    assert_eq!(w.sp.pending(), Some(2), "no cut on a stale bridge");
+    w.unbridge(2);
+    w.run_until(9_000);
+    // Its GOP is not known yet: the old rule (3 s, then a catch-up from
+    // its own buffer) applies.
+    let (to, how, ..) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::TimeoutCatchUp));
+    check(&w);
+}
+
+#[test]
+fn keyframes_two_seconds_apart_need_no_bridge() {
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), Gen::new(2, 0, 0));
+    for t in (200..6_000).step_by(100) {
+        w.run_until(t);
+        assert!(!w.sp.bridge_wanted(2), "at {t} ms");
+    }
+    assert_eq!(w.sp.gop_ms(2), Some(2_000));
+    assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
+}
+
+/// A planned cut away from a source with B-frames waits for the B-frames
+/// that display before a P-frame already sent: the old source's pictures
+/// end without a hole (a cut right after a P-frame skipped up to 4 frames).
+#[test]
+fn a_planned_cut_does_not_leave_the_old_sources_b_frames_behind() {
+    // B's keyframes arrive at every phase of A's I P B B pattern.
+    for delay in [0u64, 11, 23, 37, 51, 67, 83, 97, 113, 131] {
+        let b = Gen::new(2, 9_000, delay);
+        let mut w = two_sources(cfg(), Gen::new(1, 0, 0).bframes(), b);
+        w.run_until(1_000);
+        w.switch(2, SwitchKind::Planned);
+        w.run_until(4_000);
+        let (to, ..) = w.last_cut();
+        assert_eq!(to, 2);
+        let times = check(&w);
+        let mut a_pts: Vec<i64> = w
+            .out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.tag.is_avc_nalu() && origin(&o.tag) == 1)
+            .map(|(i, o)| times[i] + i64::from(o.tag.composition_time()))
+            .collect();
+        a_pts.sort_unstable();
+        let last_second: Vec<i64> = a_pts.iter().rev().take(30).rev().copied().collect();
+        let widest = last_second
+            .windows(2)
+            .map(|p| p[1] - p[0])
+            .max()
+            .unwrap_or(0);
+        assert!(
+            widest <= 40,
+            "B {delay} ms later: the old source's last pictures skip {widest} ms"
+        );
+    }
 }
