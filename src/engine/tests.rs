@@ -287,7 +287,7 @@ fn an_upgrade_that_cannot_happen_is_refused_and_changes_nothing() {
             .is_some_and(|e| e.message.contains("cannot hand over")),
         "{r:?}"
     );
-    assert_eq!(h.queue(), ["alice"]);
+    assert_eq!(h.queue(), g(&["alice"]));
     ok(&h.health());
     assert_eq!(
         h.health().ok().map(|v| v["handovers"].clone()),
