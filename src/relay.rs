@@ -13,6 +13,7 @@
 //!   again at each switch (the first version's relay; `[relay] args`).
 
 pub mod flv;
+pub mod health;
 mod output;
 pub mod restart;
 pub mod slate;

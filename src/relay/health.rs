@@ -1,0 +1,696 @@
+//! How well a source's stream comes through, measured from its tags alone.
+//! Pure: arrival times are passed in (ms on any monotonic line).
+//!
+//! What decides the state is media *arrival*, never keyframes: OBS's default
+//! encoder sends a keyframe every 8.3 s, and a source that sends frames is
+//! not stalled however far apart its keyframes are.
+//!
+//! * **stalled**: no video (audio for an audio-only source) for
+//!   `stall_ms`, or for three of its own frame intervals if that is longer;
+//! * **starved**: for `starve_ms` in a row, the last second carried less
+//!   than `starve_ratio` of the stream's own median bitrate, or fewer than
+//!   `min_fps` frames (half its own median frame rate if that is lower: a
+//!   stream sent at 5 fps on purpose is not starved);
+//! * back to **live** once frames have flowed `resume_ms` at their own pace
+//!   (an encoder that was held back sends its backlog in a burst first;
+//!   cutting back inside the burst would put the output ahead of the wall
+//!   clock) and, from starved, the last second is above the floors again.
+
+use std::collections::VecDeque;
+
+use super::flv::Tag;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub stall_ms: u64,
+    pub starve_ratio_pct: u32,
+    pub min_fps: u32,
+    pub starve_ms: u64,
+    pub resume_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            stall_ms: 600,
+            starve_ratio_pct: 25,
+            min_fps: 10,
+            starve_ms: 3000,
+            resume_ms: 300,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Nothing has arrived yet.
+    Waiting,
+    Live,
+    Stalled,
+    Starved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Live => "live",
+            State::Stalled => "stalled",
+            State::Starved => "starved",
+        }
+    }
+
+    /// Stalled or starved: the audience should not see this stream.
+    pub fn unhealthy(self) -> bool {
+        matches!(self, State::Stalled | State::Starved)
+    }
+}
+
+/// What the stream's headers announce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Format {
+    /// From the AVC SPS (cropped).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub video_codec: Option<&'static str>,
+    pub audio_codec: Option<&'static str>,
+    pub audio_rate: Option<u32>,
+    pub audio_channels: Option<u8>,
+    /// Some frame had a composition offset: the encoder uses B-frames.
+    pub bframes: bool,
+}
+
+/// A measurement, as shown to people.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub state: Option<State>,
+    /// When the state began (the caller's ms line).
+    pub since_ms: u64,
+    /// Over the last second of arrivals.
+    pub kbps: u32,
+    /// Frames per second ×10 over the last second.
+    pub fps_x10: u32,
+    /// The stream's own median over the last minute.
+    pub median_kbps: u32,
+    /// Source time between its last two keyframes.
+    pub keyframe_ms: Option<u64>,
+    /// Audio arrived in the last 2 s.
+    pub audio_present: bool,
+    pub format: Format,
+}
+
+const WINDOW_MS: u64 = 1000;
+const MEDIAN_SAMPLES: usize = 60;
+/// Per-second samples before the relative bitrate floor applies.
+const MIN_SAMPLES: usize = 5;
+const AUDIO_PRESENT_MS: u64 = 2000;
+/// A burst is src time running this far ahead of arrival time.
+const PACE_SLACK_MS: i64 = 150;
+
+#[derive(Clone, Copy)]
+struct Arrival {
+    at: u64,
+    bytes: u32,
+    video_frame: bool,
+    /// Unwrapped source timestamp (video frames).
+    src: i64,
+}
+
+pub struct Health {
+    cfg: Config,
+    state: State,
+    since: u64,
+    window: VecDeque<Arrival>,
+    samples: VecDeque<u32>,
+    fps_samples: VecDeque<u32>,
+    next_sample: Option<u64>,
+    last_video: Option<u64>,
+    last_audio: Option<u64>,
+    last_any: Option<u64>,
+    has_video: bool,
+    frame_ms: Option<u64>,
+    last_frame_src: Option<i64>,
+    last_key_src: Option<i64>,
+    keyframe_ms: Option<u64>,
+    unwrap: Option<(u32, i64)>,
+    /// Since when the last second has been below the floors.
+    low_since: Option<u64>,
+    /// Since when it has been fine (leaving starved).
+    ok_since: Option<u64>,
+    format: Format,
+}
+
+impl Health {
+    pub fn new(cfg: Config, now_ms: u64) -> Health {
+        Health {
+            cfg,
+            state: State::Waiting,
+            since: now_ms,
+            window: VecDeque::new(),
+            samples: VecDeque::new(),
+            fps_samples: VecDeque::new(),
+            next_sample: None,
+            last_video: None,
+            last_audio: None,
+            last_any: None,
+            has_video: false,
+            frame_ms: None,
+            last_frame_src: None,
+            last_key_src: None,
+            keyframe_ms: None,
+            unwrap: None,
+            low_since: None,
+            ok_since: None,
+            format: Format::default(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn since(&self) -> u64 {
+        self.since
+    }
+
+    fn unwrap_ts(&mut self, raw: u32) -> i64 {
+        let v = match self.unwrap {
+            None => i64::from(raw),
+            Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
+        };
+        self.unwrap = Some((raw, v));
+        v
+    }
+
+    /// One tag arrived. Returns the new state if it changed.
+    pub fn tag(&mut self, tag: &Tag, now_ms: u64) -> Option<State> {
+        let video = tag.is_video();
+        if !video && !tag.is_audio() {
+            return None;
+        }
+        let ts = self.unwrap_ts(tag.ts);
+        let mut frame = false;
+        if video {
+            if tag.is_avc_seq_header() {
+                if let Some((w, h)) = avc_size(&tag.data) {
+                    self.format.width = Some(w);
+                    self.format.height = Some(h);
+                }
+            } else if tag.is_avc_nalu() || tag.video_codec().is_some_and(|c| c != 7) {
+                frame = true;
+            }
+            if let Some(c) = tag.video_codec() {
+                self.format.video_codec = Some(video_codec_name(c, tag.is_enhanced()));
+            }
+            if frame {
+                self.has_video = true;
+                self.last_video = Some(now_ms);
+                if tag.composition_time() != 0 {
+                    self.format.bframes = true;
+                }
+                if let Some(last) = self.last_frame_src {
+                    let d = ts - last;
+                    if d > 0 && d < 1000 {
+                        // Smoothed, so one late frame does not move it.
+                        let d = d as u64;
+                        self.frame_ms = Some(self.frame_ms.map_or(d, |f| (f * 7 + d) / 8));
+                    }
+                }
+                self.last_frame_src = Some(ts);
+                if tag.is_keyframe() {
+                    if let Some(k) = self.last_key_src {
+                        if ts > k {
+                            self.keyframe_ms = Some((ts - k) as u64);
+                        }
+                    }
+                    self.last_key_src = Some(ts);
+                }
+            }
+        } else {
+            if tag.is_aac_seq_header() {
+                if let Some((rate, ch)) = aac_config(&tag.data) {
+                    self.format.audio_rate = Some(rate);
+                    self.format.audio_channels = Some(ch);
+                }
+            }
+            if let Some(f) = tag.audio_format() {
+                self.format.audio_codec = Some(audio_codec_name(f, tag.is_enhanced()));
+            }
+            self.last_audio = Some(now_ms);
+        }
+        self.last_any = Some(now_ms);
+        self.window.push_back(Arrival {
+            at: now_ms,
+            bytes: tag.data.len() as u32,
+            video_frame: frame,
+            src: ts,
+        });
+        self.poll(now_ms)
+    }
+
+    /// Look at the clock (also with no tags). Returns the new state if it
+    /// changed.
+    pub fn poll(&mut self, now_ms: u64) -> Option<State> {
+        while self
+            .window
+            .front()
+            .is_some_and(|a| a.at + WINDOW_MS <= now_ms)
+        {
+            self.window.pop_front();
+        }
+        self.sample(now_ms);
+        let new = self.decide(now_ms);
+        if new != self.state {
+            self.state = new;
+            self.since = now_ms;
+            self.low_since = None;
+            self.ok_since = None;
+            Some(new)
+        } else {
+            None
+        }
+    }
+
+    /// One bitrate and frame-rate sample per second, for the medians.
+    fn sample(&mut self, now_ms: u64) {
+        if self.last_any.is_none() {
+            return;
+        }
+        let next = *self.next_sample.get_or_insert(now_ms + WINDOW_MS);
+        if now_ms < next {
+            return;
+        }
+        // Seconds with no media at all are the stall rule's business.
+        if !matches!(self.state, State::Stalled) {
+            self.samples.push_back(self.kbps());
+            self.fps_samples.push_back(self.fps_x10());
+            while self.samples.len() > MEDIAN_SAMPLES {
+                self.samples.pop_front();
+                self.fps_samples.pop_front();
+            }
+        }
+        self.next_sample = Some(now_ms.max(next) + WINDOW_MS);
+    }
+
+    fn kbps(&self) -> u32 {
+        let bytes: u64 = self.window.iter().map(|a| u64::from(a.bytes)).sum();
+        (bytes * 8 / WINDOW_MS) as u32
+    }
+
+    fn fps_x10(&self) -> u32 {
+        self.window.iter().filter(|a| a.video_frame).count() as u32 * 10 * 1000
+            / WINDOW_MS as u32
+    }
+
+    fn median(v: &VecDeque<u32>) -> Option<u32> {
+        if v.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut s: Vec<u32> = v.iter().copied().collect();
+        s.sort_unstable();
+        Some(s[s.len() / 2])
+    }
+
+    /// No media for longer than the stall limit.
+    pub fn stall_limit_ms(&self) -> u64 {
+        let own = self.frame_ms.map_or(0, |f| f * 3);
+        self.cfg.stall_ms.max(own)
+    }
+
+    fn gap_ms(&self, now_ms: u64) -> Option<u64> {
+        let last = if self.has_video {
+            self.last_video
+        } else {
+            self.last_any
+        };
+        last.map(|t| now_ms.saturating_sub(t))
+    }
+
+    /// The last second is below the floors.
+    fn low(&self) -> bool {
+        if !self.has_video {
+            return false;
+        }
+        // Judged against the stream's own rates only once they are known.
+        let Some(own_fps) = Health::median(&self.fps_samples) else {
+            return false;
+        };
+        if self.fps_x10() < (own_fps / 2).min(self.cfg.min_fps * 10) {
+            return true;
+        }
+        match Health::median(&self.samples) {
+            Some(m) => {
+                u64::from(self.kbps()) * 100 < u64::from(m) * u64::from(self.cfg.starve_ratio_pct)
+            }
+            None => false,
+        }
+    }
+
+    /// Frames have arrived for `resume_ms` at about their own pace (not a
+    /// backlog burst).
+    fn paced(&self, now_ms: u64) -> bool {
+        let from = now_ms.saturating_sub(self.cfg.resume_ms);
+        let frames: Vec<&Arrival> = self
+            .window
+            .iter()
+            .filter(|a| a.video_frame || !self.has_video)
+            .collect();
+        let Some(first) = frames.first() else {
+            return false;
+        };
+        if first.at > from {
+            // Not flowing for long enough yet.
+            return false;
+        }
+        let recent: Vec<&&Arrival> = frames.iter().filter(|a| a.at >= from).collect();
+        let (Some(a), Some(b)) = (recent.first(), recent.last()) else {
+            return false;
+        };
+        if recent.len() < 2 {
+            return false;
+        }
+        let src_span = b.src - a.src;
+        let arr_span = b.at as i64 - a.at as i64;
+        src_span <= arr_span + PACE_SLACK_MS
+    }
+
+    fn decide(&mut self, now_ms: u64) -> State {
+        if self.last_any.is_none() {
+            return State::Waiting;
+        }
+        let stalled = self.gap_ms(now_ms).is_some_and(|g| g >= self.stall_limit_ms());
+        if stalled {
+            return State::Stalled;
+        }
+        let low = self.low();
+        match self.state {
+            State::Waiting => State::Live,
+            State::Live => {
+                if low {
+                    let since = *self.low_since.get_or_insert(now_ms);
+                    if now_ms - since >= self.cfg.starve_ms {
+                        return State::Starved;
+                    }
+                } else {
+                    self.low_since = None;
+                }
+                State::Live
+            }
+            State::Stalled => {
+                if self.paced(now_ms) {
+                    State::Live
+                } else {
+                    State::Stalled
+                }
+            }
+            State::Starved => {
+                if low || !self.paced(now_ms) {
+                    self.ok_since = None;
+                    return State::Starved;
+                }
+                let since = *self.ok_since.get_or_insert(now_ms);
+                if now_ms - since >= self.cfg.resume_ms {
+                    State::Live
+                } else {
+                    State::Starved
+                }
+            }
+        }
+    }
+
+    /// When `poll` must be called next to notice a stall or a state change
+    /// that no tag would bring.
+    pub fn next_check(&self, now_ms: u64) -> Option<u64> {
+        match self.state {
+            State::Waiting => None,
+            State::Live => {
+                let stall = self.gap_ms(now_ms).map(|g| {
+                    now_ms + self.stall_limit_ms().saturating_sub(g).max(1)
+                });
+                // Low seconds are noticed by tags; a trickle may bring few.
+                let low = self.low_since.map(|s| (s + self.cfg.starve_ms).max(now_ms + 1));
+                [stall, low, self.next_sample].into_iter().flatten().min()
+            }
+            // Leaving these is driven by tags.
+            State::Stalled | State::Starved => self.next_sample,
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        Report {
+            state: Some(self.state),
+            since_ms: self.since,
+            kbps: self.kbps(),
+            fps_x10: self.fps_x10(),
+            median_kbps: Health::median(&self.samples).unwrap_or(0),
+            keyframe_ms: self.keyframe_ms,
+            audio_present: self.last_audio.is_some_and(|t| {
+                self.last_any
+                    .is_some_and(|l| l.saturating_sub(t) < AUDIO_PRESENT_MS)
+            }),
+            format: self.format.clone(),
+        }
+    }
+}
+
+fn video_codec_name(c: u8, enhanced: bool) -> &'static str {
+    if enhanced {
+        return "enhanced RTMP";
+    }
+    match c {
+        7 => "H.264",
+        2 => "Sorenson H.263",
+        4 | 5 => "VP6",
+        12 => "HEVC",
+        13 => "AV1",
+        _ => "other",
+    }
+}
+
+fn audio_codec_name(f: u8, enhanced: bool) -> &'static str {
+    if enhanced {
+        return "enhanced RTMP";
+    }
+    match f {
+        10 => "AAC",
+        2 | 14 => "MP3",
+        11 => "Speex",
+        13 => "Opus",
+        0 | 3 => "PCM",
+        _ => "other",
+    }
+}
+
+/// Plain advice for the streamer, from what arrives.
+pub fn hints(r: &Report) -> Vec<String> {
+    let mut v = Vec::new();
+    let fps = f64::from(r.fps_x10) / 10.0;
+    match r.state {
+        Some(State::Stalled) => v.push(
+            "nothing arrives from you right now — check your connection (a wired one is best)"
+                .to_string(),
+        ),
+        Some(State::Starved) => v.push(format!(
+            "we get {} kbit/s at {fps:.0} fps from you — lower your bitrate or use a wired connection",
+            r.kbps
+        )),
+        _ => {}
+    }
+    if let Some(k) = r.keyframe_ms.filter(|k| *k > 2500) {
+        v.push(format!(
+            "keyframe every {:.1} s — set Keyframe Interval to 2 in OBS → Settings → Output",
+            k as f64 / 1000.0
+        ));
+    }
+    if r.state == Some(State::Live) && !r.audio_present {
+        v.push("no audio arrives — add an audio source in OBS".to_string());
+    }
+    if let Some(c) = r.format.video_codec.filter(|c| *c != "H.264") {
+        v.push(format!("video is {c} — set the encoder to x264 / H.264"));
+    }
+    if let Some(c) = r.format.audio_codec.filter(|c| *c != "AAC") {
+        v.push(format!("audio is {c} — set the audio encoder to AAC"));
+    }
+    v
+}
+
+/// Reads bits MSB first from an RBSP (emulation-prevention bytes removed).
+struct Bits {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Bits {
+    fn from_nal(nal: &[u8]) -> Bits {
+        let mut data = Vec::with_capacity(nal.len());
+        let mut zeros = 0;
+        for &b in nal {
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            data.push(b);
+        }
+        Bits { data, pos: 0 }
+    }
+
+    fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0;
+        for _ in 0..n {
+            v = (v << 1) | self.bit()?;
+        }
+        Some(v)
+    }
+
+    /// Exp-Golomb unsigned.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        Some(if k % 2 == 1 {
+            (k / 2 + 1) as i32
+        } else {
+            -((k / 2) as i32)
+        })
+    }
+}
+
+/// Picture size from an FLV AVC sequence header (AVCDecoderConfigurationRecord).
+pub fn avc_size(body: &[u8]) -> Option<(u32, u32)> {
+    // FLV video header (5 bytes), then the record: version, profile,
+    // compat, level, lengthSize, numSPS (6 bytes), then SPS length + SPS.
+    let rec = body.get(5..)?;
+    if rec.len() < 8 || rec[5] & 0x1f == 0 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([rec[6], rec[7]]));
+    let sps = rec.get(8..8 + len)?;
+    sps_size(sps)
+}
+
+fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + b.se()? + 256) % 256;
+        }
+        last = if next == 0 { last } else { next };
+    }
+    Some(())
+}
+
+/// Width and height (cropped) from an H.264 SPS NAL unit (header byte
+/// included).
+pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let mut b = Bits::from_nal(nal.get(1..)?);
+    let profile = b.bits(8)?;
+    b.bits(16)?; // constraint flags + level
+    b.ue()?; // sps id
+    let mut chroma_format = 1;
+    let mut separate_planes = 0;
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format = b.ue()?;
+        if chroma_format == 3 {
+            separate_planes = b.bit()?;
+        }
+        b.ue()?; // luma bit depth
+        b.ue()?; // chroma bit depth
+        b.bit()?; // transform bypass
+        if b.bit()? == 1 {
+            let n = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..n {
+                if b.bit()? == 1 {
+                    skip_scaling_list(&mut b, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    b.ue()?; // log2 max frame num
+    let poc_type = b.ue()?;
+    if poc_type == 0 {
+        b.ue()?;
+    } else if poc_type == 1 {
+        b.bit()?;
+        b.se()?;
+        b.se()?;
+        let n = b.ue()?;
+        if n > 255 {
+            return None;
+        }
+        for _ in 0..n {
+            b.se()?;
+        }
+    }
+    b.ue()?; // max ref frames
+    b.bit()?; // gaps allowed
+    let w_mbs = b.ue()? + 1;
+    let h_map = b.ue()? + 1;
+    let frame_mbs_only = b.bit()?;
+    if frame_mbs_only == 0 {
+        b.bit()?; // mb adaptive frame field
+    }
+    b.bit()?; // direct 8x8 inference
+    let mut w = w_mbs.checked_mul(16)?;
+    let mut h = h_map.checked_mul(16)?.checked_mul(2 - frame_mbs_only)?;
+    if b.bit()? == 1 {
+        let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let array_type = if separate_planes == 1 { 0 } else { chroma_format };
+        let (cx, cy) = match array_type {
+            0 => (1, 2 - frame_mbs_only),
+            1 => (2, 2 * (2 - frame_mbs_only)),
+            2 => (2, 2 - frame_mbs_only),
+            _ => (1, 2 - frame_mbs_only),
+        };
+        w = w.checked_sub((l + r).checked_mul(cx)?)?;
+        h = h.checked_sub((t + bo).checked_mul(cy)?)?;
+    }
+    Some((w, h))
+}
+
+/// Sample rate and channels from an FLV AAC sequence header
+/// (AudioSpecificConfig after the 2-byte FLV audio header).
+pub fn aac_config(body: &[u8]) -> Option<(u32, u8)> {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    let mut b = Bits {
+        data: body.get(2..)?.to_vec(),
+        pos: 0,
+    };
+    let mut object = b.bits(5)?;
+    if object == 31 {
+        object = 32 + b.bits(6)?;
+    }
+    let _ = object;
+    let idx = b.bits(4)?;
+    let rate = if idx == 15 {
+        b.bits(24)?
+    } else {
+        *RATES.get(idx as usize)?
+    };
+    let channels = b.bits(4)? as u8;
+    Some((rate, channels))
+}
+
+#[cfg(test)]
+mod tests;
