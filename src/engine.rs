@@ -8,6 +8,7 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod health;
 mod hooks;
 #[cfg(test)]
 mod memory;
@@ -23,6 +24,7 @@ mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
 pub use command::{Command, Responder};
+pub use health::{health_json, HealthView};
 pub use names::Names;
 pub use streamers::StreamerRequest;
 pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
@@ -132,6 +134,9 @@ pub struct Engine {
     recorder: Option<crate::recording::Recorder>,
     /// Metrics and notifications: everything goes through [`Engine::emit`].
     events: Events,
+    /// Splice mode: how the read streams come through, and who was given
+    /// up on (`engine/health.rs`).
+    health: health::HealthBook,
 }
 
 /// Asked before each WATCHDOG=1; `Err(why)` withholds it (the HTTP side
@@ -239,6 +244,7 @@ impl Engine {
             sent_obs: None,
             recorder: p.recorder,
             events: p.events,
+            health: health::HealthBook::default(),
         };
         e.sync_secret();
         e.refresh_registry(true);
@@ -324,6 +330,9 @@ impl Engine {
         }
         if let Some(slot) = self.slot_deadline() {
             t = t.min(slot);
+        }
+        if let Some(h) = self.health_deadline() {
+            t = t.min(h);
         }
         t
     }
@@ -533,6 +542,9 @@ impl Engine {
             self.after_change();
         }
         self.end_slot();
+        if self.health_deadline().is_some_and(|d| now >= d) {
+            self.health_rules();
+        }
         if now >= self.next_status {
             self.refresh_status();
             // Memory freed by bursts of reads (which never reach the engine)

@@ -41,6 +41,8 @@ pub struct Metrics {
     hook_latency: HistogramVec,
     admin: IntCounterVec,
     notifications: IntCounterVec,
+    health_changes: IntCounterVec,
+    unwell_seconds: prometheus::Counter,
 }
 
 // The names, helps and labels below are constants of this file: the
@@ -133,6 +135,16 @@ impl Metrics {
                 "Notifications by notifier and outcome (sent, failed, dropped)",
                 &["notifier", "outcome"],
             ),
+            health_changes: counters(
+                "stream_health_changes_total",
+                "Read streams entering a state (live, stalled, starved), splice mode",
+                &["state"],
+            ),
+            unwell_seconds: prometheus::Counter::with_opts(opts(
+                "stalled_seconds_total",
+                "Seconds the on-air streamer's stream was stalled or starved (the be-right-back card on)",
+            ))
+            .expect(CONST_DEF),
             registry: Registry::new(),
         };
         let build = IntGaugeVec::new(
@@ -160,6 +172,8 @@ impl Metrics {
             Box::new(m.hook_latency.clone()),
             Box::new(m.admin.clone()),
             Box::new(m.notifications.clone()),
+            Box::new(m.health_changes.clone()),
+            Box::new(m.unwell_seconds.clone()),
             Box::new(build),
         ];
         for c in collectors {
@@ -210,6 +224,17 @@ impl Metrics {
     /// `endpoint` is a known admin path (never what a client typed).
     pub fn admin_request(&self, endpoint: &str) {
         self.admin.with_label_values(&[endpoint]).inc();
+    }
+
+    /// A read stream entered `state` (live, stalled, starved).
+    pub fn health_changed(&self, state: &str) {
+        self.health_changes.with_label_values(&[state]).inc();
+    }
+
+    /// The on-air streamer's stream came through again (or was given up on)
+    /// after this many seconds.
+    pub fn unwell_seconds(&self, secs: f64) {
+        self.unwell_seconds.inc_by(secs.max(0.0));
     }
 
     /// `outcome`: sent, failed or dropped.

@@ -426,6 +426,17 @@ fn json_message(ev: &Event, now_s: u64) -> serde_json::Value {
             failures,
         } => json!({"name": name, "why": why, "failures": failures}),
         Event::RelayRecovered { name, failures } => json!({"name": name, "failures": failures}),
+        Event::Unstable {
+            name,
+            state,
+            detail,
+            on_air,
+        } => json!({"name": name, "state": state, "detail": detail, "on_air": on_air}),
+        Event::Back {
+            name,
+            after,
+            on_air,
+        } => json!({"name": name, "after_s": after.as_secs_f64(), "on_air": on_air}),
         Event::OutputFailed { detail } => json!({ "detail": detail }),
         Event::ObsLost { reason } => json!({ "reason": reason }),
         Event::OutputRecovered | Event::ObsBack => json!({}),
@@ -497,8 +508,33 @@ pub fn discord_text(ev: &Event) -> String {
         Event::Skipped { name } => format!("**{}** was skipped by a moderator.", md(name)),
         Event::SlotEnded { name } => format!("**{}**'s slot is over.", md(name)),
         Event::GaveUp { name } => format!(
-            "**{}**'s stream kept failing; skipping to the next streamer.",
+            "**{}**'s stream is not coming through; the next streamer goes on air.",
             md(name)
+        ),
+        Event::Unstable {
+            name,
+            state,
+            detail,
+            on_air,
+        } => format!(
+            "⚠️ **{}**'s stream {} ({}){}.",
+            md(name),
+            if *state == "starved" {
+                "is starved"
+            } else {
+                "stalled"
+            },
+            md(detail),
+            if *on_air {
+                "; the be-right-back card is on"
+            } else {
+                ""
+            }
+        ),
+        Event::Back { name, after, .. } => format!(
+            "✅ **{}**'s stream is back after {}.",
+            md(name),
+            duration_words(after.as_secs())
         ),
         Event::RelayFailed {
             name,

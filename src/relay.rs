@@ -12,6 +12,7 @@
 //! * `restart` ([`restart`]): one ffmpeg per streamer, killed and started
 //!   again at each switch (the first version's relay; `[relay] args`).
 
+pub mod brb;
 pub mod flv;
 pub mod health;
 mod output;
@@ -79,6 +80,11 @@ pub struct RelaySpec {
     /// Splice mode: a planned cut waits this long for the new streamer's
     /// keyframe before it catches up (None: their GOP + 1 s).
     pub cut_timeout: Option<Duration>,
+    /// Splice mode: when a stream counts as stalled or starved.
+    pub health: health::Config,
+    /// Splice mode: the operator's be-right-back picture or clip ("" =
+    /// a still naming the streamer).
+    pub brb: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +178,14 @@ pub enum Notice {
     OutputFailedAgain,
     /// The output has run a while again after a failure.
     OutputBack,
+    /// Splice mode: how a read streamer's stream comes through. Sent when
+    /// its state changes (`changed`), else about once a second with fresh
+    /// figures; `report.state` None: no longer read.
+    Health {
+        key: StreamKey,
+        report: health::Report,
+        changed: bool,
+    },
 }
 
 /// The relay as the view and STATUS show it.

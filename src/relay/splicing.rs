@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::brb::Cards;
 use super::flv::Tag;
+use super::health::{self, Health};
 use super::output::Output;
 use super::slate::{self, Clip, Player};
 use super::source::{Source, SourceSpec};
@@ -36,6 +38,12 @@ const HOLD_AFTER_END: Duration = Duration::from_millis(300);
 const OUTPUT_BACK_AFTER: Duration = Duration::from_secs(3);
 /// The slate's tags are sent in batches at most this often (wakeups).
 const SLATE_TICK: Duration = Duration::from_millis(100);
+/// A reader that gets nothing for this long reconnects. Splice mode judges
+/// stalls by [`health`] within a second and shows the card; the reader
+/// keeps the connection (and the stream's history) as long as nginx does.
+const READER_IDLE: Duration = Duration::from_secs(120);
+/// Fresh figures of a read stream are reported this often.
+const REPORT_EVERY_MS: u64 = 1000;
 
 struct Slot {
     key: StreamKey,
@@ -48,6 +56,9 @@ struct Slot {
     /// When its current run delivered its first tag.
     live_since: Option<Instant>,
     keyframe_seen: bool,
+    /// How their stream comes through (kept across reader restarts).
+    health: Health,
+    next_report_ms: u64,
 }
 
 pub struct SpliceRelay {
@@ -86,12 +97,18 @@ pub struct SpliceRelay {
     pending: Vec<Notice>,
     /// An output failure was reported and no recovery yet.
     output_down: bool,
+    /// Be-right-back cards, and the one playing (for whom).
+    cards: Cards,
+    card: Option<(SourceId, Player, StreamKey)>,
+    last_card_tick: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
     Streamer(StreamKey),
     Slate,
+    /// The be-right-back card of this streamer.
+    Card(StreamKey),
 }
 
 impl SpliceRelay {
@@ -110,6 +127,7 @@ impl SpliceRelay {
             }
         };
         let now = Instant::now();
+        let cards = Cards::new(&spec.ffmpeg, &spec.brb, spec.work_dir.clone());
         let mut r = SpliceRelay {
             splicer: Splicer::new(splice::Config {
                 planned_timeout_ms: spec.cut_timeout.map(|d| d.as_millis() as u64),
@@ -140,12 +158,16 @@ impl SpliceRelay {
             warned_unsupported: Vec::new(),
             pending: Vec::new(),
             output_down: false,
+            cards,
+            card: None,
+            last_card_tick: now,
         };
         r.start_output(now);
         r
     }
 
     pub fn set_spec(&mut self, spec: RelaySpec) {
+        self.cards.reconfigure(&spec.ffmpeg, &spec.brb);
         self.spec = spec;
     }
 
@@ -248,6 +270,7 @@ impl SpliceRelay {
             self.want = w.clone();
         }
         self.reconcile(now, notices);
+        notices.append(&mut self.pending);
     }
 
     fn wanted_keys(&self) -> Vec<(StreamKey, String)> {
@@ -264,6 +287,7 @@ impl SpliceRelay {
     }
 
     fn reconcile(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        let now_ms = self.ms(now);
         let wanted = self.wanted_keys();
         // Sources no longer wanted stop (after the cut away from them: a
         // source on screen keeps playing until the new one's keyframe).
@@ -281,7 +305,11 @@ impl SpliceRelay {
                     failures: 0,
                     live_since: None,
                     keyframe_seen: false,
+                    health: Health::new(self.spec.health.clone(), now_ms),
+                    next_report_ms: now_ms + REPORT_EVERY_MS,
                 });
+                // Made now, so it is ready before it is needed.
+                self.cards.prepare(name);
             }
         }
         for i in 0..self.slots.len() {
@@ -324,6 +352,9 @@ impl SpliceRelay {
             None => None,
         };
         let target = match target {
+            // Their stream does not come through while the output shows
+            // them: the card, within a second, instead of a frozen picture.
+            _ if self.on_air_unwell() => self.card_id(now),
             // Their source has a picture, or the output still has one to
             // keep until it does.
             Some((id, kf)) if kf || active_alive => Some(id),
@@ -338,8 +369,9 @@ impl SpliceRelay {
         if Some(target) == active {
             return;
         }
-        // Only a streamer's picture is worth keeping until the next one's
-        // keyframe; the slate is cut away from at once (catch-up).
+        // Only a streamer's picture (or their card) is worth keeping until
+        // the next one's keyframe; the slate is cut away from at once
+        // (catch-up).
         let slate = self.slate.as_ref().map(|(id, _)| *id);
         let keep_old = active_alive && active != slate;
         // A planned cut waiting for a keyframe becomes a catch-up once the
@@ -357,16 +389,74 @@ impl SpliceRelay {
         self.splicer
             .switch(target, kind, now_ms, &mut self.out, &mut self.evs);
         self.after_splice(now, notices);
-        if self.splicer.active() != self.slate.as_ref().map(|(id, _)| *id)
-            && self.splicer.pending() != self.slate.as_ref().map(|(id, _)| *id)
-        {
+        self.stop_idle_players();
+    }
+
+    /// The slate and the card play only while on screen or about to be.
+    fn stop_idle_players(&mut self) {
+        let (active, pending) = (self.splicer.active(), self.splicer.pending());
+        let idle = |id: Option<SourceId>| id.is_some() && id != active && id != pending;
+        if idle(self.slate.as_ref().map(|(id, _)| *id)) {
             self.stop_slate();
+        }
+        if idle(self.card.as_ref().map(|(id, _, _)| *id)) {
+            self.stop_card();
+        }
+    }
+
+    /// The on-air streamer's stream is stalled or starved while the output
+    /// shows them (or already their card).
+    fn on_air_unwell(&self) -> bool {
+        let Some(w) = &self.want.on_air else {
+            return false;
+        };
+        let unwell = self
+            .slots
+            .iter()
+            .any(|s| s.key == w.key && s.health.state().unhealthy());
+        let card_on = self.card.as_ref().is_some_and(|(_, _, k)| *k == w.key);
+        unwell && (self.on_screen.as_ref() == Some(&w.key) || card_on)
+    }
+
+    /// The on-air streamer's card source, started if needed (the slate
+    /// stands in while their card is being made).
+    fn card_id(&mut self, now: Instant) -> Option<SourceId> {
+        let w = self.want.on_air.clone()?;
+        if let Some((id, _, k)) = &self.card {
+            if *k == w.key {
+                return Some(*id);
+            }
+        }
+        self.stop_card();
+        let clip = self.cards.get(&w.name).or_else(|| self.clip.clone())?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.splicer.add_source(id);
+        self.owners.insert(id, Owner::Card(w.key.clone()));
+        let now_ms = self.ms(now);
+        let mut p = Player::new(clip, now_ms);
+        let mut tags = Vec::new();
+        p.due(now_ms, &mut tags);
+        for t in tags {
+            self.splicer
+                .push(id, t, now_ms, &mut self.out, &mut self.evs);
+        }
+        self.card = Some((id, p, w.key));
+        self.last_card_tick = now;
+        Some(id)
+    }
+
+    fn stop_card(&mut self) {
+        if let Some((id, _, _)) = self.card.take() {
+            self.splicer.remove_source(id);
+            self.owners.remove(&id);
         }
     }
 
     fn is_running(&self, id: SourceId) -> bool {
         match self.owners.get(&id) {
             Some(Owner::Slate) => self.slate.is_some(),
+            Some(Owner::Card(_)) => self.card.as_ref().is_some_and(|(c, _, _)| *c == id),
             Some(Owner::Streamer(k)) => self
                 .slots
                 .iter()
@@ -414,7 +504,7 @@ impl SpliceRelay {
             port: self.spec.port,
             app: self.spec.ingest_app.clone(),
             stream: slot.key.clone(),
-            stall: self.spec.stall,
+            stall: READER_IDLE,
         };
         match Source::spawn(id, spec, self.events.clone()) {
             Ok(s) => {
@@ -462,6 +552,7 @@ impl SpliceRelay {
                 };
                 let key = key.clone();
                 let mut first_keyframe = false;
+                let mut health_changed = false;
                 let mut back = 0;
                 if let Some(s) = self
                     .slots
@@ -483,6 +574,18 @@ impl SpliceRelay {
                         s.keyframe_seen = true;
                         first_keyframe = true;
                     }
+                    let at = arrival.saturating_duration_since(self.epoch).as_millis() as u64;
+                    if s.health.tag(&tag, at).is_some() {
+                        health_changed = true;
+                    }
+                    if health_changed || at >= s.next_report_ms {
+                        s.next_report_ms = at + REPORT_EVERY_MS;
+                        notices.push(Notice::Health {
+                            key: key.clone(),
+                            report: s.health.report(),
+                            changed: health_changed,
+                        });
+                    }
                     if s.failures > 0
                         && s.live_since
                             .is_some_and(|t| now.duration_since(t) > HEALTHY_AFTER)
@@ -500,8 +603,9 @@ impl SpliceRelay {
                 self.splicer
                     .push(source, tag, at, &mut self.out, &mut self.evs);
                 self.after_splice(now, notices);
-                if first_keyframe {
-                    // A source that was waited for may now be cut to.
+                if first_keyframe || health_changed {
+                    // A source that was waited for may now be cut to (or
+                    // from, to its card, or back).
                     self.choose(now, notices);
                 }
             }
@@ -600,8 +704,24 @@ impl SpliceRelay {
                 Event::Cut { to, how, .. } => {
                     let to_key = match self.owners.get(&to) {
                         Some(Owner::Streamer(k)) => Some(k.clone()),
+                        // Their card stands for them: still on air.
+                        Some(Owner::Card(k)) => {
+                            log::info!(
+                                "{}'s stream does not come through: the be-right-back card is on",
+                                self.name_of(k)
+                            );
+                            continue;
+                        }
                         _ => None,
                     };
+                    if to_key.is_some() && to_key == self.on_screen {
+                        log::info!(
+                            "{} is back on screen on their keyframe",
+                            to_key.as_ref().map_or(String::new(), |k| self.name_of(k))
+                        );
+                        self.stop_idle_players();
+                        continue;
+                    }
                     let from = self.on_screen.take();
                     self.on_screen = to_key.clone();
                     let waited = self
@@ -636,6 +756,13 @@ impl SpliceRelay {
         }
     }
 
+    fn name_of(&self, k: &StreamKey) -> String {
+        self.slots
+            .iter()
+            .find(|s| s.key == *k)
+            .map_or_else(|| "a streamer".to_string(), |s| s.name.clone())
+    }
+
     fn reconcile_sources_only(&mut self) {
         let wanted = self.wanted_keys();
         self.stop_unwanted(&wanted);
@@ -663,6 +790,11 @@ impl SpliceRelay {
         if let Some(src) = &s.source {
             src.stop();
         }
+        self.pending.push(Notice::Health {
+            key: s.key.clone(),
+            report: health::Report::default(),
+            changed: true,
+        });
         self.splicer.remove_source(s.id);
         self.owners.remove(&s.id);
     }
@@ -682,6 +814,21 @@ impl SpliceRelay {
                     self.splicer.push(id, t, at, &mut self.out, &mut self.evs);
                 }
             }
+        }
+        if let Some((id, p, _)) = &mut self.card {
+            if now >= self.last_card_tick + SLATE_TICK || p.next_due() <= now_ms {
+                let id = *id;
+                let mut tags = Vec::new();
+                p.due(now_ms, &mut tags);
+                self.last_card_tick = now;
+                for t in tags {
+                    self.splicer
+                        .push(id, t, now_ms, &mut self.out, &mut self.evs);
+                }
+            }
+        }
+        if self.poll_health(now_ms, notices) {
+            self.choose(now, notices);
         }
         if self.hold_until.is_some_and(|t| now >= t) {
             self.hold_until = None;
@@ -706,12 +853,42 @@ impl SpliceRelay {
         }
     }
 
+    /// Notice stalls (no tag brings those) and report fresh figures; true
+    /// when a state changed.
+    fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
+        let mut changed = false;
+        for s in &mut self.slots {
+            let ch = s.health.poll(now_ms).is_some();
+            if ch || now_ms >= s.next_report_ms {
+                s.next_report_ms = now_ms + REPORT_EVERY_MS;
+                notices.push(Notice::Health {
+                    key: s.key.clone(),
+                    report: s.health.report(),
+                    changed: ch,
+                });
+            }
+            changed |= ch;
+        }
+        changed
+    }
+
     pub fn deadline(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         if let Some((_, p)) = &self.slate {
             let due = self.epoch + Duration::from_millis(p.next_due());
             min(due.max(self.last_slate_tick + SLATE_TICK));
+        }
+        if let Some((_, p, _)) = &self.card {
+            let due = self.epoch + Duration::from_millis(p.next_due());
+            min(due.max(self.last_card_tick + SLATE_TICK));
+        }
+        let now_ms = self.ms(Instant::now());
+        for s in &self.slots {
+            let check = s.health.next_check(now_ms).into_iter();
+            for ms in check.chain([s.next_report_ms]) {
+                min(self.epoch + Duration::from_millis(ms));
+            }
         }
         if let Some(d) = self.splicer.deadline() {
             min(self.epoch + Duration::from_millis(d));
@@ -744,6 +921,9 @@ impl SpliceRelay {
             }
         } else if on_air.is_none() {
             "slate"
+        } else if self.card.is_some() && self.splicer.active() == self.card.as_ref().map(|c| c.0) {
+            // Their stream does not come through: their card is on.
+            "brb"
         } else if self.on_screen.as_ref() == on_air {
             "live"
         } else if self.on_screen.is_some() {
