@@ -322,3 +322,6 @@ pub fn health_json(h: &HealthView, now_ms: u64) -> serde_json::Value {
         "hints": health::hints(r),
     })
 }
+
+#[cfg(test)]
+mod tests;
