@@ -106,6 +106,8 @@ const MIN_SAMPLES: usize = 5;
 const AUDIO_PRESENT_MS: u64 = 2000;
 /// A burst is src time running this far ahead of arrival time.
 const PACE_SLACK_MS: i64 = 150;
+/// Window of the lag estimate (two are kept).
+const LAG_WINDOW_MS: u64 = 10_000;
 
 #[derive(Clone, Copy)]
 struct Arrival {
@@ -137,6 +139,13 @@ pub struct Health {
     low_since: Option<u64>,
     /// Since when it has been fine (leaving starved).
     ok_since: Option<u64>,
+    /// The least `arrival − src` of video frames while live, in this window
+    /// and the last (network delay only ever adds to it): a frame that
+    /// comes back to it after a stall is fresh, not backlog.
+    lag_cur: Option<(i64, u64)>,
+    lag_prev: Option<i64>,
+    /// The last frame's `arrival − src`.
+    last_lag: Option<i64>,
     format: Format,
 }
 
@@ -161,6 +170,9 @@ impl Health {
             unwrap: None,
             low_since: None,
             ok_since: None,
+            lag_cur: None,
+            lag_prev: None,
+            last_lag: None,
             format: Format::default(),
         }
     }
@@ -180,6 +192,24 @@ impl Health {
         };
         self.unwrap = Some((raw, v));
         v
+    }
+
+    /// Our reader of the stream connected again (it ended on our side, or
+    /// nginx dropped it): its gap is not the streamer's. nginx sends audio
+    /// at once and video from the next keyframe, so until a video frame
+    /// arrives any media counts; timestamps may start afresh.
+    pub fn reconnected(&mut self, now_ms: u64) {
+        self.has_video = false;
+        if self.last_any.is_some() {
+            self.last_any = Some(now_ms);
+        }
+        self.unwrap = None;
+        self.lag_cur = None;
+        self.lag_prev = None;
+        self.last_lag = None;
+        self.last_frame_src = None;
+        self.last_key_src = None;
+        self.window.clear();
     }
 
     /// One tag arrived. Returns the new state if it changed.
@@ -217,6 +247,7 @@ impl Health {
                     }
                 }
                 self.last_frame_src = Some(ts);
+                self.observe_lag(now_ms as i64 - ts, now_ms);
                 if tag.is_keyframe() {
                     if let Some(k) = self.last_key_src {
                         if ts > k {
@@ -246,6 +277,35 @@ impl Health {
             src: ts,
         });
         self.poll(now_ms)
+    }
+
+    fn observe_lag(&mut self, lag: i64, now_ms: u64) {
+        self.last_lag = Some(lag);
+        // Learnt only while live: backlog after a stall must not lower it.
+        if !matches!(self.state, State::Live | State::Waiting) {
+            return;
+        }
+        match self.lag_cur {
+            Some((_, start)) if now_ms >= start + LAG_WINDOW_MS => {
+                self.lag_prev = self.lag_cur.map(|(l, _)| l);
+                self.lag_cur = Some((lag, now_ms));
+            }
+            Some((l, start)) => self.lag_cur = Some((l.min(lag), start)),
+            None => self.lag_cur = Some((lag, now_ms)),
+        }
+    }
+
+    /// The last frame arrived as early as the stream's frames do when all
+    /// is well: no backlog left.
+    fn fresh(&self) -> bool {
+        let best = match (self.lag_cur.map(|(l, _)| l), self.lag_prev) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (best, self.last_lag) {
+            (Some(b), Some(l)) => l <= b + PACE_SLACK_MS,
+            _ => false,
+        }
     }
 
     /// Look at the clock (also with no tags). Returns the new state if it
@@ -397,7 +457,10 @@ impl Health {
                 State::Live
             }
             State::Stalled => {
-                if self.paced(now_ms) {
+                // Back at the first frame that is not backlog (or after
+                // frames have come at their pace for a while).
+                let frame_now = self.last_video == Some(now_ms) || !self.has_video;
+                if (frame_now && self.fresh()) || self.paced(now_ms) {
                     State::Live
                 } else {
                     State::Stalled

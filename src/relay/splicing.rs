@@ -42,6 +42,9 @@ const SLATE_TICK: Duration = Duration::from_millis(100);
 /// stalls by [`health`] within a second and shows the card; the reader
 /// keeps the connection (and the stream's history) as long as nginx does.
 const READER_IDLE: Duration = Duration::from_secs(120);
+/// Back from the card with a catch-up when their last keyframe is at most
+/// this far back (source time), else on their next keyframe.
+const BACK_CATCH_UP_MS: u64 = 500;
 /// Fresh figures of a read stream are reported this often.
 const REPORT_EVERY_MS: u64 = 1000;
 
@@ -373,7 +376,13 @@ impl SpliceRelay {
         // the next one's keyframe; the slate is cut away from at once
         // (catch-up).
         let slate = self.slate.as_ref().map(|(id, _)| *id);
-        let keep_old = active_alive && active != slate;
+        // A card is kept only for its own streamer's return: anyone else
+        // (the next streamer after giving up) is cut to at once.
+        let card_for_other = self.card.as_ref().is_some_and(|(id, _, k)| {
+            active == Some(*id)
+                && !matches!(self.owners.get(&target), Some(Owner::Streamer(t)) if t == k)
+        });
+        let keep_old = active_alive && active != slate && !card_for_other;
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
@@ -381,7 +390,17 @@ impl SpliceRelay {
         {
             return;
         }
-        let kind = if keep_old {
+        // Back from their card: on their next keyframe, or at once from
+        // their last one if that is only a few frames back (a short
+        // fast-forward beats waiting up to a whole keyframe interval).
+        let card = self.card.as_ref().map(|(id, _, _)| *id);
+        let back_soon = active.is_some()
+            && active == card
+            && self
+                .splicer
+                .buffered_ms(target)
+                .is_some_and(|b| b <= BACK_CATCH_UP_MS);
+        let kind = if keep_old && !back_soon {
             SwitchKind::Planned
         } else {
             SwitchKind::Forced
@@ -509,6 +528,8 @@ impl SpliceRelay {
         match Source::spawn(id, spec, self.events.clone()) {
             Ok(s) => {
                 log::debug!("reading {} (source {id})", slot.name);
+                let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+                slot.health.reconnected(now_ms);
                 slot.id = id;
                 slot.source = Some(s);
                 slot.retry_at = None;
@@ -857,7 +878,8 @@ impl SpliceRelay {
     /// when a state changed.
     fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
         let mut changed = false;
-        for s in &mut self.slots {
+        // A slot whose reader is down is not judged (its gap is ours).
+        for s in self.slots.iter_mut().filter(|s| s.source.is_some()) {
             let ch = s.health.poll(now_ms).is_some();
             if ch || now_ms >= s.next_report_ms {
                 s.next_report_ms = now_ms + REPORT_EVERY_MS;
@@ -884,7 +906,7 @@ impl SpliceRelay {
             min(due.max(self.last_card_tick + SLATE_TICK));
         }
         let now_ms = self.ms(Instant::now());
-        for s in &self.slots {
+        for s in self.slots.iter().filter(|s| s.source.is_some()) {
             let check = s.health.next_check(now_ms).into_iter();
             for ms in check.chain([s.next_report_ms]) {
                 min(self.epoch + Duration::from_millis(ms));

@@ -261,3 +261,21 @@ fn audio_only_is_judged_by_audio() {
     let ch = poll_until(&mut h, 4200, 5000);
     assert_eq!(ch.first().map(|c| c.1), Some(State::Stalled));
 }
+
+#[test]
+fn after_a_stall_the_first_frame_that_is_not_backlog_is_back_at_once() {
+    let mut h = Health::new(Config::default(), 0);
+    let mut s = Stream::new(30, 60, 1000);
+    assert_eq!(s.headers(&mut h, 0), State::Live);
+    // Frames arrive 40-90 ms after their time (network jitter).
+    s.feed(&mut h, 12_000, |src| src + 40 + (src * 7) % 50);
+    poll_until(&mut h, 12_000, 20_000);
+    assert_eq!(h.state(), State::Stalled);
+    // The backlog arrives within 300 ms, then frames on time again.
+    let ch = s.feed(&mut h, 20_000, |src| 20_000 + (src - 12_000) * 300 / 8000);
+    assert!(ch.is_empty(), "backlog is not back: {ch:?}");
+    let ch = s.feed(&mut h, 21_000, |src| (src + 60).max(20_300));
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert_eq!(ch[0].1, State::Live);
+    assert!(ch[0].0 <= 20_400, "back at {} (the first fresh frame)", ch[0].0);
+}
