@@ -101,6 +101,11 @@ impl Engine {
             );
             return;
         }
+        // The state began `age` before the report (a stall when the media
+        // stopped).
+        let age = Duration::from_millis(report.age_ms);
+        let began = now.checked_sub(age).unwrap_or(now);
+        let began_unix_ms = self.clock.unix_ms().saturating_sub(report.age_ms);
         let name = self.display(&key);
         let on_air = self.state.head().is_some_and(|h| h.key == key);
         let role = if on_air { "on air" } else { "queued" };
@@ -128,7 +133,7 @@ impl Engine {
             }
             State::Live | State::Waiting => {
                 if let Some(o) = old.as_ref().filter(|o| o.report.state.is_some_and(State::unhealthy)) {
-                    let after = now.saturating_duration_since(o.since);
+                    let after = began.saturating_duration_since(o.since);
                     log::info!(
                         "{name}'s stream is back ({role}) after {:.1} s",
                         after.as_secs_f64()
@@ -147,8 +152,8 @@ impl Engine {
             key,
             Known {
                 report,
-                since: now,
-                since_unix_ms: self.clock.unix_ms(),
+                since: began,
+                since_unix_ms: began_unix_ms,
             },
         );
         self.health_rules();

@@ -84,8 +84,11 @@ pub struct Format {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub state: Option<State>,
-    /// When the state began (the caller's ms line).
+    /// When the state began (the caller's ms line): for a stall, when the
+    /// last media arrived.
     pub since_ms: u64,
+    /// How long the state has lasted when the report was made.
+    pub age_ms: u64,
     /// Over the last second of arrivals.
     pub kbps: u32,
     /// Frames per second ×10 over the last second.
@@ -322,7 +325,11 @@ impl Health {
         let new = self.decide(now_ms);
         if new != self.state {
             self.state = new;
-            self.since = now_ms;
+            // A stall began when the media stopped, not when it was noticed.
+            self.since = match new {
+                State::Stalled => self.last_video.or(self.last_any).unwrap_or(now_ms),
+                _ => now_ms,
+            };
             self.low_since = None;
             self.ok_since = None;
             Some(new)
@@ -499,10 +506,11 @@ impl Health {
         }
     }
 
-    pub fn report(&self) -> Report {
+    pub fn report(&self, now_ms: u64) -> Report {
         Report {
             state: Some(self.state),
             since_ms: self.since,
+            age_ms: now_ms.saturating_sub(self.since),
             kbps: self.kbps(),
             fps_x10: self.fps_x10(),
             median_kbps: Health::median(&self.samples).unwrap_or(0),

@@ -603,7 +603,7 @@ impl SpliceRelay {
                         s.next_report_ms = at + REPORT_EVERY_MS;
                         notices.push(Notice::Health {
                             key: key.clone(),
-                            report: s.health.report(),
+                            report: s.health.report(at),
                             changed: health_changed,
                         });
                     }
@@ -885,7 +885,7 @@ impl SpliceRelay {
                 s.next_report_ms = now_ms + REPORT_EVERY_MS;
                 notices.push(Notice::Health {
                     key: s.key.clone(),
-                    report: s.health.report(),
+                    report: s.health.report(now_ms),
                     changed: ch,
                 });
             }

@@ -127,7 +127,7 @@ fn a_steady_stream_is_live_and_measured() {
     assert_eq!(s.headers(&mut h, 1000), State::Live, "media arrives");
     let ch = s.feed(&mut h, 10_000, |src| 1000 + src);
     assert_eq!(ch, [], "no change while it flows");
-    let r = h.report();
+    let r = h.report(0);
     assert_eq!(r.state, Some(State::Live));
     assert!((290..=310).contains(&r.fps_x10), "{}", r.fps_x10);
     // 30 × 2500 B of video + ~47 audio tags of 4 B, per second.
@@ -151,8 +151,8 @@ fn no_media_is_a_stall_within_the_limit_and_long_keyframes_are_not() {
     assert_eq!(s.headers(&mut h, 0), State::Live);
     s.feed(&mut h, 20_000, |src| src);
     assert_eq!(h.state(), State::Live, "8.3 s keyframes are not a stall");
-    assert_eq!(h.report().keyframe_ms, Some(8333));
-    let hint = hints(&h.report());
+    assert_eq!(h.report(0).keyframe_ms, Some(8333));
+    let hint = hints(&h.report(0));
     assert!(
         hint.iter().any(|x| x.contains("keyframe every 8.3 s")),
         "{hint:?}"
@@ -165,7 +165,7 @@ fn no_media_is_a_stall_within_the_limit_and_long_keyframes_are_not() {
     let (at, st) = ch[0];
     assert_eq!(st, State::Stalled);
     assert!(at - last <= 650, "stalled {} ms after the last tag", at - last);
-    assert!(hints(&h.report())[0].contains("nothing arrives"));
+    assert!(hints(&h.report(0))[0].contains("nothing arrives"));
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn a_trickle_is_starved_after_a_few_seconds_and_recovers() {
         !changes.iter().any(|(_, s)| *s == State::Stalled),
         "2 fps is not a stall: {changes:?}"
     );
-    let r = h.report();
+    let r = h.report(0);
     assert!(r.fps_x10 <= 30, "{}", r.fps_x10);
     assert!(hints(&r)[0].contains("kbit/s at 2 fps"), "{:?}", hints(&r));
     // Back to 30 fps at full size.
@@ -257,7 +257,7 @@ fn audio_only_is_judged_by_audio() {
         h.tag(&Tag::audio(t as u32, vec![0xaf, 1, 0x21]), t);
     }
     assert_eq!(h.state(), State::Live);
-    assert_eq!(h.report().format.audio_codec, Some("AAC"));
+    assert_eq!(h.report(0).format.audio_codec, Some("AAC"));
     let ch = poll_until(&mut h, 4200, 5000);
     assert_eq!(ch.first().map(|c| c.1), Some(State::Stalled));
 }
