@@ -11,10 +11,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::chromium::Browser;
@@ -277,125 +273,84 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
     assert!(viewer.is_running());
 }
 
-/// A TCP relay between a publisher and nginx that can slow the publisher's
-/// upload to `rate` bytes per second (a saturated home uplink).
-struct Throttle {
-    port: u16,
-    rate: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
+/// An ffmpeg publisher whose encoder keeps only every 15th frame (2 fps,
+/// a fraction of its bitrate) from `from` s to `to` s of its stream: what
+/// an encoder does when its upload cannot keep up. Keyframes every 2 s of
+/// time, whatever the frame rate. Killed when dropped.
+struct Trickle(std::process::Child);
 
-impl Throttle {
-    fn start(to: u16) -> Throttle {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind throttle");
-        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-        let rate = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (rate.clone(), stop.clone());
-        l.set_nonblocking(true).expect("nonblocking");
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let Ok((up, _)) = l.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let _ = up.set_nonblocking(false);
-                let Ok(down) = TcpStream::connect(("127.0.0.1", to)) else {
-                    continue;
-                };
-                let (up2, down2) = match (up.try_clone(), down.try_clone()) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    _ => continue,
-                };
-                let (r2, s2) = (r.clone(), s.clone());
-                std::thread::spawn(move || pump(up, down, Some(r2), s2));
-                let s3 = s.clone();
-                std::thread::spawn(move || pump(down2, up2, None, s3));
-            }
-        });
-        Throttle { port, rate, stop }
-    }
-
-    /// Bytes per second from the publisher (0: full speed).
-    fn set(&self, bytes_per_s: u64) {
-        self.rate.store(bytes_per_s, Ordering::SeqCst);
+impl Trickle {
+    fn start(url: &str, size: (u32, u32), from: u32, to: u32) -> Trickle {
+        let vf = format!("select='not(between(t\\,{from}\\,{to}))+not(mod(n\\,15))'");
+        let child = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={}x{}:rate={FPS}", size.0, size.1))
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-vf", &vf, "-fps_mode", "vfr"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+            .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg");
+        Trickle(child)
     }
 }
 
-impl Drop for Throttle {
+impl Drop for Trickle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, rate: Option<Arc<AtomicU64>>, stop: Arc<AtomicBool>) {
-    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = vec![0u8; 16 * 1024];
-    while !stop.load(Ordering::SeqCst) {
-        let limit = rate.as_ref().map_or(0, |r| r.load(Ordering::SeqCst));
-        let want = if limit > 0 { (limit / 20).max(1) as usize } else { buf.len() };
-        let want = want.min(buf.len());
-        let n = match from.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(_) => break,
-        };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        if limit > 0 {
-            std::thread::sleep(Duration::from_secs_f64(n as f64 / limit as f64));
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 #[test]
-fn a_throttled_upload_goes_to_the_card_and_back() {
+fn a_trickling_encoder_goes_to_the_card_and_back() {
     let rig = Rig::start("[queue]\nslot_seconds = 0\ngive_up_seconds = 60\n");
     wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
-    let throttle = Throttle::start(rig.nginx.rtmp_port);
-    let url = format!("rtmp://127.0.0.1:{}/live/dave", throttle.port);
-    let _dave = join_url(&rig, &url, "dave", DAVE, GOP);
-    assert!(viewer
-        .wait_size(DAVE, Instant::now(), Duration::from_secs(15))
-        .is_some());
-    // Long enough for the stream's own median (5 s of samples).
-    std::thread::sleep(Duration::from_secs(8));
-    let st = rig.daemon.status();
-    let normal = st["queue"][0]["health"]["kbps"].as_u64().unwrap_or(0);
-    assert!(normal > 100, "{st}");
-    // A trickle: 4 % of what it sends, for 15 s.
-    let trickle = (normal * 1000 / 8 / 25).max(1000);
-    throttle.set(trickle);
-    let t0 = Instant::now();
+    // Normal for 12 s (the stream's own median is known after 5 s), then
+    // 2 fps for 15 s, then normal again.
+    let t_start = Instant::now();
+    let _dave = Trickle::start(&rig.nginx.rtmp_url("live", "dave"), DAVE, 12, 27);
+    assert!(
+        viewer
+            .wait_size(DAVE, t_start, Duration::from_secs(15))
+            .is_some(),
+        "dave on air; {}",
+        rig.daemon.status()
+    );
+    let t0 = t_start + Duration::from_secs(12);
+    std::thread::sleep(t0.saturating_duration_since(Instant::now()));
     let card = viewer.wait_size(CARD, t0, Duration::from_secs(10));
     let mut seen = std::collections::BTreeSet::new();
+    let mut low = None;
     while t0.elapsed() < Duration::from_secs(15) {
         let st = rig.daemon.status();
-        if let Some(s) = st["queue"][0]["health"]["state"].as_str() {
+        let h = &st["queue"][0]["health"];
+        if let Some(s) = h["state"].as_str() {
             seen.insert(s.to_string());
+            if s == "starved" && low.is_none() {
+                low = Some((h["kbps"].clone(), h["fps"].clone(), h["median_kbps"].clone(), h["hints"].clone()));
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    throttle.set(0);
     let t1 = Instant::now();
-    let card = card.unwrap_or_else(|| panic!("no card for a trickle; seen {seen:?}"));
-    let back = wait_back(&viewer, DAVE, t1, Duration::from_secs(15));
+    let card = card.unwrap_or_else(|| panic!("no card for a trickle; states {seen:?}"));
+    let back = wait_back(&viewer, DAVE, t1, Duration::from_secs(10));
     eprintln!(
-        "throttled to {} kbit/s (from {normal}): card {:.2} s after, states {seen:?}; back {:.2} s after the throttle ended",
-        trickle * 8 / 1000,
+        "trickle: card {:.2} s after it began (states {seen:?}, starved at {low:?}); back {:.2} s after it ended",
         secs(card - t0),
         secs(back)
     );
-    assert!(
-        seen.contains("starved") || seen.contains("stalled"),
-        "{seen:?}"
-    );
-    assert!(rig.daemon.queue() == ["dave"]);
+    assert!(seen.contains("starved"), "{seen:?}");
+    let (_, _, _, hints) = low.unwrap_or_default();
+    assert!(hints.to_string().contains("lower your bitrate"), "{hints}");
+    assert!(card - t0 <= Duration::from_secs(6), "card {:?} after", card - t0);
+    assert!(back <= Duration::from_secs(4), "back {back:?} after");
+    assert_eq!(rig.daemon.queue(), ["dave"]);
 }
 
 #[test]
