@@ -387,6 +387,7 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
         .is_some());
     // Bob's page: what we receive from him, with the keyframe hint.
     let mut b = Browser::start();
+    b.viewport(1280, 900, false);
     b.navigate(&link("Bob"));
     let hints = b.wait_eval(
         "document.getElementById('me-hints').textContent",
@@ -403,6 +404,8 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
         Duration::from_secs(5),
         |v| *v == "stalled",
     );
+    let shot = b.screenshot_full("stall-page");
+    eprintln!("page screenshot: {}", shot.display());
     // The console shows it too.
     b.navigate(&format!("http://127.0.0.1:{}/admin", d.port));
     b.wait_eval("!document.getElementById('login').hidden", Duration::from_secs(10), |v| {
@@ -416,7 +419,8 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
     });
     let figs = b.eval("document.querySelector('#queue li .h-figs').textContent");
     assert!(figs.as_str().is_some_and(|t| t.contains("kbit/s")), "{figs}");
-    let shot = b.screenshot("stall-console");
+    b.viewport(1280, 900, false);
+    let shot = b.screenshot_full("stall-console");
     eprintln!("console screenshot: {}", shot.display());
     // Alice's slot ends: Carol goes on air, Bob stays queued after her.
     let carol = viewer.wait_size(CAROL, Instant::now(), Duration::from_secs(30));

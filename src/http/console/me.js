@@ -70,17 +70,19 @@ function draw() {
 // or next), in words a streamer can act on.
 const HEALTH_TEXT = {
   live: "Your stream comes through fine",
-  stalled: "Nothing arrives from you right now \u2014 the audience sees a \u201cbe right back\u201d card",
-  starved: "Your stream arrives too slowly \u2014 the audience sees a \u201cbe right back\u201d card",
+  stalled: "Nothing arrives from you right now",
+  starved: "Your stream arrives too slowly",
   waiting: "Waiting for your stream",
   unknown: "\u2014",
 };
+const CARD_TEXT = " \u2014 the audience sees a \u201cbe right back\u201d card";
 
 function drawStream(s) {
   $("me-stream-card").hidden = !s;
   if (!s) return;
   const h = $("me-health");
-  h.textContent = (HEALTH_TEXT[s.state] || s.state) +
+  const unwell = s.state === "stalled" || s.state === "starved";
+  h.textContent = (HEALTH_TEXT[s.state] || s.state) + (unwell && me.on_air ? CARD_TEXT : "") +
     (s.state !== "live" && s.for_s ? " (for " + fmt(s.for_s) + ")" : "");
   h.className = "status health-" + s.state;
   h.dataset.state = s.state;
