@@ -273,9 +273,7 @@ events = ["relay_failed", "relay_recovered", "off_air", "on_air", "gave_up", "un
     // within a second, his reader kept, back once it runs again.
     assert!(signal(bob.pid(), libc::SIGSTOP));
     let t = Instant::now();
-    let stalled = hook.wait_event("unstable", Duration::from_secs(10), |b| {
-        b["name"] == "bob"
-    });
+    let stalled = hook.wait_event("unstable", Duration::from_secs(10), |b| b["name"] == "bob");
     let stalled_after = t.elapsed();
     std::thread::sleep(Duration::from_millis(2500));
     assert!(signal(bob.pid(), libc::SIGCONT));

@@ -147,8 +147,10 @@ events = ["unstable", "back", "gave_up", "on_air"]
     let ok = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
         let st = rig.daemon.status();
         let h = |i: usize| &st["queue"][i]["health"];
-        (h(0)["state"] == "live" && h(1)["state"] == "live" && h(0)["keyframe_interval_s"].is_number())
-            .then_some(st.clone())
+        (h(0)["state"] == "live"
+            && h(1)["state"] == "live"
+            && h(0)["keyframe_interval_s"].is_number())
+        .then_some(st.clone())
     });
     let st = ok.expect("both streams live in /api/status");
     let h = &st["queue"][0]["health"];
@@ -213,7 +215,11 @@ events = ["unstable", "back", "gave_up", "on_air"]
         m.contains("motherstream_stream_health_changes_total{state=\"stalled\"} 2"),
         "{m}"
     );
-    assert_eq!(output_client(&rig), Some(client), "the output never reconnected");
+    assert_eq!(
+        output_client(&rig),
+        Some(client),
+        "the output never reconnected"
+    );
     let mut viewer = viewer;
     assert!(viewer.is_running(), "the viewer never lost the stream");
     let log = rig.daemon.log();
@@ -268,7 +274,10 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
     let gave_up = hook.wait_count(1, Duration::from_secs(5));
     assert_eq!(gave_up.len(), 1, "{gave_up:?}");
     let text = gave_up[0]["content"].as_str().unwrap_or("");
-    assert!(text.contains("alice") && text.contains("not coming through"), "{text}");
+    assert!(
+        text.contains("alice") && text.contains("not coming through"),
+        "{text}"
+    );
     assert_eq!(output_client(&rig), Some(client));
     assert!(viewer.is_running());
 }
@@ -283,11 +292,27 @@ impl Trickle {
     fn start(url: &str, size: (u32, u32), from: u32, to: u32) -> Trickle {
         let vf = format!("select='not(between(t\\,{from}\\,{to}))+not(mod(n\\,15))'");
         let child = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
             .arg(format!("testsrc2=size={}x{}:rate={FPS}", size.0, size.1))
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
             .args(["-vf", &vf, "-fps_mode", "vfr"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
             .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
             .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
             .stdin(std::process::Stdio::null())
@@ -332,7 +357,12 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
         if let Some(s) = h["state"].as_str() {
             seen.insert(s.to_string());
             if s == "starved" && low.is_none() {
-                low = Some((h["kbps"].clone(), h["fps"].clone(), h["median_kbps"].clone(), h["hints"].clone()));
+                low = Some((
+                    h["kbps"].clone(),
+                    h["fps"].clone(),
+                    h["median_kbps"].clone(),
+                    h["hints"].clone(),
+                ));
             }
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -348,7 +378,11 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
     assert!(seen.contains("starved"), "{seen:?}");
     let (_, _, _, hints) = low.unwrap_or_default();
     assert!(hints.to_string().contains("lower your bitrate"), "{hints}");
-    assert!(card - t0 <= Duration::from_secs(6), "card {:?} after", card - t0);
+    assert!(
+        card - t0 <= Duration::from_secs(6),
+        "card {:?} after",
+        card - t0
+    );
     assert!(back <= Duration::from_secs(4), "back {back:?} after");
     assert_eq!(rig.daemon.queue(), ["dave"]);
 }
@@ -392,7 +426,10 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
     let hints = b.wait_eval(
         "document.getElementById('me-hints').textContent",
         Duration::from_secs(25),
-        |v| v.as_str().is_some_and(|t| t.contains("keyframe every 8.3 s")),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("keyframe every 8.3 s"))
+        },
     );
     eprintln!("Bob's page hints: {hints}");
     let fps = b.eval("document.getElementById('me-fps').textContent");
@@ -408,9 +445,11 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
     eprintln!("page screenshot: {}", shot.display());
     // The console shows it too.
     b.navigate(&format!("http://127.0.0.1:{}/admin", d.port));
-    b.wait_eval("!document.getElementById('login').hidden", Duration::from_secs(10), |v| {
-        *v == true
-    });
+    b.wait_eval(
+        "!document.getElementById('login').hidden",
+        Duration::from_secs(10),
+        |v| *v == true,
+    );
     b.type_into("#token", &d.admin_token);
     b.key("Enter", 13);
     let sel = "[...document.querySelectorAll('#queue li')].map(li => { const h = li.querySelector('.health'); return h ? (h.dataset.state || '') : ''; })";
@@ -418,7 +457,10 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
         *v == serde_json::json!(["live", "stalled", ""])
     });
     let figs = b.eval("document.querySelector('#queue li .h-figs').textContent");
-    assert!(figs.as_str().is_some_and(|t| t.contains("kbit/s")), "{figs}");
+    assert!(
+        figs.as_str().is_some_and(|t| t.contains("kbit/s")),
+        "{figs}"
+    );
     b.viewport(1280, 900, false);
     let shot = b.screenshot_full("stall-console");
     eprintln!("console screenshot: {}", shot.display());

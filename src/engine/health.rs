@@ -132,7 +132,10 @@ impl Engine {
                 }
             }
             State::Live | State::Waiting => {
-                if let Some(o) = old.as_ref().filter(|o| o.report.state.is_some_and(State::unhealthy)) {
+                if let Some(o) = old
+                    .as_ref()
+                    .filter(|o| o.report.state.is_some_and(State::unhealthy))
+                {
                     let after = began.saturating_duration_since(o.since);
                     log::info!(
                         "{name}'s stream is back ({role}) after {:.1} s",

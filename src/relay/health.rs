@@ -365,8 +365,7 @@ impl Health {
     }
 
     fn fps_x10(&self) -> u32 {
-        self.window.iter().filter(|a| a.video_frame).count() as u32 * 10 * 1000
-            / WINDOW_MS as u32
+        self.window.iter().filter(|a| a.video_frame).count() as u32 * 10 * 1000 / WINDOW_MS as u32
     }
 
     fn median(v: &VecDeque<u32>) -> Option<u32> {
@@ -445,7 +444,9 @@ impl Health {
         if self.last_any.is_none() {
             return State::Waiting;
         }
-        let stalled = self.gap_ms(now_ms).is_some_and(|g| g >= self.stall_limit_ms());
+        let stalled = self
+            .gap_ms(now_ms)
+            .is_some_and(|g| g >= self.stall_limit_ms());
         if stalled {
             return State::Stalled;
         }
@@ -494,11 +495,13 @@ impl Health {
         match self.state {
             State::Waiting => None,
             State::Live => {
-                let stall = self.gap_ms(now_ms).map(|g| {
-                    now_ms + self.stall_limit_ms().saturating_sub(g).max(1)
-                });
+                let stall = self
+                    .gap_ms(now_ms)
+                    .map(|g| now_ms + self.stall_limit_ms().saturating_sub(g).max(1));
                 // Low seconds are noticed by tags; a trickle may bring few.
-                let low = self.low_since.map(|s| (s + self.cfg.starve_ms).max(now_ms + 1));
+                let low = self
+                    .low_since
+                    .map(|s| (s + self.cfg.starve_ms).max(now_ms + 1));
                 [stall, low, self.next_sample].into_iter().flatten().min()
             }
             // Leaving these is driven by tags.
@@ -725,7 +728,11 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     let mut h = h_map.checked_mul(16)?.checked_mul(2 - frame_mbs_only)?;
     if b.bit()? == 1 {
         let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
-        let array_type = if separate_planes == 1 { 0 } else { chroma_format };
+        let array_type = if separate_planes == 1 {
+            0
+        } else {
+            chroma_format
+        };
         let (cx, cy) = match array_type {
             0 => (1, 2 - frame_mbs_only),
             1 => (2, 2 * (2 - frame_mbs_only)),

@@ -392,7 +392,10 @@ impl Splicer {
     /// Source time from the buffered keyframe to the newest buffered frame
     /// (what a catch-up to it would fast-forward).
     pub fn buffered_ms(&self, id: SourceId) -> Option<u64> {
-        let s = self.sources.get(&id).filter(|s| self.has_keyframe(id) && !s.gop.is_empty())?;
+        let s = self
+            .sources
+            .get(&id)
+            .filter(|s| self.has_keyframe(id) && !s.gop.is_empty())?;
         Some((s.gop[s.gop.len() - 1].src - s.gop[0].src).max(0) as u64)
     }
 

@@ -14,7 +14,8 @@ fn hex(s: &str) -> Vec<u8> {
 /// 1920x1080 sequence headers, and AAC 48 kHz stereo / 44.1 kHz mono, as
 /// ffmpeg 5.1 wrote them into FLV.
 const AVC_320: &str = "17000000000164000dffe1001a6764000dacd941419f9f0110000003001000000303c0f142996001000468ef8fcbfdf8f800";
-const AVC_1080: &str = "17000000000142c028ffe100196742c028da01e0089f970110000003001000000303c0f1832a01000468ce0fc8";
+const AVC_1080: &str =
+    "17000000000142c028ffe100196742c028da01e0089f970110000003001000000303c0f1832a01000468ce0fc8";
 const AAC_48_2: &str = "af00119056e500";
 const AAC_44_1: &str = "af00120856e500";
 
@@ -112,7 +113,10 @@ fn sizes_and_audio_config_come_from_the_headers() {
     for cut in 0..hex(AVC_320).len() {
         let _ = avc_size(&hex(AVC_320)[..cut]);
     }
-    assert_eq!(avc_size(&[0x17, 0, 0, 0, 0, 1, 2, 3, 4, 0xe1, 0xff, 0xff]), None);
+    assert_eq!(
+        avc_size(&[0x17, 0, 0, 0, 0, 1, 2, 3, 4, 0xe1, 0xff, 0xff]),
+        None
+    );
     assert_eq!(aac_config(&[0xaf]), None);
     let _ = sps_size(&[0x67; 40]);
     let _ = sps_size(&[0x67, 100, 0, 0, 0, 0, 0, 0]);
@@ -164,7 +168,11 @@ fn no_media_is_a_stall_within_the_limit_and_long_keyframes_are_not() {
     let ch = poll_until(&mut h, last, last + 2000);
     let (at, st) = ch[0];
     assert_eq!(st, State::Stalled);
-    assert!(at - last <= 650, "stalled {} ms after the last tag", at - last);
+    assert!(
+        at - last <= 650,
+        "stalled {} ms after the last tag",
+        at - last
+    );
     assert!(hints(&h.report(0))[0].contains("nothing arrives"));
 }
 
@@ -277,5 +285,9 @@ fn after_a_stall_the_first_frame_that_is_not_backlog_is_back_at_once() {
     let ch = s.feed(&mut h, 21_000, |src| (src + 60).max(20_300));
     assert_eq!(ch.len(), 1, "{ch:?}");
     assert_eq!(ch[0].1, State::Live);
-    assert!(ch[0].0 <= 20_400, "back at {} (the first fresh frame)", ch[0].0);
+    assert!(
+        ch[0].0 <= 20_400,
+        "back at {} (the first fresh frame)",
+        ch[0].0
+    );
 }
