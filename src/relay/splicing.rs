@@ -382,7 +382,10 @@ impl SpliceRelay {
             active == Some(*id)
                 && !matches!(self.owners.get(&target), Some(Owner::Streamer(t)) if t == k)
         });
-        let keep_old = active_alive && active != slate && !card_for_other;
+        // Whatever plays is kept while the new one has no keyframe to start
+        // from (a catch-up would fail and leave the output empty).
+        let keep_old = active_alive
+            && (!self.splicer.has_keyframe(target) || (active != slate && !card_for_other));
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
@@ -574,6 +577,7 @@ impl SpliceRelay {
                 let key = key.clone();
                 let mut first_keyframe = false;
                 let mut health_changed = false;
+                let mut wellness_changed = false;
                 let mut back = 0;
                 if let Some(s) = self
                     .slots
@@ -596,8 +600,10 @@ impl SpliceRelay {
                         first_keyframe = true;
                     }
                     let at = arrival.saturating_duration_since(self.epoch).as_millis() as u64;
-                    if s.health.tag(&tag, at).is_some() {
+                    let was = s.health.state();
+                    if let Some(new) = s.health.tag(&tag, at) {
                         health_changed = true;
+                        wellness_changed = was.unhealthy() != new.unhealthy();
                     }
                     if health_changed || at >= s.next_report_ms {
                         s.next_report_ms = at + REPORT_EVERY_MS;
@@ -624,7 +630,7 @@ impl SpliceRelay {
                 self.splicer
                     .push(source, tag, at, &mut self.out, &mut self.evs);
                 self.after_splice(now, notices);
-                if first_keyframe || health_changed {
+                if first_keyframe || wellness_changed {
                     // A source that was waited for may now be cut to (or
                     // from, to its card, or back).
                     self.choose(now, notices);
@@ -875,12 +881,14 @@ impl SpliceRelay {
     }
 
     /// Notice stalls (no tag brings those) and report fresh figures; true
-    /// when a state changed.
+    /// when a stream became unhealthy or healthy again.
     fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
         let mut changed = false;
         // A slot whose reader is down is not judged (its gap is ours).
         for s in self.slots.iter_mut().filter(|s| s.source.is_some()) {
-            let ch = s.health.poll(now_ms).is_some();
+            let was = s.health.state();
+            let new = s.health.poll(now_ms);
+            let ch = new.is_some();
             if ch || now_ms >= s.next_report_ms {
                 s.next_report_ms = now_ms + REPORT_EVERY_MS;
                 notices.push(Notice::Health {
@@ -889,7 +897,7 @@ impl SpliceRelay {
                     changed: ch,
                 });
             }
-            changed |= ch;
+            changed |= new.is_some_and(|n| n.unhealthy() != was.unhealthy());
         }
         changed
     }
