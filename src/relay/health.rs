@@ -180,6 +180,11 @@ impl Health {
         }
     }
 
+    /// New limits (a reload) apply from now on.
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -171,6 +171,9 @@ impl SpliceRelay {
 
     pub fn set_spec(&mut self, spec: RelaySpec) {
         self.cards.reconfigure(&spec.ffmpeg, &spec.brb);
+        for s in &mut self.slots {
+            s.health.set_config(spec.health.clone());
+        }
         self.spec = spec;
     }
 
