@@ -109,6 +109,8 @@ const MIN_SAMPLES: usize = 5;
 const AUDIO_PRESENT_MS: u64 = 2000;
 /// A burst is src time running this far ahead of arrival time.
 const PACE_SLACK_MS: i64 = 150;
+/// The stall limit before a stream's frame interval is known.
+const UNKNOWN_RATE_STALL_MS: u64 = 2000;
 /// Window of the lag estimate (two are kept).
 const LAG_WINDOW_MS: u64 = 10_000;
 
@@ -248,7 +250,8 @@ impl Health {
                 }
                 if let Some(last) = self.last_frame_src {
                     let d = ts - last;
-                    if d > 0 && d < 1000 {
+                    // Up to 5 s: a slideshow at 1 fps has its own pace.
+                    if d > 0 && d <= 5000 {
                         // Smoothed, so one late frame does not move it.
                         let d = d as u64;
                         self.frame_ms = Some(self.frame_ms.map_or(d, |f| (f * 7 + d) / 8));
@@ -384,7 +387,14 @@ impl Health {
 
     /// No media for longer than the stall limit.
     pub fn stall_limit_ms(&self) -> u64 {
-        let own = self.frame_ms.map_or(0, |f| f * 3);
+        // Until its frame rate is known (its first frames), a slow stream
+        // gets the benefit of the doubt.
+        // (Audio, judged while no video comes, has no such doubt.)
+        let own = match self.frame_ms {
+            Some(f) => f * 3,
+            None if self.has_video => UNKNOWN_RATE_STALL_MS,
+            None => 0,
+        };
         self.cfg.stall_ms.max(own)
     }
 

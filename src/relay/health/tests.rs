@@ -255,6 +255,15 @@ fn a_slow_stream_on_purpose_is_neither_starved_nor_stalled() {
     assert_eq!(ch, [], "{ch:?}");
     assert_eq!(h.state(), State::Live);
     assert!(h.stall_limit_ms() >= 600);
+    // 1 fps: three of its own frame intervals without a frame is a stall,
+    // one is not.
+    let mut h = Health::new(Config::default(), 0);
+    let mut s = Stream::new(1, 2, 3000);
+    assert_eq!(s.headers(&mut h, 0), State::Live);
+    let mut changes = s.feed(&mut h, 30_000, |src| src);
+    changes.extend(poll_until(&mut h, 30_000, 31_900));
+    assert_eq!(changes, [], "{changes:?}");
+    assert_eq!(h.stall_limit_ms(), 3000);
 }
 
 #[test]
