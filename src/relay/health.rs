@@ -130,6 +130,9 @@ pub struct Health {
     window: VecDeque<Arrival>,
     samples: VecDeque<u32>,
     fps_samples: VecDeque<u32>,
+    /// Medians of the samples, updated once a second (not per tag).
+    median_kbps: Option<u32>,
+    median_fps_x10: Option<u32>,
     next_sample: Option<u64>,
     last_video: Option<u64>,
     last_audio: Option<u64>,
@@ -163,6 +166,8 @@ impl Health {
             window: VecDeque::new(),
             samples: VecDeque::new(),
             fps_samples: VecDeque::new(),
+            median_kbps: None,
+            median_fps_x10: None,
             next_sample: None,
             last_video: None,
             last_audio: None,
@@ -363,6 +368,8 @@ impl Health {
                 self.samples.pop_front();
                 self.fps_samples.pop_front();
             }
+            self.median_kbps = Health::median(&self.samples);
+            self.median_fps_x10 = Health::median(&self.fps_samples);
         }
         self.next_sample = Some(now_ms.max(next) + WINDOW_MS);
     }
@@ -413,13 +420,13 @@ impl Health {
             return false;
         }
         // Judged against the stream's own rates only once they are known.
-        let Some(own_fps) = Health::median(&self.fps_samples) else {
+        let Some(own_fps) = self.median_fps_x10 else {
             return false;
         };
         if self.fps_x10() < (own_fps / 2).min(self.cfg.min_fps * 10) {
             return true;
         }
-        match Health::median(&self.samples) {
+        match self.median_kbps {
             Some(m) => {
                 u64::from(self.kbps()) * 100 < u64::from(m) * u64::from(self.cfg.starve_ratio_pct)
             }
@@ -531,7 +538,7 @@ impl Health {
             age_ms: now_ms.saturating_sub(self.since),
             kbps: self.kbps(),
             fps_x10: self.fps_x10(),
-            median_kbps: Health::median(&self.samples).unwrap_or(0),
+            median_kbps: self.median_kbps.unwrap_or(0),
             keyframe_ms: self.keyframe_ms,
             audio_present: self.last_audio.is_some_and(|t| {
                 self.last_any
