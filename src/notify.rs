@@ -686,6 +686,40 @@ mod tests {
     }
 
     #[test]
+    fn stream_health_events_read_plainly_and_can_be_chosen() {
+        let unstable = Event::Unstable {
+            name: "DJ *Alice*".into(),
+            state: "starved",
+            detail: "310 kbit/s at 12 fps, their usual is 2500 kbit/s".into(),
+            on_air: true,
+        };
+        let back = Event::Back {
+            name: "DJ *Alice*".into(),
+            after: Duration::from_secs(75),
+            on_air: true,
+        };
+        assert_eq!(
+            discord_text(&unstable),
+            "⚠️ **DJ \\*Alice\\***'s stream is starved (310 kbit/s at 12 fps, their usual is 2500 kbit/s); the be-right-back card is on."
+        );
+        assert_eq!(
+            discord_text(&back),
+            "✅ **DJ \\*Alice\\***'s stream is back after 1 min 15 s."
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&format_message(&back, NotifyFormat::Json, 7)).unwrap_or_default();
+        assert_eq!(j["event"], "back");
+        assert_eq!(j["after_s"], 75.0);
+        let f = Filter::new(&["unstable".into(), "back".into(), "gave_up".into()]);
+        assert!(f.wants(&unstable) && f.wants(&back));
+        assert!(f.wants(&Event::GaveUp { name: "a".into() }));
+        assert!(crate::config::Config::parse(
+            "[[notify]]\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"unstable\", \"back\", \"gave_up\"]\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn filter_all_or_listed_and_single_stream_ends_stay_quiet() {
         let lost = Event::ObsLost { reason: "x".into() };
         let left = Event::Left { name: "a".into() };
