@@ -252,7 +252,7 @@ impl Default for RelayConfig {
                 "Nobody is on air\nPublish to the live app with your stream key to join the queue"
                     .into(),
             cut_timeout_ms: 0,
-            media_gap_ms: 600,
+            media_gap_ms: 500,
             starve_percent: 25,
             min_fps: 10,
             starve_seconds: 3,

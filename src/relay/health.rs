@@ -32,7 +32,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            stall_ms: 600,
+            stall_ms: 500,
             starve_ratio_pct: 25,
             min_fps: 10,
             starve_ms: 3000,

@@ -406,7 +406,9 @@ impl SpliceRelay {
                 .splicer
                 .buffered_ms(target)
                 .is_some_and(|b| b <= BACK_CATCH_UP_MS);
-        let kind = if keep_old && !back_soon {
+        // To the card: at once (a frozen picture is what it replaces).
+        let to_card = card == Some(target);
+        let kind = if keep_old && !back_soon && !to_card {
             SwitchKind::Planned
         } else {
             SwitchKind::Forced

@@ -18,6 +18,9 @@ pub struct Frame {
     pub size: Option<(u32, u32)>,
     /// Audio: sample rate.
     pub rate: Option<u32>,
+    /// Presentation time in the output's timeline, seconds (what a player
+    /// pacing by timestamp, like OBS, goes by).
+    pub pts: Option<f64>,
 }
 
 pub struct Viewer {
@@ -74,6 +77,7 @@ impl Viewer {
                             at,
                             size,
                             rate: None,
+                            pts: field(&line, " pts_time:").and_then(|p| p.parse().ok()),
                         },
                     );
                 } else if line.contains("Parsed_ashowinfo") && line.contains(" n:") {
@@ -84,6 +88,7 @@ impl Viewer {
                             at,
                             size: None,
                             rate,
+                            pts: field(&line, " pts_time:").and_then(|p| p.parse().ok()),
                         },
                     );
                 }
