@@ -60,7 +60,10 @@ impl HealthBook {
 
 fn describe(r: &Report, state: State) -> String {
     match state {
-        State::Stalled => "no media arrives".to_string(),
+        State::Stalled => format!(
+            "no media for {:.2} s",
+            Duration::from_millis(r.age_ms).as_secs_f64()
+        ),
         State::Starved => format!(
             "{} kbit/s at {:.0} fps, their usual is {} kbit/s",
             r.kbps,

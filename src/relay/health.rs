@@ -139,6 +139,8 @@ pub struct Health {
     last_any: Option<u64>,
     has_video: bool,
     frame_ms: Option<u64>,
+    /// Frame steps in a row far above `frame_ms`.
+    rate_outliers: u32,
     last_frame_src: Option<i64>,
     last_key_src: Option<i64>,
     keyframe_ms: Option<u64>,
@@ -174,6 +176,7 @@ impl Health {
             last_any: None,
             has_video: false,
             frame_ms: None,
+            rate_outliers: 0,
             last_frame_src: None,
             last_key_src: None,
             keyframe_ms: None,
@@ -255,10 +258,16 @@ impl Health {
                 }
                 if let Some(last) = self.last_frame_src {
                     let d = ts - last;
-                    // Up to 5 s: a slideshow at 1 fps has its own pace.
-                    if d > 0 && d <= 5000 {
-                        // Smoothed, so one late frame does not move it.
-                        let d = d as u64;
+                    // Up to 5 s: a slideshow at 1 fps has its own pace. A
+                    // hole in the timestamps (nginx drops frames of a
+                    // subscriber that falls behind, e.g. in a backlog burst)
+                    // is not its rate: a step over 4× the known interval
+                    // counts only when it repeats.
+                    let d = d.clamp(0, 5000) as u64;
+                    let outlier = self.frame_ms.is_some_and(|f| d > f * 4);
+                    self.rate_outliers = if outlier { self.rate_outliers + 1 } else { 0 };
+                    if d > 0 && (!outlier || self.rate_outliers >= 3) {
+                        // Smoothed, so one late frame does not move it much.
                         self.frame_ms = Some(self.frame_ms.map_or(d, |f| (f * 7 + d) / 8));
                     }
                 }

@@ -300,3 +300,16 @@ fn after_a_stall_the_first_frame_that_is_not_backlog_is_back_at_once() {
         ch[0].0
     );
 }
+
+#[test]
+fn a_hole_in_the_timestamps_does_not_change_the_frame_rate() {
+    let mut h = Health::new(Config::default(), 0);
+    let mut s = Stream::new(30, 60, 1000);
+    assert_eq!(s.headers(&mut h, 0), State::Live);
+    s.feed(&mut h, 5000, |src| src);
+    // nginx dropped 2.3 s of frames of a subscriber that fell behind.
+    s.frame += 69;
+    s.audio += 2300 * 48 / 1024;
+    s.feed(&mut h, 7400, |src| src);
+    assert_eq!(h.stall_limit_ms(), 500, "still 30 fps right after the hole");
+}
