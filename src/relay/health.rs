@@ -521,18 +521,21 @@ impl Health {
     }
 
     /// When `poll` must be called next to notice a stall or a state change
-    /// that no tag would bring.
-    pub fn next_check(&self, now_ms: u64) -> Option<u64> {
+    /// that no tag would bring: an absolute time, possibly already past
+    /// (never "a moment from now", which a caller comparing with a clock
+    /// read a moment earlier would never reach).
+    pub fn next_check(&self) -> Option<u64> {
         match self.state {
             State::Waiting => None,
             State::Live => {
-                let stall = self
-                    .gap_ms(now_ms)
-                    .map(|g| now_ms + self.stall_limit_ms().saturating_sub(g).max(1));
+                let last = if self.has_video {
+                    self.last_video
+                } else {
+                    self.last_any
+                };
+                let stall = last.map(|t| t + self.stall_limit_ms());
                 // Low seconds are noticed by tags; a trickle may bring few.
-                let low = self
-                    .low_since
-                    .map(|s| (s + self.cfg.starve_ms).max(now_ms + 1));
+                let low = self.low_since.map(|s| s + self.cfg.starve_ms);
                 [stall, low, self.next_sample].into_iter().flatten().min()
             }
             // Leaving these is driven by tags.

@@ -894,6 +894,14 @@ impl SpliceRelay {
             let was = s.health.state();
             let new = s.health.poll(now_ms);
             let ch = new.is_some();
+            if let Some(n) = new {
+                log::debug!(
+                    "{}: {} (stall limit {} ms)",
+                    s.name,
+                    n.as_str(),
+                    s.health.stall_limit_ms()
+                );
+            }
             if ch || now_ms >= s.next_report_ms {
                 s.next_report_ms = now_ms + REPORT_EVERY_MS;
                 notices.push(Notice::Health {
@@ -918,9 +926,8 @@ impl SpliceRelay {
             let due = self.epoch + Duration::from_millis(p.next_due());
             min(due.max(self.last_card_tick + SLATE_TICK));
         }
-        let now_ms = self.ms(Instant::now());
         for s in self.slots.iter().filter(|s| s.source.is_some()) {
-            let check = s.health.next_check(now_ms).into_iter();
+            let check = s.health.next_check().into_iter();
             for ms in check.chain([s.next_report_ms]) {
                 min(self.epoch + Duration::from_millis(ms));
             }
