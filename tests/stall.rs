@@ -226,10 +226,6 @@ events = ["unstable", "back", "gave_up", "on_air"]
             secs(back)
         );
         assert_eq!(rig.daemon.queue(), ["alice", "bob"], "nobody given up");
-        // Steady again before the next stall. (A stall within about a second
-        // of coming back measured up to 1.0 s of frozen presentation time:
-        // see the report of issue 19.)
-        std::thread::sleep(Duration::from_secs(3));
     }
 
     // The events, in order, as the webhook got them.
@@ -275,33 +271,6 @@ events = ["unstable", "back", "gave_up", "on_air"]
     let mut viewer = viewer;
     assert!(viewer.is_running(), "the viewer never lost the stream");
     let log = rig.daemon.log();
-    if std::env::var("STALL_DEBUG").is_ok() {
-        for l in log.lines().filter(|l| l.contains("alice")) {
-            eprintln!("{l}");
-        }
-        let v = viewer.video();
-        let t0 = v[0].at;
-        let mut last = None;
-        for f in &v {
-            let k = (f.size, ((f.at - t0).as_secs_f64() * 4.0) as u64);
-            if last != Some(k) {
-                eprintln!(
-                    "frame at {:.3} pts {:?} {:?}",
-                    (f.at - t0).as_secs_f64(),
-                    f.pts,
-                    f.size
-                );
-                last = Some(k);
-            }
-        }
-        for w in v.windows(2) {
-            if let (Some(a), Some(b)) = (w[0].pts, w[1].pts) {
-                if b - a > 0.2 || w[0].size != w[1].size {
-                    eprintln!("pts {a:.3} -> {b:.3} {:?} -> {:?}", w[0].size, w[1].size);
-                }
-            }
-        }
-    }
     assert!(log.contains("alice's stream is stalled"), "{log}");
 }
 
