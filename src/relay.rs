@@ -14,6 +14,7 @@
 
 pub mod brb;
 pub mod flv;
+pub mod headers;
 pub mod health;
 mod output;
 pub mod restart;

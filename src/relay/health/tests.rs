@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::relay::flv::Tag;
+use crate::relay::headers::{aac_config, avc_size, sps_size};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
