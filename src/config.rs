@@ -215,6 +215,21 @@ pub struct RelayConfig {
     /// while their keyframes are more than 2.5 s apart, so a cut to them
     /// lands within ~0.3 s (one ffmpeg/libx264 child per such streamer).
     pub bridge: bool,
+    /// Splice mode: no media from the on-air streamer for this long (or
+    /// three of their frame intervals, if longer) shows the be-right-back
+    /// card. (`stall_seconds` is the restart relay's.)
+    pub media_gap_ms: u64,
+    /// Splice mode: a stream whose last second carried less than this
+    /// percentage of its own median bitrate ...
+    pub starve_percent: u32,
+    /// ... or fewer frames than this (or than half its own median rate, if
+    /// lower) ...
+    pub min_fps: u32,
+    /// ... for this many seconds in a row is starved: the card too.
+    pub starve_seconds: u64,
+    /// Splice mode: the be-right-back card: an image or an H.264/AAC `.flv`
+    /// clip (its sound plays). Empty: a still "<name> — reconnecting…".
+    pub brb: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -242,6 +257,11 @@ impl Default for RelayConfig {
                     .into(),
             cut_timeout_ms: 0,
             bridge: true,
+            media_gap_ms: 500,
+            starve_percent: 25,
+            min_fps: 10,
+            starve_seconds: 3,
+            brb: String::new(),
         }
     }
 }
@@ -285,6 +305,13 @@ pub struct QueueConfig {
     /// Most streamers queued at once (on air included); further publishers
     /// are refused with 503 until someone leaves.
     pub max_length: usize,
+    /// Splice mode: the on-air streamer's stream stalled or starved this
+    /// long puts the next healthy streamer on air (0 = never).
+    pub give_up_seconds: u64,
+    /// The streamer given up on keeps their place right after the one who
+    /// replaced them if their stream recovers within this; else they go
+    /// to the end of the queue.
+    pub keep_place_seconds: u64,
 }
 
 impl Default for QueueConfig {
@@ -294,6 +321,8 @@ impl Default for QueueConfig {
             slot_seconds: 0,
             rejoin_block_seconds: 0,
             max_length: 1000,
+            give_up_seconds: 20,
+            keep_place_seconds: 120,
         }
     }
 }
@@ -570,6 +599,19 @@ impl Config {
         }
         if self.relay.stall_seconds == 0 || self.relay.max_failures == 0 {
             return bad("relay.stall_seconds and relay.max_failures must be > 0".into());
+        }
+        let r = &self.relay;
+        if !(100..=60_000).contains(&r.media_gap_ms) {
+            return bad(format!(
+                "relay.media_gap_ms {} must be 100..=60000",
+                r.media_gap_ms
+            ));
+        }
+        if r.starve_percent > 100 || r.starve_seconds == 0 || r.min_fps > 240 {
+            return bad(
+                "relay.starve_percent must be 0..=100, relay.starve_seconds > 0, relay.min_fps 0..=240"
+                    .into(),
+            );
         }
         if crate::log::parse_level(&self.log.level).is_none() {
             return bad(format!(

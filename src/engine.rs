@@ -8,6 +8,7 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod health;
 mod hooks;
 #[cfg(test)]
 mod memory;
@@ -24,6 +25,7 @@ mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
 pub use command::{Command, Responder};
+pub use health::{health_json, HealthView};
 pub use names::Names;
 pub use streamers::StreamerRequest;
 pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
@@ -133,6 +135,9 @@ pub struct Engine {
     /// under way.
     handover: Option<Arc<dyn crate::handover::Stage>>,
     upgrade: Option<upgrade::Upgrade>,
+    /// Splice mode: how the read streams come through, and who was given
+    /// up on (`engine/health.rs`).
+    health: health::HealthBook,
 }
 
 thread_local! {
@@ -244,6 +249,7 @@ impl Engine {
             events: p.events,
             handover: p.handover,
             upgrade: None,
+            health: health::HealthBook::default(),
         };
         e.take_carried();
         e.sync_secret();
@@ -332,6 +338,9 @@ impl Engine {
         }
         if let Some(u) = self.upgrade_deadline() {
             t = t.min(u);
+        }
+        if let Some(h) = self.health_deadline() {
+            t = t.min(h);
         }
         t
     }
@@ -530,6 +539,9 @@ impl Engine {
             self.after_change();
         }
         self.end_slot();
+        if self.health_deadline().is_some_and(|d| now >= d) {
+            self.health_rules();
+        }
         if now >= self.next_status {
             self.refresh_status();
             // Memory freed by bursts of reads (which never reach the engine)

@@ -99,9 +99,25 @@ pub enum Event {
     SlotEnded {
         name: String,
     },
-    /// The on-air streamer's stream failed too often and was skipped.
+    /// The on-air streamer's stream failed too often, or did not come
+    /// through for `give_up_seconds`: the next streamer went on air.
     GaveUp {
         name: String,
+    },
+    /// A read streamer's stream stalled or starved (splice mode).
+    Unstable {
+        name: String,
+        /// "stalled" or "starved".
+        state: &'static str,
+        detail: String,
+        /// On air (the be-right-back card is on) or queued.
+        on_air: bool,
+    },
+    /// Their stream comes through again after `after`.
+    Back {
+        name: String,
+        after: Duration,
+        on_air: bool,
     },
     /// Reading a streamer's stream ended or failed (it is read again with
     /// backoff); `failures` in a row, this one included. A single end is
@@ -138,6 +154,8 @@ pub const KINDS: &[&str] = &[
     "skipped",
     "slot_ended",
     "gave_up",
+    "unstable",
+    "back",
     "relay_failed",
     "relay_recovered",
     "output_failed",
@@ -158,6 +176,8 @@ impl Event {
             Event::Skipped { .. } => "skipped",
             Event::SlotEnded { .. } => "slot_ended",
             Event::GaveUp { .. } => "gave_up",
+            Event::Unstable { .. } => "unstable",
+            Event::Back { .. } => "back",
             Event::RelayFailed { .. } => "relay_failed",
             Event::RelayRecovered { .. } => "relay_recovered",
             Event::OutputFailed { .. } => "output_failed",
@@ -306,10 +326,21 @@ mod tests {
             Event::OutputRecovered,
             Event::ObsBack,
             Event::GaveUp { name: "x".into() },
+            Event::Unstable {
+                name: "x".into(),
+                state: "stalled",
+                detail: String::new(),
+                on_air: true,
+            },
+            Event::Back {
+                name: "x".into(),
+                after: Duration::ZERO,
+                on_air: false,
+            },
         ];
         for ev in evs {
             assert!(KINDS.contains(&ev.kind()));
         }
-        assert_eq!(KINDS.len(), 15);
+        assert_eq!(KINDS.len(), 17);
     }
 }

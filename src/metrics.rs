@@ -43,6 +43,8 @@ pub struct Metrics {
     notifications: IntCounterVec,
     auth_failures: IntCounterVec,
     auth_throttled: IntCounterVec,
+    health_changes: IntCounterVec,
+    unwell_seconds: prometheus::Counter,
 }
 
 // The names, helps and labels below are constants of this file: the
@@ -145,6 +147,16 @@ impl Metrics {
                 "Admin token tries refused with 429 before being checked (too many wrong ones), by way in",
                 &["via"],
             ),
+            health_changes: counters(
+                "stream_health_changes_total",
+                "Read streams entering a state (live, stalled, starved), splice mode",
+                &["state"],
+            ),
+            unwell_seconds: prometheus::Counter::with_opts(opts(
+                "stalled_seconds_total",
+                "Seconds the on-air streamer's stream was stalled or starved (the be-right-back card on)",
+            ))
+            .expect(CONST_DEF),
             registry: Registry::new(),
         };
         let build = IntGaugeVec::new(
@@ -179,6 +191,8 @@ impl Metrics {
             Box::new(m.notifications.clone()),
             Box::new(m.auth_failures.clone()),
             Box::new(m.auth_throttled.clone()),
+            Box::new(m.health_changes.clone()),
+            Box::new(m.unwell_seconds.clone()),
             Box::new(build),
         ];
         for c in collectors {
@@ -239,6 +253,17 @@ impl Metrics {
     /// A token try refused unchecked (over the login budget).
     pub fn auth_throttled(&self, via: &'static str) {
         self.auth_throttled.with_label_values(&[via]).inc();
+    }
+
+    /// A read stream entered `state` (live, stalled, starved).
+    pub fn health_changed(&self, state: &str) {
+        self.health_changes.with_label_values(&[state]).inc();
+    }
+
+    /// The on-air streamer's stream came through again (or was given up on)
+    /// after this many seconds.
+    pub fn unwell_seconds(&self, secs: f64) {
+        self.unwell_seconds.inc_by(secs.max(0.0));
     }
 
     /// `outcome`: sent, failed or dropped.

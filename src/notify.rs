@@ -426,6 +426,17 @@ fn json_message(ev: &Event, now_s: u64) -> serde_json::Value {
             failures,
         } => json!({"name": name, "why": why, "failures": failures}),
         Event::RelayRecovered { name, failures } => json!({"name": name, "failures": failures}),
+        Event::Unstable {
+            name,
+            state,
+            detail,
+            on_air,
+        } => json!({"name": name, "state": state, "detail": detail, "on_air": on_air}),
+        Event::Back {
+            name,
+            after,
+            on_air,
+        } => json!({"name": name, "after_s": after.as_secs_f64(), "on_air": on_air}),
         Event::OutputFailed { detail } => json!({ "detail": detail }),
         Event::ObsLost { reason } => json!({ "reason": reason }),
         Event::OutputRecovered | Event::ObsBack => json!({}),
@@ -497,8 +508,33 @@ pub fn discord_text(ev: &Event) -> String {
         Event::Skipped { name } => format!("**{}** was skipped by a moderator.", md(name)),
         Event::SlotEnded { name } => format!("**{}**'s slot is over.", md(name)),
         Event::GaveUp { name } => format!(
-            "**{}**'s stream kept failing; skipping to the next streamer.",
+            "**{}**'s stream is not coming through; the next streamer goes on air.",
             md(name)
+        ),
+        Event::Unstable {
+            name,
+            state,
+            detail,
+            on_air,
+        } => format!(
+            "⚠️ **{}**'s stream {} ({}){}.",
+            md(name),
+            if *state == "starved" {
+                "is starved"
+            } else {
+                "stalled"
+            },
+            md(detail),
+            if *on_air {
+                "; the be-right-back card is on"
+            } else {
+                ""
+            }
+        ),
+        Event::Back { name, after, .. } => format!(
+            "✅ **{}**'s stream is back after {}.",
+            md(name),
+            duration_words(after.as_secs())
         ),
         Event::RelayFailed {
             name,
@@ -647,6 +683,40 @@ mod tests {
         ] {
             assert_eq!(parse_retry_after(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn stream_health_events_read_plainly_and_can_be_chosen() {
+        let unstable = Event::Unstable {
+            name: "DJ *Alice*".into(),
+            state: "starved",
+            detail: "310 kbit/s at 12 fps, their usual is 2500 kbit/s".into(),
+            on_air: true,
+        };
+        let back = Event::Back {
+            name: "DJ *Alice*".into(),
+            after: Duration::from_secs(75),
+            on_air: true,
+        };
+        assert_eq!(
+            discord_text(&unstable),
+            "⚠️ **DJ \\*Alice\\***'s stream is starved (310 kbit/s at 12 fps, their usual is 2500 kbit/s); the be-right-back card is on."
+        );
+        assert_eq!(
+            discord_text(&back),
+            "✅ **DJ \\*Alice\\***'s stream is back after 1 min 15 s."
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&format_message(&back, NotifyFormat::Json, 7)).unwrap_or_default();
+        assert_eq!(j["event"], "back");
+        assert_eq!(j["after_s"], 75.0);
+        let f = Filter::new(&["unstable".into(), "back".into(), "gave_up".into()]);
+        assert!(f.wants(&unstable) && f.wants(&back));
+        assert!(f.wants(&Event::GaveUp { name: "a".into() }));
+        assert!(crate::config::Config::parse(
+            "[[notify]]\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"unstable\", \"back\", \"gave_up\"]\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -136,6 +136,12 @@ impl Pages {
             "wait_s": wait_s,
             "slot_seconds": self.slot_of(&page.name, view.slot_seconds),
             "blocked": blocked,
+            // What we receive from their encoder (while their stream is
+            // read: on air or next), with plain hints.
+            "stream": view
+                .health
+                .get(&page.name)
+                .map(|h| crate::engine::health_json(h, now_ms)),
             "ingest": {
                 "app": self.ingest_app,
                 "port": self.rtmp_port,

@@ -12,8 +12,11 @@
 //! * `restart` ([`restart`]): one ffmpeg per streamer, killed and started
 //!   again at each switch (the first version's relay; `[relay] args`).
 
+pub mod brb;
 mod bridge;
 pub mod flv;
+pub mod headers;
+pub mod health;
 pub mod output;
 pub mod restart;
 pub mod slate;
@@ -95,6 +98,11 @@ pub struct RelaySpec {
     pub cut_timeout: Option<Duration>,
     /// Splice mode: bridge long keyframe intervals (`relay/bridge.rs`).
     pub bridge: bool,
+    /// Splice mode: when a stream counts as stalled or starved.
+    pub health: health::Config,
+    /// Splice mode: the operator's be-right-back picture or clip ("" =
+    /// a still naming the streamer).
+    pub brb: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +205,14 @@ pub enum Notice {
     OutputFailedAgain,
     /// The output has run a while again after a failure.
     OutputBack,
+    /// Splice mode: how a read streamer's stream comes through. Sent when
+    /// its state changes (`changed`), else about once a second with fresh
+    /// figures; `report.state` None: no longer read.
+    Health {
+        key: StreamKey,
+        report: health::Report,
+        changed: bool,
+    },
 }
 
 /// The relay as the view and STATUS show it.

@@ -31,6 +31,8 @@ pub struct RelayLog {
     pub give_up: Option<StreamKey>,
     pub on_screen: Option<StreamKey>,
     pub stopped: bool,
+    /// Health reports handed to the engine on the next call.
+    pub health: Vec<Notice>,
 }
 
 struct MemRelay(Arc<Mutex<RelayLog>>);
@@ -49,6 +51,7 @@ impl RelayPort for MemRelay {
         if let Some(key) = l.give_up.take() {
             notices.push(Notice::GiveUp { key });
         }
+        notices.append(&mut l.health);
         let want = w.on_air.as_ref().map(|s| s.key.clone());
         if l.cut && want != l.on_screen {
             let from = std::mem::replace(&mut l.on_screen, want.clone());
@@ -117,6 +120,7 @@ pub struct Harness {
     pub drops: Arc<Mutex<Vec<String>>>,
     pub obs: Arc<Mutex<Vec<BroadcastState>>>,
     pub view: Shared<View>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub dir: ScratchDir,
     thread: Option<JoinHandle<()>>,
     next_client: u64,
@@ -183,6 +187,7 @@ impl Harness {
             published,
             handover: None,
         };
+        let metrics = parts.events.metrics().clone();
         let thread = std::thread::spawn(move || Engine::new(parts).run(rx));
         let h = Harness {
             tx,
@@ -191,6 +196,7 @@ impl Harness {
             drops,
             obs,
             view,
+            metrics,
             dir,
             thread: Some(thread),
             next_client: 1,
@@ -277,8 +283,50 @@ impl Harness {
         serde_json::from_str(&v.status_json(self.clock.now_ms())).unwrap_or_default()
     }
 
+    /// A counter of `/metrics` (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let v = super::read(&self.view);
+        self.metrics
+            .render(&v, self.clock.now_ms())
+            .lines()
+            .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn drops(&self) -> Vec<String> {
         lock(&self.drops).clone()
+    }
+
+    /// The relay reports `key`'s stream in `state` (a change).
+    pub fn report(&self, key: &str, state: crate::relay::health::State) {
+        lock(&self.relay).health.push(Notice::Health {
+            key: crate::key::k(key),
+            report: crate::relay::health::Report {
+                state: Some(state),
+                kbps: 2500,
+                fps_x10: 300,
+                ..Default::default()
+            },
+            changed: true,
+        });
+        self.wake();
+    }
+
+    /// On-air first, as the relay was last told.
+    pub fn wanted(&self) -> (Option<String>, Option<String>) {
+        let l = lock(&self.relay);
+        let w = l.wants.last().cloned().unwrap_or_default();
+        let name = |s: Option<relay::Streamer>| s.map(|s| s.key.expose().to_string());
+        (name(w.on_air), name(w.next))
+    }
+
+    /// Every streamer the relay was ever told to put on air.
+    pub fn ever_on_air(&self) -> Vec<String> {
+        lock(&self.relay)
+            .wants
+            .iter()
+            .filter_map(|w| w.on_air.as_ref().map(|s| s.key.expose().to_string()))
+            .collect()
     }
 
     pub fn set_cut(&self, on: bool) {

@@ -15,6 +15,9 @@ use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
 impl Engine {
     /// Tell the relay what the queue wants on air now (level-triggered).
     pub(super) fn reconcile_relay(&mut self, now: Instant) {
+        // Never name a head whose stream is known not to come through when
+        // someone else can go on air (it may change the queue).
+        self.health_rules();
         let e = self.state.entries();
         let want = Want {
             on_air: e.first().map(|h| Streamer {
@@ -56,6 +59,20 @@ impl Engine {
     pub(super) fn on_notices(&mut self, notices: Vec<Notice>) {
         self.sync_secret();
         if notices.is_empty() {
+            return;
+        }
+        // Fresh figures only (about once a second per read stream): the
+        // view shows them; nothing else changes.
+        if notices
+            .iter()
+            .all(|n| matches!(n, Notice::Health { changed: false, .. }))
+        {
+            for n in notices {
+                if let Notice::Health { key, report, .. } = n {
+                    self.on_health(key, report, false);
+                }
+            }
+            self.publish_view();
             return;
         }
         for n in notices {
@@ -127,6 +144,11 @@ impl Engine {
                 Notice::OutputFailed { why } => self.emit(Event::OutputFailed { detail: why }),
                 Notice::OutputFailedAgain => self.events.metrics().output_failed(),
                 Notice::OutputBack => self.emit(Event::OutputRecovered),
+                Notice::Health {
+                    key,
+                    report,
+                    changed,
+                } => self.on_health(key, report, changed),
             }
         }
         self.publish_view();
@@ -222,5 +244,13 @@ pub(super) fn relay_spec(cfg: &Config) -> RelaySpec {
         cut_timeout: (cfg.relay.cut_timeout_ms > 0)
             .then(|| Duration::from_millis(cfg.relay.cut_timeout_ms)),
         bridge: cfg.relay.bridge,
+        health: relay::health::Config {
+            stall_ms: cfg.relay.media_gap_ms,
+            starve_ratio_pct: cfg.relay.starve_percent,
+            min_fps: cfg.relay.min_fps,
+            starve_ms: cfg.relay.starve_seconds.saturating_mul(1000),
+            ..relay::health::Config::default()
+        },
+        brb: cfg.relay.brb.clone(),
     }
 }

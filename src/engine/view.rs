@@ -71,6 +71,9 @@ pub struct View {
     pub recordings: Option<crate::recording::StatusView>,
     /// The streamers' own pages (rebuilt when the registry changes).
     pub pages: Arc<crate::pages::Pages>,
+    /// Splice mode: how each read streamer's stream comes through, by
+    /// public name.
+    pub health: Arc<std::collections::HashMap<String, super::HealthView>>,
     queue_json: OnceLock<String>,
 }
 
@@ -110,13 +113,21 @@ impl View {
                     "pid": o.relay_pid,
                     "restarts": o.relay_restarts,
                 },
+                "health": self.health.get(&*o.name).map(|h| super::health_json(h, now_ms)),
             })
         });
         let queue: Vec<_> = self
             .names
             .iter()
             .enumerate()
-            .map(|(i, (n, j))| json!({"name": n, "position": i, "joined_at": j / 1000}))
+            .map(|(i, (n, j))| {
+                json!({
+                    "name": n,
+                    "position": i,
+                    "joined_at": j / 1000,
+                    "health": self.health.get(n).map(|h| super::health_json(h, now_ms)),
+                })
+            })
             .collect();
         json!({
             "version": crate::handover::version(),
@@ -257,6 +268,7 @@ impl Engine {
             last_cut: self.last_cut.clone(),
             recordings: self.recorder.as_ref().map(|r| r.status()),
             pages: self.pages.clone(),
+            health: self.health_view(),
             queue_json: OnceLock::new(),
         };
         write(&self.view, view);

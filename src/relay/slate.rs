@@ -43,12 +43,23 @@ pub fn make(
     dir: &Path,
     timeout: Duration,
 ) -> Result<Clip, String> {
+    make_as(ffmpeg, source, text, &dir.join("slate.flv"), timeout)
+}
+
+/// As [`make`], into `out` (other cards are made the same way).
+pub fn make_as(
+    ffmpeg: &str,
+    source: &str,
+    text: &str,
+    out: &Path,
+    timeout: Duration,
+) -> Result<Clip, String> {
     let src = Path::new(source);
     if !source.is_empty() && src.extension().is_some_and(|e| e == "flv") {
         let bytes = std::fs::read(src).map_err(|e| format!("cannot read slate {source}: {e}"))?;
         return load(&bytes).map_err(|e| format!("slate {source}: {e}"));
     }
-    let out: PathBuf = dir.join("slate.flv");
+    let out: PathBuf = out.to_path_buf();
     let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into()];
     args.push("-y".into());
     let size = "640x360";

@@ -607,6 +607,16 @@ impl Splicer {
         s.gop.is_empty() || s.avc_seq.is_none() || bridge_len < s.gop.len()
     }
 
+    /// Source time from the buffered keyframe to the newest buffered frame
+    /// (what a catch-up to it would fast-forward).
+    pub fn buffered_ms(&self, id: SourceId) -> Option<u64> {
+        let s = self
+            .sources
+            .get(&id)
+            .filter(|s| self.has_keyframe(id) && !s.gop.is_empty())?;
+        Some((s.gop[s.gop.len() - 1].src - s.gop[0].src).max(0) as u64)
+    }
+
     /// When `tick()` must be called next; None = no timer.
     pub fn deadline(&self) -> Option<u64> {
         let p = self.pending.as_ref()?;

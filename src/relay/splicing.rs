@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::brb::Cards;
 use super::bridge::Bridge;
 use super::flv::Tag;
+use super::health::{self, Health};
 use super::output::Output;
 use super::slate::{self, Clip, Player};
 use super::source::{Source, SourceSpec};
@@ -43,6 +45,15 @@ const SLATE_TICK: Duration = Duration::from_millis(100);
 /// A bridge encoder that failed (or could not keep up) is retried after
 /// this.
 const BRIDGE_RETRY: Duration = Duration::from_secs(5);
+/// A reader that gets nothing for this long reconnects. Splice mode judges
+/// stalls by [`health`] within a second and shows the card; the reader
+/// keeps the connection (and the stream's history) as long as nginx does.
+const READER_IDLE: Duration = Duration::from_secs(120);
+/// Back from the card with a catch-up when their last keyframe is at most
+/// this far back (source time), else on their next keyframe.
+const BACK_CATCH_UP_MS: u64 = 500;
+/// Fresh figures of a read stream are reported this often.
+const REPORT_EVERY_MS: u64 = 1000;
 
 struct Slot {
     key: StreamKey,
@@ -55,6 +66,9 @@ struct Slot {
     /// When its current run delivered its first tag.
     live_since: Option<Instant>,
     keyframe_seen: bool,
+    /// How their stream comes through (kept across reader restarts).
+    health: Health,
+    next_report_ms: u64,
 }
 
 pub struct SpliceRelay {
@@ -106,12 +120,18 @@ pub struct SpliceRelay {
     /// keyframes are far apart.
     bridges: HashMap<SourceId, Bridge>,
     bridge_retry: HashMap<SourceId, Instant>,
+    /// Be-right-back cards, and the one playing (for whom).
+    cards: Cards,
+    card: Option<(SourceId, Player, StreamKey)>,
+    last_card_tick: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
     Streamer(StreamKey),
     Slate,
+    /// The be-right-back card of this streamer.
+    Card(StreamKey),
 }
 
 impl SpliceRelay {
@@ -135,6 +155,7 @@ impl SpliceRelay {
             }
         };
         let now = Instant::now();
+        let cards = Cards::new(&spec.ffmpeg, &spec.brb, spec.work_dir.clone());
         let mut r = SpliceRelay {
             splicer: Splicer::new(splice::Config {
                 planned_timeout_ms: spec.cut_timeout.map(|d| d.as_millis() as u64),
@@ -171,6 +192,9 @@ impl SpliceRelay {
             resume_lag_ms: None,
             bridges: HashMap::new(),
             bridge_retry: HashMap::new(),
+            cards,
+            card: None,
+            last_card_tick: now,
         };
         match crate::handover::take_relay() {
             Some(c) => {
@@ -187,6 +211,10 @@ impl SpliceRelay {
     }
 
     pub fn set_spec(&mut self, spec: RelaySpec) {
+        self.cards.reconfigure(&spec.ffmpeg, &spec.brb);
+        for s in &mut self.slots {
+            s.health.set_config(spec.health.clone());
+        }
         self.spec = spec;
     }
 
@@ -290,6 +318,7 @@ impl SpliceRelay {
             self.want = w.clone();
         }
         self.reconcile(now, notices);
+        notices.append(&mut self.pending);
     }
 
     fn wanted_keys(&self) -> Vec<(StreamKey, String)> {
@@ -306,6 +335,7 @@ impl SpliceRelay {
     }
 
     fn reconcile(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+        let now_ms = self.ms(now);
         let wanted = self.wanted_keys();
         // Sources no longer wanted stop (after the cut away from them: a
         // source on screen keeps playing until the new one's keyframe).
@@ -323,7 +353,11 @@ impl SpliceRelay {
                     failures: 0,
                     live_since: None,
                     keyframe_seen: false,
+                    health: Health::new(self.spec.health.clone(), now_ms),
+                    next_report_ms: now_ms + REPORT_EVERY_MS,
                 });
+                // Made now, so it is ready before it is needed.
+                self.cards.prepare(name);
             }
         }
         for i in 0..self.slots.len() {
@@ -367,6 +401,9 @@ impl SpliceRelay {
             None => None,
         };
         let target = match target {
+            // Their stream does not come through while the output shows
+            // them: the card, within a second, instead of a frozen picture.
+            _ if self.on_air_unwell() => self.card_id(now),
             // Their source has a picture, or the output still has one to
             // keep until it does.
             Some((id, kf)) if kf || active_alive => Some(id),
@@ -381,12 +418,20 @@ impl SpliceRelay {
         if Some(target) == active {
             return;
         }
-        // A streamer's picture is kept until the next one's keyframe; the
-        // slate is cut away from at once (catch-up) when the next one has
-        // a picture buffered, else it plays on until their first keyframe
-        // (which may be seconds away: never a frozen, silent output).
+        // Only a streamer's picture (or their card) is worth keeping until
+        // the next one's keyframe; the slate is cut away from at once
+        // (catch-up).
         let slate = self.slate.as_ref().map(|(id, _)| *id);
-        let keep_old = active_alive && (active != slate || !self.splicer.has_keyframe(target));
+        // A card is kept only for its own streamer's return: anyone else
+        // (the next streamer after giving up) is cut to at once.
+        let card_for_other = self.card.as_ref().is_some_and(|(id, _, k)| {
+            active == Some(*id)
+                && !matches!(self.owners.get(&target), Some(Owner::Streamer(t)) if t == k)
+        });
+        // Whatever plays is kept while the new one has no keyframe to start
+        // from (a catch-up would fail and leave the output empty).
+        let keep_old = active_alive
+            && (!self.splicer.has_keyframe(target) || (active != slate && !card_for_other));
         // A planned cut waiting for a keyframe becomes a catch-up once the
         // old source is gone: there is nothing left to keep playing.
         if Some(target) == self.splicer.pending()
@@ -394,7 +439,19 @@ impl SpliceRelay {
         {
             return;
         }
-        let kind = if keep_old {
+        // Back from their card: on their next keyframe, or at once from
+        // their last one if that is only a few frames back (a short
+        // fast-forward beats waiting up to a whole keyframe interval).
+        let card = self.card.as_ref().map(|(id, _, _)| *id);
+        let back_soon = active.is_some()
+            && active == card
+            && self
+                .splicer
+                .buffered_ms(target)
+                .is_some_and(|b| b <= BACK_CATCH_UP_MS);
+        // To the card: at once (a frozen picture is what it replaces).
+        let to_card = card == Some(target);
+        let kind = if keep_old && !back_soon && !to_card {
             SwitchKind::Planned
         } else {
             SwitchKind::Forced
@@ -402,16 +459,74 @@ impl SpliceRelay {
         self.splicer
             .switch(target, kind, now_ms, &mut self.out, &mut self.evs);
         self.after_splice(now, notices);
-        if self.splicer.active() != self.slate.as_ref().map(|(id, _)| *id)
-            && self.splicer.pending() != self.slate.as_ref().map(|(id, _)| *id)
-        {
+        self.stop_idle_players();
+    }
+
+    /// The slate and the card play only while on screen or about to be.
+    fn stop_idle_players(&mut self) {
+        let (active, pending) = (self.splicer.active(), self.splicer.pending());
+        let idle = |id: Option<SourceId>| id.is_some() && id != active && id != pending;
+        if idle(self.slate.as_ref().map(|(id, _)| *id)) {
             self.stop_slate();
+        }
+        if idle(self.card.as_ref().map(|(id, _, _)| *id)) {
+            self.stop_card();
+        }
+    }
+
+    /// The on-air streamer's stream is stalled or starved while the output
+    /// shows them (or already their card).
+    fn on_air_unwell(&self) -> bool {
+        let Some(w) = &self.want.on_air else {
+            return false;
+        };
+        let unwell = self
+            .slots
+            .iter()
+            .any(|s| s.key == w.key && s.health.state().unhealthy());
+        let card_on = self.card.as_ref().is_some_and(|(_, _, k)| *k == w.key);
+        unwell && (self.on_screen.as_ref() == Some(&w.key) || card_on)
+    }
+
+    /// The on-air streamer's card source, started if needed (the slate
+    /// stands in while their card is being made).
+    fn card_id(&mut self, now: Instant) -> Option<SourceId> {
+        let w = self.want.on_air.clone()?;
+        if let Some((id, _, k)) = &self.card {
+            if *k == w.key {
+                return Some(*id);
+            }
+        }
+        self.stop_card();
+        let clip = self.cards.get(&w.name).or_else(|| self.clip.clone())?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.splicer.add_source(id);
+        self.owners.insert(id, Owner::Card(w.key.clone()));
+        let now_ms = self.ms(now);
+        let mut p = Player::new(clip, now_ms);
+        let mut tags = Vec::new();
+        p.due(now_ms, &mut tags);
+        for t in tags {
+            self.splicer
+                .push(id, t, now_ms, &mut self.out, &mut self.evs);
+        }
+        self.card = Some((id, p, w.key));
+        self.last_card_tick = now;
+        Some(id)
+    }
+
+    fn stop_card(&mut self) {
+        if let Some((id, _, _)) = self.card.take() {
+            self.splicer.remove_source(id);
+            self.owners.remove(&id);
         }
     }
 
     fn is_running(&self, id: SourceId) -> bool {
         match self.owners.get(&id) {
             Some(Owner::Slate) => self.slate.is_some(),
+            Some(Owner::Card(_)) => self.card.as_ref().is_some_and(|(c, _, _)| *c == id),
             Some(Owner::Streamer(k)) => self
                 .slots
                 .iter()
@@ -459,11 +574,13 @@ impl SpliceRelay {
             port: self.spec.port,
             app: self.spec.ingest_app.clone(),
             stream: slot.key.clone(),
-            stall: self.spec.stall,
+            stall: READER_IDLE,
         };
         match Source::spawn(id, spec, self.events.clone()) {
             Ok(s) => {
                 log::debug!("reading {} (source {id})", slot.name);
+                let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+                slot.health.reconnected(now_ms);
                 slot.id = id;
                 slot.source = Some(s);
                 slot.retry_at = None;
@@ -508,6 +625,8 @@ impl SpliceRelay {
                 };
                 let key = key.clone();
                 let mut first_keyframe = false;
+                let mut health_changed = false;
+                let mut wellness_changed = false;
                 let mut back = 0;
                 if let Some(s) = self
                     .slots
@@ -529,6 +648,20 @@ impl SpliceRelay {
                         s.keyframe_seen = true;
                         first_keyframe = true;
                     }
+                    let at = arrival.saturating_duration_since(self.epoch).as_millis() as u64;
+                    let was = s.health.state();
+                    if let Some(new) = s.health.tag(&tag, at) {
+                        health_changed = true;
+                        wellness_changed = was.unhealthy() != new.unhealthy();
+                    }
+                    if health_changed || at >= s.next_report_ms {
+                        s.next_report_ms = at + REPORT_EVERY_MS;
+                        notices.push(Notice::Health {
+                            key: key.clone(),
+                            report: s.health.report(at),
+                            changed: health_changed,
+                        });
+                    }
                     if s.failures > 0
                         && s.live_since
                             .is_some_and(|t| now.duration_since(t) > HEALTHY_AFTER)
@@ -549,8 +682,9 @@ impl SpliceRelay {
                 self.splicer
                     .push(source, tag, at, &mut self.out, &mut self.evs);
                 self.after_splice(now, notices);
-                if first_keyframe {
-                    // A source that was waited for may now be cut to.
+                if first_keyframe || wellness_changed {
+                    // A source that was waited for may now be cut to (or
+                    // from, to its card, or back).
                     self.choose(now, notices);
                 }
             }
@@ -802,8 +936,26 @@ impl SpliceRelay {
                 Event::Cut { to, how, .. } => {
                     let to_key = match self.owners.get(&to) {
                         Some(Owner::Streamer(k)) => Some(k.clone()),
+                        // Their card stands for them: still on air.
+                        Some(Owner::Card(k)) => {
+                            log::info!(
+                                "{}'s stream does not come through: the be-right-back card is on",
+                                self.name_of_key(k)
+                            );
+                            continue;
+                        }
                         _ => None,
                     };
+                    if to_key.is_some() && to_key == self.on_screen {
+                        log::info!(
+                            "{} is back on screen on their keyframe",
+                            to_key
+                                .as_ref()
+                                .map_or(String::new(), |k| self.name_of_key(k))
+                        );
+                        self.stop_idle_players();
+                        continue;
+                    }
                     let from = self.on_screen.take();
                     self.on_screen = to_key.clone();
                     let waited = self
@@ -850,6 +1002,13 @@ impl SpliceRelay {
         self.reconcile_bridges(now);
     }
 
+    fn name_of_key(&self, k: &StreamKey) -> String {
+        self.slots
+            .iter()
+            .find(|s| s.key == *k)
+            .map_or_else(|| "a streamer".to_string(), |s| s.name.clone())
+    }
+
     fn reconcile_sources_only(&mut self) {
         let wanted = self.wanted_keys();
         self.stop_unwanted(&wanted);
@@ -879,6 +1038,11 @@ impl SpliceRelay {
         if let Some(src) = &s.source {
             src.stop();
         }
+        self.pending.push(Notice::Health {
+            key: s.key.clone(),
+            report: health::Report::default(),
+            changed: true,
+        });
         self.splicer.remove_source(s.id);
         self.owners.remove(&s.id);
     }
@@ -899,6 +1063,21 @@ impl SpliceRelay {
                     self.splicer.push(id, t, at, &mut self.out, &mut self.evs);
                 }
             }
+        }
+        if let Some((id, p, _)) = &mut self.card {
+            if now >= self.last_card_tick + SLATE_TICK || p.next_due() <= now_ms {
+                let id = *id;
+                let mut tags = Vec::new();
+                p.due(now_ms, &mut tags);
+                self.last_card_tick = now;
+                for t in tags {
+                    self.splicer
+                        .push(id, t, now_ms, &mut self.out, &mut self.evs);
+                }
+            }
+        }
+        if self.poll_health(now_ms, notices) {
+            self.choose(now, notices);
         }
         if self.hold_until.is_some_and(|t| now >= t) {
             self.hold_until = None;
@@ -923,12 +1102,52 @@ impl SpliceRelay {
         }
     }
 
+    /// Notice stalls (no tag brings those) and report fresh figures; true
+    /// when a stream became unhealthy or healthy again.
+    fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
+        let mut changed = false;
+        // A slot whose reader is down is not judged (its gap is ours).
+        for s in self.slots.iter_mut().filter(|s| s.source.is_some()) {
+            let was = s.health.state();
+            let new = s.health.poll(now_ms);
+            let ch = new.is_some();
+            if let Some(n) = new {
+                log::debug!(
+                    "{}: {} (stall limit {} ms)",
+                    s.name,
+                    n.as_str(),
+                    s.health.stall_limit_ms()
+                );
+            }
+            if ch || now_ms >= s.next_report_ms {
+                s.next_report_ms = now_ms + REPORT_EVERY_MS;
+                notices.push(Notice::Health {
+                    key: s.key.clone(),
+                    report: s.health.report(now_ms),
+                    changed: ch,
+                });
+            }
+            changed |= new.is_some_and(|n| n.unhealthy() != was.unhealthy());
+        }
+        changed
+    }
+
     pub fn deadline(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         if let Some((_, p)) = &self.slate {
             let due = self.epoch + Duration::from_millis(p.next_due());
             min(due.max(self.last_slate_tick + self.slate_batch()));
+        }
+        if let Some((_, p, _)) = &self.card {
+            let due = self.epoch + Duration::from_millis(p.next_due());
+            min(due.max(self.last_card_tick + SLATE_TICK));
+        }
+        for s in self.slots.iter().filter(|s| s.source.is_some()) {
+            let check = s.health.next_check().into_iter();
+            for ms in check.chain([s.next_report_ms]) {
+                min(self.epoch + Duration::from_millis(ms));
+            }
         }
         if let Some(d) = self.splicer.deadline() {
             min(self.epoch + Duration::from_millis(d));
@@ -964,6 +1183,9 @@ impl SpliceRelay {
             }
         } else if on_air.is_none() {
             "slate"
+        } else if self.card.is_some() && self.splicer.active() == self.card.as_ref().map(|c| c.0) {
+            // Their stream does not come through: their card is on.
+            "brb"
         } else if self.on_screen.as_ref() == on_air {
             "live"
         } else if self.on_screen.is_some() {

@@ -268,10 +268,32 @@ function drawQueue() {
   const key = JSON.stringify(q.map(e => e.name));
   $("queue-count").textContent = q.length ? "(" + q.length + ")" : "";
   $("queue-empty").hidden = q.length > 0;
-  if (key === lastQueueKey || drag) return;
-  lastQueueKey = key;
-  const ol = $("queue");
-  ol.replaceChildren(...q.map((e, i) => queueItem(e, i, q.length)));
+  if (key !== lastQueueKey && !drag) {
+    lastQueueKey = key;
+    $("queue").replaceChildren(...q.map((e, i) => queueItem(e, i, q.length)));
+  }
+  drawHealth(q);
+}
+
+// How each read stream comes through (splice mode: the on-air and the next
+// streamer), updated at every poll without redrawing the list.
+function drawHealth(q) {
+  for (const li of $("queue").children) {
+    const e = q.find(x => x.name === li.dataset.name);
+    const span = li.querySelector(".health");
+    if (!span) continue;
+    const h = e && e.health;
+    span.hidden = !h;
+    if (!h) { span.dataset.state = ""; continue; }
+    span.dataset.state = h.state;
+    const key = typeof h.keyframe_interval_s === "number" ? ", keyframe " + h.keyframe_interval_s.toFixed(1) + " s" : "";
+    span.querySelector(".h-state").textContent = h.state + (h.state !== "live" ? " for " + fmt(h.for_s) + " (since " + clock(h.since) + ")" : "");
+    span.querySelector(".h-figs").textContent = h.kbps + " kbit/s, " + h.fps + " fps" + key;
+    span.querySelector(".h-enc").textContent = (h.video_codec || "?") + (h.width ? " " + h.width + "\u00d7" + h.height : "") +
+      (h.bframes ? ", B-frames" : "") + " \u00b7 " + (h.audio_codec || "no audio") +
+      (h.audio_rate ? " " + h.audio_rate / 1000 + " kHz" : "") + (h.audio_channels ? "/" + h.audio_channels + "ch" : "");
+    span.title = (h.hints || []).join("\n");
+  }
 }
 
 function queueItem(e, i, n) {
@@ -282,6 +304,8 @@ function queueItem(e, i, n) {
     el("span", { class: "pos", text: i === 0 ? "\u25b6" : String(i) }),
     el("span", { class: "name", text: name }),
     el("span", { class: "meta", text: i === 0 ? "on air" : "joined " + clock(e.joined_at) }),
+    el("span", { class: "health", hidden: true },
+      el("span", { class: "h-state" }), el("span", { class: "h-figs" }), el("span", { class: "h-enc" })),
     el("span", { class: "acts" },
       el("button", { type: "button", class: "icon", text: "\u2191", "aria-label": "Move " + name + " up",
                      onclick: () => move(name, i - 1) }),

@@ -63,6 +63,44 @@ function draw() {
   const server = "rtmp://" + location.hostname + port + "/" + me.ingest.app;
   if ($("me-server").value !== server) $("me-server").value = server;
   $("me-key-hint").textContent = me.ingest.key_hint + "\u2026";
+  drawStream(me.stream);
+}
+
+// What the daemon measures of their stream (shown while it is read: on air
+// or next), in words a streamer can act on.
+const HEALTH_TEXT = {
+  live: "Your stream comes through fine",
+  stalled: "Nothing arrives from you right now",
+  starved: "Your stream arrives too slowly",
+  waiting: "Waiting for your stream",
+  unknown: "\u2014",
+};
+const CARD_TEXT = " \u2014 the audience sees a \u201cbe right back\u201d card";
+
+function drawStream(s) {
+  $("me-stream-card").hidden = !s;
+  if (!s) return;
+  const h = $("me-health");
+  const unwell = s.state === "stalled" || s.state === "starved";
+  h.textContent = (HEALTH_TEXT[s.state] || s.state) + (unwell && me.on_air ? CARD_TEXT : "") +
+    (s.state !== "live" && s.for_s ? " (for " + fmt(s.for_s) + ")" : "");
+  h.className = "status health-" + s.state;
+  h.dataset.state = s.state;
+  $("me-kbps").textContent = s.kbps + " kbit/s" + (s.median_kbps ? " (usually " + s.median_kbps + ")" : "");
+  $("me-fps").textContent = s.fps + " fps";
+  $("me-gop").textContent = typeof s.keyframe_interval_s === "number" ? s.keyframe_interval_s.toFixed(1) + " s" : "\u2014";
+  $("me-video").textContent = (s.video_codec || "?") + (s.width ? " " + s.width + "\u00d7" + s.height : "") +
+    (s.bframes ? ", B-frames" : "");
+  $("me-audio").textContent = s.audio_codec
+    ? s.audio_codec + (s.audio_rate ? " " + (s.audio_rate / 1000) + " kHz" : "") +
+      (s.audio_channels ? ", " + (s.audio_channels === 1 ? "mono" : s.audio_channels === 2 ? "stereo" : s.audio_channels + " ch") : "") +
+      (s.audio ? "" : " (none arriving)")
+    : "none";
+  $("me-hints").replaceChildren(...(s.hints || []).map(t => {
+    const li = document.createElement("li");
+    li.textContent = t;
+    return li;
+  }));
 }
 
 async function poll() {
