@@ -36,22 +36,6 @@ const A: (u32, u32) = (320, 180);
 /// Bob's size, and the slate's.
 const B: (u32, u32) = (640, 360);
 
-/// The nginx client id of the output's publisher, from /stat.
-fn output_client(nginx: &Nginx) -> Option<String> {
-    let xml = nginx.http_get("/stat").body;
-    let i = xml.find("<name>motherstream</name>")?;
-    let app = &xml[i..];
-    let app = &app[..app.find("</application>").unwrap_or(app.len())];
-    for client in app.split("<client>").skip(1) {
-        if client.contains("<publishing/>") {
-            let a = client.find("<id>")? + 4;
-            let b = client[a..].find("</id>")? + a;
-            return Some(client[a..b].to_string());
-        }
-    }
-    None
-}
-
 /// Put a "new version" of the binary at `bin`: a fresh copy (new inode,
 /// like dpkg's rename) and the version it reports.
 fn install(bin: &std::path::Path, version: &str) {
@@ -111,7 +95,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     });
     let pid = daemon.pid();
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx)
+        nginx.output_client()
     })
     .unwrap_or_else(|| panic!("output never published; log:\n{}", daemon.log()));
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
@@ -203,7 +187,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
         assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
         assert_eq!(daemon.pid(), pid, "same PID");
         assert_eq!(
-            output_client(&nginx).as_deref(),
+            nginx.output_client().as_deref(),
             Some(client.as_str()),
             "upgrade {i}: the output was republished; log:\n{}",
             tail(&daemon.log_path(), 30)
@@ -333,7 +317,7 @@ fn unreadable_state_falls_back_to_a_restart() {
     });
     let pid = daemon.pid();
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx)
+        nginx.output_client()
     })
     .expect("output published");
     // The output ffmpeg's pid, from the log line that started it.
@@ -376,7 +360,7 @@ fn unreadable_state_falls_back_to_a_restart() {
     assert_eq!(daemon.status()["version"].as_str(), Some("2.0.0-test"));
     assert_eq!(daemon.queue(), ["alice"], "queue kept");
     let new_client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx).filter(|c| *c != client)
+        nginx.output_client().filter(|c| *c != client)
     });
     assert!(new_client.is_some(), "a new output published");
     assert!(
@@ -412,7 +396,7 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
         hook_secret: Some(nginx.hook_secret.clone()),
     });
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx)
+        nginx.output_client()
     })
     .expect("output published");
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
@@ -468,7 +452,7 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
             .contains("just before the on-air streamer's next keyframe"),
         "the hand-over was timed"
     );
-    assert_eq!(output_client(&nginx).as_deref(), Some(client.as_str()));
+    assert_eq!(nginx.output_client().as_deref(), Some(client.as_str()));
     assert!(
         probes.iter().all(|p| matches!(p.outcome, Ok(200))),
         "{probes:?}"
@@ -500,7 +484,7 @@ fn upgrade_with_the_slate_on_air() {
         hook_secret: Some(nginx.hook_secret.clone()),
     });
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx)
+        nginx.output_client()
     })
     .expect("output published");
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
@@ -530,7 +514,7 @@ fn upgrade_with_the_slate_on_air() {
         "slate: longest video gap {:.3} s, timeline drift {drift:.3} s",
         vgap.as_secs_f64()
     );
-    assert_eq!(output_client(&nginx).as_deref(), Some(client.as_str()));
+    assert_eq!(nginx.output_client().as_deref(), Some(client.as_str()));
     assert!(
         frames
             .iter()

@@ -35,25 +35,9 @@ fn join(rig: &Rig, key: &str, size: (u32, u32), rate: u32, ch: u32) -> Publisher
     p
 }
 
-/// The nginx client id of the output's publisher, from /stat.
-fn output_client(rig: &Rig) -> Option<String> {
-    let xml = rig.nginx.http_get("/stat").body;
-    let i = xml.find("<name>motherstream</name>")?;
-    let app = &xml[i..];
-    let app = &app[..app.find("</application>").unwrap_or(app.len())];
-    for client in app.split("<client>").skip(1) {
-        if client.contains("<publishing/>") {
-            let a = client.find("<id>")? + 4;
-            let b = client[a..].find("</id>")? + a;
-            return Some(client[a..b].to_string());
-        }
-    }
-    None
-}
-
 fn wait_output(rig: &Rig) -> String {
     wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(rig)
+        rig.nginx.output_client()
     })
     .unwrap_or_else(|| panic!("output never published; log:\n{}", rig.daemon.log()))
 }
@@ -145,7 +129,7 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
         "longest gap between decoded frames around a cut: {gaps:?}"
     );
     assert_eq!(
-        output_client(&rig),
+        rig.nginx.output_client(),
         Some(client),
         "the output never reconnects"
     );
@@ -199,7 +183,7 @@ fn publisher_left_successor_appears_at_once_then_slate() {
     assert!(viewer
         .wait_size(SLATE, Instant::now(), Duration::from_secs(5))
         .is_some());
-    assert_eq!(output_client(&rig), Some(client));
+    assert_eq!(rig.nginx.output_client(), Some(client));
     firsts.sort();
     // Measured from the SIGINT to the publisher, before nginx even sends
     // publish_done: the successor must show within 250 ms of that.
@@ -279,7 +263,7 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
         "{gaps:?}"
     );
     assert_eq!(
-        output_client(&rig),
+        rig.nginx.output_client(),
         Some(client),
         "the output never reconnects"
     );

@@ -44,25 +44,9 @@ fn join_url(rig: &Rig, url: &str, name: &str, size: (u32, u32), gop: u32) -> Pub
     p
 }
 
-/// The nginx client id of the output's publisher (it never changes while
-/// the output runs: the viewer never reconnects).
-fn output_client(rig: &Rig) -> Option<String> {
-    let xml = rig.nginx.http_get("/stat").body;
-    let i = xml.find("<name>motherstream</name>")?;
-    let app = &xml[i..];
-    let app = &app[..app.find("</application>").unwrap_or(app.len())];
-    app.split("<client>").skip(1).find_map(|c| {
-        c.contains("<publishing/>").then(|| {
-            let a = c.find("<id>")? + 4;
-            let b = c[a..].find("</id>")? + a;
-            Some(c[a..b].to_string())
-        })?
-    })
-}
-
 fn wait_output(rig: &Rig) -> String {
     wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(rig)
+        rig.nginx.output_client()
     })
     .unwrap_or_else(|| panic!("output never published; log:\n{}", rig.daemon.log()))
 }
@@ -264,7 +248,7 @@ events = ["unstable", "back", "gave_up", "on_air"]
     eprintln!("stalls counted: {stalls}; stalled seconds {stalled_s:.1}");
     assert!(stalls >= 2, "two stalls counted:\n{m}");
     assert_eq!(
-        output_client(&rig),
+        rig.nginx.output_client(),
         Some(client),
         "the output never reconnected"
     );
@@ -324,7 +308,7 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
         text.contains("alice") && text.contains("not coming through"),
         "{text}"
     );
-    assert_eq!(output_client(&rig), Some(client));
+    assert_eq!(rig.nginx.output_client(), Some(client));
     assert!(viewer.is_running());
 }
 

@@ -63,21 +63,6 @@ struct Row {
     probes: Vec<Probe>,
 }
 
-fn output_client(nginx: &Nginx) -> Option<String> {
-    let xml = nginx.http_get("/stat").body;
-    let i = xml.find("<name>motherstream</name>")?;
-    let app = &xml[i..];
-    let app = &app[..app.find("</application>").unwrap_or(app.len())];
-    for client in app.split("<client>").skip(1) {
-        if client.contains("<publishing/>") {
-            let a = client.find("<id>")? + 4;
-            let b = client[a..].find("</id>")? + a;
-            return Some(client[a..b].to_string());
-        }
-    }
-    None
-}
-
 fn config(nginx: &Nginx, dir: &std::path::Path, port: u16) -> String {
     format!(
         "[http]\nlisten = \"127.0.0.1:{port}\"\n[rtmp]\nport = {}\ncontrol_url = \"http://127.0.0.1:{nh}/control\"\n\
@@ -128,7 +113,7 @@ fn run(mode: Mode, events: usize) -> Row {
         }
     };
     wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&nginx)
+        nginx.output_client()
     })
     .expect("output published");
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
@@ -165,7 +150,7 @@ fn run(mode: Mode, events: usize) -> Row {
         probes: Vec::new(),
     };
     for _ in 0..events {
-        let client = output_client(&nginx);
+        let client = nginx.output_client();
         let t0 = Instant::now();
         match (&mut under, mode) {
             (Under::Own(d), Mode::HandOver) => {
@@ -203,7 +188,7 @@ fn run(mode: Mode, events: usize) -> Row {
             .collect();
         row.away.push(gap(&alice_frames, true, t0, to));
         row.audio_gaps.push(gap(&frames, false, t0, to));
-        if output_client(&nginx) != client {
+        if nginx.output_client() != client {
             row.republished += 1;
         }
     }

@@ -44,22 +44,6 @@ pub struct RunSeen {
     pub log: String,
 }
 
-/// The nginx client id of the output's publisher, from /stat.
-fn output_client(rig: &Rig) -> Option<String> {
-    let xml = rig.nginx.http_get("/stat").body;
-    let i = xml.find("<name>motherstream</name>")?;
-    let app = &xml[i..];
-    let app = &app[..app.find("</application>").unwrap_or(app.len())];
-    for client in app.split("<client>").skip(1) {
-        if client.contains("<publishing/>") {
-            let a = client.find("<id>")? + 4;
-            let b = client[a..].find("</id>")? + a;
-            return Some(client[a..b].to_string());
-        }
-    }
-    None
-}
-
 fn queued(rig: &Rig, key: &str, p: &mut Publisher) -> Instant {
     wait_for(Duration::from_secs(15), Duration::from_millis(10), || {
         if !p.is_running() {
@@ -157,7 +141,7 @@ pub fn run(bridge: bool) -> RunSeen {
         "[queue]\nslot_seconds = 0\nrejoin_block_seconds = 0\n[relay]\nbridge = {bridge}\n"
     ));
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        output_client(&rig)
+        rig.nginx.output_client()
     })
     .unwrap_or_else(|| panic!("output never published; log:\n{}", rig.daemon.log()));
     let viewer = Viewer::start(&rig.output_url());
@@ -217,7 +201,7 @@ pub fn run(bridge: bool) -> RunSeen {
 
     let wall = t_start.elapsed().as_secs_f64();
     let daemon_cpu = cpu_seconds(pid) - cpu0;
-    let output_reconnected = output_client(&rig) != Some(client);
+    let output_reconnected = rig.nginx.output_client() != Some(client);
     xdef2.stop();
     drop(xdef);
     std::thread::sleep(Duration::from_millis(300));

@@ -266,6 +266,23 @@ impl Nginx {
     }
 
     /// GET an nginx HTTP path (`/stat`, `/control/...`).
+    /// The nginx client id of the output's publisher (from /stat): a
+    /// change means the output was republished (OBS would reconnect).
+    pub fn output_client(&self) -> Option<String> {
+        let xml = self.http_get("/stat").body;
+        let i = xml.find("<name>motherstream</name>")?;
+        let app = &xml[i..];
+        let app = &app[..app.find("</application>").unwrap_or(app.len())];
+        for client in app.split("<client>").skip(1) {
+            if client.contains("<publishing/>") {
+                let a = client.find("<id>")? + 4;
+                let b = client[a..].find("</id>")? + a;
+                return Some(client[a..b].to_string());
+            }
+        }
+        None
+    }
+
     pub fn http_get(&self, path: &str) -> Resp {
         http(self.http_port, "GET", path, &[], b"")
     }
