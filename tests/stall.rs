@@ -165,6 +165,8 @@ events = ["unstable", "back", "gave_up", "on_air"]
 "#,
         hook.url()
     ));
+    // Webhook bodies name guests: read them as the keys published.
+    hook.known_names(rig.daemon.guest_names());
     let client = wait_output(&rig);
     let viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
@@ -255,7 +257,8 @@ events = ["unstable", "back", "gave_up", "on_air"]
     let mut viewer = viewer;
     assert!(viewer.is_running(), "the viewer never lost the stream");
     let log = rig.daemon.log();
-    assert!(log.contains("alice's stream is stalled"), "{log}");
+    let stalled_line = format!("{}'s stream is stalled", rig.daemon.guest("alice"));
+    assert!(log.contains(&stalled_line), "{log}");
 }
 
 #[test]
@@ -265,6 +268,7 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
         "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\nformat = \"discord\"\nevents = [\"gave_up\"]\n",
         hook.url()
     ));
+    hook.known_names(rig.daemon.guest_names());
     let client = wait_output(&rig);
     let mut viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
@@ -408,13 +412,16 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
     assert!(seen.contains("starved"), "{seen:?}");
     let (_, _, _, hints) = low.unwrap_or_default();
     assert!(hints.to_string().contains("lower your bitrate"), "{hints}");
+    // starve_seconds (3) of a sliding second below the floors, after the
+    // encoder's own backlog: 4.4-5.9 s measured on an idle machine, 6.6 s
+    // under a loaded one; 8 s still says "to the card, not given up".
     assert!(
-        card - t0 <= Duration::from_secs(6),
+        card - t0 <= Duration::from_secs(8),
         "card {:?} after",
         card - t0
     );
     assert!(back <= Duration::from_secs(4), "back {back:?} after");
-    assert_eq!(rig.daemon.queue(), ["dave"]);
+    assert_eq!(rig.daemon.queue(), [rig.daemon.guest("dave")]);
 }
 
 #[test]
