@@ -157,6 +157,12 @@ dir = "$WORK/state"
 [log]
 target = "stderr"
 EOF
+# alice and bob are registered streamers: public output shows their names
+# (an unregistered key is shown as guest-<tag>, never as the key itself).
+declare -A KEY=()
+for name in alice bob; do
+  KEY[$name]=$("$BIN" --config "$WORK/motherstream.toml" streamer add "$name" 2>>"$WORK/motherstream.log")
+done
 env -u HOST -u RTMP_PORT -u STATE_DIRECTORY -u LOGS_DIRECTORY -u JOURNAL_STREAM -u NOTIFY_SOCKET \
   setsid "$BIN" --config "$WORK/motherstream.toml" >"$WORK/motherstream.log" 2>&1 &
 DAEMON_PID=$!
@@ -168,7 +174,7 @@ done
 [ "$(http_status "$HOOK_PORT" /healthz)" = "200" ] || { echo "motherstream is not serving" >&2; cat "$WORK/motherstream.log" >&2; exit 1; }
 
 # Two streamers that look and sound different.
-start_pub() { # key
+start_pub() { # streamer name
   local src tone
   case "$1" in
     alice) src="testsrc2=size=640x360:rate=30"; tone=440 ;;
@@ -176,11 +182,11 @@ start_pub() { # key
   esac
   setsid ffmpeg -hide_banner -nostdin -loglevel error -re -f lavfi -i "$src" -f lavfi -i "sine=frequency=$tone" \
     -c:v libx264 -preset ultrafast -tune zerolatency -g 30 -c:a aac -b:a 64k \
-    -f flv "rtmp://127.0.0.1:$RTMP_PORT/live/$1" >>"$WORK/publisher-$1.log" 2>&1 &
+    -f flv "rtmp://127.0.0.1:$RTMP_PORT/live/${KEY[$1]}" >>"$WORK/publisher-$1.log" 2>&1 &
   PUB_PID[$1]=$!
   echo "$(date +%T)  $1 starts publishing (pid ${PUB_PID[$1]})"
 }
-stop_pub() { # key
+stop_pub() { # streamer name
   echo "$(date +%T)  $1 stops publishing"
   stop_pid "${PUB_PID[$1]}" INT 3
   unset "PUB_PID[$1]"
