@@ -116,7 +116,6 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
     let server = rig.nginx.rtmp_url("live", "");
     // The queue shows guests by name: let the harness map OBS's back.
     remember_key("obs");
-    remember_key("xdef");
     let mut obs = Obs::start(ObsOpts {
         media_url: clip(&dir),
         media_audio: true,

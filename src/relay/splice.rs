@@ -126,12 +126,19 @@ pub const DISCONTINUITY_MS: i64 = 1000;
 /// video is backlog, not a picture to cut on.
 pub const BRIDGE_FRESH_MS: i64 = 600;
 /// A source whose keyframes are at most this far apart needs no bridge: a
-/// planned cut waits at most this long for its keyframe. 2 s (what the
-/// big platforms ask streamers for) passes through untouched: a re-encode
-/// costs CPU (10-26 % of a core measured at 320x180-480x270), and on a
-/// loaded 2-core machine bridges running for 2 s-GOP streamers stalled the
-/// output 0.13-0.38 s now and then, where passthrough did not.
-pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
+/// planned cut waits at most this long for its keyframe. 2 s keyframes
+/// (what the big platforms ask streamers for) get one too, so a planned
+/// cut need not wait 1.1-2.1 s for them (issue 18). tests/splice.rs on a
+/// loaded 2-core machine, ten planned cuts a run: 0.04-0.42 s to the new
+/// picture, longest frame gap 0.05-0.07 s in 4 of 6 runs (one 0.20 s at a
+/// cut made while another bridge was starting, one 0.62 s where a
+/// publisher itself stalled); passthrough had 0.05-0.14 s. Each bridge
+/// took 7-26 % of a core at 160x120-176x144.
+pub const BRIDGE_OVER_GOP_MS: u64 = 500;
+/// A planned cut skips the bridge when the source's own keyframe is due
+/// within this long: a bridge stint that short would cost a hand-over for
+/// nothing.
+pub const OWN_KEY_SOON_MS: i64 = 300;
 /// Feed timestamps start here (room for negative composition offsets).
 const FEED_START_MS: i64 = 1000;
 /// A planned cut waits at most this long for the old source's pending
@@ -591,6 +598,19 @@ impl Splicer {
         };
         match (b.avc_seq.as_ref(), b.newest(), s.newest_video) {
             (Some(_), Some(n), Some(v)) => v - n <= BRIDGE_FRESH_MS,
+            _ => false,
+        }
+    }
+
+    /// The source's own next keyframe is due within `OWN_KEY_SOON_MS` (its
+    /// keyframe interval known, counted from its newest video).
+    fn own_key_soon(&self, id: SourceId) -> bool {
+        let Some(s) = self.sources.get(&id) else {
+            return false;
+        };
+        match (s.gop_ms, s.last_key_src, s.newest_video) {
+            // One overdue by more than a few frames is not counted on.
+            (Some(g), Some(k), Some(n)) => (-100..=OWN_KEY_SOON_MS).contains(&(k + g as i64 - n)),
             _ => false,
         }
     }
@@ -1125,7 +1145,11 @@ impl Splicer {
                 b.gop.clear();
             }
         }
-        if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) && self.bridge_fresh(id) {
+        if keyframe
+            && self.pending.as_ref().is_some_and(|p| p.to == id)
+            && self.bridge_fresh(id)
+            && !self.own_key_soon(id)
+        {
             self.cut_when_closed(CutHow::Bridge, arrival_ms, out, events);
             return;
         }

@@ -521,6 +521,7 @@ impl Publisher {
     }
 
     fn spawn_logged(url: &str, size: (u32, u32), mut cmd: Command) -> Publisher {
+        Publisher::remember_url_key(url);
         let dir = TempDir::new("pub");
         let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
         let child = cmd

@@ -1247,7 +1247,7 @@ fn planned_cut_to_a_long_gop_source_starts_on_a_bridge_idr_then_hands_over() {
     let mut w = two_sources(cfg(), Gen::new(1, 5_000, 0), b);
     assert!(!w.sp.bridge_wanted(2), "its first keyframe is recent");
     w.run_until(2_600);
-    assert!(w.sp.bridge_wanted(2), "no second keyframe in 2.5 s: bridge");
+    assert!(w.sp.bridge_wanted(2), "no second keyframe in 0.5 s: bridge");
     w.bridge(2, 120);
     w.run_until(3_000);
     // B's next own keyframe is 5.3 s away.
@@ -1331,14 +1331,50 @@ fn a_stale_bridge_is_not_cut_to_and_a_stopped_one_falls_back_to_the_own_keyframe
 }
 
 #[test]
-fn keyframes_two_seconds_apart_need_no_bridge() {
-    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), Gen::new(2, 0, 0));
+fn keyframes_half_a_second_apart_need_no_bridge() {
+    let b = Gen {
+        gop: 15,
+        ..Gen::new(2, 0, 0)
+    };
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), b);
     for t in (200..6_000).step_by(100) {
         w.run_until(t);
         assert!(!w.sp.bridge_wanted(2), "at {t} ms");
     }
-    assert_eq!(w.sp.gop_ms(2), Some(2_000));
+    assert_eq!(w.sp.gop_ms(2), Some(500));
     assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
+}
+
+#[test]
+fn keyframes_two_seconds_apart_get_a_bridge_unless_their_own_is_due() {
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), Gen::new(2, 0, 0));
+    w.run_until(2_100);
+    assert_eq!(w.sp.gop_ms(2), Some(2_000));
+    assert!(w.sp.bridge_wanted(2), "a planned cut would wait up to 2 s");
+    w.bridge(2, 60);
+    // Their own keyframe is 1.9 s away: the cut lands on a bridge IDR.
+    w.run_until(4_100);
+    w.switch(2, SwitchKind::Planned);
+    let t0 = w.now;
+    w.run_until(t0 + 600);
+    let (to, how, waited, ..) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::Bridge));
+    assert!(waited <= 250 + 60 + 40, "waited {waited} ms");
+    w.run_until(7_000);
+    assert_eq!(handovers(&w).len(), 1, "their own keyframe took over");
+    // Back to 1; 2 again when its own keyframe is 0.2 s away: no bridge
+    // stint for that, the cut waits for it.
+    w.switch(1, SwitchKind::Planned);
+    w.run_until(9_000);
+    w.bridge(2, 60);
+    w.run_until(9_800);
+    w.switch(2, SwitchKind::Planned);
+    let t0 = w.now;
+    w.run_until(t0 + 600);
+    let (to, how, waited, ..) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::Keyframe));
+    assert!(waited <= 240, "waited {waited} ms");
+    check(&w);
 }
 
 /// A planned cut away from a source with B-frames waits for the B-frames
