@@ -127,14 +127,15 @@ pub const DISCONTINUITY_MS: i64 = 1000;
 pub const BRIDGE_FRESH_MS: i64 = 600;
 /// A source whose keyframes are at most this far apart needs no bridge: a
 /// planned cut waits at most this long for its keyframe. 2 s keyframes
-/// (what the big platforms ask streamers for) get one too, so a planned
-/// cut need not wait 1.1-2.1 s for them (issue 18). tests/splice.rs on a
-/// loaded 2-core machine, ten planned cuts a run: 0.04-0.42 s to the new
-/// picture, longest frame gap 0.05-0.07 s in 4 of 6 runs (one 0.20 s at a
-/// cut made while another bridge was starting, one 0.62 s where a
-/// publisher itself stalled); passthrough had 0.05-0.14 s. Each bridge
-/// took 7-26 % of a core at 160x120-176x144.
-pub const BRIDGE_OVER_GOP_MS: u64 = 500;
+/// pass through untouched, measured both ways in tests/splice.rs on a
+/// loaded 2-core machine (bridges over 0.5 s tried): ten planned moves a
+/// run, picture after 0.04-0.50 s bridged against 1.1-2.1 s, longest frame
+/// gap at most 0.08 s either way; but ten slot ends a run (the old
+/// publisher dropped, a new one starting, the new streamer playing bridge
+/// frames until their own keyframe 0.25-0.5 s later) showed 0.10-0.27 s
+/// gaps in 3 of 3 runs bridged against at most 0.05 s passthrough. Each
+/// bridge took 7-26 % of a core at 160x120-176x144.
+pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
 /// A planned cut skips the bridge when the source's own keyframe is due
 /// within this long: a bridge stint that short would cost a hand-over for
 /// nothing.
