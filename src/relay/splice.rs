@@ -133,8 +133,13 @@ pub const BRIDGE_FRESH_MS: i64 = 600;
 /// gap at most 0.08 s either way; but ten slot ends a run (the old
 /// publisher dropped, a new one starting, the new streamer playing bridge
 /// frames until their own keyframe 0.25-0.5 s later) showed 0.10-0.27 s
-/// gaps in 3 of 3 runs bridged against at most 0.05 s passthrough. Each
-/// bridge took 7-26 % of a core at 160x120-176x144.
+/// gaps in 3 of 3 runs bridged against at most 0.05 s passthrough. Traced
+/// with the viewer's frame times against the journal: the output stalls
+/// 0.14-0.33 s at the slot-end decision itself (the old streamer's frames,
+/// none lost), bridged or not; passthrough cuts 0.3-1.7 s later, outside
+/// the test's window (the new picture ± 0.5 s), a bridged cut within
+/// 0.25 s, inside it. That stall must go before 2 s streams get bridges.
+/// Each bridge took 7-26 % of a core at 160x120-176x144.
 pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
 /// A planned cut skips the bridge when the source's own keyframe is due
 /// within this long: a bridge stint that short would cost a hand-over for
