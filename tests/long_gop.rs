@@ -11,8 +11,8 @@
 //! at 60 fps); on every cut, generous bounds that the old way broke by
 //! seconds (picture ≤ 1.5 s; ≤ 2.5 s for the 2 s-GOP streamer, who gets
 //! no bridge and is cut to on their keyframe; no frozen picture of 0.6 s,
-//! no PTS step or
-//! audio hole of 0.35 s: it froze 10-59 s and stepped up to 24.5 s); no
+//! no PTS step or audio hole of 0.35 s: it froze 10-59 s and stepped up to
+//! 24.5 s); no
 //! valid stream refused; the output never reconnects. The figures per cut,
 //! the old way side by side, are printed by
 //! `cargo bench --bench long_gop_cuts`.

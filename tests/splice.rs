@@ -143,6 +143,12 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
         "{status}"
     );
     let log = rig.daemon.log();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("bridge") || l.contains("cut to"))
+    {
+        eprintln!("  | {l}");
+    }
     assert!(
         log.contains("kept playing"),
         "the journal says what happened at each cut"

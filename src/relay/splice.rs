@@ -126,12 +126,25 @@ pub const DISCONTINUITY_MS: i64 = 1000;
 /// video is backlog, not a picture to cut on.
 pub const BRIDGE_FRESH_MS: i64 = 600;
 /// A source whose keyframes are at most this far apart needs no bridge: a
-/// planned cut waits at most this long for its keyframe. 2 s (what the
-/// big platforms ask streamers for) passes through untouched: a re-encode
-/// costs CPU (10-26 % of a core measured at 320x180-480x270), and on a
-/// loaded 2-core machine bridges running for 2 s-GOP streamers stalled the
-/// output 0.13-0.38 s now and then, where passthrough did not.
+/// planned cut waits at most this long for its keyframe. 2 s keyframes
+/// pass through untouched, measured both ways in tests/splice.rs on a
+/// loaded 2-core machine (bridges over 0.5 s tried): ten planned moves a
+/// run, picture after 0.04-0.50 s bridged against 1.1-2.1 s, longest frame
+/// gap at most 0.08 s either way; but ten slot ends a run (the old
+/// publisher dropped, a new one starting, the new streamer playing bridge
+/// frames until their own keyframe 0.25-0.5 s later) showed 0.10-0.27 s
+/// gaps in 3 of 3 runs bridged against at most 0.05 s passthrough. Traced
+/// with the viewer's frame times against the journal: the output stalls
+/// 0.14-0.33 s at the slot-end decision itself (the old streamer's frames,
+/// none lost), bridged or not; passthrough cuts 0.3-1.7 s later, outside
+/// the test's window (the new picture ± 0.5 s), a bridged cut within
+/// 0.25 s, inside it. That stall must go before 2 s streams get bridges.
+/// Each bridge took 7-26 % of a core at 160x120-176x144.
 pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
+/// A planned cut skips the bridge when the source's own keyframe is due
+/// within this long: a bridge stint that short would cost a hand-over for
+/// nothing.
+pub const OWN_KEY_SOON_MS: i64 = 300;
 /// Feed timestamps start here (room for negative composition offsets).
 const FEED_START_MS: i64 = 1000;
 /// A planned cut waits at most this long for the old source's pending
@@ -591,6 +604,19 @@ impl Splicer {
         };
         match (b.avc_seq.as_ref(), b.newest(), s.newest_video) {
             (Some(_), Some(n), Some(v)) => v - n <= BRIDGE_FRESH_MS,
+            _ => false,
+        }
+    }
+
+    /// The source's own next keyframe is due within `OWN_KEY_SOON_MS` (its
+    /// keyframe interval known, counted from its newest video).
+    fn own_key_soon(&self, id: SourceId) -> bool {
+        let Some(s) = self.sources.get(&id) else {
+            return false;
+        };
+        match (s.gop_ms, s.last_key_src, s.newest_video) {
+            // One overdue by more than a few frames is not counted on.
+            (Some(g), Some(k), Some(n)) => (-100..=OWN_KEY_SOON_MS).contains(&(k + g as i64 - n)),
             _ => false,
         }
     }
@@ -1125,7 +1151,11 @@ impl Splicer {
                 b.gop.clear();
             }
         }
-        if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) && self.bridge_fresh(id) {
+        if keyframe
+            && self.pending.as_ref().is_some_and(|p| p.to == id)
+            && self.bridge_fresh(id)
+            && !self.own_key_soon(id)
+        {
             self.cut_when_closed(CutHow::Bridge, arrival_ms, out, events);
             return;
         }

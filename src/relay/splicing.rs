@@ -45,6 +45,13 @@ const SLATE_TICK: Duration = Duration::from_millis(100);
 /// A bridge encoder that failed (or could not keep up) is retried after
 /// this.
 const BRIDGE_RETRY: Duration = Duration::from_secs(5);
+/// No bridge encoder starts this soon after a cut: a starting bridge
+/// encodes the streamer's buffered GOP as fast as it can, and one started
+/// at the moment of a cut (for the streamer just taken off air) went with
+/// a 0.20 s frame gap at the viewer on a loaded 2-core machine (bridges
+/// for 2 s streams, tests/splice.rs moves; with this wait 3 of 3 runs kept
+/// every gap under 0.08 s).
+const BRIDGE_SETTLE: Duration = Duration::from_millis(500);
 /// A reader that gets nothing for this long reconnects. Splice mode judges
 /// stalls by [`health`] within a second and shows the card; the reader
 /// keeps the connection (and the stream's history) as long as nginx does.
@@ -120,6 +127,8 @@ pub struct SpliceRelay {
     /// keyframes are far apart.
     bridges: HashMap<SourceId, Bridge>,
     bridge_retry: HashMap<SourceId, Instant>,
+    /// No bridge starts until then (`BRIDGE_SETTLE` after the last cut).
+    bridges_settle_until: Option<Instant>,
     /// Be-right-back cards, and the one playing (for whom).
     cards: Cards,
     card: Option<(SourceId, Player, StreamKey)>,
@@ -192,6 +201,7 @@ impl SpliceRelay {
             resume_lag_ms: None,
             bridges: HashMap::new(),
             bridge_retry: HashMap::new(),
+            bridges_settle_until: None,
             cards,
             card: None,
             last_card_tick: now,
@@ -853,6 +863,9 @@ impl SpliceRelay {
             }
         }
         self.bridge_retry.retain(|_, t| now < *t);
+        if self.bridges_settle_until.is_some_and(|t| now < t) {
+            return;
+        }
         for (id, name) in eligible {
             if self.bridges.contains_key(&id)
                 || self.bridge_retry.contains_key(&id)
@@ -934,6 +947,7 @@ impl SpliceRelay {
         for ev in std::mem::take(&mut self.evs) {
             match ev {
                 Event::Cut { to, how, .. } => {
+                    self.bridges_settle_until = Some(now + BRIDGE_SETTLE);
                     let to_key = match self.owners.get(&to) {
                         Some(Owner::Streamer(k)) => Some(k.clone()),
                         // Their card stands for them: still on air.

@@ -6,6 +6,8 @@
 //! `benches/long_gop_cuts` (old way vs new way table). `MS_CUTS_DEBUG=1`
 //! prints every decoded-PTS step over 50 ms around each cut.
 
+#![allow(dead_code)]
+
 use std::time::{Duration, Instant};
 
 use crate::common::viewer::Viewer;
@@ -58,7 +60,7 @@ fn queued(rig: &Rig, key: &str, p: &mut Publisher) -> Instant {
     .unwrap_or_else(|| panic!("{key} never queued; log:\n{}", rig.daemon.log()))
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -69,7 +71,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     t as f64 / 100.0
 }
 
-fn measure(
+pub fn measure(
     viewer: &Viewer,
     kind: &'static str,
     to: &'static str,
@@ -206,8 +208,21 @@ pub fn run(bridge: bool) -> RunSeen {
     drop(xdef);
     std::thread::sleep(Duration::from_millis(300));
     let log = rig.daemon.log();
-    let bridges = log
-        .lines()
+    let bridges = bridges(&log);
+    print_cut_lines(&log);
+    RunSeen {
+        cuts,
+        output_reconnected,
+        daemon_cpu,
+        wall,
+        bridges,
+        log,
+    }
+}
+
+/// "bridge encoder ... stopped" lines of a daemon log: (CPU s, ran s).
+pub fn bridges(log: &str) -> Vec<(f64, f64)> {
+    log.lines()
         .filter(|l| l.contains("bridge encoder for") && l.contains("s of CPU in"))
         .filter_map(|l| {
             let (_, rest) = l.split_once("): ")?;
@@ -216,19 +231,15 @@ pub fn run(bridge: bool) -> RunSeen {
             let ran: f64 = rest.split(" in ").nth(1)?.split(' ').next()?.parse().ok()?;
             Some((cpu, ran))
         })
-        .collect();
+        .collect()
+}
+
+/// The daemon's lines about bridges and cuts, for the test's output.
+pub fn print_cut_lines(log: &str) {
     for l in log
         .lines()
         .filter(|l| l.contains("bridge") || l.contains("cut to") || l.contains("took over"))
     {
         eprintln!("  | {l}");
-    }
-    RunSeen {
-        cuts,
-        output_reconnected,
-        daemon_cpu,
-        wall,
-        bridges,
-        log,
     }
 }

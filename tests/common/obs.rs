@@ -52,6 +52,10 @@ pub struct ObsOpts {
     /// The media source unmuted and in the mix (track 1), so OBS's meters
     /// and audio buffering see the stream's audio; muted otherwise.
     pub media_audio: bool,
+    /// Make this OBS a publisher: (server, stream key) of a custom RTMP
+    /// service, streaming from launch (`--startstreaming`) with the simple
+    /// output's defaults (x264 veryfast, CBR 2500, keyframe interval auto).
+    pub publish: Option<(String, String)>,
 }
 
 impl Default for ObsOpts {
@@ -66,6 +70,7 @@ impl Default for ObsOpts {
             omit: Vec::new(),
             ffmpeg_options: String::new(),
             media_audio: false,
+            publish: None,
         }
     }
 }
@@ -237,6 +242,18 @@ impl Obs {
             fps = o.fps
         );
         fs::write(c.join(format!("basic/profiles/{PROFILE}/basic.ini")), basic).expect("basic.ini");
+        if let Some((server, key)) = &o.publish {
+            // [SimpleOutput] stays out of basic.ini: OBS's own defaults.
+            let service = json!({
+                "type": "rtmp_custom",
+                "settings": {"server": server, "key": key, "use_auth": false, "bwtest": false}
+            });
+            fs::write(
+                c.join(format!("basic/profiles/{PROFILE}/service.json")),
+                service.to_string(),
+            )
+            .expect("service.json");
+        }
         fs::write(
             c.join(format!("basic/scenes/{COLLECTION}.json")),
             serde_json::to_string_pretty(&scene_collection(o)).expect("json"),
@@ -262,6 +279,7 @@ impl Obs {
             "--scene",
             SCENE,
         ])
+        .args(self.opts.publish.as_ref().map(|_| "--startstreaming"))
         .current_dir(&self.dir)
         .env("HOME", self.dir.join("home"))
         .env("XDG_CONFIG_HOME", self.dir.join("config"))
@@ -458,10 +476,13 @@ fn scene_collection(o: &ObsOpts) -> Value {
     // Items are stored bottom first: media, texts, then loading on top.
     if keep(MEDIA) {
         items.push(scene_item(MEDIA, 1, true, o, true));
+        // A path plays as a local file, looped (OBS loops local files only).
+        let local = o.media_url.starts_with('/');
         sources.push(json!({
             "id": "ffmpeg_source", "versioned_id": "ffmpeg_source", "name": MEDIA,
             "settings": {
-                "is_local_file": false, "input": o.media_url, "input_format": "",
+                "is_local_file": local, "local_file": o.media_url, "looping": local,
+                "input": o.media_url, "input_format": "",
                 "reconnect_delay_sec": 1, "restart_on_activate": false,
                 "clear_on_media_end": false, "close_when_inactive": false,
                 "hw_decode": false, "buffering_mb": 1, "ffmpeg_options": o.ffmpeg_options

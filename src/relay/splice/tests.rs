@@ -1331,6 +1331,21 @@ fn a_stale_bridge_is_not_cut_to_and_a_stopped_one_falls_back_to_the_own_keyframe
 }
 
 #[test]
+fn keyframes_half_a_second_apart_need_no_bridge() {
+    let b = Gen {
+        gop: 15,
+        ..Gen::new(2, 0, 0)
+    };
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), b);
+    for t in (200..6_000).step_by(100) {
+        w.run_until(t);
+        assert!(!w.sp.bridge_wanted(2), "at {t} ms");
+    }
+    assert_eq!(w.sp.gop_ms(2), Some(500));
+    assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
+}
+
+#[test]
 fn keyframes_two_seconds_apart_need_no_bridge() {
     let mut w = two_sources(cfg(), Gen::new(1, 0, 0), Gen::new(2, 0, 0));
     for t in (200..6_000).step_by(100) {
@@ -1338,7 +1353,38 @@ fn keyframes_two_seconds_apart_need_no_bridge() {
         assert!(!w.sp.bridge_wanted(2), "at {t} ms");
     }
     assert_eq!(w.sp.gop_ms(2), Some(2_000));
-    assert!(!w.sp.bridge_wanted(1), "on air on its own frames");
+}
+
+#[test]
+fn a_planned_cut_waits_for_the_own_keyframe_when_it_is_due_within_300_ms() {
+    // B: a keyframe every 8.33 s (at 0, 8.33, 16.67, 25 s of wall time).
+    let mut w = two_sources(cfg(), Gen::new(1, 0, 0), long_gop(2, 0));
+    w.run_until(9_000);
+    assert_eq!(w.sp.gop_ms(2), Some(8_333));
+    w.bridge(2, 60);
+    // Their own keyframe is 7.6 s away: the cut lands on a bridge IDR.
+    w.run_until(9_500);
+    w.switch(2, SwitchKind::Planned);
+    let t0 = w.now;
+    w.run_until(t0 + 600);
+    let (to, how, waited, ..) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::Bridge));
+    assert!(waited <= 250 + 60 + 40, "waited {waited} ms");
+    w.run_until(17_500);
+    assert_eq!(handovers(&w).len(), 1, "their own keyframe took over");
+    // Back to A (on its keyframe at 18 s); B again when its own keyframe
+    // is 0.25 s away: no bridge stint for that, the cut waits for it.
+    w.switch(1, SwitchKind::Planned);
+    w.run_until(18_500);
+    w.bridge(2, 60);
+    w.run_until(24_770);
+    w.switch(2, SwitchKind::Planned);
+    let t0 = w.now;
+    w.run_until(t0 + 600);
+    let (to, how, waited, ..) = w.last_cut();
+    assert_eq!((to, how), (2, CutHow::Keyframe));
+    assert!(waited <= 300, "waited {waited} ms");
+    check(&w);
 }
 
 /// A planned cut away from a source with B-frames waits for the B-frames
