@@ -47,6 +47,47 @@ fn install(bin: &std::path::Path, version: &str) {
     std::fs::write(std::path::PathBuf::from(v), version).expect("version file");
 }
 
+/// One test's set-up: version 1.0.0-test of the daemon in a directory of
+/// its own (the test installs the next version over it), a private
+/// nginx-rtmp, the daemon on it, and its output's nginx client id once
+/// published.
+struct Stage {
+    _bin_dir: TempDir,
+    bin: std::path::PathBuf,
+    hook_port: u16,
+    nginx: Nginx,
+    daemon: Daemon,
+    client: String,
+}
+
+fn stage(extra_toml: &str) -> Stage {
+    let bin_dir = TempDir::new("handover-bin");
+    let bin = bin_dir.join("motherstream");
+    install(&bin, "1.0.0-test");
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let daemon = Daemon::start(DaemonOpts {
+        listen: format!("127.0.0.1:{hook_port}"),
+        rtmp_port: nginx.rtmp_port,
+        nginx_http_port: nginx.http_port,
+        extra_toml: extra_toml.into(),
+        bin: bin.clone(),
+        hook_secret: Some(nginx.hook_secret.clone()),
+    });
+    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        nginx.output_client()
+    })
+    .unwrap_or_else(|| panic!("output never published; log:\n{}", daemon.log()));
+    Stage {
+        _bin_dir: bin_dir,
+        bin,
+        hook_port,
+        nginx,
+        daemon,
+        client,
+    }
+}
+
 /// Longest gap between frames of one kind arriving within [from, to].
 fn longest_gap(frames: &[Frame], video: bool, from: Instant, to: Instant) -> Duration {
     let t: Vec<Instant> = frames
@@ -80,24 +121,15 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     let _serial = serial();
-    let bin_dir = TempDir::new("handover-bin");
-    let bin = bin_dir.join("motherstream");
-    install(&bin, "1.0.0-test");
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: "[queue]\nslot_seconds = 600\n".into(),
-        bin: bin.clone(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
+    let Stage {
+        _bin_dir,
+        bin,
+        hook_port,
+        nginx,
+        daemon,
+        client,
+    } = stage("[queue]\nslot_seconds = 600\n");
     let pid = daemon.pid();
-    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .unwrap_or_else(|| panic!("output never published; log:\n{}", daemon.log()));
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
     // The slate first (the viewer has probed the output before anyone joins).
     assert!(
@@ -302,24 +334,15 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
 #[test]
 fn unreadable_state_falls_back_to_a_restart() {
     let _serial = serial();
-    let bin_dir = TempDir::new("handover-bin");
-    let bin = bin_dir.join("motherstream");
-    install(&bin, "1.0.0-test");
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: String::new(),
-        bin: bin.clone(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
+    let Stage {
+        _bin_dir,
+        bin,
+        hook_port,
+        nginx,
+        daemon,
+        client,
+    } = stage("");
     let pid = daemon.pid();
-    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .expect("output published");
     // The output ffmpeg's pid, from the log line that started it.
     let out_pid: Option<u32> = daemon.log().lines().find_map(|l| {
         let rest = l.split("relay output started (pid ").nth(1)?;
@@ -382,23 +405,14 @@ fn unreadable_state_falls_back_to_a_restart() {
 #[test]
 fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
     let _serial = serial();
-    let bin_dir = TempDir::new("handover-bin");
-    let bin = bin_dir.join("motherstream");
-    install(&bin, "1.0.0-test");
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: "[queue]\nslot_seconds = 0\n".into(),
-        bin: bin.clone(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
-    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .expect("output published");
+    let Stage {
+        _bin_dir,
+        bin,
+        hook_port,
+        nginx,
+        daemon,
+        client,
+    } = stage("[queue]\nslot_seconds = 0\n");
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
     assert!(viewer
         .wait_size(B, viewer.started, Duration::from_secs(15))
@@ -470,23 +484,14 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
 #[test]
 fn upgrade_with_the_slate_on_air() {
     let _serial = serial();
-    let bin_dir = TempDir::new("handover-bin");
-    let bin = bin_dir.join("motherstream");
-    install(&bin, "1.0.0-test");
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: String::new(),
-        bin: bin.clone(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
-    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .expect("output published");
+    let Stage {
+        _bin_dir,
+        bin,
+        hook_port: _,
+        nginx,
+        daemon,
+        client,
+    } = stage("");
     let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
     assert!(viewer
         .wait_size(B, viewer.started, Duration::from_secs(15))
