@@ -25,6 +25,7 @@ pub mod splice;
 mod splicing;
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -348,6 +349,29 @@ impl Relay {
 pub fn backoff(n: u32) -> Duration {
     let ms = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
     Duration::from_millis(ms.min(8000))
+}
+
+/// An ffmpeg child the daemon supervises (the output, a restart relay, a
+/// bridge encoder): an empty environment but for [`child_env`], its own
+/// process group (a stop signals ffmpeg and whatever it forks), SIGKILL
+/// when the daemon dies, stderr piped for the capped log. The caller says
+/// what stdin and stdout are.
+pub fn supervised_ffmpeg<I, S>(ffmpeg: &str, args: I, stdin: Stdio, stdout: Stdio) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(args)
+        .env_clear()
+        .envs(child_env())
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0);
+    crate::sys::kill_with_parent(&mut cmd);
+    cmd
 }
 
 /// Children get an empty environment but for these: nothing of the

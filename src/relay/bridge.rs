@@ -11,8 +11,7 @@
 //! dies, an empty environment, the engine never blocks on a pipe.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -104,16 +103,9 @@ impl Bridge {
         name: &str,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Bridge> {
-        let mut cmd = Command::new(&spec.ffmpeg);
-        cmd.args(args())
-            .env_clear()
-            .envs(super::child_env())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        sys::kill_with_parent(&mut cmd);
-        let mut child = cmd.spawn()?;
+        let mut child =
+            super::supervised_ffmpeg(&spec.ffmpeg, args(), Stdio::piped(), Stdio::piped())
+                .spawn()?;
         let pid = child.id();
         let (tx, rx) = crossbeam_channel::bounded::<Tag>(PIPE_TAGS);
         if let Some(mut stdin) = child.stdin.take() {

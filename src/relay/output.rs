@@ -10,8 +10,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -99,16 +98,9 @@ impl Output {
         url: &str,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Output> {
-        let mut cmd = Command::new(&spec.ffmpeg);
-        cmd.args(args(url))
-            .env_clear()
-            .envs(super::child_env())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        sys::kill_with_parent(&mut cmd);
-        let mut child = cmd.spawn()?;
+        let mut child =
+            super::supervised_ffmpeg(&spec.ffmpeg, args(url), Stdio::piped(), Stdio::null())
+                .spawn()?;
         let pid = child.id();
         let stdin = child.stdin.take().map(OwnedFd::from);
         let stderr = child.stderr.take().map(OwnedFd::from);

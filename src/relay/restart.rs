@@ -10,9 +10,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -94,16 +93,8 @@ impl RelayRun {
         events: Sender<RelayEvent>,
     ) -> std::io::Result<RelayRun> {
         let args = build_args(&spec.args, input, output);
-        let mut cmd = Command::new(&spec.ffmpeg);
-        cmd.args(&args)
-            .env_clear()
-            .envs(super::child_env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        sys::kill_with_parent(&mut cmd);
-        let mut child = cmd.spawn()?;
+        let mut child =
+            super::supervised_ffmpeg(&spec.ffmpeg, &args, Stdio::null(), Stdio::piped()).spawn()?;
         let pid = child.id();
         let now = Instant::now();
         if let Some(out) = child.stdout.take() {
