@@ -270,16 +270,23 @@ fn notify_ready_status_watchdog_reload_and_stop() {
     alice.stop();
 }
 
-#[test]
-fn a_wedged_engine_stops_the_watchdog_pings() {
-    let dir = TempDir::new("sdwedge");
-    let mut ns = NotifySocket::bind(&dir);
+/// A daemon under a 1 s watchdog that has said READY=1, and its notify
+/// socket.
+fn ready_with_1s_watchdog(dir: &TempDir) -> (NotifySocket, Sd) {
+    let mut ns = NotifySocket::bind(dir);
     let sd = Sd::start(&ns, 1_000_000, &[]);
     assert!(ns
         .wait(Duration::from_secs(10), |m| m
             .lines()
             .any(|l| l == "READY=1"))
         .is_some());
+    (ns, sd)
+}
+
+#[test]
+fn a_wedged_engine_stops_the_watchdog_pings() {
+    let dir = TempDir::new("sdwedge");
+    let (mut ns, sd) = ready_with_1s_watchdog(&dir);
     ns.collect_for(Duration::from_millis(1200));
     let r = post(sd.port, "/debug/wedge?secs=3", "");
     assert_eq!(r.status, 200, "{r:?}");
@@ -333,13 +340,7 @@ fn assert_outage_logged_once(log: &str, part: &str) {
 #[test]
 fn a_wedged_reply_path_stops_the_watchdog_pings_and_is_named_once() {
     let dir = TempDir::new("sdreply");
-    let mut ns = NotifySocket::bind(&dir);
-    let sd = Sd::start(&ns, 1_000_000, &[]);
-    assert!(ns
-        .wait(Duration::from_secs(10), |m| m
-            .lines()
-            .any(|l| l == "READY=1"))
-        .is_some());
+    let (mut ns, sd) = ready_with_1s_watchdog(&dir);
     let t0 = Instant::now();
     ns.collect_for(Duration::from_millis(1200));
     let before = ns.times_of("WATCHDOG=1", t0).len();
