@@ -320,48 +320,25 @@ fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
 /// a fraction of its bitrate) from `from` s to `to` s of its stream: what
 /// an encoder does when its upload cannot keep up. Keyframes every 2 s of
 /// time, whatever the frame rate. Killed when dropped.
-struct Trickle(std::process::Child);
-
-impl Trickle {
-    fn start(url: &str, size: (u32, u32), from: u32, to: u32) -> Trickle {
-        let vf = format!("select='not(between(t\\,{from}\\,{to}))+not(mod(n\\,15))'");
-        let child = std::process::Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg(format!("testsrc2=size={}x{}:rate={FPS}", size.0, size.1))
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-vf", &vf, "-fps_mode", "vfr"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn ffmpeg");
-        Trickle(child)
-    }
-}
-
-impl Drop for Trickle {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn trickle(url: &str, size: (u32, u32), from: u32, to: u32) -> Publisher {
+    let vf = format!("select='not(between(t\\,{from}\\,{to}))+not(mod(n\\,15))'");
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={}x{}:rate={FPS}", size.0, size.1))
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-vf", &vf, "-fps_mode", "vfr"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url]);
+    Publisher::spawn_logged(url, size, cmd)
 }
 
 #[test]
@@ -372,7 +349,7 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
     // Normal for 12 s (the stream's own median is known after 5 s), then
     // 2 fps for 15 s, then normal again.
     let t_start = Instant::now();
-    let _dave = Trickle::start(&rig.nginx.rtmp_url("live", "dave"), DAVE, 12, 27);
+    let _dave = trickle(&rig.nginx.rtmp_url("live", "dave"), DAVE, 12, 27);
     assert!(
         viewer
             .wait_size(DAVE, t_start, Duration::from_secs(15))
@@ -421,7 +398,7 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
         card - t0
     );
     assert!(back <= Duration::from_secs(4), "back {back:?} after");
-    assert_eq!(rig.daemon.queue(), [rig.daemon.guest("dave")]);
+    assert_eq!(rig.daemon.queue(), ["dave"]);
 }
 
 #[test]

@@ -537,7 +537,9 @@ impl Publisher {
         Publisher::spawn_logged(url, size, cmd)
     }
 
-    fn spawn_logged(url: &str, size: (u32, u32), mut cmd: Command) -> Publisher {
+    /// Any publisher command (its key noted for [`GuestNames`], stderr to
+    /// its log, killed when dropped).
+    pub fn spawn_logged(url: &str, size: (u32, u32), mut cmd: Command) -> Publisher {
         Publisher::remember_url_key(url);
         let dir = TempDir::new("pub");
         let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
