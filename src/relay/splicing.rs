@@ -509,18 +509,7 @@ impl SpliceRelay {
         }
         self.stop_card();
         let clip = self.cards.get(&w.name).or_else(|| self.clip.clone())?;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.splicer.add_source(id);
-        self.owners.insert(id, Owner::Card(w.key.clone()));
-        let now_ms = self.ms(now);
-        let mut p = Player::new(clip, now_ms);
-        let mut tags = Vec::new();
-        p.due(now_ms, &mut tags);
-        for t in tags {
-            self.splicer
-                .push(id, t, now_ms, &mut self.out, &mut self.evs);
-        }
+        let (id, p) = self.start_player(clip, Owner::Card(w.key.clone()), now);
         self.card = Some((id, p, w.key));
         self.last_card_tick = now;
         Some(id)
@@ -545,16 +534,13 @@ impl SpliceRelay {
         }
     }
 
-    /// The slate's source id, starting the slate player if needed.
-    fn slate_id(&mut self, now: Instant) -> Option<SourceId> {
-        if let Some((id, _)) = &self.slate {
-            return Some(*id);
-        }
-        let clip = self.clip.clone()?;
+    /// A clip (the slate, a card) as a new source of the splicer, its first
+    /// tags already pushed.
+    fn start_player(&mut self, clip: Arc<Clip>, owner: Owner, now: Instant) -> (SourceId, Player) {
         let id = self.next_id;
         self.next_id += 1;
         self.splicer.add_source(id);
-        self.owners.insert(id, Owner::Slate);
+        self.owners.insert(id, owner);
         let now_ms = self.ms(now);
         let mut p = Player::new(clip, now_ms);
         let mut tags = Vec::new();
@@ -563,6 +549,16 @@ impl SpliceRelay {
             self.splicer
                 .push(id, t, now_ms, &mut self.out, &mut self.evs);
         }
+        (id, p)
+    }
+
+    /// The slate's source id, starting the slate player if needed.
+    fn slate_id(&mut self, now: Instant) -> Option<SourceId> {
+        if let Some((id, _)) = &self.slate {
+            return Some(*id);
+        }
+        let clip = self.clip.clone()?;
+        let (id, p) = self.start_player(clip, Owner::Slate, now);
         self.slate = Some((id, p));
         self.last_slate_tick = now;
         Some(id)
