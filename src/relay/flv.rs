@@ -200,6 +200,23 @@ impl Tag {
         // Sign-extend from 24 bits.
         ((raw << 8) as i32) >> 8
     }
+
+    /// This AVC NALU packet with another composition time offset (clamped
+    /// to the 24-bit range); anything else unchanged. The splicer uses it
+    /// to keep a frame's PTS where it belongs when its DTS must move up.
+    pub fn with_composition_time(&self, cts: i32) -> Tag {
+        if !self.is_avc_nalu() || self.data.len() < 5 || cts == self.composition_time() {
+            return self.clone();
+        }
+        let c = cts.clamp(-(1 << 23), (1 << 23) - 1).to_be_bytes();
+        let mut data = self.data.to_vec();
+        data[2..5].copy_from_slice(&c[1..4]);
+        Tag {
+            kind: self.kind,
+            ts: self.ts,
+            data: data.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -589,9 +606,18 @@ mod tests {
         let b = Tag::video(0, vec![0x37, 1, 0xff, 0xff, 0xfe, 0]);
         assert!(b.is_disposable() && !b.is_keyframe());
         assert_eq!(b.composition_time(), -2);
+        assert_eq!(b.with_composition_time(67).composition_time(), 67);
+        assert_eq!(b.with_composition_time(-5).composition_time(), -5);
+        assert_eq!(
+            b.with_composition_time(1 << 24).composition_time(),
+            (1 << 23) - 1
+        );
+        assert_eq!(b.with_composition_time(67).data[5..], b.data[5..]);
+        assert_eq!(b.with_composition_time(67).data[..2], b.data[..2]);
         let eos = Tag::video(0, vec![0x17, 2, 0, 0, 0]);
         assert!(eos.is_avc_eos() && !eos.is_keyframe());
         assert_eq!(eos.composition_time(), 0);
+        assert_eq!(eos.with_composition_time(5).data, eos.data);
         let hevc_legacy = Tag::video(0, vec![0x1c, 1, 0, 0, 0]);
         assert_eq!(hevc_legacy.video_codec(), Some(12));
         // Enhanced RTMP: IsExHeader | frame type 1 | PacketType 1 (coded frames), "hvc1".

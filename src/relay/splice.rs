@@ -328,6 +328,26 @@ struct OutState {
 }
 
 impl OutState {
+    /// Sends a video frame wanted at DTS `t`. Its DTS goes at least to
+    /// `floor` and above the last video DTS out; its PTS stays at
+    /// `t + cts` (never below its new DTS), its composition offset
+    /// rewritten to match. A source with B-frames shows each frame an
+    /// offset after its DTS: cut in after a source without them, its first
+    /// frames' DTS fall below the old source's last one. Lifting the whole
+    /// source over that bound put its pictures 0.1-0.15 s ahead of its
+    /// audio line (a visible PTS step at every such cut); moving only the
+    /// DTS of those few frames up costs nothing on screen.
+    fn put_video(&mut self, tag: &Tag, t: i64, floor: i64, out: &mut Vec<Tag>) {
+        let pts = t + i64::from(tag.composition_time());
+        let dts = self.last_video.map_or(t, |l| t.max(l + 1)).max(floor);
+        let pts = pts.max(dts);
+        let cts = i32::try_from(pts - dts).unwrap_or(i32::MAX);
+        out.push(retimed(&tag.with_composition_time(cts), dts));
+        self.last_video = Some(dts);
+        self.sent_pts(pts);
+        self.last_any = Some(self.last_any.map_or(dts, |l| l.max(dts)));
+    }
+
     fn sent_pts(&mut self, pts: i64) {
         if self.recent_pts.len() == RECENT_PTS {
             self.recent_pts.pop_front();
@@ -844,12 +864,16 @@ impl Splicer {
         let wanted = line + base;
         let at = |i: i64, offset: i64| newest + offset - (k - 1 - i);
         let o = &self.outst;
+        // The new source's first frames go out after everything sent (their
+        // DTS only: see `put_video`) ...
         let floor = [o.last_video, o.last_any]
             .into_iter()
             .flatten()
             .map(|t| t + 1)
             .fold(0, i64::max);
-        let mut lift = (floor - at(0, wanted)).max(0);
+        // ... and show after everything shown: the whole source is lifted
+        // for that, as its audio must follow its pictures.
+        let mut lift = 0;
         if let Some(max_pts) = o.max_pts {
             for (i, f) in gop.iter().enumerate() {
                 let need = max_pts + 1 - (at(i as i64, wanted) + i64::from(f.cts));
@@ -857,25 +881,21 @@ impl Splicer {
             }
         }
         let offset = wanted + lift;
-        let first = at(0, offset);
+        let first = at(0, offset).max(floor);
         out.push(retimed(avc_seq, first));
         if let Some(aac) = src.aac_seq.as_ref() {
             out.push(retimed(aac, first));
         }
-        let mut max_pts = self.outst.max_pts;
-        let mut recent = VecDeque::new();
+        let pts_floor = self.outst.max_pts;
+        self.outst.recent_pts.clear();
         for (i, f) in gop.iter().enumerate() {
-            let t = at(i as i64, offset);
-            out.push(retimed(&f.tag, t));
-            let pts = t + i64::from(f.cts);
-            max_pts = Some(max_pts.map_or(pts, |m| m.max(pts)));
-            recent.push_back(pts);
+            self.outst
+                .put_video(&f.tag, at(i as i64, offset), floor, out);
         }
         // A squeezed catch-up's PTS say nothing about what comes next.
-        if recent.len() > 1 {
-            recent.clear();
+        if k > 1 {
+            self.outst.recent_pts.clear();
         }
-        let last = at(k - 1, offset);
         // The new source's audio continues the old one's, from where it
         // ended: its first picture may sit above the old source's audio
         // (lifted over the old source's highest PTS, up to 4 frames with
@@ -897,13 +917,10 @@ impl Splicer {
                 last_audio = Some(t);
             }
         }
-        let pts_floor = self.outst.max_pts;
-        self.outst.last_video = Some(last);
-        self.outst.recent_pts = recent;
         self.outst.last_audio = last_audio;
-        let any = last_audio.map_or(last, |a| a.max(last));
-        self.outst.last_any = Some(self.outst.last_any.map_or(any, |a| a.max(any)));
-        self.outst.max_pts = max_pts;
+        if let Some(a) = last_audio {
+            self.outst.last_any = Some(self.outst.last_any.map_or(a, |l| l.max(a)));
+        }
         self.base = Some(base);
         self.active = Some(Active {
             id,
@@ -1212,9 +1229,9 @@ impl Splicer {
             return;
         };
         let o = &mut self.outst;
-        let mut lift = o
-            .last_video
-            .map_or(0, |l| (l + 1 - (first.src + a.offset)).max(0));
+        // Shown after every bridge frame; the own frames' DTS (below the
+        // bridge's by their composition offset) go up in `put_video`.
+        let mut lift = 0;
         if let Some(m) = o.max_pts {
             for f in &src.gop {
                 let pts = f.src + a.offset + i64::from(f.cts);
@@ -1225,18 +1242,16 @@ impl Splicer {
         a.debt += lift;
         a.slew_src = first.src;
         a.pts_floor = None;
-        let t0 = first.src + a.offset;
+        let t0 = o
+            .last_video
+            .map_or(first.src + a.offset, |l| (first.src + a.offset).max(l + 1));
         out.push(retimed(seq, t0));
         if let Some(aac) = src.aac_seq.as_ref() {
             // Both headers at every splice point (notes/splice.md item 2).
             out.push(retimed(aac, o.last_audio.map_or(t0, |l| l.max(t0))));
         }
         for f in &src.gop {
-            let t = f.src + a.offset;
-            out.push(retimed(&f.tag, t));
-            o.last_video = Some(t);
-            o.sent_pts(t + i64::from(f.cts));
-            o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
+            o.put_video(&f.tag, f.src + a.offset, 0, out);
         }
         events.push(Event::BridgeHandover {
             source: id,
@@ -1260,11 +1275,9 @@ impl Splicer {
         let t = ts + wanted;
         let o = &self.outst;
         let floor = if tag.is_video() {
-            let pts_floor = o.max_pts.map(|m| m + 1 - i64::from(tag.composition_time()));
-            [o.last_video.map(|l| l + 1), pts_floor]
-                .into_iter()
-                .flatten()
-                .fold(0, i64::max)
+            // Its DTS goes up in `put_video`; its PTS must clear the rest.
+            o.max_pts
+                .map_or(0, |m| m + 1 - i64::from(tag.composition_time()))
         } else {
             o.last_audio.map_or(0, |l| l + 1)
         };
@@ -1303,14 +1316,7 @@ impl Splicer {
                 return;
             }
             // The source's own DTS going backwards must not reach the output.
-            let t = match o.last_video {
-                Some(l) if t <= l => l + 1,
-                _ => t.max(0),
-            };
-            out.push(retimed(tag, t));
-            o.last_video = Some(t);
-            o.sent_pts(t + cts);
-            o.last_any = Some(o.last_any.map_or(t, |l| l.max(t)));
+            o.put_video(tag, t, 0, out);
         } else {
             // Audio that would land at or before the last audio out is
             // dropped (else non-monotonic audio DTS).
