@@ -13,6 +13,7 @@ mod hooks;
 #[cfg(test)]
 mod memory;
 mod names;
+mod persist;
 pub mod ports;
 mod relay_link;
 mod reload;
@@ -95,6 +96,9 @@ pub struct Engine {
     started_at_ms: u64,
     shutting_down: bool,
     store_failed: bool,
+    /// What the relay said while a batch was being saved (see `persist`),
+    /// handled once the engine's turn is over.
+    relay_backlog: persist::Backlog,
     /// The streamer registry as last read from `streamers.json`.
     registry: Registry,
     /// Signature of the file `registry` was read from (None = no file).
@@ -229,6 +233,7 @@ impl Engine {
             clock,
             shutting_down: false,
             store_failed: false,
+            relay_backlog: persist::Backlog::default(),
             registry: Registry::default(),
             registry_sig: None,
             next_registry_check: now,
@@ -311,6 +316,7 @@ impl Engine {
                 default(timeout) => {}
             }
             self.on_timers(self.clock.now());
+            self.drain_relay_backlog();
             self.drive_upgrade(&commands);
             if self.shutting_down {
                 break;
@@ -435,7 +441,16 @@ impl Engine {
         if ops.is_empty() {
             return;
         }
-        match self.store.append(ops, &self.state) {
+        let res = persist::append_keeping_media(
+            &mut self.store,
+            &self.state,
+            ops,
+            self.relay.as_mut(),
+            &self.relay_rx,
+            self.clock.as_ref(),
+            &mut self.relay_backlog,
+        );
+        match res {
             Ok(()) => {
                 if self.store_failed {
                     log::info!("queue state is being saved again");

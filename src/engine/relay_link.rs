@@ -203,6 +203,22 @@ impl Engine {
         }
     }
 
+    /// What the relay said while a batch was being saved, in order: the
+    /// notices its tags raised, then its other events.
+    pub(super) fn drain_relay_backlog(&mut self) {
+        let backlog = std::mem::take(&mut self.relay_backlog);
+        if !backlog.notices.is_empty() {
+            self.on_notices(backlog.notices);
+            self.after_change();
+        } else if self.relay.view() != self.published_relay {
+            self.publish_view();
+            self.refresh_status();
+        }
+        for ev in backlog.events {
+            self.on_relay_event(ev);
+        }
+    }
+
     pub(super) fn on_relay_event(&mut self, ev: RelayEvent) {
         let mut notices = Vec::new();
         self.relay.on_event(ev, self.clock.now(), &mut notices);
