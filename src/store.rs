@@ -155,6 +155,8 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        #[cfg(feature = "test-hooks")]
+        self.test_slow_disk();
         if self.journal_bytes == 0 && self.snapshot_bytes <= self.inline_max {
             self.seq += ops.len() as u64;
             return self.compact(state);
@@ -182,6 +184,19 @@ impl Store {
             self.compact(state)?;
         }
         Ok(())
+    }
+
+    /// Test hook, a slow disk: a file `test-save-delay-ms` in the state
+    /// directory holds every save that many milliseconds.
+    #[cfg(feature = "test-hooks")]
+    fn test_slow_disk(&self) {
+        let ms = fs::read_to_string(self.dir.join("test-save-delay-ms"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(ms) = ms {
+            log::warn!("test hook: holding this save {ms} ms (a slow disk)");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     /// Write the whole state as a new snapshot, then empty the journal.

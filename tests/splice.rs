@@ -274,3 +274,42 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
         "the output never reconnects"
     );
 }
+
+/// A slow disk does not hold the picture: each save of the queue is held
+/// 600 ms (test hook) while alice is on air, bob joins and alice's slot
+/// ends, and the output plays on. Saving on the engine thread, which also
+/// feeds the output, froze the picture for as long as each save took
+/// (3-720 ms measured while other programs wrote to the same disk).
+#[test]
+fn a_slow_disk_does_not_freeze_the_picture() {
+    let rig = Rig::start("[queue]\nslot_seconds = 5\nrejoin_block_seconds = 0\n");
+    wait_output(&rig);
+    let viewer = Viewer::start(&rig.output_url());
+    assert!(viewer
+        .wait_size(SLATE, viewer.started, Duration::from_secs(15))
+        .is_some());
+    let _alice = join(&rig, "alice", A, 48_000, 2);
+    let shown = viewer
+        .wait_size(A, Instant::now(), Duration::from_secs(8))
+        .expect("alice on the output");
+    std::fs::write(rig.daemon.state_dir().join("test-save-delay-ms"), "600")
+        .expect("write the test hook's file");
+    let t0 = Instant::now();
+    let _bob = join(&rig, "bob", B, 44_100, 1);
+    viewer
+        .wait_size(B, t0, Duration::from_secs(12))
+        .unwrap_or_else(|| panic!("bob never shown; log:\n{}", rig.daemon.log()));
+    std::thread::sleep(Duration::from_secs(1));
+    let log = rig.daemon.log();
+    let held = log.matches("test hook: holding this save").count();
+    assert!(
+        held >= 2,
+        "bob's join and the slot end were saved slowly; log:\n{log}"
+    );
+    let gap = viewer.longest_video_gap(shown, Instant::now());
+    eprintln!("{held} saves held 600 ms each; longest frame gap {gap:?}");
+    assert!(
+        gap <= Duration::from_millis(300),
+        "the picture stood still {gap:?} while the queue was saved"
+    );
+}
