@@ -222,64 +222,6 @@ impl Bridge {
     }
 }
 
-impl Source {
-    /// Unwraps a 32-bit timestamp by the signed distance from the last one,
-    /// so small reorderings go back and 2^32 wraps go on.
-    fn unwrap_ts(&mut self, raw: u32) -> i64 {
-        let v = match self.unwrap {
-            None => i64::from(raw),
-            Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
-        };
-        self.unwrap = Some((raw, v));
-        v
-    }
-
-    fn line(&self) -> Option<i64> {
-        match (self.line_cur, self.line_prev) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Updates the line estimate; true when the timestamps jumped.
-    fn observe(&mut self, video: bool, src: i64, arrival: u64) -> bool {
-        let slot = usize::from(video);
-        let jumped = match self.last[slot] {
-            Some((last_src, last_arrival)) => {
-                let d_src = src - last_src;
-                let d_arr = arrival.saturating_sub(last_arrival) as i64;
-                d_src < -DISCONTINUITY_MS || d_src - d_arr > DISCONTINUITY_MS
-            }
-            None => false,
-        };
-        self.last[slot] = Some((src, arrival));
-        let v = arrival as i64 - src;
-        if jumped {
-            self.last[1 - slot] = None;
-            self.line_prev = None;
-            self.line_cur = None;
-        }
-        match self.line_cur {
-            None => {
-                self.line_cur = Some(v);
-                self.line_window_start = src;
-            }
-            Some(_) if src - self.line_window_start >= LINE_WINDOW_MS => {
-                self.line_prev = self.line_cur;
-                self.line_cur = Some(v);
-                self.line_window_start = src;
-            }
-            Some(cur) => self.line_cur = Some(cur.min(v)),
-        }
-        jumped
-    }
-
-    fn clear_gop(&mut self) {
-        self.gop.clear();
-        self.gop_bytes = 0;
-    }
-}
-
 struct Active {
     id: SourceId,
     offset: i64,
@@ -316,6 +258,14 @@ struct Pending {
     armed: Option<(CutHow, u64)>,
 }
 
+/// A tag's unwrapped timestamp, its arrival, and whether its source's
+/// clock jumped there.
+struct Arrived {
+    ts: i64,
+    arrival_ms: u64,
+    jumped: bool,
+}
+
 /// What went out last (unwrapped output time, ms).
 #[derive(Default)]
 struct OutState {
@@ -325,52 +275,6 @@ struct OutState {
     max_pts: Option<i64>,
     /// PTS of the last `RECENT_PTS` video frames out.
     recent_pts: VecDeque<i64>,
-}
-
-impl OutState {
-    /// Sends a video frame wanted at DTS `t`. Its DTS goes at least to
-    /// `floor` and above the last video DTS out; its PTS stays at
-    /// `t + cts` (never below its new DTS), its composition offset
-    /// rewritten to match. A source with B-frames shows each frame an
-    /// offset after its DTS: cut in after a source without them, its first
-    /// frames' DTS fall below the old source's last one. Lifting the whole
-    /// source over that bound put its pictures 0.1-0.15 s ahead of its
-    /// audio line (a visible PTS step at every such cut); moving only the
-    /// DTS of those few frames up costs nothing on screen.
-    fn put_video(&mut self, tag: &Tag, t: i64, floor: i64, out: &mut Vec<Tag>) {
-        let pts = t + i64::from(tag.composition_time());
-        let dts = self.last_video.map_or(t, |l| t.max(l + 1)).max(floor);
-        let pts = pts.max(dts);
-        let cts = i32::try_from(pts - dts).unwrap_or(i32::MAX);
-        out.push(retimed(&tag.with_composition_time(cts), dts));
-        self.last_video = Some(dts);
-        self.sent_pts(pts);
-        self.last_any = Some(self.last_any.map_or(dts, |l| l.max(dts)));
-    }
-
-    fn sent_pts(&mut self, pts: i64) {
-        if self.recent_pts.len() == RECENT_PTS {
-            self.recent_pts.pop_front();
-        }
-        self.recent_pts.push_back(pts);
-        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
-    }
-
-    /// Every frame that displays before the latest one sent has been sent:
-    /// no hole in the recent PTS wider than 1.5 frame intervals.
-    fn closed(&self) -> bool {
-        let mut p: Vec<i64> = self.recent_pts.iter().copied().collect();
-        // Shown in the order sent (no B-frames): nothing is pending.
-        if p.len() < 3 || p.windows(2).all(|w| w[0] < w[1]) {
-            return true;
-        }
-        p.sort_unstable();
-        let d: Vec<i64> = p.windows(2).map(|w| w[1] - w[0]).collect();
-        let Some(frame) = d.iter().copied().filter(|&x| x > 0).min() else {
-            return true;
-        };
-        d.iter().all(|&x| x <= frame + frame / 2 + 1)
-    }
 }
 
 pub struct Splicer {
@@ -385,95 +289,6 @@ pub struct Splicer {
     outst: OutState,
     /// Video for the bridges (see `take_feed`).
     feed: Vec<(SourceId, Tag)>,
-}
-
-/// Output time → FLV timestamp (wraps after 49.7 days like the input).
-fn wire(t: i64) -> u32 {
-    t.rem_euclid(1 << 32) as u32
-}
-
-fn retimed(tag: &Tag, t: i64) -> Tag {
-    Tag {
-        kind: tag.kind,
-        ts: wire(t),
-        data: tag.data.clone(),
-    }
-}
-
-fn video_codec_name(codec: u8) -> &'static str {
-    match codec {
-        1 => "JPEG",
-        2 => "Sorenson H.263",
-        3 => "screen video",
-        4 => "On2 VP6",
-        5 => "On2 VP6 with alpha",
-        6 => "screen video v2",
-        7 => "H.264",
-        12 => "HEVC",
-        13 => "AV1",
-        _ => "unknown",
-    }
-}
-
-fn audio_format_name(format: u8) -> &'static str {
-    match format {
-        0 | 3 => "linear PCM",
-        1 => "ADPCM",
-        2 | 14 => "MP3",
-        4..=6 => "Nellymoser",
-        7 => "G.711 A-law",
-        8 => "G.711 mu-law",
-        10 => "AAC",
-        11 => "Speex",
-        13 => "Opus",
-        15 => "device-specific",
-        _ => "unknown",
-    }
-}
-
-fn fourcc_text(tag: &Tag) -> String {
-    match tag.fourcc() {
-        Some(cc) => {
-            let name = match &cc {
-                b"hvc1" => " (HEVC)",
-                b"av01" => " (AV1)",
-                b"vp09" => " (VP9)",
-                b"avc1" => " (H.264)",
-                b"Opus" => " (Opus)",
-                b"fLaC" => " (FLAC)",
-                b"ac-3" => " (AC-3)",
-                b"ec-3" => " (E-AC-3)",
-                b".mp3" => " (MP3)",
-                b"mp4a" => " (AAC)",
-                _ => "",
-            };
-            format!("'{}'{name}", String::from_utf8_lossy(&cc).escape_default())
-        }
-        None => "(no FourCC)".to_string(),
-    }
-}
-
-/// Why this tag's source cannot be spliced, if it cannot.
-fn unsupported_reason(tag: &Tag) -> Option<String> {
-    if tag.is_video() {
-        if tag.is_enhanced() {
-            return Some(format!("enhanced RTMP video {}", fourcc_text(tag)));
-        }
-        match tag.video_codec() {
-            Some(flv::VIDEO_CODEC_AVC) | None => None,
-            Some(c) => Some(format!("video codec {c} ({})", video_codec_name(c))),
-        }
-    } else if tag.is_audio() {
-        if tag.is_enhanced() {
-            return Some(format!("enhanced RTMP audio {}", fourcc_text(tag)));
-        }
-        match tag.audio_format() {
-            Some(flv::AUDIO_FORMAT_AAC) | None => None,
-            Some(f) => Some(format!("audio format {f} ({})", audio_format_name(f))),
-        }
-    } else {
-        None
-    }
 }
 
 impl Splicer {
@@ -545,114 +360,6 @@ impl Splicer {
             || self.bridge_fresh(id)
     }
 
-    /// Whether `id` should have a bridge running: its keyframes are more
-    /// than `BRIDGE_OVER_GOP_MS` apart (seen, or its first is that old), and
-    /// it is not on air on its own frames. The caller decides which sources may have one (the
-    /// next streamer's).
-    pub fn bridge_wanted(&self, id: SourceId) -> bool {
-        let Some(s) = self.sources.get(&id) else {
-            return false;
-        };
-        if s.unsupported || s.last_key_src.is_none() {
-            return false;
-        }
-        if let Some(a) = self.active.as_ref().filter(|a| a.id == id) {
-            return a.bridged.is_some();
-        }
-        // Before its second keyframe: once its first is that old.
-        let since_key = match (s.newest_video, s.last_key_src) {
-            (Some(n), Some(k)) => (n - k).max(0) as u64,
-            _ => 0,
-        };
-        s.gop_ms
-            .map_or(since_key > BRIDGE_OVER_GOP_MS, |g| g > BRIDGE_OVER_GOP_MS)
-    }
-
-    /// A bridge starts (`on`) or stopped. Starting hands its encoder the
-    /// buffered GOP first (see `take_feed`). A bridge that stops while the
-    /// source is on air through it leaves the output waiting for the
-    /// source's own next keyframe.
-    pub fn set_bridge(&mut self, id: SourceId, on: bool) {
-        let Some(src) = self.sources.get_mut(&id) else {
-            return;
-        };
-        if !on {
-            src.bridge = None;
-            if let Some(a) = self.active.as_mut().filter(|a| a.id == id) {
-                if a.bridged.take().is_some() {
-                    a.awaiting_keyframe = true;
-                }
-            }
-            return;
-        }
-        if src.bridge.is_some() {
-            return;
-        }
-        let mut b = Bridge::default();
-        if let (Some(seq), Some(first)) = (src.avc_seq.as_ref(), src.gop.first()) {
-            let origin = first.src - FEED_START_MS;
-            b.origin = Some(origin);
-            self.feed.push((id, retimed(seq, FEED_START_MS)));
-            for f in &src.gop {
-                self.feed.push((id, retimed(&f.tag, f.src - origin)));
-            }
-        }
-        src.bridge = Some(b);
-    }
-
-    /// The bridge of `id` must be restarted when this changes (the
-    /// source's clock jumped: the feed starts afresh).
-    pub fn bridge_epoch(&self, id: SourceId) -> u64 {
-        self.sources.get(&id).map_or(0, |s| s.bridge_epoch)
-    }
-
-    /// Video tags to write to the bridges' encoders, in order: per source,
-    /// its AVC sequence header, then its coded frames from a keyframe on,
-    /// timestamps rebased to start at 1 s.
-    pub fn take_feed(&mut self) -> Vec<(SourceId, Tag)> {
-        std::mem::take(&mut self.feed)
-    }
-
-    /// The source's bridge is fresh: it has an IDR buffered close to the
-    /// source's newest video.
-    fn bridge_fresh(&self, id: SourceId) -> bool {
-        let Some(s) = self.sources.get(&id) else {
-            return false;
-        };
-        let Some(b) = s.bridge.as_ref() else {
-            return false;
-        };
-        match (b.avc_seq.as_ref(), b.newest(), s.newest_video) {
-            (Some(_), Some(n), Some(v)) => v - n <= BRIDGE_FRESH_MS,
-            _ => false,
-        }
-    }
-
-    /// The source's own next keyframe is due within `OWN_KEY_SOON_MS` (its
-    /// keyframe interval known, counted from its newest video).
-    fn own_key_soon(&self, id: SourceId) -> bool {
-        let Some(s) = self.sources.get(&id) else {
-            return false;
-        };
-        match (s.gop_ms, s.last_key_src, s.newest_video) {
-            // One overdue by more than a few frames is not counted on.
-            (Some(g), Some(k), Some(n)) => (-100..=OWN_KEY_SOON_MS).contains(&(k + g as i64 - n)),
-            _ => false,
-        }
-    }
-
-    /// A catch-up to `id` is shorter from its bridge than from its own GOP.
-    fn bridge_better(&self, id: SourceId) -> bool {
-        if !self.bridge_fresh(id) {
-            return false;
-        }
-        let Some(s) = self.sources.get(&id) else {
-            return false;
-        };
-        let bridge_len = s.bridge.as_ref().map_or(usize::MAX, |b| b.gop.len());
-        s.gop.is_empty() || s.avc_seq.is_none() || bridge_len < s.gop.len()
-    }
-
     /// Source time from the buffered keyframe to the newest buffered frame
     /// (what a catch-up to it would fast-forward).
     pub fn buffered_ms(&self, id: SourceId) -> Option<u64> {
@@ -670,54 +377,6 @@ impl Splicer {
         match (p.deadline, armed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
-    }
-
-    /// The pending target is ready to cut to (`how`): cut now, unless the
-    /// switch is planned and the source on air has B-frames still to come
-    /// that display before a frame already sent (then when they came, or
-    /// after `CLOSE_WAIT_MS`).
-    fn cut_when_closed(
-        &mut self,
-        how: CutHow,
-        now_ms: u64,
-        out: &mut Vec<Tag>,
-        events: &mut Vec<Event>,
-    ) {
-        let wait = self.active.is_some()
-            && !self.outst.closed()
-            && self
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.kind == SwitchKind::Planned);
-        if !wait {
-            self.cut(how, now_ms, out, events);
-            return;
-        }
-        if let Some(p) = self.pending.as_mut() {
-            if p.armed.is_none() {
-                p.armed = Some((how, now_ms));
-            }
-        }
-    }
-
-    /// An armed cut whose old source closed (or waited long enough) goes.
-    fn fire_armed(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
-        let Some((how, at)) = self.pending.as_ref().and_then(|p| p.armed) else {
-            return;
-        };
-        if self.outst.closed() || now_ms >= at + CLOSE_WAIT_MS {
-            self.cut(how, now_ms, out, events);
-        }
-    }
-
-    fn planned_timeout(&self, to: SourceId) -> u64 {
-        if let Some(t) = self.cfg.planned_timeout_ms {
-            return t;
-        }
-        match self.gop_ms(to) {
-            Some(g) => g + TIMEOUT_OVER_GOP_MS,
-            None => TIMEOUT_BEFORE_GOP_MS,
         }
     }
 
@@ -798,142 +457,6 @@ impl Splicer {
         }
     }
 
-    /// Cuts to the pending target from its buffer; false (nothing changed)
-    /// when it has no keyframe buffered.
-    fn cut(
-        &mut self,
-        how: CutHow,
-        now_ms: u64,
-        out: &mut Vec<Tag>,
-        events: &mut Vec<Event>,
-    ) -> bool {
-        let Some(p) = self.pending.as_ref() else {
-            return false;
-        };
-        let (to, requested) = (p.to, p.requested_ms);
-        let mut how = how;
-        let from_bridge = match how {
-            CutHow::Bridge => true,
-            CutHow::Keyframe => false,
-            _ => self.bridge_better(to),
-        };
-        if from_bridge && how != CutHow::Bridge {
-            how = CutHow::BridgeCatchUp;
-        }
-        if !self.start_from(to, from_bridge, out) {
-            return false;
-        }
-        self.pending = None;
-        events.push(Event::Cut {
-            from: self.shown,
-            to,
-            how,
-            waited_ms: now_ms.saturating_sub(requested),
-            at_ms: now_ms,
-        });
-        self.shown = Some(to);
-        true
-    }
-
-    /// Puts `id` on air from its buffered GOP (its own, or its bridge's):
-    /// sequence headers, then the buffered video squeezed 1 ms apart ending
-    /// where its wall line puts the newest frame, lifted as needed so
-    /// nothing goes backwards; then its buffered audio from the cut on.
-    fn start_from(&mut self, id: SourceId, from_bridge: bool, out: &mut Vec<Tag>) -> bool {
-        let Some(src) = self.sources.get(&id) else {
-            return false;
-        };
-        if src.unsupported {
-            return false;
-        }
-        let (gop, avc_seq) = match (from_bridge, src.bridge.as_ref()) {
-            (false, _) => (&src.gop, src.avc_seq.as_ref()),
-            (true, Some(b)) => (&b.gop, b.avc_seq.as_ref()),
-            (true, None) => return false,
-        };
-        if gop.is_empty() {
-            return false;
-        }
-        let (Some(avc_seq), Some(line)) = (avc_seq, src.line()) else {
-            return false;
-        };
-        let k = gop.len() as i64;
-        let newest = gop[gop.len() - 1].src;
-        // First cut ever: the output starts at 0.
-        let base = self.base.unwrap_or((k - 1) - newest - line);
-        let wanted = line + base;
-        let at = |i: i64, offset: i64| newest + offset - (k - 1 - i);
-        let o = &self.outst;
-        // The new source's first frames go out after everything sent (their
-        // DTS only: see `put_video`) ...
-        let floor = [o.last_video, o.last_any]
-            .into_iter()
-            .flatten()
-            .map(|t| t + 1)
-            .fold(0, i64::max);
-        // ... and show after everything shown: the whole source is lifted
-        // for that, as its audio must follow its pictures.
-        let mut lift = 0;
-        if let Some(max_pts) = o.max_pts {
-            for (i, f) in gop.iter().enumerate() {
-                let need = max_pts + 1 - (at(i as i64, wanted) + i64::from(f.cts));
-                lift = lift.max(need);
-            }
-        }
-        let offset = wanted + lift;
-        let first = at(0, offset).max(floor);
-        out.push(retimed(avc_seq, first));
-        if let Some(aac) = src.aac_seq.as_ref() {
-            out.push(retimed(aac, first));
-        }
-        let pts_floor = self.outst.max_pts;
-        self.outst.recent_pts.clear();
-        for (i, f) in gop.iter().enumerate() {
-            self.outst
-                .put_video(&f.tag, at(i as i64, offset), floor, out);
-        }
-        // A squeezed catch-up's PTS say nothing about what comes next.
-        if k > 1 {
-            self.outst.recent_pts.clear();
-        }
-        // The new source's audio continues the old one's, from where it
-        // ended: its first picture may sit above the old source's audio
-        // (lifted over the old source's highest PTS, up to 4 frames with
-        // B-frames; or a bridge's encoder latency). Starting its audio only
-        // at that picture left a hole that long, and made the output
-        // ffmpeg hold the video back until audio caught up. (A catch-up of
-        // the source's own long GOP drops that GOP's audio, as before.)
-        let mut last_audio = self.outst.last_audio;
-        let audio_from = last_audio.map_or(first, |l| l.max(first - MAX_AUDIO_FILL_MS));
-        let ring = if from_bridge || k == 1 {
-            &src.audio
-        } else {
-            &VecDeque::new()
-        };
-        for (ts, tag) in ring {
-            let t = ts + offset;
-            if t >= audio_from && last_audio.map_or(true, |l| t > l) {
-                out.push(retimed(tag, t));
-                last_audio = Some(t);
-            }
-        }
-        self.outst.last_audio = last_audio;
-        if let Some(a) = last_audio {
-            self.outst.last_any = Some(self.outst.last_any.map_or(a, |l| l.max(a)));
-        }
-        self.base = Some(base);
-        self.active = Some(Active {
-            id,
-            offset,
-            debt: lift,
-            slew_src: newest,
-            awaiting_keyframe: false,
-            pts_floor,
-            bridged: from_bridge.then(Bridged::default),
-        });
-        true
-    }
-
     fn mark_unsupported(&mut self, id: SourceId, what: String, events: &mut Vec<Event>) {
         if let Some(s) = self.sources.get_mut(&id) {
             s.unsupported = true;
@@ -957,7 +480,6 @@ impl Splicer {
         out: &mut Vec<Tag>,
         events: &mut Vec<Event>,
     ) {
-        let max_buffer_ms = self.cfg.max_buffer_ms as i64;
         let Some(src) = self.sources.get_mut(&id) else {
             return;
         };
@@ -985,6 +507,25 @@ impl Splicer {
                 src.bridge_epoch += 1;
             }
         }
+        if self.buffer(id, &tag, ts) {
+            let when = Arrived {
+                ts,
+                arrival_ms,
+                jumped,
+            };
+            self.play(id, &tag, &when, out, events);
+        }
+    }
+
+    /// Keeps what a cut to `id` needs (its sequence headers, its video
+    /// since the last keyframe, its recent audio) and feeds its bridge.
+    /// False for a tag that goes nowhere.
+    fn buffer(&mut self, id: SourceId, tag: &Tag, ts: i64) -> bool {
+        let max_buffer_ms = self.cfg.max_buffer_ms as i64;
+        let video = tag.is_video();
+        let Some(src) = self.sources.get_mut(&id) else {
+            return false;
+        };
         // No verdict on a source that has sent no video yet: nginx sends a
         // new reader no video until the publisher's next keyframe, which
         // may be 10 s away (notes/splice.md item 11). It is judged by what
@@ -994,7 +535,7 @@ impl Splicer {
             src.avc_seq = Some(tag.clone());
             if let Some(b) = src.bridge.as_ref() {
                 if let Some(origin) = b.origin {
-                    self.feed.push((id, retimed(&tag, ts - origin)));
+                    self.feed.push((id, retimed(tag, ts - origin)));
                 }
             }
         } else if tag.is_aac_seq_header() {
@@ -1003,7 +544,7 @@ impl Splicer {
             // Only coded pictures go on (not end-of-sequence, not
             // info/command frames).
             if !tag.is_avc_nalu() || tag.data.len() < 5 || tag.frame_type() == Some(5) {
-                return;
+                return false;
             }
             src.newest_video = Some(src.newest_video.map_or(ts, |n| n.max(ts)));
             let frame = Frame {
@@ -1039,7 +580,7 @@ impl Splicer {
                     }
                 }
                 if let Some(origin) = b.origin {
-                    self.feed.push((id, retimed(&tag, ts - origin)));
+                    self.feed.push((id, retimed(tag, ts - origin)));
                 }
             }
         } else if tag.is_aac_raw() {
@@ -1052,9 +593,27 @@ impl Splicer {
                 src.audio.pop_front();
             }
         } else {
-            return;
+            return false;
         }
+        true
+    }
 
+    /// A tag of `id` once buffered: the keyframe a pending cut waits for,
+    /// or a tag of the source on air.
+    fn play(
+        &mut self,
+        id: SourceId,
+        tag: &Tag,
+        when: &Arrived,
+        out: &mut Vec<Tag>,
+        events: &mut Vec<Event>,
+    ) {
+        let &Arrived {
+            ts,
+            arrival_ms,
+            jumped,
+        } = when;
+        let video = tag.is_video();
         let keyframe = tag.is_keyframe();
         if keyframe && self.pending.as_ref().is_some_and(|p| p.to == id) {
             // The buffer holds just this keyframe: the cut starts with it.
@@ -1094,9 +653,9 @@ impl Splicer {
             }
         }
         if jumped {
-            self.reanchor(id, &tag, ts);
+            self.reanchor(id, tag, ts);
         }
-        self.forward(&tag, ts, out);
+        self.forward(tag, ts, out);
         if keyframe {
             if let Some(a) = self.active.as_mut() {
                 a.pts_floor = None;
@@ -1105,160 +664,6 @@ impl Splicer {
         if video {
             self.fire_armed(arrival_ms, out, events);
         }
-    }
-
-    /// A tag from the bridge of `id` (FLV out of its encoder: timestamps as
-    /// fed, no B-frames).
-    pub fn push_bridge(
-        &mut self,
-        id: SourceId,
-        tag: Tag,
-        arrival_ms: u64,
-        out: &mut Vec<Tag>,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(src) = self.sources.get_mut(&id) else {
-            return;
-        };
-        let Some(b) = src.bridge.as_mut() else {
-            return;
-        };
-        let Some(origin) = b.origin else {
-            return;
-        };
-        if !tag.is_video() || tag.data.len() < 5 || tag.is_enhanced() {
-            return;
-        }
-        let on_air_bridged = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.id == id && a.bridged.is_some());
-        if tag.is_avc_seq_header() {
-            b.avc_seq = Some(tag.clone());
-            if on_air_bridged {
-                let t = self.outst.last_video.unwrap_or(0);
-                out.push(retimed(&tag, t));
-            }
-            return;
-        }
-        if !tag.is_avc_nalu() || tag.frame_type() == Some(5) {
-            return;
-        }
-        let raw = match b.unwrap {
-            None => i64::from(tag.ts),
-            Some((last_raw, last)) => last + i64::from(tag.ts.wrapping_sub(last_raw) as i32),
-        };
-        b.unwrap = Some((tag.ts, raw));
-        let ts = raw + origin;
-        let cts = i64::from(tag.composition_time());
-        let keyframe = tag.is_keyframe();
-        let frame = Frame {
-            src: ts,
-            cts: tag.composition_time(),
-            tag: tag.clone(),
-        };
-        if keyframe {
-            b.gop.clear();
-            b.gop.push(frame);
-        } else if !b.gop.is_empty() {
-            b.gop.push(frame);
-            // Its IDRs are a fraction of a second apart; a long run without
-            // one is not a bridge to cut on.
-            if b.gop.len() > 300 {
-                b.gop.clear();
-            }
-        }
-        if keyframe
-            && self.pending.as_ref().is_some_and(|p| p.to == id)
-            && self.bridge_fresh(id)
-            && !self.own_key_soon(id)
-        {
-            self.cut_when_closed(CutHow::Bridge, arrival_ms, out, events);
-            return;
-        }
-        if !on_air_bridged {
-            return;
-        }
-        let pts = ts + cts;
-        let handover = self
-            .active
-            .as_ref()
-            .and_then(|a| a.bridged.as_ref())
-            .and_then(|br| br.handover);
-        if let Some((own_pts, _)) = handover {
-            if pts >= own_pts {
-                // The bridge reached the own keyframe: its own frames on.
-                self.hand_over(id, out, events);
-                return;
-            }
-        }
-        self.forward(&tag, ts, out);
-        let lag = self
-            .sources
-            .get(&id)
-            .and_then(|s| s.newest_video)
-            .map_or(0, |n| n - ts);
-        if let Some(br) = self.active.as_mut().and_then(|a| a.bridged.as_mut()) {
-            br.frames += 1;
-            br.lag_ms = lag;
-        }
-        if let Some((own_pts, _)) = handover {
-            // The frame before the own keyframe went out (at 30 fps or
-            // more): hand over now rather than wait one more bridge frame.
-            if pts >= own_pts - HANDOVER_EARLY_MS {
-                self.hand_over(id, out, events);
-            }
-        }
-    }
-
-    /// The bridged source's own frames take over: its sequence header, then
-    /// its buffered frames from the own keyframe on, lifted just enough
-    /// that the output's DTS and PTS keep rising.
-    fn hand_over(&mut self, id: SourceId, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
-        let Some(src) = self.sources.get(&id) else {
-            return;
-        };
-        let Some(a) = self.active.as_mut().filter(|a| a.id == id) else {
-            return;
-        };
-        let Some(br) = a.bridged.take() else {
-            return;
-        };
-        let (Some(seq), Some(first)) = (src.avc_seq.as_ref(), src.gop.first()) else {
-            a.awaiting_keyframe = true;
-            return;
-        };
-        let o = &mut self.outst;
-        // Shown after every bridge frame; the own frames' DTS (below the
-        // bridge's by their composition offset) go up in `put_video`.
-        let mut lift = 0;
-        if let Some(m) = o.max_pts {
-            for f in &src.gop {
-                let pts = f.src + a.offset + i64::from(f.cts);
-                lift = lift.max(m + 1 - pts);
-            }
-        }
-        a.offset += lift;
-        a.debt += lift;
-        a.slew_src = first.src;
-        a.pts_floor = None;
-        let t0 = o
-            .last_video
-            .map_or(first.src + a.offset, |l| (first.src + a.offset).max(l + 1));
-        out.push(retimed(seq, t0));
-        if let Some(aac) = src.aac_seq.as_ref() {
-            // Both headers at every splice point (notes/splice.md item 2).
-            out.push(retimed(aac, o.last_audio.map_or(t0, |l| l.max(t0))));
-        }
-        for f in &src.gop {
-            o.put_video(&f.tag, f.src + a.offset, 0, out);
-        }
-        events.push(Event::BridgeHandover {
-            source: id,
-            frames: br.frames,
-            lift_ms: lift,
-            lag_ms: br.lag_ms,
-        });
     }
 
     /// The active source's timestamps jumped: put it back on the wall line
@@ -1330,8 +735,14 @@ impl Splicer {
     }
 }
 
+mod bridging;
 mod carry;
+mod codecs;
+mod cutting;
+mod timing;
 pub use carry::Timeline;
+use codecs::unsupported_reason;
+use timing::retimed;
 
 #[cfg(test)]
 mod tests;
