@@ -6,6 +6,7 @@
 mod admin_api;
 mod console;
 mod overlay;
+pub mod probe;
 mod reply;
 pub mod session;
 mod token_try;
@@ -30,7 +31,7 @@ use crate::log::warn_limited;
 use crate::moderation;
 use crate::refusal::Refusal;
 use crate::secret::ct_eq;
-use crate::watchdog::{ProbeTrace, Stage, PROBE_HEADER};
+use probe::{ProbeTrace, Stage, PROBE_HEADER};
 pub use reply::Reply;
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
