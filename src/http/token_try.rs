@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::json;
 
-use super::{token_ok, Ctx, Reply};
+use super::admin_auth::token_ok;
+use super::{Ctx, Reply};
 use crate::log::{warn_auth_failure, warn_auth_throttled};
 use crate::login_limit::Throttled;
 
