@@ -10,10 +10,9 @@
 
 use serde_json::{json, Value};
 
-use super::gate::Heads;
 use super::session::{self, Check};
 use super::token_try::{try_token, Tried};
-use super::{Ctx, Incoming, Reply};
+use super::{Incoming, Reply};
 use crate::engine;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
@@ -248,12 +247,4 @@ pub(super) fn me(inc: &Incoming) -> Page {
         },
         _ => Page::json(Reply::error(404, "no such page")),
     }
-}
-
-/// How an admin call from the console proves itself: a live session and
-/// its CSRF token (the Bearer token is checked first by the caller).
-pub(super) fn session_ok(ctx: &Ctx, heads: &Heads) -> Check {
-    let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
-    ctx.sessions
-        .check(sid, heads.csrf.as_deref(), engine::unix_ms())
 }
