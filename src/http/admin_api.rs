@@ -374,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn every_route_parses() {
+    fn every_moderation_route_parses() {
         use Request::*;
         let m = |r| Ok(Call::Moderate(r));
         assert_eq!(post("/api/skip", ""), m(Skip));
@@ -443,6 +443,10 @@ mod tests {
                 seconds: None
             })
         );
+    }
+
+    #[test]
+    fn every_registry_route_parses() {
         let s = |r| Ok(Call::Streamers(r));
         assert_eq!(
             parse("/api/streamers", &Method::Get, "", "show_keys=1"),
