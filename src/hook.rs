@@ -188,54 +188,11 @@ pub fn client_ip(addr: &str) -> String {
 }
 
 /// Parse `application/x-www-form-urlencoded` into ordered pairs. Malformed
-/// percent escapes are kept literally (nginx never sends them, but a client
-/// poking at the port must not crash anything).
+/// percent escapes are kept literally and bytes that are not UTF-8 become
+/// U+FFFD (nginx never sends either, but a client poking at the port must
+/// not crash anything).
 pub fn parse_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    form_urlencoded::parse(s.as_bytes()).into_owned().collect()
 }
 
 #[cfg(test)]
@@ -348,11 +305,16 @@ mod tests {
 
     #[test]
     fn decode_is_total() {
+        let decode = |v: &str| parse_form(&format!("v={v}"))[0].1.clone();
         assert_eq!(decode("a%2"), "a%2");
         assert_eq!(decode("%"), "%");
         assert_eq!(decode("%zz"), "%zz");
         assert_eq!(decode("%41+b"), "A b");
         assert_eq!(decode("%ff"), "\u{fffd}");
+        assert_eq!(
+            parse_form("&a=1&&b&c=%3D="),
+            [("a", "1"), ("b", ""), ("c", "==")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
     }
 
     #[test]

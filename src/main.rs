@@ -7,10 +7,11 @@ use std::sync::{Arc, RwLock};
 
 use motherstream::config::{self, Config, DEFAULT_CONFIG_PATH};
 use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
+use motherstream::http::probe::ProbeTrace;
 use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::store::Store;
 use motherstream::systemd::Notifier;
-use motherstream::watchdog::{self, ProbeTrace, Watchdog};
+use motherstream::watchdog::{self, Watchdog};
 use motherstream::{auth, log as mslog, secret};
 
 const USAGE: &str = "\

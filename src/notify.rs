@@ -378,11 +378,20 @@ pub fn next_attempt(o: &Outcome, attempt: u32, retries: u32) -> Option<Duration>
     }
 }
 
-/// `Retry-After` as delay seconds ("3", or Discord's "0.75"). The HTTP-date
-/// form is not read (None: the usual backoff applies).
+/// `Retry-After` as delay seconds ("3", or Discord's "0.75") or as an
+/// HTTP-date (the wait until then; a date already past is no wait).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let s: f64 = v.trim().parse().ok()?;
-    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(86_400.0)))
+    retry_after_at(v, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] at the time `now`.
+fn retry_after_at(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<f64>() {
+        return (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(86_400.0)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The body POSTed for `ev`.
@@ -673,16 +682,15 @@ mod tests {
             Some(Duration::from_millis(750))
         );
         assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
-        for bad in [
-            "",
-            "-1",
-            "soon",
-            "NaN",
-            "inf",
-            "Wed, 21 Oct 2015 07:28:00 GMT",
-        ] {
+        for bad in ["", "-1", "soon", "NaN", "inf", "Wed, 21 Oct 2015 07:28"] {
             assert_eq!(parse_retry_after(bad), None, "{bad}");
         }
+        // The HTTP-date form: the wait until that time, none once past.
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_400); // 07:26:40
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(retry_after_at(date, now), Some(Duration::from_secs(80)));
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(retry_after_at(date, later), Some(Duration::ZERO));
     }
 
     #[test]

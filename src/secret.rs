@@ -13,10 +13,7 @@ pub fn random_hex(bytes: usize) -> std::io::Result<String> {
 /// Compare without an early exit, so response time does not tell an
 /// attacker how much of a guess was right. Lengths are not secret.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! `http-reply` thread → connection thread, the path every hook takes. The
 //! ping goes out only when that request was answered by the engine within
 //! the probe's deadline. Each stage stamps the probe's number in a
-//! [`ProbeTrace`] as it passes, so a failed probe names the part that is
-//! stuck; it is logged once when hooks stop being answered and once when
-//! they are answered again.
+//! [`ProbeTrace`] (`http/probe.rs`) as it passes, so a failed probe names
+//! the part that is stuck; it is logged once when hooks stop being
+//! answered and once when they are answered again.
 //!
 //! Timing: probes start every W/3 (W = `WATCHDOG_USEC`) and each has W/4
 //! to come back, so one slow probe is survived (the next one's ping still
@@ -16,79 +16,15 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
+use crate::http::probe::{ProbeTrace, Stage, PROBE_HEADER};
 use crate::http::Liveness;
 use crate::systemd::Notifier;
-
-/// The header that marks the probe's request: `<token>-<number>`.
-pub const PROBE_HEADER: &str = "X-Motherstream-Probe";
-
-/// How far the latest probes got. Written by the HTTP workers, the engine's
-/// responder and the reply writers; read by the probe thread.
-pub struct ProbeTrace {
-    /// Random per run: only the probe thread can mark a request as a probe.
-    token: String,
-    worker: AtomicU64,
-    engine: AtomicU64,
-    reply: AtomicU64,
-}
-
-/// The stages a probe's request passes after the listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// A worker took the request and handed it to the engine.
-    Worker,
-    /// The engine thread answered it.
-    Engine,
-    /// A reply writer handed the answer to the connection's thread.
-    Reply,
-}
-
-impl ProbeTrace {
-    pub fn new(token: String) -> ProbeTrace {
-        ProbeTrace {
-            token,
-            worker: AtomicU64::new(0),
-            engine: AtomicU64::new(0),
-            reply: AtomicU64::new(0),
-        }
-    }
-
-    /// The probe number in a `PROBE_HEADER` value, if it carries our token.
-    pub fn probe_number(&self, header: &str) -> Option<u64> {
-        let (token, n) = header.trim().rsplit_once('-')?;
-        if self.token.is_empty() || !crate::secret::ct_eq(token.as_bytes(), self.token.as_bytes()) {
-            return None;
-        }
-        n.parse().ok().filter(|&n| n > 0)
-    }
-
-    pub fn passed(&self, stage: Stage, probe: u64) {
-        self.counter(stage).fetch_max(probe, Ordering::Release);
-    }
-
-    fn reached(&self, stage: Stage, probe: u64) -> bool {
-        self.counter(stage).load(Ordering::Acquire) >= probe
-    }
-
-    fn counter(&self, stage: Stage) -> &AtomicU64 {
-        match stage {
-            Stage::Worker => &self.worker,
-            Stage::Engine => &self.engine,
-            Stage::Reply => &self.reply,
-        }
-    }
-
-    fn header(&self, probe: u64) -> String {
-        format!("{}-{probe}", self.token)
-    }
-}
 
 /// Probe period and deadline for a watchdog timeout of `w` (never so short
 /// that the probes would spin).
@@ -261,27 +197,6 @@ fn diagnose(trace: &ProbeTrace, probe: u64, liveness: &Liveness, err: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_our_token_marks_a_probe() {
-        let t = ProbeTrace::new("abc123".into());
-        assert_eq!(t.probe_number("abc123-7"), Some(7));
-        assert_eq!(t.probe_number(&t.header(42)), Some(42));
-        for bad in ["abc124-7", "abc123-", "abc123-x", "-7", "7", "abc123-0", ""] {
-            assert_eq!(t.probe_number(bad), None, "{bad}");
-        }
-        assert_eq!(ProbeTrace::new(String::new()).probe_number("-3"), None);
-    }
-
-    #[test]
-    fn stages_remember_the_latest_probe() {
-        let t = ProbeTrace::new("k".into());
-        t.passed(Stage::Worker, 3);
-        t.passed(Stage::Worker, 2);
-        assert!(t.reached(Stage::Worker, 3));
-        assert!(!t.reached(Stage::Worker, 4));
-        assert!(!t.reached(Stage::Engine, 1));
-    }
 
     #[test]
     fn a_ping_lands_within_the_timeout_after_one_failed_probe() {

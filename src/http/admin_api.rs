@@ -1,6 +1,8 @@
-//! The moderation and registry endpoints: path + method + JSON body →
-//! an engine request, or a 400/405 that says what is wrong. Pure, so every
-//! bad input is unit-tested without a server.
+//! The moderation and registry endpoints: each call's JSON body as a serde
+//! type that refuses fields it does not know → an engine request, or a 400
+//! that says what is wrong. Pure, so every bad input is unit-tested without
+//! a server. Their paths, methods and who may call them are in the route
+//! table (`routes.rs`).
 //!
 //! | method | path | body |
 //! |---|---|---|
@@ -20,11 +22,12 @@
 //! | POST | `/api/streamers/link` | `{"name": str, "rotate"?: bool}` → their page, `/me/<token>` |
 //! | POST | `/api/upgrade` | `{}` → hand the show over to the binary on disk (202-like 200, or 409 with the reason) |
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use tiny_http::Method;
 
-use super::Reply;
-use crate::engine::StreamerRequest;
+use super::{Incoming, Reply};
+use crate::engine::{Command, Responder, StreamerRequest};
 use crate::moderation::Request;
 
 /// What an admin API call asks the engine for.
@@ -36,25 +39,55 @@ pub enum Call {
     Upgrade,
 }
 
-/// The methods a path accepts (for 405 and `Allow`), None = not ours.
-pub fn allowed(path: &str) -> Option<&'static str> {
-    match path {
-        "/api/skip"
-        | "/api/clear"
-        | "/api/order"
-        | "/api/kick"
-        | "/api/block"
-        | "/api/unblock"
-        | "/api/move"
-        | "/api/slot/extend"
-        | "/api/slot/default"
-        | "/api/rejoin-block"
-        | "/api/streamers/rotate-key"
-        | "/api/streamers/slot"
-        | "/api/streamers/link"
-        | "/api/upgrade" => Some("POST"),
-        "/api/streamers" => Some("GET, POST, DELETE"),
-        _ => None,
+impl Call {
+    /// The engine command that carries this call and its responder.
+    pub(super) fn command(self, reply: Responder) -> Command {
+        match self {
+            Call::Moderate(req) => Command::Moderate { req, reply },
+            Call::Streamers(req) => Command::Streamers { req, reply },
+            Call::Upgrade => Command::Upgrade { reply },
+        }
+    }
+}
+
+/// What a call's parser reads of the request.
+pub struct Input<'a> {
+    pub body: &'a str,
+    pub query: &'a str,
+}
+
+impl Input<'_> {
+    pub(super) fn of<'a>(inc: &Incoming<'a>) -> Input<'a> {
+        Input {
+            body: inc.body,
+            query: inc.query,
+        }
+    }
+
+    fn query(&self, key: &str) -> Option<String> {
+        crate::hook::parse_form(self.query)
+            .into_iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
+    }
+}
+
+/// Parse a call to `path` with `method` as the route table routes it
+/// (404/405 when it routes it nowhere or elsewhere): the tests' way in.
+#[cfg(test)]
+pub fn parse(
+    path: &str,
+    method: &tiny_http::Method,
+    body: &str,
+    query: &str,
+) -> Result<Call, Reply> {
+    use super::routes::{self, Handler, Missing};
+    match routes::find(path, method) {
+        Ok(routes::Route {
+            handler: Handler::Call(parse),
+            ..
+        }) => parse(&Input { body, query }),
+        Err(Missing::Method { allow, .. }) => Err(super::gate::method_not_allowed(&allow)),
+        Ok(_) | Err(Missing::Path) => Err(Reply::error(404, format!("no such endpoint: {path}"))),
     }
 }
 
@@ -62,188 +95,262 @@ fn bad(msg: impl Into<String>) -> Reply {
     Reply::error(400, msg.into())
 }
 
-/// Parse a call; `allowed(path)` is Some and the method is one of them.
-pub fn parse(path: &str, method: &Method, body: &str, query: &str) -> Result<Call, Reply> {
-    let q = crate::hook::parse_form(query);
-    let qget = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if path == "/api/streamers" && *method == Method::Get {
-        let show_keys = matches!(qget("show_keys").as_deref(), Some("1" | "true" | "yes"));
-        return Ok(Call::Streamers(StreamerRequest::List { show_keys }));
-    }
-    let mut b = Body::parse(body)?;
-    if let (true, Some(n)) = (b.0.is_empty(), qget("name")) {
-        b.0.insert("name".into(), Value::String(n));
-    }
-    let call = match (path, method) {
-        ("/api/skip", _) => Call::Moderate(Request::Skip),
-        ("/api/upgrade", _) => Call::Upgrade,
-        ("/api/clear", _) => Call::Moderate(Request::Clear),
-        ("/api/order", _) => Call::Moderate(Request::Order {
-            names: b.names("names")?,
-        }),
-        ("/api/kick", _) => Call::Moderate(Request::Kick {
-            name: b.opt_name("name")?,
-            seconds: b.opt_u64("seconds")?,
-        }),
-        ("/api/block", _) => Call::Moderate(Request::Block {
-            name: b.name("name")?,
-            seconds: b.u64("seconds")?,
-        }),
-        ("/api/unblock", _) => Call::Moderate(Request::Unblock {
-            name: b.name("name")?,
-        }),
-        ("/api/move", _) => Call::Moderate(Request::Move {
-            name: b.name("name")?,
-            position: usize::try_from(b.u64("position")?)
-                .map_err(|_| bad("\"position\" is too large"))?,
-        }),
-        ("/api/slot/extend", _) => {
-            let left = b.opt_u64("left")?;
-            let secs = b.opt_i64("seconds")?;
-            match (secs, left) {
-                (Some(seconds), None) => Call::Moderate(Request::Extend { seconds }),
-                (None, Some(seconds)) => Call::Moderate(Request::Left { seconds }),
-                _ => {
-                    return Err(bad(
-                        "give either {\"seconds\": N} (+ extends, - shortens) or {\"left\": N}",
-                    ))
-                }
-            }
+/// A call's JSON object body (none: `{}`) as `T`, whose fields say what
+/// each must be and which refuses any field it does not know (a typo must
+/// not silently mean "default"); `takes` shows the right shape in the
+/// error. An empty body's `name` may come as `?name=`.
+fn body<T: DeserializeOwned>(input: &Input, takes: &str) -> Result<T, Reply> {
+    let mut fields = if input.body.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(input.body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(bad("the body must be a JSON object")),
+            Err(e) => return Err(bad(format!("the body is not valid JSON: {e}"))),
         }
-        ("/api/slot/default", _) => Call::Moderate(Request::SlotDefault {
-            seconds: b.u64_or_null("seconds")?,
-        }),
-        ("/api/rejoin-block", _) => {
-            let enabled = b.opt_bool("enabled")?;
-            let seconds = b.opt_u64("seconds")?;
-            Call::Moderate(Request::RejoinBlock { enabled, seconds })
-        }
-        ("/api/streamers", Method::Post) => Call::Streamers(StreamerRequest::Add {
-            name: b.name("name")?,
-            slot_seconds: b.opt_u64("slot_seconds")?,
-        }),
-        ("/api/streamers", _) => Call::Streamers(StreamerRequest::Remove {
-            name: b.name("name")?,
-        }),
-        ("/api/streamers/rotate-key", _) => Call::Streamers(StreamerRequest::RotateKey {
-            name: b.name("name")?,
-        }),
-        ("/api/streamers/slot", _) => Call::Streamers(StreamerRequest::SetSlot {
-            name: b.name("name")?,
-            slot_seconds: b.u64_or_null("slot_seconds")?,
-        }),
-        ("/api/streamers/link", _) => Call::Streamers(StreamerRequest::Link {
-            name: b.name("name")?,
-            rotate: b.opt_bool("rotate")?.unwrap_or(false),
-        }),
-        _ => return Err(Reply::error(404, format!("no such endpoint: {path}"))),
     };
-    b.finish()?;
-    Ok(call)
+    if fields.is_empty() {
+        if let Some(n) = input.query("name") {
+            fields.insert("name".into(), Value::String(n));
+        }
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| bad(format!("{e}; this call takes {takes}")))
 }
 
-/// A JSON object body whose fields are taken one by one; leftovers are an
-/// error (a typo must not silently mean "default").
-struct Body(Map<String, Value>);
+/// A streamer's public name (which may hold spaces) or key, as a moderator
+/// types it; the engine resolves it against the queue and the registry.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "String")]
+struct Name(String);
 
-impl Body {
-    fn parse(text: &str) -> Result<Body, Reply> {
-        if text.trim().is_empty() {
-            return Ok(Body(Map::new()));
+impl TryFrom<String> for Name {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Name, Self::Error> {
+        let n = s.chars().count();
+        if n == 0 || n > 64 || s.chars().any(char::is_control) {
+            return Err("a name must be 1 to 64 characters without control characters");
         }
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => Ok(Body(m)),
-            Ok(_) => Err(bad("the body must be a JSON object")),
-            Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
-        }
+        Ok(Name(s))
     }
+}
 
-    fn finish(self) -> Result<(), Reply> {
-        match self.0.keys().next() {
-            Some(k) => Err(bad(format!("unknown field {k:?}"))),
-            None => Ok(()),
-        }
+/// A field that must be given, as a number or null (missing is an error,
+/// unlike a plain `Option`).
+fn number_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nothing {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Named {
+    name: Name,
+}
+
+fn named(input: &Input) -> Result<String, Reply> {
+    Ok(body::<Named>(input, r#"{"name": str}"#)?.name.0)
+}
+
+pub(super) fn skip(input: &Input) -> Result<Call, Reply> {
+    body::<Nothing>(input, "{}")?;
+    Ok(Call::Moderate(Request::Skip))
+}
+
+pub(super) fn clear(input: &Input) -> Result<Call, Reply> {
+    body::<Nothing>(input, "{}")?;
+    Ok(Call::Moderate(Request::Clear))
+}
+
+pub(super) fn upgrade(input: &Input) -> Result<Call, Reply> {
+    body::<Nothing>(input, "{}")?;
+    Ok(Call::Upgrade)
+}
+
+pub(super) fn order(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Order {
+        names: Vec<Name>,
     }
+    let b: Order = body(input, r#"{"names": [str, ...]}"#)?;
+    let names = b.names.into_iter().map(|n| n.0).collect();
+    Ok(Call::Moderate(Request::Order { names }))
+}
 
-    fn take(&mut self, k: &str) -> Option<Value> {
-        self.0.remove(k).filter(|v| !v.is_null())
+pub(super) fn kick(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Kick {
+        name: Option<Name>,
+        seconds: Option<u64>,
     }
+    let b: Kick = body(input, r#"{"name"?: str, "seconds"?: int >= 0}"#)?;
+    Ok(Call::Moderate(Request::Kick {
+        name: b.name.map(|n| n.0),
+        seconds: b.seconds,
+    }))
+}
 
-    fn opt_name(&mut self, k: &str) -> Result<Option<String>, Reply> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => {
-                let n = s.chars().count();
-                if n == 0 || n > 64 || s.chars().any(char::is_control) {
-                    return Err(bad(format!(
-                        "{k:?} must be 1 to 64 characters without control characters"
-                    )));
-                }
-                Ok(Some(s))
-            }
-            Some(_) => Err(bad(format!("{k:?} must be a string"))),
-        }
+pub(super) fn block(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Block {
+        name: Name,
+        seconds: u64,
     }
+    let b: Block = body(input, r#"{"name": str, "seconds": int >= 0}"#)?;
+    Ok(Call::Moderate(Request::Block {
+        name: b.name.0,
+        seconds: b.seconds,
+    }))
+}
 
-    /// A required array of names (at most the queue cap's worth).
-    fn names(&mut self, k: &str) -> Result<Vec<String>, Reply> {
-        match self.take(k) {
-            Some(Value::Array(items)) if items.len() <= 1_000_000 => items
-                .into_iter()
-                .map(|v| {
-                    let mut one = Body(Map::from_iter([(k.to_string(), v)]));
-                    one.name(k)
-                })
-                .collect(),
-            Some(_) => Err(bad(format!("{k:?} must be an array of names"))),
-            None => Err(bad(format!("{k:?} is required"))),
-        }
+pub(super) fn unblock(input: &Input) -> Result<Call, Reply> {
+    let name = named(input)?;
+    Ok(Call::Moderate(Request::Unblock { name }))
+}
+
+pub(super) fn move_to(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Move {
+        name: Name,
+        position: usize,
     }
+    let b: Move = body(input, r#"{"name": str, "position": int >= 0 (0 = on air)}"#)?;
+    Ok(Call::Moderate(Request::Move {
+        name: b.name.0,
+        position: b.position,
+    }))
+}
 
-    fn name(&mut self, k: &str) -> Result<String, Reply> {
-        self.opt_name(k)?
-            .ok_or_else(|| bad(format!("{k:?} is required")))
+pub(super) fn extend(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Extend {
+        seconds: Option<i64>,
+        left: Option<u64>,
     }
-
-    fn opt_u64(&mut self, k: &str) -> Result<Option<u64>, Reply> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| bad(format!("{k:?} must be a whole number >= 0"))),
-        }
+    let either = r#"either {"seconds": N} (+ extends, - shortens) or {"left": N}"#;
+    let b: Extend = body(input, either)?;
+    match (b.seconds, b.left) {
+        (Some(seconds), None) => Ok(Call::Moderate(Request::Extend { seconds })),
+        (None, Some(seconds)) => Ok(Call::Moderate(Request::Left { seconds })),
+        _ => Err(bad(format!("give {either}"))),
     }
+}
 
-    fn u64(&mut self, k: &str) -> Result<u64, Reply> {
-        self.opt_u64(k)?
-            .ok_or_else(|| bad(format!("{k:?} is required")))
+pub(super) fn slot_default(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SlotDefault {
+        #[serde(deserialize_with = "number_or_null")]
+        seconds: Option<u64>,
     }
+    let b: SlotDefault = body(input, r#"{"seconds": int or null}"#)?;
+    Ok(Call::Moderate(Request::SlotDefault { seconds: b.seconds }))
+}
 
-    /// A field that must be present, as a number or null.
-    fn u64_or_null(&mut self, k: &str) -> Result<Option<u64>, Reply> {
-        if !self.0.contains_key(k) {
-            return Err(bad(format!("{k:?} is required (a number, or null)")));
-        }
-        self.opt_u64(k)
+pub(super) fn rejoin_block(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RejoinBlock {
+        enabled: Option<bool>,
+        seconds: Option<u64>,
     }
+    let b: RejoinBlock = body(input, r#"{"enabled"?: bool, "seconds"?: int or null}"#)?;
+    Ok(Call::Moderate(Request::RejoinBlock {
+        enabled: b.enabled,
+        seconds: b.seconds,
+    }))
+}
 
-    fn opt_i64(&mut self, k: &str) -> Result<Option<i64>, Reply> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| bad(format!("{k:?} must be a whole number"))),
-        }
+/// `GET /api/streamers[?show_keys=1]`: the body is not read.
+pub(super) fn list(input: &Input) -> Result<Call, Reply> {
+    let show_keys = matches!(
+        input.query("show_keys").as_deref(),
+        Some("1" | "true" | "yes")
+    );
+    Ok(Call::Streamers(StreamerRequest::List { show_keys }))
+}
+
+pub(super) fn add(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Add {
+        name: Name,
+        slot_seconds: Option<u64>,
     }
+    let b: Add = body(input, r#"{"name": str, "slot_seconds"?: int or null}"#)?;
+    Ok(Call::Streamers(StreamerRequest::Add {
+        name: b.name.0,
+        slot_seconds: b.slot_seconds,
+    }))
+}
 
-    fn opt_bool(&mut self, k: &str) -> Result<Option<bool>, Reply> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(_) => Err(bad(format!("{k:?} must be true or false"))),
-        }
+pub(super) fn remove(input: &Input) -> Result<Call, Reply> {
+    let name = named(input)?;
+    Ok(Call::Streamers(StreamerRequest::Remove { name }))
+}
+
+pub(super) fn rotate_key(input: &Input) -> Result<Call, Reply> {
+    let name = named(input)?;
+    Ok(Call::Streamers(StreamerRequest::RotateKey { name }))
+}
+
+pub(super) fn set_slot(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SetSlot {
+        name: Name,
+        #[serde(deserialize_with = "number_or_null")]
+        slot_seconds: Option<u64>,
+    }
+    let b: SetSlot = body(input, r#"{"name": str, "slot_seconds": int or null}"#)?;
+    Ok(Call::Streamers(StreamerRequest::SetSlot {
+        name: b.name.0,
+        slot_seconds: b.slot_seconds,
+    }))
+}
+
+pub(super) fn link(input: &Input) -> Result<Call, Reply> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Link {
+        name: Name,
+        rotate: Option<bool>,
+    }
+    let b: Link = body(input, r#"{"name": str, "rotate"?: bool}"#)?;
+    Ok(Call::Streamers(StreamerRequest::Link {
+        name: b.name.0,
+        rotate: b.rotate.unwrap_or(false),
+    }))
+}
+
+/// The seed's `/kill_ffmpeg`: `/api/skip` under its old name (any body).
+pub(super) fn legacy_skip(_: &Input) -> Result<Call, Reply> {
+    Ok(Call::Moderate(Request::Skip))
+}
+
+/// The seed's `/clear-queue`: `/api/clear` under its old name (any body).
+pub(super) fn legacy_clear(_: &Input) -> Result<Call, Reply> {
+    Ok(Call::Moderate(Request::Clear))
+}
+
+/// The seed's `/override-queue`: the new order as a bare JSON array.
+pub(super) fn legacy_order(input: &Input) -> Result<Call, Reply> {
+    match serde_json::from_str::<Vec<Name>>(input.body) {
+        Ok(names) => Ok(Call::Moderate(Request::Order {
+            names: names.into_iter().map(|n| n.0).collect(),
+        })),
+        Err(e) => Err(bad(format!(
+            "body must be a JSON array of names, e.g. [\"a\",\"b\"]: {e}"
+        ))),
     }
 }
 
@@ -253,6 +360,7 @@ mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tiny_http::Method;
 
     fn post(path: &str, body: &str) -> Result<Call, Reply> {
         parse(path, &Method::Post, body, "")
@@ -266,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn every_route_parses() {
+    fn every_moderation_route_parses() {
         use Request::*;
         let m = |r| Ok(Call::Moderate(r));
         assert_eq!(post("/api/skip", ""), m(Skip));
@@ -277,8 +385,8 @@ mod tests {
                 names: vec!["b".into(), "a".into()]
             })
         );
-        assert!(err("/api/order", r#"{"names":"a"}"#).contains("array of names"));
-        assert!(err("/api/order", r#"{"names":[1]}"#).contains("must be a string"));
+        assert!(err("/api/order", r#"{"names":"a"}"#).contains("expected a sequence"));
+        assert!(err("/api/order", r#"{"names":[1]}"#).contains("expected a string"));
         assert_eq!(post("/api/skip", "{}"), m(Skip));
         assert_eq!(
             post("/api/kick", ""),
@@ -335,6 +443,10 @@ mod tests {
                 seconds: None
             })
         );
+    }
+
+    #[test]
+    fn every_registry_route_parses() {
         let s = |r| Ok(Call::Streamers(r));
         assert_eq!(
             parse("/api/streamers", &Method::Get, "", "show_keys=1"),
@@ -392,31 +504,61 @@ mod tests {
     fn bad_input_says_what_is_wrong() {
         assert!(err("/api/skip", "[1]").contains("JSON object"));
         assert!(err("/api/skip", "{nope").contains("not valid JSON"));
-        assert!(err("/api/skip", r#"{"x":1}"#).contains("unknown field \"x\""));
-        assert!(err("/api/block", r#"{"name":"a"}"#).contains("\"seconds\" is required"));
-        assert!(err("/api/block", r#"{"seconds":5}"#).contains("\"name\" is required"));
-        assert!(err("/api/block", r#"{"name":"a","seconds":-5}"#).contains(">= 0"));
-        assert!(err("/api/block", r#"{"name":"a","seconds":"5"}"#).contains("whole number"));
-        assert!(err("/api/unblock", r#"{"name":5}"#).contains("must be a string"));
+        assert!(err("/api/skip", r#"{"x":1}"#).contains("unknown field `x`"));
+        let block = err("/api/block", r#"{"name":"a"}"#);
+        assert!(block.contains("missing field `seconds`"), "{block}");
+        assert!(block.contains(r#"this call takes {"name": str, "seconds": int >= 0}"#));
+        assert!(err("/api/block", r#"{"seconds":5}"#).contains("missing field `name`"));
+        assert!(err("/api/block", r#"{"name":"a","seconds":-5}"#).contains("integer `-5`"));
+        assert!(err("/api/block", r#"{"name":"a","seconds":"5"}"#).contains("string \"5\""));
+        assert!(err("/api/unblock", r#"{"name":5}"#).contains("expected a string"));
+        assert!(err("/api/unblock", r#"{"name":null}"#).contains("expected a string"));
         assert!(err("/api/unblock", r#"{"name":""}"#).contains("1 to 64"));
         assert!(err(
             "/api/unblock",
             &format!(r#"{{"name":"{}"}}"#, "x".repeat(65))
         )
         .contains("1 to 64"));
-        assert!(err("/api/move", r#"{"name":"a","position":1.5}"#).contains("whole number"));
+        assert!(err("/api/unblock", "{\"name\":\"a\\u0007\"}").contains("control characters"));
+        assert!(err("/api/move", r#"{"name":"a","position":1.5}"#).contains("floating point"));
         assert!(err("/api/slot/extend", "{}").contains("either"));
         assert!(err("/api/slot/extend", r#"{"seconds":1,"left":2}"#).contains("either"));
+        assert!(err("/api/slot/default", "{}").contains("missing field `seconds`"));
         assert!(err("/api/slot/default", "{}").contains("or null"));
-        assert!(err("/api/rejoin-block", r#"{"enabled":"yes"}"#).contains("true or false"));
+        assert!(err("/api/rejoin-block", r#"{"enabled":"yes"}"#).contains("expected a boolean"));
         assert!(err("/api/streamers/slot", r#"{"name":"a"}"#).contains("or null"));
+        assert!(err("/api/order", r#"{"names":["a",""]}"#).contains("1 to 64"));
+    }
+
+    #[test]
+    fn the_seeds_paths_take_their_old_bodies() {
+        use Request::*;
+        assert_eq!(post("/kill_ffmpeg", "anything"), Ok(Call::Moderate(Skip)));
+        assert_eq!(post("/clear-queue", ""), Ok(Call::Moderate(Clear)));
+        assert_eq!(
+            post("/override-queue", r#"["b","DJ A"]"#),
+            Ok(Call::Moderate(Order {
+                names: vec!["b".into(), "DJ A".into()]
+            }))
+        );
+        for bad in [r#"{"names":["a"]}"#, r#"["a",""]"#, "[1]", ""] {
+            let r = post("/override-queue", bad).unwrap_err();
+            assert_eq!(r.status, 400, "{bad}");
+            assert!(r.body.contains("JSON array of names"), "{bad}: {}", r.body);
+        }
     }
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(allowed("/api/kick"), Some("POST"));
-        assert_eq!(allowed("/api/streamers"), Some("GET, POST, DELETE"));
-        assert_eq!(allowed("/api/status"), None);
-        assert_eq!(allowed("/api/nope"), None);
+        assert!(post("/api/kick", "").is_ok());
+        assert_eq!(
+            parse("/api/kick", &Method::Get, "", "").unwrap_err().status,
+            405
+        );
+        let put = parse("/api/streamers", &Method::Put, "", "").unwrap_err();
+        assert_eq!(put.status, 405);
+        assert!(put.body.contains("GET, POST, DELETE"), "{}", put.body);
+        assert_eq!(post("/api/status", "").unwrap_err().status, 405);
+        assert_eq!(post("/api/nope", "").unwrap_err().status, 404);
     }
 }

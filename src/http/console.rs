@@ -9,13 +9,11 @@
 //! capacity (`cargo bench --bench pipeline` measures it).
 
 use serde_json::{json, Value};
-use tiny_http::Method;
 
 use super::session::{self, Check};
 use super::token_try::{try_token, Tried};
-use super::Reply;
-use super::{Ctx, Heads};
-use crate::engine::{self, Settings};
+use super::{Incoming, Reply};
+use crate::engine;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
 const ADMIN_JS: &str = include_str!("console/admin.js");
@@ -36,7 +34,7 @@ pub(super) struct Page {
     pub content_type: &'static str,
     pub set_cookie: Option<String>,
     /// Methods for `Allow` on a 405.
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
     /// Seconds for `Retry-After` on a 429.
     pub retry_after: Option<String>,
 }
@@ -78,8 +76,8 @@ impl Page {
         if let Some(c) = &self.set_cookie {
             h.push(("Set-Cookie", c.as_str()));
         }
-        if let Some(a) = self.allow {
-            h.push(("Allow", a));
+        if let Some(a) = &self.allow {
+            h.push(("Allow", a.as_str()));
         }
         if let Some(r) = &self.retry_after {
             h.push(("Retry-After", r.as_str()));
@@ -88,69 +86,76 @@ impl Page {
     }
 }
 
-/// Whether `path` is one of the pages (so the caller routes it here).
+/// Whether `path` is under the pages' prefixes (an unknown one is answered
+/// as a page: 404 with the pages' headers).
 pub(super) fn ours(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/") || path.starts_with("/me/")
 }
 
-fn method_not_allowed(allow: &'static str) -> Page {
-    let mut p = Page::json(super::method_not_allowed(allow));
+/// A 405 for a page route (the route table lists what `allow`s).
+pub(super) fn method_not_allowed(allow: String) -> Page {
+    let mut p = Page::json(super::gate::method_not_allowed(&allow));
     p.allow = Some(allow);
     p
 }
 
-/// Answer a page request; `ours(path)` holds.
-pub(super) fn route(
-    path: &str,
-    method: &Method,
-    heads: &Heads,
-    body: &str,
-    ctx: &Ctx,
-    settings: &Settings,
-    who: &str,
-) -> Page {
-    let get = matches!(method, Method::Get | Method::Head);
-    let post = *method == Method::Post;
-    let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
+pub(super) fn no_such_page(path: &str) -> Page {
+    Page::json(Reply::error(404, format!("no such page: {path}")))
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+pub(super) fn admin_js(_: &Incoming) -> Page {
+    Page::static_text(ADMIN_JS, JS)
+}
+
+pub(super) fn me_js(_: &Incoming) -> Page {
+    Page::static_text(ME_JS, JS)
+}
+
+pub(super) fn css(_: &Incoming) -> Page {
+    Page::static_text(CSS, "text/css; charset=utf-8")
+}
+
+/// The session cookie's id, if the request carries one.
+fn sid<'a>(inc: &Incoming<'a>) -> Option<&'a str> {
+    session::cookie(inc.heads.cookie.as_deref(), session::COOKIE)
+}
+
+/// A reloaded console asks whether the token it kept is still good. The
+/// token is never handed out here: cookies are scoped by host, not port,
+/// so any server on this host may have been sent the cookie, and the
+/// cookie alone must not open anything.
+pub(super) fn session(inc: &Incoming) -> Page {
     let now = engine::unix_ms();
-    match path {
-        "/admin" | "/admin/" if get => admin_page(ctx, settings),
-        "/admin/console.js" if get => Page::static_text(ADMIN_JS, "text/javascript; charset=utf-8"),
-        "/admin/me.js" if get => Page::static_text(ME_JS, "text/javascript; charset=utf-8"),
-        "/admin/console.css" if get => Page::static_text(CSS, "text/css; charset=utf-8"),
-        // A reloaded console asks whether the token it kept is still good.
-        // The token is never handed out here: cookies are scoped by host,
-        // not port, so any server on this host may have been sent the
-        // cookie, and the cookie alone must not open anything.
-        "/admin/session" if get => match ctx.sessions.check(sid, heads.csrf.as_deref(), now) {
-            Check::Valid => Page::json(Reply::json(200, json!({"ok": true}))),
-            Check::NoSession => Page::json(Reply::error(401, "not logged in")),
-            Check::BadCsrf => Page::json(Reply::error(
-                401,
-                format!(
-                    "a console session needs the token its login answered, in {}; log in again",
-                    session::CSRF_HEADER
-                ),
-            )),
-        },
-        "/admin" | "/admin/" | "/admin/console.js" | "/admin/me.js" | "/admin/console.css"
-        | "/admin/session" => method_not_allowed("GET, HEAD"),
-        "/admin/login" if post => login(heads, body, ctx, settings, who, now),
-        "/admin/logout" if post => {
-            ctx.sessions.logout(sid);
-            let mut p = Page::json(Reply::json(200, json!({"ok": true})));
-            p.set_cookie = Some(session::clear_cookie(heads.https()));
-            p
-        }
-        "/admin/login" | "/admin/logout" => method_not_allowed("POST"),
-        p if p.starts_with("/me/") => me(&p["/me/".len()..], get, ctx, now),
-        _ => Page::json(Reply::error(404, format!("no such page: {path}"))),
+    match inc
+        .ctx
+        .sessions
+        .check(sid(inc), inc.heads.csrf.as_deref(), now)
+    {
+        Check::Valid => Page::json(Reply::json(200, json!({"ok": true}))),
+        Check::NoSession => Page::json(Reply::error(401, "not logged in")),
+        Check::BadCsrf => Page::json(Reply::error(
+            401,
+            format!(
+                "a console session needs the token its login answered, in {}; log in again",
+                session::CSRF_HEADER
+            ),
+        )),
     }
+}
+
+pub(super) fn logout(inc: &Incoming) -> Page {
+    inc.ctx.sessions.logout(sid(inc));
+    let mut p = Page::json(Reply::json(200, json!({"ok": true})));
+    p.set_cookie = Some(session::clear_cookie(inc.heads.https()));
+    p
 }
 
 /// The console page, told where streamers publish (for the ingest URL
 /// shown with a new key).
-fn admin_page(ctx: &Ctx, settings: &Settings) -> Page {
+pub(super) fn admin_page(inc: &Incoming) -> Page {
+    let (ctx, settings) = (inc.ctx, inc.settings);
     let port = engine::read(&ctx.view).pages.ingest().1;
     let attr = |v: &str| {
         v.replace('&', "&amp;")
@@ -168,7 +173,8 @@ fn admin_page(ctx: &Ctx, settings: &Settings) -> Page {
     Page::new(Reply { status: 200, body }, "text/html; charset=utf-8")
 }
 
-fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64) -> Page {
+pub(super) fn login(inc: &Incoming) -> Page {
+    let (heads, body, ctx, s, who) = (inc.heads, inc.body, inc.ctx, inc.settings, inc.who);
     if !crate::auth::is_json(heads.content_type.as_deref()) {
         return Page::json(Reply::error(
             415,
@@ -200,7 +206,7 @@ fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64
             return p;
         }
     }
-    match ctx.sessions.login(now) {
+    match ctx.sessions.login(engine::unix_ms()) {
         Ok((id, csrf)) => {
             log::info!("console login from {who}");
             let mut p = Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf})));
@@ -215,10 +221,9 @@ fn login(heads: &Heads, body: &str, ctx: &Ctx, s: &Settings, who: &str, now: u64
 }
 
 /// `/me/<token>` (the page) and `/me/<token>/status` (what it shows).
-fn me(rest: &str, get: bool, ctx: &Ctx, now: u64) -> Page {
-    if !get {
-        return method_not_allowed("GET, HEAD");
-    }
+pub(super) fn me(inc: &Incoming) -> Page {
+    let (ctx, now) = (inc.ctx, engine::unix_ms());
+    let rest = inc.path.strip_prefix("/me/").unwrap_or_default();
     let (token, what) = rest.split_once('/').unwrap_or((rest, ""));
     let view = engine::read(&ctx.view);
     match what {
@@ -242,12 +247,4 @@ fn me(rest: &str, get: bool, ctx: &Ctx, now: u64) -> Page {
         },
         _ => Page::json(Reply::error(404, "no such page")),
     }
-}
-
-/// How an admin call from the console proves itself: a live session and
-/// its CSRF token (the Bearer token is checked first by the caller).
-pub(super) fn session_ok(ctx: &Ctx, heads: &Heads) -> Check {
-    let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
-    ctx.sessions
-        .check(sid, heads.csrf.as_deref(), engine::unix_ms())
 }

@@ -34,11 +34,6 @@ impl Reply {
     }
 }
 
-/// The status an answer goes out with (for the hook metrics).
-pub fn status_of(a: &Answer) -> u16 {
-    a.as_ref().map_or_else(|r| status(r.why), |_| 200)
-}
-
 /// The status code of each kind of refusal. nginx-rtmp refuses a publish
 /// on any answer outside 2xx, so hooks need nothing more particular.
 pub fn status(why: Why) -> u16 {

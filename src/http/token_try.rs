@@ -1,15 +1,17 @@
 //! One try of the admin token (a console login or a Bearer header) under
 //! the login budget ([`crate::login_limit`]): over budget it is answered
 //! 429 with `Retry-After` before the token is even compared; a wrong token
-//! is counted in `/metrics` and logged in its own log budget.
+//! is counted in `/metrics` and logged in its own log budget. The compare
+//! itself ([`token_ok`]) is constant-time and pure.
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::json;
 
-use super::{token_ok, Ctx, Reply};
+use super::{Ctx, Reply};
 use crate::log::{warn_auth_failure, warn_auth_throttled};
 use crate::login_limit::Throttled;
+use crate::secret::ct_eq;
 
 /// What trying a token came to.
 pub(super) enum Tried {
@@ -39,6 +41,14 @@ impl Refused {
     pub fn retry_after(&self) -> Option<String> {
         self.retry_after_s.map(|s| s.to_string())
     }
+}
+
+/// Whether `auth` (an `Authorization` header) carries `token`. Pure, so
+/// every branch is unit-tested without a network. There is no "loopback is
+/// enough": a page in a browser on this host is on loopback too.
+fn token_ok(token: &str, auth: Option<&str>) -> bool {
+    let given = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    !token.is_empty() && ct_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 fn ip_of(who: &str) -> Option<IpAddr> {
@@ -94,5 +104,31 @@ fn throttled(t: Throttled) -> Refused {
             }),
         ),
         retry_after_s: Some(t.retry_after_s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_is_always_required() {
+        assert!(token_ok("tok-123", Some("Bearer tok-123")));
+        assert!(token_ok("tok-123", Some("Bearer  tok-123 ")));
+        for bad in [
+            None,
+            Some("Bearer tok-12"),
+            Some("Bearer tok-1234"),
+            Some("tok-123"),
+            Some("Basic tok-123"),
+            Some("Bearer "),
+            Some("bearer tok-123"),
+        ] {
+            assert!(!token_ok("tok-123", bad), "{bad:?}");
+        }
+        assert!(
+            !token_ok("", Some("Bearer ")),
+            "an empty token never matches"
+        );
     }
 }

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use tiny_http::Method;
 
 /// Every route with its method and a body it accepts.
 fn routes() -> Vec<(&'static str, Method, Value)> {
