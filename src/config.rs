@@ -517,8 +517,19 @@ impl Config {
         Ok(())
     }
 
+    /// Every value in range, every name well formed; the first problem
+    /// found, with the key that has it.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.check_http()?;
+        self.check_rtmp()?;
+        self.check_queue_and_relay()?;
+        self.check_log_and_obs()?;
+        self.check_recording()?;
+        self.check_notify()
+    }
+
+    /// `[http]`.
+    fn check_http(&self) -> Result<(), ConfigError> {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(format!(
                 "http.listen {:?} is not an address:port",
@@ -543,6 +554,21 @@ impl Config {
                 self.http.request_timeout_seconds
             ));
         }
+        if let Some(h) = self.http.allowed_hosts.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }) {
+            return bad(format!(
+                "http.allowed_hosts: {h:?} is not a host name (no port, no scheme)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[rtmp]`: the application and stream names, the host, the nginx URLs.
+    fn check_rtmp(&self) -> Result<(), ConfigError> {
         for (k, v) in [
             ("rtmp.ingest_app", &self.rtmp.ingest_app),
             ("rtmp.output_app", &self.rtmp.output_app),
@@ -573,16 +599,11 @@ impl Config {
                 }
             }
         }
-        if let Some(h) = self.http.allowed_hosts.iter().find(|h| {
-            h.is_empty()
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        }) {
-            return bad(format!(
-                "http.allowed_hosts: {h:?} is not a host name (no port, no scheme)"
-            ));
-        }
+        Ok(())
+    }
+
+    /// `[queue]` and `[relay]`.
+    fn check_queue_and_relay(&self) -> Result<(), ConfigError> {
         if self.queue.max_length == 0 || self.queue.max_length > 1_000_000 {
             return bad(format!(
                 "queue.max_length {} must be 1..=1000000",
@@ -613,6 +634,11 @@ impl Config {
                     .into(),
             );
         }
+        Ok(())
+    }
+
+    /// `[log]` and `[obs]`.
+    fn check_log_and_obs(&self) -> Result<(), ConfigError> {
         if crate::log::parse_level(&self.log.level).is_none() {
             return bad(format!(
                 "log.level {:?} must be error, warn, info, debug or trace",
@@ -631,32 +657,43 @@ impl Config {
         if self.obs.request_timeout_ms == 0 {
             return bad("obs.request_timeout_ms must be > 0".into());
         }
+        Ok(())
+    }
+
+    /// `[recording]`, when enabled.
+    fn check_recording(&self) -> Result<(), ConfigError> {
         let rec = &self.recording;
-        if rec.enabled {
-            if !crate::hook::valid_name(&rec.recorder) {
-                return bad(format!(
-                    "recording.recorder {:?} must match [A-Za-z0-9_-]{{1,64}}",
-                    rec.recorder
-                ));
-            }
-            for (k, v) in [
-                ("recording.dir", &rec.dir),
-                ("recording.incoming_dir", &rec.incoming_dir),
-            ] {
-                if !Path::new(v).is_absolute() {
-                    return bad(format!("{k} {v:?} must be an absolute path"));
-                }
-            }
-            if Path::new(&rec.dir) == Path::new(&rec.incoming_dir) {
-                return bad("recording.dir and recording.incoming_dir must differ".into());
-            }
-            if self.rtmp.control_url.is_empty() {
-                return bad(
-                    "recording.enabled needs rtmp.control_url (recordings are started through nginx's control module)"
-                        .into(),
-                );
+        if !rec.enabled {
+            return Ok(());
+        }
+        if !crate::hook::valid_name(&rec.recorder) {
+            return bad(format!(
+                "recording.recorder {:?} must match [A-Za-z0-9_-]{{1,64}}",
+                rec.recorder
+            ));
+        }
+        for (k, v) in [
+            ("recording.dir", &rec.dir),
+            ("recording.incoming_dir", &rec.incoming_dir),
+        ] {
+            if !Path::new(v).is_absolute() {
+                return bad(format!("{k} {v:?} must be an absolute path"));
             }
         }
+        if Path::new(&rec.dir) == Path::new(&rec.incoming_dir) {
+            return bad("recording.dir and recording.incoming_dir must differ".into());
+        }
+        if self.rtmp.control_url.is_empty() {
+            return bad(
+                "recording.enabled needs rtmp.control_url (recordings are started through nginx's control module)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Each `[[notify]]` entry (its URL never quoted back).
+    fn check_notify(&self) -> Result<(), ConfigError> {
         for (i, n) in self.notify.iter().enumerate() {
             let who = n.display_name(i);
             if n.url.is_empty() == n.url_file.is_empty() {
@@ -726,6 +763,11 @@ impl Config {
         }
         text
     }
+}
+
+/// A configuration refused for reason `m`.
+fn bad(m: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(m))
 }
 
 /// Read a secret from the first line of a file; empty path → None. A file
