@@ -27,6 +27,12 @@ fn latency_buckets() -> Vec<f64> {
 
 pub struct Metrics {
     registry: Registry,
+    show: ShowMetrics,
+    callers: CallerMetrics,
+}
+
+/// What the show does: the queue, the output, switches, events, streams.
+struct ShowMetrics {
     queue_length: IntGauge,
     on_air: IntGauge,
     on_air_seconds: Gauge,
@@ -37,14 +43,19 @@ pub struct Metrics {
     source_restarts: IntCounter,
     output_restarts: IntCounter,
     events: IntCounterVec,
+    health_changes: IntCounterVec,
+    unwell_seconds: prometheus::Counter,
+}
+
+/// Who calls the daemon and whom it calls: hooks, admin requests and
+/// their tokens, notifications.
+struct CallerMetrics {
     hooks: IntCounterVec,
     hook_latency: HistogramVec,
     admin: IntCounterVec,
     notifications: IntCounterVec,
     auth_failures: IntCounterVec,
     auth_throttled: IntCounterVec,
-    health_changes: IntCounterVec,
-    unwell_seconds: prometheus::Counter,
 }
 
 // The names, helps and labels below are constants of this file: the
@@ -62,164 +73,196 @@ fn hopts(name: &str, help: &str) -> HistogramOpts {
         .buckets(latency_buckets())
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
-    IntGauge::with_opts(opts(name, help)).expect(CONST_DEF)
+/// `c`, registered in `r` (what `r` gathers at a scrape).
+fn registered<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect(CONST_DEF);
+    c
 }
 
-fn counter(name: &str, help: &str) -> IntCounter {
-    IntCounter::with_opts(opts(name, help)).expect(CONST_DEF)
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(r, IntGauge::with_opts(opts(name, help)).expect(CONST_DEF))
 }
 
-fn counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(opts(name, help), labels).expect(CONST_DEF)
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(r, IntCounter::with_opts(opts(name, help)).expect(CONST_DEF))
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let m = Metrics {
+fn counters(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        r,
+        IntCounterVec::new(opts(name, help), labels).expect(CONST_DEF),
+    )
+}
+
+impl ShowMetrics {
+    fn new(r: &Registry) -> ShowMetrics {
+        ShowMetrics {
             queue_length: gauge(
+                r,
                 "queue_length",
                 "Streamers in the queue, the one on air included",
             ),
             on_air: gauge(
+                r,
                 "on_air",
                 "1 while the output shows the streamer on air, 0 while it shows the slate or nothing",
             ),
-            on_air_seconds: Gauge::with_opts(opts(
-                "on_air_streamer_seconds",
-                "How long the streamer on air has been on air",
-            ))
-            .expect(CONST_DEF),
+            on_air_seconds: registered(
+                r,
+                Gauge::with_opts(opts(
+                    "on_air_streamer_seconds",
+                    "How long the streamer on air has been on air",
+                ))
+                .expect(CONST_DEF),
+            ),
             obs_connected: gauge(
+                r,
                 "obs_connected",
                 "1 while connected to obs-websocket (0 also when OBS control is off)",
             ),
-            output_up: gauge("output_up", "1 while the relay's output ffmpeg runs"),
+            output_up: gauge(r, "output_up", "1 while the relay's output ffmpeg runs"),
             switches: counters(
+                r,
                 "switches_total",
                 "Streamers taken off the output, by reason",
                 &["reason"],
             ),
-            cut_latency: Histogram::with_opts(hopts(
-                "cut_latency_seconds",
-                "From the decision to switch to the cut to the new streamer",
-            ))
-            .expect(CONST_DEF),
+            cut_latency: registered(
+                r,
+                Histogram::with_opts(hopts(
+                    "cut_latency_seconds",
+                    "From the decision to switch to the cut to the new streamer",
+                ))
+                .expect(CONST_DEF),
+            ),
             source_restarts: counter(
+                r,
                 "source_restarts_total",
                 "Streamers' streams read again after they failed",
             ),
             output_restarts: counter(
+                r,
                 "output_restarts_total",
                 "Times the relay's output ffmpeg died or could not start",
             ),
-            events: counters("events_total", "Events emitted, by kind", &["kind"]),
+            events: counters(r, "events_total", "Events emitted, by kind", &["kind"]),
+            health_changes: counters(
+                r,
+                "stream_health_changes_total",
+                "Read streams entering a state (live, stalled, starved), splice mode",
+                &["state"],
+            ),
+            unwell_seconds: registered(
+                r,
+                prometheus::Counter::with_opts(opts(
+                    "stalled_seconds_total",
+                    "Seconds the on-air streamer's stream was stalled or starved (the be-right-back card on)",
+                ))
+                .expect(CONST_DEF),
+            ),
+        }
+    }
+}
+
+impl CallerMetrics {
+    fn new(r: &Registry) -> CallerMetrics {
+        CallerMetrics {
             hooks: counters(
+                r,
                 "hooks_total",
                 "nginx-rtmp hook calls answered, by endpoint and status",
                 &["endpoint", "status"],
             ),
-            hook_latency: HistogramVec::new(
-                hopts(
-                    "hook_latency_seconds",
-                    "Time to answer a hook call (includes the group commit)",
-                ),
-                &["endpoint"],
-            )
-            .expect(CONST_DEF),
+            hook_latency: registered(
+                r,
+                HistogramVec::new(
+                    hopts(
+                        "hook_latency_seconds",
+                        "Time to answer a hook call (includes the group commit)",
+                    ),
+                    &["endpoint"],
+                )
+                .expect(CONST_DEF),
+            ),
             admin: counters(
+                r,
                 "admin_requests_total",
                 "Authorized admin requests, by endpoint",
                 &["endpoint"],
             ),
             notifications: counters(
+                r,
                 "notifications_total",
                 "Notifications by notifier and outcome (sent, failed, dropped)",
                 &["notifier", "outcome"],
             ),
             auth_failures: counters(
+                r,
                 "admin_auth_failures_total",
                 "Wrong admin tokens, by way in (console_login, bearer)",
                 &["via"],
             ),
             auth_throttled: counters(
+                r,
                 "admin_auth_throttled_total",
                 "Admin token tries refused with 429 before being checked (too many wrong ones), by way in",
                 &["via"],
             ),
-            health_changes: counters(
-                "stream_health_changes_total",
-                "Read streams entering a state (live, stalled, starved), splice mode",
-                &["state"],
-            ),
-            unwell_seconds: prometheus::Counter::with_opts(opts(
-                "stalled_seconds_total",
-                "Seconds the on-air streamer's stream was stalled or starved (the be-right-back card on)",
-            ))
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let show = ShowMetrics::new(&registry);
+        let callers = CallerMetrics::new(&registry);
+        let build = registered(
+            &registry,
+            IntGaugeVec::new(
+                opts("build_info", "Version of the running daemon"),
+                &["version"],
+            )
             .expect(CONST_DEF),
-            registry: Registry::new(),
-        };
-        let build = IntGaugeVec::new(
-            opts("build_info", "Version of the running daemon"),
-            &["version"],
-        )
-        .expect(CONST_DEF);
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         // Shown at 0 from the start, so an alert on their rate has a series.
         for via in ["console_login", "bearer"] {
-            m.auth_failures.with_label_values(&[via]);
-            m.auth_throttled.with_label_values(&[via]);
+            callers.auth_failures.with_label_values(&[via]);
+            callers.auth_throttled.with_label_values(&[via]);
         }
         // The output is started with the daemon; it counts as up until it
         // is reported down.
-        m.output_up.set(1);
-        let r = &m.registry;
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.queue_length.clone()),
-            Box::new(m.on_air.clone()),
-            Box::new(m.on_air_seconds.clone()),
-            Box::new(m.obs_connected.clone()),
-            Box::new(m.output_up.clone()),
-            Box::new(m.switches.clone()),
-            Box::new(m.cut_latency.clone()),
-            Box::new(m.source_restarts.clone()),
-            Box::new(m.output_restarts.clone()),
-            Box::new(m.events.clone()),
-            Box::new(m.hooks.clone()),
-            Box::new(m.hook_latency.clone()),
-            Box::new(m.admin.clone()),
-            Box::new(m.notifications.clone()),
-            Box::new(m.auth_failures.clone()),
-            Box::new(m.auth_throttled.clone()),
-            Box::new(m.health_changes.clone()),
-            Box::new(m.unwell_seconds.clone()),
-            Box::new(build),
-        ];
-        for c in collectors {
-            r.register(c).expect(CONST_DEF);
+        show.output_up.set(1);
+        Metrics {
+            registry,
+            show,
+            callers,
         }
-        m
     }
 
     /// Count what an event says.
     pub fn observe(&self, ev: &Event) {
-        self.events.with_label_values(&[ev.kind()]).inc();
+        self.show.events.with_label_values(&[ev.kind()]).inc();
         match ev {
             Event::OffAir { reason, .. } => {
-                self.switches.with_label_values(&[reason.as_str()]).inc();
+                self.show
+                    .switches
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
             }
             Event::OnAir { switch_latency, .. } => {
-                self.cut_latency.observe(switch_latency.as_secs_f64());
+                self.show.cut_latency.observe(switch_latency.as_secs_f64());
             }
             Event::RelayFailed { .. } => {
-                self.source_restarts.inc();
+                self.show.source_restarts.inc();
             }
             Event::OutputFailed { .. } => {
                 self.output_failed();
-                self.output_up.set(0);
+                self.show.output_up.set(0);
             }
             Event::OutputRecovered => {
-                self.output_up.set(1);
+                self.show.output_up.set(1);
             }
             _ => {}
         }
@@ -228,68 +271,71 @@ impl Metrics {
     /// The output died or could not start (each time, also while it is
     /// already down: the event is sent once per outage).
     pub fn output_failed(&self) {
-        self.output_restarts.inc();
+        self.show.output_restarts.inc();
     }
 
     pub fn hook_answered(&self, endpoint: &'static str, status: u16, took: Duration) {
-        self.hooks
+        self.callers
+            .hooks
             .with_label_values(&[endpoint, &status.to_string()])
             .inc();
-        self.hook_latency
+        self.callers
+            .hook_latency
             .with_label_values(&[endpoint])
             .observe(took.as_secs_f64());
     }
 
     /// `endpoint` is a known admin path (never what a client typed).
     pub fn admin_request(&self, endpoint: &str) {
-        self.admin.with_label_values(&[endpoint]).inc();
+        self.callers.admin.with_label_values(&[endpoint]).inc();
     }
 
     /// A wrong admin token; `via`: console_login or bearer.
     pub fn auth_failed(&self, via: &'static str) {
-        self.auth_failures.with_label_values(&[via]).inc();
+        self.callers.auth_failures.with_label_values(&[via]).inc();
     }
 
     /// A token try refused unchecked (over the login budget).
     pub fn auth_throttled(&self, via: &'static str) {
-        self.auth_throttled.with_label_values(&[via]).inc();
+        self.callers.auth_throttled.with_label_values(&[via]).inc();
     }
 
     /// A read stream entered `state` (live, stalled, starved).
     pub fn health_changed(&self, state: &str) {
-        self.health_changes.with_label_values(&[state]).inc();
+        self.show.health_changes.with_label_values(&[state]).inc();
     }
 
     /// The on-air streamer's stream came through again (or was given up on)
     /// after this many seconds.
     pub fn unwell_seconds(&self, secs: f64) {
-        self.unwell_seconds.inc_by(secs.max(0.0));
+        self.show.unwell_seconds.inc_by(secs.max(0.0));
     }
 
     /// `outcome`: sent, failed or dropped.
     pub fn notification(&self, notifier: &str, outcome: &'static str) {
-        self.notifications
+        self.callers
+            .notifications
             .with_label_values(&[notifier, outcome])
             .inc();
     }
 
     /// The text for `/metrics`, with the queue gauges taken from `view`.
     pub fn render(&self, view: &View, now_ms: u64) -> String {
-        self.queue_length.set(view.names.len() as i64);
+        self.show.queue_length.set(view.names.len() as i64);
         // On air = the output shows them (not the slate while their
         // stream has no picture yet).
-        self.on_air.set(i64::from(
+        self.show.on_air.set(i64::from(
             view.on_air
                 .as_ref()
                 .is_some_and(|o| o.relay_state == "running"),
         ));
-        self.on_air_seconds.set(
+        self.show.on_air_seconds.set(
             view.on_air
                 .as_ref()
                 .filter(|o| o.since_ms > 0)
                 .map_or(0.0, |o| now_ms.saturating_sub(o.since_ms) as f64 / 1000.0),
         );
-        self.obs_connected.set(i64::from(view.obs.connected));
+        self.show.obs_connected.set(i64::from(view.obs.connected));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("cannot encode the metrics: {e}");

@@ -175,36 +175,17 @@ pub fn plan(
     now: u64,
 ) -> Result<Op, Refusal> {
     let policy = Policy::effective(cfg, state);
-    let head_key = || {
-        state
-            .head()
-            .map(|h| h.key.clone())
-            .ok_or_else(|| bad("nobody is on air"))
-    };
     match req {
         Request::Skip => {
-            head_key()?;
+            head_key(state)?;
             Ok(Op::Skip { at: now })
         }
         Request::Clear => Ok(Op::Clear { at: now }),
-        Request::Order { names } => {
-            let mut keys: Vec<StreamKey> = Vec::with_capacity(names.len());
-            for n in names {
-                let key = resolve(n, state, reg, now)
-                    .filter(|k| state.contains(k))
-                    .ok_or_else(|| bad(format!("{n:?} is not in the queue")))?;
-                if keys.contains(&key) {
-                    return Err(bad(format!("{n:?} is listed twice")));
-                }
-                keys.push(key);
-            }
-            state.check_override(&keys).map_err(bad)?;
-            Ok(Op::Override { keys, at: now })
-        }
+        Request::Order { names } => plan_order(names, state, reg, now),
         Request::Kick { name, seconds } => {
             let key = match name {
                 Some(n) => resolve(n, state, reg, now).ok_or_else(|| not_found(n))?,
-                None => head_key()?,
+                None => head_key(state)?,
             };
             let until = match seconds {
                 Some(s) => {
@@ -219,28 +200,7 @@ pub fn plan(
                 at: now,
             })
         }
-        Request::Block { name, seconds } => {
-            if *seconds == 0 {
-                return Err(bad(
-                    "seconds must be > 0 (use /api/unblock to lift a block)",
-                ));
-            }
-            check_seconds("seconds", *seconds)?;
-            // Without a registry a moderator may name a key (they know it)
-            // to block it before it ever publishes.
-            let key = resolve(name, state, reg, now)
-                .or_else(|| {
-                    (!reg.in_use())
-                        .then(|| StreamKey::parse(name).ok())
-                        .flatten()
-                })
-                .ok_or_else(|| not_found(name))?;
-            Ok(Op::Kick {
-                key,
-                until: Some(now + seconds * 1000),
-                at: now,
-            })
-        }
+        Request::Block { name, seconds } => plan_block(name, *seconds, state, reg, now),
         Request::Unblock { name } => {
             let key = resolve(name, state, reg, now).ok_or_else(|| not_found(name))?;
             if state.blocked_until(&key, now).is_none() {
@@ -248,49 +208,10 @@ pub fn plan(
             }
             Ok(Op::Unblock { key, at: now })
         }
-        Request::Move { name, position } => {
-            let key = resolve(name, state, reg, now).ok_or_else(|| not_found(name))?;
-            if !state.contains(&key) {
-                return Err(Refusal::not_found(format!("{name:?} is not in the queue")));
-            }
-            if *position >= state.len() {
-                return Err(bad(format!(
-                    "position {position} is past the end of the queue (0 to {})",
-                    state.len() - 1
-                )));
-            }
-            Ok(Op::Move {
-                key,
-                position: *position,
-                at: now,
-            })
-        }
-        Request::Extend { seconds } => {
-            let key = head_key()?;
-            if *seconds == 0 {
-                return Err(bad("seconds must not be 0"));
-            }
-            check_seconds("seconds", seconds.unsigned_abs())?;
-            let Some(ends) = slot_ends_at(state, reg, &policy) else {
-                return Err(bad(
-                    "the current slot is unlimited; set the time left with {\"left\": seconds}",
-                ));
-            };
-            let delta = seconds.unsigned_abs() * 1000;
-            let new_end = if *seconds > 0 {
-                ends.saturating_add(delta)
-            } else {
-                // Shortened into the past: it ends at once.
-                ends.saturating_sub(delta).max(now)
-            };
-            Ok(Op::SetSlotEnd {
-                key,
-                ends_at: Some(new_end),
-                at: now,
-            })
-        }
+        Request::Move { name, position } => plan_move(name, *position, state, reg, now),
+        Request::Extend { seconds } => plan_extend(*seconds, state, reg, &policy, now),
         Request::Left { seconds } => {
-            let key = head_key()?;
+            let key = head_key(state)?;
             check_seconds("left", *seconds)?;
             Ok(Op::SetSlotEnd {
                 key,
@@ -307,29 +228,145 @@ pub fn plan(
                 at: now,
             })
         }
-        Request::RejoinBlock { enabled, seconds } => {
-            if let Some(s) = seconds {
-                check_seconds("seconds", *s)?;
-            }
-            let value = match (enabled, seconds) {
-                (Some(false), Some(s)) if *s > 0 => {
-                    return Err(bad("enabled false with seconds > 0 contradict each other"))
-                }
-                (Some(false), _) => Some(0),
-                (_, Some(s)) => Some(*s),
-                (Some(true), None) if cfg.rejoin_block_seconds > 0 => None,
-                (Some(true), None) => {
-                    return Err(bad(
-                        "[queue] rejoin_block_seconds is 0: give the block length in seconds",
-                    ))
-                }
-                (None, None) => None,
-            };
-            Ok(Op::SetRejoinBlock {
-                seconds: value,
-                at: now,
-            })
+        Request::RejoinBlock { enabled, seconds } => Ok(Op::SetRejoinBlock {
+            seconds: rejoin_block(*enabled, *seconds, cfg)?,
+            at: now,
+        }),
+    }
+}
+
+/// Who is on air, for the requests about them.
+fn head_key(state: &State) -> Result<StreamKey, Refusal> {
+    state
+        .head()
+        .map(|h| h.key.clone())
+        .ok_or_else(|| bad("nobody is on air"))
+}
+
+/// `Order`: every name in the queue, none twice, an order the queue allows.
+fn plan_order(names: &[String], state: &State, reg: &Registry, now: u64) -> Result<Op, Refusal> {
+    let mut keys: Vec<StreamKey> = Vec::with_capacity(names.len());
+    for n in names {
+        let key = resolve(n, state, reg, now)
+            .filter(|k| state.contains(k))
+            .ok_or_else(|| bad(format!("{n:?} is not in the queue")))?;
+        if keys.contains(&key) {
+            return Err(bad(format!("{n:?} is listed twice")));
         }
+        keys.push(key);
+    }
+    state.check_override(&keys).map_err(bad)?;
+    Ok(Op::Override { keys, at: now })
+}
+
+/// `Block`: a kick with an end.
+fn plan_block(
+    name: &str,
+    seconds: u64,
+    state: &State,
+    reg: &Registry,
+    now: u64,
+) -> Result<Op, Refusal> {
+    if seconds == 0 {
+        return Err(bad(
+            "seconds must be > 0 (use /api/unblock to lift a block)",
+        ));
+    }
+    check_seconds("seconds", seconds)?;
+    // Without a registry a moderator may name a key (they know it)
+    // to block it before it ever publishes.
+    let key = resolve(name, state, reg, now)
+        .or_else(|| {
+            (!reg.in_use())
+                .then(|| StreamKey::parse(name).ok())
+                .flatten()
+        })
+        .ok_or_else(|| not_found(name))?;
+    Ok(Op::Kick {
+        key,
+        until: Some(now + seconds * 1000),
+        at: now,
+    })
+}
+
+/// `Move`: a queued streamer to a position inside the queue.
+fn plan_move(
+    name: &str,
+    position: usize,
+    state: &State,
+    reg: &Registry,
+    now: u64,
+) -> Result<Op, Refusal> {
+    let key = resolve(name, state, reg, now).ok_or_else(|| not_found(name))?;
+    if !state.contains(&key) {
+        return Err(Refusal::not_found(format!("{name:?} is not in the queue")));
+    }
+    if position >= state.len() {
+        return Err(bad(format!(
+            "position {position} is past the end of the queue (0 to {})",
+            state.len() - 1
+        )));
+    }
+    Ok(Op::Move {
+        key,
+        position,
+        at: now,
+    })
+}
+
+/// `Extend`: the current slot's end moved by `seconds` (negative: sooner).
+fn plan_extend(
+    seconds: i64,
+    state: &State,
+    reg: &Registry,
+    policy: &Policy,
+    now: u64,
+) -> Result<Op, Refusal> {
+    let key = head_key(state)?;
+    if seconds == 0 {
+        return Err(bad("seconds must not be 0"));
+    }
+    check_seconds("seconds", seconds.unsigned_abs())?;
+    let Some(ends) = slot_ends_at(state, reg, policy) else {
+        return Err(bad(
+            "the current slot is unlimited; set the time left with {\"left\": seconds}",
+        ));
+    };
+    let delta = seconds.unsigned_abs() * 1000;
+    let new_end = if seconds > 0 {
+        ends.saturating_add(delta)
+    } else {
+        // Shortened into the past: it ends at once.
+        ends.saturating_sub(delta).max(now)
+    };
+    Ok(Op::SetSlotEnd {
+        key,
+        ends_at: Some(new_end),
+        at: now,
+    })
+}
+
+/// `RejoinBlock`: the rejoin block to set (Some(0): off; None: the
+/// configured default).
+fn rejoin_block(
+    enabled: Option<bool>,
+    seconds: Option<u64>,
+    cfg: &QueueConfig,
+) -> Result<Option<u64>, Refusal> {
+    if let Some(s) = seconds {
+        check_seconds("seconds", s)?;
+    }
+    match (enabled, seconds) {
+        (Some(false), Some(s)) if s > 0 => {
+            Err(bad("enabled false with seconds > 0 contradict each other"))
+        }
+        (Some(false), _) => Ok(Some(0)),
+        (_, Some(s)) => Ok(Some(s)),
+        (Some(true), None) if cfg.rejoin_block_seconds > 0 => Ok(None),
+        (Some(true), None) => Err(bad(
+            "[queue] rejoin_block_seconds is 0: give the block length in seconds",
+        )),
+        (None, None) => Ok(None),
     }
 }
 

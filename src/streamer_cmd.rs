@@ -81,7 +81,6 @@ pub fn run_with(
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let w = |r: std::io::Result<()>| r.map_err(|e| CliError::Failed(format!("cannot write: {e}")));
     let (sub, rest) = args
         .split_first()
         .ok_or_else(|| usage("streamer needs a subcommand"))?;
@@ -91,75 +90,8 @@ pub fn run_with(
         _ => Err(usage(format!("streamer {sub} takes exactly one NAME"))),
     };
     match sub.as_str() {
-        "add" => {
-            let mut name = None;
-            let mut slot = None;
-            let mut it = rest.iter();
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--slot-seconds" => {
-                        let v = it
-                            .next()
-                            .ok_or_else(|| usage("--slot-seconds needs a value"))?;
-                        slot = parse_slot(v)?;
-                    }
-                    s if s.starts_with("--slot-seconds=") => {
-                        slot = parse_slot(&s["--slot-seconds=".len()..])?
-                    }
-                    _ if name.is_none() => name = Some(a.clone()),
-                    other => return Err(usage(format!("unexpected argument {other:?}"))),
-                }
-            }
-            let name = name.ok_or_else(|| usage("streamer add needs a NAME"))?;
-            let ((name, key), _) = registry::update(dir, |r| {
-                let key = registry::new_key()?;
-                let (name, key) = {
-                    let s = r.add(&name, slot, key, now)?;
-                    (s.name.clone(), s.key.clone())
-                };
-                r.link(&name, true)?;
-                Ok((name, key))
-            })?;
-            // The new key, once, to the administrator who made it.
-            w(writeln!(out, "{}", key.expose()))?;
-            w(writeln!(
-                note,
-                "added {name}; publish to rtmp://<host>/live/<the key above>"
-            ))?;
-        }
-        "list" => {
-            let show_keys = match rest {
-                [] => false,
-                [f] if f == "--show-keys" => true,
-                _ => return Err(usage("streamer list takes only --show-keys")),
-            };
-            let reg = registry::load(dir)?;
-            let width = reg
-                .streamers()
-                .iter()
-                .map(|s| s.name.chars().count())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            w(writeln!(out, "{:width$}  {:>8}  KEY", "NAME", "SLOT"))?;
-            for s in reg.streamers() {
-                let slot = s.slot_seconds.map_or("default".into(), |v| {
-                    if v == 0 {
-                        "none".to_string()
-                    } else {
-                        format!("{v}s")
-                    }
-                });
-                let key = if show_keys {
-                    // `--show-keys`: the administrator asked for them.
-                    s.key.expose().to_string()
-                } else {
-                    format!("{}…", s.key.hint(4))
-                };
-                let pad = width - s.name.chars().count() + s.name.len();
-                w(writeln!(out, "{:pad$}  {slot:>8}  {key}", s.name))?;
-            }
-        }
+        "add" => add(rest, dir, now, out, note)?,
+        "list" => list(rest, dir, out)?,
         "remove" => {
             let name = one_name(rest)?;
             let (s, _) = registry::update(dir, |r| r.remove(&name))?;
@@ -201,6 +133,92 @@ pub fn run_with(
             }
         }
         other => return Err(usage(format!("unknown streamer subcommand {other:?}"))),
+    }
+    Ok(())
+}
+
+/// A write to the terminal, its failure as a CLI error.
+fn w(r: std::io::Result<()>) -> Result<(), CliError> {
+    r.map_err(|e| CliError::Failed(format!("cannot write: {e}")))
+}
+
+/// `streamer add NAME [--slot-seconds N]`: the new key on `out`, once.
+fn add(
+    rest: &[String],
+    dir: &Path,
+    now: u64,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut name = None;
+    let mut slot = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--slot-seconds" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| usage("--slot-seconds needs a value"))?;
+                slot = parse_slot(v)?;
+            }
+            s if s.starts_with("--slot-seconds=") => {
+                slot = parse_slot(&s["--slot-seconds=".len()..])?
+            }
+            _ if name.is_none() => name = Some(a.clone()),
+            other => return Err(usage(format!("unexpected argument {other:?}"))),
+        }
+    }
+    let name = name.ok_or_else(|| usage("streamer add needs a NAME"))?;
+    let ((name, key), _) = registry::update(dir, |r| {
+        let key = registry::new_key()?;
+        let (name, key) = {
+            let s = r.add(&name, slot, key, now)?;
+            (s.name.clone(), s.key.clone())
+        };
+        r.link(&name, true)?;
+        Ok((name, key))
+    })?;
+    // The new key, once, to the administrator who made it.
+    w(writeln!(out, "{}", key.expose()))?;
+    w(writeln!(
+        note,
+        "added {name}; publish to rtmp://<host>/live/<the key above>"
+    ))
+}
+
+/// `streamer list [--show-keys]`: names, slots and keys (hidden unless
+/// asked for) in columns.
+fn list(rest: &[String], dir: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let show_keys = match rest {
+        [] => false,
+        [f] if f == "--show-keys" => true,
+        _ => return Err(usage("streamer list takes only --show-keys")),
+    };
+    let reg = registry::load(dir)?;
+    let width = reg
+        .streamers()
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    w(writeln!(out, "{:width$}  {:>8}  KEY", "NAME", "SLOT"))?;
+    for s in reg.streamers() {
+        let slot = s.slot_seconds.map_or("default".into(), |v| {
+            if v == 0 {
+                "none".to_string()
+            } else {
+                format!("{v}s")
+            }
+        });
+        let key = if show_keys {
+            // `--show-keys`: the administrator asked for them.
+            s.key.expose().to_string()
+        } else {
+            format!("{}…", s.key.hint(4))
+        };
+        let pad = width - s.name.chars().count() + s.name.len();
+        w(writeln!(out, "{:pad$}  {slot:>8}  {key}", s.name))?;
     }
     Ok(())
 }

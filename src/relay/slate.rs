@@ -8,7 +8,7 @@
 //! tags are kept in memory and replayed in a loop by [`Player`], which is
 //! pure: the relay asks it for the tags due by `now`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -59,7 +59,14 @@ pub fn make_as(
         let bytes = std::fs::read(src).map_err(|e| format!("cannot read slate {source}: {e}"))?;
         return load(&bytes).map_err(|e| format!("slate {source}: {e}"));
     }
-    let out: PathBuf = out.to_path_buf();
+    run_to_end(ffmpeg, &clip_args(source, text, out), timeout)?;
+    let bytes = std::fs::read(out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+    load(&bytes)
+}
+
+/// ffmpeg's arguments for a clip of `source` (an image; empty: a plain
+/// background) with `text` on it and silence, written to `out`.
+fn clip_args(source: &str, text: &str, out: &Path) -> Vec<String> {
     let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into()];
     args.push("-y".into());
     let size = "640x360";
@@ -87,22 +94,7 @@ pub fn make_as(
         ]
         .map(String::from),
     );
-    let mut vf = format!(
-        "scale={}:force_original_aspect_ratio=decrease,pad={}:(ow-iw)/2:(oh-ih)/2,format=yuv420p",
-        size.replace('x', ":"),
-        size.replace('x', ":")
-    );
-    if let Some(font) = FONTS.iter().find(|f| Path::new(f).exists()) {
-        for (i, line) in text.lines().take(4).enumerate() {
-            vf.push_str(&format!(
-                ",drawtext=fontfile={font}:text='{}':fontcolor=white:fontsize={}:x=(w-text_w)/2:y=(h/2)-60+{}",
-                escape_drawtext(line),
-                if i == 0 { 32 } else { 20 },
-                i * 44
-            ));
-        }
-    }
-    args.extend(["-vf".to_string(), vf]);
+    args.extend(["-vf".to_string(), video_filter(size, text)]);
     args.extend(
         [
             "-r",
@@ -129,8 +121,35 @@ pub fn make_as(
         .map(String::from),
     );
     args.push(out.display().to_string());
+    args
+}
+
+/// The picture fitted into `size` (`WxH`), and up to four lines of `text`
+/// on it when a font is installed.
+fn video_filter(size: &str, text: &str) -> String {
+    let mut vf = format!(
+        "scale={}:force_original_aspect_ratio=decrease,pad={}:(ow-iw)/2:(oh-ih)/2,format=yuv420p",
+        size.replace('x', ":"),
+        size.replace('x', ":")
+    );
+    if let Some(font) = FONTS.iter().find(|f| Path::new(f).exists()) {
+        for (i, line) in text.lines().take(4).enumerate() {
+            vf.push_str(&format!(
+                ",drawtext=fontfile={font}:text='{}':fontcolor=white:fontsize={}:x=(w-text_w)/2:y=(h/2)-60+{}",
+                escape_drawtext(line),
+                if i == 0 { 32 } else { 20 },
+                i * 44
+            ));
+        }
+    }
+    vf
+}
+
+/// Run ffmpeg with `args` to its end within `timeout` (killed after it);
+/// its error output is the error when it fails.
+fn run_to_end(ffmpeg: &str, args: &[String], timeout: Duration) -> Result<(), String> {
     let mut child = Command::new(ffmpeg)
-        .args(&args)
+        .args(args)
         .env_clear()
         .envs(super::child_env())
         .stdin(Stdio::null())
@@ -162,8 +181,7 @@ pub fn make_as(
             err.trim()
         ));
     }
-    let bytes = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
-    load(&bytes)
+    Ok(())
 }
 
 /// drawtext's own escaping: quote, colon, backslash and percent.

@@ -156,32 +156,76 @@ fn read_loop(
     sock.set_write_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut input = handshake(&mut sock, &mut buf, setup_deadline)?;
+    let (mut session, mut pending) = rtmp_session(spec)?;
+    let mut play = Play {
+        id,
+        spec,
+        events,
+        playing: false,
+        last_media: Instant::now(),
+    };
+    loop {
+        if !input.is_empty() {
+            let results = session.handle_input(&input).map_err(session_err)?;
+            input.clear();
+            pending.extend(results);
+        }
+        let mut out = Vec::new();
+        for r in pending.drain(..) {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ClientSessionResult::RaisedEvent(ev) => {
+                    if !play.on_event(ev, &mut session, &sock, &mut out)? {
+                        return Ok(());
+                    }
+                }
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        if !out.is_empty() {
+            write_all(&mut sock, &out)?;
+        }
+        let (deadline, what) = if play.playing {
+            (play.last_media + spec.stall, "media")
+        } else {
+            (setup_deadline, "RTMP connect/play")
+        };
+        let n = read_some(&mut sock, &mut buf, deadline, what)?;
+        input.extend_from_slice(&buf[..n]);
+    }
+}
 
-    // Handshake.
+/// The RTMP handshake as a client; the bytes read past its end.
+fn handshake(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<Vec<u8>, String> {
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("RTMP handshake: {e:?}"))?;
-    write_all(&mut sock, &p0p1)?;
-    let leftover = loop {
-        let n = read_some(&mut sock, &mut buf, setup_deadline, "RTMP handshake")?;
+    write_all(sock, &p0p1)?;
+    loop {
+        let n = read_some(sock, buf, deadline, "RTMP handshake")?;
         match hs
             .process_bytes(&buf[..n])
             .map_err(|e| format!("RTMP handshake: {e:?}"))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                write_all(&mut sock, &response_bytes)?
+                write_all(sock, &response_bytes)?
             }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                write_all(&mut sock, &response_bytes)?;
-                break remaining_bytes;
+                write_all(sock, &response_bytes)?;
+                return Ok(remaining_bytes);
             }
         }
-    };
+    }
+}
 
+/// A client session for `spec`'s app, its `connect` request the first
+/// thing to send.
+fn rtmp_session(spec: &SourceSpec) -> Result<(ClientSession, Vec<ClientSessionResult>), String> {
     let mut cfg = ClientSessionConfig::new();
     let host = if spec.host.contains(':') {
         format!("[{}]", spec.host)
@@ -193,82 +237,87 @@ fn read_loop(
     // keeps it from holding anything back.
     cfg.playback_buffer_length_ms = 100;
     let (mut session, initial) = ClientSession::new(cfg).map_err(session_err)?;
-    let mut playing = false;
     let mut pending: Vec<ClientSessionResult> = initial;
     pending.push(
         session
             .request_connection(spec.app.clone())
             .map_err(session_err)?,
     );
-    let mut input = leftover;
-    let mut last_media = Instant::now();
-    loop {
-        if !input.is_empty() {
-            let results = session.handle_input(&input).map_err(session_err)?;
-            input.clear();
-            pending.extend(results);
-        }
-        let mut out = Vec::new();
-        for r in pending.drain(..) {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                ClientSessionResult::RaisedEvent(ev) => match ev {
-                    ClientSessionEvent::ConnectionRequestAccepted => {
-                        if let ClientSessionResult::OutboundResponse(p) = session
-                            // RTMP `play` names the stream by its key.
-                            .request_playback(spec.stream.expose().to_string())
-                            .map_err(session_err)?
-                        {
-                            out.extend_from_slice(&p.bytes)
-                        }
-                    }
-                    ClientSessionEvent::ConnectionRequestRejected { description } => {
-                        return Err(format!("nginx refused the connect: {description}"));
-                    }
-                    ClientSessionEvent::PlaybackRequestAccepted => {
-                        playing = true;
-                        sock.set_write_timeout(Some(spec.stall))
-                            .map_err(|e| e.to_string())?;
-                    }
-                    ClientSessionEvent::VideoDataReceived { timestamp, data } => {
-                        last_media = Instant::now();
-                        if !forward(events, id, TAG_VIDEO, timestamp.value, data, last_media) {
-                            return Ok(());
-                        }
-                    }
-                    ClientSessionEvent::AudioDataReceived { timestamp, data } => {
-                        last_media = Instant::now();
-                        if !forward(events, id, TAG_AUDIO, timestamp.value, data, last_media) {
-                            return Ok(());
-                        }
-                    }
-                    ClientSessionEvent::UnhandleableOnStatusCode { code } => {
-                        // NetStream.Play.UnpublishNotify: the publisher left.
-                        if code.contains("Unpublish") || code.contains("Play.Stop") {
-                            return Ok(());
-                        }
-                        log::debug!("source {id}: RTMP status {code}");
-                    }
-                    _ => {}
-                },
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+    Ok((session, pending))
+}
+
+/// One stream being played: where its media goes, and since when it has
+/// been quiet.
+struct Play<'a> {
+    id: SourceId,
+    spec: &'a SourceSpec,
+    events: &'a Sender<RelayEvent>,
+    /// nginx accepted the `play`: media is due.
+    playing: bool,
+    last_media: Instant,
+}
+
+impl Play<'_> {
+    /// Act on one session event (what to send back goes to `out`); false
+    /// when the stream ended or nobody listens any more.
+    fn on_event(
+        &mut self,
+        ev: ClientSessionEvent,
+        session: &mut ClientSession,
+        sock: &TcpStream,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let id = self.id;
+        match ev {
+            ClientSessionEvent::ConnectionRequestAccepted => {
+                if let ClientSessionResult::OutboundResponse(p) = session
+                    // RTMP `play` names the stream by its key.
+                    .request_playback(self.spec.stream.expose().to_string())
+                    .map_err(session_err)?
+                {
+                    out.extend_from_slice(&p.bytes)
+                }
             }
+            ClientSessionEvent::ConnectionRequestRejected { description } => {
+                return Err(format!("nginx refused the connect: {description}"));
+            }
+            ClientSessionEvent::PlaybackRequestAccepted => {
+                self.playing = true;
+                sock.set_write_timeout(Some(self.spec.stall))
+                    .map_err(|e| e.to_string())?;
+            }
+            ClientSessionEvent::VideoDataReceived { timestamp, data } => {
+                self.last_media = Instant::now();
+                return Ok(forward(
+                    self.events,
+                    id,
+                    TAG_VIDEO,
+                    timestamp.value,
+                    data,
+                    self.last_media,
+                ));
+            }
+            ClientSessionEvent::AudioDataReceived { timestamp, data } => {
+                self.last_media = Instant::now();
+                return Ok(forward(
+                    self.events,
+                    id,
+                    TAG_AUDIO,
+                    timestamp.value,
+                    data,
+                    self.last_media,
+                ));
+            }
+            ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                // NetStream.Play.UnpublishNotify: the publisher left.
+                if code.contains("Unpublish") || code.contains("Play.Stop") {
+                    return Ok(false);
+                }
+                log::debug!("source {id}: RTMP status {code}");
+            }
+            _ => {}
         }
-        if !out.is_empty() {
-            write_all(&mut sock, &out)?;
-        }
-        let deadline = if playing {
-            last_media + spec.stall
-        } else {
-            setup_deadline
-        };
-        let what = if playing {
-            "media"
-        } else {
-            "RTMP connect/play"
-        };
-        let n = read_some(&mut sock, &mut buf, deadline, what)?;
-        input.extend_from_slice(&buf[..n]);
+        Ok(true)
     }
 }
 

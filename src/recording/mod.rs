@@ -1,0 +1,142 @@
+//! `[recording]`: every streamer's time on air, recorded by nginx-rtmp.
+//!
+//! The engine says who is on screen at each cut ([`Recorder::on_screen`]);
+//! this module's thread starts and stops nginx-rtmp's manual recorder
+//! through the control module (`/control/record/start|stop`), takes each
+//! finished file that nginx reports in `on_record_done`, moves it from
+//! nginx's `record_path` (`incoming_dir`) to `<dir>/<display name>-<UTC
+//! start>.flv`, keeps recording off below a free-space floor and removes
+//! recordings older than `keep_days`. Nothing here runs on the engine
+//! thread: a slow nginx or disk never delays a switch.
+//!
+//! The decisions are pure functions: `names` (what a recording is filed
+//! as) and `plan` (what to record, what to prune, whether there is space).
+//! The thread does the I/O: `shell` (its loop, timers and free-space
+//! checks), `control` (nginx's recorder started and stopped), `filing`
+//! (finished files moved, old ones removed); `status` is what it publishes
+//! for `/api/status`.
+
+use std::io;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::config::RecordingConfig;
+use crate::key::StreamKey;
+
+mod control;
+mod filing;
+mod names;
+mod plan;
+mod shell;
+mod status;
+
+pub use names::{file_name, parse_file_name, safe_name, utc_stamp, MAX_NAME_BYTES};
+pub use plan::{plan, space_ok, to_prune, Plan};
+pub use status::{Recent, StatusView};
+
+use shell::Shell;
+
+/// Finished recordings listed in `/api/status`.
+pub const RECENT: usize = 20;
+/// Free space is checked this often while a recording runs.
+const SPACE_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// Old recordings are looked for this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// A failed start is tried again after this long (while they are on screen).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// At shutdown, wait this long for nginx to report the last file.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// Stopped recordings whose file nginx has not reported yet, at most.
+const MAX_FINISHING: usize = 32;
+
+/// What the recorder thread is told.
+enum Msg {
+    /// (stream key, display name) now on screen; None: nobody.
+    OnScreen(Option<(StreamKey, String)>),
+    /// The head of the queue: who the output shows or is about to cut to.
+    Heading(Option<(StreamKey, String)>),
+    /// nginx's on_record_done.
+    Done {
+        key: StreamKey,
+        recorder: String,
+        path: String,
+    },
+    Shutdown,
+}
+
+/// Where the HTTP side hands `on_record_done` to the recorder thread.
+#[derive(Clone)]
+pub struct Inbox(Sender<Msg>);
+
+impl Inbox {
+    /// Never blocks.
+    pub fn record_done(&self, key: &StreamKey, recorder: &str, path: &str) {
+        let _ = self.0.send(Msg::Done {
+            key: key.clone(),
+            recorder: recorder.into(),
+            path: path.into(),
+        });
+    }
+}
+
+/// The recorder thread and its handles.
+pub struct Recorder {
+    tx: Sender<Msg>,
+    join: Option<JoinHandle<()>>,
+    status: StatusView,
+    /// The last head sent (the engine reports it after every change).
+    heading: Option<StreamKey>,
+}
+
+impl Recorder {
+    /// Start the thread (`[recording] enabled`). `control_url` and `app`
+    /// are `[rtmp] control_url` and `ingest_app`.
+    pub fn spawn(cfg: RecordingConfig, control_url: String, app: String) -> io::Result<Recorder> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let status = StatusView::default();
+        let mut shell = Shell::new(cfg, control_url, app, status.clone());
+        let join = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || shell.run(&rx))?;
+        Ok(Recorder {
+            tx,
+            join: Some(join),
+            status,
+            heading: None,
+        })
+    }
+
+    pub fn inbox(&self) -> Inbox {
+        Inbox(self.tx.clone())
+    }
+
+    pub fn status(&self) -> StatusView {
+        self.status.clone()
+    }
+
+    /// The output now shows `who` (stream key, display name). Never blocks.
+    pub fn on_screen(&self, who: Option<(StreamKey, String)>) {
+        let _ = self.tx.send(Msg::OnScreen(who));
+    }
+
+    /// The queue's head is `who` (stream key, display name): on screen, or
+    /// next at the coming cut. Sent on change only; never blocks.
+    pub fn heading(&mut self, who: Option<(&StreamKey, &str)>) {
+        if self.heading.as_ref() != who.map(|w| w.0) {
+            self.heading = who.map(|w| w.0.clone());
+            let _ = self
+                .tx
+                .send(Msg::Heading(who.map(|(k, n)| (k.clone(), n.into()))));
+        }
+    }
+
+    /// Stop the running recording, wait briefly for its file, and join.
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
