@@ -1,12 +1,10 @@
 //! Random tokens and constant-time comparison, for the relay secret, stream
 //! keys and the admin token.
 
-use std::io::Read;
-
-/// `bytes` random bytes from the kernel, hex encoded.
+/// `bytes` random bytes from the kernel (getrandom(2)), hex encoded.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    getrandom::getrandom(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

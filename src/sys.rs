@@ -1,5 +1,8 @@
-//! The few system calls std does not wrap. All of the crate's `unsafe`
-//! lives here.
+//! The few system calls std does not wrap, through `rustix` where it has
+//! them. All of the crate's `unsafe` lives here and in [`fds`]: what is
+//! left is std's `pre_exec` itself, glibc's allocator tuning (not system
+//! calls) and the process-wide id switch of [`become_user`] (rustix only
+//! changes the calling thread's ids).
 #![allow(unsafe_code)]
 
 pub mod fds;
@@ -7,22 +10,23 @@ pub mod fds;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use rustix::process::{self, Pid, Signal};
+
 /// Make the child get SIGKILL when the daemon dies, even by `kill -9`.
 ///
 /// PR_SET_PDEATHSIG fires when the *thread* that forked exits; relays are
 /// spawned by the engine thread, which lives as long as the daemon.
 pub fn kill_with_parent(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: between fork and exec the closure calls only async-signal-safe
-    // functions (prctl, getppid, _exit) and allocates nothing.
+    let parent = Pid::from_raw(std::process::id() as i32);
+    // SAFETY: between fork and exec the closure makes only raw system calls
+    // (prctl, getppid) and allocates nothing (an error from a raw errno).
+    // An error makes std's child `_exit(1)` before exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            process::set_parent_process_death_signal(Some(Signal::KILL))?;
             // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            if process::getppid() != parent {
+                return Err(rustix::io::Errno::SRCH.into());
             }
             Ok(())
         });
@@ -31,38 +35,28 @@ pub fn kill_with_parent(cmd: &mut Command) {
 
 /// Send `sig` to the process group led by `pid` (relays run in their own).
 pub fn signal_group(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(pid) = i32::try_from(pid).ok().filter(|p| *p > 1) else {
         return;
     };
-    if pid <= 1 {
-        return;
-    }
-    // SAFETY: plain syscall on a pid we spawned; an ESRCH for an already
-    // gone group is harmless.
-    unsafe {
-        libc::killpg(pid, sig);
+    if let (Some(pid), Some(sig)) = (Pid::from_raw(pid), Signal::from_named_raw(sig)) {
+        // An ESRCH for an already gone group is harmless.
+        let _ = process::kill_process_group(pid, sig);
     }
 }
 
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    process::geteuid().is_root()
 }
 
 /// Block until we hold an exclusive advisory lock on `f` (released when the
 /// file is closed).
 pub fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     loop {
-        // SAFETY: flock on a descriptor we own for the duration of the call.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -88,44 +82,21 @@ pub fn trim_heap() {
 
 /// An inotify descriptor watching `dir` for `mask` events.
 pub fn inotify_watch(dir: &std::path::Path, mask: u32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: inotify_init1 returns a new descriptor or -1; on success it is
-    // owned by the OwnedFd, which closes it.
-    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor and a NUL-terminated path.
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
+    inotify::add_watch(&fd, dir, inotify::WatchFlags::from_bits_retain(mask))?;
     Ok(fd)
 }
 
 /// Blocking read from a descriptor std has no type for (inotify).
 pub fn read_fd(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::io::read(fd, buf)?)
 }
 
 /// Set the process umask (files and directories nobody else may read,
 /// whoever starts the daemon and however their shell is set up).
 pub fn set_umask(mask: u32) {
-    // SAFETY: umask cannot fail and touches no memory.
-    unsafe {
-        libc::umask(mask as libc::mode_t);
-    }
+    process::umask(rustix::fs::Mode::from_raw_mode(mask));
 }
 
 /// Become `uid`:`gid` for good (real, effective and saved ids, and no
@@ -161,47 +132,26 @@ pub fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
 
 /// The soft limit on open file descriptors (RLIMIT_NOFILE), if known.
 pub fn open_files_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return None;
-    }
-    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
+    // None: unlimited.
+    process::getrlimit(process::Resource::Nofile).current
 }
 
 /// shutdown(2) on a listening socket: a thread blocked in accept() on it
 /// gets EINVAL, as if the socket had failed (used by a test hook).
 #[cfg(feature = "test-hooks")]
 pub fn shutdown_listener(l: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutdown on a descriptor the listener owns; no memory involved.
-    if unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::net::shutdown(l, rustix::net::Shutdown::Both)?)
 }
 
 /// Bytes an unprivileged user may still write on the file system holding
 /// `path` (statvfs: f_bavail × f_frsize).
 pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: zeroed is a valid statvfs (plain integers); statvfs fills it
-    // from a NUL-terminated path that outlives the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Clock ticks per second (the unit of CPU times in `/proc/PID/stat`).
 pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).unwrap_or(100).max(1)
+    // The kernel's AT_CLKTCK, what sysconf(_SC_CLK_TCK) reads too.
+    rustix::param::clock_ticks_per_second().max(1)
 }

@@ -1,48 +1,44 @@
 //! Descriptors and processes across `execve` (socket activation and the
-//! hand-over to a new binary): the system calls std has no wrapper for.
+//! hand-over to a new binary): the system calls std has no wrapper for,
+//! through `rustix`. What stays `unsafe`: treating a number inherited
+//! across `execve` as a descriptor ([`inherited`], [`adopt_fd`]) and
+//! `execve` itself (raw argument arrays; rustix's is `unsafe` too).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-fn check(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
+use rustix::io::{Errno, FdFlags};
+use rustix::process::{Pid, WaitOptions};
+
+/// A descriptor number this process inherited (systemd's socket, our own
+/// exec's) or holds, borrowed for one call.
+fn inherited<'a>(fd: RawFd) -> io::Result<BorrowedFd<'a>> {
+    if fd < 0 {
+        return Err(Errno::BADF.into());
     }
+    // SAFETY: the callers pass numbers open in this process for the call
+    // (a closed one only makes the system call fail with EBADF).
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// Whether `fd` is an open socket in the listening state.
 pub fn socket_listening(fd: RawFd) -> io::Result<bool> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `v`.
-    check(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(v != 0)
+    Ok(rustix::net::sockopt::socket_acceptconn(inherited(fd)?)?)
 }
 
 /// Set or clear FD_CLOEXEC: a descriptor without it survives `execve`.
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor number; no memory involved.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let fd = inherited(fd)?;
+    let flags = rustix::io::fcntl_getfd(fd)?;
     let new = if on {
-        flags | libc::FD_CLOEXEC
+        flags | FdFlags::CLOEXEC
     } else {
-        flags & !libc::FD_CLOEXEC
+        flags - FdFlags::CLOEXEC
     };
     if new != flags {
-        // SAFETY: as above.
-        check(unsafe { libc::fcntl(fd, libc::F_SETFD, new) })?;
+        rustix::io::fcntl_setfd(fd, new)?;
     }
     Ok(())
 }
@@ -50,8 +46,8 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 /// Take ownership of a descriptor inherited across `execve` (checked open
 /// with F_GETFD first). The caller must know nothing else owns it.
 pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD only tells whether the number is open.
-    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // F_GETFD only tells whether the number is open.
+    rustix::io::fcntl_getfd(inherited(fd)?)?;
     // SAFETY: open (checked) and, by the caller's contract, owned by no one
     // else in this process: it came from systemd or from our own exec.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -59,38 +55,34 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// An anonymous memory file (memfd) that survives `execve`.
 pub fn memfd(name: &str) -> io::Result<std::fs::File> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
-    let fd = check(unsafe { libc::memfd_create(c.as_ptr(), 0) })?;
-    // SAFETY: the descriptor was just created and is owned here only.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    // No MFD_CLOEXEC: the new image reads it.
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// The calling thread's id (the parent a child's PR_SET_PDEATHSIG watches).
 pub fn gettid() -> u32 {
-    // SAFETY: gettid cannot fail.
-    unsafe { libc::gettid() as u32 }
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
 /// Non-blocking or blocking wait for a child that std's `Child` does not
 /// know (adopted across `execve`). `Ok(None)`: still running.
 pub fn waitpid(pid: u32, block: bool) -> io::Result<Option<std::process::ExitStatus>> {
     use std::os::unix::process::ExitStatusExt;
-    let pid =
-        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut status: libc::c_int = 0;
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let opts = if block {
+        WaitOptions::empty()
+    } else {
+        WaitOptions::NOHANG
+    };
     loop {
-        // SAFETY: waitpid writes one int into `status`.
-        let r = unsafe { libc::waitpid(pid, &mut status, if block { 0 } else { libc::WNOHANG }) };
-        if r == 0 {
-            return Ok(None);
-        }
-        if r > 0 {
-            return Ok(Some(std::process::ExitStatus::from_raw(status)));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::process::waitpid(Some(pid), opts) {
+            Ok(r) => return Ok(r.map(|(_, st)| std::process::ExitStatus::from_raw(st.as_raw()))),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -144,26 +136,22 @@ pub fn own_children() -> Vec<u32> {
 /// CLOCK_MONOTONIC in ms: the clock `Instant` reads, the same in the
 /// process image after `execve`.
 pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// SIGKILL one child and reap it (a child adopted across `execve` that is
 /// not used: the wait cannot block, SIGKILL cannot be caught).
 pub fn kill_and_reap(pid: u32) {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .and_then(Pid::from_raw)
+    else {
         return;
     };
-    if p <= 1 {
-        return;
-    }
-    // SAFETY: plain syscall on a pid that is our child; ESRCH is harmless.
-    if unsafe { libc::kill(p, libc::SIGKILL) } == 0 {
+    // ESRCH (already gone) is harmless.
+    if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
         let _ = waitpid(pid, true);
     }
 }
