@@ -52,7 +52,7 @@ use crate::registry::{FileSig, Registry};
 use crate::relay::{RelayEvent, RelayView};
 use crate::store::Store;
 use crate::systemd::Notifier;
-use ports::{Clock, ControlPort, Io, ObsLauncher, ObsPort, RelayPort};
+use ports::{Clock, ControlPort, Io, ObsLauncher, ObsPort};
 
 /// Most commands decided in one batch (one fsync).
 const MAX_BATCH: usize = 1024;
@@ -72,7 +72,7 @@ pub struct Engine {
     config_explicit: bool,
     state: State,
     store: Store,
-    relay: Box<dyn RelayPort>,
+    relay: Box<dyn crate::relay::Relay>,
     clock: Box<dyn Clock>,
     obs_launcher: ObsLauncher,
     /// The on-air publisher left: its stream is over (a forced switch).

@@ -1,6 +1,7 @@
 //! The relay: what puts the on-air streamer into the output OBS plays.
 //!
-//! The engine drives it with one level-triggered call, [`Relay::want`]
+//! The engine drives it through the [`Relay`] trait: one level-triggered
+//! call, [`Relay::want`]
 //! ("on air: X, next: Y"), feeds it the events of its threads, and learns
 //! back what is on screen ([`Notice`]). Two ways to do it:
 //!
@@ -227,120 +228,60 @@ pub struct RelayView {
     pub on_screen: Option<StreamKey>,
 }
 
-pub enum Relay {
-    Splice(Box<SpliceRelay>),
-    Restart(Box<RestartRelay>),
-}
-
-impl Relay {
-    pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> Relay {
-        match spec.mode {
-            Mode::Splice => Relay::Splice(Box::new(SpliceRelay::new(spec, events))),
-            Mode::Restart => {
-                // A splice output handed over to a binary now configured
-                // for restart mode: it cannot be used; stop it.
-                if let Some(c) = crate::handover::take_relay() {
-                    log::warn!(
-                        "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
-                        c.output.pid
-                    );
-                    crate::sys::signal_group(c.output.pid, libc::SIGKILL);
-                    crate::sys::fds::kill_and_reap(c.output.pid);
-                }
-                Relay::Restart(Box::new(RestartRelay::new(spec, events)))
-            }
-        }
-    }
-
-    pub fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
-        match self {
-            Relay::Splice(r) => r.want(w, now, notices),
-            Relay::Restart(r) => r.want(w, now, notices),
-        }
-    }
-
-    pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
-        match self {
-            Relay::Splice(r) => r.on_event(ev, now, notices),
-            Relay::Restart(r) => r.on_event(ev, now, notices),
-        }
-    }
-
-    pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
-        match self {
-            Relay::Splice(r) => r.tick(now, notices),
-            Relay::Restart(r) => r.tick(now, notices),
-        }
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
-        match self {
-            Relay::Splice(r) => r.deadline(),
-            Relay::Restart(r) => r.deadline(),
-        }
-    }
-
-    pub fn view(&self) -> RelayView {
-        match self {
-            Relay::Splice(r) => r.view(),
-            Relay::Restart(r) => r.view(),
-        }
-    }
-
+/// A relay as the engine drives it: the splice relay, the restart relay,
+/// or a test's recorder (`engine/memory.rs`).
+pub trait Relay: Send {
+    /// What the queue wants on air now (level-triggered).
+    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>);
+    /// An event of one of the relay's threads.
+    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>);
+    /// Time passed (called at [`Relay::deadline`]).
+    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>);
+    /// When [`Relay::tick`] must be called next.
+    fn deadline(&self) -> Option<Instant>;
+    fn view(&self) -> RelayView;
     /// Whether every child has been reaped (shutdown waits for it).
-    pub fn stopped(&self) -> bool {
-        match self {
-            Relay::Splice(r) => r.stopped(),
-            Relay::Restart(r) => r.stopped(),
-        }
-    }
-
+    fn stopped(&self) -> bool;
     /// The secret in the output's publish URL, new for every output run:
     /// `on_publish` of the output app must carry it.
-    pub fn output_secret(&self) -> &str {
-        match self {
-            Relay::Splice(r) => r.secret(),
-            Relay::Restart(r) => r.secret(),
-        }
-    }
-
-    pub fn mode(&self) -> Mode {
-        match self {
-            Relay::Splice(_) => Mode::Splice,
-            Relay::Restart(_) => Mode::Restart,
-        }
-    }
-
+    fn output_secret(&self) -> &str;
+    fn mode(&self) -> Mode;
+    /// A new config: takes effect from the next child start.
+    fn set_spec(&mut self, spec: RelaySpec);
     /// Why a hand-over to a new binary cannot happen now.
-    pub fn can_hand_over(&self) -> Result<(), String> {
-        match self {
-            Relay::Splice(r) => r.can_hand_over(),
-            Relay::Restart(_) => Err("only the splice relay ([relay] mode = \"splice\") can be handed over; restart instead".into()),
-        }
+    fn can_hand_over(&self) -> Result<(), String> {
+        Err(
+            "only the splice relay ([relay] mode = \"splice\") can be handed over; restart instead"
+                .into(),
+        )
     }
-
     /// When a hand-over should exec (the splice relay times it to the
     /// on-air streamer's keyframes).
-    pub fn hand_over_at(&self, now: Instant) -> Instant {
-        match self {
-            Relay::Splice(r) => r.hand_over_at(now),
-            Relay::Restart(_) => now,
-        }
+    fn hand_over_at(&self, now: Instant) -> Instant {
+        now
     }
-
     /// Let go of the output for a hand-over (see `splicing::handover`).
-    pub fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
-        match self {
-            Relay::Splice(r) => r.hand_over(now),
-            Relay::Restart(_) => Err("only the splice relay can be handed over".into()),
-        }
+    fn hand_over(&mut self, _now: Instant) -> Result<RelayCarry, String> {
+        Err("only the splice relay can be handed over".into())
     }
+}
 
-    /// A new config: takes effect from the next child start.
-    pub fn set_spec(&mut self, spec: RelaySpec) {
-        match self {
-            Relay::Splice(r) => r.set_spec(spec),
-            Relay::Restart(r) => r.set_spec(spec),
+/// The relay `spec.mode` asks for, reporting on `events`.
+pub fn start(spec: RelaySpec, events: Sender<RelayEvent>) -> Box<dyn Relay> {
+    match spec.mode {
+        Mode::Splice => Box::new(SpliceRelay::new(spec, events)),
+        Mode::Restart => {
+            // A splice output handed over to a binary now configured
+            // for restart mode: it cannot be used; stop it.
+            if let Some(c) = crate::handover::take_relay() {
+                log::warn!(
+                    "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
+                    c.output.pid
+                );
+                crate::sys::signal_group(c.output.pid, libc::SIGKILL);
+                crate::sys::fds::kill_and_reap(c.output.pid);
+            }
+            Box::new(RestartRelay::new(spec, events))
         }
     }
 }
@@ -351,12 +292,17 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_millis(ms.min(8000))
 }
 
-/// An ffmpeg child the daemon supervises (the output, a restart relay, a
-/// bridge encoder): an empty environment but for [`child_env`], its own
-/// process group (a stop signals ffmpeg and whatever it forks), SIGKILL
-/// when the daemon dies, stderr piped for the capped log. The caller says
-/// what stdin and stdout are.
-pub fn supervised_ffmpeg<I, S>(ffmpeg: &str, args: I, stdin: Stdio, stdout: Stdio) -> Command
+/// Every ffmpeg the daemon runs (the output, a restart relay, a bridge
+/// encoder, the slate maker) starts here: an empty environment but for
+/// [`child_env`], its own process group (a stop signals ffmpeg and
+/// whatever it forks), SIGKILL when the daemon dies, stderr piped for the
+/// capped log. The caller says what stdin and stdout are.
+pub fn spawn_ffmpeg<I, S>(
+    ffmpeg: &str,
+    args: I,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> std::io::Result<std::process::Child>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
@@ -371,7 +317,7 @@ where
         .stderr(Stdio::piped())
         .process_group(0);
     crate::sys::kill_with_parent(&mut cmd);
-    cmd
+    cmd.spawn()
 }
 
 /// Children get an empty environment but for these: nothing of the

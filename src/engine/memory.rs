@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::ports::{ControlPort, Io, ManualClock, ObsPort, RelayPort};
+use super::ports::{ControlPort, Io, ManualClock, ObsPort};
 use super::{Answer, Command, Engine, EngineParts, Responder, Settings, Shared, View};
 use crate::config::{Config, ObsConfig};
 use crate::key::StreamKey;
 use crate::moderation;
 use crate::obs::BroadcastState;
-use crate::relay::{self, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Want};
+use crate::relay::{self, CutKind, Notice, Relay, RelayEvent, RelaySpec, RelayView, Want};
 use crate::scratch::ScratchDir;
 use crate::store::Store;
 use crate::systemd::Notifier;
@@ -41,7 +41,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl RelayPort for MemRelay {
+impl Relay for MemRelay {
     fn want(&mut self, w: &Want, _now: Instant, notices: &mut Vec<Notice>) {
         let mut l = lock(&self.0);
         if l.wants.last() != Some(w) {

@@ -13,10 +13,10 @@
 use crossbeam_channel::{select, Receiver};
 
 use crate::queue::{Op, State};
-use crate::relay::{Notice, RelayEvent};
+use crate::relay::{Notice, Relay, RelayEvent};
 use crate::store::{Store, StoreError};
 
-use super::ports::{Clock, RelayPort};
+use super::ports::Clock;
 
 /// What came from the relay while the batch was written.
 #[derive(Default)]
@@ -32,7 +32,7 @@ pub(super) fn append_keeping_media(
     store: &mut Store,
     state: &State,
     ops: &[Op],
-    relay: &mut dyn RelayPort,
+    relay: &mut dyn Relay,
     rx: &Receiver<RelayEvent>,
     clock: &dyn Clock,
     backlog: &mut Backlog,

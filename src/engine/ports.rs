@@ -1,5 +1,5 @@
 //! What the engine drives but does not own the logic of: the clock, the
-//! relay, nginx's control module and the OBS thread. In the daemon these
+//! relay (the [`Relay`] trait), nginx's control module and the OBS thread. In the daemon these
 //! are the real ones ([`Io::real`]); behaviour tests pass their own (see
 //! `engine/memory.rs`), so the real engine runs in memory in milliseconds,
 //! as lsp-server's `Connection::memory()` does for a language server.
@@ -14,7 +14,7 @@ use crate::config::ObsConfig;
 use crate::key::StreamKey;
 use crate::nginx::Control;
 use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
-use crate::relay::{self, Notice, Relay, RelayEvent, RelaySpec, RelayView, Want};
+use crate::relay::{self, Relay, RelayEvent, RelaySpec};
 
 /// Time as the engine sees it.
 pub trait Clock: Send {
@@ -33,70 +33,6 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
-    }
-}
-
-/// The relay as the engine drives it (`relay::Relay` in the daemon).
-pub trait RelayPort: Send {
-    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>);
-    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>);
-    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>);
-    fn deadline(&self) -> Option<Instant>;
-    fn view(&self) -> RelayView;
-    fn stopped(&self) -> bool;
-    fn output_secret(&self) -> &str;
-    fn mode(&self) -> relay::Mode;
-    fn set_spec(&mut self, spec: RelaySpec);
-    /// Why a hand-over to a new binary cannot happen now.
-    fn can_hand_over(&self) -> Result<(), String> {
-        Err("this relay cannot be handed over".into())
-    }
-    /// When a hand-over should exec.
-    fn hand_over_at(&self, now: Instant) -> Instant {
-        now
-    }
-    /// Let go of the output for a hand-over.
-    fn hand_over(&mut self, _now: Instant) -> Result<relay::RelayCarry, String> {
-        Err("this relay cannot be handed over".into())
-    }
-}
-
-impl RelayPort for Relay {
-    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
-        Relay::want(self, w, now, notices)
-    }
-    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
-        Relay::on_event(self, ev, now, notices)
-    }
-    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
-        Relay::tick(self, now, notices)
-    }
-    fn deadline(&self) -> Option<Instant> {
-        Relay::deadline(self)
-    }
-    fn view(&self) -> RelayView {
-        Relay::view(self)
-    }
-    fn stopped(&self) -> bool {
-        Relay::stopped(self)
-    }
-    fn output_secret(&self) -> &str {
-        Relay::output_secret(self)
-    }
-    fn mode(&self) -> relay::Mode {
-        Relay::mode(self)
-    }
-    fn set_spec(&mut self, spec: RelaySpec) {
-        Relay::set_spec(self, spec)
-    }
-    fn can_hand_over(&self) -> Result<(), String> {
-        Relay::can_hand_over(self)
-    }
-    fn hand_over_at(&self, now: Instant) -> Instant {
-        Relay::hand_over_at(self, now)
-    }
-    fn hand_over(&mut self, now: Instant) -> Result<relay::RelayCarry, String> {
-        Relay::hand_over(self, now)
     }
 }
 
@@ -134,8 +70,7 @@ impl ObsPort for ObsHandle {
     }
 }
 
-pub type RelayLauncher =
-    Box<dyn FnOnce(RelaySpec, Sender<RelayEvent>) -> Box<dyn RelayPort> + Send>;
+pub type RelayLauncher = Box<dyn FnOnce(RelaySpec, Sender<RelayEvent>) -> Box<dyn Relay> + Send>;
 pub type ControlLauncher = Box<dyn FnOnce(String) -> std::io::Result<Box<dyn ControlPort>> + Send>;
 pub type ObsLauncher =
     Box<dyn FnMut(ObsConfig, Sender<ObsStatus>) -> std::io::Result<Box<dyn ObsPort>> + Send>;
@@ -153,7 +88,7 @@ impl Io {
     pub fn real() -> Io {
         Io {
             clock: Box::new(SystemClock),
-            relay: Box::new(|spec, tx| Box::new(Relay::new(spec, tx))),
+            relay: Box::new(relay::start),
             control: Box::new(|url| {
                 Control::spawn(url).map(|c| Box::new(c) as Box<dyn ControlPort>)
             }),

@@ -103,9 +103,7 @@ impl Bridge {
         name: &str,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Bridge> {
-        let mut child =
-            super::supervised_ffmpeg(&spec.ffmpeg, args(), Stdio::piped(), Stdio::piped())
-                .spawn()?;
+        let mut child = super::spawn_ffmpeg(&spec.ffmpeg, args(), Stdio::piped(), Stdio::piped())?;
         let pid = child.id();
         let (tx, rx) = crossbeam_channel::bounded::<Tag>(PIPE_TAGS);
         if let Some(mut stdin) = child.stdin.take() {

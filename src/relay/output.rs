@@ -99,8 +99,7 @@ impl Output {
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Output> {
         let mut child =
-            super::supervised_ffmpeg(&spec.ffmpeg, args(url), Stdio::piped(), Stdio::null())
-                .spawn()?;
+            super::spawn_ffmpeg(&spec.ffmpeg, args(url), Stdio::piped(), Stdio::null())?;
         let pid = child.id();
         let stdin = child.stdin.take().map(OwnedFd::from);
         let stderr = child.stderr.take().map(OwnedFd::from);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{rtmp_url, CutKind, Notice, RelayEvent, RelaySpec, RelayView, Streamer, Want};
+use super::{
+    rtmp_url, CutKind, Mode, Notice, Relay, RelayEvent, RelaySpec, RelayView, Streamer, Want,
+};
 use crate::key::StreamKey;
 use crate::redact::Redactor;
 use crate::{private_fs, sys};
@@ -93,8 +95,7 @@ impl RelayRun {
         events: Sender<RelayEvent>,
     ) -> std::io::Result<RelayRun> {
         let args = build_args(&spec.args, input, output);
-        let mut child =
-            super::supervised_ffmpeg(&spec.ffmpeg, &args, Stdio::null(), Stdio::piped()).spawn()?;
+        let mut child = super::spawn_ffmpeg(&spec.ffmpeg, &args, Stdio::null(), Stdio::piped())?;
         let pid = child.id();
         let now = Instant::now();
         if let Some(out) = child.stdout.take() {
@@ -204,14 +205,6 @@ impl RestartRelay {
         }
     }
 
-    pub fn secret(&self) -> &str {
-        &self.secret
-    }
-
-    pub fn set_spec(&mut self, spec: RelaySpec) {
-        self.spec = spec;
-    }
-
     fn desired(&self) -> Option<&Streamer> {
         if self.want.stopping {
             None
@@ -226,27 +219,6 @@ impl RestartRelay {
             .flatten()
             .find(|s| s.key == *key)
             .map_or_else(|| "a streamer".to_string(), |s| s.name.clone())
-    }
-
-    pub fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
-        let old_head = self.want.on_air.as_ref().map(|s| s.key.clone());
-        // The on-air publisher left: its relay has nothing to flush, and
-        // one SIGTERM would not stop an ffmpeg whose input went idle.
-        let gone = w.left.clone();
-        self.want = w.clone();
-        if old_head.as_ref() != self.want.on_air.as_ref().map(|s| &s.key) {
-            self.switch_at = Some(now);
-            if self.on_screen.is_some() {
-                // The picture goes with the relay that is being stopped.
-                notices.push(Notice::Cut {
-                    from: self.on_screen.take(),
-                    to: None,
-                    how: CutKind::Restart,
-                    waited: Duration::ZERO,
-                });
-            }
-        }
-        self.reconcile(now, gone.as_ref(), notices);
     }
 
     fn reconcile(&mut self, now: Instant, gone: Option<&StreamKey>, notices: &mut Vec<Notice>) {
@@ -373,8 +345,31 @@ impl RestartRelay {
             until: now + delay,
         }
     }
+}
 
-    pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+impl Relay for RestartRelay {
+    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
+        let old_head = self.want.on_air.as_ref().map(|s| s.key.clone());
+        // The on-air publisher left: its relay has nothing to flush, and
+        // one SIGTERM would not stop an ffmpeg whose input went idle.
+        let gone = w.left.clone();
+        self.want = w.clone();
+        if old_head.as_ref() != self.want.on_air.as_ref().map(|s| &s.key) {
+            self.switch_at = Some(now);
+            if self.on_screen.is_some() {
+                // The picture goes with the relay that is being stopped.
+                notices.push(Notice::Cut {
+                    from: self.on_screen.take(),
+                    to: None,
+                    how: CutKind::Restart,
+                    waited: Duration::ZERO,
+                });
+            }
+        }
+        self.reconcile(now, gone.as_ref(), notices);
+    }
+
+    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
         match ev {
             RelayEvent::Progress { run, total_size } => {
                 let names = (self.want.on_air.clone(), self.want.next.clone());
@@ -469,7 +464,7 @@ impl RestartRelay {
         }
     }
 
-    pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         self.phase = match phase {
             Phase::Running(r) if now.duration_since(r.last_progress) >= self.spec.stall => {
@@ -505,7 +500,7 @@ impl RestartRelay {
         }
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Running(r) => Some(r.last_progress + self.spec.stall),
             Phase::Stopping {
@@ -516,7 +511,7 @@ impl RestartRelay {
         }
     }
 
-    pub fn view(&self) -> RelayView {
+    fn view(&self) -> RelayView {
         let (state, pid) = match &self.phase {
             Phase::Running(r) if r.total_size > 0 => ("live", Some(r.pid)),
             Phase::Running(r) => ("starting", Some(r.pid)),
@@ -536,8 +531,20 @@ impl RestartRelay {
         }
     }
 
-    pub fn stopped(&self) -> bool {
+    fn stopped(&self) -> bool {
         matches!(self.phase, Phase::Idle | Phase::Backoff { .. })
+    }
+
+    fn output_secret(&self) -> &str {
+        &self.secret
+    }
+
+    fn set_spec(&mut self, spec: RelaySpec) {
+        self.spec = spec;
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Restart
     }
 }
 

@@ -9,7 +9,7 @@
 //! pure: the relay asks it for the tags due by `now`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::flv::{Demuxer, Tag};
@@ -148,14 +148,7 @@ fn video_filter(size: &str, text: &str) -> String {
 /// Run ffmpeg with `args` to its end within `timeout` (killed after it);
 /// its error output is the error when it fails.
 fn run_to_end(ffmpeg: &str, args: &[String], timeout: Duration) -> Result<(), String> {
-    let mut child = Command::new(ffmpeg)
-        .args(args)
-        .env_clear()
-        .envs(super::child_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut child = super::spawn_ffmpeg(ffmpeg, args, Stdio::null(), Stdio::null())
         .map_err(|e| format!("cannot run {ffmpeg} to make the slate: {e}"))?;
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {

@@ -26,7 +26,8 @@ use super::slate::{self, Clip, Player};
 use super::source::{Source, SourceSpec};
 use super::splice::{self, Event, SourceId, Splicer, SwitchKind};
 use super::{
-    backoff, describe_exit, format_tail, rtmp_url, Notice, RelayEvent, RelaySpec, RelayView, Want,
+    backoff, describe_exit, format_tail, rtmp_url, Mode, Notice, Relay, RelayEvent, RelaySpec,
+    RelayView, Want,
 };
 use crate::key::StreamKey;
 
@@ -224,14 +225,6 @@ impl SpliceRelay {
         r
     }
 
-    pub fn set_spec(&mut self, spec: RelaySpec) {
-        self.cards.reconfigure(&spec.ffmpeg, &spec.brb);
-        for s in &mut self.slots {
-            s.health.set_config(spec.health.clone());
-        }
-        self.spec = spec;
-    }
-
     fn ms(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch).as_millis() as u64
     }
@@ -242,32 +235,6 @@ impl SpliceRelay {
             rtmp_url(&self.spec, &self.spec.output_app, &self.spec.output_stream),
             self.secret
         )
-    }
-
-    pub fn secret(&self) -> &str {
-        &self.secret
-    }
-
-    pub fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
-        if let Some(k) = &w.left {
-            // Their stream is over: no planned cut can wait for it.
-            if let Some(i) = self.slots.iter().position(|s| s.key == *k) {
-                self.drop_slot(i);
-            }
-        }
-        if w.on_air != self.want.on_air {
-            self.hold_until = None;
-        }
-        if *w != self.want {
-            let head_changed =
-                w.on_air.as_ref().map(|s| &s.key) != self.want.on_air.as_ref().map(|s| &s.key);
-            if head_changed {
-                self.switch_at = Some(now);
-            }
-            self.want = w.clone();
-        }
-        self.reconcile(now, notices);
-        notices.append(&mut self.pending);
     }
 
     fn wanted_keys(&self) -> Vec<(StreamKey, String)> {
@@ -496,7 +463,65 @@ impl SpliceRelay {
         self.owners.remove(&s.id);
     }
 
-    pub fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
+    /// Notice stalls (no tag brings those) and report fresh figures; true
+    /// when a stream became unhealthy or healthy again.
+    fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
+        let mut changed = false;
+        // A slot whose reader is down is not judged (its gap is ours).
+        for s in self.slots.iter_mut().filter(|s| s.source.is_some()) {
+            let was = s.health.state();
+            let new = s.health.poll(now_ms);
+            let ch = new.is_some();
+            if let Some(n) = new {
+                log::debug!(
+                    "{}: {} (stall limit {} ms)",
+                    s.name,
+                    n.as_str(),
+                    s.health.stall_limit_ms()
+                );
+            }
+            if ch || now_ms >= s.next_report_ms {
+                s.next_report_ms = now_ms + REPORT_EVERY_MS;
+                notices.push(Notice::Health {
+                    key: s.key.clone(),
+                    report: s.health.report(now_ms),
+                    changed: ch,
+                });
+            }
+            changed |= new.is_some_and(|n| n.unhealthy() != was.unhealthy());
+        }
+        changed
+    }
+}
+
+impl Relay for SpliceRelay {
+    fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>) {
+        if let Some(k) = &w.left {
+            // Their stream is over: no planned cut can wait for it.
+            if let Some(i) = self.slots.iter().position(|s| s.key == *k) {
+                self.drop_slot(i);
+            }
+        }
+        if w.on_air != self.want.on_air {
+            self.hold_until = None;
+        }
+        if *w != self.want {
+            let head_changed =
+                w.on_air.as_ref().map(|s| &s.key) != self.want.on_air.as_ref().map(|s| &s.key);
+            if head_changed {
+                self.switch_at = Some(now);
+            }
+            self.want = w.clone();
+        }
+        self.reconcile(now, notices);
+        notices.append(&mut self.pending);
+    }
+
+    fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+        self.handle_event(ev, now, notices)
+    }
+
+    fn tick(&mut self, now: Instant, notices: &mut Vec<Notice>) {
         self.report_output(now, notices);
         let now_ms = self.ms(now);
         let batch = self.slate_batch();
@@ -551,37 +576,7 @@ impl SpliceRelay {
         }
     }
 
-    /// Notice stalls (no tag brings those) and report fresh figures; true
-    /// when a stream became unhealthy or healthy again.
-    fn poll_health(&mut self, now_ms: u64, notices: &mut Vec<Notice>) -> bool {
-        let mut changed = false;
-        // A slot whose reader is down is not judged (its gap is ours).
-        for s in self.slots.iter_mut().filter(|s| s.source.is_some()) {
-            let was = s.health.state();
-            let new = s.health.poll(now_ms);
-            let ch = new.is_some();
-            if let Some(n) = new {
-                log::debug!(
-                    "{}: {} (stall limit {} ms)",
-                    s.name,
-                    n.as_str(),
-                    s.health.stall_limit_ms()
-                );
-            }
-            if ch || now_ms >= s.next_report_ms {
-                s.next_report_ms = now_ms + REPORT_EVERY_MS;
-                notices.push(Notice::Health {
-                    key: s.key.clone(),
-                    report: s.health.report(now_ms),
-                    changed: ch,
-                });
-            }
-            changed |= new.is_some_and(|n| n.unhealthy() != was.unhealthy());
-        }
-        changed
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut min = |x: Instant| t = Some(t.map_or(x, |y| y.min(x)));
         if let Some((_, p)) = &self.slate {
@@ -622,7 +617,7 @@ impl SpliceRelay {
         t
     }
 
-    pub fn view(&self) -> RelayView {
+    fn view(&self) -> RelayView {
         let on_air = self.want.on_air.as_ref().map(|s| &s.key);
         let state = if self.output.is_none() {
             if self.output_closing {
@@ -656,7 +651,35 @@ impl SpliceRelay {
         }
     }
 
-    pub fn stopped(&self) -> bool {
+    fn stopped(&self) -> bool {
         self.output.is_none() && self.slots.iter().all(|s| s.source.is_none())
+    }
+
+    fn output_secret(&self) -> &str {
+        &self.secret
+    }
+
+    fn set_spec(&mut self, spec: RelaySpec) {
+        self.cards.reconfigure(&spec.ffmpeg, &spec.brb);
+        for s in &mut self.slots {
+            s.health.set_config(spec.health.clone());
+        }
+        self.spec = spec;
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Splice
+    }
+
+    fn can_hand_over(&self) -> Result<(), String> {
+        self.handover_blocker()
+    }
+
+    fn hand_over_at(&self, now: Instant) -> Instant {
+        self.handover_time(now)
+    }
+
+    fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
+        self.let_go(now)
     }
 }

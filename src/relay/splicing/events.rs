@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::*;
 
 impl SpliceRelay {
-    pub fn on_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
+    pub(super) fn handle_event(&mut self, ev: RelayEvent, now: Instant, notices: &mut Vec<Notice>) {
         self.report_output(now, notices);
         match ev {
             RelayEvent::Tag {

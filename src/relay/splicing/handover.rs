@@ -51,7 +51,7 @@ pub struct RelayCarry {
 
 impl SpliceRelay {
     /// Why a hand-over cannot happen now (nothing is changed).
-    pub fn can_hand_over(&self) -> Result<(), String> {
+    pub(super) fn handover_blocker(&self) -> Result<(), String> {
         let Some(o) = &self.output else {
             return Err("the output ffmpeg is not running (restarting)".into());
         };
@@ -73,7 +73,7 @@ impl SpliceRelay {
 
     /// When to exec: `KEYFRAME_LEAD` before the on-air streamer's next
     /// keyframe is due (now when it is not known, or too far).
-    pub fn hand_over_at(&self, now: Instant) -> Instant {
+    pub(super) fn handover_time(&self, now: Instant) -> Instant {
         let Some(id) = self.splicer.active() else {
             return now;
         };
@@ -119,8 +119,8 @@ impl SpliceRelay {
     /// ffmpeg keeps running with nothing to read until the new binary
     /// writes again. On Err the output was killed (it restarts as after a
     /// failure) or nothing changed, as the message says.
-    pub fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
-        self.can_hand_over()?;
+    pub(super) fn let_go(&mut self, now: Instant) -> Result<RelayCarry, String> {
+        self.handover_blocker()?;
         self.flush(now);
         let Some(o) = self.output.as_mut() else {
             return Err("the output ffmpeg is not running".into());
