@@ -8,19 +8,23 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod drops;
 mod health;
 mod hooks;
 #[cfg(test)]
 mod memory;
 mod names;
+mod obs_link;
 mod persist;
 pub mod ports;
+mod registry_cache;
 mod relay_link;
 mod reload;
 mod status;
 mod streamers;
 #[cfg(test)]
 mod tests;
+mod trim;
 mod upgrade;
 mod view;
 
@@ -32,105 +36,77 @@ pub use streamers::StreamerRequest;
 pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
 
 use command::refuse;
-use relay_link::relay_spec;
+use drops::Drops;
+use obs_link::ObsLink;
+use registry_cache::RegistryCache;
+use relay_link::{relay_spec, Cuts};
+use trim::HeapTrim;
 use view::write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use serde_json::json;
 
 use crate::config::{self, Config};
 use crate::events::Events;
 use crate::key::StreamKey;
 use crate::moderation::Policy;
-use crate::obs::{BroadcastState, ObsStatus};
 use crate::queue::{Op, State};
-use crate::registry::{FileSig, Registry};
-use crate::relay::{RelayEvent, RelayView};
+use crate::relay::{Relay, RelayEvent, RelayView};
 use crate::store::Store;
 use crate::systemd::Notifier;
-use ports::{Clock, ControlPort, Io, ObsLauncher, ObsPort};
+use ports::{Clock, Io};
 
 /// Most commands decided in one batch (one fsync).
 const MAX_BATCH: usize = 1024;
-/// A publisher taken off while on screen is disconnected at the cut, or
-/// after this long at the latest.
-const DROP_AFTER_CUT_MAX: Duration = Duration::from_secs(10);
-/// After a burst of at least this many commands, the engine returns freed
-/// heap to the kernel once it has been idle for `TRIM_AFTER_IDLE`.
-const TRIM_MIN_COMMANDS: usize = 1000;
-const TRIM_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How often STATUS= is refreshed when nothing happens (the "for 12m").
 const STATUS_REFRESH: Duration = Duration::from_secs(30);
 
+/// The queue and the store, and the parts that execute what the queue
+/// rules decide: each part owns its fields and says what it needs.
 pub struct Engine {
     cfg: Config,
     config_path: PathBuf,
     config_explicit: bool,
     state: State,
     store: Store,
-    relay: Box<dyn crate::relay::Relay>,
+    store_failed: bool,
+    shutting_down: bool,
     clock: Box<dyn Clock>,
-    obs_launcher: ObsLauncher,
+    /// The relay and what its threads report.
+    relay: Box<dyn Relay>,
+    relay_rx: Receiver<RelayEvent>,
+    /// The relay as shown in the last published view.
+    published_relay: RelayView,
     /// The on-air publisher left: its stream is over (a forced switch).
     kill_now: Option<StreamKey>,
-    /// Publishers taken off while on screen: disconnected once the output
-    /// has cut away from them (they keep playing until then).
-    drops_after_cut: Vec<(StreamKey, Instant)>,
-    /// Cuts so far (OBS tells a switch from a refresh by it).
-    cuts: u64,
-    /// What happened at the last cut, for `/api/status` and STATUS.
-    last_cut: Option<String>,
-    relay_rx: Receiver<RelayEvent>,
-    obs: Option<Box<dyn ObsPort>>,
-    obs_tx: Sender<ObsStatus>,
-    obs_rx: Receiver<ObsStatus>,
-    obs_view: ObsView,
+    /// Cuts so far and the last one, said.
+    cuts: Cuts,
+    /// The streamer registry as last read, with its pages.
+    registry: RegistryCache,
+    /// Publishers to disconnect through nginx.
+    drops: Drops,
+    obs: ObsLink,
     notifier: Notifier,
     next_status: Instant,
     view: Shared<View>,
     settings: Shared<Settings>,
     started_at_ms: u64,
-    shutting_down: bool,
-    store_failed: bool,
     /// What the relay said while a batch was being saved (see `persist`),
     /// handled once the engine's turn is over.
     relay_backlog: persist::Backlog,
-    /// The streamer registry as last read from `streamers.json`.
-    registry: Registry,
-    /// Signature of the file `registry` was read from (None = no file).
-    registry_sig: Option<FileSig>,
-    /// inotify reports changes of `streamers.json`; without it (watch set-up
-    /// failed) the file is checked on a timer.
-    registry_watched: bool,
-    next_registry_check: Instant,
-    /// Disconnects publishers through nginx's control module, off-thread.
-    control: Option<Box<dyn ControlPort>>,
-    /// After a slot end that could not be saved, wait before trying again.
-    slot_retry_at: Option<Instant>,
-    /// Publishers to disconnect once the batch that took them off is saved.
-    pending_drops: Vec<StreamKey>,
-    /// When a refused publish of a blocked key was last logged at info.
-    block_logged: std::collections::HashMap<StreamKey, u64>,
-    /// Commands handled since the heap was last trimmed, and when the last
-    /// batch ended: one second after a burst, freed memory goes back to the
-    /// kernel.
-    since_trim: usize,
-    last_batch: Instant,
     /// The queue's public names as last published, and the (queue order,
     /// registry) generations they reflect (None: rebuild).
     names: Arc<Names>,
     names_gen: Option<(u64, u64)>,
-    registry_gen: u64,
-    /// The streamers' pages of `registry`, shared with every view.
-    pages: Arc<crate::pages::Pages>,
-    /// The relay as shown in the last published view.
-    published_relay: RelayView,
-    /// Last state handed to the OBS thread.
-    sent_obs: Option<BroadcastState>,
+    /// When a refused publish of a blocked key was last logged at info.
+    block_logged: std::collections::HashMap<StreamKey, u64>,
+    /// After a slot end that could not be saved, wait before trying again.
+    slot_retry_at: Option<Instant>,
+    trim: HeapTrim,
     /// `[recording]`: records whoever the output shows (own thread).
     recorder: Option<crate::recording::Recorder>,
     /// Metrics and notifications: everything goes through [`Engine::emit`].
@@ -180,7 +156,6 @@ pub struct EngineParts {
 impl Engine {
     pub fn new(p: EngineParts) -> Engine {
         let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
-        let (obs_tx, obs_rx) = crossbeam_channel::unbounded();
         if p.cfg.relay.mode == config::RelayMode::Splice && !p.cfg.relay.args.is_empty() {
             log::warn!(
                 "[relay] args apply only with mode = \"restart\"; the splice relay ignores them"
@@ -195,61 +170,35 @@ impl Engine {
         let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
         let published = p.published;
         let now = clock.now();
-        let pages = Arc::new(crate::pages::Pages::new(
-            &Registry::default(),
-            &p.cfg.rtmp.ingest_app,
-            p.cfg.rtmp.port,
-        ));
+        let rtmp = &p.cfg.rtmp;
         let mut e = Engine {
-            obs_view: ObsView {
-                enabled: p.cfg.obs.enabled,
-                connected: false,
-                detail: if p.cfg.obs.enabled {
-                    "connecting".into()
-                } else {
-                    "disabled".into()
-                },
-            },
+            registry: RegistryCache::new(p.registry_watched, now, &rtmp.ingest_app, rtmp.port),
+            drops: Drops::new(&rtmp.ingest_app),
+            obs: ObsLink::new(obs_launcher, p.cfg.obs.enabled),
             cfg: p.cfg,
             config_path: p.config_path,
             config_explicit: p.config_explicit,
             state: p.state,
             store: p.store,
+            store_failed: false,
+            shutting_down: false,
             relay,
-            obs_launcher,
-            kill_now: None,
-            drops_after_cut: Vec::new(),
-            cuts: 0,
-            last_cut: None,
             relay_rx,
-            obs: None,
-            obs_tx,
-            obs_rx,
+            published_relay: RelayView::default(),
+            kill_now: None,
+            cuts: Cuts::default(),
             notifier: p.notifier,
             next_status: now,
             view: p.view,
             settings: p.settings,
             started_at_ms: clock.unix_ms(),
-            clock,
-            shutting_down: false,
-            store_failed: false,
             relay_backlog: persist::Backlog::default(),
-            registry: Registry::default(),
-            registry_sig: None,
-            next_registry_check: now,
-            registry_watched: p.registry_watched,
-            control: None,
-            slot_retry_at: None,
-            pending_drops: Vec::new(),
-            block_logged: std::collections::HashMap::new(),
-            since_trim: 0,
-            last_batch: now,
-            published_relay: RelayView::default(),
             names: Arc::new(Names::default()),
             names_gen: None,
-            registry_gen: 0,
-            pages,
-            sent_obs: None,
+            block_logged: std::collections::HashMap::new(),
+            slot_retry_at: None,
+            trim: HeapTrim::new(now),
+            clock,
             recorder: p.recorder,
             events: p.events,
             handover: p.handover,
@@ -261,21 +210,11 @@ impl Engine {
         e.refresh_registry(true);
         e.drop_gone(published.as_deref());
         match control(e.cfg.rtmp.control_url.clone()) {
-            Ok(c) => e.control = Some(c),
+            Ok(c) => e.drops.attach(c),
             Err(err) => log::error!("cannot start the nginx control thread: {err}"),
         }
-        e.start_obs();
+        e.obs.start(&e.cfg.obs);
         e
-    }
-
-    fn start_obs(&mut self) {
-        if !self.cfg.obs.enabled {
-            return;
-        }
-        match (self.obs_launcher)(self.cfg.obs.clone(), self.obs_tx.clone()) {
-            Ok(h) => self.obs = Some(h),
-            Err(e) => log::error!("cannot start the OBS thread: {e}"),
-        }
     }
 
     /// Run until a Shutdown command; returns after the relay is stopped, the
@@ -308,7 +247,7 @@ impl Engine {
                         self.on_relay_event(ev);
                     }
                 }
-                recv(self.obs_rx) -> st => {
+                recv(self.obs.status()) -> st => {
                     if let Ok(st) = st {
                         self.on_obs_status(st);
                     }
@@ -326,35 +265,23 @@ impl Engine {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut t = self.next_status;
-        if self.since_trim > 0 {
-            t = t.min(self.last_batch + TRIM_AFTER_IDLE);
-        }
-        if let Some(d) = self.relay.deadline() {
-            t = t.min(d);
-        }
-        if let Some((_, at)) = self.drops_after_cut.first() {
-            t = t.min(*at + DROP_AFTER_CUT_MAX);
-        }
-        if !self.registry_watched {
-            t = t.min(self.next_registry_check);
-        }
-        if let Some(slot) = self.slot_deadline() {
-            t = t.min(slot);
-        }
-        if let Some(u) = self.upgrade_deadline() {
-            t = t.min(u);
-        }
-        if let Some(h) = self.health_deadline() {
-            t = t.min(h);
-        }
-        t
+        [
+            self.trim.deadline(),
+            self.relay.deadline(),
+            self.drops.deadline(),
+            self.registry.deadline(),
+            self.slot_deadline(),
+            self.upgrade_deadline(),
+            self.health_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_status, Instant::min)
     }
 
     fn handle_batch(&mut self, batch: Vec<Command>) {
         let now_ms = self.clock.unix_ms();
-        self.since_trim += batch.len();
-        self.last_batch = self.clock.now();
+        self.trim.batch(batch.len(), self.clock.now());
         let mut ops: Vec<Op> = Vec::new();
         // (responder, answer, whether it acknowledges a state change)
         let mut replies: Vec<(Responder, Answer, bool)> = Vec::new();
@@ -500,9 +427,7 @@ impl Engine {
         Ok(json!({"ok": true, "queue": names}))
     }
 
-    /// The public name of a key: the single place that decides it. Stream
-    /// keys stand for themselves until a streamer registry is in use; from
-    /// then on, never.
+    /// The public name of a key (see [`RegistryCache::display`]).
     fn display(&self, key: &StreamKey) -> String {
         self.registry.display(key)
     }
@@ -524,12 +449,7 @@ impl Engine {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        if self.since_trim > 0 && now >= self.last_batch + TRIM_AFTER_IDLE {
-            if self.since_trim >= TRIM_MIN_COMMANDS {
-                crate::sys::trim_heap();
-            }
-            self.since_trim = 0;
-        }
+        self.trim.on_timer(now);
         if self.relay.deadline().is_some_and(|d| now >= d) {
             let mut notices = Vec::new();
             self.relay.tick(now, &mut notices);
@@ -543,14 +463,10 @@ impl Engine {
             }
         }
         // Never keep a taken-off publisher connected for long, cut or not.
-        while let Some((key, at)) = self.drops_after_cut.first().cloned() {
-            if now < at + DROP_AFTER_CUT_MAX {
-                break;
-            }
+        while let Some(key) = self.drops.overdue(now) {
             self.release_drop(&key);
         }
-        if !self.registry_watched && now >= self.next_registry_check && self.refresh_registry(false)
-        {
+        if self.registry.deadline().is_some_and(|d| now >= d) && self.refresh_registry(false) {
             self.after_change();
         }
         self.end_slot();
@@ -590,12 +506,8 @@ impl Engine {
         if let Err(e) = self.store.compact(&self.state) {
             log::error!("{e}");
         }
-        if let Some(h) = self.obs.take() {
-            h.shutdown();
-        }
-        if let Some(c) = self.control.take() {
-            c.shutdown();
-        }
+        self.obs.shutdown();
+        self.drops.shutdown();
         if let Some(r) = self.recorder.take() {
             r.shutdown();
         }

@@ -12,6 +12,34 @@ use crate::moderation;
 use crate::queue::Op;
 use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
 
+/// The cuts so far: how many (OBS tells a switch from a refresh by it) and
+/// what happened at the last one (`/api/status`, STATUS).
+#[derive(Debug, Default)]
+pub(super) struct Cuts {
+    count: u64,
+    last: Option<String>,
+}
+
+impl Cuts {
+    /// A hand-over carried them from the previous binary.
+    pub(super) fn carried(count: u64, last: Option<String>) -> Cuts {
+        Cuts { count, last }
+    }
+
+    fn record(&mut self, line: String) {
+        self.count += 1;
+        self.last = Some(line);
+    }
+
+    pub(super) fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub(super) fn last(&self) -> Option<&String> {
+        self.last.as_ref()
+    }
+}
+
 impl Engine {
     /// Tell the relay what the queue wants on air now (level-triggered).
     pub(super) fn reconcile_relay(&mut self, now: Instant) {
@@ -83,7 +111,6 @@ impl Engine {
                     how,
                     waited,
                 } => {
-                    self.cuts += 1;
                     let who = |k: &Option<StreamKey>| {
                         k.as_ref()
                             .map_or_else(|| "the slate".to_string(), |k| self.display(k))
@@ -112,7 +139,7 @@ impl Engine {
                         ),
                     };
                     log::info!("{line}");
-                    self.last_cut = Some(line);
+                    self.cuts.record(line);
                     if let Some(r) = &self.recorder {
                         r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
                     }
@@ -172,7 +199,7 @@ impl Engine {
         if let Some(t) = to {
             let head = self.state.head().filter(|h| h.key == *t);
             let since = head.and_then(|_| self.state.on_air_since());
-            let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy());
+            let ends = moderation::slot_ends_at(&self.state, self.registry.get(), &self.policy());
             let slot_seconds = match (head, since, ends) {
                 (Some(_), Some(s), Some(e)) => Some(e.saturating_sub(s).div_ceil(1000)),
                 _ => None,
@@ -194,13 +221,7 @@ impl Engine {
 
     /// A publisher waiting for the cut away from them is disconnected now.
     pub(super) fn release_drop(&mut self, key: &StreamKey) {
-        if let Some(i) = self.drops_after_cut.iter().position(|(k, _)| k == key) {
-            self.drops_after_cut.remove(i);
-            let who = self.display(key);
-            if let Some(c) = &self.control {
-                c.drop_publisher(&self.cfg.rtmp.ingest_app, key, &who);
-            }
-        }
+        self.drops.release(key, || self.registry.display(key));
     }
 
     /// What the relay said while a batch was being saved, in order: the

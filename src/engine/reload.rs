@@ -2,7 +2,7 @@
 //! (and name) what needs a restart.
 
 use super::relay_link::relay_spec;
-use super::{read, write, Engine, ObsView, Settings};
+use super::{read, write, Engine, Settings};
 use crate::config::{self, Config};
 
 impl Engine {
@@ -79,31 +79,7 @@ impl Engine {
                 },
             );
         }
-        match (&self.obs, new.obs.enabled) {
-            // Every reload: the OBS thread compares the settings and re-reads
-            // the password file itself, so a new password in the same file
-            // is picked up too.
-            (Some(h), true) => h.reconfigure(new.obs.clone()),
-            (Some(_), false) => {
-                if let Some(h) = self.obs.take() {
-                    h.shutdown();
-                }
-                self.obs_view = ObsView {
-                    enabled: false,
-                    connected: false,
-                    detail: "disabled".into(),
-                };
-            }
-            (None, true) => {
-                self.obs_view.enabled = true;
-                self.start_obs();
-            }
-            (None, false) => {}
-        }
-        if d.obs {
-            // A new or reconfigured OBS thread gets the full state again.
-            self.sent_obs = None;
-        }
+        self.obs.reconfigure(&new.obs, d.obs);
         keep_running(&mut self.cfg, &old);
         log::info!(
             "configuration reloaded from {}: applied {}; needs a restart: {}",

@@ -10,7 +10,9 @@ use crate::relay;
 
 impl Engine {
     pub(super) fn sync_obs(&mut self) {
-        let Some(obs) = &self.obs else { return };
+        if !self.obs.running() {
+            return;
+        }
         let shown = self.on_screen_key();
         let e = self.state.entries();
         let mut order: Vec<&StreamKey> = Vec::with_capacity(2);
@@ -26,16 +28,17 @@ impl Engine {
             on_air: order.first().map(|k| self.display(k)),
             next_up: order.get(1).map(|k| self.display(k)),
             switch_seq: match self.relay.mode() {
-                relay::Mode::Splice => self.cuts,
+                relay::Mode::Splice => self.cuts.count(),
                 relay::Mode::Restart => self.state.switch_seq(),
             },
-            slot_ends_at: moderation::slot_ends_at(&self.state, &self.registry, &self.policy())
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            slot_ends_at: moderation::slot_ends_at(
+                &self.state,
+                self.registry.get(),
+                &self.policy(),
+            )
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         };
-        if self.sent_obs.as_ref() != Some(&want) {
-            obs.show(want.clone());
-            self.sent_obs = Some(want);
-        }
+        self.obs.show(want);
     }
 
     pub(super) fn refresh_status(&mut self) {
@@ -71,11 +74,11 @@ impl Engine {
             }
             .to_string(),
         );
-        if let Some(c) = &self.last_cut {
+        if let Some(c) = self.cuts.last() {
             parts.push(c.clone());
         }
         if self.cfg.obs.enabled {
-            parts.push(if self.obs_view.connected {
+            parts.push(if self.obs.view().connected {
                 "obs connected".into()
             } else {
                 "obs disconnected".into()
@@ -88,24 +91,8 @@ impl Engine {
     }
 
     pub(super) fn on_obs_status(&mut self, st: ObsStatus) {
-        match st {
-            ObsStatus::Connected { obs_version } => {
-                // Not at the first connection: "back" follows a loss.
-                if !self.obs_view.connected && self.obs_view.detail != "connecting" {
-                    self.emit(crate::events::Event::ObsBack);
-                }
-                self.obs_view.connected = true;
-                self.obs_view.detail = format!("connected to OBS {obs_version}");
-            }
-            ObsStatus::Disconnected { reason } => {
-                if self.obs_view.connected {
-                    self.emit(crate::events::Event::ObsLost {
-                        reason: reason.clone(),
-                    });
-                }
-                self.obs_view.connected = false;
-                self.obs_view.detail = reason;
-            }
+        if let Some(ev) = self.obs.on_status(st) {
+            self.emit(ev);
         }
         self.publish_view();
         self.refresh_status();

@@ -14,9 +14,6 @@ use crate::moderation::{self, Request};
 use crate::queue::{Op, Outcome};
 use crate::registry::{self, RegistryError};
 
-/// How often the engine looks at `streamers.json` for changes (one stat)
-/// when no inotify watch reports them.
-const REGISTRY_CHECK: Duration = Duration::from_secs(2);
 /// Wait before retrying a slot end whose state change could not be saved.
 const SLOT_RETRY: Duration = Duration::from_secs(1);
 
@@ -59,11 +56,11 @@ impl Engine {
         // A key we do not know may have been added a moment ago (`streamer
         // add`), maybe creating the registry: look (one stat) before it is
         // admitted, refused or shown anywhere under the wrong name.
-        if self.registry.by_key(key).is_none() {
+        if self.registry.get().by_key(key).is_none() {
             self.refresh_registry(false);
         }
         let policy = self.policy();
-        if moderation::registered_enough(&self.registry, &policy, key) {
+        if moderation::registered_enough(self.registry.get(), &policy, key) {
             return Ok(());
         }
         crate::log::warn_limited(format_args!(
@@ -105,49 +102,21 @@ impl Engine {
         ))
     }
 
-    /// Re-read `streamers.json` if it changed (or always, with `force`).
-    /// Returns whether the registry changed. An unreadable file is reported
-    /// once per version and the registry read before is kept.
+    /// Re-read `streamers.json` if it changed (or always, with `force`);
+    /// a change is published. Returns whether the registry changed.
     pub(super) fn refresh_registry(&mut self, force: bool) -> bool {
-        let dir = self.cfg.state_dir();
-        self.next_registry_check = self.clock.now() + REGISTRY_CHECK;
-        let sig = registry::signature(&dir);
-        if !force && sig == self.registry_sig {
-            return false;
+        let changed = self
+            .registry
+            .refresh(&self.cfg.state_dir(), self.clock.now(), force);
+        if changed {
+            self.publish_view();
         }
-        self.registry_sig = sig;
-        match registry::load(&dir) {
-            Ok(r) if r == self.registry => false,
-            Ok(r) => {
-                log::info!(
-                    "streamer registry {}: {} streamers",
-                    registry::path(&dir).display(),
-                    r.len()
-                );
-                self.set_registry(r);
-                self.publish_view();
-                true
-            }
-            Err(e) => {
-                log::error!(
-                    "{e}; keeping the {} streamers read before",
-                    self.registry.len()
-                );
-                // A file exists, so a registry is meant to be in use: keys
-                // stay out of public output even though it cannot be read.
-                if !self.registry.in_use() {
-                    self.set_registry(crate::registry::Registry::from_streamers(Vec::new(), true));
-                    self.publish_view();
-                    return true;
-                }
-                false
-            }
-        }
+        changed
     }
 
     /// When the on-air slot ends, as an engine deadline.
     pub(super) fn slot_deadline(&self) -> Option<Instant> {
-        let ends = moderation::slot_ends_at(&self.state, &self.registry, &self.policy())?;
+        let ends = moderation::slot_ends_at(&self.state, self.registry.get(), &self.policy())?;
         let t = self.clock.now() + Duration::from_millis(ends.saturating_sub(self.clock.unix_ms()));
         Some(match self.slot_retry_at {
             Some(r) => t.max(r),
@@ -162,7 +131,8 @@ impl Engine {
             return;
         }
         let now = self.clock.unix_ms();
-        let Some(op) = moderation::slot_expired(&self.state, &self.registry, &self.policy(), now)
+        let Some(op) =
+            moderation::slot_expired(&self.state, self.registry.get(), &self.policy(), now)
         else {
             return;
         };
@@ -185,11 +155,11 @@ impl Engine {
         self.emit(Event::SlotEnded {
             name: self.display(&key),
         });
-        self.pending_drops.push(key);
+        self.drops.queue(key);
         self.apply_internal(op);
         if self.store_failed {
             self.slot_retry_at = Some(self.clock.now() + SLOT_RETRY);
-            self.pending_drops.clear();
+            self.drops.discard_pending();
         } else {
             self.slot_retry_at = None;
             self.run_drops();
@@ -198,23 +168,15 @@ impl Engine {
 
     /// Disconnect the publishers taken off by the batch just saved.
     pub(super) fn run_drops(&mut self) {
-        let drops = std::mem::take(&mut self.pending_drops);
         if self.store_failed {
+            self.drops.discard_pending();
             return;
         }
         let on_screen = self.relay.view().on_screen;
-        for key in drops {
-            if on_screen.as_ref() == Some(&key) {
-                // Still on the output: they keep playing until the cut to
-                // the next streamer (their keyframe), then go.
-                self.drops_after_cut.push((key, self.clock.now()));
-                continue;
-            }
-            let who = self.display(&key);
-            if let Some(c) = &self.control {
-                c.drop_publisher(&self.cfg.rtmp.ingest_app, &key, &who);
-            }
-        }
+        let now = self.clock.now();
+        let registry = &self.registry;
+        self.drops
+            .run(on_screen.as_ref(), now, |k| registry.display(k));
     }
 
     /// A moderator's request: plan, apply, log; returns the answer and
@@ -225,7 +187,8 @@ impl Engine {
         now: u64,
         ops: &mut Vec<Op>,
     ) -> (Answer, bool) {
-        let op = match moderation::plan(req, &self.state, &self.registry, &self.cfg.queue, now) {
+        let op = match moderation::plan(req, &self.state, self.registry.get(), &self.cfg.queue, now)
+        {
             Ok(op) => op,
             Err(r) => return (Err(r), false),
         };
@@ -261,7 +224,7 @@ impl Engine {
             _ => None,
         };
         if let Some(key) = dropped {
-            self.pending_drops.push(key);
+            self.drops.queue(key);
         }
         let changed = out.changed();
         if changed {
@@ -352,125 +315,16 @@ impl Engine {
         now: u64,
         ops: &mut Vec<Op>,
     ) -> (Answer, bool) {
-        let dir = self.cfg.state_dir();
-        let err = |e: RegistryError| (Err(Refusal::from(e)), false);
         let (reply, old_key) = match req {
             StreamerRequest::List { show_keys } => {
-                self.refresh_registry(false);
-                let list: Vec<_> = self
-                    .registry
-                    .streamers()
-                    .iter()
-                    .map(|s| {
-                        let mut v = json!({
-                            "name": s.name,
-                            "slot_seconds": s.slot_seconds,
-                            "queued": self.state.position(&s.key),
-                            "blocked_until": self.state.blocked_until(&s.key, now).map(|u| u.div_ceil(1000)),
-                            "has_link": !s.link_token.is_empty(),
-                        });
-                        if show_keys {
-                            // The admin asked for the keys (`show_keys`).
-                            v["key"] = json!(s.key.expose());
-                        }
-                        v
-                    })
-                    .collect();
-                return (Ok(json!({"ok": true, "streamers": list})), false);
+                return (Ok(self.list_streamers(show_keys, now)), false)
             }
-            StreamerRequest::Add { name, slot_seconds } => {
-                let r = registry::update(&dir, |r| {
-                    let key = registry::new_key()?;
-                    let (name, key) = {
-                        let s = r.add(&name, slot_seconds, key, now)?;
-                        (s.name.clone(), s.key.clone())
-                    };
-                    let (_, link) = r.link(&name, true)?;
-                    Ok((name, key, link))
-                });
-                match r {
-                    Ok(((name, key, link), reg)) => {
-                        log::info!("streamer {} added", crate::log::escape(&name));
-                        self.set_registry(reg);
-                        (
-                            // The new key, once, to the admin who made it.
-                            Ok(
-                                json!({"ok": true, "name": name, "key": key.expose(), "slot_seconds": slot_seconds, "link_token": link}),
-                            ),
-                            None,
-                        )
-                    }
-                    Err(e) => return err(e),
-                }
-            }
-            StreamerRequest::Remove { name } => match registry::update(&dir, |r| r.remove(&name)) {
-                Ok((s, reg)) => {
-                    log::info!("streamer {} removed", crate::log::escape(&s.name));
-                    self.set_registry(reg);
-                    (Ok(json!({"ok": true, "removed": s.name})), Some(s.key))
-                }
-                Err(e) => return err(e),
+            req => match self.change_registry(req, now) {
+                Ok(r) => r,
+                Err(e) => return (Err(Refusal::from(e)), false),
             },
-            StreamerRequest::RotateKey { name } => {
-                let r = registry::update(&dir, |r| {
-                    let key = registry::new_key()?;
-                    let old = r.rotate_key(&name, key.clone(), now)?;
-                    let name = r.by_key(&key).map_or(name.clone(), |s| s.name.clone());
-                    Ok((name, key, old))
-                });
-                match r {
-                    Ok(((name, key, old), reg)) => {
-                        log::info!("streamer {} has a new key", crate::log::escape(&name));
-                        self.set_registry(reg);
-                        (
-                            // The new key, once, to the admin who asked.
-                            Ok(json!({"ok": true, "name": name, "key": key.expose()})),
-                            Some(old),
-                        )
-                    }
-                    Err(e) => return err(e),
-                }
-            }
-            StreamerRequest::SetSlot { name, slot_seconds } => {
-                match registry::update(&dir, |r| r.set_slot(&name, slot_seconds)) {
-                    Ok(((), reg)) => {
-                        log::info!(
-                            "streamer {}'s slot: {}",
-                            crate::log::escape(&name),
-                            slot_seconds.map_or("the default".into(), |s| format!("{s} s"))
-                        );
-                        self.set_registry(reg);
-                        (
-                            Ok(json!({"ok": true, "name": name, "slot_seconds": slot_seconds})),
-                            None,
-                        )
-                    }
-                    Err(e) => return err(e),
-                }
-            }
-            StreamerRequest::Link { name, rotate } => {
-                let r = registry::update(&dir, |r| r.link(&name, rotate));
-                match r {
-                    Ok(((name, token), reg)) => {
-                        if rotate {
-                            log::info!(
-                                "streamer {} has a new page link",
-                                crate::log::escape(&name)
-                            );
-                        }
-                        self.set_registry(reg);
-                        (
-                            Ok(
-                                json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
-                            ),
-                            None,
-                        )
-                    }
-                    Err(e) => return err(e),
-                }
-            }
         };
-        self.registry_sig = registry::signature(&dir);
+        self.registry.written(&self.cfg.state_dir());
         let mut changed = false;
         if let Some(old) = old_key {
             // The old key no longer admits anyone: take it off the queue and
@@ -485,9 +339,117 @@ impl Engine {
                     ops.push(op);
                     changed = true;
                 }
-                self.pending_drops.push(old);
+                self.drops.queue(old);
             }
         }
         (reply, changed)
+    }
+
+    /// `streamer list`: every registered streamer, with their keys only
+    /// when the admin asked (`show_keys`).
+    fn list_streamers(&mut self, show_keys: bool, now: u64) -> serde_json::Value {
+        self.refresh_registry(false);
+        let list: Vec<_> = self
+            .registry
+            .get()
+            .streamers()
+            .iter()
+            .map(|s| {
+                let mut v = json!({
+                    "name": s.name,
+                    "slot_seconds": s.slot_seconds,
+                    "queued": self.state.position(&s.key),
+                    "blocked_until": self.state.blocked_until(&s.key, now).map(|u| u.div_ceil(1000)),
+                    "has_link": !s.link_token.is_empty(),
+                });
+                if show_keys {
+                    // The admin asked for the keys (`show_keys`).
+                    v["key"] = json!(s.key.expose());
+                }
+                v
+            })
+            .collect();
+        json!({"ok": true, "streamers": list})
+    }
+
+    /// A change of `streamers.json`: the answer, and the key
+    /// that no longer admits anyone (removed or replaced), if any.
+    fn change_registry(
+        &mut self,
+        req: StreamerRequest,
+        now: u64,
+    ) -> Result<(Answer, Option<StreamKey>), RegistryError> {
+        let dir = self.cfg.state_dir();
+        Ok(match req {
+            // Not a change (`manage_streamers` answers it before).
+            StreamerRequest::List { show_keys } => (Ok(self.list_streamers(show_keys, now)), None),
+            StreamerRequest::Add { name, slot_seconds } => {
+                let ((name, key, link), reg) = registry::update(&dir, |r| {
+                    let key = registry::new_key()?;
+                    let (name, key) = {
+                        let s = r.add(&name, slot_seconds, key, now)?;
+                        (s.name.clone(), s.key.clone())
+                    };
+                    let (_, link) = r.link(&name, true)?;
+                    Ok((name, key, link))
+                })?;
+                log::info!("streamer {} added", crate::log::escape(&name));
+                self.registry.set(reg);
+                (
+                    // The new key, once, to the admin who made it.
+                    Ok(
+                        json!({"ok": true, "name": name, "key": key.expose(), "slot_seconds": slot_seconds, "link_token": link}),
+                    ),
+                    None,
+                )
+            }
+            StreamerRequest::Remove { name } => {
+                let (s, reg) = registry::update(&dir, |r| r.remove(&name))?;
+                log::info!("streamer {} removed", crate::log::escape(&s.name));
+                self.registry.set(reg);
+                (Ok(json!({"ok": true, "removed": s.name})), Some(s.key))
+            }
+            StreamerRequest::RotateKey { name } => {
+                let ((name, key, old), reg) = registry::update(&dir, |r| {
+                    let key = registry::new_key()?;
+                    let old = r.rotate_key(&name, key.clone(), now)?;
+                    let name = r.by_key(&key).map_or(name.clone(), |s| s.name.clone());
+                    Ok((name, key, old))
+                })?;
+                log::info!("streamer {} has a new key", crate::log::escape(&name));
+                self.registry.set(reg);
+                (
+                    // The new key, once, to the admin who asked.
+                    Ok(json!({"ok": true, "name": name, "key": key.expose()})),
+                    Some(old),
+                )
+            }
+            StreamerRequest::SetSlot { name, slot_seconds } => {
+                let ((), reg) = registry::update(&dir, |r| r.set_slot(&name, slot_seconds))?;
+                log::info!(
+                    "streamer {}'s slot: {}",
+                    crate::log::escape(&name),
+                    slot_seconds.map_or("the default".into(), |s| format!("{s} s"))
+                );
+                self.registry.set(reg);
+                (
+                    Ok(json!({"ok": true, "name": name, "slot_seconds": slot_seconds})),
+                    None,
+                )
+            }
+            StreamerRequest::Link { name, rotate } => {
+                let ((name, token), reg) = registry::update(&dir, |r| r.link(&name, rotate))?;
+                if rotate {
+                    log::info!("streamer {} has a new page link", crate::log::escape(&name));
+                }
+                self.registry.set(reg);
+                (
+                    Ok(
+                        json!({"ok": true, "name": name, "link_token": token, "path": format!("/me/{token}")}),
+                    ),
+                    None,
+                )
+            }
+        })
     }
 }

@@ -187,8 +187,8 @@ impl Engine {
             handovers: handover::handovers() + 1,
             engine: EngineCarry {
                 started_at_ms: self.started_at_ms,
-                cuts: self.cuts,
-                last_cut: self.last_cut.clone(),
+                cuts: self.cuts.count(),
+                last_cut: self.cuts.last().cloned(),
             },
             relay,
         };
@@ -216,8 +216,7 @@ impl Engine {
     pub(super) fn take_carried(&mut self) {
         if let Some(c) = handover::take_engine() {
             self.started_at_ms = c.started_at_ms;
-            self.cuts = c.cuts;
-            self.last_cut = c.last_cut;
+            self.cuts = super::Cuts::carried(c.cuts, c.last_cut);
         }
     }
 

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::{Engine, Names};
 use crate::key::StreamKey;
 use crate::moderation;
-use crate::registry::Registry;
 use crate::relay;
 
 /// What HTTP workers may read without asking the engine. Replaced whole by
@@ -174,7 +173,7 @@ impl Engine {
     /// The names for a new view: the last ones extended when streamers only
     /// joined at the end since, else rebuilt.
     pub(super) fn sync_names(&mut self) -> Arc<Names> {
-        let gen = (self.state.reorder_gen(), self.registry_gen);
+        let gen = (self.state.reorder_gen(), self.registry.gen());
         let entries = self.state.entries();
         if self.names_gen != Some(gen) || self.names.len() > entries.len() {
             let fresh: Vec<(String, u64)> = entries
@@ -196,18 +195,6 @@ impl Engine {
         }
         self.names_gen = Some(gen);
         self.names.clone()
-    }
-
-    /// Every change of the registry goes through here: public names may
-    /// have changed.
-    pub(super) fn set_registry(&mut self, r: Registry) {
-        self.registry = r;
-        self.registry_gen += 1;
-        self.pages = Arc::new(crate::pages::Pages::new(
-            &self.registry,
-            &self.cfg.rtmp.ingest_app,
-            self.cfg.rtmp.port,
-        ));
     }
 
     pub(super) fn publish_view(&mut self) {
@@ -250,9 +237,9 @@ impl Engine {
         let view = View {
             names,
             on_air,
-            obs: self.obs_view.clone(),
+            obs: self.obs.view().clone(),
             started_at_ms: self.started_at_ms,
-            slot_ends_at_ms: moderation::slot_ends_at(&self.state, &self.registry, &policy),
+            slot_ends_at_ms: moderation::slot_ends_at(&self.state, self.registry.get(), &policy),
             slot_seconds: policy.slot_seconds,
             rejoin_block_seconds: policy.rejoin_block_seconds,
             blocked: self
@@ -265,9 +252,9 @@ impl Engine {
                 relay::Mode::Splice => "splice",
                 relay::Mode::Restart => "restart",
             },
-            last_cut: self.last_cut.clone(),
+            last_cut: self.cuts.last().cloned(),
             recordings: self.recorder.as_ref().map(|r| r.status()),
-            pages: self.pages.clone(),
+            pages: self.registry.pages(),
             health: self.health_view(),
             queue_json: OnceLock::new(),
         };
