@@ -40,6 +40,8 @@ use drops::Drops;
 use obs_link::ObsLink;
 use registry_cache::RegistryCache;
 use relay_link::{relay_spec, Cuts};
+use reload::ConfigSource;
+use streamers::BlockLog;
 use trim::HeapTrim;
 use view::write;
 
@@ -69,8 +71,8 @@ const STATUS_REFRESH: Duration = Duration::from_secs(30);
 /// rules decide: each part owns its fields and says what it needs.
 pub struct Engine {
     cfg: Config,
-    config_path: PathBuf,
-    config_explicit: bool,
+    /// Where `cfg` was read from (SIGHUP reads it again).
+    config_source: ConfigSource,
     state: State,
     store: Store,
     store_failed: bool,
@@ -103,7 +105,7 @@ pub struct Engine {
     names: Arc<Names>,
     names_gen: Option<(u64, u64)>,
     /// When a refused publish of a blocked key was last logged at info.
-    block_logged: std::collections::HashMap<StreamKey, u64>,
+    block_log: BlockLog,
     /// After a slot end that could not be saved, wait before trying again.
     slot_retry_at: Option<Instant>,
     trim: HeapTrim,
@@ -113,8 +115,7 @@ pub struct Engine {
     events: Events,
     /// `motherstream upgrade`: the HTTP side and the exec, and a hand-over
     /// under way.
-    handover: Option<Arc<dyn crate::handover::Stage>>,
-    upgrade: Option<upgrade::Upgrade>,
+    handover: upgrade::Handover,
     /// Splice mode: how the read streams come through, and who was given
     /// up on (`engine/health.rs`).
     health: health::HealthBook,
@@ -176,8 +177,7 @@ impl Engine {
             drops: Drops::new(&rtmp.ingest_app),
             obs: ObsLink::new(obs_launcher, p.cfg.obs.enabled),
             cfg: p.cfg,
-            config_path: p.config_path,
-            config_explicit: p.config_explicit,
+            config_source: ConfigSource::new(p.config_path, p.config_explicit),
             state: p.state,
             store: p.store,
             store_failed: false,
@@ -195,14 +195,13 @@ impl Engine {
             relay_backlog: persist::Backlog::default(),
             names: Arc::new(Names::default()),
             names_gen: None,
-            block_logged: std::collections::HashMap::new(),
+            block_log: BlockLog::default(),
             slot_retry_at: None,
             trim: HeapTrim::new(now),
             clock,
             recorder: p.recorder,
             events: p.events,
-            handover: p.handover,
-            upgrade: None,
+            handover: upgrade::Handover::new(p.handover),
             health: health::HealthBook::default(),
         };
         e.take_carried();

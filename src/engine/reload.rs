@@ -1,14 +1,33 @@
 //! SIGHUP: re-read the config, apply what can change while running, keep
 //! (and name) what needs a restart.
 
+use std::path::PathBuf;
+
 use super::relay_link::relay_spec;
 use super::{read, write, Engine, Settings};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
+
+/// Where the running config came from.
+pub(super) struct ConfigSource {
+    path: PathBuf,
+    /// Named on the command line (a missing file is then an error).
+    explicit: bool,
+}
+
+impl ConfigSource {
+    pub(super) fn new(path: PathBuf, explicit: bool) -> Self {
+        ConfigSource { path, explicit }
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.path, self.explicit, &config::ProcessEnv)
+    }
+}
 
 impl Engine {
     pub(super) fn reload(&mut self) {
         self.notifier.reloading();
-        match Config::load(&self.config_path, self.config_explicit, &config::ProcessEnv) {
+        match self.config_source.load() {
             Ok(new) => self.apply_config(new),
             Err(e) => log::error!("reload rejected, keeping the running config: {e}"),
         }
@@ -83,7 +102,7 @@ impl Engine {
         keep_running(&mut self.cfg, &old);
         log::info!(
             "configuration reloaded from {}: applied {}; needs a restart: {}",
-            self.config_path.display(),
+            self.config_source.path.display(),
             if applied.is_empty() {
                 "nothing changed".to_string()
             } else {

@@ -3,6 +3,7 @@
 //! registry management. Decisions come from `moderation` and `registry`;
 //! this file executes them (persist, reply, disconnect, log).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -49,6 +50,25 @@ fn secs_left(until: u64, now: u64) -> u64 {
     until.saturating_sub(now).div_ceil(1000)
 }
 
+/// When a refused publish of each blocked key was last logged at info: an
+/// encoder retries every few seconds, so one info line per block (and per
+/// minute), the rest at debug.
+#[derive(Default)]
+pub(super) struct BlockLog(HashMap<StreamKey, u64>);
+
+impl BlockLog {
+    /// Whether a refusal of `key` at `now` (unix ms) is worth an info line.
+    fn worth_info(&mut self, key: &StreamKey, now: u64) -> bool {
+        let recent = |t: &u64| now.saturating_sub(*t) < 60_000;
+        if self.0.get(key).is_some_and(recent) {
+            return false;
+        }
+        self.0.retain(|_, t| recent(t));
+        self.0.insert(key.clone(), now);
+        true
+    }
+}
+
 impl Engine {
     /// Whether a publish of `key` may go on to the queue rules. Logs the
     /// refusal with the address and a fingerprint of the key, never the key.
@@ -77,21 +97,15 @@ impl Engine {
         until: u64,
         now: u64,
     ) -> Answer {
-        // An encoder retries every few seconds: one info line per block
-        // (and per minute), the rest at debug.
-        let last = self.block_logged.get(key).copied();
         let msg = format!(
             "refused a publish of {} from {addr}: blocked from rejoining for another {} s",
             self.display(key),
             secs_left(until, now)
         );
-        if last.is_some_and(|t| now.saturating_sub(t) < 60_000) {
-            log::debug!("{msg}");
-        } else {
+        if self.block_log.worth_info(key, now) {
             log::info!("{msg}");
-            self.block_logged
-                .retain(|_, t| now.saturating_sub(*t) < 60_000);
-            self.block_logged.insert(key.clone(), now);
+        } else {
+            log::debug!("{msg}");
         }
         Err(Refusal::new(
             Why::Forbidden,

@@ -3,6 +3,7 @@
 //! pause the HTTP accept loop, answer what is in flight, then let the relay
 //! go, write the state and exec the new binary.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -26,7 +27,23 @@ const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
 
-pub(super) struct Upgrade {
+/// What a hand-over drives, and the one under way.
+pub(super) struct Handover {
+    /// The HTTP side and the exec (None: `motherstream upgrade` is refused).
+    stage: Option<Arc<dyn handover::Stage>>,
+    under_way: Option<Upgrade>,
+}
+
+impl Handover {
+    pub(super) fn new(stage: Option<Arc<dyn handover::Stage>>) -> Self {
+        Handover {
+            stage,
+            under_way: None,
+        }
+    }
+}
+
+struct Upgrade {
     /// When `POST /api/upgrade` was accepted.
     asked: Instant,
     /// Pause and exec from then on (timed to the on-air keyframes).
@@ -41,13 +58,13 @@ impl Engine {
     /// `POST /api/upgrade`: accepted (the hand-over follows once the batch
     /// is answered) or refused with the reason.
     pub(super) fn begin_upgrade(&mut self) -> Answer {
-        if self.upgrade.is_some() {
+        if self.handover.under_way.is_some() {
             return Err(Refusal::new(
                 Why::Conflict,
                 "a hand-over is already under way",
             ));
         }
-        if self.handover.is_none() {
+        if self.handover.stage.is_none() {
             return Err(Refusal::unavailable(
                 "this daemon cannot hand over (no HTTP stage)",
             ));
@@ -74,7 +91,7 @@ impl Engine {
                 (exec_at - now).as_millis()
             );
         }
-        self.upgrade = Some(Upgrade {
+        self.handover.under_way = Some(Upgrade {
             asked: now,
             exec_at,
             since: now,
@@ -91,7 +108,10 @@ impl Engine {
 
     /// Called on every turn of the loop while a hand-over is under way.
     pub(super) fn drive_upgrade(&mut self, commands: &Receiver<Command>) {
-        let (Some(u), Some(stage)) = (self.upgrade.as_mut(), self.handover.clone()) else {
+        let (Some(u), Some(stage)) = (
+            self.handover.under_way.as_mut(),
+            self.handover.stage.clone(),
+        ) else {
             return;
         };
         let now = Instant::now();
@@ -104,7 +124,7 @@ impl Engine {
             if let Err(e) = self.relay.can_hand_over() {
                 if now.saturating_duration_since(u.asked) < RETRY_FOR {
                     let next = self.relay.hand_over_at(now + RETRY_EVERY);
-                    if let Some(u) = self.upgrade.as_mut() {
+                    if let Some(u) = self.handover.under_way.as_mut() {
                         u.exec_at = next.max(now + RETRY_EVERY);
                     }
                     log::info!("hand-over waits: {e}");
@@ -117,7 +137,7 @@ impl Engine {
                 self.abandon_upgrade(&e);
                 return;
             }
-            if let Some(u) = self.upgrade.as_mut() {
+            if let Some(u) = self.handover.under_way.as_mut() {
                 u.paused = true;
                 u.since = Instant::now();
             }
@@ -145,7 +165,7 @@ impl Engine {
 
     /// When the loop must turn next for the hand-over.
     pub(super) fn upgrade_deadline(&self) -> Option<Instant> {
-        let u = self.upgrade.as_ref()?;
+        let u = self.handover.under_way.as_ref()?;
         Some(if u.paused {
             self.clock.now() + DRAIN_POLL
         } else {
@@ -155,13 +175,13 @@ impl Engine {
 
     fn abandon_upgrade(&mut self, why: &str) {
         log::error!("hand-over abandoned: {why}; this binary goes on");
-        if let Some(stage) = &self.handover {
+        if let Some(stage) = &self.handover.stage {
             stage.resume();
         }
-        self.upgrade = None;
+        self.handover.under_way = None;
     }
 
-    fn hand_over_now(&mut self, stage: std::sync::Arc<dyn handover::Stage>, drained: Duration) {
+    fn hand_over_now(&mut self, stage: Arc<dyn handover::Stage>, drained: Duration) {
         let relay = match self.relay.hand_over(self.clock.now()) {
             Ok(r) => r,
             Err(e) => return self.abandon_upgrade(&e),
