@@ -120,8 +120,7 @@ pub fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
         check(libc::setresgid(gid, gid, gid))?;
         check(libc::setresuid(uid, uid, uid))?;
     }
-    // SAFETY: getters cannot fail and touch no memory.
-    let (now_uid, now_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (now_uid, now_gid) = (process::geteuid().as_raw(), process::getegid().as_raw());
     if now_uid != uid || now_gid != gid {
         return Err(std::io::Error::other(format!(
             "still uid {now_uid} gid {now_gid} after switching to {uid}:{gid}"
