@@ -263,6 +263,8 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             "serving hooks",
             "handed over from",
             "first tag",
+            "let go",
+            "read on",
         ]
         .iter()
         .any(|k| l.contains(k))

@@ -162,6 +162,12 @@ impl Engine {
     }
 
     fn hand_over_now(&mut self, stage: std::sync::Arc<dyn handover::Stage>, drained: Duration) {
+        // The readers stop at whole messages; the tags they sent before go
+        // through the splicer here, so what is carried follows them.
+        self.relay.detach_sources();
+        while let Ok(ev) = self.relay_rx.try_recv() {
+            self.on_relay_event(ev);
+        }
         let relay = match self.relay.hand_over(self.clock.now()) {
             Ok(r) => r,
             Err(e) => return self.abandon_upgrade(&e),
