@@ -332,6 +332,7 @@ mod tests {
                 on_screen_gop_ms: Some(2000),
                 let_go_mono_ms: 5,
                 resume_lag_ms: Some(120),
+                sources: Vec::new(),
             },
         }
     }
@@ -354,6 +355,15 @@ mod tests {
             .contains("not a hand-over state"));
         let e = parse(r#"{"format":1,"relay":{}}"#).unwrap_err();
         assert!(e.contains("does not parse"), "{e}");
+    }
+
+    /// A state written before sessions were carried (no `sources`) is
+    /// read: its sources are read again.
+    #[test]
+    fn a_state_without_carried_sessions_still_parses() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["relay"].as_object_mut().unwrap().remove("sources");
+        assert_eq!(parse(&v.to_string()).unwrap(), sample());
     }
 
     #[test]
