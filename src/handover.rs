@@ -178,7 +178,37 @@ pub fn inherit() -> Start {
                 crate::sys::signal_group(pid, libc::SIGKILL);
                 crate::sys::fds::kill_and_reap(pid);
             }
+            close_carried_fds();
             Start::FellBack { why }
+        }
+    }
+}
+
+/// A state that cannot be read does not say which descriptors it carried
+/// (the output ffmpeg's pipes, the sources' sockets): close every one this
+/// image inherited but the standard streams and the HTTP socket (handed
+/// over, or systemd's). Run before any thread starts, so everything open
+/// without FD_CLOEXEC was inherited.
+fn close_carried_fds() {
+    let keep_listen = std::env::var(crate::listen::HANDOVER_LISTEN_FD)
+        .ok()
+        .as_deref()
+        .and_then(crate::listen::parse_fd);
+    let systemd: std::ops::Range<i32> = match (
+        std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok()),
+        std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok()),
+    ) {
+        (Some(pid), Some(n)) if pid == std::process::id() => 3..3 + n.max(0),
+        _ => 0..0,
+    };
+    for fd in crate::sys::fds::without_cloexec() {
+        if fd > 2 && Some(fd) != keep_listen && !systemd.contains(&fd) {
+            log::debug!("hand-over fallback: closing inherited descriptor {fd}");
+            crate::sys::fds::close_inherited(fd);
         }
     }
 }

@@ -352,6 +352,21 @@ fn unreadable_state_falls_back_to_a_restart() {
     });
     let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
     daemon.wait_queue(&["alice"], Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1000));
+    let fds_before = open_fds(pid);
+    // The old output ffmpeg's stdin and stderr pipes, as the daemon holds
+    // them (their other ends).
+    let old_pipes: Vec<String> = out_pid
+        .map(|p| open_fds(p).1)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.starts_with("pipe:"))
+        .collect();
+    assert!(old_pipes.len() >= 2, "the output's pipes: {old_pipes:?}");
+    assert!(
+        old_pipes.iter().any(|p| fds_before.1.contains(p)),
+        "the daemon holds the output's pipes: {old_pipes:?} {fds_before:?}"
+    );
     let prober = Prober::start(hook_port);
     std::thread::sleep(Duration::from_millis(300));
     install(&bin, "2.0.0-test");
@@ -397,7 +412,41 @@ fn unreadable_state_falls_back_to_a_restart() {
         .filter(|p| matches!(&p.outcome, Err(e) if e.contains("refused")))
         .count();
     assert_eq!(refused, 0, "the socket was kept: {probes:?}");
+    // What the unusable state carried is closed: none of the old output's
+    // pipes stays open in the daemon, and (alice's RTMP session) it holds
+    // no more sockets than before once the new output and reader run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fds_after = open_fds(pid);
+    eprintln!(
+        "descriptors before {:?}, after the fallback {:?}",
+        &fds_before.0, &fds_after.0
+    );
+    let kept: Vec<&String> = old_pipes
+        .iter()
+        .filter(|p| fds_after.1.contains(p))
+        .collect();
+    assert!(kept.is_empty(), "the old output's pipes leak: {kept:?}");
+    assert!(
+        fds_after.0 .1 <= fds_before.0 .1,
+        "sockets: {:?} -> {:?}",
+        fds_before.0,
+        fds_after.0
+    );
     let _ = alice.stop();
+}
+
+/// A process's open pipes and sockets (/proc/PID/fd), and every link.
+fn open_fds(pid: u32) -> ((usize, usize), Vec<String>) {
+    let links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let count = |p: &str| links.iter().filter(|l| l.starts_with(p)).count();
+    ((count("pipe:"), count("socket:")), links)
 }
 
 /// OBS's default keyframe interval (8.3 s): the hand-over waits for the

@@ -32,14 +32,14 @@ pub struct CarriedSource {
     pub on_air: Option<ActiveCarry>,
 }
 
-/// Carry sources' sessions across a hand-over (false: read them again, the
-/// way before sessions were carried; kept for the bench to compare).
+/// Environment variable: set (to anything) in the daemon's environment,
+/// hand-overs read the sources again instead of carrying their sessions
+/// (the way before sessions were carried: a way out should carrying ever
+/// misbehave, and what the bench compares with).
+pub const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
+
 fn carry_sessions() -> bool {
-    #[cfg(feature = "test-hooks")]
-    if std::env::var_os("MOTHERSTREAM_TEST_HANDOVER_REREAD").is_some() {
-        return false;
-    }
-    true
+    std::env::var_os(REREAD_ENV).is_none()
 }
 
 /// How long queued output may take to reach ffmpeg before a hand-over.
