@@ -69,7 +69,7 @@ pub struct EngineCarry {
     pub last_cut: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Carried {
     pub format: u32,
     /// The version that wrote it.
@@ -78,6 +78,10 @@ pub struct Carried {
     pub handovers: u32,
     pub engine: EngineCarry,
     pub relay: RelayCarry,
+    /// `/metrics` counters (added in format 1 with a default: a state
+    /// without them starts the counters at 0).
+    #[serde(default)]
+    pub metrics: Vec<crate::metrics::CounterCarry>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +120,7 @@ pub fn write(c: &Carried) -> Result<std::fs::File, String> {
 #[derive(Default)]
 struct Inherited {
     engine: Option<EngineCarry>,
+    metrics: Option<Vec<crate::metrics::CounterCarry>>,
     relay: Option<RelayCarry>,
     handovers: u32,
     from_version: Option<String>,
@@ -165,6 +170,7 @@ pub fn inherit() -> Start {
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {
                     engine: Some(c.engine),
+                    metrics: Some(c.metrics),
                     relay: Some(c.relay),
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
@@ -238,6 +244,11 @@ pub fn take_relay() -> Option<RelayCarry> {
 /// The engine's carried state, once.
 pub fn take_engine() -> Option<EngineCarry> {
     with(|i| i.engine.take()).flatten()
+}
+
+/// The metrics counters carried over, once.
+pub fn take_metrics() -> Option<Vec<crate::metrics::CounterCarry>> {
+    with(|i| i.metrics.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
@@ -364,6 +375,11 @@ mod tests {
                 resume_lag_ms: Some(120),
                 sources: Vec::new(),
             },
+            metrics: vec![crate::metrics::CounterCarry {
+                name: "motherstream_hooks_total".into(),
+                labels: vec![("endpoint".into(), "publish".into())],
+                value: 3.0,
+            }],
         }
     }
 
@@ -390,10 +406,13 @@ mod tests {
     /// A state written before sessions were carried (no `sources`) is
     /// read: its sources are read again.
     #[test]
-    fn a_state_without_carried_sessions_still_parses() {
+    fn a_state_without_carried_sessions_or_metrics_still_parses() {
         let mut v = serde_json::to_value(sample()).unwrap();
         v["relay"].as_object_mut().unwrap().remove("sources");
-        assert_eq!(parse(&v.to_string()).unwrap(), sample());
+        v.as_object_mut().unwrap().remove("metrics");
+        let mut want = sample();
+        want.metrics.clear();
+        assert_eq!(parse(&v.to_string()).unwrap(), want);
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl Engine {
                 last_cut: self.last_cut.clone(),
             },
             relay,
+            metrics: self.events.metrics().carry(),
         };
         let file = match handover::write(&carried) {
             Ok(f) => f,
@@ -220,6 +221,9 @@ impl Engine {
 
     /// At start: what a previous binary of this process carried over.
     pub(super) fn take_carried(&mut self) {
+        if let Some(m) = handover::take_metrics() {
+            self.events.metrics().restore(&m);
+        }
         if let Some(c) = handover::take_engine() {
             self.started_at_ms = c.started_at_ms;
             self.cuts = c.cuts;
