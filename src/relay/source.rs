@@ -364,12 +364,16 @@ fn set_up(
                     }
                     ClientSessionEvent::PlaybackRequestAccepted => playing = true,
                     ClientSessionEvent::VideoDataReceived { timestamp, data } => {
-                        if !forward(events, id, TAG_VIDEO, timestamp.value, data, Instant::now()) {
+                        let sent =
+                            forward(events, id, TAG_VIDEO, timestamp.value, data, Instant::now());
+                        if !sent {
                             return Ok(None);
                         }
                     }
                     ClientSessionEvent::AudioDataReceived { timestamp, data } => {
-                        if !forward(events, id, TAG_AUDIO, timestamp.value, data, Instant::now()) {
+                        let sent =
+                            forward(events, id, TAG_AUDIO, timestamp.value, data, Instant::now());
+                        if !sent {
                             return Ok(None);
                         }
                     }
