@@ -67,9 +67,16 @@ pub struct StreamState {
 pub struct ChunkState {
     pub chunk_size: u32,
     pub streams: BTreeMap<u32, StreamState>,
-    /// Bytes read from the socket and not yet parsed (an incomplete chunk).
+    /// Bytes read from the socket and not yet parsed (an incomplete chunk)
+    /// from `start` on.
     #[serde(with = "b64")]
     pub unparsed: Vec<u8>,
+    /// Parsed bytes at the head of `unparsed`, dropped once no whole
+    /// message is left (one move per read, not one per message). Always 0
+    /// after `next_message` returned None, which is when the state is
+    /// written down.
+    #[serde(skip)]
+    start: usize,
     /// Bytes received so far (the handshake included), for acknowledgements.
     pub received: u64,
     /// The peer's acknowledgement window (0: none asked for).
@@ -84,6 +91,7 @@ impl Default for ChunkState {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: BTreeMap::new(),
             unparsed: Vec::new(),
+            start: 0,
             received: 0,
             window: 0,
             acked: 0,
@@ -135,7 +143,7 @@ impl ChunkState {
     /// Whether no message is half received (nothing unparsed, no partial
     /// message): the state is then the chunk size and the headers only.
     pub fn at_boundary(&self) -> bool {
-        self.unparsed.is_empty() && self.streams.values().all(|s| s.partial.is_empty())
+        self.unparsed.len() == self.start && self.streams.values().all(|s| s.partial.is_empty())
     }
 
     /// The next whole message, if the bytes pushed hold one. Protocol
@@ -153,9 +161,13 @@ impl ChunkState {
                 }
             }
         }
-        self.unparsed.drain(..at);
-        if let Some(m) = &out {
-            self.control(m)?;
+        self.start += at;
+        match &out {
+            Some(m) => self.control(m)?,
+            None => {
+                self.unparsed.drain(..self.start);
+                self.start = 0;
+            }
         }
         Ok(out)
     }
@@ -207,7 +219,7 @@ impl ChunkState {
     /// bytes it took and the message it completed, if any. The state only
     /// changes when the whole chunk is there.
     fn chunk(&mut self, at: usize) -> Result<Option<(usize, Option<Message>)>, ChunkError> {
-        let b = &self.unparsed[at..];
+        let b = &self.unparsed[self.start + at..];
         let Some(&b0) = b.first() else {
             return Ok(None);
         };
