@@ -170,6 +170,8 @@ impl Engine {
         while let Ok(ev) = self.relay_rx.try_recv() {
             self.on_relay_event(ev);
         }
+        // What a save on the way held back (see `persist`).
+        self.drain_relay_backlog();
         let t_spliced = t0.elapsed();
         let relay = match self.relay.hand_over(self.clock.now()) {
             Ok(r) => r,
