@@ -37,7 +37,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Median and per-hand-over bounds of the frozen picture and of the audio
 /// hole (see the top of the file).
 const FREEZE_MEDIAN_MAX: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(600)
+    Duration::from_millis(800)
 } else {
     Duration::from_millis(100)
 };

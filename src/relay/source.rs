@@ -78,6 +78,8 @@ struct Shared {
     stream: Mutex<Option<TcpStream>>,
     stop: AtomicBool,
     detach: AtomicBool,
+    /// The session is set up and media is read (what `detach` can take).
+    playing: AtomicBool,
 }
 
 /// How a reader thread ended.
@@ -166,6 +168,9 @@ impl Source {
     /// and hands over its state. None (the reader goes on) when it is not
     /// playing yet or did not answer within `wait`.
     pub fn detach(&self, wait: Duration) -> Option<SessionCarry> {
+        if !self.shared.playing.load(Ordering::SeqCst) {
+            return None;
+        }
         self.shared.detach.store(true, Ordering::SeqCst);
         let (fd, chunks) = match self.detached.recv_timeout(wait) {
             Ok(d) => d,
@@ -459,6 +464,7 @@ fn play(
 ) -> Ended {
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_media = Instant::now();
+    shared.playing.store(true, Ordering::SeqCst);
     loop {
         loop {
             let m = match chunks.next_message() {
