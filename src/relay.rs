@@ -328,6 +328,14 @@ impl Relay {
         }
     }
 
+    /// The first step of a hand-over: readers let go of their sessions
+    /// (see `splicing::handover`).
+    pub fn detach_sources(&mut self) {
+        if let Relay::Splice(r) = self {
+            r.detach_sources()
+        }
+    }
+
     /// Let go of the output for a hand-over (see `splicing::handover`).
     pub fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {
         match self {

@@ -10,9 +10,13 @@
 //! the new version reported, the output's nginx client id unchanged (never
 //! republished), the same streamer back on the output, queue, slot time
 //! left and blocks unchanged, and no timestamp step at the viewer. The
-//! picture/sound gap is printed and bounded by the publisher's keyframe
-//! interval: the sources are read again after exec and the streamer on air
-//! goes on at their next keyframe (the output holds the last picture).
+//! sources' RTMP sessions are carried across exec, so the streamer on air
+//! goes on mid-stream: the frozen picture (longest gap between frames at
+//! the viewer) is bounded, [`FREEZE_MEDIAN_MAX`] over the three hand-overs
+//! and [`FREEZE_EACH_MAX`] each. Those are the targets for an
+//! optimized build (`cargo test --release`, and the bench); a debug build
+//! (unoptimized serde, an 80 MB binary to exec) on a shared 2-core machine
+//! gets functional bounds instead, still far below a keyframe interval.
 
 mod common;
 
@@ -28,6 +32,24 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Median and per-hand-over bounds of the frozen picture and of the audio
+/// hole (see the top of the file).
+const FREEZE_MEDIAN_MAX: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(800)
+} else {
+    Duration::from_millis(100)
+};
+const FREEZE_EACH_MAX: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(1500)
+} else {
+    Duration::from_millis(300)
+};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 const FPS: u32 = 30;
@@ -244,12 +266,26 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             step < 0.15,
             "upgrade {i}: presentation time moved {step:.3} s against arrival"
         );
-        // The keyframe interval bounds the hold (plus exec and reconnect).
         assert!(
-            vgap <= Duration::from_millis(3000),
-            "upgrade {i}: longest video gap {vgap:?}"
+            vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
+            "upgrade {i}: longest video gap {vgap:?}, audio gap {agap:?}; log:\n{}",
+            tail(&daemon.log_path(), 30)
         );
     }
+    let (vmed, amed) = (
+        median(rows.iter().map(|r| r.0).collect()),
+        median(rows.iter().map(|r| r.1).collect()),
+    );
+    eprintln!(
+        "median of {} hand-overs: video gap {:.3} s, audio gap {:.3} s",
+        rows.len(),
+        vmed.as_secs_f64(),
+        amed.as_secs_f64()
+    );
+    assert!(
+        vmed <= FREEZE_MEDIAN_MAX && amed <= FREEZE_MEDIAN_MAX,
+        "median video gap {vmed:?}, audio gap {amed:?} (bound {FREEZE_MEDIAN_MAX:?})"
+    );
     let probes = prober.finish();
     for l in daemon.log().lines().filter(|l| {
         [
@@ -263,6 +299,8 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             "serving hooks",
             "handed over from",
             "first tag",
+            "let go",
+            "read on",
         ]
         .iter()
         .any(|k| l.contains(k))
@@ -294,6 +332,12 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     assert!(
         log.contains("taking over from 1.0.0-test"),
         "log names the hand-over"
+    );
+    assert_eq!(
+        log.matches("read on from the carried session (on air, mid-stream)")
+            .count(),
+        3,
+        "alice's session was carried each time"
     );
     assert!(log.contains("the socket handed over by the previous binary"));
     assert!(
@@ -350,6 +394,21 @@ fn unreadable_state_falls_back_to_a_restart() {
     });
     let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
     daemon.wait_queue(&["alice"], Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1000));
+    let fds_before = open_fds(pid);
+    // The old output ffmpeg's stdin and stderr pipes, as the daemon holds
+    // them (their other ends).
+    let old_pipes: Vec<String> = out_pid
+        .map(|p| open_fds(p).1)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.starts_with("pipe:"))
+        .collect();
+    assert!(old_pipes.len() >= 2, "the output's pipes: {old_pipes:?}");
+    assert!(
+        old_pipes.iter().any(|p| fds_before.1.contains(p)),
+        "the daemon holds the output's pipes: {old_pipes:?} {fds_before:?}"
+    );
     let prober = Prober::start(hook_port);
     std::thread::sleep(Duration::from_millis(300));
     install(&bin, "2.0.0-test");
@@ -395,15 +454,49 @@ fn unreadable_state_falls_back_to_a_restart() {
         .filter(|p| matches!(&p.outcome, Err(e) if e.contains("refused")))
         .count();
     assert_eq!(refused, 0, "the socket was kept: {probes:?}");
+    // What the unusable state carried is closed: none of the old output's
+    // pipes stays open in the daemon, and (alice's RTMP session) it holds
+    // no more sockets than before once the new output and reader run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fds_after = open_fds(pid);
+    eprintln!(
+        "descriptors before {:?}, after the fallback {:?}",
+        &fds_before.0, &fds_after.0
+    );
+    let kept: Vec<&String> = old_pipes
+        .iter()
+        .filter(|p| fds_after.1.contains(p))
+        .collect();
+    assert!(kept.is_empty(), "the old output's pipes leak: {kept:?}");
+    assert!(
+        fds_after.0 .1 <= fds_before.0 .1,
+        "sockets: {:?} -> {:?}",
+        fds_before.0,
+        fds_after.0
+    );
     let _ = alice.stop();
 }
 
-/// OBS's default keyframe interval (8.3 s): the hand-over waits for the
-/// moment just before the next keyframe, so the picture holds for about
-/// the time the new binary needs to read the streamer again, not for up to
-/// 8.3 s.
+/// A process's open pipes and sockets (/proc/PID/fd), and every link.
+fn open_fds(pid: u32) -> ((usize, usize), Vec<String>) {
+    let links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let count = |p: &str| links.iter().filter(|l| l.starts_with(p)).count();
+    ((count("pipe:"), count("socket:")), links)
+}
+
+/// OBS's default keyframe interval (8.3 s): with the session carried, the
+/// hand-over needs no keyframe: it happens at once and the streamer goes
+/// on mid-GOP (read again, the picture would hold until the next keyframe:
+/// up to 8.3 s, or the hand-over would have to wait for it).
 #[test]
-fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
+fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
     let _serial = serial();
     let Stage {
         _bin_dir,
@@ -454,27 +547,31 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
         .unwrap_or("")
         .to_string();
     eprintln!(
-        "8.3 s keyframes: `motherstream upgrade` {:.0} ms (waits for the keyframe), longest video gap {:.3} s, audio gap {:.3} s; {lag}",
+        "8.3 s keyframes: `motherstream upgrade` {:.0} ms, longest video gap {:.3} s, audio gap {:.3} s; {lag}",
         took.as_secs_f64() * 1000.0,
         vgap.as_secs_f64(),
         agap.as_secs_f64()
     );
     assert!(back.is_some(), "alice never back on the output");
+    let log = daemon.log();
     assert!(
-        daemon
-            .log()
-            .contains("just before the on-air streamer's next keyframe"),
-        "the hand-over was timed"
+        log.contains("read on from the carried session (on air, mid-stream)"),
+        "the session was carried"
     );
+    assert!(
+        !log.contains("just before the on-air streamer's next keyframe"),
+        "no wait for a keyframe"
+    );
+    // Not waiting for the keyframe (up to 8.3 s away).
+    assert!(took <= Duration::from_secs(3), "the upgrade took {took:?}");
     assert_eq!(nginx.output_client().as_deref(), Some(client.as_str()));
     assert!(
         probes.iter().all(|p| matches!(p.outcome, Ok(200))),
         "{probes:?}"
     );
-    // Without the timing the hold would be up to 8.3 s.
     assert!(
-        vgap <= Duration::from_millis(3000),
-        "longest video gap {vgap:?}"
+        vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
+        "longest video gap {vgap:?}, audio gap {agap:?}"
     );
     let _ = alice.stop();
 }

@@ -55,6 +55,8 @@ pub trait RelayPort: Send {
     fn hand_over_at(&self, now: Instant) -> Instant {
         now
     }
+    /// Readers let go of their sessions (the first step of a hand-over).
+    fn detach_sources(&mut self) {}
     /// Let go of the output for a hand-over.
     fn hand_over(&mut self, _now: Instant) -> Result<relay::RelayCarry, String> {
         Err("this relay cannot be handed over".into())
@@ -94,6 +96,9 @@ impl RelayPort for Relay {
     }
     fn hand_over_at(&self, now: Instant) -> Instant {
         Relay::hand_over_at(self, now)
+    }
+    fn detach_sources(&mut self) {
+        Relay::detach_sources(self)
     }
     fn hand_over(&mut self, now: Instant) -> Result<relay::RelayCarry, String> {
         Relay::hand_over(self, now)

@@ -126,6 +126,10 @@ pub struct SpliceRelay {
     /// source's first tag), and the measured lag (see `handover`).
     let_go_mono_ms: Option<u64>,
     resume_lag_ms: Option<u64>,
+    /// Hand-over: sessions the readers let go of (old binary), and the
+    /// ones carried in, until a reader takes them (new binary).
+    detached: Vec<(StreamKey, crate::relay::source::SessionCarry)>,
+    carried: Vec<handover::CarriedSource>,
     /// Bridge encoders by source (`relay/bridge.rs`): the next streamer's
     /// (and the on-air one's until their own keyframe) when their
     /// keyframes are far apart.
@@ -203,6 +207,8 @@ impl SpliceRelay {
             resume_gop_ms: None,
             let_go_mono_ms: None,
             resume_lag_ms: None,
+            detached: Vec::new(),
+            carried: Vec::new(),
             bridges: HashMap::new(),
             bridge_retry: HashMap::new(),
             bridges_settle_until: None,
@@ -267,6 +273,7 @@ impl SpliceRelay {
             self.want = w.clone();
         }
         self.reconcile(now, notices);
+        self.close_unclaimed();
         notices.append(&mut self.pending);
     }
 
@@ -411,18 +418,28 @@ impl SpliceRelay {
         self.stop_idle_players();
     }
 
-    fn start_source(&mut self, i: usize, now: Instant) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let slot = &mut self.slots[i];
-        let spec = SourceSpec {
+    fn source_spec(&self, key: &StreamKey) -> SourceSpec {
+        SourceSpec {
             host: self.spec.host.clone(),
             port: self.spec.port,
             app: self.spec.ingest_app.clone(),
-            stream: slot.key.clone(),
+            stream: key.clone(),
             stall: READER_IDLE,
+        }
+    }
+
+    fn start_source(&mut self, i: usize, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = self.slots[i].key.clone();
+        let spec = self.source_spec(&key);
+        let carried = self.take_carried(&key);
+        let started = match &carried {
+            Some(c) => Source::adopt(id, spec, c.session.clone(), self.events.clone()),
+            None => Source::spawn(id, spec, self.events.clone()),
         };
-        match Source::spawn(id, spec, self.events.clone()) {
+        let slot = &mut self.slots[i];
+        match started {
             Ok(s) => {
                 log::debug!("reading {} (source {id})", slot.name);
                 let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
@@ -434,7 +451,10 @@ impl SpliceRelay {
                 slot.keyframe_seen = false;
                 self.owners.insert(id, Owner::Streamer(slot.key.clone()));
                 self.splicer.add_source(id);
-                self.resume_source(i);
+                match carried {
+                    Some(c) => self.restore_carried(i, c),
+                    None => self.resume_source(i),
+                }
             }
             Err(e) => {
                 log::error!("cannot start a reader thread for {}: {e}", slot.name);
