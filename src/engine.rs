@@ -29,7 +29,7 @@ pub use command::{Command, Responder};
 pub use health::{health_json, HealthView};
 pub use names::Names;
 pub use streamers::StreamerRequest;
-pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
+pub use view::{read, ObsView, OnAirView, Settings, Shared, View};
 
 use command::refuse;
 use relay_link::relay_spec;

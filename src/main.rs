@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use motherstream::config::{self, Config, DEFAULT_CONFIG_PATH};
-use motherstream::engine::{self, Command, Engine, EngineParts, Settings, View};
+use motherstream::engine::{Command, Engine, EngineParts, Settings, View};
 use motherstream::http::probe::ProbeTrace;
 use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::store::Store;
@@ -550,7 +550,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
         auth::load_or_create,
     )?;
     let (store, state, report) =
-        Store::open(&state_dir, engine::unix_ms()).map_err(|e| e.to_string())?;
+        Store::open(&state_dir, motherstream::clock::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
     }

@@ -258,7 +258,7 @@ impl Worker {
                 unsent += 1;
                 continue;
             }
-            let body = format_message(&ev, self.format, crate::engine::unix_ms() / 1000);
+            let body = format_message(&ev, self.format, crate::clock::unix_ms() / 1000);
             if self.deliver(&body, ev.kind()) {
                 self.metrics.notification(&self.name, "sent");
             } else {

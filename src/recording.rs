@@ -17,11 +17,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
+use crate::clock::unix_ms;
 use crate::config::RecordingConfig;
 use crate::key::StreamKey;
 
@@ -392,12 +393,6 @@ struct Shell {
     next_space_check: Instant,
     next_prune: Instant,
     recent: VecDeque<Recent>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn mtime_ms(m: &std::fs::Metadata) -> u64 {

@@ -407,7 +407,7 @@ pub fn format_tail(tail: &[String]) -> String {
 pub fn new_secret() -> String {
     crate::secret::random_hex(16).unwrap_or_else(|e| {
         log::error!("cannot read random bytes for the output secret: {e}");
-        format!("{:x}", std::process::id() as u64 ^ crate::engine::unix_ms())
+        format!("{:x}", std::process::id() as u64 ^ crate::clock::unix_ms())
     })
 }
 

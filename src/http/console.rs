@@ -127,7 +127,7 @@ fn sid<'a>(inc: &Incoming<'a>) -> Option<&'a str> {
 /// so any server on this host may have been sent the cookie, and the
 /// cookie alone must not open anything.
 pub(super) fn session(inc: &Incoming) -> Page {
-    let now = engine::unix_ms();
+    let now = crate::clock::unix_ms();
     match inc
         .ctx
         .sessions
@@ -206,7 +206,7 @@ pub(super) fn login(inc: &Incoming) -> Page {
             return p;
         }
     }
-    match ctx.sessions.login(engine::unix_ms()) {
+    match ctx.sessions.login(crate::clock::unix_ms()) {
         Ok((id, csrf)) => {
             log::info!("console login from {who}");
             let mut p = Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf})));
@@ -222,7 +222,7 @@ pub(super) fn login(inc: &Incoming) -> Page {
 
 /// `/me/<token>` (the page) and `/me/<token>/status` (what it shows).
 pub(super) fn me(inc: &Incoming) -> Page {
-    let (ctx, now) = (inc.ctx, engine::unix_ms());
+    let (ctx, now) = (inc.ctx, crate::clock::unix_ms());
     let rest = inc.path.strip_prefix("/me/").unwrap_or_default();
     let (token, what) = rest.split_once('/').unwrap_or((rest, ""));
     let view = engine::read(&ctx.view);

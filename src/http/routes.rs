@@ -275,7 +275,7 @@ fn ok_text(body: &str, ctype: &'static str) -> Outcome {
 }
 
 fn status(inc: &Incoming) -> Outcome {
-    let body = engine::read(&inc.ctx.view).status_json(engine::unix_ms());
+    let body = engine::read(&inc.ctx.view).status_json(crate::clock::unix_ms());
     Outcome::Now(Reply { status: 200, body }, None)
 }
 
@@ -309,7 +309,7 @@ fn metrics(inc: &Incoming) -> Outcome {
     let ctx = inc.ctx;
     let body = ctx
         .metrics
-        .render(&engine::read(&ctx.view), engine::unix_ms());
+        .render(&engine::read(&ctx.view), crate::clock::unix_ms());
     Outcome::Now(
         Reply { status: 200, body },
         Some(crate::metrics::CONTENT_TYPE),
