@@ -8,6 +8,7 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod events;
 mod health;
 mod hooks;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
 pub use command::{Command, Responder};
+pub use events::Events;
 pub use health::{health_json, HealthView};
 pub use names::Names;
 pub use streamers::StreamerRequest;
@@ -43,7 +45,6 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::events::Events;
 use crate::key::StreamKey;
 use crate::moderation::Policy;
 use crate::obs::{BroadcastState, ObsStatus};

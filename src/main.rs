@@ -673,7 +673,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
         registry_watched,
         recorder,
         io: motherstream::engine::ports::Io::real(),
-        events: motherstream::events::Events::new(metrics, sinks),
+        events: motherstream::engine::Events::new(metrics, sinks),
         published,
         handover: stage.clone(),
     });

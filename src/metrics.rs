@@ -203,7 +203,7 @@ impl Metrics {
 
     /// Count what an event says.
     pub fn observe(&self, ev: &Event) {
-        self.events.with_label_values(&[ev.kind()]).inc();
+        self.events.with_label_values(&[ev.kind().as_str()]).inc();
         match ev {
             Event::OffAir { reason, .. } => {
                 self.switches.with_label_values(&[reason.as_str()]).inc();

@@ -180,10 +180,7 @@ impl Harness {
             registry_watched: true,
             io,
             recorder: None,
-            events: crate::events::Events::new(
-                Arc::new(crate::metrics::Metrics::new()),
-                Vec::new(),
-            ),
+            events: super::Events::new(Arc::new(crate::metrics::Metrics::new()), Vec::new()),
             published,
             handover: None,
         };
