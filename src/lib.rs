@@ -23,7 +23,6 @@ pub mod names;
 pub mod nginx;
 pub mod notify;
 pub mod obs;
-pub mod pages;
 pub mod private_fs;
 pub mod queue;
 pub mod recording;
@@ -41,5 +40,6 @@ pub mod systemd;
 pub mod tag;
 #[cfg(test)]
 mod test_rng;
+pub mod view;
 pub mod watch;
 pub mod watchdog;

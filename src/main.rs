@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use motherstream::config::{self, Config, DEFAULT_CONFIG_PATH};
-use motherstream::engine::{Command, Engine, EngineParts, Settings, View};
+use motherstream::engine::{Command, Engine, EngineParts};
 use motherstream::http::probe::ProbeTrace;
 use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::store::Store;
 use motherstream::systemd::Notifier;
+use motherstream::view::{Published, Settings, View};
 use motherstream::watchdog::{self, Watchdog};
 use motherstream::{auth, log as mslog, secret};
 
@@ -598,8 +599,8 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
     let server = HttpPool::serve_on(listening.listener, &cfg.http.listen, limits)?;
     let liveness = Arc::new(Liveness::new(server.clone(), cfg.http.workers));
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
-    let view = Arc::new(RwLock::new(Arc::new(View::default())));
-    let settings = Arc::new(RwLock::new(Arc::new(Settings {
+    let view = Published::new(View::default());
+    let settings = Published::new(Settings {
         admin_token,
         hook_secret,
         allowed_hosts: cfg.http.allowed_hosts.clone(),
@@ -607,7 +608,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<motherstream::handover::Exe>) -> 
         ingest_app: cfg.rtmp.ingest_app.clone(),
         output_app: cfg.rtmp.output_app.clone(),
         output_stream: cfg.rtmp.output_stream.clone(),
-    })));
+    });
     let recorder = if cfg.recording.enabled {
         let r = motherstream::recording::Recorder::spawn(
             cfg.recording.clone(),

@@ -772,7 +772,7 @@ mod tests {
         }
         s.offer(&Arc::new(Event::ObsBack));
         assert_eq!(rx.len(), 2, "filtered out events are not queued");
-        let text = metrics.render(&crate::engine::View::default(), 0);
+        let text = metrics.render(&crate::view::View::default(), 0);
         assert!(
             text.contains(
                 "motherstream_notifications_total{notifier=\"hook\",outcome=\"dropped\"} 3"

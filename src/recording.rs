@@ -15,16 +15,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde_json::json;
 
 use crate::clock::unix_ms;
 use crate::config::RecordingConfig;
 use crate::key::StreamKey;
+use crate::view::{Published, Recent, RecordingStatus};
 
 /// Longest file-name stem taken from a display name, in bytes (the whole
 /// name stays well below the 255 bytes of common file systems).
@@ -208,64 +207,6 @@ pub fn plan<K: PartialEq + ToOwned + ?Sized>(
     }
 }
 
-// ------------------------------------------------------------ status
-
-/// A finished recording, as `/api/status` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recent {
-    pub file: String,
-    pub streamer: String,
-    pub start_s: u64,
-    /// Known for recordings made by this run.
-    pub duration_s: Option<u64>,
-    pub size_bytes: u64,
-}
-
-#[derive(Debug, Default)]
-struct Status {
-    /// Who is being recorded, since when (unix s).
-    recording: Option<(String, u64)>,
-    /// Why recording is off although someone is on screen.
-    paused: Option<String>,
-    /// Newest first.
-    recent: Vec<Recent>,
-}
-
-/// The recorder's part of `/api/status`, published by its thread.
-#[derive(Debug, Clone, Default)]
-pub struct StatusView(Arc<RwLock<Arc<Status>>>);
-
-impl StatusView {
-    fn set(&self, s: Status) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(s),
-            Err(p) => *p.into_inner() = Arc::new(s),
-        }
-    }
-
-    fn get(&self) -> Arc<Status> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        let s = self.get();
-        json!({
-            "recording": s.recording.as_ref().map(|(name, since)| json!({"name": name, "since": since})),
-            "paused": s.paused,
-            "recent": s.recent.iter().map(|r| json!({
-                "file": r.file,
-                "streamer": r.streamer,
-                "start": r.start_s,
-                "duration_s": r.duration_s,
-                "size_bytes": r.size_bytes,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
-
 // ------------------------------------------------------------ the thread
 
 enum Msg {
@@ -301,7 +242,7 @@ impl Inbox {
 pub struct Recorder {
     tx: Sender<Msg>,
     join: Option<JoinHandle<()>>,
-    status: StatusView,
+    status: Published<RecordingStatus>,
     /// The last head sent (the engine reports it after every change).
     heading: Option<StreamKey>,
 }
@@ -311,7 +252,7 @@ impl Recorder {
     /// are `[rtmp] control_url` and `ingest_app`.
     pub fn spawn(cfg: RecordingConfig, control_url: String, app: String) -> io::Result<Recorder> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let status = StatusView::default();
+        let status = Published::default();
         let mut shell = Shell::new(cfg, control_url, app, status.clone());
         let join = std::thread::Builder::new()
             .name("recorder".into())
@@ -328,7 +269,7 @@ impl Recorder {
         Inbox(self.tx.clone())
     }
 
-    pub fn status(&self) -> StatusView {
+    pub fn status(&self) -> Published<RecordingStatus> {
         self.status.clone()
     }
 
@@ -380,7 +321,7 @@ struct Shell {
     cfg: RecordingConfig,
     control_url: String,
     app: String,
-    status: StatusView,
+    status: Published<RecordingStatus>,
     on_screen: Option<(StreamKey, String)>,
     heading: Option<(StreamKey, String)>,
     active: Vec<Active>,
@@ -403,7 +344,12 @@ fn mtime_ms(m: &std::fs::Metadata) -> u64 {
 }
 
 impl Shell {
-    fn new(cfg: RecordingConfig, control_url: String, app: String, status: StatusView) -> Shell {
+    fn new(
+        cfg: RecordingConfig,
+        control_url: String,
+        app: String,
+        status: Published<RecordingStatus>,
+    ) -> Shell {
         let now = Instant::now();
         Shell {
             cfg,
@@ -846,7 +792,7 @@ impl Shell {
     }
 
     fn publish(&self) {
-        self.status.set(Status {
+        self.status.publish(RecordingStatus {
             recording: self
                 .active
                 .iter()
@@ -1055,26 +1001,5 @@ mod tests {
         let read = |n| std::fs::read_to_string(out.join(n)).unwrap();
         assert_eq!(read("A-1970-01-01T000000Z.flv"), "one");
         assert_eq!(read("A-1970-01-01T000000Z-2.flv"), "two");
-    }
-
-    #[test]
-    fn status_json_shape() {
-        let v = StatusView::default();
-        v.set(Status {
-            recording: Some(("A".into(), 5)),
-            paused: None,
-            recent: vec![Recent {
-                file: "A-x.flv".into(),
-                streamer: "A".into(),
-                start_s: 1,
-                duration_s: Some(4),
-                size_bytes: 10,
-            }],
-        });
-        let j = v.json();
-        assert_eq!(j["recording"]["name"], "A");
-        assert_eq!(j["recent"][0]["duration_s"], 4);
-        assert_eq!(j["recent"][0]["streamer"], "A");
-        assert!(j["paused"].is_null());
     }
 }

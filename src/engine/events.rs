@@ -113,7 +113,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut e = Events::new(metrics.clone(), Vec::new());
         let back = |m: &Metrics| {
-            m.render(&crate::engine::View::default(), 0)
+            m.render(&crate::view::View::default(), 0)
                 .lines()
                 .find_map(|l| {
                     l.strip_prefix("motherstream_events_total{kind=\"obs_back\"} ")

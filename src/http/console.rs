@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use super::session::{self, Check};
 use super::token_try::{try_token, Tried};
 use super::{Incoming, Reply};
-use crate::engine;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
 const ADMIN_JS: &str = include_str!("console/admin.js");
@@ -156,7 +155,7 @@ pub(super) fn logout(inc: &Incoming) -> Page {
 /// shown with a new key).
 pub(super) fn admin_page(inc: &Incoming) -> Page {
     let (ctx, settings) = (inc.ctx, inc.settings);
-    let port = engine::read(&ctx.view).pages.ingest().1;
+    let port = ctx.view.read().pages.ingest().1;
     let attr = |v: &str| {
         v.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -225,7 +224,7 @@ pub(super) fn me(inc: &Incoming) -> Page {
     let (ctx, now) = (inc.ctx, crate::clock::unix_ms());
     let rest = inc.path.strip_prefix("/me/").unwrap_or_default();
     let (token, what) = rest.split_once('/').unwrap_or((rest, ""));
-    let view = engine::read(&ctx.view);
+    let view = ctx.view.read();
     match what {
         "" if view.pages.exists(token) => Page::static_text(ME_HTML, "text/html; charset=utf-8"),
         "" => Page::new(

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use crate::engine::View;
+use super::View;
 use crate::registry::Registry;
 
 /// One registered streamer as their page needs them.
@@ -141,7 +141,7 @@ impl Pages {
             "stream": view
                 .health
                 .get(&page.name)
-                .map(|h| crate::engine::health_json(h, now_ms)),
+                .map(|h| super::health_json(h, now_ms)),
             "ingest": {
                 "app": self.ingest_app,
                 "port": self.rtmp_port,
