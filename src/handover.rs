@@ -116,7 +116,6 @@ pub fn write(c: &Carried) -> Result<std::fs::File, String> {
 #[derive(Default)]
 struct Inherited {
     engine: Option<EngineCarry>,
-    relay: Option<RelayCarry>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -162,10 +161,10 @@ pub fn inherit() -> Start {
                 from_version: c.from_version.clone(),
                 handovers: c.handovers,
             };
+            crate::relay::inherit(c.relay);
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {
                     engine: Some(c.engine),
-                    relay: Some(c.relay),
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -193,16 +192,6 @@ pub fn fell_back() -> bool {
 fn with<T>(f: impl FnOnce(&mut Inherited) -> T) -> Option<T> {
     let mut g = INHERITED.lock().ok()?;
     g.as_mut().map(f)
-}
-
-/// Whether the relay's carried state is waiting to be taken.
-pub fn relay_pending() -> bool {
-    with(|i| i.relay.is_some()).unwrap_or(false)
-}
-
-/// The relay's carried state, once.
-pub fn take_relay() -> Option<RelayCarry> {
-    with(|i| i.relay.take()).flatten()
 }
 
 /// The engine's carried state, once.
