@@ -182,11 +182,12 @@ mod tests {
     }
 
     fn view(queue: &[&str], slot_left_ms: Option<u64>, default: u64, now: u64) -> View {
-        let mut v = View::default();
-        v.names = Arc::new(queue.iter().map(|n| (*n, 1)).collect());
-        v.slot_ends_at_ms = slot_left_ms.map(|l| now + l);
-        v.slot_seconds = default;
-        v
+        View {
+            names: Arc::new(queue.iter().map(|n| (*n, 1)).collect()),
+            slot_ends_at_ms: slot_left_ms.map(|l| now + l),
+            slot_seconds: default,
+            ..View::default()
+        }
     }
 
     #[test]
