@@ -14,8 +14,8 @@ pub mod config;
 pub mod engine;
 mod events;
 pub mod handover;
-// Public until `Hook::from_loopback` is renamed with #20's HTTP split (clippy
-// asks a private `from_*` method to take no `self`).
+// Public until `Hook::from_loopback` (called in `http/hooks.rs`) is renamed:
+// clippy asks a private `from_*` method to take no `self`.
 pub mod hook;
 pub mod http;
 pub mod key;
