@@ -8,11 +8,11 @@
 //! with the decisions in `moderation` and `registry`.
 
 mod command;
+mod events;
 mod health;
 mod hooks;
 #[cfg(test)]
 mod memory;
-mod names;
 mod persist;
 pub mod ports;
 mod relay_link;
@@ -26,14 +26,11 @@ mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
 pub use command::{Command, Responder};
-pub use health::{health_json, HealthView};
-pub use names::Names;
+pub use events::Events;
 pub use streamers::StreamerRequest;
-pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
 
 use command::refuse;
 use relay_link::relay_spec;
-use view::write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +40,6 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::events::Events;
 use crate::key::StreamKey;
 use crate::moderation::Policy;
 use crate::obs::{BroadcastState, ObsStatus};
@@ -52,6 +48,7 @@ use crate::registry::{FileSig, Registry};
 use crate::relay::{RelayEvent, RelayView};
 use crate::store::Store;
 use crate::systemd::Notifier;
+use crate::view::{Names, ObsView, Pages, Published, Settings, View};
 use ports::{Clock, ControlPort, Io, ObsLauncher, ObsPort, RelayPort};
 
 /// Most commands decided in one batch (one fsync).
@@ -91,8 +88,8 @@ pub struct Engine {
     obs_view: ObsView,
     notifier: Notifier,
     next_status: Instant,
-    view: Shared<View>,
-    settings: Shared<Settings>,
+    view: Published<View>,
+    settings: Published<Settings>,
     started_at_ms: u64,
     shutting_down: bool,
     store_failed: bool,
@@ -126,7 +123,7 @@ pub struct Engine {
     names_gen: Option<(u64, u64)>,
     registry_gen: u64,
     /// The streamers' pages of `registry`, shared with every view.
-    pages: Arc<crate::pages::Pages>,
+    pages: Arc<Pages>,
     /// The relay as shown in the last published view.
     published_relay: RelayView,
     /// Last state handed to the OBS thread.
@@ -161,8 +158,8 @@ pub struct EngineParts {
     pub state: State,
     pub store: Store,
     pub notifier: Notifier,
-    pub view: Shared<View>,
-    pub settings: Shared<Settings>,
+    pub view: Published<View>,
+    pub settings: Published<Settings>,
     /// Whether a `watch` thread reports registry file changes.
     pub registry_watched: bool,
     /// Clock, relay, nginx control, OBS: `Io::real()` in the daemon.
@@ -195,7 +192,7 @@ impl Engine {
         let relay = relay(relay_spec(&p.cfg), relay_tx.clone());
         let published = p.published;
         let now = clock.now();
-        let pages = Arc::new(crate::pages::Pages::new(
+        let pages = Arc::new(Pages::new(
             &Registry::default(),
             &p.cfg.rtmp.ingest_app,
             p.cfg.rtmp.port,

@@ -24,6 +24,14 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+/// One `/metrics` counter's value (one label set) in a hand-over's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CounterCarry {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::relay::RelayCarry;
@@ -81,7 +89,7 @@ pub struct Carried {
     /// `/metrics` counters (added in format 1 with a default: a state
     /// without them starts the counters at 0).
     #[serde(default)]
-    pub metrics: Vec<crate::metrics::CounterCarry>,
+    pub metrics: Vec<CounterCarry>,
 }
 
 #[derive(Deserialize)]
@@ -120,8 +128,7 @@ pub fn write(c: &Carried) -> Result<std::fs::File, String> {
 #[derive(Default)]
 struct Inherited {
     engine: Option<EngineCarry>,
-    metrics: Option<Vec<crate::metrics::CounterCarry>>,
-    relay: Option<RelayCarry>,
+    metrics: Option<Vec<CounterCarry>>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -167,11 +174,11 @@ pub fn inherit() -> Start {
                 from_version: c.from_version.clone(),
                 handovers: c.handovers,
             };
+            crate::relay::inherit(c.relay);
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {
                     engine: Some(c.engine),
                     metrics: Some(c.metrics),
-                    relay: Some(c.relay),
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -231,23 +238,13 @@ fn with<T>(f: impl FnOnce(&mut Inherited) -> T) -> Option<T> {
     g.as_mut().map(f)
 }
 
-/// Whether the relay's carried state is waiting to be taken.
-pub fn relay_pending() -> bool {
-    with(|i| i.relay.is_some()).unwrap_or(false)
-}
-
-/// The relay's carried state, once.
-pub fn take_relay() -> Option<RelayCarry> {
-    with(|i| i.relay.take()).flatten()
-}
-
 /// The engine's carried state, once.
 pub fn take_engine() -> Option<EngineCarry> {
     with(|i| i.engine.take()).flatten()
 }
 
 /// The metrics counters carried over, once.
-pub fn take_metrics() -> Option<Vec<crate::metrics::CounterCarry>> {
+pub fn take_metrics() -> Option<Vec<CounterCarry>> {
     with(|i| i.metrics.take()).flatten()
 }
 
@@ -375,7 +372,7 @@ mod tests {
                 resume_lag_ms: Some(120),
                 sources: Vec::new(),
             },
-            metrics: vec![crate::metrics::CounterCarry {
+            metrics: vec![CounterCarry {
                 name: "motherstream_hooks_total".into(),
                 labels: vec![("endpoint".into(), "publish".into())],
                 value: 3.0,

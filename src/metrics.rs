@@ -14,8 +14,9 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::engine::View;
 use crate::events::Event;
+use crate::handover::CounterCarry;
+use crate::view::View;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -303,7 +304,10 @@ impl Metrics {
 
     /// Count what an event says.
     pub fn observe(&self, ev: &Event) {
-        self.show.events.with_label_values(&[ev.kind()]).inc();
+        self.show
+            .events
+            .with_label_values(&[ev.kind().as_str()])
+            .inc();
         match ev {
             Event::OffAir { reason, .. } => {
                 self.show
@@ -410,15 +414,6 @@ impl Default for Metrics {
     }
 }
 
-/// Times one hook call from the moment its request was read.
-/// One counter's value (one label set) in a hand-over's state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CounterCarry {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
 /// A counter whose value a hand-over carries.
 trait CarriedCounter: prometheus::core::Collector {
     fn add(&self, c: &CounterCarry);
@@ -451,6 +446,7 @@ impl CarriedCounter for IntCounterVec {
     }
 }
 
+/// Times one hook call from the moment its request was read.
 pub struct HookTimer {
     metrics: Arc<Metrics>,
     endpoint: &'static str,

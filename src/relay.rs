@@ -33,7 +33,7 @@ use crossbeam_channel::Sender;
 use crate::key::StreamKey;
 
 pub use restart::RestartRelay;
-pub use splicing::{RelayCarry, SpliceRelay};
+pub use splicing::{inherit, RelayCarry, SpliceRelay};
 
 use flv::Tag;
 use splice::{CutHow, SourceId};
@@ -239,7 +239,7 @@ impl Relay {
             Mode::Restart => {
                 // A splice output handed over to a binary now configured
                 // for restart mode: it cannot be used; stop it.
-                if let Some(c) = crate::handover::take_relay() {
+                if let Some(c) = splicing::take_carried() {
                     log::warn!(
                         "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
                         c.output.pid
@@ -415,7 +415,7 @@ pub fn format_tail(tail: &[String]) -> String {
 pub fn new_secret() -> String {
     crate::secret::random_hex(16).unwrap_or_else(|e| {
         log::error!("cannot read random bytes for the output secret: {e}");
-        format!("{:x}", std::process::id() as u64 ^ crate::engine::unix_ms())
+        format!("{:x}", std::process::id() as u64 ^ crate::clock::unix_ms())
     })
 }
 

@@ -2,8 +2,9 @@
 //! (and name) what needs a restart.
 
 use super::relay_link::relay_spec;
-use super::{read, write, Engine, ObsView, Settings};
+use super::Engine;
 use crate::config::{self, Config};
+use crate::view::{ObsView, Settings};
 
 impl Engine {
     pub(super) fn reload(&mut self) {
@@ -33,7 +34,7 @@ impl Engine {
             }
         }
         {
-            let s = read(&self.settings);
+            let s = self.settings.read();
             let dir = new.state_dir();
             let admin_token = match crate::auth::load_admin_token(
                 &crate::auth::admin_token_path(&new, &dir),
@@ -66,18 +67,15 @@ impl Engine {
                     applied.push(what);
                 }
             }
-            write(
-                &self.settings,
-                Settings {
-                    admin_token,
-                    hook_secret,
-                    allowed_hosts: new.http.allowed_hosts.clone(),
-                    relay_secret: s.relay_secret.clone(),
-                    ingest_app: s.ingest_app.clone(),
-                    output_app: s.output_app.clone(),
-                    output_stream: s.output_stream.clone(),
-                },
-            );
+            self.settings.publish(Settings {
+                admin_token,
+                hook_secret,
+                allowed_hosts: new.http.allowed_hosts.clone(),
+                relay_secret: s.relay_secret.clone(),
+                ingest_app: s.ingest_app.clone(),
+                output_app: s.output_app.clone(),
+                output_stream: s.output_stream.clone(),
+            });
         }
         match (&self.obs, new.obs.enabled) {
             // Every reload: the OBS thread compares the settings and re-reads

@@ -35,7 +35,8 @@ mod events;
 mod handover;
 mod out;
 mod players;
-pub use handover::RelayCarry;
+pub(super) use handover::take_carried;
+pub use handover::{inherit, RelayCarry};
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
@@ -216,7 +217,7 @@ impl SpliceRelay {
             card: None,
             last_card_tick: now,
         };
-        match crate::handover::take_relay() {
+        match handover::take_carried() {
             Some(c) => {
                 if let Err(e) = r.resume_from(c.clone()) {
                     log::error!("{e}; starting a new output (OBS sees a reconnect)");

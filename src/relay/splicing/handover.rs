@@ -8,6 +8,7 @@
 //! then the output holds the last picture: nothing is sent, no slate, no
 //! cut); the hand-over is then timed to just before that keyframe.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Owner, SpliceRelay};
@@ -54,6 +55,28 @@ const LEAD_MARGIN: Duration = Duration::from_millis(150);
 const LEAD_UNMEASURED: Duration = Duration::from_millis(600);
 /// Streamers with keyframes further apart than this are not waited for.
 const KEYFRAME_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The relay's part of a hand-over this process inherited: left here by
+/// `handover::inherit` at start (before any thread), taken once by the
+/// relay that starts.
+static INHERITED: Mutex<Option<RelayCarry>> = Mutex::new(None);
+
+/// Keep a carried relay state for the relay that starts next.
+pub fn inherit(c: RelayCarry) {
+    if let Ok(mut g) = INHERITED.lock() {
+        *g = Some(c);
+    }
+}
+
+/// Whether a carried state is waiting to be taken.
+fn carried_pending() -> bool {
+    INHERITED.lock().is_ok_and(|g| g.is_some())
+}
+
+/// The carried state, once.
+pub(crate) fn take_carried() -> Option<RelayCarry> {
+    INHERITED.lock().ok()?.take()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RelayCarry {
@@ -274,7 +297,7 @@ impl SpliceRelay {
     pub(super) fn carried_clip(
         spec: &crate::relay::RelaySpec,
     ) -> Option<crate::relay::slate::Clip> {
-        if !crate::handover::relay_pending() || !spec.slate.is_empty() {
+        if !carried_pending() || !spec.slate.is_empty() {
             return None;
         }
         let bytes = std::fs::read(spec.work_dir.join("slate.flv")).ok()?;

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use crate::engine::View;
+use super::View;
 use crate::registry::Registry;
 
 /// One registered streamer as their page needs them.
@@ -141,7 +141,7 @@ impl Pages {
             "stream": view
                 .health
                 .get(&page.name)
-                .map(|h| crate::engine::health_json(h, now_ms)),
+                .map(|h| super::health_json(h, now_ms)),
             "ingest": {
                 "app": self.ingest_app,
                 "port": self.rtmp_port,
@@ -182,11 +182,12 @@ mod tests {
     }
 
     fn view(queue: &[&str], slot_left_ms: Option<u64>, default: u64, now: u64) -> View {
-        let mut v = View::default();
-        v.names = Arc::new(queue.iter().map(|n| (*n, 1)).collect());
-        v.slot_ends_at_ms = slot_left_ms.map(|l| now + l);
-        v.slot_seconds = default;
-        v
+        View {
+            names: Arc::new(queue.iter().map(|n| (*n, 1)).collect()),
+            slot_ends_at_ms: slot_left_ms.map(|l| now + l),
+            slot_seconds: default,
+            ..View::default()
+        }
     }
 
     #[test]
