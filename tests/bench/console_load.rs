@@ -12,10 +12,7 @@
 //!
 //! Environment: `MS_BENCH_QUICK=1` for 4 s per phase instead of 12 s.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -181,11 +178,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        println!("console_load: bench");
-        return;
-    }
+pub fn main() {
     let secs = if std::env::var_os("MS_BENCH_QUICK").is_some() {
         4.0
     } else {

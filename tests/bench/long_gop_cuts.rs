@@ -19,12 +19,8 @@
 //! in-process readers) over the run, and each bridge encoder's (from
 //! /proc at its stop, as the daemon logs it).
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/long_gop_cuts.rs"]
-mod long_gop_cuts;
-
-use long_gop_cuts::{CutSeen, RunSeen};
+use crate::common::long_gop_cuts;
+use crate::common::long_gop_cuts::{CutSeen, RunSeen};
 
 fn ms(d: Option<std::time::Duration>) -> String {
     d.map_or("never".into(), |d| {
@@ -102,7 +98,7 @@ fn summary(name: &str, runs: &[RunSeen]) {
     );
 }
 
-fn main() {
+pub fn main() {
     let rounds: usize = std::env::var("MS_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -23,18 +23,14 @@
 //! (all its threads, the in-process source readers included) plus its
 //! ffmpeg children's, from /proc, over the switches of the block.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/obs.rs"]
-mod obs;
-#[path = "../common/obs_cut.rs"]
-mod obs_cut;
-
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
-use obs::{Obs, ObsOpts, Seen};
-use obs_cut::{measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher};
+use crate::common::obs::{Obs, ObsOpts, Seen};
+use crate::common::obs_cut::{
+    measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+};
+use crate::common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
 
 const FPS: u32 = 30;
 const GOP: u32 = 60;
@@ -148,9 +144,10 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         bin: daemon_bin(),
         hook_secret: Some(e.nginx.hook_secret.clone()),
     });
-    let connected = common::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
-        daemon.status()["obs"]["connected"].as_bool()?.then_some(())
-    });
+    let connected =
+        crate::common::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+            daemon.status()["obs"]["connected"].as_bool()?.then_some(())
+        });
     assert!(
         connected.is_some(),
         "{}: daemon never connected to OBS",
@@ -163,7 +160,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     let mut c = e.obs.client();
     let url = |k: &str| e.nginx.rtmp_url("live", k);
     let wait_queue = |want: &[&str]| {
-        common::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        crate::common::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
             (daemon.queue() == want).then_some(())
         })
         .is_some()
@@ -266,7 +263,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     b.max_buffering = new.matches("Max audio buffering").count();
     b.added_buffering = new.matches("audio buffering").count() - b.max_buffering;
     if e.verbose {
-        println!("{}", common::tail(&daemon.log_path(), 60));
+        println!("{}", crate::common::tail(&daemon.log_path(), 60));
     }
     drop((player, watch, c, red, blue));
     drop(daemon);
@@ -370,11 +367,7 @@ fn summarize(blocks: &[Block]) -> Summary {
     }
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("obs_switch: run with `cargo bench --bench obs_switch`");
-        return;
-    }
+pub fn main() {
     let switches = env_num("MS_BENCH_SWITCHES", 10).max(1);
     let rounds = env_num("MS_BENCH_ROUNDS", 2).clamp(1, switches);
     let hook_port = free_port();

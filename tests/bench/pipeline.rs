@@ -5,10 +5,7 @@
 //!
 //! Environment: `MS_BENCH_QUICK=1` for a short run (smaller counts, 3 switches).
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -419,12 +416,7 @@ fn baseline_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
 
 // ------------------------------------------------------------ main
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` / `cargo test --benches` compatibility.
-        println!("pipeline: bench");
-        return;
-    }
+pub fn main() {
     let q = quick();
     let (n1, n8, n64) = if q {
         (300, 1000, 3000)

@@ -41,10 +41,6 @@ impl Activated {
         self.dir.join("ms.toml")
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     /// Start the daemon with the socket as descriptor 3 and wait until it
     /// answers /healthz.
     pub fn spawn(&mut self) {

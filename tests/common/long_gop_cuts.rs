@@ -6,12 +6,10 @@
 //! `benches/long_gop_cuts` (old way vs new way table). `MS_CUTS_DEBUG=1`
 //! prints every decoded-PTS step over 50 ms around each cut.
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
-use crate::common::viewer::Viewer;
-use crate::common::*;
+use super::viewer::Viewer;
+use super::*;
 
 pub const SLATE: (u32, u32) = (640, 360);
 pub const XDEF: (u32, u32) = (320, 180);

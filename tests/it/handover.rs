@@ -14,21 +14,11 @@
 //! interval: the sources are read again after exec and the streamer on air
 //! goes on at their next keyframe (the output holds the last picture).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::prober::{Probe, Prober};
-use common::viewer::{Frame, Viewer};
-use common::*;
-
-/// These tests measure gaps and latencies: they run one at a time even
-/// when the harness runs tests in parallel.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::common::prober::{Probe, Prober};
+use crate::common::viewer::{Frame, Viewer};
+use crate::common::*;
 
 const FPS: u32 = 30;
 const GOP: u32 = 60; // 2 s
@@ -120,7 +110,7 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
 
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -307,7 +297,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
 /// cannot be handed over.
 #[test]
 fn upgrade_is_refused_with_the_reason_in_restart_mode() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let pid = rig.daemon.pid();
     let out = std::process::Command::new(daemon_bin())
@@ -333,7 +323,7 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
 /// the CLI says so and exits 1.
 #[test]
 fn unreadable_state_falls_back_to_a_restart() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -404,7 +394,7 @@ fn unreadable_state_falls_back_to_a_restart() {
 /// 8.3 s.
 #[test]
 fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -483,7 +473,7 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
 /// output timeline (no republish, no timestamp step).
 #[test]
 fn upgrade_with_the_slate_on_air() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,

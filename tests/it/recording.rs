@@ -3,8 +3,6 @@
 //! were on screen; a free-space floor keeps recording off; old recordings
 //! are pruned; a forged on_record_done moves nothing.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The finished-recordings directory and nginx's record_path, in a temp
 /// dir nginx's worker (nobody, under a root master) can reach.

@@ -3,14 +3,12 @@
 //! `#key = value` line must give exactly `Config::default()`, and every key
 //! of the config must appear.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use motherstream::config::Config;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SHIPPED: &str = include_str!("../packaging/motherstream.toml");
+const SHIPPED: &str = include_str!("../../packaging/motherstream.toml");
 
 fn uncommented() -> String {
     SHIPPED
@@ -55,7 +53,7 @@ fn every_key_is_documented() {
 /// named in the man page.
 #[test]
 fn every_notify_key_is_documented() {
-    const MAN: &str = include_str!("../packaging/motherstream.8");
+    const MAN: &str = include_str!("../../packaging/motherstream.8");
     let keys = toml::Value::try_from(motherstream::config::NotifyConfig::default()).unwrap();
     let shipped = &SHIPPED[SHIPPED.find("# [[notify]]").expect("a [[notify]] example")..];
     let man = &MAN[MAN.find(".SS [[notify]]\n").expect("a [[notify]] section")..];
@@ -93,7 +91,7 @@ fn every_notify_key_is_documented() {
 /// `.SS [section]` heading.
 #[test]
 fn every_key_is_in_the_man_page() {
-    const MAN: &str = include_str!("../packaging/motherstream.8");
+    const MAN: &str = include_str!("../../packaging/motherstream.8");
     let defaults = toml::Value::try_from(Config::default()).unwrap();
     let mut missing = Vec::new();
     for (section, table) in defaults.as_table().unwrap() {
@@ -122,8 +120,8 @@ fn every_key_is_in_the_man_page() {
 
 // ------------------------------------------------ the shipped nginx example
 
-const NGINX_EXAMPLE: &str = include_str!("../packaging/nginx-rtmp.conf");
-const TMPFILES: &str = include_str!("../packaging/motherstream.tmpfiles");
+const NGINX_EXAMPLE: &str = include_str!("../../packaging/nginx-rtmp.conf");
+const TMPFILES: &str = include_str!("../../packaging/motherstream.tmpfiles");
 
 /// Replace `from` (which must occur exactly once, so this test follows the
 /// shipped file) by `to`.

@@ -7,10 +7,8 @@
 //! chromium is a declared test dependency (tests/stages/streamers.deps):
 //! when it is missing this test fails; it is never skipped.
 
-mod common;
-
-use common::chromium::Browser;
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 

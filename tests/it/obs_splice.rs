@@ -9,17 +9,14 @@
 //! after the 20th switch as after the first, and OBS's log has no audio
 //! buffering trouble.
 
-mod common;
-#[path = "common/obs.rs"]
-mod obs;
-#[path = "common/obs_cut.rs"]
-mod obs_cut;
-
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::*;
-use obs::{until, Obs, ObsOpts, Seen};
-use obs_cut::{measure_cut, player_clients, wait_seen, wall_us, Cut, TcPlayer, TcPublisher};
+use crate::common::obs::{until, Obs, ObsOpts, Seen};
+use crate::common::obs_cut::{
+    measure_cut, player_clients, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+};
+use crate::common::*;
 
 const SWITCHES: usize = 20;
 const FPS: u32 = 30;
@@ -27,6 +24,7 @@ const GOP: u32 = 60; // 2 s
 
 #[test]
 fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
+    let _turn = heavy_turn();
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);
     let obs = Obs::start(ObsOpts {

@@ -15,15 +15,11 @@
 //!
 //! Every test also checks that no webhook URL reached the daemon's log.
 
-mod common;
-#[path = "common/obs.rs"]
-mod obs;
-
 use std::time::{Duration, Instant};
 
-use common::webhook::{Mode, Receiver};
-use common::*;
-use obs::{Obs, ObsOpts};
+use crate::common::obs::{Obs, ObsOpts};
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 
 /// (event, name) of each body, in arrival order.
 fn story(bodies: &[Value]) -> Vec<(String, String)> {

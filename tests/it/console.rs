@@ -8,10 +8,8 @@
 //! chromium, nginx and ffmpeg are declared test dependencies: when one is
 //! missing this test fails; it is never skipped.
 
-mod common;
-
-use common::chromium::Browser;
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 

@@ -8,16 +8,14 @@
 //! OBS tests hold a machine-wide lock (see common/obs.rs), so they run one
 //! at a time whatever `--test-threads` says.
 
-#[path = "common/obs.rs"]
-mod obs;
-
+use crate::common::obs;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::obs::{until, Obs, ObsOpts};
 use crossbeam_channel::Receiver;
 use motherstream::config::{CueMode, ObsConfig};
 use motherstream::obs::{BroadcastState, ObsHandle, ObsStatus};
-use obs::{until, Obs, ObsOpts};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 

@@ -6,14 +6,12 @@
 //! kernel queues them while the daemon is down. The log says which socket
 //! is used and warns when it differs from `[http] listen`.
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::activated::Activated;
-use common::prober::Prober;
-use common::*;
+use crate::common::activated::Activated;
+use crate::common::prober::Prober;
+use crate::common::*;
 
 /// The test's daemon: nginx and a config, started with the held socket.
 fn activated(nginx: &Nginx, listen_port: u16, a: &Activated) {
@@ -31,6 +29,7 @@ fn activated(nginx: &Nginx, listen_port: u16, a: &Activated) {
 
 #[test]
 fn restart_and_kill9_refuse_no_connection() {
+    let _turn = heavy_turn();
     let mut a = Activated::new(daemon_bin());
     let nginx = Nginx::start(a.port);
     // First start: [http] listen names another port; the socket wins and

@@ -15,18 +15,14 @@
 //! showed the old head (so the measured latency is never shorter than the
 //! real one).
 
-mod common;
-#[path = "common/long_gop_cuts.rs"]
-mod long_gop_cuts;
-#[path = "common/obs.rs"]
-mod obs;
-
+use crate::common::long_gop_cuts;
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::viewer::Viewer;
-use common::*;
-use long_gop_cuts::{measure, CutSeen, XDEF};
-use obs::{Obs, ObsOpts};
+use crate::common::long_gop_cuts::{measure, CutSeen, XDEF};
+use crate::common::obs::{Obs, ObsOpts};
+use crate::common::viewer::Viewer;
+use crate::common::*;
 
 /// OBS's canvas = its output: a size no other source has, so the viewer
 /// tells OBS's picture by its size.
@@ -92,6 +88,7 @@ fn slot_end(rig: &Rig, key: &str) -> Instant {
 
 #[test]
 fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second() {
+    let _turn = heavy_turn();
     let rig = Rig::start(&format!(
         "[queue]\nslot_seconds = {SLOT_SECONDS}\nrejoin_block_seconds = 0\n[relay]\nbridge = true\n"
     ));

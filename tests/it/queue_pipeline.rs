@@ -2,9 +2,7 @@
 //! different sizes, the real daemon and its relay; a probe of
 //! `motherstream/live` tells who is on air.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);

@@ -1,9 +1,7 @@
 //! Crashes and restarts: kill -9 of the daemon, of its relay; SIGTERM;
 //! the state file (seed migration, corruption).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);

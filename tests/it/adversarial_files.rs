@@ -6,9 +6,7 @@
 //! The tests run as root (as an administrator's CLI would); the "service
 //! user" is uid/gid 65534, which owns the state directory in those tests.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;

@@ -3,13 +3,11 @@
 //! are plain TCP servers (`tests/common/webhook.rs`: answering, failing,
 //! hanging). The other event kinds are in `tests/notify_events.rs`.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 use serde_json::Value;
 
 /// A sample's value from the metrics text (`name{labels} value`).

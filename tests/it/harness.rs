@@ -3,9 +3,7 @@
 //! sends, the private nginx works, a relay ffmpeg can copy a publisher to
 //! the output and ffprobe reads the publisher's size there.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;

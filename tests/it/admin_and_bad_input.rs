@@ -1,9 +1,7 @@
 //! Admin endpoints, read endpoints, authorization and bad input, against
 //! the real binary (and real nginx + ffmpeg where the output matters).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);

@@ -1,9 +1,7 @@
 //! Streamers, slots and moderation end to end: the real daemon, a private
 //! nginx-rtmp with the control module and /stat, real ffmpeg publishers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -7,11 +7,9 @@
 //! Every check here reads the raw answers (`queue_raw`, `raw_bodies`, plain
 //! GETs), never the harness's guest-name translation.
 
-mod common;
-
-use common::chromium::Browser;
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);

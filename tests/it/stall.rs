@@ -9,14 +9,12 @@
 //! Picture sizes tell who is on the output: the card (like the slate) is
 //! 640x360, every publisher has a size of its own.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::chromium::Browser;
-use common::viewer::Viewer;
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::viewer::Viewer;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 
 const FPS: u32 = 30;
 /// A keyframe every 2 s.
@@ -149,6 +147,7 @@ fn wait_back(viewer: &Viewer, size: (u32, u32), from: Instant, within: Duration)
 
 #[test]
 fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -263,6 +262,7 @@ events = ["unstable", "back", "gave_up", "on_air"]
 
 #[test]
 fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\nformat = \"discord\"\nevents = [\"gave_up\"]\n",
@@ -338,11 +338,12 @@ fn trickle(url: &str, size: (u32, u32), from: u32, to: u32) -> Publisher {
         ])
         .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url]);
-    Publisher::spawn_logged(url, size, cmd)
+    Publisher::spawn_logged(url, cmd)
 }
 
 #[test]
 fn a_trickling_encoder_goes_to_the_card_and_back() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 0\ngive_up_seconds = 60\n");
     wait_output(&rig);
     let viewer = watch(&rig);
@@ -403,6 +404,7 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
 
 #[test]
 fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 30\nrejoin_block_seconds = 0\n");
     let d = &rig.daemon;
     let add = |name: &str| {

@@ -5,13 +5,11 @@
 //! was served, bare hook paths took forged publishes, the queue had no cap
 //! and `addr` went verbatim into the log and queue.json.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const NO_SKIP: &str = "[relay]\nmax_failures = 1000\n";
 
