@@ -1,4 +1,4 @@
-//! `cargo bench --bench console_load`: do open consoles take hook capacity?
+//! `bench::console_load`: do open consoles take hook capacity?
 //!
 //! Hook latency (on_publish + on_publish_done pairs, each a durable engine
 //! command, on a new TCP connection as nginx-rtmp sends them, paced at

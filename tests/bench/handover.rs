@@ -1,7 +1,7 @@
-//! Restart vs hand-over, side by side in one run (`cargo bench --bench
-//! handover`; `MS_BENCH_EVENTS` per mode, default 3): one private
-//! nginx-rtmp per mode, the release daemon, alice on air (30 fps, keyframe
-//! every 2 s) and bob queued, a decoding viewer of the output and a client
+//! Restart vs hand-over, side by side in one run (`bench::handover`;
+//! `MS_BENCH_EVENTS` per mode, default 3): one private nginx-rtmp per mode,
+//! the release daemon, alice on air (30 fps, keyframe every 2 s) and bob
+//! queued, a decoding viewer of the output and a client
 //! opening a connection to `/healthz` every 20 ms. Each event:
 //!
 //! * `restart, own socket`: SIGTERM, wait for the exit, start again (what

@@ -1,6 +1,6 @@
 //! Bench: how often the idle daemon wakes up with OBS connected.
 //!
-//! `cargo bench --bench idle_wakeups` (env `MS_BENCH_SECS`, default 60).
+//! `bench::idle_wakeups` (env `MS_BENCH_SECS`, default 60).
 //!
 //! Real everything: a private nginx-rtmp, a headless OBS 29 playing
 //! `motherstream/live`, and the motherstream daemon with `[obs] enabled =

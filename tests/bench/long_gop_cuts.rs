@@ -4,7 +4,7 @@
 //! = true`: a re-encode with an IDR every 0.25 s until their own next
 //! keyframe), side by side in one run.
 //!
-//! `cargo bench --bench long_gop_cuts`; env `MS_BENCH_ROUNDS` (runs per
+//! `bench::long_gop_cuts`; env `MS_BENCH_ROUNDS` (runs per
 //! way, alternating, default 1).
 //!
 //! Real everything: a private nginx-rtmp, the daemon, a decoding ffmpeg

@@ -1,7 +1,7 @@
 //! Bench: the splice relay and the restart relay side by side, in one run,
 //! as a real OBS shows them.
 //!
-//! `cargo bench --bench obs_switch`; env `MS_BENCH_SWITCHES` (per mode,
+//! `bench::obs_switch`; env `MS_BENCH_SWITCHES` (per mode,
 //! default 10), `MS_BENCH_ROUNDS` (blocks per mode, alternating splice and
 //! restart so that a change of machine load hits both, default 2),
 //! `MS_BENCH_SLATE` (an operator slate for splice mode), `MS_BENCH_VERBOSE`.

@@ -1,4 +1,4 @@
-//! `cargo bench --bench pipeline`: figures for the whole pipeline, printed
+//! `bench::pipeline`: figures for the whole pipeline, printed
 //! next to their targets. Real nginx-rtmp, real ffmpeg, the release-built
 //! daemon. Every request goes on a new TCP connection as nginx-rtmp sends
 //! it (HTTP/1.0, Connection: Close). Every loop is bounded in count and time.

@@ -4,7 +4,7 @@
 //! publisher, same run, alternating: time from start to the first tag and
 //! to the first keyframe, and CPU per second of stream.
 //!
-//! `cargo bench --bench source_reader` (env `MS_BENCH_RUNS`, default 5;
+//! `bench::source_reader` (env `MS_BENCH_RUNS`, default 5;
 //! `MS_BENCH_SECONDS` of reading per run, default 10).
 
 use std::io::Read;

@@ -860,7 +860,7 @@ pub fn connect_body(app: &str, rtmp_port: u16) -> String {
 /// message, the key of each guest name that stands for a key this test
 /// process published (raw hooks or ffmpeg), so tests written when keys
 /// were public names read as they did. The raw answers never hold a key:
-/// tests/public_names.rs checks them.
+/// tests/it/public_names.rs checks them.
 #[derive(Debug, Clone)]
 pub struct GuestNames {
     state_dir: PathBuf,

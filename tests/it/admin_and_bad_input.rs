@@ -29,7 +29,7 @@ fn assert_ok(r: &Resp, what: &str) {
 #[test]
 fn admin_endpoints_move_the_output() {
     // The restart relay: clear-queue stops it and the output goes away
-    // (the splice relay keeps its output on the slate; tests/splice.rs).
+    // (the splice relay keeps its output on the slate; tests/it/splice.rs).
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);

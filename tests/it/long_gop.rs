@@ -15,7 +15,7 @@
 //! 24.5 s); no
 //! valid stream refused; the output never reconnects. The figures per cut,
 //! the old way side by side, are printed by
-//! `cargo bench --bench long_gop_cuts`.
+//! `bench::long_gop_cuts`.
 
 use crate::common::{heavy_turn, long_gop_cuts};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Webhook notifications and `/metrics` against real parts: the daemon,
 //! nginx-rtmp, ffmpeg publishers taking turns, and webhook receivers that
 //! are plain TCP servers (`tests/common/webhook.rs`: answering, failing,
-//! hanging). The other event kinds are in `tests/notify_events.rs`.
+//! hanging). The other event kinds are in `tests/it/notify_events.rs`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

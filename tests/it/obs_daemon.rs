@@ -11,7 +11,7 @@
 //! OBS's media source at all (no restart, no reconnect to nginx, the
 //! loading item left alone); the first test runs once more in restart mode
 //! to keep that mode's OBS path covered. The 20-switch picture and sound
-//! checks of the splice relay are in `tests/obs_splice.rs`.
+//! checks of the splice relay are in `tests/it/obs_splice.rs`.
 
 use crate::common::obs;
 use std::time::{Duration, Instant};

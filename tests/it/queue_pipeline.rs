@@ -11,7 +11,7 @@ const QUICK: Duration = Duration::from_secs(10);
 #[test]
 fn join_order_then_switch_on_leave() {
     // The restart relay: a new relay per streamer (the splice relay keeps
-    // one output: tests/splice.rs).
+    // one output: tests/it/splice.rs).
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let mut a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
