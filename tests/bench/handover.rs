@@ -19,12 +19,10 @@
 use std::time::{Duration, Instant};
 
 use crate::common::activated::Activated;
+use crate::common::on_air::{self, longest_gap, viewer_on_slate, ALICE, GOP};
 use crate::common::prober::{Probe, Prober};
-use crate::common::viewer::Viewer;
+use crate::common::viewer::Frame;
 use crate::common::*;
-
-const FPS: u32 = 30;
-const GOP: u32 = 60;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -60,27 +58,10 @@ struct Row {
     probes: Vec<Probe>,
 }
 
-fn config(nginx: &Nginx, dir: &std::path::Path, port: u16) -> String {
-    format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\n[rtmp]\nport = {}\ncontrol_url = \"http://127.0.0.1:{nh}/control\"\n\
-         stat_url = \"http://127.0.0.1:{nh}/stat\"\n[state]\ndir = \"{}\"\n[relay]\nlog_file = \"{}\"\n\
-         [log]\nlevel = \"info\"\ntarget = \"stderr\"\n[queue]\nslot_seconds = 0\n",
-        nginx.rtmp_port,
-        dir.join("state").display(),
-        dir.join("ffmpeg.log").display(),
-        nh = nginx.http_port
-    )
-}
-
-fn gap(frames: &[crate::common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
-    let t: Vec<Instant> = frames
-        .iter()
-        .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
-        .map(|f| f.at)
-        .collect();
-    t.windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
-        .fold(0.0, f64::max)
+/// Longest gap (s) between frames of one kind within [from, to]; 0 with
+/// fewer than two.
+fn gap(frames: &[Frame], video: bool, from: Instant, to: Instant) -> f64 {
+    longest_gap(frames, video, from, to).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn run(mode: Mode, events: usize) -> Row {
@@ -101,9 +82,7 @@ fn run(mode: Mode, events: usize) -> Row {
         Mode::RestartActivated => {
             let mut a = Activated::new(daemon_bin());
             let nginx = Nginx::start(a.port);
-            std::fs::create_dir_all(a.dir.join("state")).expect("state dir");
-            std::fs::write(a.dir.join("state/hook.secret"), &nginx.hook_secret).expect("secret");
-            std::fs::write(a.config_path(), config(&nginx, a.dir.path(), a.port)).expect("config");
+            a.configure(&nginx, a.port, "[queue]\nslot_seconds = 0\n");
             a.spawn();
             let port = a.port;
             (nginx, Under::Activated(a), port)
@@ -113,29 +92,12 @@ fn run(mode: Mode, events: usize) -> Row {
         nginx.output_client()
     })
     .expect("output published");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
+    let viewer = viewer_on_slate(&nginx);
+    let mut alice = on_air::alice(&nginx, GOP);
     viewer
-        .wait_size((640, 360), viewer.started, Duration::from_secs(15))
-        .expect("slate at the viewer");
-    let mut alice = Publisher::start_full(
-        &nginx.rtmp_url("live", "alice"),
-        (320, 180),
-        FPS,
-        GOP,
-        48_000,
-        2,
-    );
-    viewer
-        .wait_size((320, 180), Instant::now(), Duration::from_secs(15))
+        .wait_size(ALICE, Instant::now(), Duration::from_secs(15))
         .expect("alice at the viewer");
-    let mut bob = Publisher::start_full(
-        &nginx.rtmp_url("live", "bob"),
-        (640, 360),
-        FPS,
-        GOP,
-        44_100,
-        1,
-    );
+    let mut bob = on_air::bob(&nginx);
     std::thread::sleep(Duration::from_millis(4500));
     let prober = Prober::start(port);
     let mut row = Row {
@@ -173,14 +135,14 @@ fn run(mode: Mode, events: usize) -> Row {
             }
         }
         // Back on the output (the next keyframe), then a margin.
-        let _ = viewer.wait_size((320, 180), Instant::now(), Duration::from_secs(10));
+        let _ = viewer.wait_size(ALICE, Instant::now(), Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(3000));
         let frames = viewer.frames();
         let to = Instant::now();
         row.video_gaps.push(gap(&frames, true, t0, to));
-        let alice_frames: Vec<crate::common::viewer::Frame> = frames
+        let alice_frames: Vec<Frame> = frames
             .iter()
-            .filter(|f| f.size == Some((320, 180)))
+            .filter(|f| f.size == Some(ALICE))
             .cloned()
             .collect();
         row.away.push(gap(&alice_frames, true, t0, to));

@@ -16,15 +16,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::on_air::{self, viewer_on_slate, ALICE as A, BOB as B, GOP};
 use crate::common::prober::{Probe, Prober};
 use crate::common::viewer::{Frame, Viewer};
 use crate::common::*;
-
-const FPS: u32 = 30;
-const GOP: u32 = 60; // 2 s
-const A: (u32, u32) = (320, 180);
-/// Bob's size, and the slate's.
-const B: (u32, u32) = (640, 360);
 
 /// Put a "new version" of the binary at `bin`: a fresh copy (new inode,
 /// like dpkg's rename) and the version it reports.
@@ -78,17 +73,10 @@ fn stage(extra_toml: &str) -> Stage {
     }
 }
 
-/// Longest gap between frames of one kind arriving within [from, to].
+/// Longest gap between frames of one kind arriving within [from, to]
+/// (`Duration::MAX` with fewer than two).
 fn longest_gap(frames: &[Frame], video: bool, from: Instant, to: Instant) -> Duration {
-    let t: Vec<Instant> = frames
-        .iter()
-        .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
-        .map(|f| f.at)
-        .collect();
-    t.windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or(Duration::MAX)
+    on_air::longest_gap(frames, video, from, to).unwrap_or(Duration::MAX)
 }
 
 /// How far the presentation time moved against the arrival time across
@@ -111,24 +99,12 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     let _turn = heavy_turn();
-    let Stage {
-        _bin_dir,
-        bin,
-        hook_port,
-        nginx,
-        daemon,
-        client,
-    } = stage("[queue]\nslot_seconds = 600\n");
+    let st = stage("[queue]\nslot_seconds = 600\n");
+    let (nginx, daemon) = (&st.nginx, &st.daemon);
     let pid = daemon.pid();
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
     // The slate first (the viewer has probed the output before anyone joins).
-    assert!(
-        viewer
-            .wait_size(B, viewer.started, Duration::from_secs(15))
-            .is_some(),
-        "the slate should be on the output"
-    );
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
+    let viewer = viewer_on_slate(nginx);
+    let mut alice = on_air::alice(nginx, GOP);
     daemon.wait_queue(&["alice"], Duration::from_secs(15));
     let t = Instant::now();
     assert!(
@@ -136,7 +112,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
         "alice never on the output; {}",
         daemon.status()
     );
-    let mut bob = Publisher::start_full(&nginx.rtmp_url("live", "bob"), B, FPS, GOP, 44_100, 1);
+    let mut bob = on_air::bob(nginx);
     daemon.wait_queue(&["alice", "bob"], Duration::from_secs(15));
     // A block that must survive: carol may not rejoin for 10 minutes.
     let r = daemon.admin("/api/block", r#"{"name":"carol","seconds":600}"#, None);
@@ -144,103 +120,129 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     // Two of alice's keyframes seen: the hand-over is timed to the next.
     std::thread::sleep(Duration::from_millis(4500));
 
-    let prober = Prober::start(hook_port);
-    let mut rows = Vec::new();
+    let prober = Prober::start(st.hook_port);
     for i in 1..=3 {
-        let version = format!("1.0.{i}-test");
-        let before = daemon.status();
-        let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
-        install(&bin, &version);
-        let t0 = Instant::now();
-        let out = std::process::Command::new(&bin)
-            .arg("--config")
-            .arg(daemon.config_path())
-            .arg("upgrade")
-            .output()
-            .expect("run motherstream upgrade");
-        let took = t0.elapsed();
-        let said = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "upgrade {i} failed ({}): {said}\nlog:\n{}",
-            out.status,
-            tail(&daemon.log_path(), 40)
-        );
-        // The streamer on air is back at their next keyframe (≤ 2 s).
-        let back = viewer.wait_size(A, t0 + took, Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(1500));
-        let t1 = Instant::now();
-        let frames = viewer.frames();
-        let vgap = longest_gap(&frames, true, t0 - Duration::from_millis(500), t1);
-        let agap = longest_gap(&frames, false, t0 - Duration::from_millis(500), t1);
-        let step = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
-        if std::env::var_os("MS_DEBUG_FRAMES").is_some() {
-            for f in frames.iter().filter(|f| f.at >= t0 && f.at <= t1) {
-                eprintln!(
-                    "  {:>6.0} ms {} pts {:?}",
-                    (f.at - t0).as_secs_f64() * 1000.0,
-                    if f.size.is_some() { "V" } else { "a" },
-                    f.pts
-                );
-            }
-        }
-        let after = daemon.status();
-        let left_after = after["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
-        let elapsed = (Instant::now() - t0).as_secs_f64();
-        eprintln!(
-            "upgrade {i}: `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
-            took.as_secs_f64() * 1000.0,
-            said.trim(),
-            back.map_or("never".into(), |b| format!("{:.0} ms after the command returned", (b - t0 - took).as_secs_f64() * 1000.0)),
-            vgap.as_secs_f64(),
-            agap.as_secs_f64(),
-            step,
-        );
-        rows.push((vgap, agap, step));
-        assert!(
-            back.is_some(),
-            "upgrade {i}: alice never back on the output"
-        );
-        assert!(
-            said.contains(&version),
-            "upgrade {i}: the CLI names the new version: {said}"
-        );
-        assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
-        assert_eq!(daemon.pid(), pid, "same PID");
-        assert_eq!(
-            nginx.output_client().as_deref(),
-            Some(client.as_str()),
-            "upgrade {i}: the output was republished; log:\n{}",
-            tail(&daemon.log_path(), 30)
-        );
-        assert_eq!(daemon.queue(), ["alice", "bob"], "queue unchanged");
-        assert_eq!(
-            after["on_air"]["name"].as_str(),
-            Some("alice"),
-            "on air unchanged: {after}"
-        );
-        assert!(
-            (left_before - elapsed - left_after).abs() <= 2.0,
-            "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
-        );
-        assert!(
-            after["blocked"]
-                .to_string()
-                .contains(&daemon.guest("carol")),
-            "blocks unchanged: {after}"
-        );
-        assert!(
-            step < 0.15,
-            "upgrade {i}: presentation time moved {step:.3} s against arrival"
-        );
-        // The keyframe interval bounds the hold (plus exec and reconnect).
-        assert!(
-            vgap <= Duration::from_millis(3000),
-            "upgrade {i}: longest video gap {vgap:?}"
-        );
+        upgrade_mid_set(&st, &viewer, pid, i);
     }
-    let probes = prober.finish();
+    assert_hooks_answered(daemon, &prober.finish());
+    let log = daemon.log();
+    assert!(
+        log.contains("taking over from 1.0.0-test"),
+        "log names the hand-over"
+    );
+    assert!(log.contains("the socket handed over by the previous binary"));
+    assert!(
+        alice.is_running() && bob.is_running(),
+        "publishers never dropped"
+    );
+    let _ = (alice.stop(), bob.stop());
+}
+
+/// Upgrade `i` of three: the streamer on air is back at their next
+/// keyframe, and nothing the audience or the queue has changed.
+fn upgrade_mid_set(st: &Stage, viewer: &Viewer, pid: u32, i: u32) {
+    let Stage {
+        bin,
+        nginx,
+        daemon,
+        client,
+        ..
+    } = st;
+    let version = format!("1.0.{i}-test");
+    let before = daemon.status();
+    let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
+    install(bin, &version);
+    let t0 = Instant::now();
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    let took = t0.elapsed();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "upgrade {i} failed ({}): {said}\nlog:\n{}",
+        out.status,
+        tail(&daemon.log_path(), 40)
+    );
+    // The streamer on air is back at their next keyframe (≤ 2 s).
+    let back = viewer.wait_size(A, t0 + took, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t1 = Instant::now();
+    let frames = viewer.frames();
+    let vgap = longest_gap(&frames, true, t0 - Duration::from_millis(500), t1);
+    let agap = longest_gap(&frames, false, t0 - Duration::from_millis(500), t1);
+    let step = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
+    if std::env::var_os("MS_DEBUG_FRAMES").is_some() {
+        for f in frames.iter().filter(|f| f.at >= t0 && f.at <= t1) {
+            eprintln!(
+                "  {:>6.0} ms {} pts {:?}",
+                (f.at - t0).as_secs_f64() * 1000.0,
+                if f.size.is_some() { "V" } else { "a" },
+                f.pts
+            );
+        }
+    }
+    let after = daemon.status();
+    let left_after = after["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
+    let elapsed = (Instant::now() - t0).as_secs_f64();
+    eprintln!(
+        "upgrade {i}: `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
+        took.as_secs_f64() * 1000.0,
+        said.trim(),
+        back.map_or("never".into(), |b| format!("{:.0} ms after the command returned", (b - t0 - took).as_secs_f64() * 1000.0)),
+        vgap.as_secs_f64(),
+        agap.as_secs_f64(),
+        step,
+    );
+    assert!(
+        back.is_some(),
+        "upgrade {i}: alice never back on the output"
+    );
+    assert!(
+        said.contains(&version),
+        "upgrade {i}: the CLI names the new version: {said}"
+    );
+    assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
+    assert_eq!(daemon.pid(), pid, "same PID");
+    assert_eq!(
+        nginx.output_client().as_deref(),
+        Some(client.as_str()),
+        "upgrade {i}: the output was republished; log:\n{}",
+        tail(&daemon.log_path(), 30)
+    );
+    assert_eq!(daemon.queue(), ["alice", "bob"], "queue unchanged");
+    assert_eq!(
+        after["on_air"]["name"].as_str(),
+        Some("alice"),
+        "on air unchanged: {after}"
+    );
+    assert!(
+        (left_before - elapsed - left_after).abs() <= 2.0,
+        "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
+    );
+    assert!(
+        after["blocked"]
+            .to_string()
+            .contains(&daemon.guest("carol")),
+        "blocks unchanged: {after}"
+    );
+    assert!(
+        step < 0.15,
+        "upgrade {i}: presentation time moved {step:.3} s against arrival"
+    );
+    // The keyframe interval bounds the hold (plus exec and reconnect).
+    assert!(
+        vgap <= Duration::from_millis(3000),
+        "upgrade {i}: longest video gap {vgap:?}"
+    );
+}
+
+/// Every hook probe during the upgrades was answered 200, none slowly.
+fn assert_hooks_answered(daemon: &Daemon, probes: &[Probe]) {
     for l in daemon.log().lines().filter(|l| {
         [
             "upgrade requested",
@@ -280,17 +282,6 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
         "slowest probe {slowest:?}"
     );
     assert!(probes.len() > 100, "the prober ran: {}", probes.len());
-    let log = daemon.log();
-    assert!(
-        log.contains("taking over from 1.0.0-test"),
-        "log names the hand-over"
-    );
-    assert!(log.contains("the socket handed over by the previous binary"));
-    assert!(
-        alice.is_running() && bob.is_running(),
-        "publishers never dropped"
-    );
-    let _ = (alice.stop(), bob.stop());
 }
 
 /// A refusal changes nothing and says why: in restart mode the relay
@@ -338,7 +329,7 @@ fn unreadable_state_falls_back_to_a_restart() {
         let rest = l.split("relay output started (pid ").nth(1)?;
         rest.split(',').next()?.parse().ok()
     });
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
+    let mut alice = on_air::alice(&nginx, GOP);
     daemon.wait_queue(&["alice"], Duration::from_secs(15));
     let prober = Prober::start(hook_port);
     std::thread::sleep(Duration::from_millis(300));
@@ -403,12 +394,9 @@ fn upgrade_with_8s_keyframes_is_timed_to_the_next_keyframe() {
         daemon,
         client,
     } = stage("[queue]\nslot_seconds = 0\n");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    assert!(viewer
-        .wait_size(B, viewer.started, Duration::from_secs(15))
-        .is_some());
+    let viewer = viewer_on_slate(&nginx);
     // 250 frames at 30 fps: a keyframe every 8.33 s.
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, 250, 48_000, 2);
+    let mut alice = on_air::alice(&nginx, 250);
     let t = Instant::now();
     assert!(
         viewer.wait_size(A, t, Duration::from_secs(20)).is_some(),
@@ -482,10 +470,7 @@ fn upgrade_with_the_slate_on_air() {
         daemon,
         client,
     } = stage("");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    assert!(viewer
-        .wait_size(B, viewer.started, Duration::from_secs(15))
-        .is_some());
+    let viewer = viewer_on_slate(&nginx);
     std::thread::sleep(Duration::from_millis(1000));
     install(&bin, "1.0.1-test");
     let t0 = Instant::now();
