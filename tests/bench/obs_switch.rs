@@ -26,7 +26,7 @@
 use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use crate::common::obs::{Obs, ObsOpts, Seen};
+use crate::common::obs::{Obs, ObsClient, ObsOpts, Seen};
 use crate::common::obs_cut::{
     measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
 };
@@ -117,6 +117,16 @@ struct Block {
     added_buffering: usize,
 }
 
+impl Block {
+    /// OBS's audio complaints in its log since `log_before` bytes.
+    fn count_obs_log(&mut self, log: &str, log_before: usize) {
+        let new = log.get(log_before..).unwrap_or("");
+        self.lagging = new.matches("audio is lagging").count();
+        self.max_buffering = new.matches("Max audio buffering").count();
+        self.added_buffering = new.matches("audio buffering").count() - self.max_buffering;
+    }
+}
+
 struct Env<'a> {
     nginx: &'a Nginx,
     obs: &'a Obs,
@@ -126,7 +136,8 @@ struct Env<'a> {
     verbose: bool,
 }
 
-fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
+/// The daemon for one block, in `mode`, connected to OBS.
+fn start_daemon(e: &Env, mode: Mode) -> Daemon {
     let mut relay = format!("[relay]\nmode = \"{}\"\n", mode.name());
     if mode == Mode::Splice {
         if let Ok(p) = std::env::var("MS_BENCH_SLATE") {
@@ -153,6 +164,26 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         "{}: daemon never connected to OBS",
         mode.name()
     );
+    daemon
+}
+
+/// Every block starts from a fresh media source (a settings change
+/// makes OBS reopen it): what an earlier block did to OBS's timeline
+/// must not carry over.
+fn reopen_media_source(c: &mut ObsClient, mode: Mode) {
+    static REOPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = REOPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let opts = format!("fpsprobesize=0{}", " ".repeat(n % 2 + 1));
+    if let Err(err) = c.request(
+        "SetInputSettings",
+        serde_json::json!({"inputName": obs::MEDIA, "inputSettings": {"ffmpeg_options": opts}, "overlay": true}),
+    ) {
+        println!("{}: could not reopen OBS's media source: {err}", mode.name());
+    }
+}
+
+fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
+    let daemon = start_daemon(e, mode);
     let watch = e.obs.watch(
         obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
         obs::MEDIA,
@@ -178,18 +209,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     );
     assert!(wait_queue(&["red"]), "red did not join");
     std::thread::sleep(Duration::from_millis(1500));
-    // Every block starts from a fresh media source (a settings change
-    // makes OBS reopen it): what an earlier block did to OBS's timeline
-    // must not carry over.
-    static REOPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = REOPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let opts = format!("fpsprobesize=0{}", " ".repeat(n % 2 + 1));
-    if let Err(err) = c.request(
-        "SetInputSettings",
-        serde_json::json!({"inputName": obs::MEDIA, "inputSettings": {"ffmpeg_options": opts}, "overlay": true}),
-    ) {
-        println!("{}: could not reopen OBS's media source: {err}", mode.name());
-    }
+    reopen_media_source(&mut c, mode);
     if wait_seen(&mut c, Seen::Red, Duration::from_secs(30)).is_none() {
         println!("{}: OBS did not show red within 30 s", mode.name());
     }
@@ -257,11 +277,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     b.wall_s = t_block.elapsed().as_secs_f64();
     b.cpu_s = relay_ticks(daemon.pid()).saturating_sub(ticks0) as f64 / clock_ticks();
     b.obs_events = watch.all_events(t_block, Instant::now()).len();
-    let log = e.obs.log_all();
-    let new = log.get(log_before..).unwrap_or("");
-    b.lagging = new.matches("audio is lagging").count();
-    b.max_buffering = new.matches("Max audio buffering").count();
-    b.added_buffering = new.matches("audio buffering").count() - b.max_buffering;
+    b.count_obs_log(&e.obs.log_all(), log_before);
     if e.verbose {
         println!("{}", crate::common::tail(&daemon.log_path(), 60));
     }

@@ -544,15 +544,17 @@ fn metric(d: &Daemon, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-#[test]
-fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
-    let d = daemon("");
-    let wrong = |i: usize| format!("not-the-admin-token-{i:04}-padding-padding");
-    // A flood of other refused requests first: the wrong logins after it
-    // are logged all the same (they have their own log budget).
+/// A wrong admin token, numbered.
+fn wrong(i: usize) -> String {
+    format!("not-the-admin-token-{i:04}-padding-padding")
+}
+
+/// A flood of other refused requests (a foreign Host): the wrong logins
+/// after it are logged all the same (they have their own log budget).
+fn refused_flood(d: &Daemon) {
     for _ in 0..20 {
         let r = raw(
-            &d,
+            d,
             "GET",
             "/queue-json",
             &[("Host", "rebind.evil.example")],
@@ -560,6 +562,36 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
         );
         assert_eq!(r.status, 403);
     }
+}
+
+/// Many addresses together meet the global budget (100, then 10 a second)
+/// although each is within its own: how many were checked and refused.
+fn many_addresses_meet_the_global_budget(d: &Daemon) -> (u64, u64) {
+    let (mut g401, mut g429) = (0u64, 0u64);
+    let t0 = std::time::Instant::now();
+    for host in 3..=20u8 {
+        for i in 0..10 {
+            match from_host(d, host, &login_request(&wrong(i))).0.status {
+                401 => g401 += 1,
+                429 => g429 += 1,
+                s => panic!("127.0.0.{host}: {s}"),
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    eprintln!(
+        "18 addresses × 10 wrong logins in {:.0} ms: {g401} checked, {g429} refused",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert!(g401 <= 100 + 10 * elapsed.as_secs() + 10, "{g401} checked");
+    assert!(g429 > 0, "the global budget never ran out");
+    (g401, g429)
+}
+
+#[test]
+fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
+    let d = daemon("");
+    refused_flood(&d);
     let (mut n401, mut n429) = (0u64, 0u64);
     let mut first_429: Option<Resp> = None;
     let mut slowest_429 = Duration::ZERO;
@@ -617,26 +649,7 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
     let r = d.admin("/api/skip", "{}", Some(&wrong(999)));
     assert_eq!(r.status, 401, "{r:?}");
 
-    // Many addresses together meet the global budget (100, then 10 a
-    // second) although each is within its own.
-    let (mut g401, mut g429) = (0u64, 0u64);
-    let t0 = std::time::Instant::now();
-    for host in 3..=20u8 {
-        for i in 0..10 {
-            match from_host(&d, host, &login_request(&wrong(i))).0.status {
-                401 => g401 += 1,
-                429 => g429 += 1,
-                s => panic!("127.0.0.{host}: {s}"),
-            }
-        }
-    }
-    let elapsed = t0.elapsed();
-    eprintln!(
-        "18 addresses × 10 wrong logins in {:.0} ms: {g401} checked, {g429} refused",
-        elapsed.as_secs_f64() * 1000.0
-    );
-    assert!(g401 <= 100 + 10 * elapsed.as_secs() + 10, "{g401} checked");
-    assert!(g429 > 0, "the global budget never ran out");
+    let (g401, g429) = many_addresses_meet_the_global_budget(&d);
     n401 += g401;
     n429 += g429;
 

@@ -57,6 +57,91 @@ fn switch_on_leave(rig: &Rig) -> (Duration, String, Publisher) {
     (took, mid.body, bob)
 }
 
+/// The answering webhook got the story in order, by name.
+fn assert_story_in_order(ok: &Receiver) {
+    let bodies = ok.wait_count(6, Duration::from_secs(10));
+    let story: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or("?").to_string(),
+                b["name"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert!(story.len() >= 6, "{bodies:?}");
+    assert_eq!(
+        story[..3],
+        [
+            pair("joined", "alice"),
+            pair("on_air", "alice"),
+            pair("joined", "bob")
+        ],
+        "{bodies:?}"
+    );
+    // Alice's stream may end at the output before nginx's publish_done
+    // hook says she left, or after: both orders are the truth.
+    let mut middle = story[3..5].to_vec();
+    middle.sort();
+    assert_eq!(
+        middle,
+        [pair("left", "alice"), pair("off_air", "alice")],
+        "{bodies:?}"
+    );
+    assert_eq!(story[5], pair("on_air", "bob"), "{bodies:?}");
+    let off = bodies[3..5]
+        .iter()
+        .find(|b| b["event"] == "off_air")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        off["reason"] == "left" || off["reason"] == "stream_ended",
+        "{off}"
+    );
+    assert_eq!(bodies[1]["next"], Value::Null, "bob had not joined yet");
+    assert!(bodies[5]["switch_ms"].as_u64().is_some(), "{}", bodies[5]);
+}
+
+/// The counters moved as the switch says.
+fn assert_counters_moved(before: &str, after: &str) {
+    let series = |t: &str, s: &str| sample(t, s);
+    assert_eq!(
+        series(before, "motherstream_switches_total{reason=\"left\"}"),
+        0.0
+    );
+    assert_eq!(
+        series(after, "motherstream_switches_total{reason=\"left\"}")
+            + series(
+                after,
+                "motherstream_switches_total{reason=\"stream_ended\"}"
+            ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        series(after, "motherstream_cut_latency_seconds_count")
+            > series(before, "motherstream_cut_latency_seconds_count")
+    );
+    assert!(
+        series(
+            after,
+            "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        series(
+            after,
+            "motherstream_hooks_total{endpoint=\"on_publish_done\",status=\"200\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert_eq!(series(after, "motherstream_queue_length"), 1.0);
+    assert_eq!(series(after, "motherstream_on_air"), 1.0);
+    assert_eq!(series(after, "motherstream_output_up"), 1.0);
+}
+
 #[test]
 fn events_in_order_a_hanging_webhook_delays_no_switch_and_metrics_pass_promtool() {
     // Without any webhook.
@@ -110,49 +195,7 @@ queue_size = 1
         "a hanging webhook slowed the switch: {with:?} vs {without:?}"
     );
 
-    // The answering webhook got the story in order, by name.
-    let bodies = ok.wait_count(6, Duration::from_secs(10));
-    let story: Vec<(String, String)> = bodies
-        .iter()
-        .map(|b| {
-            (
-                b["event"].as_str().unwrap_or("?").to_string(),
-                b["name"].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect();
-    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
-    assert!(story.len() >= 6, "{bodies:?}");
-    assert_eq!(
-        story[..3],
-        [
-            pair("joined", "alice"),
-            pair("on_air", "alice"),
-            pair("joined", "bob")
-        ],
-        "{bodies:?}"
-    );
-    // Alice's stream may end at the output before nginx's publish_done
-    // hook says she left, or after: both orders are the truth.
-    let mut middle = story[3..5].to_vec();
-    middle.sort();
-    assert_eq!(
-        middle,
-        [pair("left", "alice"), pair("off_air", "alice")],
-        "{bodies:?}"
-    );
-    assert_eq!(story[5], pair("on_air", "bob"), "{bodies:?}");
-    let off = bodies[3..5]
-        .iter()
-        .find(|b| b["event"] == "off_air")
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        off["reason"] == "left" || off["reason"] == "stream_ended",
-        "{off}"
-    );
-    assert_eq!(bodies[1]["next"], Value::Null, "bob had not joined yet");
-    assert!(bodies[5]["switch_ms"].as_u64().is_some(), "{}", bodies[5]);
+    assert_story_in_order(&ok);
 
     // The stuck webhook holds one request; one more waits; the rest were
     // dropped and counted.
@@ -176,42 +219,7 @@ queue_size = 1
     ok.assert_not_in(&log);
     hang.assert_not_in(&log);
 
-    // The counters moved as the switch says.
-    let series = |t: &str, s: &str| sample(t, s);
-    assert_eq!(
-        series(&before.body, "motherstream_switches_total{reason=\"left\"}"),
-        0.0
-    );
-    assert_eq!(
-        series(&after, "motherstream_switches_total{reason=\"left\"}")
-            + series(
-                &after,
-                "motherstream_switches_total{reason=\"stream_ended\"}"
-            ),
-        1.0,
-        "{after}"
-    );
-    assert!(
-        series(&after, "motherstream_cut_latency_seconds_count")
-            > series(&before.body, "motherstream_cut_latency_seconds_count")
-    );
-    assert!(
-        series(
-            &after,
-            "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"}"
-        ) >= 2.0,
-        "{after}"
-    );
-    assert!(
-        series(
-            &after,
-            "motherstream_hooks_total{endpoint=\"on_publish_done\",status=\"200\"}"
-        ) >= 1.0,
-        "{after}"
-    );
-    assert_eq!(series(&after, "motherstream_queue_length"), 1.0);
-    assert_eq!(series(&after, "motherstream_on_air"), 1.0);
-    assert_eq!(series(&after, "motherstream_output_up"), 1.0);
+    assert_counters_moved(&before.body, &after);
 }
 
 #[test]

@@ -145,33 +145,9 @@ fn wait_back(viewer: &Viewer, size: (u32, u32), from: Instant, within: Duration)
     seen - from
 }
 
-#[test]
-fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
-    let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-give_up_seconds = 20
-keep_place_seconds = 120
-
-[[notify]]
-name = "ops"
-url = "{}"
-format = "json"
-events = ["unstable", "back", "gave_up", "on_air"]
-"#,
-        hook.url()
-    ));
-    // Webhook bodies name guests: read them as the keys published.
-    hook.known_names(rig.daemon.guest_names());
-    let client = wait_output(&rig);
-    let viewer = watch(&rig);
-    let alice = join(&rig, "alice", ALICE, GOP);
-    let _bob = join(&rig, "bob", BOB, GOP);
-    first_picture(&rig, &viewer, ALICE);
-    // Both streams measured and shown before anything goes wrong.
+/// Both streams measured and shown in /api/status before anything goes
+/// wrong: alice's size, codec, keyframe interval and rate.
+fn assert_both_live(rig: &Rig) {
     let ok = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
         let st = rig.daemon.status();
         let h = |i: usize| &st["queue"][i]["health"];
@@ -188,32 +164,11 @@ events = ["unstable", "back", "gave_up", "on_air"]
     assert_eq!(h["keyframe_interval_s"], 2.0, "{h}");
     let fps = h["fps"].as_f64().unwrap_or(0.0);
     assert!((25.0..=35.0).contains(&fps), "{h}");
+}
 
-    let mut frozen = Vec::new();
-    for hold in [3, 15] {
-        let f = stall(&rig, &viewer, &alice, ALICE, Duration::from_secs(hold));
-        let t_cont = Instant::now();
-        let back = wait_back(&viewer, ALICE, t_cont, Duration::from_secs(10));
-        eprintln!(
-            "stall {hold} s: frozen {:.3} s before the card; back {:.3} s after SIGCONT",
-            secs(f),
-            secs(back)
-        );
-        frozen.push(f);
-        assert!(
-            f <= Duration::from_millis(1000),
-            "stall {hold} s: the picture stood still {:.3} s before the card",
-            secs(f)
-        );
-        assert!(
-            secs(back) <= GOP_S + 0.5,
-            "stall {hold} s: back {:.3} s after SIGCONT, more than a keyframe interval + 0.5 s",
-            secs(back)
-        );
-        assert_eq!(rig.daemon.queue(), ["alice", "bob"], "nobody given up");
-    }
-
-    // The events, in order, as the webhook got them.
+/// The events, in order, as the webhook got them, and the stalls counted
+/// in /metrics.
+fn assert_events_and_metrics(rig: &Rig, hook: &Receiver) {
     let bodies = hook.wait_until(Duration::from_secs(5), |b| {
         b.iter().filter(|x| x["event"] == "back").count() >= 2
     });
@@ -248,6 +203,61 @@ events = ["unstable", "back", "gave_up", "on_air"]
         .unwrap_or(0);
     eprintln!("stalls counted: {stalls}; stalled seconds {stalled_s:.1}");
     assert!(stalls >= 2, "two stalls counted:\n{m}");
+}
+
+#[test]
+fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
+    let _turn = heavy_turn();
+    let hook = Receiver::start(Mode::Ok);
+    let rig = Rig::start(&format!(
+        r#"
+[queue]
+slot_seconds = 0
+give_up_seconds = 20
+keep_place_seconds = 120
+
+[[notify]]
+name = "ops"
+url = "{}"
+format = "json"
+events = ["unstable", "back", "gave_up", "on_air"]
+"#,
+        hook.url()
+    ));
+    // Webhook bodies name guests: read them as the keys published.
+    hook.known_names(rig.daemon.guest_names());
+    let client = wait_output(&rig);
+    let viewer = watch(&rig);
+    let alice = join(&rig, "alice", ALICE, GOP);
+    let _bob = join(&rig, "bob", BOB, GOP);
+    first_picture(&rig, &viewer, ALICE);
+    assert_both_live(&rig);
+
+    let mut frozen = Vec::new();
+    for hold in [3, 15] {
+        let f = stall(&rig, &viewer, &alice, ALICE, Duration::from_secs(hold));
+        let t_cont = Instant::now();
+        let back = wait_back(&viewer, ALICE, t_cont, Duration::from_secs(10));
+        eprintln!(
+            "stall {hold} s: frozen {:.3} s before the card; back {:.3} s after SIGCONT",
+            secs(f),
+            secs(back)
+        );
+        frozen.push(f);
+        assert!(
+            f <= Duration::from_millis(1000),
+            "stall {hold} s: the picture stood still {:.3} s before the card",
+            secs(f)
+        );
+        assert!(
+            secs(back) <= GOP_S + 0.5,
+            "stall {hold} s: back {:.3} s after SIGCONT, more than a keyframe interval + 0.5 s",
+            secs(back)
+        );
+        assert_eq!(rig.daemon.queue(), ["alice", "bob"], "nobody given up");
+    }
+
+    assert_events_and_metrics(&rig, &hook);
     assert_eq!(
         rig.nginx.output_client(),
         Some(client),

@@ -324,13 +324,8 @@ fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
     assert_no_key(d, &[&alice, &bob]);
 }
 
-#[test]
-fn every_moderation_endpoint() {
-    let rig = Rig::start(
-        "[queue]\nrequire_registered = true\nslot_seconds = 0\nrejoin_block_seconds = 30\n",
-    );
-    let d = &rig.daemon;
-    // Registry through the admin API.
+/// Alice, bob and carol registered through the admin API; their keys.
+fn registry(d: &Daemon) -> Vec<String> {
     let mut keys = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let v = admin(d, "/api/streamers", &format!(r#"{{"name":"{name}"}}"#));
@@ -346,19 +341,12 @@ fn every_moderation_endpoint() {
     );
     let shown = d.admin_get("/api/streamers?show_keys=1");
     assert!(shown.body.contains(&keys[2]), "{}", shown.body);
+    keys
+}
 
-    let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
-    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
-    let mut c = rig.join_as(&keys[2], "carol", SIZE_C);
-    assert_eq!(d.queue(), ["alice", "bob", "carol"]);
-    rig.assert_on_air(SIZE_A, ON_AIR);
-
-    // move
-    let v = admin(d, "/api/move", r#"{"name":"carol","position":1}"#);
-    assert_eq!(names(&v["queue"]), ["alice", "carol", "bob"]);
-    admin_err(d, "/api/move", r#"{"name":"carol","position":9}"#, 400);
-    admin_err(d, "/api/move", r#"{"name":"zed","position":0}"#, 404);
-
+/// Slot time left (unlimited, set, extended, shortened), the default slot
+/// and the rejoin block.
+fn slot_times(d: &Daemon) {
     // slot: unlimited now; set the time left, extend, shorten.
     assert_eq!(d.status()["on_air"]["slot_left_s"], Value::Null);
     admin_err(d, "/api/slot/extend", r#"{"seconds":30}"#, 400);
@@ -379,6 +367,29 @@ fn every_moderation_endpoint() {
     assert_eq!(d.status()["rejoin_block_seconds"], 0);
     admin(d, "/api/rejoin-block", r#"{"enabled":true}"#);
     assert_eq!(d.status()["rejoin_block_seconds"], 30);
+}
+
+#[test]
+fn every_moderation_endpoint() {
+    let rig = Rig::start(
+        "[queue]\nrequire_registered = true\nslot_seconds = 0\nrejoin_block_seconds = 30\n",
+    );
+    let d = &rig.daemon;
+    let keys = registry(d);
+
+    let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
+    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
+    let mut c = rig.join_as(&keys[2], "carol", SIZE_C);
+    assert_eq!(d.queue(), ["alice", "bob", "carol"]);
+    rig.assert_on_air(SIZE_A, ON_AIR);
+
+    // move
+    let v = admin(d, "/api/move", r#"{"name":"carol","position":1}"#);
+    assert_eq!(names(&v["queue"]), ["alice", "carol", "bob"]);
+    admin_err(d, "/api/move", r#"{"name":"carol","position":9}"#, 400);
+    admin_err(d, "/api/move", r#"{"name":"zed","position":0}"#, 404);
+
+    slot_times(d);
 
     // skip: alice off the air and disconnected (no block); carol on air.
     let v = admin(d, "/api/skip", "");
