@@ -32,10 +32,10 @@ pub use serde_json::Value;
 /// All integration tests are one binary (`tests/it`) run two at a time
 /// (`--test-threads=2`), so tests of different files pair up. A test whose
 /// assertions depend on the machine's spare CPU (cut gaps, stalls,
-/// watchdog pings, hand-over timing, hook latency under load) takes the
-/// heavy turn for its whole run: two such tests never run side by side,
-/// while a light one may run beside one. OBS tests serialise among
-/// themselves on top of this (see `obs::Obs`).
+/// watchdog pings, hand-over timing, hook latency under load) or that
+/// runs a CPU hog (OBS, chromium) takes the heavy turn for its whole run:
+/// two such tests never run side by side, while a light one may run
+/// beside one. OBS tests also serialise across processes (see `obs::Obs`).
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Wait for the heavy turn; it is held until the guard is dropped. A test

@@ -137,6 +137,7 @@ impl Console {
 
 #[test]
 fn console_and_streamer_page_in_a_real_browser() {
+    let _turn = heavy_turn();
     let mut c = Console::log_in();
     let _alice_pub = follows_the_queue_and_extends_the_slot(&mut c);
     reorders_by_mouse_button_and_keyboard(&mut c);

@@ -542,6 +542,7 @@ events = ["relay_failed", "relay_recovered"]
 
 #[test]
 fn obs_killed_is_lost_and_started_again_is_back() {
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);

@@ -71,6 +71,7 @@ fn webhooks_hold_no_key(json: &Receiver, discord: &Receiver, guest_a: &str, keys
 
 #[test]
 fn no_public_output_carries_a_stream_key_without_a_registry() {
+    let _turn = heavy_turn();
     let json = Receiver::start(Mode::Ok);
     let discord = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
