@@ -67,17 +67,10 @@ fn gap(frames: &[Frame], video: bool, from: Instant, to: Instant) -> f64 {
 fn run(mode: Mode, events: usize) -> Row {
     let (nginx, mut under, port) = match mode {
         Mode::RestartOwnSocket | Mode::HandOver => {
-            let hook_port = free_port();
-            let nginx = Nginx::start(hook_port);
-            let d = Daemon::start(DaemonOpts {
-                listen: format!("127.0.0.1:{hook_port}"),
-                rtmp_port: nginx.rtmp_port,
-                nginx_http_port: nginx.http_port,
-                extra_toml: "[queue]\nslot_seconds = 0\n[log]\nlevel = \"info\"\n".into(),
-                bin: daemon_bin(),
-                hook_secret: Some(nginx.hook_secret.clone()),
-            });
-            (nginx, Under::Own(d), hook_port)
+            let Rig { daemon, nginx } =
+                Rig::start("[queue]\nslot_seconds = 0\n[log]\nlevel = \"info\"\n");
+            let port = daemon.port;
+            (nginx, Under::Own(daemon), port)
         }
         Mode::RestartActivated => {
             let mut a = Activated::new(daemon_bin());

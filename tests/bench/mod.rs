@@ -6,7 +6,7 @@
 //! `cargo test --release --test it -- --ignored --nocapture bench::pipeline`
 //!
 //! Each takes the heavy turn (`common::heavy_turn`), so a bench started
-//! with other tests still measures alone among the heavy ones. Their
+//! with other tests still measures alone. Their
 //! environment variables are described at the top of each file.
 
 mod console_load;

@@ -33,16 +33,25 @@ pub use serde_json::Value;
 /// (`--test-threads=2`), so tests of different files pair up. A test whose
 /// assertions depend on the machine's spare CPU (cut gaps, stalls,
 /// watchdog pings, hand-over timing, hook latency under load) or that
-/// runs a CPU hog (OBS, chromium) takes the heavy turn for its whole run:
-/// two such tests never run side by side, while a light one may run
-/// beside one. OBS tests also serialise across processes (see `obs::Obs`).
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// runs a CPU hog (OBS, chromium) takes the heavy turn for its whole run,
+/// and runs alone; every other test takes a light turn, and two light
+/// tests run side by side. (Waiting heavy turns go first: std's `RwLock`
+/// prefers writers.) OBS tests also serialise across processes (see
+/// `obs::Obs`).
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// Wait for the heavy turn; it is held until the guard is dropped. A test
-/// that panicked while holding it does not block the others.
-pub fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY
-        .lock()
+/// Wait until no other test runs, and keep it so until the guard is
+/// dropped. A test that panicked while holding a turn blocks no other.
+pub fn heavy_turn() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TURNS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Wait until no heavy test runs; light tests share.
+pub fn light_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    TURNS
+        .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -962,7 +971,8 @@ fn keys_seen() -> Vec<String> {
 static KEYS_SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Note a stream key the test publishes with (see [`GuestNames`]).
+/// Note a stream key the test publishes with (see [`GuestNames`]). The
+/// set is the process's: every test of the binary adds to it.
 pub fn remember_key(key: &str) {
     if let Ok(mut k) = KEYS_SEEN.lock() {
         k.insert(key.to_string());

@@ -58,6 +58,7 @@ fn error_of(r: &Resp) -> String {
 
 #[test]
 fn csrf_form_posts_are_refused() {
+    let _turn = light_turn();
     let d = daemon("");
     let host = format!("127.0.0.1:{}", d.port);
     let auth = bearer(&d);
@@ -150,6 +151,7 @@ fn csrf_form_posts_are_refused() {
 
 #[test]
 fn sec_fetch_site_cross_site_is_refused() {
+    let _turn = light_turn();
     let d = daemon("");
     assert_eq!(d.raw_publish("alice", 1).status, 200);
     let host = format!("127.0.0.1:{}", d.port);
@@ -210,6 +212,7 @@ fn sec_fetch_site_cross_site_is_refused() {
 
 #[test]
 fn dns_rebinding_host_is_refused_everywhere() {
+    let _turn = light_turn();
     let d = daemon("[http]\nallowed_hosts = [\"stream.example.org\"]\n");
     let auth = format!("Bearer {}", d.admin_token);
     let key = d.admin("/api/streamers", r#"{"name":"dana"}"#, None).json()["key"]
@@ -285,6 +288,7 @@ fn dns_rebinding_host_is_refused_everywhere() {
 
 #[test]
 fn admin_endpoints_need_the_token_even_from_loopback() {
+    let _turn = light_turn();
     let d = daemon("");
     assert_eq!(d.raw_publish("alice", 1).status, 200);
     let json = [("Content-Type", "application/json")];
@@ -317,6 +321,7 @@ fn admin_endpoints_need_the_token_even_from_loopback() {
 
 #[test]
 fn token_and_hook_secret_are_created_0600_and_the_cli_finds_the_token() {
+    let _turn = light_turn();
     let mut d = daemon("");
     for name in ["admin.token", "hook.secret"] {
         let p = d.state_dir().join(name);
@@ -366,6 +371,7 @@ fn token_and_hook_secret_are_created_0600_and_the_cli_finds_the_token() {
 
 #[test]
 fn forged_hooks_without_the_secret_are_refused_and_nginx_with_it_is_served() {
+    let _turn = light_turn();
     let rig = Rig::start(NO_SKIP);
     let d = &rig.daemon;
     let body = publish_body("live", "forged", 666, "");
@@ -406,6 +412,7 @@ fn forged_hooks_without_the_secret_are_refused_and_nginx_with_it_is_served() {
 
 #[test]
 fn a_full_queue_refuses_publishers_with_a_clear_error() {
+    let _turn = light_turn();
     let rig = Rig::start(&format!("{NO_SKIP}[queue]\nmax_length = 3\n"));
     let d = &rig.daemon;
     for (i, k) in ["a1", "a2", "a3"].iter().enumerate() {
@@ -442,6 +449,7 @@ fn a_full_queue_refuses_publishers_with_a_clear_error() {
 
 #[test]
 fn addr_junk_is_neither_logged_verbatim_nor_stored() {
+    let _turn = light_turn();
     let d = daemon("");
     let forged_line = "2026-01-01T00:00:00.000Z ERROR FAKE-INJECTED-LINE";
     let addr = format!("1.2.3.4%0A{}", forged_line.replace(' ', "%20"));
@@ -590,6 +598,7 @@ fn many_addresses_meet_the_global_budget(d: &Daemon) -> (u64, u64) {
 
 #[test]
 fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
+    let _turn = light_turn();
     let d = daemon("");
     refused_flood(&d);
     let (mut n401, mut n429) = (0u64, 0u64);
@@ -685,6 +694,7 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
 
 #[test]
 fn an_admin_token_shorter_than_32_characters_is_refused() {
+    let _turn = light_turn();
     let dir = TempDir::new("shorttoken");
     let token = dir.join("admin.token");
     let config = dir.join("motherstream.toml");

@@ -108,6 +108,7 @@ fn hook_latencies(d: &Daemon, tag: &str, n: usize) -> (Vec<Duration>, Vec<Durati
 
 #[test]
 fn stalled_bodies_hold_no_worker_and_get_408_at_the_deadline() {
+    let _turn = light_turn();
     let rig = Rig::start(EXTRA);
     let d = &rig.daemon;
     for n in [4usize, 16, 64] {
@@ -206,6 +207,7 @@ fn ulimit_wrapper(dir: &TempDir, n: u32) -> std::path::PathBuf {
 
 #[test]
 fn two_thousand_idle_connections_do_not_shut_the_door() {
+    let _turn = light_turn();
     let dir = TempDir::new("ulimit");
     let d = daemon_alone(EXTRA, ulimit_wrapper(&dir, 1024));
     let pid = d.pid();
@@ -295,6 +297,7 @@ fn send_huge(port: u16, head: &str, filler: usize) -> (String, Duration) {
 
 #[test]
 fn a_100_mib_header_line_gets_431_and_costs_no_memory() {
+    let _turn = light_turn();
     let d = daemon_alone(EXTRA, daemon_bin());
     let pid = d.pid();
     let before = status_kib(pid, "VmRSS");
@@ -341,6 +344,7 @@ fn a_100_mib_header_line_gets_431_and_costs_no_memory() {
 
 #[test]
 fn too_many_headers_get_431_and_a_hundred_are_fine() {
+    let _turn = light_turn();
     let d = daemon_alone(EXTRA, daemon_bin());
     let headers = |n: usize| -> String {
         let mut h =
@@ -365,6 +369,7 @@ fn too_many_headers_get_431_and_a_hundred_are_fine() {
 
 #[test]
 fn a_failed_listener_makes_the_daemon_exit_non_zero() {
+    let _turn = light_turn();
     let mut d = daemon_alone(EXTRA, daemon_bin());
     let r = d.post("/debug/close-listener", "");
     assert_eq!(r.status, 200, "{r:?}");
@@ -382,6 +387,7 @@ fn a_failed_listener_makes_the_daemon_exit_non_zero() {
 
 #[test]
 fn running_out_of_descriptors_pauses_the_accept_loop_but_does_not_end_it() {
+    let _turn = light_turn();
     // A connection cap above what 1024 descriptors allow: accept() meets
     // EMFILE. It must back off, and take connections again once some close.
     let dir = TempDir::new("emfile");

@@ -1,9 +1,9 @@
 //! Every integration test in one binary: one module per area, sharing the
 //! harness in `tests/common` (compiled once, so what no test uses shows as
 //! dead code). Tests whose assertions depend on spare CPU, or that run OBS
-//! or chromium, take `common::heavy_turn()` so that two of them never run
-//! side by side; the benches are here too, ignored unless asked for (see
-//! `tests/bench/mod.rs`).
+//! or chromium, take `common::heavy_turn()` and run alone; every other test
+//! takes `common::light_turn()`. The benches are here too, ignored unless
+//! asked for (see `tests/bench/mod.rs`).
 //!
 //! `cargo test --all-features --test it -- --test-threads=2 splice::` runs
 //! one module's tests.

@@ -120,6 +120,7 @@ fn assert_json_story(json: &Receiver) {
 
 #[test]
 fn skip_kick_and_block_are_told_by_name_and_seconds_in_order() {
+    let _turn = light_turn();
     let json = Receiver::start(Mode::Ok);
     let discord = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
@@ -229,6 +230,7 @@ fn drop_reader(nginx: &Nginx, stream: &str) {
 
 #[test]
 fn a_dropped_or_stalled_source_is_told_and_so_is_its_recovery() {
+    let _turn = light_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -372,6 +374,7 @@ fn output_children(daemon: u32) -> Vec<u32> {
 
 #[test]
 fn a_killed_output_is_told_and_so_is_its_recovery() {
+    let _turn = light_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -469,6 +472,7 @@ url = "{}"
 
 #[test]
 fn restart_mode_relay_failed_and_recovered() {
+    let _turn = light_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"

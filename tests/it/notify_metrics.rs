@@ -144,6 +144,7 @@ fn assert_counters_moved(before: &str, after: &str) {
 
 #[test]
 fn events_in_order_a_hanging_webhook_delays_no_switch_and_metrics_pass_promtool() {
+    let _turn = light_turn();
     // Without any webhook.
     let plain = Rig::start("[queue]\nslot_seconds = 0\n");
     let (without, _, _bob) = switch_on_leave(&plain);
@@ -224,6 +225,7 @@ queue_size = 1
 
 #[test]
 fn failing_webhooks_are_retried_and_bad_requests_are_not() {
+    let _turn = light_turn();
     let flaky = Receiver::start(Mode::FailFirst(2));
     let bad = Receiver::start(Mode::BadRequest);
     let rig = Rig::start(&format!(
@@ -284,6 +286,7 @@ events = ["joined"]
 /// rules use metrics the daemon exports.
 #[test]
 fn shipped_prometheus_example_is_valid() {
+    let _turn = light_turn();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
     let out = Command::new("promtool")
         .args(["check", "config", "prometheus-example.yml"])

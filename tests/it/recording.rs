@@ -180,6 +180,7 @@ fn register(rig: &Rig, name: &str) -> String {
 
 #[test]
 fn two_streamers_taking_turns_are_two_files_named_by_streamer() {
+    let _turn = light_turn();
     let d = dirs();
     let rig = rig(&d, 0, "");
     let dj = "DJ Ünï/cødé";
@@ -283,6 +284,7 @@ fn two_streamers_taking_turns_are_two_files_named_by_streamer() {
 
 #[test]
 fn free_space_floor_pruning_and_forged_hooks() {
+    let _turn = light_turn();
     let d = dirs();
     let day = 86_400;
     // Left from earlier runs: two recordings and a stray spool file past

@@ -111,6 +111,7 @@ fn names(v: &Value) -> Vec<String> {
 
 #[test]
 fn registered_keys_only_and_names_never_keys() {
+    let _turn = light_turn();
     let rig = Rig::start("[queue]\nrequire_registered = true\n");
     let d = &rig.daemon;
     // CLI round trip: add prints a key; the running daemon takes it at once.
@@ -166,6 +167,7 @@ fn registered_keys_only_and_names_never_keys() {
 
 #[test]
 fn without_a_registry_a_key_is_shown_as_its_guest_name_before_and_after_one_exists() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     assert_eq!(d.raw_publish("rawkey1", 1).status, 200);
@@ -202,6 +204,7 @@ fn without_a_registry_a_key_is_shown_as_its_guest_name_before_and_after_one_exis
 
 #[test]
 fn blank_and_look_alike_names_are_refused_by_the_admin_api_and_the_cli() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     admin(d, "/api/streamers", r#"{"name":"alice"}"#);
@@ -271,6 +274,7 @@ fn blank_and_look_alike_names_are_refused_by_the_admin_api_and_the_cli() {
 
 #[test]
 fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
+    let _turn = light_turn();
     let rig = Rig::start("[queue]\nrequire_registered = true\nrejoin_block_seconds = 6\n");
     let d = &rig.daemon;
     let alice = add(d, "alice", &["--slot-seconds", "4"]);
@@ -371,6 +375,7 @@ fn slot_times(d: &Daemon) {
 
 #[test]
 fn every_moderation_endpoint() {
+    let _turn = light_turn();
     let rig = Rig::start(
         "[queue]\nrequire_registered = true\nslot_seconds = 0\nrejoin_block_seconds = 30\n",
     );
@@ -471,6 +476,7 @@ fn every_moderation_endpoint() {
 
 #[test]
 fn moderation_needs_the_admin_token() {
+    let _turn = light_turn();
     let dir = TempDir::new("modtoken");
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, "tok-42-long-enough-to-be-accepted\n").expect("token file");
@@ -500,6 +506,7 @@ fn moderation_needs_the_admin_token() {
 
 #[test]
 fn restart_drops_entries_whose_publisher_left_while_down() {
+    let _turn = light_turn();
     let mut rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     let mut b = rig.join("bob", SIZE_B);
@@ -548,6 +555,7 @@ fn restart_drops_entries_whose_publisher_left_while_down() {
 
 #[test]
 fn control_module_unreachable_still_switches() {
+    let _turn = light_turn();
     // control_url points at a dead port: the slot end still switches.
     let dead = free_port();
     let rig = Rig::start(&format!(
@@ -579,6 +587,7 @@ fn control_module_unreachable_still_switches() {
 
 #[test]
 fn registry_edits_are_picked_up_from_file_events_and_on_sighup() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     let key = add(d, "Alice", &[]);

@@ -385,6 +385,7 @@ fn a_wedged_reply_path_stops_the_watchdog_pings_and_is_named_once() {
 
 #[test]
 fn nothing_is_sent_without_notify_socket_and_journald_gets_priorities() {
+    let _turn = light_turn();
     // JOURNAL_STREAM set: stderr lines carry sd-daemon <N> prefixes and no
     // timestamps; NOTIFY_SOCKET unset: the daemon runs fine without it.
     let dir = TempDir::new("sdjournal");
