@@ -283,6 +283,7 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
 /// (3-720 ms measured while other programs wrote to the same disk).
 #[test]
 fn a_slow_disk_does_not_freeze_the_picture() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 5\nrejoin_block_seconds = 0\n");
     wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
