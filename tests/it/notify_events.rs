@@ -230,7 +230,8 @@ fn drop_reader(nginx: &Nginx, stream: &str) {
 
 #[test]
 fn a_dropped_or_stalled_source_is_told_and_so_is_its_recovery() {
-    let _turn = light_turn();
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -374,7 +375,8 @@ fn output_children(daemon: u32) -> Vec<u32> {
 
 #[test]
 fn a_killed_output_is_told_and_so_is_its_recovery() {
-    let _turn = light_turn();
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -472,7 +474,8 @@ url = "{}"
 
 #[test]
 fn restart_mode_relay_failed_and_recovered() {
-    let _turn = light_turn();
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
