@@ -20,15 +20,12 @@
 //! republished (its nginx client id changed), and the hook probes refused,
 //! failed or slow.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::activated::Activated;
-use common::prober::{Probe, Prober};
-use common::viewer::Viewer;
-use common::*;
+use crate::common::activated::Activated;
+use crate::common::prober::{Probe, Prober};
+use crate::common::viewer::Viewer;
+use crate::common::*;
 
 const FPS: u32 = 30;
 /// `motherstream::relay` is not reachable from the bench: the same name.
@@ -85,7 +82,7 @@ fn config(nginx: &Nginx, dir: &std::path::Path, port: u16) -> String {
     )
 }
 
-fn gap(frames: &[common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
+fn gap(frames: &[crate::common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
     let t: Vec<Instant> = frames
         .iter()
         .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
@@ -198,7 +195,7 @@ fn run(mode: Mode, events: usize) -> Row {
         let frames = viewer.frames();
         let to = Instant::now();
         row.video_gaps.push(gap(&frames, true, t0, to));
-        let alice_frames: Vec<common::viewer::Frame> = frames
+        let alice_frames: Vec<crate::common::viewer::Frame> = frames
             .iter()
             .filter(|f| f.size == Some((320, 180)))
             .cloned()
@@ -219,7 +216,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn main() {
+pub fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }

@@ -5,12 +5,10 @@
 //! at different sizes and sample rates, so the decoding viewer tells who
 //! is on the output.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::viewer::Viewer;
-use common::*;
+use crate::common::viewer::Viewer;
+use crate::common::*;
 
 const FPS: u32 = 30;
 const GOP: u32 = 60; // 2 s
@@ -50,6 +48,7 @@ fn on_screen(rig: &Rig) -> Option<String> {
 
 #[test]
 fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 0\n");
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
@@ -157,6 +156,7 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
 
 #[test]
 fn publisher_left_successor_appears_at_once_then_slate() {
+    let _turn = heavy_turn();
     let rig = Rig::start("");
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
@@ -204,6 +204,7 @@ fn publisher_left_successor_appears_at_once_then_slate() {
 /// the next streamer's keyframe; the old one is disconnected after it.
 #[test]
 fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 4\nrejoin_block_seconds = 0\n");
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
@@ -282,6 +283,7 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
 /// (3-720 ms measured while other programs wrote to the same disk).
 #[test]
 fn a_slow_disk_does_not_freeze_the_picture() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 5\nrejoin_block_seconds = 0\n");
     wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());

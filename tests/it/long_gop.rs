@@ -15,16 +15,14 @@
 //! 24.5 s); no
 //! valid stream refused; the output never reconnects. The figures per cut,
 //! the old way side by side, are printed by
-//! `cargo bench --bench long_gop_cuts`.
+//! `bench::long_gop_cuts`.
 
-mod common;
-#[path = "common/long_gop_cuts.rs"]
-mod long_gop_cuts;
-
+use crate::common::{heavy_turn, long_gop_cuts};
 use std::time::Duration;
 
 #[test]
 fn cuts_to_long_gop_streamers_land_within_half_a_second() {
+    let _turn = heavy_turn();
     let run = long_gop_cuts::run(true);
     for c in &run.cuts {
         let what = format!("{} cut to {}", c.kind, c.to);

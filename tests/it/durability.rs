@@ -1,9 +1,7 @@
 //! Crashes and restarts: kill -9 of the daemon, of its relay; SIGTERM;
 //! the state file (seed migration, corruption).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);
@@ -27,6 +25,7 @@ fn gone_within(pid: u32, t: Duration) -> bool {
 
 #[test]
 fn kill9_no_orphan_relay_and_restart_keeps_queue_and_output() {
+    let _turn = light_turn();
     let mut rig = Rig::start("");
     let mut a = rig.join("alice", SIZE_A);
     let _b = rig.join("bob", SIZE_B);
@@ -56,6 +55,7 @@ fn kill9_no_orphan_relay_and_restart_keeps_queue_and_output() {
 
 #[test]
 fn relay_crash_is_restarted() {
+    let _turn = light_turn();
     let rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
@@ -89,6 +89,7 @@ fn relay_crash_is_restarted() {
 
 #[test]
 fn sigterm_stops_the_relay_and_state_survives() {
+    let _turn = light_turn();
     let mut rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     let _b = rig.join("bob", SIZE_B);
@@ -112,6 +113,7 @@ fn sigterm_stops_the_relay_and_state_survives() {
 
 #[test]
 fn seed_queue_file_is_migrated() {
+    let _turn = light_turn();
     let mut rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     let _b = rig.join("bob", SIZE_B);
@@ -136,6 +138,7 @@ fn seed_queue_file_is_migrated() {
 
 #[test]
 fn corrupt_state_is_kept_aside_not_a_crash_loop() {
+    let _turn = light_turn();
     let mut rig = Rig::start("[relay]\nmax_failures = 1000\n");
     assert_eq!(rig.daemon.raw_publish("alice", 1).status, 200);
     rig.daemon.kill9();

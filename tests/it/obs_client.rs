@@ -8,16 +8,14 @@
 //! OBS tests hold a machine-wide lock (see common/obs.rs), so they run one
 //! at a time whatever `--test-threads` says.
 
-#[path = "common/obs.rs"]
-mod obs;
-
+use crate::common::{heavy_turn, obs};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::obs::{until, Obs, ObsOpts};
 use crossbeam_channel::Receiver;
 use motherstream::config::{CueMode, ObsConfig};
 use motherstream::obs::{BroadcastState, ObsHandle, ObsStatus};
-use obs::{until, Obs, ObsOpts};
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -124,6 +122,7 @@ fn reconfigure_and_wait(h: &ObsHandle, cfg: ObsConfig) {
 
 #[test]
 fn texts_and_loading_follow_the_broadcast_state() {
+    let _turn = heavy_turn();
     init_log();
     let o = Obs::start(ObsOpts::default());
     let mut c = o.client();
@@ -208,6 +207,7 @@ fn texts_and_loading_follow_the_broadcast_state() {
 
 #[test]
 fn wrong_or_missing_password_is_reported_once_and_retried_slowly() {
+    let _turn = heavy_turn();
     init_log();
     let o = Obs::start(ObsOpts::default());
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -265,6 +265,7 @@ fn newest_obs_log(o: &Obs) -> std::path::PathBuf {
 
 #[test]
 fn kill9_and_restart_reconnects_and_reapplies_the_current_state() {
+    let _turn = heavy_turn();
     init_log();
     let mut o = Obs::start(ObsOpts::default());
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -335,6 +336,7 @@ fn kill9_and_restart_reconnects_and_reapplies_the_current_state() {
 
 #[test]
 fn missing_sources_are_named_and_the_rest_still_works() {
+    let _turn = heavy_turn();
     init_log();
     let o = Obs::start(ObsOpts {
         omit: vec![obs::LOADING, obs::TIMER],
@@ -367,6 +369,7 @@ fn missing_sources_are_named_and_the_rest_still_works() {
 
 #[test]
 fn a_dead_media_source_is_restarted_with_backoff() {
+    let _turn = heavy_turn();
     init_log();
     // The media source points at a port nobody listens on: ENDED for good.
     let o = Obs::start(ObsOpts::default());
@@ -388,6 +391,7 @@ fn a_dead_media_source_is_restarted_with_backoff() {
 
 #[test]
 fn cue_modes_restart_and_hide_show_act_on_switches_only() {
+    let _turn = heavy_turn();
     init_log();
     let o = Obs::start(ObsOpts::default());
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -425,6 +429,7 @@ fn cue_modes_restart_and_hide_show_act_on_switches_only() {
 
 #[test]
 fn a_frozen_obs_counts_as_dead_and_is_picked_up_again() {
+    let _turn = heavy_turn();
     init_log();
     let o = Obs::start(ObsOpts::default());
     let pid = o.pid().expect("obs pid");

@@ -9,17 +9,14 @@
 //! after the 20th switch as after the first, and OBS's log has no audio
 //! buffering trouble.
 
-mod common;
-#[path = "common/obs.rs"]
-mod obs;
-#[path = "common/obs_cut.rs"]
-mod obs_cut;
-
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::*;
-use obs::{until, Obs, ObsOpts, Seen};
-use obs_cut::{measure_cut, player_clients, wait_seen, wall_us, Cut, TcPlayer, TcPublisher};
+use crate::common::obs::{until, EventWatch, Obs, ObsClient, ObsEvent, ObsOpts, Seen};
+use crate::common::obs_cut::{
+    measure_cut, player_clients, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+};
+use crate::common::*;
 
 const SWITCHES: usize = 20;
 const FPS: u32 = 30;
@@ -27,30 +24,9 @@ const GOP: u32 = 60; // 2 s
 
 #[test]
 fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let obs = Obs::start(ObsOpts {
-        media_url: nginx.rtmp_url("motherstream", "live"),
-        media_audio: true,
-        width: 320,
-        height: 180,
-        // Screenshots 100 ms apart must fall on different OBS frames.
-        fps: 30,
-        ..ObsOpts::default()
-    });
+    let _turn = heavy_turn();
     let dir = TempDir::new("obs-splice");
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: format!(
-            "[queue]\nslot_seconds = 0\n{}",
-            obs.daemon_toml(dir.path(), false)
-        ),
-        bin: daemon_bin(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
-    let rig = Rig { daemon, nginx };
+    let (obs, rig) = start(&dir);
     let watch = obs.watch(
         obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
         obs::MEDIA,
@@ -100,6 +76,65 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
     let log_before = obs.log_all();
     let t_start = Instant::now();
 
+    let cuts = switch(&rig, &mut c, &watch, &player, base);
+    let t_end = Instant::now();
+    let log_after = obs.log_all();
+
+    assert_no_freeze_nor_silence(&cuts);
+    assert_steady_delay_and_names(&cuts);
+    let events = watch.all_events(t_start, t_end);
+    assert_obs_undisturbed(&rig, &events, &obs_player, (&log_before, &log_after));
+    assert_keyframe_cuts(&rig);
+    let on_screen: Vec<f64> = cuts
+        .iter()
+        .filter_map(|c| c.on_screen.map(|d| d.as_secs_f64()))
+        .collect();
+    if let Some((med, min, max)) = obs_cut::stats(on_screen) {
+        eprintln!("move → new streamer in OBS: median {med:.2} s ({min:.2}–{max:.2})");
+    }
+    drop(player);
+    drop(c);
+    drop(watch);
+    drop((alice, bob));
+}
+
+/// A private nginx, OBS playing the output (30 fps, so screenshots 100 ms
+/// apart fall on different frames) and the daemon cueing it.
+fn start(dir: &TempDir) -> (Obs, Rig) {
+    let hook_port = free_port();
+    let nginx = Nginx::start(hook_port);
+    let obs = Obs::start(ObsOpts {
+        media_url: nginx.rtmp_url("motherstream", "live"),
+        media_audio: true,
+        width: 320,
+        height: 180,
+        // Screenshots 100 ms apart must fall on different OBS frames.
+        fps: 30,
+        ..ObsOpts::default()
+    });
+    let daemon = Daemon::start(DaemonOpts {
+        listen: format!("127.0.0.1:{hook_port}"),
+        rtmp_port: nginx.rtmp_port,
+        nginx_http_port: nginx.http_port,
+        extra_toml: format!(
+            "[queue]\nslot_seconds = 0\n{}",
+            obs.daemon_toml(dir.path(), false)
+        ),
+        bin: daemon_bin(),
+        hook_secret: Some(nginx.hook_secret.clone()),
+    });
+    (obs, Rig { daemon, nginx })
+}
+
+/// Twenty planned moves, alternating bob and alice on top; each cut as
+/// OBS shows it (and as a second player of the output sees it).
+fn switch(
+    rig: &Rig,
+    c: &mut ObsClient,
+    watch: &EventWatch,
+    player: &TcPlayer,
+    base: u64,
+) -> Vec<Cut> {
     let mut cuts: Vec<Cut> = Vec::new();
     for i in 0..SWITCHES {
         let (key, seen) = if i % 2 == 0 {
@@ -117,8 +152,8 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         );
         assert_eq!(r.status, 200, "move {i}: {}", r.body);
         let cut = measure_cut(
-            &mut c,
-            &watch,
+            c,
+            watch,
             t0,
             seen,
             Some((obs::NAME, rig.daemon.guest(key).as_str())),
@@ -148,9 +183,12 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         );
         cuts.push(cut);
     }
-    let t_end = Instant::now();
-    let log_after = obs.log_all();
+    cuts
+}
 
+/// The picture never froze, never showed anything but a streamer, and the
+/// sound never stopped.
+fn assert_no_freeze_nor_silence(cuts: &[Cut]) {
     // The picture never froze and never showed anything but a streamer.
     // Across the cut: from half a second before the new picture.
     let frozen: u32 = cuts
@@ -177,6 +215,10 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         silent.iter().all(|(s, n)| *s == 0 && *n > 10),
         "silent / all InputVolumeMeters windows per cut: {silent:?}"
     );
+}
+
+/// OBS's delay did not creep, and the name changed with the picture.
+fn assert_steady_delay_and_names(cuts: &[Cut]) {
     // OBS's delay did not creep.
     let d1 = cuts[0].delay().expect("delay after switch 1");
     let dn = cuts[SWITCHES - 1]
@@ -207,17 +249,21 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
             i + 1
         );
     }
+}
+
+/// OBS's media source and its audio buffering were left alone.
+fn assert_obs_undisturbed(rig: &Rig, events: &[ObsEvent], obs_player: &str, log: (&str, &str)) {
+    let (log_before, log_after) = log;
     // The media source was never restarted, ended or reconnected, and the
     // loading item never touched.
-    let events = watch.all_events(t_start, t_end);
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert!(
         kinds.is_empty(),
         "OBS events during the switches (media restarts, playback ended/started, item shown/hidden): {kinds:?}"
     );
-    let players = player_clients(&stat(), "motherstream");
+    let players = player_clients(&rig.nginx.http_get("/stat").body, "motherstream");
     assert!(
-        players.contains(&obs_player),
+        players.iter().any(|p| p == obs_player),
         "OBS's media source reconnected to nginx: player {obs_player} gone, players now {players:?}"
     );
     // OBS's audio buffering stayed calm.
@@ -229,7 +275,7 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let new_log = log_after.get(log_before.len()..).unwrap_or(&log_after);
+    let new_log = log_after.get(log_before.len()..).unwrap_or(log_after);
     for bad in ["audio is lagging", "Max audio buffering"] {
         assert!(
             !new_log.contains(bad),
@@ -241,6 +287,10 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
                 .join("\n")
         );
     }
+}
+
+/// Every switch was a keyframe cut with the old streamer kept playing.
+fn assert_keyframe_cuts(rig: &Rig) {
     // Every switch was a keyframe cut (theirs, or their bridge's: 2 s
     // keyframes get a bridge) with the old streamer kept playing.
     let log = rig.daemon.log();
@@ -260,15 +310,4 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         "daemon journal:\n{}",
         cut_lines.join("\n")
     );
-    let on_screen: Vec<f64> = cuts
-        .iter()
-        .filter_map(|c| c.on_screen.map(|d| d.as_secs_f64()))
-        .collect();
-    if let Some((med, min, max)) = obs_cut::stats(on_screen) {
-        eprintln!("move → new streamer in OBS: median {med:.2} s ({min:.2}–{max:.2})");
-    }
-    drop(player);
-    drop(c);
-    drop(watch);
-    drop((alice, bob));
 }

@@ -3,14 +3,12 @@
 //! `#key = value` line must give exactly `Config::default()`, and every key
 //! of the config must appear.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use motherstream::config::Config;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SHIPPED: &str = include_str!("../packaging/motherstream.toml");
+const SHIPPED: &str = include_str!("../../packaging/motherstream.toml");
 
 fn uncommented() -> String {
     SHIPPED
@@ -25,11 +23,13 @@ fn uncommented() -> String {
 
 #[test]
 fn shipped_config_as_is_gives_the_defaults() {
+    let _turn = light_turn();
     assert_eq!(Config::parse(SHIPPED).unwrap(), Config::default());
 }
 
 #[test]
 fn uncommented_defaults_are_the_built_in_defaults() {
+    let _turn = light_turn();
     let cfg = Config::parse(&uncommented()).unwrap();
     assert_eq!(cfg, Config::default());
     cfg.validate().unwrap();
@@ -37,6 +37,7 @@ fn uncommented_defaults_are_the_built_in_defaults() {
 
 #[test]
 fn every_key_is_documented() {
+    let _turn = light_turn();
     let defaults = toml::Value::try_from(Config::default()).unwrap();
     let documented = toml::from_str::<toml::Value>(&uncommented()).unwrap();
     let mut missing = Vec::new();
@@ -55,7 +56,8 @@ fn every_key_is_documented() {
 /// named in the man page.
 #[test]
 fn every_notify_key_is_documented() {
-    const MAN: &str = include_str!("../packaging/motherstream.8");
+    let _turn = light_turn();
+    const MAN: &str = include_str!("../../packaging/motherstream.8");
     let keys = toml::Value::try_from(motherstream::config::NotifyConfig::default()).unwrap();
     let shipped = &SHIPPED[SHIPPED.find("# [[notify]]").expect("a [[notify]] example")..];
     let man = &MAN[MAN.find(".SS [[notify]]\n").expect("a [[notify]] section")..];
@@ -93,7 +95,8 @@ fn every_notify_key_is_documented() {
 /// `.SS [section]` heading.
 #[test]
 fn every_key_is_in_the_man_page() {
-    const MAN: &str = include_str!("../packaging/motherstream.8");
+    let _turn = light_turn();
+    const MAN: &str = include_str!("../../packaging/motherstream.8");
     let defaults = toml::Value::try_from(Config::default()).unwrap();
     let mut missing = Vec::new();
     for (section, table) in defaults.as_table().unwrap() {
@@ -122,8 +125,8 @@ fn every_key_is_in_the_man_page() {
 
 // ------------------------------------------------ the shipped nginx example
 
-const NGINX_EXAMPLE: &str = include_str!("../packaging/nginx-rtmp.conf");
-const TMPFILES: &str = include_str!("../packaging/motherstream.tmpfiles");
+const NGINX_EXAMPLE: &str = include_str!("../../packaging/nginx-rtmp.conf");
+const TMPFILES: &str = include_str!("../../packaging/motherstream.tmpfiles");
 
 /// Replace `from` (which must occur exactly once, so this test follows the
 /// shipped file) by `to`.
@@ -138,6 +141,7 @@ fn swap(text: &mut String, from: &str, to: &str) {
 
 #[test]
 fn shipped_nginx_example_keeps_stat_and_control_off_tcp() {
+    let _turn = light_turn();
     let http = &NGINX_EXAMPLE[NGINX_EXAMPLE.find("\nhttp {").expect("http block")..];
     let http = &http[..http.find("\nrtmp {").unwrap_or(http.len())];
     let listens: Vec<&str> = http
@@ -178,6 +182,7 @@ fn shipped_nginx_example_keeps_stat_and_control_off_tcp() {
 /// /stat and drops publishers through /control over the unix socket.
 #[test]
 fn shipped_nginx_example_runs_and_the_daemon_uses_its_unix_socket() {
+    let _turn = light_turn();
     let dir = TempDir::new("shipped-nginx");
     let p = dir.path().display().to_string();
     std::fs::create_dir_all(dir.join("sock")).expect("socket dir");

@@ -8,10 +8,8 @@
 //! chromium, nginx and ffmpeg are declared test dependencies: when one is
 //! missing this test fails; it is never skipped.
 
-mod common;
-
-use common::chromium::Browser;
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 
@@ -47,75 +45,132 @@ fn queue_is(d: &Daemon, want: &[&str]) -> bool {
     d.queue() == want.iter().map(|s| s.to_string()).collect::<Vec<_>>()
 }
 
+/// The console test's parts: the rig, its browser, the streamers' keys and
+/// the session the console logged in with.
+struct Console {
+    rig: Rig,
+    b: Browser,
+    base: String,
+    alice: String,
+    bob: String,
+    carol: String,
+    carol_link: String,
+    /// `ms_session=…`, as the browser sends it.
+    cookie: String,
+    csrf: String,
+}
+
+impl Console {
+    /// Three streamers, the console open in chromium, a wrong token
+    /// refused, then logged in from the keyboard: the session cookie is
+    /// HttpOnly and SameSite=Strict, the CSRF token is in the page.
+    fn log_in() -> Console {
+        let rig = Rig::start("[relay]\nmax_failures = 1000\n[queue]\nslot_seconds = 120\n");
+        let d = &rig.daemon;
+        let alice = cli(d, &["streamer", "add", "Alice"]);
+        let bob = cli(d, &["streamer", "add", "Bob"]);
+        let carol = cli(d, &["streamer", "add", "Carol"]);
+        let carol_link = cli(d, &["streamer", "link", "Carol"]);
+        let base = format!("http://127.0.0.1:{}", d.port);
+        assert!(
+            carol_link.starts_with(&format!("{base}/me/")),
+            "streamer link prints the page: {carol_link}"
+        );
+
+        let mut b = Browser::start();
+        b.viewport(1280, 900, false);
+        b.navigate(&format!("{base}/admin"));
+        b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| {
+            *v == true
+        });
+
+        // A wrong token is refused with the server's words.
+        b.type_into("#token", "not-the-token");
+        b.key("Enter", 13);
+        b.wait_eval(
+            "document.getElementById('login-error').textContent",
+            WAIT,
+            |v| v.as_str().is_some_and(|t| t.contains("wrong admin token")),
+        );
+        // Log in from the keyboard.
+        b.type_into("#token", &d.admin_token);
+        b.key("Enter", 13);
+        b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
+            *v == true
+        });
+        let cookies = b.call("Network.getCookies", serde_json::json!({ "urls": [&base] }));
+        let session = cookies["cookies"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == "ms_session"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no session cookie: {cookies}"));
+        assert_eq!(session["httpOnly"], true, "{session}");
+        assert_eq!(session["sameSite"], "Strict", "{session}");
+        assert_eq!(session["path"], "/", "{session}");
+        assert_eq!(
+            b.eval("document.cookie.includes('ms_session')"),
+            false,
+            "page scripts must not see the session cookie"
+        );
+        let sid = session["value"].as_str().unwrap_or_default().to_string();
+        let csrf = b.eval("csrf").as_str().unwrap_or_default().to_string();
+        assert_eq!(csrf.len(), 64, "CSRF token in the page: {csrf:?}");
+        assert_eq!(
+            b.eval("sessionStorage.getItem('motherstream-csrf')"),
+            csrf.as_str(),
+            "the tab keeps the token from the login answer"
+        );
+
+        Console {
+            rig,
+            b,
+            base,
+            alice,
+            bob,
+            carol,
+            carol_link,
+            cookie: format!("ms_session={sid}"),
+            csrf,
+        }
+    }
+}
+
 #[test]
 fn console_and_streamer_page_in_a_real_browser() {
-    let rig = Rig::start("[relay]\nmax_failures = 1000\n[queue]\nslot_seconds = 120\n");
+    let _turn = heavy_turn();
+    let mut c = Console::log_in();
+    let _alice_pub = follows_the_queue_and_extends_the_slot(&mut c);
+    reorders_by_mouse_button_and_keyboard(&mut c);
+    refuses_requests_without_csrf_or_from_elsewhere(&mut c);
+    streamer_page_follows_its_place(&mut c);
+    a_page_of_another_origin_cannot_act(&mut c);
+    skips_kicks_and_unblocks(&mut c);
+    adds_a_streamer(&mut c);
+    clears_logs_out_and_needs_the_token(&mut c);
+}
+
+/// A real publisher appears without a reload; the slot is extended.
+fn follows_the_queue_and_extends_the_slot(c: &mut Console) -> Publisher {
+    let Console {
+        rig,
+        b,
+        alice,
+        bob,
+        carol,
+        ..
+    } = c;
     let d = &rig.daemon;
-    let alice = cli(d, &["streamer", "add", "Alice"]);
-    let bob = cli(d, &["streamer", "add", "Bob"]);
-    let carol = cli(d, &["streamer", "add", "Carol"]);
-    let carol_link = cli(d, &["streamer", "link", "Carol"]);
-    let base = format!("http://127.0.0.1:{}", d.port);
-    assert!(
-        carol_link.starts_with(&format!("{base}/me/")),
-        "streamer link prints the page: {carol_link}"
-    );
-
-    let mut b = Browser::start();
-    b.viewport(1280, 900, false);
-    b.navigate(&format!("{base}/admin"));
-    b.wait_eval("!document.getElementById('login').hidden", WAIT, |v| {
-        *v == true
-    });
-
-    // A wrong token is refused with the server's words.
-    b.type_into("#token", "not-the-token");
-    b.key("Enter", 13);
-    b.wait_eval(
-        "document.getElementById('login-error').textContent",
-        WAIT,
-        |v| v.as_str().is_some_and(|t| t.contains("wrong admin token")),
-    );
-    // Log in from the keyboard.
-    b.type_into("#token", &d.admin_token);
-    b.key("Enter", 13);
-    b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
-        *v == true
-    });
-    let cookies = b.call("Network.getCookies", serde_json::json!({ "urls": [&base] }));
-    let session = cookies["cookies"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == "ms_session"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no session cookie: {cookies}"));
-    assert_eq!(session["httpOnly"], true, "{session}");
-    assert_eq!(session["sameSite"], "Strict", "{session}");
-    assert_eq!(session["path"], "/", "{session}");
-    assert_eq!(
-        b.eval("document.cookie.includes('ms_session')"),
-        false,
-        "page scripts must not see the session cookie"
-    );
-    let sid = session["value"].as_str().unwrap_or_default().to_string();
-    let csrf = b.eval("csrf").as_str().unwrap_or_default().to_string();
-    assert_eq!(csrf.len(), 64, "CSRF token in the page: {csrf:?}");
-    assert_eq!(
-        b.eval("sessionStorage.getItem('motherstream-csrf')"),
-        csrf.as_str(),
-        "the tab keeps the token from the login answer"
-    );
-
     // A real publisher appears without a reload.
     assert_eq!(b.eval("window.__marker = 42"), 42);
-    let _alice_pub = rig.publish(&alice, SIZE_A);
+    let alice_pub = rig.publish(alice, SIZE_A);
     b.wait_eval(QUEUE, Duration::from_secs(20), |v| *v == names(&["Alice"]));
     b.wait_eval(
         "document.getElementById('onair-name').textContent",
         WAIT,
         |v| *v == "Alice",
     );
-    assert_eq!(d.raw_publish(&bob, 101).status, 200);
-    assert_eq!(d.raw_publish(&carol, 102).status, 200);
+    assert_eq!(d.raw_publish(bob, 101).status, 200);
+    assert_eq!(d.raw_publish(carol, 102).status, 200);
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Alice", "Bob", "Carol"]));
     // The relay reports on the page.
     b.wait_eval("document.getElementById('relay').textContent", WAIT, |v| {
@@ -124,7 +179,7 @@ fn console_and_streamer_page_in_a_real_browser() {
 
     // Extend the slot by 5 minutes.
     b.click("[data-extend='300']");
-    wait_result(&mut b, "Extend by 5:00: done");
+    wait_result(b, "Extend by 5:00: done");
     let left = d.status()["on_air"]["slot_left_s"].as_u64().unwrap_or(0);
     assert!(left > 300, "slot extended at the daemon: {left} s left");
     b.wait_eval(
@@ -132,7 +187,13 @@ fn console_and_streamer_page_in_a_real_browser() {
         WAIT,
         |v| v.as_f64().is_some_and(|s| s > 300.0),
     );
+    alice_pub
+}
 
+/// Reorder with the mouse, the up button and the keyboard; screenshots.
+fn reorders_by_mouse_button_and_keyboard(c: &mut Console) {
+    let Console { rig, b, .. } = c;
+    let d = &rig.daemon;
     // Reorder by dragging Carol's grip above Bob, with the mouse.
     let (x, y) = b.center("#queue li[data-name='Carol'] .grip");
     let (_, y_bob) = b.center("#queue li[data-name='Bob'] .grip");
@@ -145,7 +206,7 @@ fn console_and_streamer_page_in_a_real_browser() {
     b.mouse("mouseReleased", x, target);
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Alice", "Carol", "Bob"]));
     assert!(queue_is(d, &["Alice", "Carol", "Bob"]), "{:?}", d.queue());
-    wait_result(&mut b, "Move Carol to 1: done");
+    wait_result(b, "Move Carol to 1: done");
     // The phone way: the up button; and the keyboard: Enter on a button.
     b.click("#queue li[data-name='Bob'] button[aria-label='Move Bob up']");
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Alice", "Bob", "Carol"]));
@@ -165,7 +226,21 @@ fn console_and_streamer_page_in_a_real_browser() {
     );
     b.screenshot_full("console-phone.png");
     b.viewport(1280, 900, false);
+}
 
+/// Requests without the CSRF token, from another origin or with the cookie alone fail.
+fn refuses_requests_without_csrf_or_from_elsewhere(c: &mut Console) {
+    let Console {
+        rig,
+        b,
+        alice,
+        bob,
+        carol,
+        cookie,
+        csrf,
+        ..
+    } = c;
+    let d = &rig.daemon;
     // Requests without the CSRF token, or from another origin, fail.
     let r = b.eval_async(
         "fetch('/api/skip', {method: 'POST', credentials: 'same-origin', \
@@ -174,7 +249,6 @@ fn console_and_streamer_page_in_a_real_browser() {
     );
     assert_eq!(r[0], 403, "no CSRF token: {r}");
     assert!(r[1].as_str().is_some_and(|e| e.contains("CSRF")), "{r}");
-    let cookie = format!("ms_session={sid}");
     let with = |extra: &[(&str, &str)]| {
         let mut h = vec![
             ("Cookie", cookie.as_str()),
@@ -227,7 +301,10 @@ fn console_and_streamer_page_in_a_real_browser() {
     let only_cookie = [("Cookie", cookie.as_str())];
     let r = d.request("GET", "/admin/session", &only_cookie, "");
     assert_eq!(r.status, 401, "the cookie alone: {r:?}");
-    assert!(!r.body.contains(&csrf), "the CSRF token handed out: {r:?}");
+    assert!(
+        !r.body.contains(csrf.as_str()),
+        "the CSRF token handed out: {r:?}"
+    );
     let r = d.request("GET", "/api/streamers?show_keys=1", &only_cookie, "");
     assert_eq!(r.status, 403, "keys for the cookie alone: {r:?}");
     for key in [&alice, &bob, &carol] {
@@ -237,17 +314,32 @@ fn console_and_streamer_page_in_a_real_browser() {
     let both = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
     let r = d.request("GET", "/admin/session", &both, "");
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(!r.body.contains(&csrf), "never handed out again: {r:?}");
+    assert!(
+        !r.body.contains(csrf.as_str()),
+        "never handed out again: {r:?}"
+    );
     let r = d.request("GET", "/api/streamers?show_keys=1", &both, "");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         r.body.contains(alice.as_str()),
         "keys with the token: {r:?}"
     );
+}
 
+/// The streamer's page follows Carol's place without a reload.
+fn streamer_page_follows_its_place(c: &mut Console) {
+    let Console {
+        rig,
+        b,
+        base,
+        carol,
+        carol_link,
+        ..
+    } = c;
+    let d = &rig.daemon;
     // The streamer's page: Carol is next, then moves back when Bob is put
     // ahead of her, without a reload.
-    b.navigate(&carol_link);
+    b.navigate(carol_link);
     let pos = "document.getElementById('me-pos').dataset.position";
     b.wait_eval(pos, WAIT, |v| *v == "1");
     b.wait_eval(
@@ -316,7 +408,12 @@ fn console_and_streamer_page_in_a_real_browser() {
     assert_eq!(r.status, 404);
     let r = d.get("/me/0123456789abcdef0123456789abcdef/status");
     assert_eq!(r.status, 404);
+}
 
+/// A page of another origin cannot act on the console's behalf.
+fn a_page_of_another_origin_cannot_act(c: &mut Console) {
+    let Console { rig, b, base, .. } = c;
+    let d = &rig.daemon;
     // A page of another origin (localhost is not 127.0.0.1) cannot act on
     // the console's behalf: no cookie goes with it, and it is refused.
     b.navigate(&format!("http://localhost:{}/queue-list", d.port));
@@ -331,7 +428,18 @@ fn console_and_streamer_page_in_a_real_browser() {
         "a cross-site request changed the queue: {:?}",
         d.queue()
     );
+}
 
+/// Back to the console: skip, kick for 5 minutes, unblock.
+fn skips_kicks_and_unblocks(c: &mut Console) {
+    let Console {
+        rig,
+        b,
+        base,
+        carol,
+        ..
+    } = c;
+    let d = &rig.daemon;
     // Back to the console: the session survives the reload.
     b.navigate(&format!("{base}/admin"));
     b.wait_eval("!document.getElementById('app').hidden", WAIT, |v| {
@@ -341,7 +449,7 @@ fn console_and_streamer_page_in_a_real_browser() {
 
     // Skip Alice (her encoder is disconnected).
     b.click("#skip");
-    wait_result(&mut b, "Skip: done");
+    wait_result(b, "Skip: done");
     b.wait_eval(QUEUE, WAIT, |v| {
         v.as_array()
             .is_some_and(|a| a.first() == Some(&Value::from("Bob")) && !a.contains(&"Alice".into()))
@@ -350,7 +458,7 @@ fn console_and_streamer_page_in_a_real_browser() {
     // Kick Carol for 5 minutes: she is blocked until then; unblock her.
     b.type_into("#kick-min", "5");
     b.click("#queue li[data-name='Carol'] button.danger");
-    wait_result(&mut b, "Kick Carol (5:00): done");
+    wait_result(b, "Kick Carol (5:00): done");
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Bob"]));
     b.wait_eval(
         "[...document.querySelectorAll('#blocked li')].map(li => li.dataset.name)",
@@ -360,25 +468,30 @@ fn console_and_streamer_page_in_a_real_browser() {
     let blocked = d.status()["blocked"].clone();
     let left = blocked[0]["left_s"].as_u64().unwrap_or(0);
     assert!((290..=300).contains(&left), "blocked for 5 min: {blocked}");
-    assert_eq!(d.raw_publish(&carol, 103).status, 403, "Carol is blocked");
+    assert_eq!(d.raw_publish(carol, 103).status, 403, "Carol is blocked");
     b.click("#blocked li[data-name='Carol'] button");
-    wait_result(&mut b, "Unblock Carol: done");
+    wait_result(b, "Unblock Carol: done");
     b.wait_eval(
         "document.querySelectorAll('#blocked li').length",
         WAIT,
         |v| *v == 0,
     );
+}
 
+/// A refused name shows the server's words; a new streamer's key is shown once.
+fn adds_a_streamer(c: &mut Console) {
+    let Console { rig, b, base, .. } = c;
+    let d = &rig.daemon;
     // The server's error text reaches the page.
     b.type_into("#add-name", "guest-x");
     b.key("Enter", 13);
-    let t = wait_result(&mut b, "failed (400)");
+    let t = wait_result(b, "failed (400)");
     assert!(t.contains("reserved"), "{t}");
 
     // Add a streamer: the key is shown once, with the full ingest URL.
     b.type_into("#add-name", "Dana");
     b.key("Enter", 13);
-    wait_result(&mut b, "Add Dana: done");
+    wait_result(b, "Add Dana: done");
     b.wait_eval("!document.getElementById('secret').hidden", WAIT, |v| {
         *v == true
     });
@@ -419,7 +532,19 @@ fn console_and_streamer_page_in_a_real_browser() {
     assert!(!plain.contains(&key), "the list without show_keys: {plain}");
     assert_eq!(d.raw_publish(&key, 104).status, 200, "Dana's key works");
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&["Bob", "Dana"]));
+}
 
+/// Clear asks first; log out ends the session; a tab without its token logs in again.
+fn clears_logs_out_and_needs_the_token(c: &mut Console) {
+    let Console {
+        rig,
+        b,
+        base,
+        cookie,
+        csrf,
+        ..
+    } = c;
+    let d = &rig.daemon;
     // Clear asks first.
     b.click("#clear");
     b.wait_eval(
@@ -430,7 +555,7 @@ fn console_and_streamer_page_in_a_real_browser() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(queue_is(d, &["Bob", "Dana"]), "one press only asks");
     b.click("#clear");
-    wait_result(&mut b, "Clear the queue: done");
+    wait_result(b, "Clear the queue: done");
     b.wait_eval(QUEUE, WAIT, |v| *v == names(&[]));
 
     // Log out: the session is gone at the server too.

@@ -18,21 +18,11 @@
 //! (unoptimized serde, an 80 MB binary to exec) on a shared 2-core machine
 //! gets functional bounds instead, still far below a keyframe interval.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::prober::{Probe, Prober};
-use common::viewer::{Frame, Viewer};
-use common::*;
-
-/// These tests measure gaps and latencies: they run one at a time even
-/// when the harness runs tests in parallel.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::common::prober::{Probe, Prober};
+use crate::common::viewer::{Frame, Viewer};
+use crate::common::*;
 
 /// Median and per-hand-over bounds of the frozen picture and of the audio
 /// hole (see the top of the file).
@@ -142,7 +132,7 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
 
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -256,11 +246,12 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
             (left_before - elapsed - left_after).abs() <= 2.0,
             "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
         );
+        // Read raw: the harness's remembered keys are shared by every test
+        // in this process, and another test may have published "carol".
+        let blocked = daemon.get("/api/status").json()["blocked"].to_string();
         assert!(
-            after["blocked"]
-                .to_string()
-                .contains(&daemon.guest("carol")),
-            "blocks unchanged: {after}"
+            blocked.contains(&daemon.guest("carol")),
+            "blocks unchanged: {blocked}"
         );
         assert!(
             step < 0.15,
@@ -351,7 +342,7 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
 /// cannot be handed over.
 #[test]
 fn upgrade_is_refused_with_the_reason_in_restart_mode() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let pid = rig.daemon.pid();
     let out = std::process::Command::new(daemon_bin())
@@ -377,7 +368,7 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
 /// the CLI says so and exits 1.
 #[test]
 fn unreadable_state_falls_back_to_a_restart() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -497,7 +488,7 @@ fn open_fds(pid: u32) -> ((usize, usize), Vec<String>) {
 /// up to 8.3 s, or the hand-over would have to wait for it).
 #[test]
 fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,
@@ -580,7 +571,7 @@ fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
 /// output timeline (no republish, no timestamp step).
 #[test]
 fn upgrade_with_the_slate_on_air() {
-    let _serial = serial();
+    let _turn = heavy_turn();
     let Stage {
         _bin_dir,
         bin,

@@ -1,15 +1,13 @@
 //! Webhook notifications and `/metrics` against real parts: the daemon,
 //! nginx-rtmp, ffmpeg publishers taking turns, and webhook receivers that
 //! are plain TCP servers (`tests/common/webhook.rs`: answering, failing,
-//! hanging). The other event kinds are in `tests/notify_events.rs`.
-
-mod common;
+//! hanging). The other event kinds are in `tests/it/notify_events.rs`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 use serde_json::Value;
 
 /// A sample's value from the metrics text (`name{labels} value`).
@@ -59,8 +57,94 @@ fn switch_on_leave(rig: &Rig) -> (Duration, String, Publisher) {
     (took, mid.body, bob)
 }
 
+/// The answering webhook got the story in order, by name.
+fn assert_story_in_order(ok: &Receiver) {
+    let bodies = ok.wait_count(6, Duration::from_secs(10));
+    let story: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or("?").to_string(),
+                b["name"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert!(story.len() >= 6, "{bodies:?}");
+    assert_eq!(
+        story[..3],
+        [
+            pair("joined", "alice"),
+            pair("on_air", "alice"),
+            pair("joined", "bob")
+        ],
+        "{bodies:?}"
+    );
+    // Alice's stream may end at the output before nginx's publish_done
+    // hook says she left, or after: both orders are the truth.
+    let mut middle = story[3..5].to_vec();
+    middle.sort();
+    assert_eq!(
+        middle,
+        [pair("left", "alice"), pair("off_air", "alice")],
+        "{bodies:?}"
+    );
+    assert_eq!(story[5], pair("on_air", "bob"), "{bodies:?}");
+    let off = bodies[3..5]
+        .iter()
+        .find(|b| b["event"] == "off_air")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        off["reason"] == "left" || off["reason"] == "stream_ended",
+        "{off}"
+    );
+    assert_eq!(bodies[1]["next"], Value::Null, "bob had not joined yet");
+    assert!(bodies[5]["switch_ms"].as_u64().is_some(), "{}", bodies[5]);
+}
+
+/// The counters moved as the switch says.
+fn assert_counters_moved(before: &str, after: &str) {
+    let series = |t: &str, s: &str| sample(t, s);
+    assert_eq!(
+        series(before, "motherstream_switches_total{reason=\"left\"}"),
+        0.0
+    );
+    assert_eq!(
+        series(after, "motherstream_switches_total{reason=\"left\"}")
+            + series(
+                after,
+                "motherstream_switches_total{reason=\"stream_ended\"}"
+            ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        series(after, "motherstream_cut_latency_seconds_count")
+            > series(before, "motherstream_cut_latency_seconds_count")
+    );
+    assert!(
+        series(
+            after,
+            "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        series(
+            after,
+            "motherstream_hooks_total{endpoint=\"on_publish_done\",status=\"200\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert_eq!(series(after, "motherstream_queue_length"), 1.0);
+    assert_eq!(series(after, "motherstream_on_air"), 1.0);
+    assert_eq!(series(after, "motherstream_output_up"), 1.0);
+}
+
 #[test]
 fn events_in_order_a_hanging_webhook_delays_no_switch_and_metrics_pass_promtool() {
+    let _turn = light_turn();
     // Without any webhook.
     let plain = Rig::start("[queue]\nslot_seconds = 0\n");
     let (without, _, _bob) = switch_on_leave(&plain);
@@ -112,49 +196,7 @@ queue_size = 1
         "a hanging webhook slowed the switch: {with:?} vs {without:?}"
     );
 
-    // The answering webhook got the story in order, by name.
-    let bodies = ok.wait_count(6, Duration::from_secs(10));
-    let story: Vec<(String, String)> = bodies
-        .iter()
-        .map(|b| {
-            (
-                b["event"].as_str().unwrap_or("?").to_string(),
-                b["name"].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect();
-    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
-    assert!(story.len() >= 6, "{bodies:?}");
-    assert_eq!(
-        story[..3],
-        [
-            pair("joined", "alice"),
-            pair("on_air", "alice"),
-            pair("joined", "bob")
-        ],
-        "{bodies:?}"
-    );
-    // Alice's stream may end at the output before nginx's publish_done
-    // hook says she left, or after: both orders are the truth.
-    let mut middle = story[3..5].to_vec();
-    middle.sort();
-    assert_eq!(
-        middle,
-        [pair("left", "alice"), pair("off_air", "alice")],
-        "{bodies:?}"
-    );
-    assert_eq!(story[5], pair("on_air", "bob"), "{bodies:?}");
-    let off = bodies[3..5]
-        .iter()
-        .find(|b| b["event"] == "off_air")
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        off["reason"] == "left" || off["reason"] == "stream_ended",
-        "{off}"
-    );
-    assert_eq!(bodies[1]["next"], Value::Null, "bob had not joined yet");
-    assert!(bodies[5]["switch_ms"].as_u64().is_some(), "{}", bodies[5]);
+    assert_story_in_order(&ok);
 
     // The stuck webhook holds one request; one more waits; the rest were
     // dropped and counted.
@@ -178,46 +220,12 @@ queue_size = 1
     ok.assert_not_in(&log);
     hang.assert_not_in(&log);
 
-    // The counters moved as the switch says.
-    let series = |t: &str, s: &str| sample(t, s);
-    assert_eq!(
-        series(&before.body, "motherstream_switches_total{reason=\"left\"}"),
-        0.0
-    );
-    assert_eq!(
-        series(&after, "motherstream_switches_total{reason=\"left\"}")
-            + series(
-                &after,
-                "motherstream_switches_total{reason=\"stream_ended\"}"
-            ),
-        1.0,
-        "{after}"
-    );
-    assert!(
-        series(&after, "motherstream_cut_latency_seconds_count")
-            > series(&before.body, "motherstream_cut_latency_seconds_count")
-    );
-    assert!(
-        series(
-            &after,
-            "motherstream_hooks_total{endpoint=\"on_publish\",status=\"200\"}"
-        ) >= 2.0,
-        "{after}"
-    );
-    assert!(
-        series(
-            &after,
-            "motherstream_hooks_total{endpoint=\"on_publish_done\",status=\"200\"}"
-        ) >= 1.0,
-        "{after}"
-    );
-    assert_eq!(series(&after, "motherstream_queue_length"), 1.0);
-    assert_eq!(series(&after, "motherstream_on_air"), 1.0);
-    assert_eq!(series(&after, "motherstream_output_up"), 1.0);
+    assert_counters_moved(&before.body, &after);
 }
 
 #[test]
 fn failing_webhooks_are_retried_and_bad_requests_are_not() {
+    let _turn = light_turn();
     let flaky = Receiver::start(Mode::FailFirst(2));
     let bad = Receiver::start(Mode::BadRequest);
     let rig = Rig::start(&format!(
@@ -278,6 +286,7 @@ events = ["joined"]
 /// rules use metrics the daemon exports.
 #[test]
 fn shipped_prometheus_example_is_valid() {
+    let _turn = light_turn();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
     let out = Command::new("promtool")
         .args(["check", "config", "prometheus-example.yml"])

@@ -7,10 +7,8 @@
 //! chromium is a declared test dependency (tests/stages/streamers.deps):
 //! when it is missing this test fails; it is never skipped.
 
-mod common;
-
-use common::chromium::Browser;
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 
@@ -27,6 +25,7 @@ fn add(d: &Daemon, name: &str) -> String {
 
 #[test]
 fn overlays_update_themselves_in_a_real_browser() {
+    let _turn = heavy_turn();
     // Raw hooks are enough here: the overlays read /api/status. Relay
     // failures (there is no stream behind the hooks) must not skip anyone.
     let rig = Rig::start("[relay]\nmax_failures = 1000\n[queue]\nslot_seconds = 120\n");

@@ -15,18 +15,14 @@
 //! showed the old head (so the measured latency is never shorter than the
 //! real one).
 
-mod common;
-#[path = "common/long_gop_cuts.rs"]
-mod long_gop_cuts;
-#[path = "common/obs.rs"]
-mod obs;
-
+use crate::common::long_gop_cuts;
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::viewer::Viewer;
-use common::*;
-use long_gop_cuts::{measure, CutSeen, XDEF};
-use obs::{Obs, ObsOpts};
+use crate::common::long_gop_cuts::{measure, CutSeen, XDEF};
+use crate::common::obs::{Obs, ObsOpts};
+use crate::common::viewer::Viewer;
+use crate::common::*;
 
 /// OBS's canvas = its output: a size no other source has, so the viewer
 /// tells OBS's picture by its size.
@@ -90,16 +86,14 @@ fn slot_end(rig: &Rig, key: &str) -> Instant {
     last
 }
 
-#[test]
-fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second() {
-    let rig = Rig::start(&format!(
-        "[queue]\nslot_seconds = {SLOT_SECONDS}\nrejoin_block_seconds = 0\n[relay]\nbridge = true\n"
-    ));
+/// The output's nginx client id once published, and a viewer of it that
+/// has seen the slate.
+fn output_on_slate(rig: &Rig) -> (String, Viewer) {
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         rig.nginx.output_client()
     })
     .unwrap_or_else(|| panic!("output never published; log:\n{}", rig.daemon.log()));
-    let mut viewer = Viewer::start(&rig.output_url());
+    let viewer = Viewer::start(&rig.output_url());
     assert!(
         viewer
             .wait_size(
@@ -111,13 +105,17 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
         "no slate at the viewer; log:\n{}",
         rig.daemon.log()
     );
-    let dir = TempDir::new("obs-pub");
-    let xdef_url = rig.nginx.rtmp_url("live", "xdef");
+    (client, viewer)
+}
+
+/// OBS streaming into the queue as "obs", with the default output
+/// settings (the loading item left out).
+fn start_obs(rig: &Rig, dir: &TempDir) -> Obs {
     let server = rig.nginx.rtmp_url("live", "");
     // The queue shows guests by name: let the harness map OBS's back.
     remember_key("obs");
-    let mut obs = Obs::start(ObsOpts {
-        media_url: clip(&dir),
+    Obs::start(ObsOpts {
+        media_url: clip(dir),
         media_audio: true,
         width: OBS_SIZE.0,
         height: OBS_SIZE.1,
@@ -125,7 +123,26 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
         omit: vec![obs::LOADING],
         publish: Some((server.trim_end_matches('/').to_string(), "obs".into())),
         ..ObsOpts::default()
-    });
+    })
+}
+
+/// The median of `f` over the cuts.
+fn median_of(cuts: &[CutSeen], f: &dyn Fn(&CutSeen) -> f64) -> f64 {
+    let mut v: Vec<f64> = cuts.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+}
+
+#[test]
+fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second() {
+    let _turn = heavy_turn();
+    let rig = Rig::start(&format!(
+        "[queue]\nslot_seconds = {SLOT_SECONDS}\nrejoin_block_seconds = 0\n[relay]\nbridge = true\n"
+    ));
+    let (client, mut viewer) = output_on_slate(&rig);
+    let dir = TempDir::new("obs-pub");
+    let xdef_url = rig.nginx.rtmp_url("live", "xdef");
+    let mut obs = start_obs(&rig, &dir);
     let pid = rig.daemon.pid();
     let cpu0 = long_gop_cuts::cpu_seconds(pid);
     let t0 = Instant::now();
@@ -203,11 +220,7 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
             c.audio_hole
         );
     }
-    let median = |f: &dyn Fn(&CutSeen) -> f64| {
-        let mut v: Vec<f64> = cuts.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
-    };
+    let median = |f: &dyn Fn(&CutSeen) -> f64| median_of(&cuts, f);
     let picture = median(&|c| c.picture.map_or(f64::INFINITY, |d| d.as_secs_f64()));
     let gap = median(&|c| c.gap.as_secs_f64());
     let step = median(&|c| c.video_step);

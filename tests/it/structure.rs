@@ -482,7 +482,6 @@ fn code_lines(code: &str) -> usize {
 }
 
 #[test]
-#[ignore = "until #20's splits land"]
 fn no_file_over_600_code_lines() {
     let src = src_dir();
     let mut files = Vec::new();
@@ -507,7 +506,6 @@ fn no_file_over_600_code_lines() {
 }
 
 #[test]
-#[ignore = "until #20's splits land"]
 fn no_dead_code_allowed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();

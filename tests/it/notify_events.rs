@@ -15,15 +15,11 @@
 //!
 //! Every test also checks that no webhook URL reached the daemon's log.
 
-mod common;
-#[path = "common/obs.rs"]
-mod obs;
-
 use std::time::{Duration, Instant};
 
-use common::webhook::{Mode, Receiver};
-use common::*;
-use obs::{Obs, ObsOpts};
+use crate::common::obs::{Obs, ObsOpts};
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 
 /// (event, name) of each body, in arrival order.
 fn story(bodies: &[Value]) -> Vec<(String, String)> {
@@ -46,37 +42,9 @@ fn ok_json(r: &Resp, what: &str) {
     assert_eq!(r.status, 200, "{what}: {r:?}");
 }
 
-#[test]
-fn skip_kick_and_block_are_told_by_name_and_seconds_in_order() {
-    let json = Receiver::start(Mode::Ok);
-    let discord = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 600
-
-[[notify]]
-name = "mods"
-url = "{}"
-events = ["on_air", "off_air", "kicked", "blocked", "skipped"]
-
-[[notify]]
-name = "chat"
-url = "{}"
-format = "discord"
-events = ["on_air", "kicked", "blocked", "skipped"]
-"#,
-        json.url(),
-        discord.url()
-    ));
-    json.known_names(rig.daemon.guest_names());
-    discord.known_names(rig.daemon.guest_names());
-    let _alice = rig.join("alice", SIZE_A);
-    rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
-    let _bob = rig.join("bob", SIZE_B);
-    let _carol = rig.join("carol", SIZE_C);
-    let _dave = rig.join("dave", SIZE_A);
-
+/// Skip alice (on air), kick bob (on air) for two minutes, block dave
+/// (next, not on screen) then carol (on air).
+fn skip_kick_and_block(rig: &Rig) {
     // Skip alice: she keeps playing until bob's keyframe.
     ok_json(&rig.daemon.admin("/api/skip", "{}", None), "skip");
     rig.daemon.wait_on_screen("bob", Duration::from_secs(15));
@@ -99,7 +67,11 @@ events = ["on_air", "kicked", "blocked", "skipped"]
             .admin("/api/block", r#"{"name": "carol", "seconds": 45}"#, None),
         "block carol",
     );
+}
 
+/// The JSON webhook's story: who, what, in order, with seconds and
+/// reasons.
+fn assert_json_story(json: &Receiver) {
     let want = [
         pair("on_air", "alice"),
         pair("skipped", "alice"),
@@ -144,6 +116,43 @@ events = ["on_air", "kicked", "blocked", "skipped"]
         bodies.iter().all(|b| b["at"].as_u64().is_some()),
         "{bodies:#?}"
     );
+}
+
+#[test]
+fn skip_kick_and_block_are_told_by_name_and_seconds_in_order() {
+    let _turn = light_turn();
+    let json = Receiver::start(Mode::Ok);
+    let discord = Receiver::start(Mode::Ok);
+    let rig = Rig::start(&format!(
+        r#"
+[queue]
+slot_seconds = 600
+
+[[notify]]
+name = "mods"
+url = "{}"
+events = ["on_air", "off_air", "kicked", "blocked", "skipped"]
+
+[[notify]]
+name = "chat"
+url = "{}"
+format = "discord"
+events = ["on_air", "kicked", "blocked", "skipped"]
+"#,
+        json.url(),
+        discord.url()
+    ));
+    json.known_names(rig.daemon.guest_names());
+    discord.known_names(rig.daemon.guest_names());
+    let _alice = rig.join("alice", SIZE_A);
+    rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
+    let _bob = rig.join("bob", SIZE_B);
+    let _carol = rig.join("carol", SIZE_C);
+    let _dave = rig.join("dave", SIZE_A);
+
+    skip_kick_and_block(&rig);
+
+    assert_json_story(&json);
 
     // The same story for people, as Discord shows it.
     let chat = discord.wait_count(8, Duration::from_secs(10));
@@ -221,6 +230,8 @@ fn drop_reader(nginx: &Nginx, stream: &str) {
 
 #[test]
 fn a_dropped_or_stalled_source_is_told_and_so_is_its_recovery() {
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -364,6 +375,8 @@ fn output_children(daemon: u32) -> Vec<u32> {
 
 #[test]
 fn a_killed_output_is_told_and_so_is_its_recovery() {
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -461,6 +474,8 @@ url = "{}"
 
 #[test]
 fn restart_mode_relay_failed_and_recovered() {
+    // Stall detection counts seconds without output: timing-sensitive.
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         r#"
@@ -534,6 +549,7 @@ events = ["relay_failed", "relay_recovered"]
 
 #[test]
 fn obs_killed_is_lost_and_started_again_is_back() {
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);

@@ -1,9 +1,7 @@
 //! Streamers, slots and moderation end to end: the real daemon, a private
 //! nginx-rtmp with the control module and /stat, real ffmpeg publishers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -113,6 +111,7 @@ fn names(v: &Value) -> Vec<String> {
 
 #[test]
 fn registered_keys_only_and_names_never_keys() {
+    let _turn = light_turn();
     let rig = Rig::start("[queue]\nrequire_registered = true\n");
     let d = &rig.daemon;
     // CLI round trip: add prints a key; the running daemon takes it at once.
@@ -168,6 +167,7 @@ fn registered_keys_only_and_names_never_keys() {
 
 #[test]
 fn without_a_registry_a_key_is_shown_as_its_guest_name_before_and_after_one_exists() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     assert_eq!(d.raw_publish("rawkey1", 1).status, 200);
@@ -204,6 +204,7 @@ fn without_a_registry_a_key_is_shown_as_its_guest_name_before_and_after_one_exis
 
 #[test]
 fn blank_and_look_alike_names_are_refused_by_the_admin_api_and_the_cli() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     admin(d, "/api/streamers", r#"{"name":"alice"}"#);
@@ -273,6 +274,7 @@ fn blank_and_look_alike_names_are_refused_by_the_admin_api_and_the_cli() {
 
 #[test]
 fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
+    let _turn = light_turn();
     let rig = Rig::start("[queue]\nrequire_registered = true\nrejoin_block_seconds = 6\n");
     let d = &rig.daemon;
     let alice = add(d, "alice", &["--slot-seconds", "4"]);
@@ -326,13 +328,8 @@ fn short_slot_kicks_the_publisher_switches_and_blocks_the_rejoin() {
     assert_no_key(d, &[&alice, &bob]);
 }
 
-#[test]
-fn every_moderation_endpoint() {
-    let rig = Rig::start(
-        "[queue]\nrequire_registered = true\nslot_seconds = 0\nrejoin_block_seconds = 30\n",
-    );
-    let d = &rig.daemon;
-    // Registry through the admin API.
+/// Alice, bob and carol registered through the admin API; their keys.
+fn registry(d: &Daemon) -> Vec<String> {
     let mut keys = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let v = admin(d, "/api/streamers", &format!(r#"{{"name":"{name}"}}"#));
@@ -348,19 +345,12 @@ fn every_moderation_endpoint() {
     );
     let shown = d.admin_get("/api/streamers?show_keys=1");
     assert!(shown.body.contains(&keys[2]), "{}", shown.body);
+    keys
+}
 
-    let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
-    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
-    let mut c = rig.join_as(&keys[2], "carol", SIZE_C);
-    assert_eq!(d.queue(), ["alice", "bob", "carol"]);
-    rig.assert_on_air(SIZE_A, ON_AIR);
-
-    // move
-    let v = admin(d, "/api/move", r#"{"name":"carol","position":1}"#);
-    assert_eq!(names(&v["queue"]), ["alice", "carol", "bob"]);
-    admin_err(d, "/api/move", r#"{"name":"carol","position":9}"#, 400);
-    admin_err(d, "/api/move", r#"{"name":"zed","position":0}"#, 404);
-
+/// Slot time left (unlimited, set, extended, shortened), the default slot
+/// and the rejoin block.
+fn slot_times(d: &Daemon) {
     // slot: unlimited now; set the time left, extend, shorten.
     assert_eq!(d.status()["on_air"]["slot_left_s"], Value::Null);
     admin_err(d, "/api/slot/extend", r#"{"seconds":30}"#, 400);
@@ -381,6 +371,30 @@ fn every_moderation_endpoint() {
     assert_eq!(d.status()["rejoin_block_seconds"], 0);
     admin(d, "/api/rejoin-block", r#"{"enabled":true}"#);
     assert_eq!(d.status()["rejoin_block_seconds"], 30);
+}
+
+#[test]
+fn every_moderation_endpoint() {
+    let _turn = light_turn();
+    let rig = Rig::start(
+        "[queue]\nrequire_registered = true\nslot_seconds = 0\nrejoin_block_seconds = 30\n",
+    );
+    let d = &rig.daemon;
+    let keys = registry(d);
+
+    let mut a = rig.join_as(&keys[0], "alice", SIZE_A);
+    let mut b = rig.join_as(&keys[1], "bob", SIZE_B);
+    let mut c = rig.join_as(&keys[2], "carol", SIZE_C);
+    assert_eq!(d.queue(), ["alice", "bob", "carol"]);
+    rig.assert_on_air(SIZE_A, ON_AIR);
+
+    // move
+    let v = admin(d, "/api/move", r#"{"name":"carol","position":1}"#);
+    assert_eq!(names(&v["queue"]), ["alice", "carol", "bob"]);
+    admin_err(d, "/api/move", r#"{"name":"carol","position":9}"#, 400);
+    admin_err(d, "/api/move", r#"{"name":"zed","position":0}"#, 404);
+
+    slot_times(d);
 
     // skip: alice off the air and disconnected (no block); carol on air.
     let v = admin(d, "/api/skip", "");
@@ -462,6 +476,7 @@ fn every_moderation_endpoint() {
 
 #[test]
 fn moderation_needs_the_admin_token() {
+    let _turn = light_turn();
     let dir = TempDir::new("modtoken");
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, "tok-42-long-enough-to-be-accepted\n").expect("token file");
@@ -491,6 +506,7 @@ fn moderation_needs_the_admin_token() {
 
 #[test]
 fn restart_drops_entries_whose_publisher_left_while_down() {
+    let _turn = light_turn();
     let mut rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     let mut b = rig.join("bob", SIZE_B);
@@ -539,6 +555,7 @@ fn restart_drops_entries_whose_publisher_left_while_down() {
 
 #[test]
 fn control_module_unreachable_still_switches() {
+    let _turn = light_turn();
     // control_url points at a dead port: the slot end still switches.
     let dead = free_port();
     let rig = Rig::start(&format!(
@@ -570,6 +587,7 @@ fn control_module_unreachable_still_switches() {
 
 #[test]
 fn registry_edits_are_picked_up_from_file_events_and_on_sighup() {
+    let _turn = light_turn();
     let rig = Rig::start("[relay]\nmax_failures = 1000\n");
     let d = &rig.daemon;
     let key = add(d, "Alice", &[]);

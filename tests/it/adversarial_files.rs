@@ -6,9 +6,7 @@
 //! The tests run as root (as an administrator's CLI would); the "service
 //! user" is uid/gid 65534, which owns the state directory in those tests.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -83,6 +81,7 @@ impl Planted {
 
 #[test]
 fn a_planted_lock_symlink_is_refused_and_root_acts_as_the_directory_owner() {
+    let _turn = light_turn();
     assert!(is_root(), "this test plays root's CLI: run it as root");
     let p = Planted::new("symlock");
     p.plant("streamers.lock");
@@ -120,6 +119,7 @@ fn a_planted_lock_symlink_is_refused_and_root_acts_as_the_directory_owner() {
 
 #[test]
 fn a_planted_registry_symlink_is_refused() {
+    let _turn = light_turn();
     assert!(is_root(), "this test plays root's CLI: run it as root");
     let p = Planted::new("symjson");
     p.plant("streamers.json");
@@ -147,6 +147,7 @@ fn a_planted_registry_symlink_is_refused() {
 /// token file others can read is used with a warning.
 #[test]
 fn files_the_daemon_and_cli_create_are_private() {
+    let _turn = light_turn();
     // What a login shell has; the daemon must not depend on it.
     // SAFETY: umask cannot fail; 022 is the usual default anyway.
     unsafe {
@@ -227,6 +228,7 @@ fn proc_strings(pid: u32, what: &str) -> Vec<String> {
 /// environment beyond what it needs.
 #[test]
 fn no_key_or_secret_in_any_log_after_a_real_publish() {
+    let _turn = light_turn();
     let rig = Rig::start(
         r#"
 [relay]
@@ -296,6 +298,7 @@ args = ["-hide_banner", "-loglevel", "info", "-fpsprobesize", "0", "-analyzedura
 
 #[test]
 fn bidi_and_invisible_names_are_refused_by_the_cli_and_the_admin_api() {
+    let _turn = light_turn();
     let d = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{}", free_port()),
         rtmp_port: free_port(),
@@ -331,6 +334,7 @@ fn bidi_and_invisible_names_are_refused_by_the_cli_and_the_admin_api() {
 /// the service user may have bound). They act as the directory's owner.
 #[test]
 fn root_api_and_nginx_hooks_refuse_planted_secret_links() {
+    let _turn = light_turn();
     assert!(is_root(), "this test plays root's CLI: run it as root");
     let p = Planted::new("symsecret");
     // What a service user listening on the daemon's port would receive.

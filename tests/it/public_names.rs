@@ -7,11 +7,9 @@
 //! Every check here reads the raw answers (`queue_raw`, `raw_bodies`, plain
 //! GETs), never the harness's guest-name translation.
 
-mod common;
-
-use common::chromium::Browser;
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -21,8 +19,59 @@ fn holds_a_key(text: &str, keys: &[&str]) -> bool {
     keys.iter().any(|k| text.contains(k))
 }
 
+/// The overlays, as OBS's browser source would show them: the guests'
+/// names, no key.
+fn overlays_hold_no_key(d: &Daemon, (guest_a, guest_b): (&str, &str), keys: &[&str]) {
+    let mut b = Browser::start();
+    b.navigate(&format!("http://127.0.0.1:{}/queue-list", d.port));
+    let now_next = "[document.getElementById('now').textContent, \
+                    [...document.querySelectorAll('#next li')].map(li => li.textContent)]";
+    b.wait_eval(now_next, WAIT, |v| {
+        *v == serde_json::json!([guest_a, [guest_b]])
+    });
+    let html = b.eval("document.documentElement.outerHTML");
+    assert!(
+        !holds_a_key(html.as_str().unwrap_or_default(), keys),
+        "{html}"
+    );
+    b.navigate(&format!("http://127.0.0.1:{}/timer", d.port));
+    b.wait_eval("document.readyState", WAIT, |v| *v == "complete");
+    let html = b.eval("document.documentElement.outerHTML");
+    assert!(
+        !holds_a_key(html.as_str().unwrap_or_default(), keys),
+        "{html}"
+    );
+}
+
+/// The webhooks have told the story by then (on air, and the moves) by
+/// the guests' names, without a key.
+fn webhooks_hold_no_key(json: &Receiver, discord: &Receiver, guest_a: &str, keys: &[&str]) {
+    let on_air = json.wait_event("on_air", WAIT, |b| b["name"] == guest_a);
+    assert!(on_air.is_some(), "{:?}", json.raw_bodies());
+    // Discord escapes Markdown in names: guest\-1a2b3c4d.
+    let in_chat = guest_a.replace('-', "\\-");
+    let said = discord.wait_until(WAIT, |b| {
+        b.iter()
+            .any(|v| v["content"].as_str().is_some_and(|c| c.contains(&in_chat)))
+    });
+    assert!(
+        said.iter()
+            .any(|v| v["content"].as_str().is_some_and(|c| c.contains(&in_chat))),
+        "the chat names the guest: {said:?}"
+    );
+    for (what, r) in [("JSON", json), ("Discord", discord)] {
+        for body in r.raw_bodies() {
+            assert!(
+                !holds_a_key(&body.to_string(), keys),
+                "a stream key in the {what} webhook: {body}"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_public_output_carries_a_stream_key_without_a_registry() {
+    let _turn = heavy_turn();
     let json = Receiver::start(Mode::Ok);
     let discord = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
@@ -76,49 +125,9 @@ fn no_public_output_carries_a_stream_key_without_a_registry() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!holds_a_key(&r.body, &keys), "the admin answer: {r:?}");
 
-    // The overlay, as OBS's browser source would show it.
-    let mut b = Browser::start();
-    b.navigate(&format!("http://127.0.0.1:{}/queue-list", d.port));
-    let now_next = "[document.getElementById('now').textContent, \
-                    [...document.querySelectorAll('#next li')].map(li => li.textContent)]";
-    b.wait_eval(now_next, WAIT, |v| {
-        *v == serde_json::json!([guest_a, [guest_b]])
-    });
-    let html = b.eval("document.documentElement.outerHTML");
-    assert!(
-        !holds_a_key(html.as_str().unwrap_or_default(), &keys),
-        "{html}"
-    );
-    b.navigate(&format!("http://127.0.0.1:{}/timer", d.port));
-    b.wait_eval("document.readyState", WAIT, |v| *v == "complete");
-    let html = b.eval("document.documentElement.outerHTML");
-    assert!(
-        !holds_a_key(html.as_str().unwrap_or_default(), &keys),
-        "{html}"
-    );
+    overlays_hold_no_key(d, (&guest_a, &guest_b), &keys);
 
-    // The webhooks have told the story by then: on air, and the moves.
-    let on_air = json.wait_event("on_air", WAIT, |b| b["name"] == guest_a.as_str());
-    assert!(on_air.is_some(), "{:?}", json.raw_bodies());
-    // Discord escapes Markdown in names: guest\-1a2b3c4d.
-    let in_chat = guest_a.replace('-', "\\-");
-    let said = discord.wait_until(WAIT, |b| {
-        b.iter()
-            .any(|v| v["content"].as_str().is_some_and(|c| c.contains(&in_chat)))
-    });
-    assert!(
-        said.iter()
-            .any(|v| v["content"].as_str().is_some_and(|c| c.contains(&in_chat))),
-        "the chat names the guest: {said:?}"
-    );
-    for (what, r) in [("JSON", &json), ("Discord", &discord)] {
-        for body in r.raw_bodies() {
-            assert!(
-                !holds_a_key(&body.to_string(), &keys),
-                "a stream key in the {what} webhook: {body}"
-            );
-        }
-    }
+    webhooks_hold_no_key(&json, &discord, &guest_a, &keys);
 
     // Every public read, raw.
     for path in [

@@ -1,9 +1,7 @@
 //! Admin endpoints, read endpoints, authorization and bad input, against
 //! the real binary (and real nginx + ffmpeg where the output matters).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);
@@ -30,8 +28,9 @@ fn assert_ok(r: &Resp, what: &str) {
 
 #[test]
 fn admin_endpoints_move_the_output() {
+    let _turn = light_turn();
     // The restart relay: clear-queue stops it and the output goes away
-    // (the splice relay keeps its output on the slate; tests/splice.rs).
+    // (the splice relay keeps its output on the slate; tests/it/splice.rs).
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
@@ -95,6 +94,7 @@ fn admin_endpoints_move_the_output() {
 
 #[test]
 fn admin_token_is_required_when_configured() {
+    let _turn = light_turn();
     let dir = TempDir::new("token");
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, "s3cret-token-of-at-least-32-chars\n").unwrap();
@@ -169,6 +169,7 @@ fn admin_token_is_required_when_configured() {
 
 #[test]
 fn read_endpoints() {
+    let _turn = light_turn();
     let rig = Rig::start(NO_SKIP);
     let d = &rig.daemon;
 
@@ -233,6 +234,7 @@ fn read_endpoints() {
 
 #[test]
 fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let _turn = light_turn();
     let rig = Rig::start(NO_SKIP);
     let d = &rig.daemon;
     assert_eq!(d.raw_publish("alice", 1).status, 200);
@@ -330,6 +332,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
 
 #[test]
 fn hook_forms_first_value_wins_and_get_query_works() {
+    let _turn = light_turn();
     let rig = Rig::start(NO_SKIP);
     let d = &rig.daemon;
     // nginx appends the publisher's raw ?args after its own fields: a key

@@ -3,9 +3,7 @@
 //! sends, the private nginx works, a relay ffmpeg can copy a publisher to
 //! the output and ffprobe reads the publisher's size there.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
@@ -60,6 +58,7 @@ fn body_of(req: &[u8]) -> String {
 
 #[test]
 fn raw_client_matches_nginx_and_relay_reaches_output() {
+    let _turn = light_turn();
     let (hook_port, rx) = hook_receiver();
     let nginx = Nginx::start(hook_port);
 
@@ -157,6 +156,7 @@ fn raw_client_matches_nginx_and_relay_reaches_output() {
 
 #[test]
 fn parse_resp_and_merge_toml() {
+    let _turn = light_turn();
     let r = parse_resp(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 5\r\n\r\nhelloEXTRA");
     assert_eq!((r.status, r.body.as_str()), (413, "hello"));
     assert_eq!(parse_resp(b"garbage").status, 0);

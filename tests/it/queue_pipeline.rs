@@ -2,9 +2,7 @@
 //! different sizes, the real daemon and its relay; a probe of
 //! `motherstream/live` tells who is on air.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const ON_AIR: Duration = Duration::from_secs(20);
@@ -12,8 +10,9 @@ const QUICK: Duration = Duration::from_secs(10);
 
 #[test]
 fn join_order_then_switch_on_leave() {
+    let _turn = light_turn();
     // The restart relay: a new relay per streamer (the splice relay keeps
-    // one output: tests/splice.rs).
+    // one output: tests/it/splice.rs).
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");
     let mut a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
@@ -59,6 +58,7 @@ fn join_order_then_switch_on_leave() {
 
 #[test]
 fn leave_of_a_waiting_streamer() {
+    let _turn = light_turn();
     let rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
@@ -76,6 +76,7 @@ fn leave_of_a_waiting_streamer() {
 
 #[test]
 fn player_done_hooks_do_not_dequeue() {
+    let _turn = light_turn();
     let rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     let _b = rig.join("bob", SIZE_B);
@@ -117,6 +118,7 @@ fn player_done_hooks_do_not_dequeue() {
 
 #[test]
 fn duplicate_publisher_is_refused_and_the_first_stays() {
+    let _turn = light_turn();
     let rig = Rig::start("");
     let mut a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);
@@ -148,6 +150,7 @@ fn duplicate_publisher_is_refused_and_the_first_stays() {
 
 #[test]
 fn hijack_of_the_output_and_other_apps_refused() {
+    let _turn = light_turn();
     let rig = Rig::start("");
     let _a = rig.join("alice", SIZE_A);
     rig.assert_on_air(SIZE_A, ON_AIR);

@@ -6,36 +6,20 @@
 //! kernel queues them while the daemon is down. The log says which socket
 //! is used and warns when it differs from `[http] listen`.
 
-mod common;
-
-use std::fs;
 use std::time::{Duration, Instant};
 
-use common::activated::Activated;
-use common::prober::Prober;
-use common::*;
-
-/// The test's daemon: nginx and a config, started with the held socket.
-fn activated(nginx: &Nginx, listen_port: u16, a: &Activated) {
-    fs::create_dir_all(a.dir.join("state")).expect("state dir");
-    fs::write(a.dir.join("state/hook.secret"), &nginx.hook_secret).expect("hook secret");
-    let cfg = format!(
-        "[http]\nlisten = \"127.0.0.1:{listen_port}\"\n[rtmp]\nport = {}\n[state]\ndir = \"{}\"\n\
-         [relay]\nlog_file = \"{}\"\n[log]\nlevel = \"info\"\ntarget = \"stderr\"\n",
-        nginx.rtmp_port,
-        a.dir.join("state").display(),
-        a.dir.join("ffmpeg.log").display()
-    );
-    fs::write(a.config_path(), cfg).expect("config");
-}
+use crate::common::activated::Activated;
+use crate::common::prober::Prober;
+use crate::common::*;
 
 #[test]
 fn restart_and_kill9_refuse_no_connection() {
+    let _turn = heavy_turn();
     let mut a = Activated::new(daemon_bin());
     let nginx = Nginx::start(a.port);
     // First start: [http] listen names another port; the socket wins and
     // the mismatch is logged.
-    activated(&nginx, free_port(), &a);
+    a.configure(&nginx, free_port(), "");
     a.spawn();
     assert!(
         a.log()
@@ -49,7 +33,7 @@ fn restart_and_kill9_refuse_no_connection() {
         a.log()
     );
     a.terminate();
-    activated(&nginx, a.port, &a);
+    a.configure(&nginx, a.port, "");
 
     a.spawn();
     let prober = Prober::start(a.port);

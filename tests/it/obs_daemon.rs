@@ -11,18 +11,13 @@
 //! OBS's media source at all (no restart, no reconnect to nginx, the
 //! loading item left alone); the first test runs once more in restart mode
 //! to keep that mode's OBS path covered. The 20-switch picture and sound
-//! checks of the splice relay are in `tests/obs_splice.rs`.
+//! checks of the splice relay are in `tests/it/obs_splice.rs`.
 
-mod common;
-#[path = "common/obs.rs"]
-mod obs;
-#[path = "common/obs_cut.rs"]
-mod obs_cut;
-
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::*;
-use obs::{until, Obs, ObsClient, ObsOpts};
+use crate::common::obs::{until, Obs, ObsClient, ObsOpts};
+use crate::common::*;
 use serde_json::json;
 
 const ON_AIR: Duration = Duration::from_secs(20);
@@ -88,7 +83,7 @@ fn playing(c: &mut ObsClient) -> Option<(String, (u32, u32))> {
 /// media source is PLAYING a picture of `size`.
 fn obs_shows(c: &mut ObsClient, name: &str, size: (u32, u32), timeout: Duration) {
     let mut last = None;
-    let ok = common::wait_for(timeout, Duration::from_millis(200), || {
+    let ok = crate::common::wait_for(timeout, Duration::from_millis(200), || {
         let text = c.text(obs::NAME).ok()?;
         let loading = c.item_enabled(obs::LOADING).ok()?;
         let p = playing(c)?;
@@ -152,9 +147,10 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
     // Splice mode reads bob from now on; give his reader a keyframe.
     std::thread::sleep(Duration::from_millis(1500));
     let stat = || r.nginx.http_get("/stat").body;
-    let obs_player = common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-        obs_cut::player_clients(&stat(), "motherstream").pop()
-    });
+    let obs_player =
+        crate::common::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+            obs_cut::player_clients(&stat(), "motherstream").pop()
+        });
     if obs_player.is_none() {
         eprintln!("{mode:?}: no player of the output in /stat:\n{}", stat());
     }
@@ -224,11 +220,13 @@ fn a_switch_reaches_obs(mode: Mode, strict: bool) {
 
 #[test]
 fn a_switch_between_real_publishers_reaches_obs() {
+    let _turn = heavy_turn();
     a_switch_reaches_obs(Mode::Splice, false);
 }
 
 #[test]
 fn a_switch_reaches_obs_in_restart_mode() {
+    let _turn = heavy_turn();
     a_switch_reaches_obs(Mode::Restart, false);
 }
 
@@ -238,11 +236,13 @@ fn a_switch_reaches_obs_in_restart_mode() {
 /// wait for the next streamer's keyframe), then catches up to the next one.
 #[test]
 fn a_publisher_leaving_cuts_straight_to_the_next_one() {
+    let _turn = heavy_turn();
     a_switch_reaches_obs(Mode::Splice, true);
 }
 
 #[test]
 fn the_queue_keeps_switching_while_obs_is_down() {
+    let _turn = heavy_turn();
     let mut o = start(&ObsOpts::default().password);
     until(
         Duration::from_secs(10),
@@ -285,6 +285,7 @@ fn the_queue_keeps_switching_while_obs_is_down() {
 
 #[test]
 fn a_wrong_password_leaves_the_queue_alone() {
+    let _turn = heavy_turn();
     let o = start("definitely-wrong");
     let r = &o.rig;
     let detail = until(Duration::from_secs(10), "OBS error in /api/status", || {

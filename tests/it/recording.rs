@@ -3,8 +3,6 @@
 //! were on screen; a free-space floor keeps recording off; old recordings
 //! are pruned; a forged on_record_done moves nothing.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The finished-recordings directory and nginx's record_path, in a temp
 /// dir nginx's worker (nobody, under a root master) can reach.
@@ -182,6 +180,7 @@ fn register(rig: &Rig, name: &str) -> String {
 
 #[test]
 fn two_streamers_taking_turns_are_two_files_named_by_streamer() {
+    let _turn = light_turn();
     let d = dirs();
     let rig = rig(&d, 0, "");
     let dj = "DJ Ünï/cødé";
@@ -285,6 +284,7 @@ fn two_streamers_taking_turns_are_two_files_named_by_streamer() {
 
 #[test]
 fn free_space_floor_pruning_and_forged_hooks() {
+    let _turn = light_turn();
     let d = dirs();
     let day = 86_400;
     // Left from earlier runs: two recordings and a stray spool file past

@@ -5,13 +5,11 @@
 //! was served, bare hook paths took forged publishes, the queue had no cap
 //! and `addr` went verbatim into the log and queue.json.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const NO_SKIP: &str = "[relay]\nmax_failures = 1000\n";
 
@@ -60,6 +58,7 @@ fn error_of(r: &Resp) -> String {
 
 #[test]
 fn csrf_form_posts_are_refused() {
+    let _turn = light_turn();
     let d = daemon("");
     let host = format!("127.0.0.1:{}", d.port);
     let auth = bearer(&d);
@@ -152,6 +151,7 @@ fn csrf_form_posts_are_refused() {
 
 #[test]
 fn sec_fetch_site_cross_site_is_refused() {
+    let _turn = light_turn();
     let d = daemon("");
     assert_eq!(d.raw_publish("alice", 1).status, 200);
     let host = format!("127.0.0.1:{}", d.port);
@@ -212,6 +212,7 @@ fn sec_fetch_site_cross_site_is_refused() {
 
 #[test]
 fn dns_rebinding_host_is_refused_everywhere() {
+    let _turn = light_turn();
     let d = daemon("[http]\nallowed_hosts = [\"stream.example.org\"]\n");
     let auth = format!("Bearer {}", d.admin_token);
     let key = d.admin("/api/streamers", r#"{"name":"dana"}"#, None).json()["key"]
@@ -287,6 +288,7 @@ fn dns_rebinding_host_is_refused_everywhere() {
 
 #[test]
 fn admin_endpoints_need_the_token_even_from_loopback() {
+    let _turn = light_turn();
     let d = daemon("");
     assert_eq!(d.raw_publish("alice", 1).status, 200);
     let json = [("Content-Type", "application/json")];
@@ -319,6 +321,7 @@ fn admin_endpoints_need_the_token_even_from_loopback() {
 
 #[test]
 fn token_and_hook_secret_are_created_0600_and_the_cli_finds_the_token() {
+    let _turn = light_turn();
     let mut d = daemon("");
     for name in ["admin.token", "hook.secret"] {
         let p = d.state_dir().join(name);
@@ -368,6 +371,7 @@ fn token_and_hook_secret_are_created_0600_and_the_cli_finds_the_token() {
 
 #[test]
 fn forged_hooks_without_the_secret_are_refused_and_nginx_with_it_is_served() {
+    let _turn = light_turn();
     let rig = Rig::start(NO_SKIP);
     let d = &rig.daemon;
     let body = publish_body("live", "forged", 666, "");
@@ -408,6 +412,7 @@ fn forged_hooks_without_the_secret_are_refused_and_nginx_with_it_is_served() {
 
 #[test]
 fn a_full_queue_refuses_publishers_with_a_clear_error() {
+    let _turn = light_turn();
     let rig = Rig::start(&format!("{NO_SKIP}[queue]\nmax_length = 3\n"));
     let d = &rig.daemon;
     for (i, k) in ["a1", "a2", "a3"].iter().enumerate() {
@@ -444,6 +449,7 @@ fn a_full_queue_refuses_publishers_with_a_clear_error() {
 
 #[test]
 fn addr_junk_is_neither_logged_verbatim_nor_stored() {
+    let _turn = light_turn();
     let d = daemon("");
     let forged_line = "2026-01-01T00:00:00.000Z ERROR FAKE-INJECTED-LINE";
     let addr = format!("1.2.3.4%0A{}", forged_line.replace(' ', "%20"));
@@ -546,15 +552,17 @@ fn metric(d: &Daemon, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-#[test]
-fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
-    let d = daemon("");
-    let wrong = |i: usize| format!("not-the-admin-token-{i:04}-padding-padding");
-    // A flood of other refused requests first: the wrong logins after it
-    // are logged all the same (they have their own log budget).
+/// A wrong admin token, numbered.
+fn wrong(i: usize) -> String {
+    format!("not-the-admin-token-{i:04}-padding-padding")
+}
+
+/// A flood of other refused requests (a foreign Host): the wrong logins
+/// after it are logged all the same (they have their own log budget).
+fn refused_flood(d: &Daemon) {
     for _ in 0..20 {
         let r = raw(
-            &d,
+            d,
             "GET",
             "/queue-json",
             &[("Host", "rebind.evil.example")],
@@ -562,6 +570,37 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
         );
         assert_eq!(r.status, 403);
     }
+}
+
+/// Many addresses together meet the global budget (100, then 10 a second)
+/// although each is within its own: how many were checked and refused.
+fn many_addresses_meet_the_global_budget(d: &Daemon) -> (u64, u64) {
+    let (mut g401, mut g429) = (0u64, 0u64);
+    let t0 = std::time::Instant::now();
+    for host in 3..=20u8 {
+        for i in 0..10 {
+            match from_host(d, host, &login_request(&wrong(i))).0.status {
+                401 => g401 += 1,
+                429 => g429 += 1,
+                s => panic!("127.0.0.{host}: {s}"),
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    eprintln!(
+        "18 addresses × 10 wrong logins in {:.0} ms: {g401} checked, {g429} refused",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert!(g401 <= 100 + 10 * elapsed.as_secs() + 10, "{g401} checked");
+    assert!(g429 > 0, "the global budget never ran out");
+    (g401, g429)
+}
+
+#[test]
+fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
+    let _turn = light_turn();
+    let d = daemon("");
+    refused_flood(&d);
     let (mut n401, mut n429) = (0u64, 0u64);
     let mut first_429: Option<Resp> = None;
     let mut slowest_429 = Duration::ZERO;
@@ -619,26 +658,7 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
     let r = d.admin("/api/skip", "{}", Some(&wrong(999)));
     assert_eq!(r.status, 401, "{r:?}");
 
-    // Many addresses together meet the global budget (100, then 10 a
-    // second) although each is within its own.
-    let (mut g401, mut g429) = (0u64, 0u64);
-    let t0 = std::time::Instant::now();
-    for host in 3..=20u8 {
-        for i in 0..10 {
-            match from_host(&d, host, &login_request(&wrong(i))).0.status {
-                401 => g401 += 1,
-                429 => g429 += 1,
-                s => panic!("127.0.0.{host}: {s}"),
-            }
-        }
-    }
-    let elapsed = t0.elapsed();
-    eprintln!(
-        "18 addresses × 10 wrong logins in {:.0} ms: {g401} checked, {g429} refused",
-        elapsed.as_secs_f64() * 1000.0
-    );
-    assert!(g401 <= 100 + 10 * elapsed.as_secs() + 10, "{g401} checked");
-    assert!(g429 > 0, "the global budget never ran out");
+    let (g401, g429) = many_addresses_meet_the_global_budget(&d);
     n401 += g401;
     n429 += g429;
 
@@ -674,6 +694,7 @@ fn wrong_logins_are_slowed_per_address_and_overall_counted_and_logged_apart() {
 
 #[test]
 fn an_admin_token_shorter_than_32_characters_is_refused() {
+    let _turn = light_turn();
     let dir = TempDir::new("shorttoken");
     let token = dir.join("admin.token");
     let config = dir.join("motherstream.toml");

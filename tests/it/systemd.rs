@@ -3,14 +3,12 @@
 //! RELOADING/READY on SIGHUP, STOPPING + exit 0 on SIGTERM), the watchdog
 //! pings stopping when the engine is wedged, and journald `<N>` prefixes.
 
-mod common;
-
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A datagram socket standing where systemd's notify socket would be.
 struct NotifySocket {
@@ -183,6 +181,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn notify_ready_status_watchdog_reload_and_stop() {
+    let _turn = heavy_turn();
     let dir = TempDir::new("sdsock");
     let mut ns = NotifySocket::bind(&dir);
     let mut sd = Sd::start(&ns, 1_000_000, &[]);
@@ -285,6 +284,7 @@ fn ready_with_1s_watchdog(dir: &TempDir) -> (NotifySocket, Sd) {
 
 #[test]
 fn a_wedged_engine_stops_the_watchdog_pings() {
+    let _turn = heavy_turn();
     let dir = TempDir::new("sdwedge");
     let (mut ns, sd) = ready_with_1s_watchdog(&dir);
     ns.collect_for(Duration::from_millis(1200));
@@ -339,6 +339,7 @@ fn assert_outage_logged_once(log: &str, part: &str) {
 
 #[test]
 fn a_wedged_reply_path_stops_the_watchdog_pings_and_is_named_once() {
+    let _turn = heavy_turn();
     let dir = TempDir::new("sdreply");
     let (mut ns, sd) = ready_with_1s_watchdog(&dir);
     let t0 = Instant::now();
@@ -384,6 +385,7 @@ fn a_wedged_reply_path_stops_the_watchdog_pings_and_is_named_once() {
 
 #[test]
 fn nothing_is_sent_without_notify_socket_and_journald_gets_priorities() {
+    let _turn = light_turn();
     // JOURNAL_STREAM set: stderr lines carry sd-daemon <N> prefixes and no
     // timestamps; NOTIFY_SOCKET unset: the daemon runs fine without it.
     let dir = TempDir::new("sdjournal");

@@ -9,14 +9,12 @@
 //! Picture sizes tell who is on the output: the card (like the slate) is
 //! 640x360, every publisher has a size of its own.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::chromium::Browser;
-use common::viewer::Viewer;
-use common::webhook::{Mode, Receiver};
-use common::*;
+use crate::common::chromium::Browser;
+use crate::common::viewer::Viewer;
+use crate::common::webhook::{Mode, Receiver};
+use crate::common::*;
 
 const FPS: u32 = 30;
 /// A keyframe every 2 s.
@@ -147,32 +145,9 @@ fn wait_back(viewer: &Viewer, size: (u32, u32), from: Instant, within: Duration)
     seen - from
 }
 
-#[test]
-fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-give_up_seconds = 20
-keep_place_seconds = 120
-
-[[notify]]
-name = "ops"
-url = "{}"
-format = "json"
-events = ["unstable", "back", "gave_up", "on_air"]
-"#,
-        hook.url()
-    ));
-    // Webhook bodies name guests: read them as the keys published.
-    hook.known_names(rig.daemon.guest_names());
-    let client = wait_output(&rig);
-    let viewer = watch(&rig);
-    let alice = join(&rig, "alice", ALICE, GOP);
-    let _bob = join(&rig, "bob", BOB, GOP);
-    first_picture(&rig, &viewer, ALICE);
-    // Both streams measured and shown before anything goes wrong.
+/// Both streams measured and shown in /api/status before anything goes
+/// wrong: alice's size, codec, keyframe interval and rate.
+fn assert_both_live(rig: &Rig) {
     let ok = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
         let st = rig.daemon.status();
         let h = |i: usize| &st["queue"][i]["health"];
@@ -189,32 +164,11 @@ events = ["unstable", "back", "gave_up", "on_air"]
     assert_eq!(h["keyframe_interval_s"], 2.0, "{h}");
     let fps = h["fps"].as_f64().unwrap_or(0.0);
     assert!((25.0..=35.0).contains(&fps), "{h}");
+}
 
-    let mut frozen = Vec::new();
-    for hold in [3, 15] {
-        let f = stall(&rig, &viewer, &alice, ALICE, Duration::from_secs(hold));
-        let t_cont = Instant::now();
-        let back = wait_back(&viewer, ALICE, t_cont, Duration::from_secs(10));
-        eprintln!(
-            "stall {hold} s: frozen {:.3} s before the card; back {:.3} s after SIGCONT",
-            secs(f),
-            secs(back)
-        );
-        frozen.push(f);
-        assert!(
-            f <= Duration::from_millis(1000),
-            "stall {hold} s: the picture stood still {:.3} s before the card",
-            secs(f)
-        );
-        assert!(
-            secs(back) <= GOP_S + 0.5,
-            "stall {hold} s: back {:.3} s after SIGCONT, more than a keyframe interval + 0.5 s",
-            secs(back)
-        );
-        assert_eq!(rig.daemon.queue(), ["alice", "bob"], "nobody given up");
-    }
-
-    // The events, in order, as the webhook got them.
+/// The events, in order, as the webhook got them, and the stalls counted
+/// in /metrics.
+fn assert_events_and_metrics(rig: &Rig, hook: &Receiver) {
     let bodies = hook.wait_until(Duration::from_secs(5), |b| {
         b.iter().filter(|x| x["event"] == "back").count() >= 2
     });
@@ -249,6 +203,61 @@ events = ["unstable", "back", "gave_up", "on_air"]
         .unwrap_or(0);
     eprintln!("stalls counted: {stalls}; stalled seconds {stalled_s:.1}");
     assert!(stalls >= 2, "two stalls counted:\n{m}");
+}
+
+#[test]
+fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
+    let _turn = heavy_turn();
+    let hook = Receiver::start(Mode::Ok);
+    let rig = Rig::start(&format!(
+        r#"
+[queue]
+slot_seconds = 0
+give_up_seconds = 20
+keep_place_seconds = 120
+
+[[notify]]
+name = "ops"
+url = "{}"
+format = "json"
+events = ["unstable", "back", "gave_up", "on_air"]
+"#,
+        hook.url()
+    ));
+    // Webhook bodies name guests: read them as the keys published.
+    hook.known_names(rig.daemon.guest_names());
+    let client = wait_output(&rig);
+    let viewer = watch(&rig);
+    let alice = join(&rig, "alice", ALICE, GOP);
+    let _bob = join(&rig, "bob", BOB, GOP);
+    first_picture(&rig, &viewer, ALICE);
+    assert_both_live(&rig);
+
+    let mut frozen = Vec::new();
+    for hold in [3, 15] {
+        let f = stall(&rig, &viewer, &alice, ALICE, Duration::from_secs(hold));
+        let t_cont = Instant::now();
+        let back = wait_back(&viewer, ALICE, t_cont, Duration::from_secs(10));
+        eprintln!(
+            "stall {hold} s: frozen {:.3} s before the card; back {:.3} s after SIGCONT",
+            secs(f),
+            secs(back)
+        );
+        frozen.push(f);
+        assert!(
+            f <= Duration::from_millis(1000),
+            "stall {hold} s: the picture stood still {:.3} s before the card",
+            secs(f)
+        );
+        assert!(
+            secs(back) <= GOP_S + 0.5,
+            "stall {hold} s: back {:.3} s after SIGCONT, more than a keyframe interval + 0.5 s",
+            secs(back)
+        );
+        assert_eq!(rig.daemon.queue(), ["alice", "bob"], "nobody given up");
+    }
+
+    assert_events_and_metrics(&rig, &hook);
     assert_eq!(
         rig.nginx.output_client(),
         Some(client),
@@ -263,6 +272,7 @@ events = ["unstable", "back", "gave_up", "on_air"]
 
 #[test]
 fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
+    let _turn = heavy_turn();
     let hook = Receiver::start(Mode::Ok);
     let rig = Rig::start(&format!(
         "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\nformat = \"discord\"\nevents = [\"gave_up\"]\n",
@@ -338,11 +348,12 @@ fn trickle(url: &str, size: (u32, u32), from: u32, to: u32) -> Publisher {
         ])
         .args(["-force_key_frames", "expr:gte(t,n_forced*2)"])
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url]);
-    Publisher::spawn_logged(url, size, cmd)
+    Publisher::spawn_logged(url, cmd)
 }
 
 #[test]
 fn a_trickling_encoder_goes_to_the_card_and_back() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 0\ngive_up_seconds = 60\n");
     wait_output(&rig);
     let viewer = watch(&rig);
@@ -403,6 +414,7 @@ fn a_trickling_encoder_goes_to_the_card_and_back() {
 
 #[test]
 fn a_next_streamer_stalled_at_the_slot_end_is_passed_over_and_the_pages_show_it() {
+    let _turn = heavy_turn();
     let rig = Rig::start("[queue]\nslot_seconds = 30\nrejoin_block_seconds = 0\n");
     let d = &rig.daemon;
     let add = |name: &str| {
