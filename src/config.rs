@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod validate;
+use crate::events::EventKind;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/motherstream/motherstream.toml";
 /// Name of the systemd credential holding the OBS password.
@@ -42,8 +43,9 @@ pub struct NotifyConfig {
     pub url_file: String,
     /// json (one object per event) or discord (a Discord webhook message).
     pub format: NotifyFormat,
-    /// Event kinds to send (see `events::KINDS`); empty: all.
-    pub events: Vec<String>,
+    /// Event kinds to send; empty: all. An unknown name is refused as
+    /// the file is read.
+    pub events: Vec<EventKind>,
     /// Connect timeout and whole-request timeout, milliseconds.
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
@@ -748,10 +750,6 @@ mod tests {
             ),
             ("[[notify]]\nurl = 'ftp://a/SECRET'", "http:// or https://"),
             (
-                "[[notify]]\nurl = 'http://a/SECRET'\nevents = ['nope']",
-                "unknown event \"nope\"",
-            ),
-            (
                 "[[notify]]\nurl = 'http://a/SECRET'\nqueue_size = 0",
                 "queue_size",
             ),
@@ -768,6 +766,12 @@ mod tests {
             assert!(e.contains(want), "{bad}: {e}");
             assert!(!e.contains("SECRET"), "{e}");
         }
+        // An unknown event is refused as the file is read, naming the known
+        // ones, without quoting the URL.
+        let e = Config::parse("[[notify]]\nurl = 'http://a/SECRET'\nevents = ['on_air', 'nope']")
+            .unwrap_err();
+        assert!(e.contains("unknown event \"nope\" (known: on_air, "), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
         let dir = crate::scratch::ScratchDir::new("notify-url");
         let f = dir.0.join("hook.url");
         std::fs::write(&f, "http://127.0.0.1:9/from-file\n").unwrap();

@@ -9,11 +9,11 @@
 
 mod command;
 mod drops;
+mod events;
 mod health;
 mod hooks;
 #[cfg(test)]
 mod memory;
-mod names;
 mod obs_link;
 mod persist;
 pub mod ports;
@@ -30,10 +30,8 @@ mod view;
 
 pub use crate::refusal::{Answer, Refusal, Why};
 pub use command::{Command, Responder};
-pub use health::{health_json, HealthView};
-pub use names::Names;
+pub use events::Events;
 pub use streamers::StreamerRequest;
-pub use view::{read, unix_ms, ObsView, OnAirView, Settings, Shared, View};
 
 use command::refuse;
 use drops::Drops;
@@ -43,7 +41,6 @@ use relay_link::{relay_spec, Cuts};
 use reload::ConfigSource;
 use streamers::BlockLog;
 use trim::HeapTrim;
-use view::write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,13 +50,13 @@ use crossbeam_channel::{select, Receiver};
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::events::Events;
 use crate::key::StreamKey;
 use crate::moderation::Policy;
 use crate::queue::{Op, State};
 use crate::relay::{Relay, RelayEvent, RelayView};
 use crate::store::Store;
 use crate::systemd::Notifier;
+use crate::view::{Names, Published, Settings, View};
 use ports::{Clock, Io};
 
 /// Most commands decided in one batch (one fsync).
@@ -94,8 +91,8 @@ pub struct Engine {
     obs: ObsLink,
     notifier: Notifier,
     next_status: Instant,
-    view: Shared<View>,
-    settings: Shared<Settings>,
+    view: Published<View>,
+    settings: Published<Settings>,
     started_at_ms: u64,
     /// What the relay said while a batch was being saved (see `persist`),
     /// handled once the engine's turn is over.
@@ -138,8 +135,8 @@ pub struct EngineParts {
     pub state: State,
     pub store: Store,
     pub notifier: Notifier,
-    pub view: Shared<View>,
-    pub settings: Shared<Settings>,
+    pub view: Published<View>,
+    pub settings: Published<Settings>,
     /// Whether a `watch` thread reports registry file changes.
     pub registry_watched: bool,
     /// Clock, relay, nginx control, OBS: `Io::real()` in the daemon.

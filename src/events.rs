@@ -1,16 +1,12 @@
-//! What happens on the channel, as operators' tools hear it: the engine
-//! emits an [`Event`] at the few places where something happens (a cut, a
-//! join, a kick, a failure), and the [`Events`] hub it owns counts it in
-//! the metrics and offers it to every notifier. Offering never blocks: a
-//! notifier whose queue is full loses the event (counted), the switch goes
-//! on.
+//! What happens on the channel, as operators' tools hear it: an [`Event`]
+//! at the few places where something happens (a cut, a join, a kick, a
+//! failure), and its [`EventKind`], the name `[[notify]] events` and the
+//! metrics use. A leaf: the engine's hub that emits events lives in
+//! `engine/events.rs`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::Metrics;
-use crate::notify::Sink;
+use serde::{Deserialize, Serialize};
 
 /// Why a streamer went off air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,52 +139,121 @@ pub enum Event {
     ObsBack,
 }
 
-/// Every event kind, as named in `[[notify]] events`.
-pub const KINDS: &[&str] = &[
-    "on_air",
-    "off_air",
-    "joined",
-    "left",
-    "kicked",
-    "blocked",
-    "skipped",
-    "slot_ended",
-    "gave_up",
-    "unstable",
-    "back",
-    "relay_failed",
-    "relay_recovered",
-    "output_failed",
-    "output_recovered",
-    "obs_lost",
-    "obs_back",
-];
+/// Every kind of [`Event`], as `[[notify]] events` and the metrics name
+/// it (`on_air`, `relay_failed`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum EventKind {
+    OnAir,
+    OffAir,
+    Joined,
+    Left,
+    Kicked,
+    Blocked,
+    Skipped,
+    SlotEnded,
+    GaveUp,
+    Unstable,
+    Back,
+    RelayFailed,
+    RelayRecovered,
+    OutputFailed,
+    OutputRecovered,
+    ObsLost,
+    ObsBack,
+}
+
+impl EventKind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [EventKind; 17] = [
+        EventKind::OnAir,
+        EventKind::OffAir,
+        EventKind::Joined,
+        EventKind::Left,
+        EventKind::Kicked,
+        EventKind::Blocked,
+        EventKind::Skipped,
+        EventKind::SlotEnded,
+        EventKind::GaveUp,
+        EventKind::Unstable,
+        EventKind::Back,
+        EventKind::RelayFailed,
+        EventKind::RelayRecovered,
+        EventKind::OutputFailed,
+        EventKind::OutputRecovered,
+        EventKind::ObsLost,
+        EventKind::ObsBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::OnAir => "on_air",
+            EventKind::OffAir => "off_air",
+            EventKind::Joined => "joined",
+            EventKind::Left => "left",
+            EventKind::Kicked => "kicked",
+            EventKind::Blocked => "blocked",
+            EventKind::Skipped => "skipped",
+            EventKind::SlotEnded => "slot_ended",
+            EventKind::GaveUp => "gave_up",
+            EventKind::Unstable => "unstable",
+            EventKind::Back => "back",
+            EventKind::RelayFailed => "relay_failed",
+            EventKind::RelayRecovered => "relay_recovered",
+            EventKind::OutputFailed => "output_failed",
+            EventKind::OutputRecovered => "output_recovered",
+            EventKind::ObsLost => "obs_lost",
+            EventKind::ObsBack => "obs_back",
+        }
+    }
+}
+
+impl From<EventKind> for &'static str {
+    fn from(k: EventKind) -> &'static str {
+        k.as_str()
+    }
+}
+
+/// How an unknown name in `[[notify]] events` is refused.
+impl TryFrom<String> for EventKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<EventKind, String> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown event {name:?} (known: {})", known.join(", "))
+            })
+    }
+}
 
 impl Event {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::OnAir { .. } => "on_air",
-            Event::OffAir { .. } => "off_air",
-            Event::Joined { .. } => "joined",
-            Event::Left { .. } => "left",
-            Event::Kicked { .. } => "kicked",
-            Event::Blocked { .. } => "blocked",
-            Event::Skipped { .. } => "skipped",
-            Event::SlotEnded { .. } => "slot_ended",
-            Event::GaveUp { .. } => "gave_up",
-            Event::Unstable { .. } => "unstable",
-            Event::Back { .. } => "back",
-            Event::RelayFailed { .. } => "relay_failed",
-            Event::RelayRecovered { .. } => "relay_recovered",
-            Event::OutputFailed { .. } => "output_failed",
-            Event::OutputRecovered => "output_recovered",
-            Event::ObsLost { .. } => "obs_lost",
-            Event::ObsBack => "obs_back",
+            Event::OnAir { .. } => EventKind::OnAir,
+            Event::OffAir { .. } => EventKind::OffAir,
+            Event::Joined { .. } => EventKind::Joined,
+            Event::Left { .. } => EventKind::Left,
+            Event::Kicked { .. } => EventKind::Kicked,
+            Event::Blocked { .. } => EventKind::Blocked,
+            Event::Skipped { .. } => EventKind::Skipped,
+            Event::SlotEnded { .. } => EventKind::SlotEnded,
+            Event::GaveUp { .. } => EventKind::GaveUp,
+            Event::Unstable { .. } => EventKind::Unstable,
+            Event::Back { .. } => EventKind::Back,
+            Event::RelayFailed { .. } => EventKind::RelayFailed,
+            Event::RelayRecovered { .. } => EventKind::RelayRecovered,
+            Event::OutputFailed { .. } => EventKind::OutputFailed,
+            Event::OutputRecovered => EventKind::OutputRecovered,
+            Event::ObsLost { .. } => EventKind::ObsLost,
+            Event::ObsBack => EventKind::ObsBack,
         }
     }
 
     /// The reason a later off-air of this streamer will carry.
-    fn off_air_reason(&self) -> Option<(&str, OffAirReason)> {
+    pub(crate) fn off_air_reason(&self) -> Option<(&str, OffAirReason)> {
         match self {
             Event::Left { name } => Some((name, OffAirReason::Left)),
             Event::Kicked { name, .. } => Some((name, OffAirReason::Kicked)),
@@ -202,126 +267,12 @@ impl Event {
     }
 }
 
-/// Reasons remembered at most (a streamer taken off while not on screen
-/// leaves one behind until they go on air again).
-const MAX_REASONS: usize = 1024;
-
-/// The engine's one outlet for events: metrics and notifiers.
-pub struct Events {
-    metrics: Arc<Metrics>,
-    sinks: Vec<Sink>,
-    /// Why a streamer taken off will be off air when the cut comes: the
-    /// decision comes first, the cut (on the next keyframe) after.
-    reasons: HashMap<String, OffAirReason>,
-    /// OBS was reported lost and not back yet: "back" follows a loss only
-    /// (not the first connection, nor one after OBS control was off).
-    obs_lost: bool,
-}
-
-impl Events {
-    pub fn new(metrics: Arc<Metrics>, sinks: Vec<Sink>) -> Events {
-        Events {
-            metrics,
-            sinks,
-            reasons: HashMap::new(),
-            obs_lost: false,
-        }
-    }
-
-    /// Count and notify; never blocks.
-    pub fn emit(&mut self, ev: Event) {
-        match ev {
-            Event::ObsLost { .. } => self.obs_lost = true,
-            Event::ObsBack if !std::mem::take(&mut self.obs_lost) => return,
-            _ => {}
-        }
-        if let Some((name, reason)) = ev.off_air_reason() {
-            if self.reasons.len() >= MAX_REASONS {
-                self.reasons.clear();
-            }
-            self.reasons.insert(name.to_string(), reason);
-        }
-        if let Event::OnAir { name, .. } = &ev {
-            self.reasons.remove(name);
-        }
-        self.metrics.observe(&ev);
-        if self.sinks.is_empty() {
-            return;
-        }
-        let ev = Arc::new(ev);
-        for s in &mut self.sinks {
-            s.offer(&ev);
-        }
-    }
-
-    /// Why `name`, leaving the output now, went off (what the last event
-    /// about them said; else someone else was put on air).
-    pub fn off_air_reason(&mut self, name: &str) -> OffAirReason {
-        self.reasons.remove(name).unwrap_or(OffAirReason::Replaced)
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-}
-
-impl Default for Events {
-    fn default() -> Self {
-        Events::new(Arc::new(Metrics::new()), Vec::new())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn off_air_reason_is_what_the_last_event_said() {
-        let mut e = Events::default();
-        e.emit(Event::SlotEnded { name: "A".into() });
-        e.emit(Event::Kicked {
-            name: "B".into(),
-            seconds: Some(60),
-        });
-        assert_eq!(e.off_air_reason("A"), OffAirReason::SlotEnded);
-        assert_eq!(e.off_air_reason("A"), OffAirReason::Replaced, "used once");
-        assert_eq!(e.off_air_reason("B"), OffAirReason::Kicked);
-        assert_eq!(e.off_air_reason("C"), OffAirReason::Replaced);
-        // Going on air again forgets a stale reason.
-        e.emit(Event::Left { name: "D".into() });
-        e.emit(Event::OnAir {
-            name: "D".into(),
-            slot_seconds: None,
-            next: None,
-            switch_latency: Duration::ZERO,
-        });
-        assert_eq!(e.off_air_reason("D"), OffAirReason::Replaced);
-    }
-
-    #[test]
-    fn obs_is_back_only_after_it_was_lost() {
-        let metrics = Arc::new(Metrics::new());
-        let mut e = Events::new(metrics.clone(), Vec::new());
-        let back = |m: &Metrics| {
-            m.render(&crate::engine::View::default(), 0)
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("motherstream_events_total{kind=\"obs_back\"} ")
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "0".into())
-        };
-        // The first connection (OBS was not up when the daemon started).
-        e.emit(Event::ObsBack);
-        assert_eq!(back(&metrics), "0");
-        e.emit(Event::ObsLost { reason: "x".into() });
-        e.emit(Event::ObsBack);
-        e.emit(Event::ObsBack);
-        assert_eq!(back(&metrics), "1", "once per loss");
-    }
-
-    #[test]
-    fn every_kind_is_listed() {
+    fn every_kind_is_listed_once_and_named_as_configured() {
         let evs = [
             Event::OutputRecovered,
             Event::ObsBack,
@@ -339,8 +290,18 @@ mod tests {
             },
         ];
         for ev in evs {
-            assert!(KINDS.contains(&ev.kind()));
+            assert!(EventKind::ALL.contains(&ev.kind()));
         }
-        assert_eq!(KINDS.len(), 17);
+        let names: std::collections::HashSet<&str> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 17);
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::try_from(k.as_str().to_string()), Ok(k));
+        }
+        let e = EventKind::try_from("nope".to_string()).unwrap_err();
+        assert!(
+            e.starts_with("unknown event \"nope\" (known: on_air, off_air, "),
+            "{e}"
+        );
     }
 }

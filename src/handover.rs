@@ -24,6 +24,14 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+/// One `/metrics` counter's value (one label set) in a hand-over's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CounterCarry {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::relay::RelayCarry;
@@ -69,7 +77,7 @@ pub struct EngineCarry {
     pub last_cut: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Carried {
     pub format: u32,
     /// The version that wrote it.
@@ -78,6 +86,10 @@ pub struct Carried {
     pub handovers: u32,
     pub engine: EngineCarry,
     pub relay: RelayCarry,
+    /// `/metrics` counters (added in format 1 with a default: a state
+    /// without them starts the counters at 0).
+    #[serde(default)]
+    pub metrics: Vec<CounterCarry>,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +128,7 @@ pub fn write(c: &Carried) -> Result<std::fs::File, String> {
 #[derive(Default)]
 struct Inherited {
     engine: Option<EngineCarry>,
-    relay: Option<RelayCarry>,
+    metrics: Option<Vec<CounterCarry>>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -162,10 +174,11 @@ pub fn inherit() -> Start {
                 from_version: c.from_version.clone(),
                 handovers: c.handovers,
             };
+            crate::relay::inherit(c.relay);
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {
                     engine: Some(c.engine),
-                    relay: Some(c.relay),
+                    metrics: Some(c.metrics),
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -178,7 +191,37 @@ pub fn inherit() -> Start {
                 crate::sys::signal_group(pid, libc::SIGKILL);
                 crate::sys::fds::kill_and_reap(pid);
             }
+            close_carried_fds();
             Start::FellBack { why }
+        }
+    }
+}
+
+/// A state that cannot be read does not say which descriptors it carried
+/// (the output ffmpeg's pipes, the sources' sockets): close every one this
+/// image inherited but the standard streams and the HTTP socket (handed
+/// over, or systemd's). Run before any thread starts, so everything open
+/// without FD_CLOEXEC was inherited.
+fn close_carried_fds() {
+    let keep_listen = std::env::var(crate::listen::HANDOVER_LISTEN_FD)
+        .ok()
+        .as_deref()
+        .and_then(crate::listen::parse_fd);
+    let systemd: std::ops::Range<i32> = match (
+        std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok()),
+        std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok()),
+    ) {
+        (Some(pid), Some(n)) if pid == std::process::id() => 3..3 + n.max(0),
+        _ => 0..0,
+    };
+    for fd in crate::sys::fds::without_cloexec() {
+        if fd > 2 && Some(fd) != keep_listen && !systemd.contains(&fd) {
+            log::debug!("hand-over fallback: closing inherited descriptor {fd}");
+            crate::sys::fds::close_inherited(fd);
         }
     }
 }
@@ -195,19 +238,14 @@ fn with<T>(f: impl FnOnce(&mut Inherited) -> T) -> Option<T> {
     g.as_mut().map(f)
 }
 
-/// Whether the relay's carried state is waiting to be taken.
-pub fn relay_pending() -> bool {
-    with(|i| i.relay.is_some()).unwrap_or(false)
-}
-
-/// The relay's carried state, once.
-pub fn take_relay() -> Option<RelayCarry> {
-    with(|i| i.relay.take()).flatten()
-}
-
 /// The engine's carried state, once.
 pub fn take_engine() -> Option<EngineCarry> {
     with(|i| i.engine.take()).flatten()
+}
+
+/// The metrics counters carried over, once.
+pub fn take_metrics() -> Option<Vec<CounterCarry>> {
+    with(|i| i.metrics.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
@@ -332,7 +370,13 @@ mod tests {
                 on_screen_gop_ms: Some(2000),
                 let_go_mono_ms: 5,
                 resume_lag_ms: Some(120),
+                sources: Vec::new(),
             },
+            metrics: vec![CounterCarry {
+                name: "motherstream_hooks_total".into(),
+                labels: vec![("endpoint".into(), "publish".into())],
+                value: 3.0,
+            }],
         }
     }
 
@@ -354,6 +398,18 @@ mod tests {
             .contains("not a hand-over state"));
         let e = parse(r#"{"format":1,"relay":{}}"#).unwrap_err();
         assert!(e.contains("does not parse"), "{e}");
+    }
+
+    /// A state written before sessions were carried (no `sources`) is
+    /// read: its sources are read again.
+    #[test]
+    fn a_state_without_carried_sessions_or_metrics_still_parses() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["relay"].as_object_mut().unwrap().remove("sources");
+        v.as_object_mut().unwrap().remove("metrics");
+        let mut want = sample();
+        want.metrics.clear();
+        assert_eq!(parse(&v.to_string()).unwrap(), want);
     }
 
     #[test]

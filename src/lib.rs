@@ -5,29 +5,34 @@
 //! the ffmpeg relay child. `unsafe` is confined to `sys`.
 #![deny(unsafe_code)]
 
+// `pub` only for what the binary (`main.rs`), the integration tests and the
+// benches use; the rest stays private, so the compiler reports dead code.
+
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod engine;
-pub mod events;
+mod events;
 pub mod handover;
+// Public until `Hook::from_loopback` (called in `http/hooks.rs`) is renamed:
+// clippy asks a private `from_*` method to take no `self`.
 pub mod hook;
 pub mod http;
 pub mod key;
 pub mod listen;
 pub mod log;
-pub mod login_limit;
+mod login_limit;
 pub mod metrics;
-pub mod moderation;
-pub mod names;
+mod moderation;
+mod names;
 pub mod nginx;
 pub mod notify;
 pub mod obs;
-pub mod pages;
 pub mod private_fs;
-pub mod queue;
+mod queue;
 pub mod recording;
-pub mod redact;
-pub mod refusal;
+mod redact;
+mod refusal;
 pub mod registry;
 pub mod relay;
 #[cfg(test)]
@@ -40,5 +45,6 @@ pub mod systemd;
 pub mod tag;
 #[cfg(test)]
 mod test_rng;
+pub mod view;
 pub mod watch;
 pub mod watchdog;

@@ -14,8 +14,9 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::engine::View;
 use crate::events::Event;
+use crate::handover::CounterCarry;
+use crate::view::View;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -241,9 +242,72 @@ impl Metrics {
         }
     }
 
+    /// The counters as a hand-over carries them (`crate::handover`), so
+    /// `/metrics` counts on across an upgrade: a reset would read as a
+    /// counter reset to Prometheus (`rate()` copes, `increase()` over the
+    /// hand-over undercounts). Histograms start afresh: the crate cannot set
+    /// their state.
+    pub fn carry(&self) -> Vec<CounterCarry> {
+        let mut v = Vec::new();
+        for c in self.counters() {
+            for fam in prometheus::core::Collector::collect(c) {
+                for m in fam.get_metric() {
+                    let value = m.get_counter().get_value();
+                    if value > 0.0 {
+                        v.push(CounterCarry {
+                            name: fam.get_name().to_string(),
+                            labels: m
+                                .get_label()
+                                .iter()
+                                .map(|l| (l.get_name().to_string(), l.get_value().to_string()))
+                                .collect(),
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Count on from what the previous binary counted (before any count
+    /// here). Entries of counters or labels this binary does not have are
+    /// skipped.
+    pub fn restore(&self, carried: &[CounterCarry]) {
+        for c in carried {
+            let Some(counter) = self.counters().into_iter().find(|k| {
+                prometheus::core::Collector::desc(*k)
+                    .first()
+                    .is_some_and(|d| d.fq_name == c.name)
+            }) else {
+                continue;
+            };
+            counter.add(c);
+        }
+    }
+
+    fn counters(&self) -> Vec<&dyn CarriedCounter> {
+        vec![
+            &self.show.switches,
+            &self.show.source_restarts,
+            &self.show.output_restarts,
+            &self.show.events,
+            &self.callers.hooks,
+            &self.callers.admin,
+            &self.callers.notifications,
+            &self.callers.auth_failures,
+            &self.callers.auth_throttled,
+            &self.show.health_changes,
+            &self.show.unwell_seconds,
+        ]
+    }
+
     /// Count what an event says.
     pub fn observe(&self, ev: &Event) {
-        self.show.events.with_label_values(&[ev.kind()]).inc();
+        self.show
+            .events
+            .with_label_values(&[ev.kind().as_str()])
+            .inc();
         match ev {
             Event::OffAir { reason, .. } => {
                 self.show
@@ -350,6 +414,38 @@ impl Default for Metrics {
     }
 }
 
+/// A counter whose value a hand-over carries.
+trait CarriedCounter: prometheus::core::Collector {
+    fn add(&self, c: &CounterCarry);
+}
+
+impl CarriedCounter for IntCounter {
+    fn add(&self, c: &CounterCarry) {
+        self.inc_by(c.value as u64);
+    }
+}
+
+impl CarriedCounter for prometheus::Counter {
+    fn add(&self, c: &CounterCarry) {
+        if c.value.is_finite() && c.value > 0.0 {
+            self.inc_by(c.value);
+        }
+    }
+}
+
+impl CarriedCounter for IntCounterVec {
+    fn add(&self, c: &CounterCarry) {
+        let labels: std::collections::HashMap<&str, &str> = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Ok(m) = self.get_metric_with(&labels) {
+            m.inc_by(c.value as u64);
+        }
+    }
+}
+
 /// Times one hook call from the moment its request was read.
 pub struct HookTimer {
     metrics: Arc<Metrics>,
@@ -375,6 +471,58 @@ impl HookTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hand-over carries the counters: the new binary's /metrics counts
+    /// on from the old one's.
+    #[test]
+    fn counters_carry_over_a_hand_over() {
+        let old = Metrics::new();
+        old.hook_answered("publish", 200, Duration::from_millis(3));
+        old.hook_answered("publish", 200, Duration::from_millis(3));
+        old.hook_answered("play", 403, Duration::from_millis(3));
+        old.output_failed();
+        old.auth_failed("admin");
+        old.unwell_seconds(1.5);
+        let carried = old.carry();
+        let text = serde_json::to_string(&carried).unwrap();
+        let new = Metrics::new();
+        new.hook_answered("publish", 200, Duration::from_millis(3));
+        new.restore(&serde_json::from_str::<Vec<CounterCarry>>(&text).unwrap());
+        let c = new.carry();
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            c.iter()
+                .find(|x| {
+                    x.name == name
+                        && labels
+                            .iter()
+                            .all(|(k, v)| x.labels.iter().any(|(a, b)| a == k && b == v))
+                })
+                .map(|x| x.value)
+        };
+        assert_eq!(
+            value(
+                "motherstream_hooks_total",
+                &[("endpoint", "publish"), ("status", "200")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                "motherstream_hooks_total",
+                &[("endpoint", "play"), ("status", "403")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value("motherstream_output_restarts_total", &[]), Some(1.0));
+        assert_eq!(value("motherstream_stalled_seconds_total", &[]), Some(1.5));
+        assert!(c.iter().any(|x| x.name.contains("auth_failures")), "{c:?}");
+        // Names this binary does not know are skipped.
+        new.restore(&[CounterCarry {
+            name: "motherstream_gone_total".into(),
+            labels: vec![],
+            value: 9.0,
+        }]);
+    }
     use crate::events::OffAirReason;
 
     #[test]

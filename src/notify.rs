@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::json;
 
 use crate::config::{NotifyConfig, NotifyFormat};
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::metrics::Metrics;
 
 /// Backoff between attempts: 0.5 s doubling, at most this.
@@ -70,10 +70,10 @@ impl Sink {
 
 /// Which event kinds an entry wants (`events = []`: all).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter(Vec<String>);
+pub struct Filter(Vec<EventKind>);
 
 impl Filter {
-    pub fn new(kinds: &[String]) -> Filter {
+    pub fn new(kinds: &[EventKind]) -> Filter {
         Filter(kinds.to_vec())
     }
 
@@ -87,7 +87,7 @@ impl Filter {
             }
             _ => true,
         };
-        repeated && (self.0.is_empty() || self.0.iter().any(|k| k == ev.kind()))
+        repeated && (self.0.is_empty() || self.0.contains(&ev.kind()))
     }
 }
 
@@ -162,7 +162,8 @@ pub fn start(entries: &[NotifyConfig], metrics: &Arc<Metrics>) -> (Vec<Sink>, No
             if cfg.events.is_empty() {
                 "every event".to_string()
             } else {
-                cfg.events.join(", ")
+                let names: Vec<&str> = cfg.events.iter().map(|k| k.as_str()).collect();
+                names.join(", ")
             }
         );
         sinks.push(Sink {
@@ -258,8 +259,8 @@ impl Worker {
                 unsent += 1;
                 continue;
             }
-            let body = format_message(&ev, self.format, crate::engine::unix_ms() / 1000);
-            if self.deliver(&body, ev.kind()) {
+            let body = format_message(&ev, self.format, crate::clock::unix_ms() / 1000);
+            if self.deliver(&body, ev.kind().as_str()) {
                 self.metrics.notification(&self.name, "sent");
             } else {
                 self.metrics.notification(&self.name, "failed");
@@ -450,7 +451,7 @@ fn json_message(ev: &Event, now_s: u64) -> serde_json::Value {
         Event::ObsLost { reason } => json!({ "reason": reason }),
         Event::OutputRecovered | Event::ObsBack => json!({}),
     };
-    v["event"] = json!(ev.kind());
+    v["event"] = json!(ev.kind().as_str());
     v["at"] = json!(now_s);
     v
 }
@@ -718,7 +719,7 @@ mod tests {
             serde_json::from_str(&format_message(&back, NotifyFormat::Json, 7)).unwrap_or_default();
         assert_eq!(j["event"], "back");
         assert_eq!(j["after_s"], 75.0);
-        let f = Filter::new(&["unstable".into(), "back".into(), "gave_up".into()]);
+        let f = Filter::new(&[EventKind::Unstable, EventKind::Back, EventKind::GaveUp]);
         assert!(f.wants(&unstable) && f.wants(&back));
         assert!(f.wants(&Event::GaveUp { name: "a".into() }));
         assert!(crate::config::Config::parse(
@@ -736,7 +737,7 @@ mod tests {
             reason: OffAirReason::Left,
         };
         assert!(Filter::new(&[]).wants(&lost));
-        let f = Filter::new(&["left".into(), "off_air".into()]);
+        let f = Filter::new(&[EventKind::Left, EventKind::OffAir]);
         assert!(f.wants(&left) && f.wants(&off));
         assert!(!f.wants(&lost));
         let failed = |failures| Event::RelayFailed {
@@ -759,7 +760,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let mut s = Sink {
             name: "hook".into(),
-            wants: Filter::new(&["left".into()]),
+            wants: Filter::new(&[EventKind::Left]),
             tx,
             metrics: metrics.clone(),
             dropped_since_warn: 0,
@@ -771,7 +772,7 @@ mod tests {
         }
         s.offer(&Arc::new(Event::ObsBack));
         assert_eq!(rx.len(), 2, "filtered out events are not queued");
-        let text = metrics.render(&crate::engine::View::default(), 0);
+        let text = metrics.render(&crate::view::View::default(), 0);
         assert!(
             text.contains(
                 "motherstream_notifications_total{notifier=\"hook\",outcome=\"dropped\"} 3"

@@ -34,7 +34,7 @@ use crossbeam_channel::Sender;
 use crate::key::StreamKey;
 
 pub use restart::RestartRelay;
-pub use splicing::{RelayCarry, SpliceRelay};
+pub use splicing::{inherit, RelayCarry, SpliceRelay};
 
 use flv::Tag;
 use splice::{CutHow, SourceId};
@@ -260,6 +260,9 @@ pub trait Relay: Send {
     fn hand_over_at(&self, now: Instant) -> Instant {
         now
     }
+    /// The first step of a hand-over: readers let go of their sessions
+    /// (see `splicing::handover`).
+    fn detach_sources(&mut self) {}
     /// Let go of the output for a hand-over (see `splicing::handover`).
     fn hand_over(&mut self, _now: Instant) -> Result<RelayCarry, String> {
         Err("only the splice relay can be handed over".into())
@@ -273,7 +276,7 @@ pub fn start(spec: RelaySpec, events: Sender<RelayEvent>) -> Box<dyn Relay> {
         Mode::Restart => {
             // A splice output handed over to a binary now configured
             // for restart mode: it cannot be used; stop it.
-            if let Some(c) = crate::handover::take_relay() {
+            if let Some(c) = splicing::take_carried() {
                 log::warn!(
                     "[relay] mode = \"restart\": the handed-over output ffmpeg (pid {}) is stopped; OBS sees a reconnect",
                     c.output.pid
@@ -353,7 +356,7 @@ pub fn format_tail(tail: &[String]) -> String {
 pub fn new_secret() -> String {
     crate::secret::random_hex(16).unwrap_or_else(|e| {
         log::error!("cannot read random bytes for the output secret: {e}");
-        format!("{:x}", std::process::id() as u64 ^ crate::engine::unix_ms())
+        format!("{:x}", std::process::id() as u64 ^ crate::clock::unix_ms())
     })
 }
 

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::StreamKey;
 use crate::private_fs;
-use crate::queue::{Entry, Op, State};
+pub use crate::queue::State;
+use crate::queue::{Entry, Op};
 
 pub const SNAPSHOT: &str = "queue.json";
 pub const JOURNAL: &str = "queue.journal";
@@ -429,13 +430,9 @@ fn keep_aside(path: &Path, now_ms: u64) -> PathBuf {
     aside
 }
 
-/// Write a file atomically and durably: temp file in the same directory,
-/// fsync, rename over the target, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    write_atomic_with(path, |w| w.write_all(bytes)).map(|_| ())
-}
-
-/// `write_atomic` with the content produced by `fill`; returns the size.
+/// Write a file atomically and durably (temp file in the same directory,
+/// fsync, rename over the target, fsync the directory) with the content
+/// produced by `fill`; returns the size.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
@@ -458,7 +455,7 @@ pub fn write_atomic_with(
     Ok(size)
 }
 
-/// Like [`write_atomic`], for files written by root's CLI too: the file is
+/// Like [`write_atomic_with`], for files written by root's CLI too: the file is
 /// given to the owner of its directory (through its descriptor) when we run
 /// as root. Every file here is created 0600 whatever the umask.
 pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {

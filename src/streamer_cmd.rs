@@ -84,7 +84,7 @@ pub fn run_with(
     let (sub, rest) = args
         .split_first()
         .ok_or_else(|| usage("streamer needs a subcommand"))?;
-    let now = crate::engine::unix_ms();
+    let now = crate::clock::unix_ms();
     let one_name = |rest: &[String]| match rest {
         [n] => Ok(n.clone()),
         _ => Err(usage(format!("streamer {sub} takes exactly one NAME"))),

@@ -198,16 +198,6 @@ impl Config {
                     "[[notify]] {who}: url must start with http:// or https://"
                 ));
             }
-            if let Some(k) = n
-                .events
-                .iter()
-                .find(|k| !crate::events::KINDS.contains(&k.as_str()))
-            {
-                return bad(format!(
-                    "[[notify]] {who}: unknown event {k:?} (known: {})",
-                    crate::events::KINDS.join(", ")
-                ));
-            }
             if n.timeout_ms == 0 || n.connect_timeout_ms == 0 || n.timeout_ms > 120_000 {
                 return bad(format!(
                     "[[notify]] {who}: timeout_ms must be 1..=120000 and connect_timeout_ms > 0"

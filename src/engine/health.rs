@@ -21,7 +21,8 @@ use super::Engine;
 use crate::events::Event;
 use crate::key::StreamKey;
 use crate::queue::Op;
-use crate::relay::health::{self, Report, State};
+use crate::relay::health::{Report, State};
+use crate::view::HealthView;
 
 /// One read stream as the engine knows it.
 #[derive(Debug, Clone)]
@@ -30,13 +31,6 @@ struct Known {
     /// When its state began (engine clock; unix ms for people).
     since: Instant,
     since_unix_ms: u64,
-}
-
-/// A streamer's health as the read endpoints show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthView {
-    pub report: Report,
-    pub since_unix_ms: u64,
 }
 
 #[derive(Default)]
@@ -308,30 +302,6 @@ impl Engine {
                 .collect(),
         )
     }
-}
-
-/// A streamer's health as JSON (`/api/status`, their page).
-pub fn health_json(h: &HealthView, now_ms: u64) -> serde_json::Value {
-    let r = &h.report;
-    let f = &r.format;
-    serde_json::json!({
-        "state": r.state.map_or("unknown", State::as_str),
-        "since": h.since_unix_ms / 1000,
-        "for_s": now_ms.saturating_sub(h.since_unix_ms) / 1000,
-        "kbps": r.kbps,
-        "fps": f64::from(r.fps_x10) / 10.0,
-        "median_kbps": r.median_kbps,
-        "keyframe_interval_s": r.keyframe_ms.map(|k| k as f64 / 1000.0),
-        "bframes": f.bframes,
-        "width": f.width,
-        "height": f.height,
-        "video_codec": f.video_codec,
-        "audio": r.audio_present,
-        "audio_codec": f.audio_codec,
-        "audio_rate": f.audio_rate,
-        "audio_channels": f.audio_channels,
-        "hints": health::hints(r),
-    })
 }
 
 #[cfg(test)]

@@ -3,14 +3,14 @@
 //! recorders the test reads and steers (a manual clock, a relay that cuts
 //! when told to). Behaviour tests run in milliseconds, without nginx.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::ports::{ControlPort, Io, ManualClock, ObsPort};
-use super::{Answer, Command, Engine, EngineParts, Responder, Settings, Shared, View};
+use super::{Answer, Command, Engine, EngineParts, Responder};
 use crate::config::{Config, ObsConfig};
 use crate::key::StreamKey;
 use crate::moderation;
@@ -19,6 +19,7 @@ use crate::relay::{self, CutKind, Notice, Relay, RelayEvent, RelaySpec, RelayVie
 use crate::scratch::ScratchDir;
 use crate::store::Store;
 use crate::systemd::Notifier;
+use crate::view::{Published, Settings, View};
 
 /// What the test sees of, and tells, the stand-in relay.
 #[derive(Default)]
@@ -119,7 +120,7 @@ pub struct Harness {
     pub relay: Arc<Mutex<RelayLog>>,
     pub drops: Arc<Mutex<Vec<String>>>,
     pub obs: Arc<Mutex<Vec<BroadcastState>>>,
-    pub view: Shared<View>,
+    pub view: Published<View>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub dir: ScratchDir,
     thread: Option<JoinHandle<()>>,
@@ -150,8 +151,8 @@ impl Harness {
         let drops = Arc::new(Mutex::new(Vec::new()));
         let obs = Arc::new(Mutex::new(Vec::new()));
         let (store, state, _) = Store::open(&dir.0, clock.now_ms()).expect("store");
-        let view: Shared<View> = Arc::new(RwLock::new(Arc::new(View::default())));
-        let settings = Arc::new(RwLock::new(Arc::new(Settings {
+        let view: Published<View> = Published::new(View::default());
+        let settings = Published::new(Settings {
             admin_token: "t".into(),
             hook_secret: "h".into(),
             allowed_hosts: Vec::new(),
@@ -159,7 +160,7 @@ impl Harness {
             ingest_app: cfg.rtmp.ingest_app.clone(),
             output_app: cfg.rtmp.output_app.clone(),
             output_stream: cfg.rtmp.output_stream.clone(),
-        })));
+        });
         let (r, d, o) = (relay.clone(), drops.clone(), obs.clone());
         let io = Io {
             clock: Box::new(clock.clone()),
@@ -180,10 +181,7 @@ impl Harness {
             registry_watched: true,
             io,
             recorder: None,
-            events: crate::events::Events::new(
-                Arc::new(crate::metrics::Metrics::new()),
-                Vec::new(),
-            ),
+            events: super::Events::new(Arc::new(crate::metrics::Metrics::new()), Vec::new()),
             published,
             handover: None,
         };
@@ -271,7 +269,8 @@ impl Harness {
     }
 
     pub fn queue(&self) -> Vec<String> {
-        super::read(&self.view)
+        self.view
+            .read()
             .names
             .iter()
             .map(|(n, _)| n.to_string())
@@ -279,13 +278,13 @@ impl Harness {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let v = super::read(&self.view);
+        let v = self.view.read();
         serde_json::from_str(&v.status_json(self.clock.now_ms())).unwrap_or_default()
     }
 
     /// A counter of `/metrics` (0 when absent).
     pub fn metric(&self, line_prefix: &str) -> f64 {
-        let v = super::read(&self.view);
+        let v = self.view.read();
         self.metrics
             .render(&v, self.clock.now_ms())
             .lines()

@@ -5,10 +5,10 @@
 use crossbeam_channel::{Receiver, Sender};
 
 use super::ports::{ObsLauncher, ObsPort};
-use super::ObsView;
 use crate::config::ObsConfig;
 use crate::events::Event;
 use crate::obs::{BroadcastState, ObsStatus};
+use crate::view::ObsView;
 
 pub(super) struct ObsLink {
     launcher: ObsLauncher,

@@ -6,7 +6,7 @@
 
 #[cfg(test)]
 use std::time::Duration;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
@@ -29,10 +29,7 @@ impl Clock for SystemClock {
         Instant::now()
     }
     fn unix_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        crate::clock::unix_ms()
     }
 }
 

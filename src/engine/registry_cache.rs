@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::key::StreamKey;
-use crate::pages::Pages;
 use crate::registry::{self, FileSig, Registry};
+use crate::view::Pages;
 
 /// How often the engine looks at `streamers.json` for changes (one stat)
 /// when no inotify watch reports them.

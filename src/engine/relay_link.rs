@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::{read, write, Engine, Settings};
+use super::Engine;
 use crate::config::{self, Config};
 use crate::events::Event;
 use crate::key::StreamKey;
 use crate::moderation;
 use crate::queue::Op;
 use crate::relay::{self, Notice, RelayEvent, RelaySpec, Streamer, Want};
+use crate::view::Settings;
 
 /// The cuts so far: how many (OBS tells a switch from a refresh by it) and
 /// what happened at the last one (`/api/status`, STATUS).
@@ -72,15 +73,12 @@ impl Engine {
     /// The output's publish secret changes with each output run; the HTTP
     /// side checks `on_publish` of the output app against it.
     pub(super) fn sync_secret(&mut self) {
-        let s = read(&self.settings);
+        let s = self.settings.read();
         if s.relay_secret != self.relay.output_secret() {
-            write(
-                &self.settings,
-                Settings {
-                    relay_secret: self.relay.output_secret().to_string(),
-                    ..(*s).clone()
-                },
-            );
+            self.settings.publish(Settings {
+                relay_secret: self.relay.output_secret().to_string(),
+                ..(*s).clone()
+            });
         }
     }
 

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use super::relay_link::relay_spec;
-use super::{read, write, Engine, Settings};
+use super::Engine;
 use crate::config::{self, Config, ConfigError};
+use crate::view::Settings;
 
 /// Where the running config came from.
 pub(super) struct ConfigSource {
@@ -52,7 +53,7 @@ impl Engine {
             }
         }
         {
-            let s = read(&self.settings);
+            let s = self.settings.read();
             let dir = new.state_dir();
             let admin_token = match crate::auth::load_admin_token(
                 &crate::auth::admin_token_path(&new, &dir),
@@ -85,18 +86,15 @@ impl Engine {
                     applied.push(what);
                 }
             }
-            write(
-                &self.settings,
-                Settings {
-                    admin_token,
-                    hook_secret,
-                    allowed_hosts: new.http.allowed_hosts.clone(),
-                    relay_secret: s.relay_secret.clone(),
-                    ingest_app: s.ingest_app.clone(),
-                    output_app: s.output_app.clone(),
-                    output_stream: s.output_stream.clone(),
-                },
-            );
+            self.settings.publish(Settings {
+                admin_token,
+                hook_secret,
+                allowed_hosts: new.http.allowed_hosts.clone(),
+                relay_secret: s.relay_secret.clone(),
+                ingest_app: s.ingest_app.clone(),
+                output_app: s.output_app.clone(),
+                output_stream: s.output_stream.clone(),
+            });
         }
         self.obs.reconfigure(&new.obs, d.obs);
         keep_running(&mut self.cfg, &old);

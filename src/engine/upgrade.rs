@@ -182,6 +182,17 @@ impl Engine {
     }
 
     fn hand_over_now(&mut self, stage: Arc<dyn handover::Stage>, drained: Duration) {
+        // The readers stop at whole messages; the tags they sent before go
+        // through the splicer here, so what is carried follows them.
+        let t0 = Instant::now();
+        self.relay.detach_sources();
+        let t_detached = t0.elapsed();
+        while let Ok(ev) = self.relay_rx.try_recv() {
+            self.on_relay_event(ev);
+        }
+        // What a save on the way held back (see `persist`).
+        self.drain_relay_backlog();
+        let t_spliced = t0.elapsed();
         let relay = match self.relay.hand_over(self.clock.now()) {
             Ok(r) => r,
             Err(e) => return self.abandon_upgrade(&e),
@@ -211,6 +222,7 @@ impl Engine {
                 last_cut: self.cuts.last().cloned(),
             },
             relay,
+            metrics: self.events.metrics().carry(),
         };
         let file = match handover::write(&carried) {
             Ok(f) => f,
@@ -223,9 +235,14 @@ impl Engine {
         };
         self.notifier.reloading();
         log::info!(
-            "handing over: requests in flight answered in {} ms; exec of the binary on disk with the output ffmpeg (pid {}) and the HTTP socket",
+            "handing over: requests in flight answered in {} ms; sources let go at {} ms, their last tags spliced at {} ms, output let go and state written ({} bytes) at {} ms; exec of the binary on disk with the output ffmpeg (pid {}), {} source session(s) and the HTTP socket",
             drained.as_millis(),
-            carried.relay.output.pid
+            t_detached.as_millis(),
+            t_spliced.as_millis(),
+            file.metadata().map_or(0, |m| m.len()),
+            t0.elapsed().as_millis(),
+            carried.relay.output.pid,
+            carried.relay.sources.len(),
         );
         let err = stage.exec(file, here);
         log::error!("hand-over failed: {err}; exiting so that the service restarts");
@@ -234,6 +251,9 @@ impl Engine {
 
     /// At start: what a previous binary of this process carried over.
     pub(super) fn take_carried(&mut self) {
+        if let Some(m) = handover::take_metrics() {
+            self.events.metrics().restore(&m);
+        }
         if let Some(c) = handover::take_engine() {
             self.started_at_ms = c.started_at_ms;
             self.cuts = super::Cuts::carried(c.cuts, c.last_cut);

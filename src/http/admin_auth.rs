@@ -10,7 +10,6 @@ use super::session::{self, Check};
 use super::token_try::{try_token, Refused, Tried};
 use super::{Ctx, Incoming, Reply};
 use crate::auth;
-use crate::engine;
 use crate::log::{escape, warn_limited};
 
 /// Answer a refused admin request; a 401 carries the Bearer challenge, a
@@ -115,5 +114,5 @@ pub(super) fn authorize(inc: &Incoming) -> Result<(), Refused> {
 fn session_ok(ctx: &Ctx, heads: &Heads) -> Check {
     let sid = session::cookie(heads.cookie.as_deref(), session::COOKIE);
     ctx.sessions
-        .check(sid, heads.csrf.as_deref(), engine::unix_ms())
+        .check(sid, heads.csrf.as_deref(), crate::clock::unix_ms())
 }

@@ -13,10 +13,11 @@ use tiny_http::{Header, Request, Response};
 
 use super::probe::{ProbeTrace, Stage};
 use super::{Ctx, Reply};
-use crate::engine::{self, Command, Responder, View};
+use crate::engine::{self, Command, Responder};
 use crate::log::warn_limited;
 use crate::metrics::HookTimer;
 use crate::refusal::{Answer, Refusal};
+use crate::view::View;
 
 /// What the reply writers do.
 pub(super) enum Job {

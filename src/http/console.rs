@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use super::session::{self, Check};
 use super::token_try::{try_token, Tried};
 use super::{Incoming, Reply};
-use crate::engine;
 
 const ADMIN_HTML: &str = include_str!("console/admin.html");
 const ADMIN_JS: &str = include_str!("console/admin.js");
@@ -127,7 +126,7 @@ fn sid<'a>(inc: &Incoming<'a>) -> Option<&'a str> {
 /// so any server on this host may have been sent the cookie, and the
 /// cookie alone must not open anything.
 pub(super) fn session(inc: &Incoming) -> Page {
-    let now = engine::unix_ms();
+    let now = crate::clock::unix_ms();
     match inc
         .ctx
         .sessions
@@ -156,7 +155,7 @@ pub(super) fn logout(inc: &Incoming) -> Page {
 /// shown with a new key).
 pub(super) fn admin_page(inc: &Incoming) -> Page {
     let (ctx, settings) = (inc.ctx, inc.settings);
-    let port = engine::read(&ctx.view).pages.ingest().1;
+    let port = ctx.view.read().pages.ingest().1;
     let attr = |v: &str| {
         v.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -206,7 +205,7 @@ pub(super) fn login(inc: &Incoming) -> Page {
             return p;
         }
     }
-    match ctx.sessions.login(engine::unix_ms()) {
+    match ctx.sessions.login(crate::clock::unix_ms()) {
         Ok((id, csrf)) => {
             log::info!("console login from {who}");
             let mut p = Page::json(Reply::json(200, json!({"ok": true, "csrf": csrf})));
@@ -222,10 +221,10 @@ pub(super) fn login(inc: &Incoming) -> Page {
 
 /// `/me/<token>` (the page) and `/me/<token>/status` (what it shows).
 pub(super) fn me(inc: &Incoming) -> Page {
-    let (ctx, now) = (inc.ctx, engine::unix_ms());
+    let (ctx, now) = (inc.ctx, crate::clock::unix_ms());
     let rest = inc.path.strip_prefix("/me/").unwrap_or_default();
     let (token, what) = rest.split_once('/').unwrap_or((rest, ""));
-    let view = engine::read(&ctx.view);
+    let view = ctx.view.read();
     match what {
         "" if view.pages.exists(token) => Page::static_text(ME_HTML, "text/html; charset=utf-8"),
         "" => Page::new(

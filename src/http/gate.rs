@@ -10,8 +10,8 @@ use tiny_http::{Method, Request};
 use super::probe::PROBE_HEADER;
 use super::{session, Reply, MAX_BODY};
 use crate::auth;
-use crate::engine::Settings;
 use crate::log::{escape, warn_limited};
+use crate::view::Settings;
 
 /// DNS rebinding: a page of a foreign name that resolves to this host
 /// sends its own name as Host. Nothing is answered to such requests.

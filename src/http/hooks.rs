@@ -11,7 +11,7 @@ use super::answers::{forward, respond, Pending};
 use super::gate::{method_not_allowed, Heads};
 use super::{Ctx, Incoming, Reply};
 use crate::auth;
-use crate::engine::{self, Command, Responder};
+use crate::engine::{Command, Responder};
 use crate::hook::{Hook, HookKind};
 use crate::key::StreamKey;
 use crate::log::{escape, warn_limited};
@@ -134,7 +134,7 @@ fn decide(kind: HookKind, form: &str, ctx: &Ctx) -> Decision {
             return Decision::Now(Reply::error(400, e.to_string()));
         }
     };
-    let s = engine::read(&ctx.settings);
+    let s = ctx.settings.read();
     // Every hook that concerns a stream carries a valid one (the parser
     // refuses it otherwise); in the ingest app its name is a stream key.
     let stream = h.stream.clone();

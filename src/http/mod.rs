@@ -31,7 +31,8 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use tiny_http::{Method, Request};
 
-use crate::engine::{self, Command, Settings, Shared, View};
+use crate::engine::Command;
+use crate::view::{Published, Settings, View};
 use answers::respond;
 pub use answers::Answers;
 use gate::Heads;
@@ -56,8 +57,8 @@ pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 pub struct Ctx {
     pub engine: Sender<Command>,
-    pub view: Shared<View>,
-    pub settings: Shared<Settings>,
+    pub view: Published<View>,
+    pub settings: Published<Settings>,
     pub stopping: AtomicBool,
     /// `[recording]` on: where `on_record_done` goes.
     pub recordings: Option<crate::recording::Inbox>,
@@ -95,7 +96,7 @@ fn handle(mut req: Request, ctx: &Ctx) {
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let heads = Heads::of(&req);
     let who = server::addr_of(&req);
-    let settings = engine::read(&ctx.settings);
+    let settings = ctx.settings.read();
     if let Err(r) = gate::host(&heads, &settings, path, &who) {
         return respond(req, r, &[]);
     }

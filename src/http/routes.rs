@@ -13,7 +13,7 @@ use super::console::{self, Page};
 use super::gate::method_not_allowed;
 use super::probe::Stage;
 use super::{overlay, Incoming, Reply};
-use crate::engine::{self, Command, Responder};
+use crate::engine::{Command, Responder};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +246,7 @@ pub(super) fn dispatch(req: Request, inc: &Incoming) {
             // Streamed from the shared view: a long queue's JSON is
             // rendered once per change, never copied per request.
             Outcome::QueueJson => {
-                let view = ViewJson::new(engine::read(&inc.ctx.view));
+                let view = ViewJson::new(inc.ctx.view.read());
                 respond_body(req, 200, view, &[])
             }
             Outcome::Engine(pending, make) => forward(inc.ctx, req, pending, make),
@@ -275,7 +275,7 @@ fn ok_text(body: &str, ctype: &'static str) -> Outcome {
 }
 
 fn status(inc: &Incoming) -> Outcome {
-    let body = engine::read(&inc.ctx.view).status_json(engine::unix_ms());
+    let body = inc.ctx.view.read().status_json(crate::clock::unix_ms());
     Outcome::Now(Reply { status: 200, body }, None)
 }
 
@@ -309,7 +309,7 @@ fn metrics(inc: &Incoming) -> Outcome {
     let ctx = inc.ctx;
     let body = ctx
         .metrics
-        .render(&engine::read(&ctx.view), engine::unix_ms());
+        .render(&ctx.view.read(), crate::clock::unix_ms());
     Outcome::Now(
         Reply { status: 200, body },
         Some(crate::metrics::CONTENT_TYPE),

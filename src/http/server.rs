@@ -14,7 +14,7 @@ use tiny_http::{Limits, Request, Server};
 
 use super::answers::{self, respond, Job, REPLY_WRITERS};
 use super::{handle, Ctx, Reply, MAX_ANSWER, MAX_BODY, MAX_HEAD, MAX_HEADERS, MAX_LINE};
-use crate::engine::{self, Command};
+use crate::engine::Command;
 
 pub struct HttpPool {
     server: Arc<Server>,
@@ -85,7 +85,7 @@ impl Liveness {
             .collect();
         format!(
             "{}, {} connections open",
-            workers_busy(&since, engine::unix_ms()),
+            workers_busy(&since, crate::clock::unix_ms()),
             self.server.num_connections()
         )
     }
@@ -209,7 +209,7 @@ fn worker(server: &Server, ctx: &Ctx, live: &Liveness, i: usize) {
                     respond(req, Reply::error(503, "shutting down"), &[]);
                     continue;
                 }
-                busy.store(engine::unix_ms().max(1), Ordering::Relaxed);
+                busy.store(crate::clock::unix_ms().max(1), Ordering::Relaxed);
                 handle(req, ctx);
                 busy.store(0, Ordering::Relaxed);
             }

@@ -67,7 +67,7 @@ pub(super) fn try_token(
     what: &str,
 ) -> Tried {
     let ip = ip_of(who);
-    let now = crate::engine::unix_ms();
+    let now = crate::clock::unix_ms();
     if let Err(t) = ctx.logins.attempt(ip, now) {
         ctx.metrics.auth_throttled(via);
         warn_auth_throttled(format_args!(

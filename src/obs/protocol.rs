@@ -6,9 +6,8 @@
 //! Reference: obs-websocket `docs/generated/protocol.md` (5.x); facts checked
 //! against OBS 29.0.2 / obs-websocket 5.1.0 are in the project notes.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -26,26 +25,20 @@ pub mod events {
     pub const CONFIG: u32 = 1 << 1;
     pub const SCENES: u32 = 1 << 2;
     pub const INPUTS: u32 = 1 << 3;
-    pub const TRANSITIONS: u32 = 1 << 4;
-    pub const FILTERS: u32 = 1 << 5;
-    pub const OUTPUTS: u32 = 1 << 6;
     pub const SCENE_ITEMS: u32 = 1 << 7;
     pub const MEDIA_INPUTS: u32 = 1 << 8;
-    pub const VENDORS: u32 = 1 << 9;
-    pub const UI: u32 = 1 << 10;
 }
 
 /// `requestStatus.code` values motherstream cares about.
 pub mod status {
     pub const SUCCESS: u32 = 100;
-    pub const UNKNOWN_REQUEST_TYPE: u32 = 204;
-    pub const NOT_READY: u32 = 207;
+    #[cfg(test)]
     pub const RESOURCE_NOT_FOUND: u32 = 600;
-    pub const INVALID_RESOURCE_STATE: u32 = 604;
-    pub const REQUEST_PROCESSING_FAILED: u32 = 702;
 }
 
-/// `TriggerMediaInputAction.mediaAction` for a restart.
+/// `TriggerMediaInputAction.mediaAction` for a restart (what the tests
+/// expect on the wire; the request type spells it through serde).
+#[cfg(test)]
 pub const MEDIA_ACTION_RESTART: &str = "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART";
 
 /// Op 0, server → client.
@@ -396,91 +389,6 @@ impl RequestIds {
         let id = format!("{}-{}", self.prefix, self.next);
         self.next += 1;
         id
-    }
-}
-
-/// A request waiting for its answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRequest {
-    pub request_type: String,
-    pub deadline: Instant,
-}
-
-/// Result of matching a RequestResponse against the pending requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matched {
-    /// The answer to a pending request; it is no longer pending.
-    Answer(PendingRequest),
-    /// An id we did not send, or one whose deadline already passed.
-    Unknown,
-    /// The id matches but OBS names a different request type: a bug
-    /// somewhere, treated as unknown by the caller.
-    TypeMismatch(PendingRequest),
-}
-
-/// Requests in flight, each with a deadline.
-#[derive(Debug, Default)]
-pub struct Pending {
-    map: HashMap<String, PendingRequest>,
-}
-
-impl Pending {
-    pub fn new() -> Pending {
-        Pending::default()
-    }
-
-    pub fn insert(&mut self, id: String, request_type: &str, deadline: Instant) {
-        self.map.insert(
-            id,
-            PendingRequest {
-                request_type: request_type.to_string(),
-                deadline,
-            },
-        );
-    }
-
-    pub fn complete(&mut self, resp: &RequestResponse) -> Matched {
-        match self.map.remove(&resp.request_id) {
-            None => Matched::Unknown,
-            Some(p) if p.request_type != resp.request_type => Matched::TypeMismatch(p),
-            Some(p) => Matched::Answer(p),
-        }
-    }
-
-    /// Remove and return the requests whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: Instant) -> Vec<(String, PendingRequest)> {
-        let ids: Vec<String> = self
-            .map
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut out: Vec<(String, PendingRequest)> = ids
-            .into_iter()
-            .filter_map(|id| self.map.remove(&id).map(|p| (id, p)))
-            .collect();
-        out.sort_by_key(|(_, p)| p.deadline);
-        out
-    }
-
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.map.values().map(|p| p.deadline).min()
-    }
-
-    pub fn is_pending(&self, id: &str) -> bool {
-        self.map.contains_key(id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.map.clear();
     }
 }
 
@@ -873,68 +781,6 @@ mod tests {
         let ids: Vec<String> = (0..3).map(|_| a.next_id()).collect();
         assert_eq!(ids, ["ms-1-1", "ms-1-2", "ms-1-3"]);
         assert_eq!(b.next_id(), "ms-2-1");
-    }
-
-    fn response(id: &str, ty: &str) -> RequestResponse {
-        RequestResponse {
-            request_type: ty.into(),
-            request_id: id.into(),
-            request_status: RequestStatus {
-                result: true,
-                code: 100,
-                comment: None,
-            },
-            response_data: None,
-        }
-    }
-
-    #[test]
-    fn responses_match_their_requests_once() {
-        let t0 = Instant::now();
-        let mut p = Pending::new();
-        p.insert("a-1".into(), "GetVersion", t0 + Duration::from_secs(2));
-        p.insert("a-2".into(), "GetSceneList", t0 + Duration::from_secs(1));
-        assert_eq!(p.len(), 2);
-        assert_eq!(p.next_deadline(), Some(t0 + Duration::from_secs(1)));
-
-        // Out of order answers are fine.
-        assert!(matches!(
-            p.complete(&response("a-2", "GetSceneList")),
-            Matched::Answer(PendingRequest { ref request_type, .. }) if request_type == "GetSceneList"
-        ));
-        // A duplicate or a stranger is unknown.
-        assert_eq!(
-            p.complete(&response("a-2", "GetSceneList")),
-            Matched::Unknown
-        );
-        assert_eq!(
-            p.complete(&response("zz-9", "GetVersion")),
-            Matched::Unknown
-        );
-        assert!(matches!(
-            p.complete(&response("a-1", "GetStats")),
-            Matched::TypeMismatch(_)
-        ));
-        assert!(p.is_empty());
-    }
-
-    #[test]
-    fn deadlines_expire_in_order() {
-        let t0 = Instant::now();
-        let mut p = Pending::new();
-        p.insert("a-1".into(), "A", t0 + Duration::from_millis(300));
-        p.insert("a-2".into(), "B", t0 + Duration::from_millis(100));
-        p.insert("a-3".into(), "C", t0 + Duration::from_millis(900));
-        assert!(p.expire(t0).is_empty());
-        let gone: Vec<String> = p
-            .expire(t0 + Duration::from_millis(300))
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(gone, ["a-2", "a-1"]);
-        assert!(p.is_pending("a-3"));
-        // A late answer to an expired request no longer matches.
-        assert_eq!(p.complete(&response("a-1", "A")), Matched::Unknown);
     }
 
     #[test]

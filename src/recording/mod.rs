@@ -30,11 +30,11 @@ mod filing;
 mod names;
 mod plan;
 mod shell;
-mod status;
 
+pub use crate::view::Recent;
+use crate::view::{Published, RecordingStatus};
 pub use names::{file_name, parse_file_name, safe_name, utc_stamp, MAX_NAME_BYTES};
 pub use plan::{plan, space_ok, to_prune, Plan};
-pub use status::{Recent, StatusView};
 
 use shell::Shell;
 
@@ -85,7 +85,7 @@ impl Inbox {
 pub struct Recorder {
     tx: Sender<Msg>,
     join: Option<JoinHandle<()>>,
-    status: StatusView,
+    status: Published<RecordingStatus>,
     /// The last head sent (the engine reports it after every change).
     heading: Option<StreamKey>,
 }
@@ -95,7 +95,7 @@ impl Recorder {
     /// are `[rtmp] control_url` and `ingest_app`.
     pub fn spawn(cfg: RecordingConfig, control_url: String, app: String) -> io::Result<Recorder> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let status = StatusView::default();
+        let status = Published::default();
         let mut shell = Shell::new(cfg, control_url, app, status.clone());
         let join = std::thread::Builder::new()
             .name("recorder".into())
@@ -112,7 +112,7 @@ impl Recorder {
         Inbox(self.tx.clone())
     }
 
-    pub fn status(&self) -> StatusView {
+    pub fn status(&self) -> Published<RecordingStatus> {
         self.status.clone()
     }
 

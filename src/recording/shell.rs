@@ -4,14 +4,14 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::status::{Recent, Status, StatusView};
 use super::{plan, space_ok, Msg, PRUNE_EVERY, SHUTDOWN_WAIT, SPACE_CHECK_EVERY};
 use crate::config::RecordingConfig;
 use crate::key::StreamKey;
+use crate::view::{Published, Recent, RecordingStatus};
 
 pub(super) struct Active {
     pub(super) key: StreamKey,
@@ -36,7 +36,7 @@ pub(super) struct Shell {
     pub(super) cfg: RecordingConfig,
     pub(super) control_url: String,
     pub(super) app: String,
-    pub(super) status: StatusView,
+    pub(super) status: Published<RecordingStatus>,
     pub(super) on_screen: Option<(StreamKey, String)>,
     pub(super) heading: Option<(StreamKey, String)>,
     pub(super) active: Vec<Active>,
@@ -51,18 +51,14 @@ pub(super) struct Shell {
     pub(super) recent: VecDeque<Recent>,
 }
 
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(super) use crate::clock::unix_ms;
 
 impl Shell {
     pub(super) fn new(
         cfg: RecordingConfig,
         control_url: String,
         app: String,
-        status: StatusView,
+        status: Published<RecordingStatus>,
     ) -> Shell {
         let now = Instant::now();
         Shell {
@@ -259,7 +255,7 @@ impl Shell {
     }
 
     pub(super) fn publish(&self) {
-        self.status.set(Status {
+        self.status.publish(RecordingStatus {
             recording: self
                 .active
                 .iter()

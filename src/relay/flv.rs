@@ -175,7 +175,9 @@ impl Tag {
         self.avc_packet_type() == Some(1)
     }
 
-    /// AVC end of sequence (AVCPacketType 2).
+    /// AVC end of sequence (AVCPacketType 2): the tests check that none is
+    /// forwarded.
+    #[cfg(test)]
     pub fn is_avc_eos(&self) -> bool {
         self.avc_packet_type() == Some(2)
     }

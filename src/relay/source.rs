@@ -11,14 +11,24 @@
 //!
 //! The reader never decides anything: it reports tags with their arrival
 //! time and, once, why it ended (`SourceEnded`). Stalls are read deadlines.
+//!
+//! Every byte after the handshake is parsed by our own chunk reader
+//! ([`chunks`]): rml's session only sees whole messages while it sets the
+//! session up (connect, play), and once playing the reader answers pings
+//! and acknowledges windows itself. So the session's state is ours at any
+//! moment, and a hand-over to a new binary carries it ([`SessionCarry`]:
+//! the socket, kept open across `execve`, and the parser's state): the new
+//! image goes on reading mid-stream, with no reconnect and no keyframe to
+//! wait for.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult,
@@ -28,6 +38,9 @@ use super::flv::{Tag, TAG_AUDIO, TAG_VIDEO};
 use super::splice::SourceId;
 use super::RelayEvent;
 use crate::key::StreamKey;
+
+pub mod chunks;
+use chunks::{ChunkState, Message};
 
 /// Where to read from. `stream` is the stream key: it goes on the wire to
 /// nginx and nowhere else.
@@ -45,14 +58,35 @@ pub struct Source {
     pub id: SourceId,
     pub started: Instant,
     shared: Arc<Shared>,
+    /// The reader's session when it let go for a hand-over.
+    detached: Receiver<(OwnedFd, ChunkState)>,
+}
+
+/// A playing session as a hand-over carries it: the socket to nginx (its
+/// descriptor, kept open across `execve`) and the chunk parser's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionCarry {
+    pub fd: RawFd,
+    pub chunks: ChunkState,
 }
 
 /// Between the owner and the reader thread: the socket once connected (so
-/// `stop` can shut it down) and whether the owner asked to stop.
+/// `stop` can shut it down) and whether the owner asked to stop, or to let
+/// go of the session for a hand-over.
 #[derive(Default)]
 struct Shared {
     stream: Mutex<Option<TcpStream>>,
     stop: AtomicBool,
+    detach: AtomicBool,
+    /// The session is set up and media is read (what `detach` can take).
+    playing: AtomicBool,
+}
+
+/// How a reader thread ended.
+enum Ended {
+    Reason(String),
+    /// It let go of its session (sent to the owner): nothing to report.
+    Detached,
 }
 
 impl Source {
@@ -63,31 +97,52 @@ impl Source {
         spec: SourceSpec,
         events: Sender<RelayEvent>,
     ) -> std::io::Result<Source> {
+        Source::start(id, spec, events, None)
+    }
+
+    /// Go on reading a session carried over from the previous binary of
+    /// this process (or let go of and taken back by this one).
+    pub fn adopt(
+        id: SourceId,
+        spec: SourceSpec,
+        carry: SessionCarry,
+        events: Sender<RelayEvent>,
+    ) -> std::io::Result<Source> {
+        Source::start(id, spec, events, Some(carry))
+    }
+
+    fn start(
+        id: SourceId,
+        spec: SourceSpec,
+        events: Sender<RelayEvent>,
+        carry: Option<SessionCarry>,
+    ) -> std::io::Result<Source> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
+        let (tx, detached) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name(format!("source-{id}"))
             .spawn(move || {
-                let reason = match connect(&spec) {
-                    Ok(s) => {
-                        if let Ok(c) = s.try_clone() {
-                            *lock(&theirs.stream) = Some(c);
-                        }
-                        if theirs.stop.load(Ordering::SeqCst) {
-                            "stopped".to_string()
-                        } else {
-                            match read_loop(id, s, &spec, &events) {
-                                Ok(()) => "the server ended the stream".to_string(),
-                                Err(e) => e,
+                let ended = match carry {
+                    Some(c) => resume(id, c, &spec, &events, &theirs, &tx),
+                    None => match connect(&spec) {
+                        Ok(s) => {
+                            if let Ok(c) = s.try_clone() {
+                                *lock(&theirs.stream) = Some(c);
+                            }
+                            if theirs.stop.load(Ordering::SeqCst) {
+                                Ended::Reason("stopped".to_string())
+                            } else {
+                                read_loop(id, s, &spec, &events, &theirs, &tx)
                             }
                         }
-                    }
-                    Err(e) => e,
+                        Err(e) => Ended::Reason(e),
+                    },
                 };
-                let reason = if theirs.stop.load(Ordering::SeqCst) {
-                    "stopped".to_string()
-                } else {
-                    reason
+                let reason = match ended {
+                    Ended::Detached => return,
+                    Ended::Reason(_) if theirs.stop.load(Ordering::SeqCst) => "stopped".into(),
+                    Ended::Reason(r) => r,
                 };
                 let _ = events.send(RelayEvent::SourceEnded { source: id, reason });
             })?;
@@ -95,6 +150,7 @@ impl Source {
             id,
             started: Instant::now(),
             shared,
+            detached,
         })
     }
 
@@ -105,6 +161,29 @@ impl Source {
         if let Some(s) = lock(&self.shared.stream).as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Let go of a playing session for a hand-over: the reader stops after
+    /// the whole messages it holds (their tags sent), keeps the socket open
+    /// and hands over its state. None (the reader goes on) when it is not
+    /// playing yet or did not answer within `wait`.
+    pub fn detach(&self, wait: Duration) -> Option<SessionCarry> {
+        if !self.shared.playing.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.shared.detach.store(true, Ordering::SeqCst);
+        let (fd, chunks) = match self.detached.recv_timeout(wait) {
+            Ok(d) => d,
+            Err(_) => {
+                self.shared.detach.store(false, Ordering::SeqCst);
+                // It may have let go just now.
+                self.detached.try_recv().ok()?
+            }
+        };
+        Some(SessionCarry {
+            fd: fd.into_raw_fd(),
+            chunks,
+        })
     }
 }
 
@@ -143,89 +222,100 @@ fn session_err(e: ClientSessionError) -> String {
     format!("RTMP session error: {e:?}")
 }
 
+/// Whole messages handed to rml during set-up are re-chunked this large
+/// (announced first): one chunk each.
+const FEED_CHUNK_SIZE: u32 = 1 << 24;
+/// How often a reader waiting for bytes looks whether it should let go.
+const DETACH_POLL: Duration = Duration::from_millis(20);
+
 /// Handshake, `connect` to the app, `play` the stream, then forward media
 /// until the stream ends, the socket is shut down, or nothing arrives for
 /// `spec.stall`.
 fn read_loop(
     id: SourceId,
+    sock: TcpStream,
+    spec: &SourceSpec,
+    events: &Sender<RelayEvent>,
+    shared: &Shared,
+    detached: &Sender<(OwnedFd, ChunkState)>,
+) -> Ended {
+    match set_up(id, sock, spec, events) {
+        Ok(Some((sock, chunks))) => play(id, sock, chunks, spec, events, shared, detached),
+        Ok(None) => Ended::Reason("the server ended the stream".into()),
+        Err(e) => Ended::Reason(e),
+    }
+}
+
+/// Go on with a carried session.
+fn resume(
+    id: SourceId,
+    carry: SessionCarry,
+    spec: &SourceSpec,
+    events: &Sender<RelayEvent>,
+    shared: &Shared,
+    detached: &Sender<(OwnedFd, ChunkState)>,
+) -> Ended {
+    let fd = match crate::sys::fds::adopt_fd(carry.fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return Ended::Reason(format!(
+                "cannot take over the carried session (descriptor {}): {e}",
+                carry.fd
+            ))
+        }
+    };
+    let _ = crate::sys::fds::set_cloexec(fd.as_raw_fd(), true);
+    let sock = TcpStream::from(fd);
+    if let Ok(c) = sock.try_clone() {
+        *lock(&shared.stream) = Some(c);
+    }
+    if shared.stop.load(Ordering::SeqCst) {
+        return Ended::Reason("stopped".into());
+    }
+    play(id, sock, carry.chunks, spec, events, shared, detached)
+}
+
+/// The handshake and rml's connect/play, fed whole messages by our chunk
+/// parser. Returns the socket and the parser once playing (None: the
+/// stream ended during set-up).
+fn set_up(
+    id: SourceId,
     mut sock: TcpStream,
     spec: &SourceSpec,
     events: &Sender<RelayEvent>,
-) -> Result<(), String> {
+) -> Result<Option<(TcpStream, ChunkState)>, String> {
     let setup_deadline = Instant::now() + SETUP_TIMEOUT;
     sock.set_write_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut input = handshake(&mut sock, &mut buf, setup_deadline)?;
-    let (mut session, mut pending) = rtmp_session(spec)?;
-    let mut play = Play {
-        id,
-        spec,
-        events,
-        playing: false,
-        last_media: Instant::now(),
-    };
-    loop {
-        if !input.is_empty() {
-            let results = session.handle_input(&input).map_err(session_err)?;
-            input.clear();
-            pending.extend(results);
-        }
-        let mut out = Vec::new();
-        for r in pending.drain(..) {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
-                ClientSessionResult::RaisedEvent(ev) => {
-                    if !play.on_event(ev, &mut session, &sock, &mut out)? {
-                        return Ok(());
-                    }
-                }
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
-        if !out.is_empty() {
-            write_all(&mut sock, &out)?;
-        }
-        let (deadline, what) = if play.playing {
-            (play.last_media + spec.stall, "media")
-        } else {
-            (setup_deadline, "RTMP connect/play")
-        };
-        let n = read_some(&mut sock, &mut buf, deadline, what)?;
-        input.extend_from_slice(&buf[..n]);
-    }
-}
 
-/// The RTMP handshake as a client; the bytes read past its end.
-fn handshake(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<Vec<u8>, String> {
+    // Handshake.
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("RTMP handshake: {e:?}"))?;
-    write_all(sock, &p0p1)?;
+    write_all(&mut sock, &p0p1)?;
+    let mut chunks = ChunkState::default();
     loop {
-        let n = read_some(sock, buf, deadline, "RTMP handshake")?;
+        let n = read_some(&mut sock, &mut buf, setup_deadline, "RTMP handshake")?;
         match hs
             .process_bytes(&buf[..n])
             .map_err(|e| format!("RTMP handshake: {e:?}"))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                write_all(sock, &response_bytes)?
+                write_all(&mut sock, &response_bytes)?
             }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                write_all(sock, &response_bytes)?;
-                return Ok(remaining_bytes);
+                write_all(&mut sock, &response_bytes)?;
+                chunks.push(&remaining_bytes);
+                break;
             }
         }
     }
-}
 
-/// A client session for `spec`'s app, its `connect` request the first
-/// thing to send.
-fn rtmp_session(spec: &SourceSpec) -> Result<(ClientSession, Vec<ClientSessionResult>), String> {
     let mut cfg = ClientSessionConfig::new();
     let host = if spec.host.contains(':') {
         format!("[{}]", spec.host)
@@ -243,81 +333,200 @@ fn rtmp_session(spec: &SourceSpec) -> Result<(ClientSession, Vec<ClientSessionRe
             .request_connection(spec.app.clone())
             .map_err(session_err)?,
     );
-    Ok((session, pending))
-}
-
-/// One stream being played: where its media goes, and since when it has
-/// been quiet.
-struct Play<'a> {
-    id: SourceId,
-    spec: &'a SourceSpec,
-    events: &'a Sender<RelayEvent>,
-    /// nginx accepted the `play`: media is due.
-    playing: bool,
-    last_media: Instant,
-}
-
-impl Play<'_> {
-    /// Act on one session event (what to send back goes to `out`); false
-    /// when the stream ended or nobody listens any more.
-    fn on_event(
-        &mut self,
-        ev: ClientSessionEvent,
-        session: &mut ClientSession,
-        sock: &TcpStream,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, String> {
-        let id = self.id;
-        match ev {
-            ClientSessionEvent::ConnectionRequestAccepted => {
-                if let ClientSessionResult::OutboundResponse(p) = session
-                    // RTMP `play` names the stream by its key.
-                    .request_playback(self.spec.stream.expose().to_string())
-                    .map_err(session_err)?
-                {
-                    out.extend_from_slice(&p.bytes)
-                }
+    // rml parses what we hand it with this chunk size (nginx's own
+    // set-chunk-size is applied by our parser, not passed on).
+    let mut feed = Vec::new();
+    chunks::encode(
+        2,
+        &Message {
+            type_id: chunks::TYPE_SET_CHUNK_SIZE,
+            stream_id: 0,
+            timestamp: 0,
+            data: bytes::Bytes::copy_from_slice(&FEED_CHUNK_SIZE.to_be_bytes()),
+        },
+        chunks::DEFAULT_CHUNK_SIZE,
+        &mut feed,
+    );
+    pending.extend(session.handle_input(&feed).map_err(session_err)?);
+    loop {
+        let mut out = Vec::new();
+        let mut playing = false;
+        for r in pending.drain(..) {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ClientSessionResult::RaisedEvent(ev) => match ev {
+                    ClientSessionEvent::ConnectionRequestAccepted => {
+                        if let ClientSessionResult::OutboundResponse(p) = session
+                            // RTMP `play` names the stream by its key.
+                            .request_playback(spec.stream.expose().to_string())
+                            .map_err(session_err)?
+                        {
+                            out.extend_from_slice(&p.bytes)
+                        }
+                    }
+                    ClientSessionEvent::ConnectionRequestRejected { description } => {
+                        return Err(format!("nginx refused the connect: {description}"));
+                    }
+                    ClientSessionEvent::PlaybackRequestAccepted => playing = true,
+                    ClientSessionEvent::VideoDataReceived { timestamp, data } => {
+                        let sent =
+                            forward(events, id, TAG_VIDEO, timestamp.value, data, Instant::now());
+                        if !sent {
+                            return Ok(None);
+                        }
+                    }
+                    ClientSessionEvent::AudioDataReceived { timestamp, data } => {
+                        let sent =
+                            forward(events, id, TAG_AUDIO, timestamp.value, data, Instant::now());
+                        if !sent {
+                            return Ok(None);
+                        }
+                    }
+                    ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                        if ends_stream(&code) {
+                            return Ok(None);
+                        }
+                        log::debug!("source {id}: RTMP status {code}");
+                    }
+                    _ => {}
+                },
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
             }
-            ClientSessionEvent::ConnectionRequestRejected { description } => {
-                return Err(format!("nginx refused the connect: {description}"));
-            }
-            ClientSessionEvent::PlaybackRequestAccepted => {
-                self.playing = true;
-                sock.set_write_timeout(Some(self.spec.stall))
-                    .map_err(|e| e.to_string())?;
-            }
-            ClientSessionEvent::VideoDataReceived { timestamp, data } => {
-                self.last_media = Instant::now();
-                return Ok(forward(
-                    self.events,
-                    id,
-                    TAG_VIDEO,
-                    timestamp.value,
-                    data,
-                    self.last_media,
-                ));
-            }
-            ClientSessionEvent::AudioDataReceived { timestamp, data } => {
-                self.last_media = Instant::now();
-                return Ok(forward(
-                    self.events,
-                    id,
-                    TAG_AUDIO,
-                    timestamp.value,
-                    data,
-                    self.last_media,
-                ));
-            }
-            ClientSessionEvent::UnhandleableOnStatusCode { code } => {
-                // NetStream.Play.UnpublishNotify: the publisher left.
-                if code.contains("Unpublish") || code.contains("Play.Stop") {
-                    return Ok(false);
-                }
-                log::debug!("source {id}: RTMP status {code}");
-            }
-            _ => {}
         }
-        Ok(true)
+        if !out.is_empty() {
+            write_all(&mut sock, &out)?;
+        }
+        if playing {
+            sock.set_write_timeout(Some(spec.stall))
+                .map_err(|e| e.to_string())?;
+            // From here on the parser's own acknowledgements count.
+            chunks.acked = chunks.received;
+            return Ok(Some((sock, chunks)));
+        }
+        match chunks.next_message().map_err(|e| format!("RTMP: {e}"))? {
+            Some(m) if m.type_id == chunks::TYPE_SET_CHUNK_SIZE => {}
+            Some(m) => {
+                let mut feed = Vec::new();
+                chunks::encode(3, &m, FEED_CHUNK_SIZE, &mut feed);
+                pending.extend(session.handle_input(&feed).map_err(session_err)?);
+            }
+            None => {
+                let n = read_some(&mut sock, &mut buf, setup_deadline, "RTMP connect/play")?;
+                chunks.push(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// NetStream.Play.UnpublishNotify or Play.Stop: the publisher left.
+fn ends_stream(code: &str) -> bool {
+    code.contains("Unpublish") || code.contains("Play.Stop")
+}
+
+/// The status code of an `onStatus` command or data message, if it is one.
+fn status_code(m: &Message) -> Option<String> {
+    use rml_rtmp::messages::{MessagePayload, RtmpMessage};
+    use rml_rtmp::rml_amf0::Amf0Value;
+    let payload = MessagePayload {
+        timestamp: rml_rtmp::time::RtmpTimestamp::new(m.timestamp),
+        type_id: m.type_id,
+        message_stream_id: m.stream_id,
+        data: m.data.clone(),
+    };
+    let values = match payload.to_rtmp_message().ok()? {
+        RtmpMessage::Amf0Command {
+            command_name,
+            additional_arguments,
+            ..
+        } if command_name == "onStatus" => additional_arguments,
+        RtmpMessage::Amf0Data { values } => values,
+        _ => return None,
+    };
+    values.into_iter().find_map(|v| match v {
+        Amf0Value::Object(mut o) => match o.remove("code") {
+            Some(Amf0Value::Utf8String(c)) => Some(c),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Playing: media to tags, pings answered, windows acknowledged, until
+/// the stream ends, a stall, a stop, or a hand-over takes the session.
+fn play(
+    id: SourceId,
+    mut sock: TcpStream,
+    mut chunks: ChunkState,
+    spec: &SourceSpec,
+    events: &Sender<RelayEvent>,
+    shared: &Shared,
+    detached: &Sender<(OwnedFd, ChunkState)>,
+) -> Ended {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_media = Instant::now();
+    shared.playing.store(true, Ordering::SeqCst);
+    loop {
+        loop {
+            let m = match chunks.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return Ended::Reason(format!("RTMP: {e}")),
+            };
+            let kind = match m.type_id {
+                8 => TAG_AUDIO,
+                9 => TAG_VIDEO,
+                chunks::TYPE_USER_CONTROL => {
+                    if let Some(pong) = chunks::answer_user_control(&m.data) {
+                        if let Err(e) = write_all(&mut sock, &pong) {
+                            return Ended::Reason(e);
+                        }
+                    }
+                    continue;
+                }
+                18 | 20 => {
+                    match status_code(&m) {
+                        Some(code) if ends_stream(&code) => {
+                            return Ended::Reason("the server ended the stream".into())
+                        }
+                        Some(code) => log::debug!("source {id}: RTMP status {code}"),
+                        None => {}
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            last_media = Instant::now();
+            if !forward(events, id, kind, m.timestamp, m.data, last_media) {
+                return Ended::Reason("the server ended the stream".into());
+            }
+        }
+        if let Some(seq) = chunks.ack_due() {
+            if let Err(e) = write_all(&mut sock, &chunks::ack(seq)) {
+                return Ended::Reason(e);
+            }
+        }
+        if shared.detach.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+            // Whole messages are all sent on: what is left is a part of one.
+            drop(lock(&shared.stream).take());
+            return match detached.try_send((std::os::fd::OwnedFd::from(sock), chunks)) {
+                Ok(()) => Ended::Detached,
+                // The owner gave up waiting: the socket is closed (dropped).
+                Err(_) => Ended::Reason("stopped".into()),
+            };
+        }
+        let deadline = last_media + spec.stall;
+        let poll = (Instant::now() + DETACH_POLL).min(deadline);
+        match read_some(&mut sock, &mut buf, poll, "media") {
+            Ok(n) => chunks.push(&buf[..n]),
+            Err(e) if e.starts_with("stalled") && Instant::now() < deadline => {}
+            Err(e) if e.starts_with("stalled") => {
+                return Ended::Reason(format!(
+                    "stalled: no media for {:.1} s",
+                    spec.stall.as_secs_f64()
+                ))
+            }
+            Err(e) => return Ended::Reason(e),
+        }
     }
 }
 

@@ -736,7 +736,7 @@ impl Splicer {
 }
 
 mod bridging;
-mod carry;
+pub mod carry;
 mod codecs;
 mod cutting;
 mod timing;

@@ -36,7 +36,8 @@ mod events;
 mod handover;
 mod out;
 mod players;
-pub use handover::RelayCarry;
+pub(super) use handover::take_carried;
+pub use handover::{inherit, RelayCarry};
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
@@ -127,6 +128,10 @@ pub struct SpliceRelay {
     /// source's first tag), and the measured lag (see `handover`).
     let_go_mono_ms: Option<u64>,
     resume_lag_ms: Option<u64>,
+    /// Hand-over: sessions the readers let go of (old binary), and the
+    /// ones carried in, until a reader takes them (new binary).
+    detached: Vec<(StreamKey, crate::relay::source::SessionCarry)>,
+    carried: Vec<handover::CarriedSource>,
     /// Bridge encoders by source (`relay/bridge.rs`): the next streamer's
     /// (and the on-air one's until their own keyframe) when their
     /// keyframes are far apart.
@@ -204,6 +209,8 @@ impl SpliceRelay {
             resume_gop_ms: None,
             let_go_mono_ms: None,
             resume_lag_ms: None,
+            detached: Vec::new(),
+            carried: Vec::new(),
             bridges: HashMap::new(),
             bridge_retry: HashMap::new(),
             bridges_settle_until: None,
@@ -211,7 +218,7 @@ impl SpliceRelay {
             card: None,
             last_card_tick: now,
         };
-        match crate::handover::take_relay() {
+        match handover::take_carried() {
             Some(c) => {
                 if let Err(e) = r.resume_from(c.clone()) {
                     log::error!("{e}; starting a new output (OBS sees a reconnect)");
@@ -378,18 +385,28 @@ impl SpliceRelay {
         self.stop_idle_players();
     }
 
-    fn start_source(&mut self, i: usize, now: Instant) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let slot = &mut self.slots[i];
-        let spec = SourceSpec {
+    fn source_spec(&self, key: &StreamKey) -> SourceSpec {
+        SourceSpec {
             host: self.spec.host.clone(),
             port: self.spec.port,
             app: self.spec.ingest_app.clone(),
-            stream: slot.key.clone(),
+            stream: key.clone(),
             stall: READER_IDLE,
+        }
+    }
+
+    fn start_source(&mut self, i: usize, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = self.slots[i].key.clone();
+        let spec = self.source_spec(&key);
+        let carried = self.take_carried(&key);
+        let started = match &carried {
+            Some(c) => Source::adopt(id, spec, c.session.clone(), self.events.clone()),
+            None => Source::spawn(id, spec, self.events.clone()),
         };
-        match Source::spawn(id, spec, self.events.clone()) {
+        let slot = &mut self.slots[i];
+        match started {
             Ok(s) => {
                 log::debug!("reading {} (source {id})", slot.name);
                 let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
@@ -401,7 +418,10 @@ impl SpliceRelay {
                 slot.keyframe_seen = false;
                 self.owners.insert(id, Owner::Streamer(slot.key.clone()));
                 self.splicer.add_source(id);
-                self.resume_source(i);
+                match carried {
+                    Some(c) => self.restore_carried(i, c),
+                    None => self.resume_source(i),
+                }
             }
             Err(e) => {
                 log::error!("cannot start a reader thread for {}: {e}", slot.name);
@@ -514,6 +534,7 @@ impl Relay for SpliceRelay {
             self.want = w.clone();
         }
         self.reconcile(now, notices);
+        self.close_unclaimed();
         notices.append(&mut self.pending);
     }
 
@@ -677,6 +698,10 @@ impl Relay for SpliceRelay {
 
     fn hand_over_at(&self, now: Instant) -> Instant {
         self.handover_time(now)
+    }
+
+    fn detach_sources(&mut self) {
+        self.detach_readers()
     }
 
     fn hand_over(&mut self, now: Instant) -> Result<RelayCarry, String> {

@@ -53,6 +53,25 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Descriptors of this process that survive `execve` (FD_CLOEXEC clear):
+/// at start, the ones inherited from the previous image.
+pub fn without_cloexec() -> Vec<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        // SAFETY: F_GETFD only reads the descriptor's flags; a number that
+        // is not open (the directory's own, closed since) gives -1.
+        .filter(|&fd| matches!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, f if f >= 0 && f & libc::FD_CLOEXEC == 0))
+        .collect()
+}
+
+/// Close an inherited descriptor nothing in this process owns.
+pub fn close_inherited(fd: RawFd) {
+    drop(adopt_fd(fd));
+}
+
 /// An anonymous memory file (memfd) that survives `execve`.
 pub fn memfd(name: &str) -> io::Result<std::fs::File> {
     // No MFD_CLOEXEC: the new image reads it.

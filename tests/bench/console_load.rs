@@ -1,4 +1,4 @@
-//! `cargo bench --bench console_load`: do open consoles take hook capacity?
+//! `bench::console_load`: do open consoles take hook capacity?
 //!
 //! Hook latency (on_publish + on_publish_done pairs, each a durable engine
 //! command, on a new TCP connection as nginx-rtmp sends them, paced at
@@ -12,10 +12,7 @@
 //!
 //! Environment: `MS_BENCH_QUICK=1` for 4 s per phase instead of 12 s.
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -181,20 +178,10 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        println!("console_load: bench");
-        return;
-    }
-    let secs = if std::env::var_os("MS_BENCH_QUICK").is_some() {
-        4.0
-    } else {
-        12.0
-    };
-    let rig = Rig::start(TOML);
-    let d = &rig.daemon;
-    // A registry with page links and a few queued streamers, so the
-    // status and pages have something to say.
+/// A registry with page links and a few queued streamers, so the status
+/// and pages have something to say, and a console session: the page
+/// links, the session cookie and the CSRF token.
+fn registry_and_login(d: &Daemon) -> (Vec<String>, String, String) {
     let mut links = Vec::new();
     for (i, name) in ["A", "B", "C", "D", "E"].iter().enumerate() {
         let r = d.admin(
@@ -224,6 +211,68 @@ fn main() {
         .and_then(|c| c.split(';').next())
         .unwrap_or_default()
         .to_string();
+    (links, cookie, csrf)
+}
+
+/// The open pages of one phase: `consoles` consoles (status, and the
+/// streamer list every 15th poll) and `pages` streamer pages, each a
+/// thread polling every second until `stop`.
+struct Pages {
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicUsize>,
+    polls: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pages {
+    fn open(
+        d: &Daemon,
+        consoles: usize,
+        pages: usize,
+        links: &[String],
+        (cookie, csrf): (&str, &str),
+    ) -> Pages {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicUsize::new(0));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for i in 0..consoles + pages {
+            let (stop, errors, polls) = (stop.clone(), errors.clone(), polls.clone());
+            let (reqs, slow) = if i < consoles {
+                (
+                    vec![get_req("/api/status", &[("Cookie", cookie)])],
+                    Some(get_req(
+                        "/api/streamers",
+                        &[("Cookie", cookie), ("X-CSRF-Token", csrf)],
+                    )),
+                )
+            } else {
+                let t = &links[i % links.len()];
+                (vec![get_req(&format!("/me/{t}/status"), &[])], None)
+            };
+            let port = d.port;
+            threads.push(std::thread::spawn(move || {
+                page(port, reqs, slow, stop, errors, polls)
+            }));
+        }
+        Pages {
+            stop,
+            errors,
+            polls,
+            threads,
+        }
+    }
+}
+
+pub fn main() {
+    let secs = if std::env::var_os("MS_BENCH_QUICK").is_some() {
+        4.0
+    } else {
+        12.0
+    };
+    let rig = Rig::start(TOML);
+    let d = &rig.daemon;
+    let (links, cookie, csrf) = registry_and_login(d);
 
     println!(
         "motherstream console load bench ({} cores): hook pairs (on_publish + on_publish_done, durable) at 100 pairs/s, {secs} s per phase",
@@ -250,41 +299,21 @@ fn main() {
         ("0 consoles (again)", 0, 0),
         ("20 consoles (again)", 20, 0),
     ] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let errors = Arc::new(AtomicUsize::new(0));
-        let polls = Arc::new(AtomicUsize::new(0));
-        let mut threads = Vec::new();
-        for i in 0..consoles + pages {
-            let (stop, errors, polls) = (stop.clone(), errors.clone(), polls.clone());
-            let (reqs, slow) = if i < consoles {
-                (
-                    vec![get_req("/api/status", &[("Cookie", &cookie)])],
-                    Some(get_req(
-                        "/api/streamers",
-                        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
-                    )),
-                )
-            } else {
-                let t = &links[i % links.len()];
-                (vec![get_req(&format!("/me/{t}/status"), &[])], None)
-            };
-            let port = d.port;
-            threads.push(std::thread::spawn(move || {
-                page(port, reqs, slow, stop, errors, polls)
-            }));
-        }
+        let pages = Pages::open(d, consoles, pages, &links, (&cookie, &csrf));
+        let (stop, errors, polls) = (&pages.stop, &pages.errors, &pages.polls);
         // Let every page make its first poll before measuring.
-        std::thread::sleep(Duration::from_millis(if consoles + pages > 0 {
-            1200
-        } else {
+        std::thread::sleep(Duration::from_millis(if pages.threads.is_empty() {
             0
+        } else {
+            1200
         }));
+
         let p0 = polls.load(Ordering::Relaxed);
         let t0 = Instant::now();
         let (lat, policy, hook_errors) = hooks(d, secs, &mut base);
         let poll_rate = (polls.load(Ordering::Relaxed) - p0) as f64 / t0.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        for t in threads {
+        for t in pages.threads {
             let _ = t.join();
         }
         println!(

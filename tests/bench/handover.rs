@@ -1,5 +1,6 @@
 //! Restart vs hand-over, side by side in one run (`cargo bench --bench
-//! handover`; `MS_BENCH_EVENTS` per mode, default 3): one private
+//! handover`; `MS_BENCH_EVENTS` per mode, default 3; `MS_BENCH_MODES=handover`
+//! for the two hand-overs only): one private
 //! nginx-rtmp per mode, the release daemon, alice on air (30 fps, keyframe
 //! every 2 s) and bob queued, a decoding viewer of the output and a client
 //! opening a connection to `/healthz` every 20 ms. Each event:
@@ -8,7 +9,10 @@
 //!   systemd's restart did before motherstream.socket);
 //! * `restart, socket activation`: the same with the socket held outside
 //!   the daemon (as systemd does with motherstream.socket);
-//! * `hand-over`: `motherstream upgrade`.
+//! * `hand-over, sources read again`: `motherstream upgrade` with
+//!   `MOTHERSTREAM_HANDOVER_REREAD` set (the sources' RTMP sessions are
+//!   dropped and read again after exec: the way before they were carried);
+//! * `hand-over, sessions carried`: `motherstream upgrade`.
 //!
 //! Printed per mode: the longest gap between decoded frames at the viewer
 //! (frozen picture), the longest time without a frame of the streamer on
@@ -16,23 +20,25 @@
 //! republished (its nginx client id changed), and the hook probes refused,
 //! failed or slow.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::activated::Activated;
-use common::prober::{Probe, Prober};
-use common::viewer::Viewer;
-use common::*;
+use crate::common::activated::Activated;
+use crate::common::prober::{Probe, Prober};
+use crate::common::viewer::Viewer;
+use crate::common::*;
 
 const FPS: u32 = 30;
+/// `motherstream::relay` is not reachable from the bench: the same name.
+const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
 const GOP: u32 = 60;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     RestartOwnSocket,
     RestartActivated,
+    /// The hand-over as it was before sessions were carried: the sources
+    /// read again after exec (`MOTHERSTREAM_HANDOVER_REREAD`).
+    HandOverReread,
     HandOver,
 }
 
@@ -41,7 +47,8 @@ impl Mode {
         match self {
             Mode::RestartOwnSocket => "restart, own socket",
             Mode::RestartActivated => "restart, socket activation",
-            Mode::HandOver => "hand-over (motherstream upgrade)",
+            Mode::HandOverReread => "hand-over, sources read again",
+            Mode::HandOver => "hand-over, sessions carried",
         }
     }
 }
@@ -75,7 +82,7 @@ fn config(nginx: &Nginx, dir: &std::path::Path, port: u16) -> String {
     )
 }
 
-fn gap(frames: &[common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
+fn gap(frames: &[crate::common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
     let t: Vec<Instant> = frames
         .iter()
         .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
@@ -88,7 +95,14 @@ fn gap(frames: &[common::viewer::Frame], video: bool, from: Instant, to: Instant
 
 fn run(mode: Mode, events: usize) -> Row {
     let (nginx, mut under, port) = match mode {
-        Mode::RestartOwnSocket | Mode::HandOver => {
+        Mode::RestartOwnSocket | Mode::HandOver | Mode::HandOverReread => {
+            // The daemon inherits the bench's environment (and keeps it
+            // across exec).
+            if mode == Mode::HandOverReread {
+                std::env::set_var(REREAD_ENV, "1");
+            } else {
+                std::env::remove_var(REREAD_ENV);
+            }
             let hook_port = free_port();
             let nginx = Nginx::start(hook_port);
             let d = Daemon::start(DaemonOpts {
@@ -153,7 +167,7 @@ fn run(mode: Mode, events: usize) -> Row {
         let client = nginx.output_client();
         let t0 = Instant::now();
         match (&mut under, mode) {
-            (Under::Own(d), Mode::HandOver) => {
+            (Under::Own(d), Mode::HandOver | Mode::HandOverReread) => {
                 let out = std::process::Command::new(daemon_bin())
                     .arg("--config")
                     .arg(d.config_path())
@@ -181,7 +195,7 @@ fn run(mode: Mode, events: usize) -> Row {
         let frames = viewer.frames();
         let to = Instant::now();
         row.video_gaps.push(gap(&frames, true, t0, to));
-        let alice_frames: Vec<common::viewer::Frame> = frames
+        let alice_frames: Vec<crate::common::viewer::Frame> = frames
             .iter()
             .filter(|f| f.size == Some((320, 180)))
             .cloned()
@@ -202,7 +216,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn main() {
+pub fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
@@ -210,11 +224,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let modes = [
-        Mode::RestartOwnSocket,
-        Mode::RestartActivated,
-        Mode::HandOver,
-    ];
+    // MS_BENCH_MODES=handover: only the two hand-overs.
+    let only_handovers = std::env::var("MS_BENCH_MODES").is_ok_and(|m| m == "handover");
+    let modes: &[Mode] = if only_handovers {
+        &[Mode::HandOverReread, Mode::HandOver]
+    } else {
+        &[
+            Mode::RestartOwnSocket,
+            Mode::RestartActivated,
+            Mode::HandOverReread,
+            Mode::HandOver,
+        ]
+    };
     let rows: Vec<(Mode, Row)> = modes.iter().map(|&m| (m, run(m, events))).collect();
     println!(
         "\n{:<34} {:>18} {:>18} {:>18} {:>12} {:>22} {:>12}",

@@ -1,6 +1,6 @@
 //! Bench: how often the idle daemon wakes up with OBS connected.
 //!
-//! `cargo bench --bench idle_wakeups` (env `MS_BENCH_SECS`, default 60).
+//! `bench::idle_wakeups` (env `MS_BENCH_SECS`, default 60).
 //!
 //! Real everything: a private nginx-rtmp, a headless OBS 29 playing
 //! `motherstream/live`, and the motherstream daemon with `[obs] enabled =
@@ -14,16 +14,11 @@
 //! A figure, not a test: it depends on the machine, so it asserts nothing
 //! except that OBS stayed connected; the target is ≤ 1 wakeup/s.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/obs.rs"]
-mod obs;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
-use obs::{until, Obs, ObsOpts};
+use crate::common::obs::{until, Obs, ObsOpts};
+use crate::common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
 
 /// Context switches (voluntary + non-voluntary) per thread, keyed by
 /// "name/tid" so threads that come and go are still told apart.
@@ -57,11 +52,7 @@ fn obs_connected(d: &Daemon) -> bool {
     d.status()["obs"]["connected"].as_bool().unwrap_or(false)
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("idle_wakeups: run with `cargo bench --bench idle_wakeups`");
-        return;
-    }
+pub fn main() {
     let secs: u64 = std::env::var("MS_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

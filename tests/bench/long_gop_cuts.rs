@@ -4,7 +4,7 @@
 //! = true`: a re-encode with an IDR every 0.25 s until their own next
 //! keyframe), side by side in one run.
 //!
-//! `cargo bench --bench long_gop_cuts`; env `MS_BENCH_ROUNDS` (runs per
+//! `bench::long_gop_cuts`; env `MS_BENCH_ROUNDS` (runs per
 //! way, alternating, default 1).
 //!
 //! Real everything: a private nginx-rtmp, the daemon, a decoding ffmpeg
@@ -19,12 +19,8 @@
 //! in-process readers) over the run, and each bridge encoder's (from
 //! /proc at its stop, as the daemon logs it).
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/long_gop_cuts.rs"]
-mod long_gop_cuts;
-
-use long_gop_cuts::{CutSeen, RunSeen};
+use crate::common::long_gop_cuts;
+use crate::common::long_gop_cuts::{CutSeen, RunSeen};
 
 fn ms(d: Option<std::time::Duration>) -> String {
     d.map_or("never".into(), |d| {
@@ -102,7 +98,7 @@ fn summary(name: &str, runs: &[RunSeen]) {
     );
 }
 
-fn main() {
+pub fn main() {
     let rounds: usize = std::env::var("MS_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

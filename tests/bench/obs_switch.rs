@@ -1,7 +1,7 @@
 //! Bench: the splice relay and the restart relay side by side, in one run,
 //! as a real OBS shows them.
 //!
-//! `cargo bench --bench obs_switch`; env `MS_BENCH_SWITCHES` (per mode,
+//! `bench::obs_switch`; env `MS_BENCH_SWITCHES` (per mode,
 //! default 10), `MS_BENCH_ROUNDS` (blocks per mode, alternating splice and
 //! restart so that a change of machine load hits both, default 2),
 //! `MS_BENCH_SLATE` (an operator slate for splice mode), `MS_BENCH_VERBOSE`.
@@ -23,18 +23,14 @@
 //! (all its threads, the in-process source readers included) plus its
 //! ffmpeg children's, from /proc, over the switches of the block.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/obs.rs"]
-mod obs;
-#[path = "../common/obs_cut.rs"]
-mod obs_cut;
-
+use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
-use obs::{Obs, ObsOpts, Seen};
-use obs_cut::{measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher};
+use crate::common::obs::{Obs, ObsClient, ObsOpts, Seen};
+use crate::common::obs_cut::{
+    measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+};
+use crate::common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
 
 const FPS: u32 = 30;
 const GOP: u32 = 60;
@@ -121,6 +117,16 @@ struct Block {
     added_buffering: usize,
 }
 
+impl Block {
+    /// OBS's audio complaints in its log since `log_before` bytes.
+    fn count_obs_log(&mut self, log: &str, log_before: usize) {
+        let new = log.get(log_before..).unwrap_or("");
+        self.lagging = new.matches("audio is lagging").count();
+        self.max_buffering = new.matches("Max audio buffering").count();
+        self.added_buffering = new.matches("audio buffering").count() - self.max_buffering;
+    }
+}
+
 struct Env<'a> {
     nginx: &'a Nginx,
     obs: &'a Obs,
@@ -130,7 +136,8 @@ struct Env<'a> {
     verbose: bool,
 }
 
-fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
+/// The daemon for one block, in `mode`, connected to OBS.
+fn start_daemon(e: &Env, mode: Mode) -> Daemon {
     let mut relay = format!("[relay]\nmode = \"{}\"\n", mode.name());
     if mode == Mode::Splice {
         if let Ok(p) = std::env::var("MS_BENCH_SLATE") {
@@ -148,14 +155,35 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         bin: daemon_bin(),
         hook_secret: Some(e.nginx.hook_secret.clone()),
     });
-    let connected = common::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
-        daemon.status()["obs"]["connected"].as_bool()?.then_some(())
-    });
+    let connected =
+        crate::common::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+            daemon.status()["obs"]["connected"].as_bool()?.then_some(())
+        });
     assert!(
         connected.is_some(),
         "{}: daemon never connected to OBS",
         mode.name()
     );
+    daemon
+}
+
+/// Every block starts from a fresh media source (a settings change
+/// makes OBS reopen it): what an earlier block did to OBS's timeline
+/// must not carry over.
+fn reopen_media_source(c: &mut ObsClient, mode: Mode) {
+    static REOPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = REOPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let opts = format!("fpsprobesize=0{}", " ".repeat(n % 2 + 1));
+    if let Err(err) = c.request(
+        "SetInputSettings",
+        serde_json::json!({"inputName": obs::MEDIA, "inputSettings": {"ffmpeg_options": opts}, "overlay": true}),
+    ) {
+        println!("{}: could not reopen OBS's media source: {err}", mode.name());
+    }
+}
+
+fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
+    let daemon = start_daemon(e, mode);
     let watch = e.obs.watch(
         obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
         obs::MEDIA,
@@ -163,7 +191,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     let mut c = e.obs.client();
     let url = |k: &str| e.nginx.rtmp_url("live", k);
     let wait_queue = |want: &[&str]| {
-        common::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        crate::common::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
             (daemon.queue() == want).then_some(())
         })
         .is_some()
@@ -181,18 +209,7 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     );
     assert!(wait_queue(&["red"]), "red did not join");
     std::thread::sleep(Duration::from_millis(1500));
-    // Every block starts from a fresh media source (a settings change
-    // makes OBS reopen it): what an earlier block did to OBS's timeline
-    // must not carry over.
-    static REOPENS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = REOPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let opts = format!("fpsprobesize=0{}", " ".repeat(n % 2 + 1));
-    if let Err(err) = c.request(
-        "SetInputSettings",
-        serde_json::json!({"inputName": obs::MEDIA, "inputSettings": {"ffmpeg_options": opts}, "overlay": true}),
-    ) {
-        println!("{}: could not reopen OBS's media source: {err}", mode.name());
-    }
+    reopen_media_source(&mut c, mode);
     if wait_seen(&mut c, Seen::Red, Duration::from_secs(30)).is_none() {
         println!("{}: OBS did not show red within 30 s", mode.name());
     }
@@ -260,13 +277,9 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
     b.wall_s = t_block.elapsed().as_secs_f64();
     b.cpu_s = relay_ticks(daemon.pid()).saturating_sub(ticks0) as f64 / clock_ticks();
     b.obs_events = watch.all_events(t_block, Instant::now()).len();
-    let log = e.obs.log_all();
-    let new = log.get(log_before..).unwrap_or("");
-    b.lagging = new.matches("audio is lagging").count();
-    b.max_buffering = new.matches("Max audio buffering").count();
-    b.added_buffering = new.matches("audio buffering").count() - b.max_buffering;
+    b.count_obs_log(&e.obs.log_all(), log_before);
     if e.verbose {
-        println!("{}", common::tail(&daemon.log_path(), 60));
+        println!("{}", crate::common::tail(&daemon.log_path(), 60));
     }
     drop((player, watch, c, red, blue));
     drop(daemon);
@@ -370,11 +383,7 @@ fn summarize(blocks: &[Block]) -> Summary {
     }
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("obs_switch: run with `cargo bench --bench obs_switch`");
-        return;
-    }
+pub fn main() {
     let switches = env_num("MS_BENCH_SWITCHES", 10).max(1);
     let rounds = env_num("MS_BENCH_ROUNDS", 2).clamp(1, switches);
     let hook_port = free_port();

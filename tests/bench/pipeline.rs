@@ -1,14 +1,11 @@
-//! `cargo bench --bench pipeline`: figures for the whole pipeline, printed
+//! `bench::pipeline`: figures for the whole pipeline, printed
 //! next to their targets. Real nginx-rtmp, real ffmpeg, the release-built
 //! daemon. Every request goes on a new TCP connection as nginx-rtmp sends
 //! it (HTTP/1.0, Connection: Close). Every loop is bounded in count and time.
 //!
 //! Environment: `MS_BENCH_QUICK=1` for a short run (smaller counts, 3 switches).
 
-#[path = "../common/mod.rs"]
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -419,27 +416,30 @@ fn baseline_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
 
 // ------------------------------------------------------------ main
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` / `cargo test --benches` compatibility.
-        println!("pipeline: bench");
-        return;
-    }
+/// Requests per run at 1, 8 and 64 clients: reads and on_connect, and
+/// on_publish (each a durable enqueue, kept short enough that the "small
+/// queue" runs stay well below the 10,000-entry run).
+struct Counts {
+    hooks: [usize; 3],
+    publishes: [usize; 3],
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+pub fn main() {
     let q = quick();
-    let (n1, n8, n64) = if q {
-        (300, 1000, 3000)
+    let counts = if q {
+        Counts {
+            hooks: [300, 1000, 3000],
+            publishes: [300, 1000, 2000],
+        }
     } else {
-        (2000, 8000, 20_000)
-    };
-    // on_publish runs add one entry per request: keep them short enough
-    // that the "small queue" runs stay well below the 10,000-entry run.
-    let (p1, p8, p64) = if q {
-        (300, 1000, 2000)
-    } else {
-        (1000, 4000, 5000)
+        Counts {
+            hooks: [2000, 8000, 20_000],
+            publishes: [1000, 4000, 5000],
+        }
     };
     let switch_runs = if q { 3 } else { 5 };
-    let limit = Duration::from_secs(20);
 
     println!(
         "motherstream pipeline bench ({} cores, release binary {:?})",
@@ -450,12 +450,30 @@ fn main() {
     );
 
     let mut rig = Rig::start(BENCH_TOML);
-    let port = rig.daemon.port;
-    let connect_path = rig.daemon.hook_path("on_connect");
-    let publish_path = rig.daemon.hook_path("on_publish");
-    let pid = rig.daemon.pid();
+    let pid = start_to_serving(&mut rig);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_idle = rss_kib(pid).unwrap_or(0);
 
-    // Start to serving: the first start plus four restarts on an empty state.
+    let qj = hooks_and_reads(&rig, &counts);
+    let base = publishes(&rig, &counts);
+    publishes_at_10000_queued(&rig, &counts, base, &qj);
+    rss_and_big_restart(&mut rig, pid, rss_idle);
+
+    println!("\nswitch gap at the output (publishers 30 fps, GOP 1 s; t0 = SIGINT of the on-air publisher; viewer ffmpeg -c copy -f framecrc):");
+    rig.daemon.admin("/clear-queue", "", None);
+    let (mut gaps, hooks) = switch_gap(&rig, switch_runs);
+    println!(
+        "  median of {} runs: {:.3} s   target: ≤ 0.8 s;  worst hook latency during the switches: {:.1} ms",
+        gaps.len(),
+        median(&mut gaps),
+        hooks.iter().cloned().fold(0.0, f64::max)
+    );
+}
+
+/// Start to serving: the first start plus four restarts on an empty state;
+/// the daemon's pid after them.
+fn start_to_serving(rig: &mut Rig) -> u32 {
+    let pid = rig.daemon.pid();
     let mut starts = vec![rig.daemon.last_start.as_secs_f64() * 1000.0];
     for _ in 0..4 {
         rig.daemon.kill9();
@@ -467,9 +485,6 @@ fn main() {
     } else {
         pid
     };
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_idle = rss_kib(pid).unwrap_or(0);
-
     println!("\nstart to serving (spawn → first 200 from /healthz), empty state:");
     println!(
         "  runs {:?} ms  median {:.1} ms   target: ≤ 50 ms",
@@ -479,7 +494,15 @@ fn main() {
             .collect::<Vec<_>>(),
         median(&mut starts.clone())
     );
+    pid
+}
 
+/// on_connect and /queue-json (5 queued) at 1, 8 and 64 clients, after
+/// the ceiling of the load generator here; the /queue-json request.
+fn hooks_and_reads(rig: &Rig, counts: &Counts) -> Vec<u8> {
+    let port = rig.daemon.port;
+    let connect_path = rig.daemon.hook_path("on_connect");
+    let [n1, n8, n64] = counts.hooks;
     println!("\nhook latency and throughput (new TCP connection per request, HTTP/1.0, Connection: Close):");
     // The ceiling of this load generator + loopback TCP on this machine: a
     // minimal one-thread server answering a fixed 200, same requests.
@@ -490,7 +513,7 @@ fn main() {
         &[],
         connect_body("live", 1935).as_bytes(),
     );
-    let l = load(bport, 64, n64, limit, &|_| connect0.clone());
+    let l = load(bport, 64, n64, LIMIT, &|_| connect0.clone());
     report(
         "(baseline: minimal server)",
         64,
@@ -506,7 +529,7 @@ fn main() {
         connect_body("live", 1935).as_bytes(),
     );
     for (c, n) in [(1, n1), (8, n8), (64, n64)] {
-        let l = load(port, c, n, limit, &|_| connect.clone());
+        let l = load(port, c, n, LIMIT, &|_| connect.clone());
         report("on_connect", c, &l, "≥ 20,000 req/s");
     }
     // /queue-json with a short queue (what overlays poll in practice).
@@ -516,17 +539,23 @@ fn main() {
     }
     let qj = request_bytes("GET", "/queue-json", &[], b"");
     for (c, n) in [(1, n1), (8, n8), (64, n64)] {
-        let l = load(port, c, n, limit, &|_| qj.clone());
+        let l = load(port, c, n, LIMIT, &|_| qj.clone());
         report("GET /queue-json (5 queued)", c, &l, "≥ 20,000 req/s");
     }
+    qj
+}
 
-    // on_publish, distinct keys (each one a durable enqueue), from an
-    // emptied queue each time.
+/// on_publish, distinct keys (each one a durable enqueue), from an
+/// emptied queue each time; the next unused key number.
+fn publishes(rig: &Rig, counts: &Counts) -> usize {
+    let port = rig.daemon.port;
+    let publish_path = rig.daemon.hook_path("on_publish");
+    let [p1, p8, p64] = counts.publishes;
     let mut base = 1_000_000usize;
     for (c, n) in [(1, p1), (8, p8), (64, p64)] {
         rig.daemon.admin("/clear-queue", "", None);
         let b = base;
-        let l = load(port, c, n, limit, &|i| {
+        let l = load(port, c, n, LIMIT, &|i| {
             request_bytes(
                 "POST",
                 &publish_path,
@@ -542,8 +571,13 @@ fn main() {
         report("on_publish (durable)", c, &l, target);
         base += n;
     }
+    base
+}
 
-    // on_publish with 10,000 entries already queued.
+/// on_publish and /queue-json with 10,000 entries already queued.
+fn publishes_at_10000_queued(rig: &Rig, counts: &Counts, base: usize, qj: &[u8]) {
+    let port = rig.daemon.port;
+    let publish_path = rig.daemon.hook_path("on_publish");
     rig.daemon.admin("/clear-queue", "", None);
     let b = base;
     let fill = load(port, 64, 10_000, Duration::from_secs(120), &|i| {
@@ -554,14 +588,13 @@ fn main() {
             publish_body("live", &format!("f{}", b + i), (b + i) as u64, "").as_bytes(),
         )
     });
-    base += 10_000;
+    let b = base + 10_000;
     let queued = rig.daemon.queue().len();
     println!(
         "  (filled the queue: {} ok in {:.1} s → {queued} entries)",
         fill.ok, fill.secs
     );
-    let b = base;
-    let l = load(port, 64, p64, limit, &|i| {
+    let l = load(port, 64, counts.publishes[2], LIMIT, &|i| {
         request_bytes(
             "POST",
             &publish_path,
@@ -575,14 +608,18 @@ fn main() {
         &l,
         "≥ 10,000 req/s, p99 ≤ 5 ms (flat)",
     );
-    let l = load(port, 8, n8, limit, &|_| qj.clone());
+    let l = load(port, 8, counts.hooks[1], LIMIT, &|_| qj.to_vec());
     report(
         &format!("/queue-json at {} queued", rig.daemon.queue().len()),
         8,
         &l,
         "(informative)",
     );
+}
 
+/// RSS idle, right after the load and settled; then a restart with the
+/// big state: how long to serve.
+fn rss_and_big_restart(rig: &mut Rig, pid: u32, rss_idle: u64) {
     let rss_load = rss_kib(pid).unwrap_or(0);
     // The daemon returns freed heap to the kernel 1 s after a burst: also
     // report where it settles.
@@ -596,23 +633,11 @@ fn main() {
         rss_settled as f64 / 1024.0,
         rig.daemon.queue().len()
     );
-
-    // Restart with the big state: how long to serve.
     rig.daemon.kill9();
     rig.daemon.restart();
     println!(
         "  start to serving with {} entries in queue.json: {:.1} ms (informative)",
         rig.daemon.queue().len(),
         rig.daemon.last_start.as_secs_f64() * 1000.0
-    );
-
-    println!("\nswitch gap at the output (publishers 30 fps, GOP 1 s; t0 = SIGINT of the on-air publisher; viewer ffmpeg -c copy -f framecrc):");
-    rig.daemon.admin("/clear-queue", "", None);
-    let (mut gaps, hooks) = switch_gap(&rig, switch_runs);
-    println!(
-        "  median of {} runs: {:.3} s   target: ≤ 0.8 s;  worst hook latency during the switches: {:.1} ms",
-        gaps.len(),
-        median(&mut gaps),
-        hooks.iter().cloned().fold(0.0, f64::max)
     );
 }

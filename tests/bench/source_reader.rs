@@ -4,17 +4,14 @@
 //! publisher, same run, alternating: time from start to the first tag and
 //! to the first keyframe, and CPU per second of stream.
 //!
-//! `cargo bench --bench source_reader` (env `MS_BENCH_RUNS`, default 5;
+//! `bench::source_reader` (env `MS_BENCH_RUNS`, default 5;
 //! `MS_BENCH_SECONDS` of reading per run, default 10).
-
-#[path = "../common/mod.rs"]
-mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use motherstream::relay::flv::Demuxer;
 use motherstream::relay::source::{Source, SourceSpec};
 use motherstream::relay::RelayEvent;
@@ -150,7 +147,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn main() {
+pub fn main() {
     let runs = env("MS_BENCH_RUNS", 5);
     let secs = env("MS_BENCH_SECONDS", 10);
     let rig = Rig::start("[relay]\nmode = \"restart\"\n");

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{parse_resp, request_bytes, send_raw, signal, wait_child, wait_for, TempDir};
+use super::{parse_resp, request_bytes, send_raw, signal, wait_child, wait_for, Nginx, TempDir};
 
 pub struct Activated {
     pub dir: TempDir,
@@ -41,8 +41,24 @@ impl Activated {
         self.dir.join("ms.toml")
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+    /// Write the config (`[http] listen` on `listen_port`, which the held
+    /// socket overrides; `nginx`'s RTMP port, /control and /stat; state and
+    /// relay log in the directory; info log to stderr; then `extra`) and
+    /// `nginx`'s hook secret where the daemon reads it.
+    pub fn configure(&self, nginx: &Nginx, listen_port: u16, extra: &str) {
+        fs::create_dir_all(self.dir.join("state")).expect("state dir");
+        fs::write(self.dir.join("state/hook.secret"), &nginx.hook_secret).expect("hook secret");
+        let cfg = format!(
+            "[http]\nlisten = \"127.0.0.1:{listen_port}\"\n[rtmp]\nport = {}\n\
+             control_url = \"http://127.0.0.1:{nh}/control\"\nstat_url = \"http://127.0.0.1:{nh}/stat\"\n\
+             [state]\ndir = \"{}\"\n[relay]\nlog_file = \"{}\"\n\
+             [log]\nlevel = \"info\"\ntarget = \"stderr\"\n{extra}",
+            nginx.rtmp_port,
+            self.dir.join("state").display(),
+            self.dir.join("ffmpeg.log").display(),
+            nh = nginx.http_port
+        );
+        fs::write(self.config_path(), cfg).expect("config");
     }
 
     /// Start the daemon with the socket as descriptor 3 and wait until it

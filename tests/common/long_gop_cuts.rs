@@ -2,16 +2,14 @@
 //! nginx-rtmp and the real daemon, seen by the decoding viewer: ffmpeg with
 //! x264's defaults (keyframe every 8.3 s at 30 fps, B-frames), GStreamer
 //! `x264enc` at 60 fps (keyframe every 4.2 s, B-frames), an ffmpeg 2 s-GOP
-//! publisher. Used by `tests/long_gop.rs` (asserts) and
-//! `benches/long_gop_cuts` (old way vs new way table). `MS_CUTS_DEBUG=1`
+//! publisher. Used by `it::long_gop` (asserts) and
+//! `bench::long_gop_cuts` (old way vs new way table). `MS_CUTS_DEBUG=1`
 //! prints every decoded-PTS step over 50 ms around each cut.
-
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
-use crate::common::viewer::Viewer;
-use crate::common::*;
+use super::viewer::Viewer;
+use super::*;
 
 pub const SLATE: (u32, u32) = (640, 360);
 pub const XDEF: (u32, u32) = (320, 180);

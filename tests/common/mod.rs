@@ -6,10 +6,11 @@
 //! Rules kept everywhere here: loopback only, free ports, every wait bounded
 //! in time, every process we start is stopped by its own PID (or its own
 //! process group, whose id is that PID), never by name.
-#![allow(dead_code)]
-
 pub mod activated;
 pub mod chromium;
+pub mod long_gop_cuts;
+pub mod obs;
+pub mod obs_cut;
 pub mod prober;
 pub mod viewer;
 pub mod webhook;
@@ -25,6 +26,34 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::Value;
 
+// ---------------------------------------------------------------- turns
+
+/// All integration tests are one binary (`tests/it`) run two at a time
+/// (`--test-threads=2`), so tests of different files pair up. A test whose
+/// assertions depend on the machine's spare CPU (cut gaps, stalls,
+/// watchdog pings, hand-over timing, hook latency under load) or that
+/// runs a CPU hog (OBS, chromium) takes the heavy turn for its whole run,
+/// and runs alone; every other test takes a light turn, and two light
+/// tests run side by side. (Waiting heavy turns go first: std's `RwLock`
+/// prefers writers.) OBS tests also serialise across processes (see
+/// `obs::Obs`).
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Wait until no other test runs, and keep it so until the guard is
+/// dropped. A test that panicked while holding a turn blocks no other.
+pub fn heavy_turn() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TURNS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Wait until no heavy test runs; light tests share.
+pub fn light_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    TURNS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 // ---------------------------------------------------------------- basics
 
 /// A free TCP port on 127.0.0.1 (bind port 0, read it back, release it).
@@ -38,7 +67,6 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 /// A directory under `std::env::temp_dir()`, removed (recursively) on Drop.
 pub struct TempDir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl TempDir {
@@ -54,7 +82,7 @@ impl TempDir {
                 std::process::id()
             ));
             if fs::create_dir(&path).is_ok() {
-                return TempDir { path, keep: false };
+                return TempDir { path };
             }
         }
         panic!("cannot create a temp dir under {:?}", std::env::temp_dir());
@@ -67,16 +95,11 @@ impl TempDir {
     pub fn join(&self, p: &str) -> PathBuf {
         self.path.join(p)
     }
-
-    /// Keep the directory after Drop (for debugging a failing run).
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.keep && std::env::var_os("MS_KEEP_TMP").is_none() {
+        if std::env::var_os("MS_KEEP_TMP").is_none() {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -150,7 +173,6 @@ pub fn tail(path: &Path, n: usize) -> String {
 pub struct Nginx {
     pub rtmp_port: u16,
     pub http_port: u16,
-    pub hook_port: u16,
     /// The secret path segment of the hook URLs this nginx calls
     /// (`/hook/<secret>/on_publish`); give it to the daemon
     /// (`DaemonOpts::hook_secret`).
@@ -227,7 +249,6 @@ impl Nginx {
                     return Nginx {
                         rtmp_port,
                         http_port,
-                        hook_port,
                         hook_secret,
                         child,
                         dir,
@@ -251,10 +272,6 @@ impl Nginx {
             }
         }
         panic!("cannot start nginx: {last_err}");
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     pub fn rtmp_url(&self, app: &str, stream: &str) -> String {
@@ -413,8 +430,6 @@ impl Drop for Nginx {
 /// An ffmpeg lavfi test publisher (testsrc2 + sine, x264 ultrafast, GOP 1 s
 /// at 15 fps). Its picture size tells who is on air at the output.
 pub struct Publisher {
-    pub url: String,
-    pub size: (u32, u32),
     child: Child,
     dir: TempDir,
 }
@@ -484,12 +499,7 @@ impl Publisher {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn ffmpeg (apt-get install ffmpeg)");
-        Publisher {
-            url: url.to_string(),
-            size,
-            child,
-            dir,
-        }
+        Publisher { child, dir }
     }
 
     /// ffmpeg with x264's own defaults (no `-g`: a keyframe every 250
@@ -513,7 +523,7 @@ impl Publisher {
             .args(["-c:v", "libx264", "-preset", "veryfast"])
             .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
             .arg(url);
-        Publisher::spawn_logged(url, size, cmd)
+        Publisher::spawn_logged(url, cmd)
     }
 
     /// A GStreamer publisher: `videotestsrc ! x264enc ! flvmux !
@@ -534,12 +544,12 @@ impl Publisher {
         let mut cmd = Command::new("gst-launch-1.0");
         // -e: on SIGINT, end the stream (EOS) and close the connection.
         cmd.args(["-q", "-e"]).args(pipeline.split_whitespace());
-        Publisher::spawn_logged(url, size, cmd)
+        Publisher::spawn_logged(url, cmd)
     }
 
     /// Any publisher command (its key noted for [`GuestNames`], stderr to
     /// its log, killed when dropped).
-    pub fn spawn_logged(url: &str, size: (u32, u32), mut cmd: Command) -> Publisher {
+    pub fn spawn_logged(url: &str, mut cmd: Command) -> Publisher {
         Publisher::remember_url_key(url);
         let dir = TempDir::new("pub");
         let log = fs::File::create(dir.join("ffmpeg.log")).expect("publisher log");
@@ -549,12 +559,7 @@ impl Publisher {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e} (see tests/stages/encoders.deps)"));
-        Publisher {
-            url: url.to_string(),
-            size,
-            child,
-            dir,
-        }
+        Publisher { child, dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -730,11 +735,6 @@ pub fn post(port: u16, path: &str, body: &str) -> Resp {
     http(port, "POST", path, &[], body.as_bytes())
 }
 
-/// POST a hook exactly as nginx does.
-pub fn hook(port: u16, hook: &str, body: &str) -> Resp {
-    post(port, &format!("/{hook}"), body)
-}
-
 /// Send `bytes` on a new connection and read until the server closes (or
 /// has sent a complete answer with Content-Length), within `timeout`.
 pub fn send_raw(port: u16, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
@@ -869,7 +869,7 @@ pub fn connect_body(app: &str, rtmp_port: u16) -> String {
 /// message, the key of each guest name that stands for a key this test
 /// process published (raw hooks or ffmpeg), so tests written when keys
 /// were public names read as they did. The raw answers never hold a key:
-/// tests/public_names.rs checks them.
+/// tests/it/public_names.rs checks them.
 #[derive(Debug, Clone)]
 pub struct GuestNames {
     state_dir: PathBuf,
@@ -933,11 +933,6 @@ impl GuestNames {
         })
     }
 
-    /// A name as the test knows it.
-    pub fn text(&self, s: &str) -> String {
-        GuestNames::replace(s.to_string(), &self.map(), false)
-    }
-
     /// Every string in `v` that is a known guest name, as its key.
     pub fn json(&self, v: Value) -> Value {
         self.walk(v, false)
@@ -975,7 +970,8 @@ fn keys_seen() -> Vec<String> {
 static KEYS_SEEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Note a stream key the test publishes with (see [`GuestNames`]).
+/// Note a stream key the test publishes with (see [`GuestNames`]). The
+/// set is the process's: every test of the binary adds to it.
 pub fn remember_key(key: &str) {
     if let Ok(mut k) = KEYS_SEEN.lock() {
         k.insert(key.to_string());
@@ -1000,14 +996,6 @@ pub fn publish_body(app: &str, name: &str, clientid: u64, args: &str) -> String 
 pub fn publish_done_body(app: &str, name: &str, clientid: u64) -> String {
     format!(
         "{}&clientid={clientid}&call=publish_done&name={name}",
-        common_fields(app, FMLE, 1935)
-    )
-}
-
-/// on_done as a publisher sends it.
-pub fn done_body(app: &str, name: &str, clientid: u64) -> String {
-    format!(
-        "{}&clientid={clientid}&call=done&name={name}",
         common_fields(app, FMLE, 1935)
     )
 }
@@ -1264,10 +1252,6 @@ target = "stderr"
             .expect("daemon not running")
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("motherstream.toml")
     }
@@ -1299,10 +1283,6 @@ target = "stderr"
         fs::read(self.log_path())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// SIGKILL and reap; the daemon gets no chance to clean up.
@@ -1432,11 +1412,6 @@ target = "stderr"
     /// The public name the daemon gives an unregistered `key`.
     pub fn guest(&self, key: &str) -> String {
         self.guest_names().guest(key)
-    }
-
-    /// A public name as the test knows it (see [`GuestNames`]).
-    pub fn known(&self, name: &str) -> String {
-        self.guest_names().text(name)
     }
 
     /// [`Daemon::known`] applied to every string in `v`.

@@ -4,14 +4,11 @@
 //! password. Plus a small obs-websocket client to read OBS's state back.
 //!
 //! Self-contained (std, libc, serde_json, tungstenite and the crate's own
-//! protocol module), so any test binary can include it:
-//! `#[path = "common/obs.rs"] mod obs;` or `pub mod obs;` in `common/mod.rs`.
+//! protocol module).
 //!
 //! OBS is CPU-heavy and the test machines have 2 cores: every `Obs` holds an
 //! exclusive file lock for its lifetime, so OBS tests never run in parallel,
 //! whichever test binary or process they are in.
-#![allow(dead_code)]
-
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
@@ -111,6 +108,14 @@ impl ObsLock {
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock {}", path.display());
         ObsLock(f)
+    }
+}
+
+impl Drop for ObsLock {
+    fn drop(&mut self) {
+        // Closing the file would release it too; unlocking first says so.
+        // SAFETY: flock on a file descriptor we own.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -953,19 +958,6 @@ pub fn meter_peak(data: &Value, input: &str) -> f64 {
 }
 
 impl EventWatch {
-    /// Events of `kind` that arrived within [from, to].
-    pub fn events(&self, kind: &str, from: Instant, to: Instant) -> Vec<ObsEvent> {
-        self.events
-            .lock()
-            .map(|v| {
-                v.iter()
-                    .filter(|e| e.kind == kind && e.at >= from && e.at <= to)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Every recorded event within [from, to] (any kind but meters).
     pub fn all_events(&self, from: Instant, to: Instant) -> Vec<ObsEvent> {
         self.events

@@ -4,8 +4,7 @@
 //! sample, how old the picture is, what the name text says, and whether
 //! OBS's meters heard the stream.
 //!
-//! Include next to `common/obs.rs` at the crate root (`mod obs;` then
-//! `#[path = "common/obs_cut.rs"] mod obs_cut;`): it uses `crate::obs`.
+//! Uses the OBS harness next to it (`super::obs`).
 //!
 //! The publisher's picture (any size; positions are fractions of it):
 //! * rows 0.18–0.42: a test pattern moving 0.4 picture widths a second, so
@@ -15,15 +14,13 @@
 //!   (ffmpeg's `setpts` with `RTCTIME`, then `drawbox` with a timeline
 //!   `enable` per bit: nothing to OCR);
 //! * rows 0.72–0.95: the solid background colour (who is on screen).
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::obs::{classify, EventWatch, ObsClient, Rgb, Seen, SCENE};
+use super::obs::{classify, EventWatch, ObsClient, Rgb, Seen, SCENE};
 
 /// Bits of the time code (10 ms units: 2,621 s before it wraps).
 const BITS: u32 = 18;
@@ -69,11 +66,7 @@ fn graph(colour: &str, (w, h): (u32, u32), fps: u32, base_us: u64) -> String {
 /// An ffmpeg publisher (x264 ultrafast zerolatency + AAC sine) of a solid
 /// colour with the moving pattern and the time code.
 pub struct TcPublisher {
-    pub key: String,
-    pub colour: &'static str,
-    pub size: (u32, u32),
     child: Child,
-    log: PathBuf,
 }
 
 impl TcPublisher {
@@ -89,7 +82,7 @@ impl TcPublisher {
         base_us: u64,
         log_dir: &Path,
     ) -> TcPublisher {
-        crate::common::remember_key(key);
+        super::remember_key(key);
         let log = log_dir.join(format!("pub-{key}-{}.log", wall_us()));
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
@@ -105,43 +98,7 @@ impl TcPublisher {
             .stderr(File::create(&log).expect("publisher log"))
             .spawn()
             .expect("spawn ffmpeg publisher");
-        TcPublisher {
-            key: key.to_string(),
-            colour,
-            size,
-            child,
-            log,
-        }
-    }
-
-    pub fn seen(&self) -> Seen {
-        seen_of(self.colour)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGINT, like a streamer ending the stream; SIGKILL if it lingers.
-    pub fn stop(&mut self) {
-        if !self.is_running() {
-            return;
-        }
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if !self.is_running() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        TcPublisher { child }
     }
 }
 
@@ -149,14 +106,6 @@ impl Drop for TcPublisher {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-pub fn seen_of(colour: &str) -> Seen {
-    match colour {
-        "red" => Seen::Red,
-        "blue" => Seen::Blue,
-        _ => Seen::Other,
     }
 }
 

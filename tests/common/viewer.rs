@@ -16,8 +16,6 @@ pub struct Frame {
     pub at: Instant,
     /// Video: (width, height); audio: None.
     pub size: Option<(u32, u32)>,
-    /// Audio: sample rate.
-    pub rate: Option<u32>,
     /// Presentation time (s) as decoded, and for audio the frame's
     /// duration (s).
     pub pts: Option<f64>,
@@ -78,7 +76,6 @@ impl Viewer {
                         Frame {
                             at,
                             size,
-                            rate: None,
                             pts,
                             duration: None,
                         },
@@ -97,7 +94,6 @@ impl Viewer {
                         Frame {
                             at,
                             size: None,
-                            rate,
                             pts,
                             duration,
                         },
@@ -131,11 +127,6 @@ impl Viewer {
         timeout: Duration,
     ) -> Option<Instant> {
         self.wait_frame(since, timeout, |f| f.size == Some(size))
-    }
-
-    /// Wait until a decoded audio frame at `rate` Hz arrives after `since`.
-    pub fn wait_rate(&self, rate: u32, since: Instant, timeout: Duration) -> Option<Instant> {
-        self.wait_frame(since, timeout, |f| f.rate == Some(rate))
     }
 
     fn wait_frame(
@@ -196,14 +187,6 @@ impl Viewer {
         a.windows(2)
             .map(|w| (w[1].0 - (w[0].0 + w[0].1)).abs())
             .fold(0.0, f64::max)
-    }
-
-    /// Decoded audio frames that arrived within [from, to].
-    pub fn audio_count(&self, from: Instant, to: Instant) -> usize {
-        self.frames()
-            .into_iter()
-            .filter(|f| f.size.is_none() && f.at >= from && f.at <= to)
-            .count()
     }
 
     pub fn is_running(&mut self) -> bool {

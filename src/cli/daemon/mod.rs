@@ -5,15 +5,16 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use motherstream::config::Config;
-use motherstream::engine::{Command, Engine, EngineParts, View};
+use motherstream::engine::{Command, Engine, EngineParts};
 use motherstream::handover::{self, Exe, Stage};
 use motherstream::http::probe::ProbeTrace;
 use motherstream::http::{Ctx, HttpPool, Liveness};
 use motherstream::systemd::Notifier;
+use motherstream::view::{Published, View};
 use motherstream::watchdog::{self, Watchdog};
 use motherstream::{log as mslog, secret};
 
@@ -74,7 +75,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<Exe>) -> Result<(), String> {
     let published = start::published_at_start(&cfg, opened.state.len());
     let http = start::open_http(&cfg)?;
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
-    let view = Arc::new(RwLock::new(Arc::new(View::default())));
+    let view = Published::new(View::default());
     let settings = start::settings(&cfg, opened.secrets, relay_secret);
     let recorder = start::recorder(&cfg)?;
     let metrics = Arc::new(motherstream::metrics::Metrics::new());
@@ -118,7 +119,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<Exe>) -> Result<(), String> {
         registry_watched,
         recorder,
         io: motherstream::engine::ports::Io::real(),
-        events: motherstream::events::Events::new(metrics, sinks),
+        events: motherstream::engine::Events::new(metrics, sinks),
         published,
         handover: stage.clone(),
     });

@@ -4,17 +4,18 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use motherstream::config::Config;
-use motherstream::engine::{self, Command, Settings, Shared};
+use motherstream::engine::Command;
 use motherstream::http::{HttpPool, Liveness};
 use motherstream::key::StreamKey;
 use motherstream::listen::Origin;
-use motherstream::queue::State;
 use motherstream::recording::Recorder;
+use motherstream::store::State;
 use motherstream::store::Store;
+use motherstream::view::{Published, Settings};
 use motherstream::{auth, handover};
 
 /// The state directory, opened.
@@ -57,7 +58,8 @@ pub fn open_state(cfg: &Config) -> Result<Opened, String> {
         "hook secret",
         auth::load_or_create,
     )?;
-    let (store, state, report) = Store::open(&dir, engine::unix_ms()).map_err(|e| e.to_string())?;
+    let (store, state, report) =
+        Store::open(&dir, motherstream::clock::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
     }
@@ -157,8 +159,8 @@ pub fn open_http(cfg: &Config) -> Result<Http, String> {
 }
 
 /// The settings the HTTP side reads (the engine replaces them at a reload).
-pub fn settings(cfg: &Config, secrets: Secrets, relay_secret: String) -> Shared<Settings> {
-    Arc::new(RwLock::new(Arc::new(Settings {
+pub fn settings(cfg: &Config, secrets: Secrets, relay_secret: String) -> Published<Settings> {
+    Published::new(Settings {
         admin_token: secrets.admin_token,
         hook_secret: secrets.hook_secret,
         allowed_hosts: cfg.http.allowed_hosts.clone(),
@@ -166,7 +168,7 @@ pub fn settings(cfg: &Config, secrets: Secrets, relay_secret: String) -> Shared<
         ingest_app: cfg.rtmp.ingest_app.clone(),
         output_app: cfg.rtmp.output_app.clone(),
         output_stream: cfg.rtmp.output_stream.clone(),
-    })))
+    })
 }
 
 /// The recorder thread, with `[recording] enabled`.

@@ -1,10 +1,21 @@
 //! What of the splicer a hand-over to a new binary carries: the output
 //! timeline (the wall line and what went out last), so the new process's
-//! first tags continue it: nothing goes backwards, no timestamp step. The
-//! sources' buffers are not carried: their readers connect again, and the
-//! source on air goes on at its next keyframe, placed on the same wall line.
+//! first tags continue it: nothing goes backwards, no timestamp step.
+//!
+//! Sources whose RTMP session is carried too (`source::SessionCarry`) go on
+//! mid-stream: their per-source state comes along ([`SourceCarry`]: the
+//! timestamp line, sequence headers, the GOP since the last keyframe, the
+//! recent audio) and the one on air keeps its place on the output
+//! ([`ActiveCarry`]: offset and debt), so its next frame goes out as if
+//! nothing happened. A source read again from scratch goes on at its next
+//! keyframe instead, placed on the same wall line.
 
-use super::{Active, OutState, SourceId, Splicer};
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Active, Frame, OutState, Source, SourceId, Splicer};
+use crate::relay::flv::Tag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeline {
@@ -13,6 +24,62 @@ pub struct Timeline {
     pub last_audio: Option<i64>,
     pub last_any: Option<i64>,
     pub max_pts: Option<i64>,
+}
+
+/// A tag in the carried state (its body as base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagCarry {
+    pub kind: u8,
+    pub ts: u32,
+    pub data: String,
+}
+
+impl TagCarry {
+    fn of(t: &Tag) -> TagCarry {
+        use base64::Engine as _;
+        TagCarry {
+            kind: t.kind,
+            ts: t.ts,
+            data: base64::engine::general_purpose::STANDARD.encode(&t.data),
+        }
+    }
+
+    fn tag(&self) -> Option<Tag> {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .ok()?;
+        Some(Tag::new(self.kind, self.ts, data))
+    }
+}
+
+/// One source's splicer state, for a source whose session is carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCarry {
+    pub unsupported: bool,
+    pub unwrap: Option<(u32, i64)>,
+    pub last: [Option<(i64, u64)>; 2],
+    pub line_cur: Option<i64>,
+    pub line_prev: Option<i64>,
+    pub line_window_start: i64,
+    pub avc_seq: Option<TagCarry>,
+    pub aac_seq: Option<TagCarry>,
+    /// Video since the last keyframe: (unwrapped ts, composition offset, tag).
+    pub gop: Vec<(i64, i32, TagCarry)>,
+    pub last_key_src: Option<i64>,
+    pub gop_ms: Option<u64>,
+    pub audio: Vec<(i64, TagCarry)>,
+    pub newest_video: Option<i64>,
+}
+
+/// Where the source on air stands on the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveCarry {
+    pub offset: i64,
+    pub debt: i64,
+    pub slew_src: i64,
+    pub awaiting_keyframe: bool,
+    pub pts_floor: Option<i64>,
 }
 
 impl Splicer {
@@ -34,6 +101,99 @@ impl Splicer {
         let s = self.sources.get(&id)?;
         let at = s.last_key_src? + s.line()? + i64::try_from(s.gop_ms?).ok()?;
         u64::try_from(at).ok()
+    }
+
+    /// `id`'s state, to carry with its session.
+    pub fn source_carry(&self, id: SourceId) -> Option<SourceCarry> {
+        let s = self.sources.get(&id)?;
+        Some(SourceCarry {
+            unsupported: s.unsupported,
+            unwrap: s.unwrap,
+            last: s.last,
+            line_cur: s.line_cur,
+            line_prev: s.line_prev,
+            line_window_start: s.line_window_start,
+            avc_seq: s.avc_seq.as_ref().map(TagCarry::of),
+            aac_seq: s.aac_seq.as_ref().map(TagCarry::of),
+            gop: s
+                .gop
+                .iter()
+                .map(|f| (f.src, f.cts, TagCarry::of(&f.tag)))
+                .collect(),
+            last_key_src: s.last_key_src,
+            gop_ms: s.gop_ms,
+            audio: s.audio.iter().map(|(t, a)| (*t, TagCarry::of(a))).collect(),
+            newest_video: s.newest_video,
+        })
+    }
+
+    /// Where `id` stands on the output, if it is on air (not bridged: a
+    /// bridge is not carried).
+    pub fn active_carry(&self, id: SourceId) -> Option<ActiveCarry> {
+        let a = self.active.as_ref().filter(|a| a.id == id)?;
+        if a.bridged.is_some() {
+            return None;
+        }
+        Some(ActiveCarry {
+            offset: a.offset,
+            debt: a.debt,
+            slew_src: a.slew_src,
+            awaiting_keyframe: a.awaiting_keyframe,
+            pts_floor: a.pts_floor,
+        })
+    }
+
+    /// `id` (just added) goes on from a carried state.
+    pub fn restore_source(&mut self, id: SourceId, c: &SourceCarry) {
+        let gop: Vec<Frame> = c
+            .gop
+            .iter()
+            .filter_map(|(src, cts, t)| {
+                Some(Frame {
+                    src: *src,
+                    cts: *cts,
+                    tag: t.tag()?,
+                })
+            })
+            .collect();
+        let s = Source {
+            unsupported: c.unsupported,
+            unwrap: c.unwrap,
+            last: c.last,
+            line_cur: c.line_cur,
+            line_prev: c.line_prev,
+            line_window_start: c.line_window_start,
+            avc_seq: c.avc_seq.as_ref().and_then(TagCarry::tag),
+            aac_seq: c.aac_seq.as_ref().and_then(TagCarry::tag),
+            gop_bytes: gop.iter().map(|f| f.tag.data.len()).sum(),
+            gop,
+            last_key_src: c.last_key_src,
+            gop_ms: c.gop_ms,
+            audio: c
+                .audio
+                .iter()
+                .filter_map(|(t, a)| Some((*t, a.tag()?)))
+                .collect::<VecDeque<_>>(),
+            newest_video: c.newest_video,
+            ..Source::default()
+        };
+        self.sources.insert(id, s);
+    }
+
+    /// `id` (restored) was on air before the hand-over and goes on where it
+    /// was: its next frame goes out as if nothing happened.
+    pub fn resume_carried_on_air(&mut self, id: SourceId, a: &ActiveCarry) {
+        self.active = Some(Active {
+            id,
+            offset: a.offset,
+            debt: a.debt,
+            slew_src: a.slew_src,
+            awaiting_keyframe: a.awaiting_keyframe,
+            pts_floor: a.pts_floor,
+            bridged: None,
+        });
+        self.pending = None;
+        self.shown = Some(id);
     }
 
     /// Continue a carried timeline (a new splicer, no sources yet).

@@ -1,15 +1,47 @@
 //! The splice relay across a hand-over to a new binary (same process,
 //! `execve`): the output ffmpeg, its pipes and its publish on nginx are
-//! kept; the output timeline goes on; the sources are read again and the
-//! streamer on air continues on their next keyframe (until then the output
-//! holds the last picture: nothing is sent, no slate, no cut).
+//! kept; the output timeline goes on; the sources' RTMP sessions are
+//! carried (socket and parser state, `source::SessionCarry`) with their
+//! splicer state, so the streamer on air goes on with their next frame.
+//! A source whose session could not be carried (still setting up) is read
+//! again, and if it was on air it continues on its next keyframe (until
+//! then the output holds the last picture: nothing is sent, no slate, no
+//! cut); the hand-over is then timed to just before that keyframe.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Owner, SpliceRelay};
 use crate::key::StreamKey;
 use crate::relay::output::{Output, OutputCarry};
+use crate::relay::source::SessionCarry;
+use crate::relay::splice::carry::{ActiveCarry, SourceCarry};
 use crate::relay::splice::Timeline;
+
+/// How long a reader may take to let go of its session (it looks every
+/// 20 ms, or at once when bytes arrive).
+const DETACH_WAIT: Duration = Duration::from_millis(300);
+
+/// A source whose session goes on in the new binary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarriedSource {
+    /// The stream key it reads.
+    pub key: String,
+    pub session: SessionCarry,
+    pub splicer: SourceCarry,
+    /// Where it stood on the output, if on air.
+    pub on_air: Option<ActiveCarry>,
+}
+
+/// Environment variable: set (to anything) in the daemon's environment,
+/// hand-overs read the sources again instead of carrying their sessions
+/// (the way before sessions were carried: a way out should carrying ever
+/// misbehave, and what the bench compares with).
+pub const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
+
+fn carry_sessions() -> bool {
+    std::env::var_os(REREAD_ENV).is_none()
+}
 
 /// How long queued output may take to reach ffmpeg before a hand-over.
 const DRAIN_OUTPUT: Duration = Duration::from_millis(500);
@@ -23,6 +55,28 @@ const LEAD_MARGIN: Duration = Duration::from_millis(150);
 const LEAD_UNMEASURED: Duration = Duration::from_millis(600);
 /// Streamers with keyframes further apart than this are not waited for.
 const KEYFRAME_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The relay's part of a hand-over this process inherited: left here by
+/// `handover::inherit` at start (before any thread), taken once by the
+/// relay that starts.
+static INHERITED: Mutex<Option<RelayCarry>> = Mutex::new(None);
+
+/// Keep a carried relay state for the relay that starts next.
+pub fn inherit(c: RelayCarry) {
+    if let Ok(mut g) = INHERITED.lock() {
+        *g = Some(c);
+    }
+}
+
+/// Whether a carried state is waiting to be taken.
+fn carried_pending() -> bool {
+    INHERITED.lock().is_ok_and(|g| g.is_some())
+}
+
+/// The carried state, once.
+pub(crate) fn take_carried() -> Option<RelayCarry> {
+    INHERITED.lock().ok()?.take()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RelayCarry {
@@ -47,6 +101,10 @@ pub struct RelayCarry {
     /// at the previous hand-over (ms).
     #[serde(default)]
     pub resume_lag_ms: Option<u64>,
+    /// Sources whose RTMP sessions go on (added in format 1 with a
+    /// default: a binary without them reads the sources again).
+    #[serde(default)]
+    pub sources: Vec<CarriedSource>,
 }
 
 impl SpliceRelay {
@@ -77,6 +135,9 @@ impl SpliceRelay {
         let Some(id) = self.splicer.active() else {
             return now;
         };
+        if self.on_air_session_carried(id) {
+            return now;
+        }
         let Some(key_ms) = self.splicer.next_keyframe_ms(id) else {
             log::debug!(
                 "hand-over not timed to a keyframe: source {id}'s keyframe interval is not known yet (gop {:?})",
@@ -103,12 +164,140 @@ impl SpliceRelay {
         due - lead
     }
 
+    /// Whether the on-air source `id` will be carried mid-stream (playing,
+    /// not bridged): then the hand-over needs no keyframe.
+    fn on_air_session_carried(&self, id: crate::relay::splice::SourceId) -> bool {
+        carry_sessions()
+            && self.splicer.active_carry(id).is_some()
+            && self
+                .slots
+                .iter()
+                .any(|s| s.id == id && s.source.is_some() && s.live_since.is_some())
+    }
+
+    /// Make the readers let go of their playing sessions (the first step
+    /// of a hand-over; the caller then hands the relay the tags they sent
+    /// before `hand_over`). A reader not playing yet keeps reading and is
+    /// stopped by `hand_over` (read again by the new binary).
+    pub(super) fn detach_readers(&mut self) {
+        if !carry_sessions() {
+            return;
+        }
+        let started = Instant::now();
+        for s in &self.slots {
+            if let Some(src) = &s.source {
+                if let Some(c) = src.detach(DETACH_WAIT) {
+                    self.detached.push((s.key.clone(), c));
+                }
+            }
+        }
+        log::info!(
+            "hand-over: {} source session(s) let go in {} ms",
+            self.detached.len(),
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// The hand-over did not happen: read the let-go sessions on here.
+    fn readopt_detached(&mut self) {
+        for (key, session) in std::mem::take(&mut self.detached) {
+            if let Some(i) = self.slots.iter().position(|s| s.key == key) {
+                let spec = self.source_spec(&key);
+                let slot = &mut self.slots[i];
+                match crate::relay::source::Source::adopt(
+                    slot.id,
+                    spec,
+                    session,
+                    self.events.clone(),
+                ) {
+                    Ok(src) => slot.source = Some(src),
+                    Err(e) => {
+                        log::error!("cannot read {} on: {e}", slot.name);
+                        slot.source = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The carried sources, their descriptors kept across exec.
+    fn carried_sources(&mut self) -> Vec<CarriedSource> {
+        let mut v = Vec::new();
+        for (key, session) in std::mem::take(&mut self.detached) {
+            let Some(slot) = self.slots.iter().find(|s| s.key == key) else {
+                continue;
+            };
+            let Some(splicer) = self.splicer.source_carry(slot.id) else {
+                continue;
+            };
+            if let Err(e) = crate::sys::fds::set_cloexec(session.fd, false) {
+                log::warn!(
+                    "{}: cannot keep the session across exec ({e}): read again",
+                    slot.name
+                );
+                continue;
+            }
+            let on_air = if self.on_screen.as_ref() == Some(&key) {
+                self.splicer.active_carry(slot.id)
+            } else {
+                None
+            };
+            v.push(CarriedSource {
+                key: key.expose().to_string(),
+                session,
+                splicer,
+                on_air,
+            });
+        }
+        v
+    }
+
+    /// A carried session for `key`, once (the new binary's first reader of
+    /// that stream takes it).
+    pub(super) fn take_carried(&mut self, key: &StreamKey) -> Option<CarriedSource> {
+        let i = self.carried.iter().position(|c| c.key == key.expose())?;
+        Some(self.carried.swap_remove(i))
+    }
+
+    /// Sessions carried for streams no longer wanted: closed.
+    pub(super) fn close_unclaimed(&mut self) {
+        for c in self.carried.drain(..) {
+            log::info!("hand-over: a carried session is no longer wanted: closed");
+            drop(crate::sys::fds::adopt_fd(c.session.fd));
+        }
+    }
+
+    /// A reader was just started on a carried session for slot `i`: its
+    /// splicer state goes on, and on air where it was.
+    pub(super) fn restore_carried(&mut self, i: usize, c: CarriedSource) {
+        let slot = &self.slots[i];
+        self.splicer.restore_source(slot.id, &c.splicer);
+        if let Some(a) = &c.on_air {
+            if self.resume_on_screen.as_ref() == Some(&slot.key) {
+                self.resume_on_screen = None;
+                self.splicer.resume_carried_on_air(slot.id, a);
+                self.owners
+                    .insert(slot.id, Owner::Streamer(slot.key.clone()));
+                self.on_screen = Some(slot.key.clone());
+            }
+        }
+        log::info!(
+            "hand-over: {} read on from the carried session{}",
+            slot.name,
+            if c.on_air.is_some() {
+                " (on air, mid-stream)"
+            } else {
+                ""
+            }
+        );
+    }
+
     /// The slate clip the previous binary made (same configuration, same
     /// file): making it again takes a few hundred ms of ffmpeg.
     pub(super) fn carried_clip(
         spec: &crate::relay::RelaySpec,
     ) -> Option<crate::relay::slate::Clip> {
-        if !crate::handover::relay_pending() || !spec.slate.is_empty() {
+        if !carried_pending() || !spec.slate.is_empty() {
             return None;
         }
         let bytes = std::fs::read(spec.work_dir.join("slate.flv")).ok()?;
@@ -120,18 +309,24 @@ impl SpliceRelay {
     /// writes again. On Err the output was killed (it restarts as after a
     /// failure) or nothing changed, as the message says.
     pub(super) fn let_go(&mut self, now: Instant) -> Result<RelayCarry, String> {
-        self.handover_blocker()?;
+        if let Err(e) = self.handover_blocker() {
+            self.readopt_detached();
+            return Err(e);
+        }
         self.flush(now);
         let Some(o) = self.output.as_mut() else {
+            self.readopt_detached();
             return Err("the output ffmpeg is not running".into());
         };
         let output = match o.detach(DRAIN_OUTPUT) {
             Ok(c) => c,
             Err(e) => {
                 o.kill();
+                self.readopt_detached();
                 return Err(format!("{e}; restarting the output"));
             }
         };
+        let sources = self.carried_sources();
         for s in &self.slots {
             if let Some(src) = &s.source {
                 src.stop();
@@ -149,6 +344,7 @@ impl SpliceRelay {
             on_screen_gop_ms: self.splicer.active().and_then(|id| self.splicer.gop_ms(id)),
             let_go_mono_ms: crate::sys::fds::monotonic_ms(),
             resume_lag_ms: self.resume_lag_ms,
+            sources,
         })
     }
 
@@ -163,6 +359,7 @@ impl SpliceRelay {
                 self.epoch = now.checked_sub(Duration::from_millis(ago)).unwrap_or(now);
                 self.last_slate_tick = now;
                 self.splicer.resume(&c.timeline);
+                self.carried = c.sources.clone();
                 self.output_run = c.output.run;
                 self.output_restarts = c.output_restarts;
                 self.output_failures = c.output_failures;
@@ -179,6 +376,8 @@ impl SpliceRelay {
                     o.run,
                     o.sent,
                     match &self.resume_on_screen {
+                        Some(k) if c.sources.iter().any(|s| s.key == k.expose() && s.on_air.is_some()) =>
+                            "the streamer on air goes on mid-stream (session carried)",
                         Some(_) => "the streamer on air goes on at their next keyframe",
                         None => "the slate resumes",
                     }
@@ -188,6 +387,9 @@ impl SpliceRelay {
             }
             Err(e) => {
                 self.secret = url_secret;
+                for s in &c.sources {
+                    drop(crate::sys::fds::adopt_fd(s.session.fd));
+                }
                 Err(format!(
                     "cannot take over the output ffmpeg (pid {}): {e}",
                     c.output.pid
