@@ -275,47 +275,43 @@ fn resume(
     play(id, sock, carry.chunks, spec, events, shared, detached)
 }
 
-/// The handshake and rml's connect/play, fed whole messages by our chunk
-/// parser. Returns the socket and the parser once playing (None: the
-/// stream ended during set-up).
-fn set_up(
-    id: SourceId,
-    mut sock: TcpStream,
-    spec: &SourceSpec,
-    events: &Sender<RelayEvent>,
-) -> Result<Option<(TcpStream, ChunkState)>, String> {
-    let setup_deadline = Instant::now() + SETUP_TIMEOUT;
-    sock.set_write_timeout(Some(SETUP_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 64 * 1024];
-
-    // Handshake.
+/// The RTMP handshake as a client; a parser holding the bytes read past
+/// its end.
+fn handshake(
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    setup_deadline: Instant,
+) -> Result<ChunkState, String> {
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("RTMP handshake: {e:?}"))?;
-    write_all(&mut sock, &p0p1)?;
+    write_all(sock, &p0p1)?;
     let mut chunks = ChunkState::default();
     loop {
-        let n = read_some(&mut sock, &mut buf, setup_deadline, "RTMP handshake")?;
+        let n = read_some(sock, buf, setup_deadline, "RTMP handshake")?;
         match hs
             .process_bytes(&buf[..n])
             .map_err(|e| format!("RTMP handshake: {e:?}"))?
         {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                write_all(&mut sock, &response_bytes)?
+                write_all(sock, &response_bytes)?
             }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                write_all(&mut sock, &response_bytes)?;
+                write_all(sock, &response_bytes)?;
                 chunks.push(&remaining_bytes);
-                break;
+                return Ok(chunks);
             }
         }
     }
+}
 
+/// A client session for `spec`'s app, its `connect` request the first
+/// thing to send.
+fn rtmp_session(spec: &SourceSpec) -> Result<(ClientSession, Vec<ClientSessionResult>), String> {
     let mut cfg = ClientSessionConfig::new();
     let host = if spec.host.contains(':') {
         format!("[{}]", spec.host)
@@ -333,6 +329,25 @@ fn set_up(
             .request_connection(spec.app.clone())
             .map_err(session_err)?,
     );
+    Ok((session, pending))
+}
+
+/// The handshake and rml's connect/play, fed whole messages by our chunk
+/// parser. Returns the socket and the parser once playing (None: the
+/// stream ended during set-up).
+fn set_up(
+    id: SourceId,
+    mut sock: TcpStream,
+    spec: &SourceSpec,
+    events: &Sender<RelayEvent>,
+) -> Result<Option<(TcpStream, ChunkState)>, String> {
+    let setup_deadline = Instant::now() + SETUP_TIMEOUT;
+    sock.set_write_timeout(Some(SETUP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64 * 1024];
+
+    let mut chunks = handshake(&mut sock, &mut buf, setup_deadline)?;
+    let (mut session, mut pending) = rtmp_session(spec)?;
     // rml parses what we hand it with this chunk size (nginx's own
     // set-chunk-size is applied by our parser, not passed on).
     let mut feed = Vec::new();

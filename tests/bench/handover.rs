@@ -93,8 +93,10 @@ fn gap(frames: &[crate::common::viewer::Frame], video: bool, from: Instant, to: 
         .fold(0.0, f64::max)
 }
 
-fn run(mode: Mode, events: usize) -> Row {
-    let (nginx, mut under, port) = match mode {
+/// A private nginx-rtmp and the daemon on it, started as `mode` wants;
+/// the daemon's hook port.
+fn start_under(mode: Mode) -> (Nginx, Under, u16) {
+    match mode {
         Mode::RestartOwnSocket | Mode::HandOver | Mode::HandOverReread => {
             // The daemon inherits the bench's environment (and keeps it
             // across exec).
@@ -125,7 +127,11 @@ fn run(mode: Mode, events: usize) -> Row {
             let port = a.port;
             (nginx, Under::Activated(a), port)
         }
-    };
+    }
+}
+
+fn run(mode: Mode, events: usize) -> Row {
+    let (nginx, mut under, port) = start_under(mode);
     wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         nginx.output_client()
     })

@@ -130,153 +130,116 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
     }
 }
 
-#[test]
-fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
-    let _turn = heavy_turn();
-    let Stage {
-        _bin_dir,
-        bin,
-        hook_port,
-        nginx,
-        daemon,
-        client,
-    } = stage("[queue]\nslot_seconds = 600\n");
-    let pid = daemon.pid();
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    // The slate first (the viewer has probed the output before anyone joins).
+/// One `motherstream upgrade` mid-set, checked: the same PID, output and
+/// queue, alice back, blocks and slot time kept, no timestamp step; the
+/// longest video and audio gaps and the timeline drift.
+fn upgrade_once(
+    i: u32,
+    bin: &std::path::Path,
+    daemon: &Daemon,
+    nginx: &Nginx,
+    client: &str,
+    viewer: &Viewer,
+    pid: u32,
+) -> (Duration, Duration, f64) {
+    let version = format!("1.0.{i}-test");
+    let before = daemon.status();
+    let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
+    install(bin, &version);
+    let t0 = Instant::now();
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    let took = t0.elapsed();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        viewer
-            .wait_size(B, viewer.started, Duration::from_secs(15))
-            .is_some(),
-        "the slate should be on the output"
+        out.status.success(),
+        "upgrade {i} failed ({}): {said}\nlog:\n{}",
+        out.status,
+        tail(&daemon.log_path(), 40)
     );
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
-    daemon.wait_queue(&["alice"], Duration::from_secs(15));
-    let t = Instant::now();
-    assert!(
-        viewer.wait_size(A, t, Duration::from_secs(10)).is_some(),
-        "alice never on the output; {}",
-        daemon.status()
-    );
-    let mut bob = Publisher::start_full(&nginx.rtmp_url("live", "bob"), B, FPS, GOP, 44_100, 1);
-    daemon.wait_queue(&["alice", "bob"], Duration::from_secs(15));
-    // A block that must survive: carol may not rejoin for 10 minutes.
-    let r = daemon.admin("/api/block", r#"{"name":"carol","seconds":600}"#, None);
-    assert_eq!(r.status, 200, "block: {}", r.body);
-    // Two of alice's keyframes seen: the hand-over is timed to the next.
-    std::thread::sleep(Duration::from_millis(4500));
-
-    let prober = Prober::start(hook_port);
-    let mut rows = Vec::new();
-    for i in 1..=3 {
-        let version = format!("1.0.{i}-test");
-        let before = daemon.status();
-        let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
-        install(&bin, &version);
-        let t0 = Instant::now();
-        let out = std::process::Command::new(&bin)
-            .arg("--config")
-            .arg(daemon.config_path())
-            .arg("upgrade")
-            .output()
-            .expect("run motherstream upgrade");
-        let took = t0.elapsed();
-        let said = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "upgrade {i} failed ({}): {said}\nlog:\n{}",
-            out.status,
-            tail(&daemon.log_path(), 40)
-        );
-        // The streamer on air is back at their next keyframe (≤ 2 s).
-        let back = viewer.wait_size(A, t0 + took, Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(1500));
-        let t1 = Instant::now();
-        let frames = viewer.frames();
-        let vgap = longest_gap(&frames, true, t0 - Duration::from_millis(500), t1);
-        let agap = longest_gap(&frames, false, t0 - Duration::from_millis(500), t1);
-        let step = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
-        if std::env::var_os("MS_DEBUG_FRAMES").is_some() {
-            for f in frames.iter().filter(|f| f.at >= t0 && f.at <= t1) {
-                eprintln!(
-                    "  {:>6.0} ms {} pts {:?}",
-                    (f.at - t0).as_secs_f64() * 1000.0,
-                    if f.size.is_some() { "V" } else { "a" },
-                    f.pts
-                );
-            }
+    // The streamer on air is back at their next keyframe (≤ 2 s).
+    let back = viewer.wait_size(A, t0 + took, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t1 = Instant::now();
+    let frames = viewer.frames();
+    let vgap = longest_gap(&frames, true, t0 - Duration::from_millis(500), t1);
+    let agap = longest_gap(&frames, false, t0 - Duration::from_millis(500), t1);
+    let step = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
+    if std::env::var_os("MS_DEBUG_FRAMES").is_some() {
+        for f in frames.iter().filter(|f| f.at >= t0 && f.at <= t1) {
+            eprintln!(
+                "  {:>6.0} ms {} pts {:?}",
+                (f.at - t0).as_secs_f64() * 1000.0,
+                if f.size.is_some() { "V" } else { "a" },
+                f.pts
+            );
         }
-        let after = daemon.status();
-        let left_after = after["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
-        let elapsed = (Instant::now() - t0).as_secs_f64();
-        eprintln!(
-            "upgrade {i}: `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
-            took.as_secs_f64() * 1000.0,
-            said.trim(),
-            back.map_or("never".into(), |b| format!("{:.0} ms after the command returned", (b - t0 - took).as_secs_f64() * 1000.0)),
-            vgap.as_secs_f64(),
-            agap.as_secs_f64(),
-            step,
-        );
-        rows.push((vgap, agap, step));
-        assert!(
-            back.is_some(),
-            "upgrade {i}: alice never back on the output"
-        );
-        assert!(
-            said.contains(&version),
-            "upgrade {i}: the CLI names the new version: {said}"
-        );
-        assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
-        assert_eq!(daemon.pid(), pid, "same PID");
-        assert_eq!(
-            nginx.output_client().as_deref(),
-            Some(client.as_str()),
-            "upgrade {i}: the output was republished; log:\n{}",
-            tail(&daemon.log_path(), 30)
-        );
-        assert_eq!(daemon.queue(), ["alice", "bob"], "queue unchanged");
-        assert_eq!(
-            after["on_air"]["name"].as_str(),
-            Some("alice"),
-            "on air unchanged: {after}"
-        );
-        assert!(
-            (left_before - elapsed - left_after).abs() <= 2.0,
-            "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
-        );
-        // Read raw: the harness's remembered keys are shared by every test
-        // in this process, and another test may have published "carol".
-        let blocked = daemon.get("/api/status").json()["blocked"].to_string();
-        assert!(
-            blocked.contains(&daemon.guest("carol")),
-            "blocks unchanged: {blocked}"
-        );
-        assert!(
-            step < 0.15,
-            "upgrade {i}: presentation time moved {step:.3} s against arrival"
-        );
-        assert!(
-            vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
-            "upgrade {i}: longest video gap {vgap:?}, audio gap {agap:?}; log:\n{}",
-            tail(&daemon.log_path(), 30)
-        );
     }
-    let (vmed, amed) = (
-        median(rows.iter().map(|r| r.0).collect()),
-        median(rows.iter().map(|r| r.1).collect()),
-    );
+    let after = daemon.status();
+    let left_after = after["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
+    let elapsed = (Instant::now() - t0).as_secs_f64();
     eprintln!(
-        "median of {} hand-overs: video gap {:.3} s, audio gap {:.3} s",
-        rows.len(),
-        vmed.as_secs_f64(),
-        amed.as_secs_f64()
+        "upgrade {i}: `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
+        took.as_secs_f64() * 1000.0,
+        said.trim(),
+        back.map_or("never".into(), |b| format!("{:.0} ms after the command returned", (b - t0 - took).as_secs_f64() * 1000.0)),
+        vgap.as_secs_f64(),
+        agap.as_secs_f64(),
+        step,
     );
     assert!(
-        vmed <= FREEZE_MEDIAN_MAX && amed <= FREEZE_MEDIAN_MAX,
-        "median video gap {vmed:?}, audio gap {amed:?} (bound {FREEZE_MEDIAN_MAX:?})"
+        back.is_some(),
+        "upgrade {i}: alice never back on the output"
     );
+    assert!(
+        said.contains(&version),
+        "upgrade {i}: the CLI names the new version: {said}"
+    );
+    assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
+    assert_eq!(daemon.pid(), pid, "same PID");
+    assert_eq!(
+        nginx.output_client().as_deref(),
+        Some(client),
+        "upgrade {i}: the output was republished; log:\n{}",
+        tail(&daemon.log_path(), 30)
+    );
+    assert_eq!(daemon.queue(), ["alice", "bob"], "queue unchanged");
+    assert_eq!(
+        after["on_air"]["name"].as_str(),
+        Some("alice"),
+        "on air unchanged: {after}"
+    );
+    assert!(
+        (left_before - elapsed - left_after).abs() <= 2.0,
+        "slot time left: {left_before} before, {left_after} {elapsed:.1} s later"
+    );
+    // Read raw: the harness's remembered keys are shared by every test
+    // in this process, and another test may have published "carol".
+    let blocked = daemon.get("/api/status").json()["blocked"].to_string();
+    assert!(
+        blocked.contains(&daemon.guest("carol")),
+        "blocks unchanged: {blocked}"
+    );
+    assert!(
+        step < 0.15,
+        "upgrade {i}: presentation time moved {step:.3} s against arrival"
+    );
+    assert!(
+        vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
+        "upgrade {i}: longest video gap {vgap:?}, audio gap {agap:?}; log:\n{}",
+        tail(&daemon.log_path(), 30)
+    );
+    (vgap, agap, step)
+}
+
+/// Every hook probe answered 200 (within a functional bound) across the
+/// hand-overs, and the journal tells each hand-over and carried session.
+fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon) {
     let probes = prober.finish();
     for l in daemon.log().lines().filter(|l| {
         [
@@ -331,6 +294,66 @@ fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
         "alice's session was carried each time"
     );
     assert!(log.contains("the socket handed over by the previous binary"));
+}
+
+#[test]
+fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
+    let _turn = heavy_turn();
+    let Stage {
+        _bin_dir,
+        bin,
+        hook_port,
+        nginx,
+        daemon,
+        client,
+    } = stage("[queue]\nslot_seconds = 600\n");
+    let pid = daemon.pid();
+    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
+    // The slate first (the viewer has probed the output before anyone joins).
+    assert!(
+        viewer
+            .wait_size(B, viewer.started, Duration::from_secs(15))
+            .is_some(),
+        "the slate should be on the output"
+    );
+    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
+    daemon.wait_queue(&["alice"], Duration::from_secs(15));
+    let t = Instant::now();
+    assert!(
+        viewer.wait_size(A, t, Duration::from_secs(10)).is_some(),
+        "alice never on the output; {}",
+        daemon.status()
+    );
+    let mut bob = Publisher::start_full(&nginx.rtmp_url("live", "bob"), B, FPS, GOP, 44_100, 1);
+    daemon.wait_queue(&["alice", "bob"], Duration::from_secs(15));
+    // A block that must survive: carol may not rejoin for 10 minutes.
+    let r = daemon.admin("/api/block", r#"{"name":"carol","seconds":600}"#, None);
+    assert_eq!(r.status, 200, "block: {}", r.body);
+    // Two of alice's keyframes seen: the hand-over is timed to the next.
+    std::thread::sleep(Duration::from_millis(4500));
+
+    let prober = Prober::start(hook_port);
+    let mut rows = Vec::new();
+    for i in 1..=3 {
+        rows.push(upgrade_once(
+            i, &bin, &daemon, &nginx, &client, &viewer, pid,
+        ));
+    }
+    let (vmed, amed) = (
+        median(rows.iter().map(|r| r.0).collect()),
+        median(rows.iter().map(|r| r.1).collect()),
+    );
+    eprintln!(
+        "median of {} hand-overs: video gap {:.3} s, audio gap {:.3} s",
+        rows.len(),
+        vmed.as_secs_f64(),
+        amed.as_secs_f64()
+    );
+    assert!(
+        vmed <= FREEZE_MEDIAN_MAX && amed <= FREEZE_MEDIAN_MAX,
+        "median video gap {vmed:?}, audio gap {amed:?} (bound {FREEZE_MEDIAN_MAX:?})"
+    );
+    hooks_answered_and_hand_overs_logged(prober, &daemon);
     assert!(
         alice.is_running() && bob.is_running(),
         "publishers never dropped"
