@@ -6,7 +6,7 @@
 //! Live state comes from polling `/api/status` (and `/me/<token>/status`),
 //! both answered from the engine's published view in microseconds: a page
 //! never holds a worker between polls, so open consoles do not take hook
-//! capacity (`cargo bench --bench pipeline` measures it).
+//! capacity (`bench::pipeline` measures it).
 
 use serde_json::{json, Value};
 

@@ -55,7 +55,7 @@ const BRIDGE_RETRY: Duration = Duration::from_secs(5);
 /// encodes the streamer's buffered GOP as fast as it can, and one started
 /// at the moment of a cut (for the streamer just taken off air) went with
 /// a 0.20 s frame gap at the viewer on a loaded 2-core machine (bridges
-/// for 2 s streams, tests/splice.rs moves; with this wait 3 of 3 runs kept
+/// for 2 s streams, tests/it/splice.rs moves; with this wait 3 of 3 runs kept
 /// every gap under 0.08 s).
 const BRIDGE_SETTLE: Duration = Duration::from_millis(500);
 /// A reader that gets nothing for this long reconnects. Splice mode judges

@@ -1,5 +1,5 @@
-//! Restart vs hand-over, side by side in one run (`cargo bench --bench
-//! handover`; `MS_BENCH_EVENTS` per mode, default 3; `MS_BENCH_MODES=handover`
+//! Restart vs hand-over, side by side in one run (`bench::handover`;
+//! `MS_BENCH_EVENTS` per mode, default 3; `MS_BENCH_MODES=handover`
 //! for the two hand-overs only): one private
 //! nginx-rtmp per mode, the release daemon, alice on air (30 fps, keyframe
 //! every 2 s) and bob queued, a decoding viewer of the output and a client

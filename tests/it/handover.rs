@@ -275,7 +275,7 @@ fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon) {
     assert!(failed.is_empty(), "probes that failed: {failed:?}");
     // While the process execs, connections wait in the kernel's queue. The
     // issue's 0.2 s is measured on the release build by the bench
-    // (`cargo bench --bench handover`); this debug build on a shared
+    // (`bench::handover`); this debug build on a shared
     // machine gets a functional bound.
     assert!(
         slowest <= Duration::from_millis(1500),
