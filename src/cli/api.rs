@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use motherstream::auth;
 
-use super::{act_as_state_owner, cli_state_dir, failed, load_config, local_authority};
+use super::{failed, local_authority, state_secret};
 use crate::{Args, USAGE};
 
 pub fn run(args: &Args) -> ExitCode {
@@ -21,22 +21,13 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("motherstream: api takes GET, POST or DELETE and a path starting with /");
         return ExitCode::from(2);
     }
-    let cfg = match load_config(args) {
-        Ok(c) => c,
+    let (cfg, _, token) = match state_secret(
+        args,
+        auth::admin_token_path,
+        "the daemon creates it at its first start; run this as root or as the motherstream user",
+    ) {
+        Ok(t) => t,
         Err(e) => return failed(e),
-    };
-    let dir = cli_state_dir(&cfg);
-    if let Err(e) = act_as_state_owner(&dir) {
-        return failed(e);
-    }
-    let token_path = auth::admin_token_path(&cfg, &dir);
-    let token = match auth::load_or_create(&token_path, false) {
-        Ok((t, _)) => t,
-        Err(e) => {
-            return failed(format!(
-                "{e} (the daemon creates it at its first start; run this as root or as the motherstream user)"
-            ))
-        }
     };
     let url = format!("http://{}{path}", local_authority(&cfg.http.listen));
     call(&url, &method, &token, body.as_deref())

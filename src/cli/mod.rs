@@ -64,6 +64,23 @@ fn act_as_state_owner(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// One secret of the state directory (the admin token, the hook secret),
+/// read as the directory's owner (`act_as_state_owner`), with the config
+/// it was found by. `missing` is the hint for a secret not there yet.
+fn state_secret(
+    args: &Args,
+    path_of: fn(&Config, &Path) -> PathBuf,
+    missing: &str,
+) -> Result<(Config, PathBuf, String), String> {
+    let cfg = load_config(args)?;
+    let dir = cli_state_dir(&cfg);
+    act_as_state_owner(&dir)?;
+    let path = path_of(&cfg, &dir);
+    let (secret, _) =
+        motherstream::auth::load_or_create(&path, false).map_err(|e| format!("{e} ({missing})"))?;
+    Ok((cfg, path, secret))
+}
+
 /// The address a local client reaches `[http] listen` at.
 fn local_authority(listen: &str) -> String {
     match listen.parse::<std::net::SocketAddr>() {

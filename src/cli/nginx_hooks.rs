@@ -6,26 +6,17 @@ use std::process::ExitCode;
 
 use motherstream::auth;
 
-use super::{act_as_state_owner, cli_state_dir, failed, load_config, local_authority};
+use super::{failed, local_authority, state_secret};
 use crate::Args;
 
 pub fn run(args: &Args) -> ExitCode {
-    let cfg = match load_config(args) {
-        Ok(c) => c,
+    let (cfg, path, secret) = match state_secret(
+        args,
+        auth::hook_secret_path,
+        "the daemon creates it at its first start, the .deb at install",
+    ) {
+        Ok(t) => t,
         Err(e) => return failed(e),
-    };
-    let dir = cli_state_dir(&cfg);
-    if let Err(e) = act_as_state_owner(&dir) {
-        return failed(e);
-    }
-    let path = auth::hook_secret_path(&cfg, &dir);
-    let secret = match auth::load_or_create(&path, false) {
-        Ok((s, _)) => s,
-        Err(e) => {
-            return failed(format!(
-                "{e} (the daemon creates it at its first start, the .deb at install)"
-            ))
-        }
     };
     let base = format!(
         "http://{}{}{secret}",

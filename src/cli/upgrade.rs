@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use motherstream::auth;
 use serde_json::Value;
 
-use super::{cli_state_dir, load_config, local_authority};
+use super::{local_authority, state_secret};
 use crate::Args;
 
 pub fn run(args: &Args) -> ExitCode {
@@ -25,10 +25,13 @@ pub fn run(args: &Args) -> ExitCode {
 
 /// The hand-over, asked for and waited for: what to print when it is done.
 fn upgrade(args: &Args) -> Result<String, String> {
-    let cfg = load_config(args)?;
-    let token_path = auth::admin_token_path(&cfg, &cli_state_dir(&cfg));
-    let (token, _) = auth::load_or_create(&token_path, false)
-        .map_err(|e| format!("{e} (run this as root or as the motherstream user)"))?;
+    // As `api`: the package's postinst runs this as root, in a directory
+    // the service user owns.
+    let (cfg, _, token) = state_secret(
+        args,
+        auth::admin_token_path,
+        "run this as root or as the motherstream user",
+    )?;
     let base = format!("http://{}", local_authority(&cfg.http.listen));
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
