@@ -126,25 +126,19 @@ pub const DISCONTINUITY_MS: i64 = 1000;
 /// video is backlog, not a picture to cut on.
 pub const BRIDGE_FRESH_MS: i64 = 600;
 /// A source whose keyframes are at most this far apart needs no bridge: a
-/// planned cut waits at most this long for its keyframe. 2 s keyframes
-/// pass through untouched, measured both ways in tests/it/splice.rs on a
-/// loaded 2-core machine (bridges over 0.5 s tried): ten planned moves a
-/// run, picture after 0.04-0.50 s bridged against 1.1-2.1 s, longest frame
-/// gap at most 0.08 s either way; but ten slot ends a run (the old
-/// publisher dropped, a new one starting, the new streamer playing bridge
-/// frames until their own keyframe 0.25-0.5 s later) showed 0.10-0.27 s
-/// gaps in 3 of 3 runs bridged against at most 0.05 s passthrough. Traced
-/// with the viewer's frame times against the journal: the output stalls
-/// 0.14-0.33 s at the slot-end decision itself (the old streamer's frames,
-/// none lost), bridged or not; passthrough cuts 0.3-1.7 s later, outside
-/// the test's window (the new picture ± 0.5 s), a bridged cut within
-/// 0.25 s, inside it. That stall was the queue's fsync on the engine
-/// thread, which also feeds the output (3-720 ms; saved off that thread
-/// since, `engine/persist.rs`). Bridges for 2 s streams (500 here) wait for
-/// a measurement on a quiet machine: on a loaded one the splice gap tests
-/// failed 3 of 4 runs with them, as the unchanged tree did at that load.
-/// Each bridge took 7-26 % of a core at 160x120-176x144.
-pub const BRIDGE_OVER_GOP_MS: u64 = 2500;
+/// planned cut waits at most this long for its keyframe. Every common
+/// encoder setting is over it (2 s is the usual advice, OBS's default is
+/// 8.3 s), so the next streamer has a bridge whenever bridges are on: the
+/// issue's half second holds for them all. With 2500 here, 2 s streams
+/// passed through and a planned cut to them waited 1.1-2.1 s for their
+/// keyframe. Bridges for them once failed the slot-end gap tests (0.10-0.27
+/// s): that stall was the queue's fsync on the engine thread, which also
+/// feeds the output (3-720 ms; saved off that thread since,
+/// `engine/persist.rs`); with it gone, tests/it/splice.rs's slot ends and
+/// planned moves pass bridged. A bridge costs 6-26 % of a core at the
+/// tests' 160x120-384x216 (more at 1080p: `[relay] bridge = false` turns
+/// them off and cuts wait for keyframes again).
+pub const BRIDGE_OVER_GOP_MS: u64 = 500;
 /// A planned cut skips the bridge when the source's own keyframe is due
 /// within this long: a bridge stint that short would cost a hand-over for
 /// nothing.
@@ -163,6 +157,8 @@ const AUDIO_RING_MS: i64 = 1500;
 /// At most this much of the new source's audio goes out before its first
 /// picture at a cut (see `start_from`).
 const MAX_AUDIO_FILL_MS: i64 = 300;
+/// A frame's display time when the output's is not known yet (30 fps).
+const DEFAULT_FRAME_MS: i64 = 33;
 /// Bridged: hand over this long after the own keyframe even if the bridge
 /// did not catch up with it (stalled or dead bridge).
 const HANDOVER_TIMEOUT_MS: u64 = 1000;

@@ -91,6 +91,40 @@ impl Splicer {
         true
     }
 
+    /// How far to lower a new source's offset so its first picture shows
+    /// one frame after the last one shown, not later. A source with
+    /// B-frames shows each frame a composition offset after its DTS, and
+    /// its wall line puts the DTS (with the sound muxed beside it) where it
+    /// arrived: its first picture then showed 67-133 ms after the last one
+    /// of a source without them (x264 and OBS defaults), the old picture
+    /// held that long at every such cut. Lowered by at most that offset
+    /// (`ahead`), so
+    /// a real hole (the old source stalled) stays one; its sound, placed on
+    /// the same offset, keeps its pictures' sync, and the next cut puts
+    /// the output back on the wall line (no creep).
+    fn pull_to_last_picture<'a>(
+        &self,
+        gop: impl IntoIterator<Item = &'a Frame>,
+        offset: i64,
+        ahead: i64,
+        at: &dyn Fn(i64, i64) -> i64,
+    ) -> i64 {
+        let o = &self.outst;
+        let Some(max_pts) = o.max_pts else {
+            return 0;
+        };
+        let Some(first_pts) = gop
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| at(i as i64, offset) + i64::from(f.cts))
+            .min()
+        else {
+            return 0;
+        };
+        let frame = o.frame_ms().unwrap_or(DEFAULT_FRAME_MS);
+        (first_pts - (max_pts + frame)).min(ahead).max(0)
+    }
+
     /// Puts `id` on air from its buffered GOP (its own, or its bridge's):
     /// sequence headers, then the buffered video squeezed 1 ms apart ending
     /// where its wall line puts the newest frame, lifted as needed so
@@ -141,7 +175,10 @@ impl Splicer {
                 lift = lift.max(need);
             }
         }
-        let offset = wanted + lift;
+        // Their pictures show this long after the sound muxed beside them
+        // (a bridge's frames are on their presentation times: the same).
+        let ahead = src.gop.first().map_or(0, |f| i64::from(f.cts));
+        let offset = wanted + lift - self.pull_to_last_picture(gop, wanted + lift, ahead, &at);
         let first = at(0, offset).max(floor);
         out.push(retimed(avc_seq, first));
         if let Some(aac) = src.aac_seq.as_ref() {

@@ -92,6 +92,14 @@ impl OutState {
         self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
     }
 
+    /// The output's frame interval: the smallest step between the recent
+    /// pictures in display order.
+    pub(super) fn frame_ms(&self) -> Option<i64> {
+        let mut p: Vec<i64> = self.recent_pts.iter().copied().collect();
+        p.sort_unstable();
+        p.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0).min()
+    }
+
     /// Every frame that displays before the latest one sent has been sent:
     /// no hole in the recent PTS wider than 1.5 frame intervals.
     pub(super) fn closed(&self) -> bool {
