@@ -364,6 +364,7 @@ impl Engine {
         if ops.is_empty() {
             return;
         }
+        self.tell_relay_first(self.clock.now());
         let res = persist::append_keeping_media(
             &mut self.store,
             &self.state,

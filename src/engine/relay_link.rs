@@ -47,6 +47,27 @@ impl Engine {
         // Never name a head whose stream is known not to come through when
         // someone else can go on air (it may change the queue).
         self.health_rules();
+        let want = self.want_now();
+        let mut notices = Vec::new();
+        self.relay.want(&want, now, &mut notices);
+        self.on_notices(notices);
+    }
+
+    /// The relay learns the batch's new head before the batch is durable:
+    /// the save (an fsync) took up to 0.66 s while other programs wrote to
+    /// the disk, and a forced cut (the on-air publisher left) waited for it
+    /// with the picture frozen. Nothing is acknowledged by this: what the
+    /// relay says back waits with the batch (the backlog), and the head is
+    /// told again, after the health rules, once the batch is durable
+    /// (`after_change`); a failed save brings back the state on disk, and
+    /// with it the head the relay is told then.
+    pub(super) fn tell_relay_first(&mut self, now: Instant) {
+        let want = self.want_now();
+        self.relay.want(&want, now, &mut self.relay_backlog.notices);
+    }
+
+    /// What the queue wants on air now; the recorder is told the head too.
+    fn want_now(&mut self) -> Want {
         let e = self.state.entries();
         let want = Want {
             on_air: e.first().map(|h| Streamer {
@@ -65,9 +86,7 @@ impl Engine {
         if let Some(r) = &mut self.recorder {
             r.heading(want.on_air.as_ref().map(|s| (&s.key, s.name.as_str())));
         }
-        let mut notices = Vec::new();
-        self.relay.want(&want, now, &mut notices);
-        self.on_notices(notices);
+        want
     }
 
     /// The output's publish secret changes with each output run; the HTTP

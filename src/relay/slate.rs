@@ -94,7 +94,12 @@ fn clip_args(source: &str, text: &str, out: &Path) -> Vec<String> {
         ]
         .map(String::from),
     );
-    args.extend(["-vf".to_string(), video_filter(size, text)]);
+    // 30 fps made by the filter: `-r 30` alone left the FLV at the input's
+    // 10 fps (ffmpeg passes variable-rate formats' timestamps through).
+    args.extend([
+        "-vf".to_string(),
+        format!("{},fps=30", video_filter(size, text)),
+    ]);
     args.extend(
         [
             "-r",
@@ -357,6 +362,31 @@ mod tests {
         p.due(1_000_000, &mut out);
         assert!(out.len() <= 10);
         assert!(p.next_due() > 1_000_000);
+    }
+
+    /// The built-in slate plays at 30 fps, so a cut away from it lands
+    /// within a frame of its last picture (it was made at 10 fps: a cut
+    /// from it held its last picture up to 0.1 s). Runs the real ffmpeg.
+    #[test]
+    fn the_built_in_slate_is_made_at_30_fps() {
+        let dir = crate::scratch::ScratchDir::new("slate");
+        let clip = make(
+            "ffmpeg",
+            "",
+            "nobody on air",
+            &dir.0,
+            Duration::from_secs(60),
+        )
+        .expect("ffmpeg makes the slate");
+        let video: Vec<u32> = clip
+            .tags
+            .iter()
+            .filter(|t| t.is_avc_nalu())
+            .map(|t| t.ts)
+            .collect();
+        assert!(video.len() >= 55, "{} pictures in 2 s", video.len());
+        let widest = video.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        assert!(widest <= 34, "pictures {widest} ms apart");
     }
 
     #[test]

@@ -14,6 +14,7 @@ const FPS: u32 = 30;
 const GOP: u32 = 60; // 2 s
 const A: (u32, u32) = (320, 180);
 const B: (u32, u32) = (640, 360);
+const C: (u32, u32) = (256, 144);
 /// The slate's picture size.
 const SLATE: (u32, u32) = (640, 360);
 
@@ -278,13 +279,16 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
 
 /// A slow disk does not hold the picture: each save of the queue is held
 /// 600 ms (test hook) while alice is on air, bob joins and alice's slot
-/// ends, and the output plays on. Saving on the engine thread, which also
+/// ends, and the output plays on; then carol joins and bob's publisher
+/// leaves, and carol is on at once. Saving on the engine thread, which also
 /// feeds the output, froze the picture for as long as each save took
-/// (3-720 ms measured while other programs wrote to the same disk).
+/// (3-720 ms measured while other programs wrote to the same disk); the
+/// relay learning of a publisher's leaving only once that was saved held
+/// the forced cut as long (0.57-1.07 s measured).
 #[test]
 fn a_slow_disk_does_not_freeze_the_picture() {
     let _turn = heavy_turn();
-    let rig = Rig::start("[queue]\nslot_seconds = 5\nrejoin_block_seconds = 0\n");
+    let rig = Rig::start("[queue]\nslot_seconds = 8\nrejoin_block_seconds = 0\n");
     wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
     assert!(viewer
@@ -297,21 +301,39 @@ fn a_slow_disk_does_not_freeze_the_picture() {
     std::fs::write(rig.daemon.state_dir().join("test-save-delay-ms"), "600")
         .expect("write the test hook's file");
     let t0 = Instant::now();
-    let _bob = join(&rig, "bob", B, 44_100, 1);
+    let mut bob = join(&rig, "bob", B, 44_100, 1);
     viewer
         .wait_size(B, t0, Duration::from_secs(12))
         .unwrap_or_else(|| panic!("bob never shown; log:\n{}", rig.daemon.log()));
     std::thread::sleep(Duration::from_secs(1));
+    let _carol = join(&rig, "carol", C, 48_000, 1);
+    // Their reader and bridge under way; bob's 8 s slot is not over.
+    std::thread::sleep(Duration::from_millis(2000));
+    let left = Instant::now();
+    bob.stop();
+    let carol = viewer
+        .wait_size(C, left, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("carol never shown; log:\n{}", rig.daemon.log()));
+    std::thread::sleep(Duration::from_millis(500));
     let log = rig.daemon.log();
     let held = log.matches("test hook: holding this save").count();
     assert!(
-        held >= 2,
-        "bob's join and the slot end were saved slowly; log:\n{log}"
+        held >= 4,
+        "joins, the slot end and bob's leaving were saved slowly; log:\n{log}"
     );
     let gap = viewer.longest_video_gap(shown, Instant::now());
-    eprintln!("{held} saves held 600 ms each; longest frame gap {gap:?}");
+    let forced = carol - left;
+    eprintln!(
+        "{held} saves held 600 ms each; longest frame gap {gap:?}; carol shown {forced:?} after bob left"
+    );
     assert!(
         gap <= Duration::from_millis(300),
         "the picture stood still {gap:?} while the queue was saved"
+    );
+    // Measured from the SIGINT to bob's publisher (nginx's publish_done
+    // comes after it): 0.07-0.21 s without a slow disk.
+    assert!(
+        forced <= Duration::from_millis(450),
+        "carol shown {forced:?} after bob left: the cut waited for the save"
     );
 }
