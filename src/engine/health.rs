@@ -47,7 +47,7 @@ impl HealthBook {
         self.known.get(key).and_then(|k| k.report.state)
     }
 
-    fn unhealthy(&self, key: &StreamKey) -> bool {
+    pub(super) fn unhealthy(&self, key: &StreamKey) -> bool {
         self.state(key).is_some_and(State::unhealthy)
     }
 }

@@ -60,8 +60,17 @@ impl Engine {
     /// relay says back waits with the batch (the backlog), and the head is
     /// told again, after the health rules, once the batch is durable
     /// (`after_change`); a failed save brings back the state on disk, and
-    /// with it the head the relay is told then.
+    /// with it the head the relay is told then. A head whose stream is known
+    /// not to come through waits for the health rules (they may pass them
+    /// over).
     pub(super) fn tell_relay_first(&mut self, now: Instant) {
+        if self
+            .state
+            .head()
+            .is_some_and(|h| self.health.unhealthy(&h.key))
+        {
+            return;
+        }
         let want = self.want_now();
         self.relay.want(&want, now, &mut self.relay_backlog.notices);
     }
