@@ -34,12 +34,18 @@ impl Splicer {
         }
     }
 
-    /// An armed cut whose old source closed (or waited long enough) goes.
-    pub(super) fn fire_armed(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+    /// An armed cut whose old source closed (or waited `wait_ms`) goes.
+    pub(super) fn fire_armed(
+        &mut self,
+        now_ms: u64,
+        wait_ms: u64,
+        out: &mut Vec<Tag>,
+        events: &mut Vec<Event>,
+    ) {
         let Some((how, at)) = self.pending.as_ref().and_then(|p| p.armed) else {
             return;
         };
-        if self.outst.closed() || now_ms >= at + CLOSE_WAIT_MS {
+        if self.outst.closed() || now_ms >= at + wait_ms {
             self.cut(how, now_ms, out, events);
         }
     }

@@ -1455,26 +1455,56 @@ fn a_planned_cut_does_not_leave_the_old_sources_b_frames_behind() {
         w.run_until(4_000);
         let (to, ..) = w.last_cut();
         assert_eq!(to, 2);
-        let times = check(&w);
-        let mut a_pts: Vec<i64> = w
-            .out
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.tag.is_avc_nalu() && origin(&o.tag) == 1)
-            .map(|(i, o)| times[i] + i64::from(o.tag.composition_time()))
-            .collect();
-        a_pts.sort_unstable();
-        let last_second: Vec<i64> = a_pts.iter().rev().take(30).rev().copied().collect();
-        let widest = last_second
-            .windows(2)
-            .map(|p| p[1] - p[0])
-            .max()
-            .unwrap_or(0);
+        let widest = widest_step_of_last_pictures(&w, 1);
         assert!(
             widest <= 40,
             "B {delay} ms later: the old source's last pictures skip {widest} ms"
         );
     }
+}
+
+/// The same when the engine works through a backlog: its timer runs with
+/// the clock 250 ms past the arrival of the tags being handled. The wait
+/// for the old source's B-frames counted on the clock ran out at once,
+/// and the cut lost up to three of them.
+#[test]
+fn a_busy_engine_does_not_cut_the_old_sources_b_frames_short() {
+    for delay in [0u64, 11, 23, 37, 51, 67, 83, 97, 113, 131] {
+        let b = Gen::new(2, 9_000, delay);
+        let mut w = two_sources(cfg(), Gen::new(1, 0, 0).bframes(), b);
+        w.run_until(1_000);
+        w.switch(2, SwitchKind::Planned);
+        for t in (1_010..4_000).step_by(10) {
+            w.run_until(t);
+            let late = w.now + 250;
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            w.sp.tick(late, &mut o, &mut e);
+            let now = w.now;
+            w.collect(now, o, e);
+        }
+        let (to, ..) = w.last_cut();
+        assert_eq!(to, 2);
+        let widest = widest_step_of_last_pictures(&w, 1);
+        assert!(
+            widest <= 40,
+            "B {delay} ms later: the old source's last pictures skip {widest} ms"
+        );
+    }
+}
+
+/// The widest step between the last 30 pictures of source `id` shown.
+fn widest_step_of_last_pictures(w: &World, id: u8) -> i64 {
+    let times = check(w);
+    let mut pts: Vec<i64> = w
+        .out
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.tag.is_avc_nalu() && origin(&o.tag) == id)
+        .map(|(i, o)| times[i] + i64::from(o.tag.composition_time()))
+        .collect();
+    pts.sort_unstable();
+    let last: Vec<i64> = pts.iter().rev().take(30).rev().copied().collect();
+    last.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0)
 }
 
 /// The step from the last picture shown before output index `from` to the
