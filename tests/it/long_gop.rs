@@ -6,13 +6,13 @@
 //!
 //! Asserted, on the medians over the five cuts (this 2-core machine is
 //! shared: one cut in a run can be hit by a burst of load): decision → new
-//! picture ≤ 0.5 s, longest frame gap ≤ 0.15 s, decoded-PTS step ≤ 0.1 s,
+//! picture ≤ 0.5 s, longest frame gap ≤ 0.1 s, decoded-PTS step ≤ 0.1 s,
 //! audio hole ≤ 0.1 s, frames fast-forwarded ≤ 15 (one 0.25 s bridge GOP
 //! at 60 fps); on every cut, picture ≤ 1.0 s (the 2 s-GOP streamer is
 //! bridged too since `BRIDGE_OVER_GOP_MS` is 0.5 s: unbridged, a planned
 //! cut to them took 1.1 s), and bounds that the old way broke by
-//! seconds (no frozen picture of 0.6 s,
-//! no PTS step or audio hole of 0.35 s: it froze 10-59 s and stepped up to
+//! seconds (no frozen picture of 0.4 s,
+//! no PTS step or audio hole of 0.25 s: it froze 10-59 s and stepped up to
 //! 24.5 s); no
 //! valid stream refused; the output never reconnects. The figures per cut,
 //! the old way side by side, are printed by
@@ -36,17 +36,17 @@ fn cuts_to_long_gop_streamers_land_within_half_a_second() {
             run.log
         );
         assert!(
-            c.gap <= Duration::from_millis(600),
+            c.gap <= Duration::from_millis(400),
             "{what}: frozen {:?}",
             c.gap
         );
         assert!(
-            c.video_step <= 0.35,
+            c.video_step <= 0.25,
             "{what}: PTS step {:.3} s",
             c.video_step
         );
         assert!(
-            c.audio_hole <= 0.35,
+            c.audio_hole <= 0.25,
             "{what}: audio hole {:.3} s",
             c.audio_hole
         );
@@ -66,11 +66,9 @@ fn cuts_to_long_gop_streamers_land_within_half_a_second() {
         run.daemon_cpu, run.wall, run.bridges
     );
     assert!(picture <= 0.5, "median decision → picture {picture:.3} s");
-    // Arrival gaps at the viewer on this shared machine: medians of
-    // 0.045-0.101 s measured at load averages 3-11 (a cut away from the
-    // slate alone is ~0.1 s: the viewer's decoder reopens for the new
-    // size); 0.15 s keeps the check about cuts, not about the load.
-    assert!(gap <= 0.15, "median longest frame gap {gap:.3} s");
+    // Medians measured at load averages 6-8 (helpers building): frame gap
+    // 0.051-0.087 s, PTS step 0.034 s, audio hole 0.004-0.007 s.
+    assert!(gap <= 0.1, "median longest frame gap {gap:.3} s");
     assert!(step <= 0.1, "median PTS step {step:.3} s");
     assert!(hole <= 0.1, "median audio hole {hole:.3} s");
     assert!(squeezed <= 15.0, "median frames fast-forwarded {squeezed}");
