@@ -133,9 +133,9 @@ pub fn measure(
     c
 }
 
-/// One run of five cuts: cold (slate → x264 defaults), skip (→ GStreamer
+/// One run of six cuts: cold (slate → x264 defaults), skip (→ GStreamer
 /// 60 fps), move (→ 2 s GOP), forced (publisher leaves → GStreamer),
-/// forced (→ x264 defaults).
+/// forced (→ x264 defaults), skip (x264 defaults → 2 s GOP).
 pub fn run(bridge: bool) -> RunSeen {
     let rig = Rig::start(&format!(
         "[queue]\nslot_seconds = 0\nrejoin_block_seconds = 0\n[relay]\nbridge = {bridge}\n"
@@ -199,9 +199,19 @@ pub fn run(bridge: bool) -> RunSeen {
     gst.stop();
     cuts.push(measure(&viewer, "forced", "xdef", XDEF, decided));
 
+    // From B-frames and an 8.3 s GOP back to a 2 s streamer, bridged.
+    let mut short2 = Publisher::start_full(&url("short"), SHORT, 30, 60, 44_100, 1);
+    queued(&rig, "short", &mut short2);
+    std::thread::sleep(Duration::from_millis(3000));
+    let decided = Instant::now();
+    let r = rig.daemon.admin("/api/skip", "{}", None);
+    assert_eq!(r.status, 200, "skip: {}", r.body);
+    cuts.push(measure(&viewer, "skip", "short", SHORT, decided));
+
     let wall = t_start.elapsed().as_secs_f64();
     let daemon_cpu = cpu_seconds(pid) - cpu0;
     let output_reconnected = rig.nginx.output_client() != Some(client);
+    short2.stop();
     xdef2.stop();
     drop(xdef);
     std::thread::sleep(Duration::from_millis(300));

@@ -2,9 +2,10 @@
 //! defaults (a keyframe every 8.3 s, B-frames), GStreamer x264enc at 60 fps
 //! (every 4.2 s, B-frames), a 2 s-GOP publisher. Real nginx-rtmp, the real
 //! daemon with its bridge encoders, a decoding viewer of the output; cold
-//! (from the slate), skip, move and forced (publisher leaves) cuts.
+//! (from the slate), skip, move and forced (publisher leaves) cuts, to and
+//! from streamers with and without B-frames.
 //!
-//! Asserted, on the medians over the five cuts (this 2-core machine is
+//! Asserted, on the medians over the six cuts (this 2-core machine is
 //! shared: one cut in a run can be hit by a burst of load): decision → new
 //! picture ≤ 0.5 s, longest frame gap ≤ 0.1 s, decoded-PTS step ≤ 0.1 s,
 //! audio hole ≤ 0.1 s, frames fast-forwarded ≤ 15 (one 0.25 s bridge GOP

@@ -20,14 +20,19 @@ impl SpliceRelay {
         } else {
             Vec::new()
         };
+        // The one shown through their bridge keeps it until the cut away
+        // from them, wanted by the queue or not (skipped: stopping it left
+        // the output waiting for their own keyframe, the picture frozen
+        // until the cut, 0.3 s measured).
+        let showing = self.splicer.active().filter(|_| !self.want.stopping);
         let running: Vec<SourceId> = self.bridges.keys().copied().collect();
         for id in running {
             let current = self
                 .bridges
                 .get(&id)
                 .is_some_and(|b| b.epoch == self.splicer.bridge_epoch(id));
-            let keep =
-                current && eligible.iter().any(|(e, _)| *e == id) && self.splicer.bridge_wanted(id);
+            let needed = eligible.iter().any(|(e, _)| *e == id) || showing == Some(id);
+            let keep = current && needed && self.splicer.bridge_wanted(id);
             if !keep {
                 let why = if current {
                     "not needed any more"
