@@ -35,6 +35,9 @@ pub struct CounterCarry {
 use serde::{Deserialize, Serialize};
 
 use crate::relay::RelayCarry;
+use recording::RecordingCarry;
+
+pub mod recording;
 
 /// Environment variable naming the memfd with the carried state.
 pub const STATE_FD: &str = "MOTHERSTREAM_HANDOVER_FD";
@@ -90,6 +93,10 @@ pub struct Carried {
     /// without them starts the counters at 0).
     #[serde(default)]
     pub metrics: Vec<CounterCarry>,
+    /// The recorder's state (`[recording]` on; added in format 1 with a
+    /// default: none is a recorder that starts afresh).
+    #[serde(default)]
+    pub recording: Option<RecordingCarry>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +136,7 @@ pub fn write(c: &Carried) -> Result<std::fs::File, String> {
 struct Inherited {
     engine: Option<EngineCarry>,
     metrics: Option<Vec<CounterCarry>>,
+    recording: Option<RecordingCarry>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -179,6 +187,7 @@ pub fn inherit() -> Start {
                 *g = Some(Inherited {
                     engine: Some(c.engine),
                     metrics: Some(c.metrics),
+                    recording: c.recording,
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -246,6 +255,11 @@ pub fn take_engine() -> Option<EngineCarry> {
 /// The metrics counters carried over, once.
 pub fn take_metrics() -> Option<Vec<CounterCarry>> {
     with(|i| i.metrics.take()).flatten()
+}
+
+/// The recorder's carried state, once.
+pub fn take_recording() -> Option<RecordingCarry> {
+    with(|i| i.recording.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
@@ -377,6 +391,22 @@ mod tests {
                 labels: vec![("endpoint".into(), "publish".into())],
                 value: 3.0,
             }],
+            recording: Some(RecordingCarry {
+                recorder: "motherstream".into(),
+                on_screen: None,
+                heading: None,
+                files: vec![recording::RecordingFile {
+                    key: crate::key::StreamKey::parse(&"a".repeat(32)).unwrap(),
+                    name: "alice".into(),
+                    shown_ms: Some(4),
+                    stopped_ms: None,
+                    path: "/spool/a.flv".into(),
+                }],
+                space_low: None,
+                start_failing: false,
+                retry_in_ms: None,
+                recent: Vec::new(),
+            }),
         }
     }
 
@@ -401,14 +431,17 @@ mod tests {
     }
 
     /// A state written before sessions were carried (no `sources`) is
-    /// read: its sources are read again.
+    /// read: its sources are read again (and a recorder without a carried
+    /// state starts afresh).
     #[test]
     fn a_state_without_carried_sessions_or_metrics_still_parses() {
         let mut v = serde_json::to_value(sample()).unwrap();
         v["relay"].as_object_mut().unwrap().remove("sources");
         v.as_object_mut().unwrap().remove("metrics");
+        v.as_object_mut().unwrap().remove("recording");
         let mut want = sample();
         want.metrics.clear();
+        want.recording = None;
         assert_eq!(parse(&v.to_string()).unwrap(), want);
     }
 

@@ -166,8 +166,9 @@ impl Engine {
                     };
                     log::info!("{line}");
                     self.cuts.record(line);
-                    if let Some(r) = &self.recorder {
-                        r.on_screen(to.as_ref().map(|k| (k.clone(), self.display(k))));
+                    let shown = to.as_ref().map(|k| (k.clone(), self.display(k)));
+                    if let Some(r) = &mut self.recorder {
+                        r.on_screen(shown);
                     }
                     self.emit_cut(from.as_ref(), to.as_ref(), waited);
                     if let Some(f) = from {

@@ -26,6 +26,10 @@ const RETRY_FOR: Duration = Duration::from_secs(20);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(1);
+/// The recorder thread answers at once unless a call to nginx's control
+/// module is in progress (bounded by its own timeouts); after this the
+/// hand-over goes on without its state.
+const RECORDER_WAIT: Duration = Duration::from_millis(500);
 
 /// What a hand-over drives, and the one under way.
 pub(super) struct Handover {
@@ -178,10 +182,16 @@ impl Engine {
         if let Some(stage) = &self.handover.stage {
             stage.resume();
         }
+        if let Some(r) = &self.recorder {
+            r.thaw();
+        }
         self.handover.under_way = None;
     }
 
     fn hand_over_now(&mut self, stage: Arc<dyn handover::Stage>, drained: Duration) {
+        // First (off the picture's clock) the recorder's state: what the
+        // engine tells it after this is carried as the level it last said.
+        let recording = self.freeze_recorder();
         // The readers stop at whole messages; the tags they sent before go
         // through the splicer here, so what is carried follows them.
         let t0 = Instant::now();
@@ -223,6 +233,7 @@ impl Engine {
             },
             relay,
             metrics: self.events.metrics().carry(),
+            recording,
         };
         let file = match handover::write(&carried) {
             Ok(f) => f,
@@ -247,6 +258,18 @@ impl Engine {
         let err = stage.exec(file, here);
         log::error!("hand-over failed: {err}; exiting so that the service restarts");
         std::process::exit(1);
+    }
+
+    /// The recorder's state for the next binary (None: recording is off,
+    /// or the thread did not answer: its recordings then stay in nginx's
+    /// spool, as after a restart).
+    fn freeze_recorder(&self) -> Option<handover::recording::RecordingCarry> {
+        let r = self.recorder.as_ref()?;
+        r.freeze(RECORDER_WAIT)
+            .map_err(|e| {
+                log::warn!("hand-over without the recorder's state: {e}; a recording in progress is not filed by the new binary");
+            })
+            .ok()
     }
 
     /// At start: what a previous binary of this process carried over.

@@ -14,23 +14,26 @@
 //! The thread does the I/O: `shell` (its loop, timers and free-space
 //! checks), `control` (nginx's recorder started and stopped), `filing`
 //! (finished files moved, old ones removed); `status` is what it publishes
-//! for `/api/status`.
+//! for `/api/status`, `carry` what it hands to the next binary at
+//! `motherstream upgrade` (nginx goes on writing the file meanwhile).
 
 use std::io;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::config::RecordingConfig;
 use crate::key::StreamKey;
 
+mod carry;
 mod control;
 mod filing;
 mod names;
 mod plan;
 mod shell;
 
+use crate::handover::recording::RecordingCarry;
 pub use crate::view::Recent;
 use crate::view::{Published, RecordingStatus};
 pub use names::{file_name, parse_file_name, safe_name, utc_stamp, MAX_NAME_BYTES};
@@ -63,6 +66,11 @@ enum Msg {
         recorder: String,
         path: String,
     },
+    /// A hand-over: answer with the state, then act on nothing until
+    /// `Thaw` (the process execs meanwhile).
+    Freeze(Sender<RecordingCarry>),
+    /// The hand-over did not happen: go on.
+    Thaw,
     Shutdown,
 }
 
@@ -87,24 +95,37 @@ pub struct Recorder {
     join: Option<JoinHandle<()>>,
     status: Published<RecordingStatus>,
     /// The last head sent (the engine reports it after every change).
-    heading: Option<StreamKey>,
+    heading: Option<(StreamKey, String)>,
+    /// Who the engine last said is on screen. With `heading`, the level a
+    /// hand-over carries: what the engine says after the thread froze is
+    /// not lost.
+    on_screen: Option<(StreamKey, String)>,
 }
 
 impl Recorder {
     /// Start the thread (`[recording] enabled`). `control_url` and `app`
-    /// are `[rtmp] control_url` and `ingest_app`.
-    pub fn spawn(cfg: RecordingConfig, control_url: String, app: String) -> io::Result<Recorder> {
+    /// are `[rtmp] control_url` and `ingest_app`; `carried`, what the
+    /// previous binary's recorder handed over.
+    pub fn spawn(
+        cfg: RecordingConfig,
+        control_url: String,
+        app: String,
+        carried: Option<RecordingCarry>,
+    ) -> io::Result<Recorder> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let status = Published::default();
         let mut shell = Shell::new(cfg, control_url, app, status.clone());
+        let adopted = carried.is_some_and(|c| shell.adopt(c));
+        let (heading, on_screen) = (shell.heading.clone(), shell.on_screen.clone());
         let join = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || shell.run(&rx))?;
+            .spawn(move || shell.run(&rx, adopted))?;
         Ok(Recorder {
             tx,
             join: Some(join),
             status,
-            heading: None,
+            heading,
+            on_screen,
         })
     }
 
@@ -117,19 +138,47 @@ impl Recorder {
     }
 
     /// The output now shows `who` (stream key, display name). Never blocks.
-    pub fn on_screen(&self, who: Option<(StreamKey, String)>) {
+    pub fn on_screen(&mut self, who: Option<(StreamKey, String)>) {
+        self.on_screen.clone_from(&who);
         let _ = self.tx.send(Msg::OnScreen(who));
     }
 
     /// The queue's head is `who` (stream key, display name): on screen, or
     /// next at the coming cut. Sent on change only; never blocks.
     pub fn heading(&mut self, who: Option<(&StreamKey, &str)>) {
-        if self.heading.as_ref() != who.map(|w| w.0) {
-            self.heading = who.map(|w| w.0.clone());
-            let _ = self
-                .tx
-                .send(Msg::Heading(who.map(|(k, n)| (k.clone(), n.into()))));
+        if self.heading.as_ref().map(|h| &h.0) != who.map(|w| w.0) {
+            self.heading = who.map(|(k, n)| (k.clone(), n.into()));
+            let _ = self.tx.send(Msg::Heading(self.heading.clone()));
         }
+    }
+
+    /// A hand-over: the thread's state once it is between two steps (a
+    /// call to nginx's control module in progress is finished first), with
+    /// who is on screen and next as the engine last said. From then on the
+    /// thread acts on nothing until [`Recorder::thaw`]. Err after `wait`.
+    pub fn freeze(&self, wait: Duration) -> Result<RecordingCarry, String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(Msg::Freeze(tx)).is_err() {
+            return Err("the recorder thread is gone".into());
+        }
+        match rx.recv_timeout(wait) {
+            Ok(mut c) => {
+                c.on_screen = carry::streamer(&self.on_screen);
+                c.heading = carry::streamer(&self.heading);
+                Ok(c)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "the recorder thread did not answer within {} ms (waiting on nginx's control module)",
+                wait.as_millis()
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err("the recorder thread is gone".into()),
+        }
+    }
+
+    /// The hand-over did not happen: the thread goes on (a no-op when it
+    /// is not frozen).
+    pub fn thaw(&self) {
+        let _ = self.tx.send(Msg::Thaw);
     }
 
     /// Stop the running recording, wait briefly for its file, and join.

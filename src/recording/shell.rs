@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{plan, space_ok, Msg, PRUNE_EVERY, SHUTDOWN_WAIT, SPACE_CHECK_EVERY};
+use super::{plan, space_ok, Msg, RecordingCarry, PRUNE_EVERY, SHUTDOWN_WAIT, SPACE_CHECK_EVERY};
 use crate::config::RecordingConfig;
 use crate::key::StreamKey;
 use crate::view::{Published, Recent, RecordingStatus};
@@ -87,7 +87,9 @@ impl Shell {
         Path::new(&self.cfg.incoming_dir)
     }
 
-    pub(super) fn run(&mut self, rx: &Receiver<Msg>) {
+    /// The thread's loop until `Shutdown`; `carried`: the state came from
+    /// the previous binary (its list of recent files included).
+    pub(super) fn run(&mut self, rx: &Receiver<Msg>, carried: bool) {
         if let Err(e) = std::fs::create_dir_all(self.dir()) {
             log::error!(
                 "cannot create the recordings directory {}: {e}",
@@ -100,7 +102,11 @@ impl Shell {
                 self.incoming().display()
             );
         }
-        self.load_recent();
+        if carried {
+            self.publish();
+        } else {
+            self.load_recent();
+        }
         log::info!(
             "recording every streamer's time on air to {} (nginx recorder \"{}\", writing to {}; kept {}; recording stops below {} MB free)",
             self.dir().display(),
@@ -116,24 +122,14 @@ impl Shell {
             let timeout = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
-                Ok(Msg::OnScreen(who)) => {
-                    self.on_screen = who;
-                    self.retry_at = None;
-                    self.reconcile(true);
-                }
-                Ok(Msg::Heading(who)) => {
-                    self.heading = who;
-                    self.retry_at = None;
-                    self.reconcile(true);
-                }
-                Ok(Msg::Done {
-                    key,
-                    recorder,
-                    path,
-                }) => self.on_done(&key, &recorder, &path),
-                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            let go_on = match rx.recv_timeout(timeout) {
+                Ok(Msg::Freeze(reply)) => self.frozen(rx, &reply),
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Disconnected) => false,
+                Err(RecvTimeoutError::Timeout) => true,
+            };
+            if !go_on {
+                break;
             }
             self.on_timers(Instant::now());
         }
@@ -160,6 +156,54 @@ impl Shell {
                 self.incoming().display()
             );
         }
+    }
+
+    /// One message; false: stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::OnScreen(who) => {
+                self.on_screen = who;
+                self.retry_at = None;
+                self.reconcile(true);
+            }
+            Msg::Heading(who) => {
+                self.heading = who;
+                self.retry_at = None;
+                self.reconcile(true);
+            }
+            Msg::Done {
+                key,
+                recorder,
+                path,
+            } => self.on_done(&key, &recorder, &path),
+            // Not frozen (the engine stopped waiting for the answer).
+            Msg::Freeze(_) | Msg::Thaw => {}
+            Msg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// A hand-over: the state goes to the engine, then nothing is acted on
+    /// (the process execs) until the hand-over is abandoned. What came
+    /// meanwhile is handled then, in order. False: stop.
+    fn frozen(
+        &mut self,
+        rx: &Receiver<Msg>,
+        reply: &crossbeam_channel::Sender<RecordingCarry>,
+    ) -> bool {
+        if reply.send(self.carry()).is_err() {
+            return true;
+        }
+        let mut held = Vec::new();
+        loop {
+            match rx.recv() {
+                Ok(Msg::Thaw) => break,
+                Ok(Msg::Shutdown) | Err(_) => return false,
+                Ok(msg) => held.push(msg),
+            }
+        }
+        log::info!("recording: the hand-over did not happen; going on");
+        held.into_iter().all(|m| self.handle(m))
     }
 
     fn next_deadline(&self) -> Instant {

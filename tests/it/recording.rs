@@ -1,7 +1,8 @@
 //! `[recording]` against real nginx-rtmp and ffmpeg: each streamer's time
 //! on air becomes one file named after them, playable, as long as they
 //! were on screen; a free-space floor keeps recording off; old recordings
-//! are pruned; a forged on_record_done moves nothing.
+//! are pruned; a forged on_record_done moves nothing; a recording running
+//! across `motherstream upgrade` is filed whole by the new binary.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -378,4 +379,163 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `motherstream upgrade` of the running daemon (the same binary: the
+/// recording must survive the exec, whichever version comes next).
+fn upgrade(rig: &Rig) {
+    let out = std::process::Command::new(daemon_bin())
+        .arg("--config")
+        .arg(rig.daemon.config_path())
+        .arg("upgrade")
+        .output()
+        .expect("run motherstream upgrade");
+    assert!(
+        out.status.success(),
+        "upgrade failed: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&rig.daemon.log_path(), 30)
+    );
+}
+
+/// The longest step between the video packets of `path` (seconds): a
+/// recording with a hole in it shows one.
+fn longest_packet_step(path: &Path) -> Option<f64> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=dts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    t.windows(2).map(|w| w[1] - w[0]).reduce(f64::max)
+}
+
+/// The recorder's state goes across `motherstream upgrade`: a recording
+/// running at a hand-over (nginx writes it; motherstream knows its file,
+/// who it is and since when) is stopped at the next cut and filed by the
+/// new binary as if no hand-over had happened: one whole file per
+/// streamer, as long as their time on air, nothing left in nginx's spool.
+#[test]
+fn recordings_run_on_across_hand_overs_and_are_filed() {
+    let _turn = heavy_turn();
+    let d = dirs();
+    let rig = rig(&d, 0, "[queue]\nslot_seconds = 600\n");
+    let key_a = register(&rig, "alice");
+    let key_b = register(&rig, "bob");
+    let log = OnAirLog::start(rig.daemon.port);
+    let mut a = rig.join_as(&key_a, "alice", SIZE_A);
+    wait_on_air(&rig, "alice");
+    let recording = |rig: &Rig| rig.daemon.status()["recordings"]["recording"].clone();
+    // Recorded from the decision; on screen at the cut.
+    let since = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        let r = recording(&rig);
+        r.get("since").and_then(serde_json::Value::as_u64)
+    });
+    assert!(
+        since.is_some(),
+        "alice is not recorded: {}",
+        rig.daemon.status()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Hand-over 1: alice on screen and recorded.
+    upgrade(&rig);
+    let after_first = recording(&rig);
+    let mut b = rig.join_as(&key_b, "bob", SIZE_B);
+    std::thread::sleep(Duration::from_secs(2));
+    // A planned switch: alice's recording (begun by the first binary)
+    // ends at the cut, bob's begins.
+    let r = rig
+        .daemon
+        .admin("/api/move", r#"{"name":"bob","position":0}"#, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_on_air(&rig, "bob");
+    std::thread::sleep(Duration::from_secs(2));
+    // alice leaves (not on screen: nothing of hers is recorded any more).
+    a.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    // Hand-over 2: bob on screen and recorded; then he leaves while on
+    // air, and nginx ends his recording itself.
+    upgrade(&rig);
+    std::thread::sleep(Duration::from_secs(2));
+    b.stop();
+
+    let files = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+        let f = flv_files(&d.rec);
+        (f.len() >= 2).then_some(f)
+    });
+    let daemon_log = rig.daemon.log();
+    for l in daemon_log
+        .lines()
+        .filter(|l| l.contains("record") || l.contains("taking over"))
+    {
+        eprintln!("  log: {l}");
+    }
+    assert_eq!(
+        daemon_log.matches("taking over from").count(),
+        2,
+        "two hand-overs"
+    );
+    let files = files.unwrap_or_else(|| {
+        panic!(
+            "expected alice's and bob's recordings in {}, got {:?}; nginx's spool {:?}; on air: {}",
+            d.rec.display(),
+            flv_files(&d.rec),
+            flv_files(&d.incoming),
+            log.dump()
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(flv_files(&d.rec), files, "one file each");
+    assert!(
+        flv_files(&d.incoming).is_empty(),
+        "nothing left in nginx's spool: {:?}",
+        flv_files(&d.incoming)
+    );
+    assert_eq!(
+        after_first.get("since").and_then(serde_json::Value::as_u64),
+        since,
+        "the new binary reports the same recording: {after_first}"
+    );
+    for who in ["alice", "bob"] {
+        one_whole_recording(&d.rec, &files, who, &log);
+    }
+    let st = rig.daemon.status();
+    let recent = st["recordings"]["recent"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ["alice", "bob"].iter().all(|w| recent
+            .iter()
+            .any(|r| r["streamer"] == *w && r["duration_s"].as_u64().is_some())),
+        "/api/status lists both with their durations: {st}"
+    );
+}
+
+/// `who`'s recording among `files` in `dir`: as long as their time on air
+/// and without a hole.
+fn one_whole_recording(dir: &Path, files: &[String], who: &str, log: &OnAirLog) {
+    let file = files
+        .iter()
+        .find(|f| f.starts_with(&format!("{who}-20")))
+        .unwrap_or_else(|| panic!("no recording of {who}: {files:?}"));
+    let on_air = log.on_air_s(who).expect("on-air interval");
+    let path = dir.join(file);
+    let dur = probe_duration(&path).unwrap_or_else(|| panic!("ffprobe cannot read {file}"));
+    let step = longest_packet_step(&path).unwrap_or(f64::MAX);
+    eprintln!(
+        "{who}: on air {on_air:.2} s, recording {dur:.2} s, longest step between its frames {step:.3} s"
+    );
+    assert!(
+        (dur - on_air).abs() <= 2.0,
+        "{file}: {dur:.2} s recorded, {on_air:.2} s on air ({})",
+        log.dump()
+    );
+    assert!(step <= 0.25, "{file}: a hole of {step:.3} s");
 }

@@ -171,15 +171,24 @@ pub fn settings(cfg: &Config, secrets: Secrets, relay_secret: String) -> Publish
     })
 }
 
-/// The recorder thread, with `[recording] enabled`.
+/// The recorder thread, with `[recording] enabled` (a hand-over carries
+/// the previous binary's recordings to it).
 pub fn recorder(cfg: &Config) -> Result<Option<Recorder>, String> {
+    let carried = motherstream::handover::take_recording();
     if !cfg.recording.enabled {
+        if let Some(c) = carried.filter(|c| !c.files.is_empty()) {
+            log::warn!(
+                "[recording] is off in this configuration: the {} recording(s) the previous binary started are not filed (nginx ends them when their publishers leave)",
+                c.files.len()
+            );
+        }
         return Ok(None);
     }
     Recorder::spawn(
         cfg.recording.clone(),
         cfg.rtmp.control_url.clone(),
         cfg.rtmp.ingest_app.clone(),
+        carried,
     )
     .map(Some)
     .map_err(|e| format!("cannot start the recorder thread: {e}"))
