@@ -35,8 +35,10 @@ pub struct CounterCarry {
 use serde::{Deserialize, Serialize};
 
 use crate::relay::RelayCarry;
+use obs::ObsCarry;
 use recording::RecordingCarry;
 
+pub mod obs;
 pub mod recording;
 
 /// Environment variable naming the memfd with the carried state.
@@ -97,6 +99,10 @@ pub struct Carried {
     /// default: none is a recorder that starts afresh).
     #[serde(default)]
     pub recording: Option<RecordingCarry>,
+    /// The OBS websocket session (added in format 1 with a default: none
+    /// is a new connection).
+    #[serde(default)]
+    pub obs: Option<ObsCarry>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +143,7 @@ struct Inherited {
     engine: Option<EngineCarry>,
     metrics: Option<Vec<CounterCarry>>,
     recording: Option<RecordingCarry>,
+    obs: Option<ObsCarry>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -188,6 +195,7 @@ pub fn inherit() -> Start {
                     engine: Some(c.engine),
                     metrics: Some(c.metrics),
                     recording: c.recording,
+                    obs: c.obs,
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -260,6 +268,11 @@ pub fn take_metrics() -> Option<Vec<CounterCarry>> {
 /// The recorder's carried state, once.
 pub fn take_recording() -> Option<RecordingCarry> {
     with(|i| i.recording.take()).flatten()
+}
+
+/// The carried OBS session, once (its socket is this process's to close).
+pub fn take_obs() -> Option<ObsCarry> {
+    with(|i| i.obs.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
@@ -407,6 +420,17 @@ mod tests {
                 retry_in_ms: None,
                 recent: Vec::new(),
             }),
+            obs: Some(ObsCarry {
+                fd: 9,
+                host: "127.0.0.1".into(),
+                port: 4455,
+                connections: 1,
+                pending: vec![0x81, 0x7e],
+                on_air: Some("alice".into()),
+                next_up: None,
+                switch_seq: 3,
+                slot_ends_at_ms: Some(5),
+            }),
         }
     }
 
@@ -439,9 +463,11 @@ mod tests {
         v["relay"].as_object_mut().unwrap().remove("sources");
         v.as_object_mut().unwrap().remove("metrics");
         v.as_object_mut().unwrap().remove("recording");
+        v.as_object_mut().unwrap().remove("obs");
         let mut want = sample();
         want.metrics.clear();
         want.recording = None;
+        want.obs = None;
         assert_eq!(parse(&v.to_string()).unwrap(), want);
     }
 

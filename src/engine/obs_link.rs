@@ -38,9 +38,16 @@ impl ObsLink {
         }
     }
 
-    /// Start the OBS thread if `[obs]` is on.
+    /// Start the OBS thread if `[obs]` is on (it takes a session a
+    /// hand-over carried; with `[obs]` off, that is closed here).
     pub(super) fn start(&mut self, cfg: &ObsConfig) {
         if !cfg.enabled {
+            if let Some(c) = crate::handover::take_obs() {
+                log::info!(
+                    "OBS: [obs] is off in this configuration: the session carried over is closed"
+                );
+                crate::sys::fds::close_inherited(c.fd);
+            }
             return;
         }
         match (self.launcher)(cfg.clone(), self.tx.clone()) {
@@ -117,6 +124,22 @@ impl ObsLink {
         if changed {
             // A new or reconfigured OBS thread gets the full state again.
             self.sent = None;
+        }
+    }
+
+    /// A hand-over: the identified connection, if it is quiet within
+    /// `wait` (None: the new image connects again).
+    pub(super) fn freeze(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<crate::handover::obs::ObsCarry> {
+        self.handle.as_ref()?.freeze(wait)
+    }
+
+    /// The hand-over did not happen.
+    pub(super) fn thaw(&self) {
+        if let Some(h) = &self.handle {
+            h.thaw();
         }
     }
 

@@ -53,6 +53,11 @@ pub trait ObsPort: Send {
     fn show(&self, state: BroadcastState);
     fn reconfigure(&self, cfg: ObsConfig);
     fn shutdown(self: Box<Self>);
+    /// The connection for a hand-over (see `obs::ObsHandle::freeze`).
+    fn freeze(&self, _wait: std::time::Duration) -> Option<crate::handover::obs::ObsCarry> {
+        None
+    }
+    fn thaw(&self) {}
 }
 
 impl ObsPort for ObsHandle {
@@ -64,6 +69,12 @@ impl ObsPort for ObsHandle {
     }
     fn shutdown(self: Box<Self>) {
         ObsHandle::shutdown(*self)
+    }
+    fn freeze(&self, wait: std::time::Duration) -> Option<crate::handover::obs::ObsCarry> {
+        ObsHandle::freeze(self, wait)
+    }
+    fn thaw(&self) {
+        ObsHandle::thaw(self)
     }
 }
 

@@ -30,6 +30,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// module is in progress (bounded by its own timeouts); after this the
 /// hand-over goes on without its state.
 const RECORDER_WAIT: Duration = Duration::from_millis(500);
+/// The OBS connection is carried once no request is in flight (OBS
+/// answers in a few ms); after this it is not, and the new image connects
+/// again.
+const OBS_WAIT: Duration = Duration::from_millis(300);
 
 /// What a hand-over drives, and the one under way.
 pub(super) struct Handover {
@@ -185,13 +189,27 @@ impl Engine {
         if let Some(r) = &self.recorder {
             r.thaw();
         }
+        self.obs.thaw();
         self.handover.under_way = None;
     }
 
     fn hand_over_now(&mut self, stage: Arc<dyn handover::Stage>, drained: Duration) {
         // First (off the picture's clock) the recorder's state: what the
         // engine tells it after this is carried as the level it last said.
+        let t_frozen = Instant::now();
         let recording = self.freeze_recorder();
+        let obs = self.obs.freeze(OBS_WAIT);
+        if recording.is_some() || obs.is_some() {
+            log::info!(
+                "hand-over: {} taken in {} ms",
+                match (&recording, &obs) {
+                    (Some(_), Some(_)) => "the recorder's state and the OBS session",
+                    (Some(_), None) => "the recorder's state",
+                    _ => "the OBS session",
+                },
+                t_frozen.elapsed().as_millis()
+            );
+        }
         // The readers stop at whole messages; the tags they sent before go
         // through the splicer here, so what is carried follows them.
         let t0 = Instant::now();
@@ -234,6 +252,7 @@ impl Engine {
             relay,
             metrics: self.events.metrics().carry(),
             recording,
+            obs,
         };
         let file = match handover::write(&carried) {
             Ok(f) => f,

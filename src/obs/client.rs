@@ -24,8 +24,11 @@
 //! Idle with OBS connected that is one wake-up per heartbeat (5 s) plus its
 //! answer. Connecting (TCP connect, websocket handshake) is done blocking,
 //! bounded by the request timeout, as before.
+//!
+//! `wire` has the inbox and the reader thread, `handover` the taking of an
+//! identified connection across `motherstream upgrade`.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,80 +42,36 @@ use super::session::{Action, Input, Now, Session};
 use super::{BroadcastState, Msg, ObsStatus};
 use crate::config::{read_secret_file, ObsConfig};
 
-/// Bytes read from OBS, or the end of the stream.
-enum Chunk {
-    Bytes(Vec<u8>),
-    /// EOF (None) or a read error.
-    End(Option<io::Error>),
-}
+mod handover;
+mod wire;
 
-/// The websocket's stream: reads come from the reader thread's chunks,
-/// writes go to the socket. During the handshake (`direct`) reads go to
-/// the socket too, so tungstenite keeps any bytes it read past the HTTP
-/// answer (OBS's Hello can arrive in the same segment).
-struct Inbox {
-    stream: TcpStream,
-    direct: bool,
-    buf: Vec<u8>,
-    pos: usize,
-    end: Option<Option<io::Error>>,
-}
-
-impl Inbox {
-    fn push(&mut self, chunk: Chunk) {
-        match chunk {
-            Chunk::Bytes(b) => {
-                if self.pos >= self.buf.len() {
-                    self.buf.clear();
-                    self.pos = 0;
-                }
-                self.buf.extend_from_slice(&b);
-            }
-            Chunk::End(e) => self.end = Some(e),
-        }
-    }
-}
-
-impl Read for Inbox {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.direct {
-            return (&self.stream).read(out);
-        }
-        if self.pos < self.buf.len() {
-            let n = out.len().min(self.buf.len() - self.pos);
-            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-            self.pos += n;
-            return Ok(n);
-        }
-        match &self.end {
-            None => Err(io::ErrorKind::WouldBlock.into()),
-            Some(None) => Ok(0),
-            Some(Some(e)) => Err(io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-}
-
-impl Write for Inbox {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        (&self.stream).write(b)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (&self.stream).flush()
-    }
-}
+use wire::{Chunk, Inbox, Reader};
 
 /// One open websocket.
 struct Conn {
     ws: WebSocket<Inbox>,
     chunks: Receiver<Chunk>,
+    reader: Option<Reader>,
 }
 
 impl Conn {
+    /// The websocket over `inbox`, with its reader thread.
+    fn start(ws: WebSocket<Inbox>) -> io::Result<Conn> {
+        let (reader, chunks) = Reader::spawn(ws.get_ref().stream.try_clone()?)?;
+        Ok(Conn {
+            ws,
+            chunks,
+            reader: Some(reader),
+        })
+    }
+
     fn close(mut self) {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
-        // Wakes the reader thread's blocking read (EOF): it then ends.
         let _ = self.ws.get_ref().stream.shutdown(Shutdown::Both);
+        if let Some(r) = self.reader.take() {
+            r.stop();
+        }
     }
 }
 
@@ -123,6 +82,8 @@ struct Shell {
     status_tx: Sender<ObsStatus>,
     /// The last password file problem logged.
     password_error: Option<String>,
+    /// A hand-over waits for the connection to be quiet.
+    freezing: Option<handover::Freezing>,
 }
 
 fn now() -> Now {
@@ -139,10 +100,16 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
         conn: None,
         status_tx,
         password_error: None,
+        freezing: None,
     };
-    shell.feed(vec![Input::Start]);
+    let start = shell.adopt_carried();
+    shell.feed(vec![start]);
     loop {
-        let wake = match shell.session.deadline() {
+        let deadline = match (shell.session.deadline(), &shell.freezing) {
+            (Some(d), Some(f)) => Some(d.min(f.until)),
+            (d, f) => d.or(f.as_ref().map(|f| f.until)),
+        };
+        let wake = match deadline {
             Some(d) => crossbeam_channel::at(d),
             None => crossbeam_channel::never(),
         };
@@ -164,6 +131,9 @@ pub(super) fn run(cfg: ObsConfig, rx: Receiver<Msg>, status_tx: Sender<ObsStatus
                 shell.on_chunk(c);
             }
             recv(wake) -> _ => shell.feed(vec![Input::Tick]),
+        }
+        if shell.freezing.is_some() && !shell.try_freeze(&rx) {
+            break;
         }
     }
     if let Some(c) = shell.conn.take() {
@@ -217,6 +187,11 @@ impl Shell {
                     let password = self.read_password(&cfg);
                     self.feed(vec![Input::Config { cfg, password }]);
                 }
+                Msg::Freeze { reply, wait } => {
+                    self.freezing = Some(handover::Freezing::new(reply, wait))
+                }
+                // Not frozen: nothing to go on from.
+                Msg::Thaw => {}
                 Msg::Shutdown => return false,
             }
         }
@@ -377,13 +352,7 @@ fn connect(cfg: &ObsConfig) -> Result<Conn, String> {
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(protocol::SUBPROTOCOL),
     );
-    let inbox = Inbox {
-        stream,
-        direct: true,
-        buf: Vec::new(),
-        pos: 0,
-        end: None,
-    };
+    let inbox = Inbox::new(stream, true, Vec::new());
     let mut ws = match tungstenite::client(req, inbox) {
         Ok((ws, _)) => ws,
         Err(tungstenite::HandshakeError::Interrupted(_)) => {
@@ -395,41 +364,10 @@ fn connect(cfg: &ObsConfig) -> Result<Conn, String> {
     };
     // From here on only the reader thread reads the socket, and it blocks
     // until bytes come (the read timeout is shared by both handles).
-    let reader = ws
-        .get_ref()
+    ws.get_ref()
         .stream
-        .try_clone()
-        .and_then(|s| s.set_read_timeout(None).map(|()| s))
+        .set_read_timeout(None)
         .map_err(|e| format!("socket setup for {target}: {e}"))?;
     ws.get_mut().direct = false;
-    let (tx, chunks) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("obs-reader".into())
-        .spawn(move || read_socket(reader, tx))
-        .map_err(|e| format!("cannot start the OBS reader thread: {e}"))?;
-    Ok(Conn { ws, chunks })
-}
-
-/// The reader thread: bytes from the socket into the channel, until EOF,
-/// an error, or nobody listens any more.
-fn read_socket(mut stream: TcpStream, tx: Sender<Chunk>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                let _ = tx.send(Chunk::End(None));
-                return;
-            }
-            Ok(n) => {
-                if tx.send(Chunk::Bytes(buf[..n].to_vec())).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = tx.send(Chunk::End(Some(e)));
-                return;
-            }
-        }
-    }
+    Conn::start(ws).map_err(|e| format!("cannot start the OBS reader thread: {e}"))
 }

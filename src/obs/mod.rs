@@ -15,13 +15,17 @@
 //! * `ObsHandle::reconfigure(cfg)` applies a reloaded `[obs]` section.
 //! * The thread reports connection changes as `ObsStatus` on `status_tx`.
 //! * `ObsHandle::shutdown()` stops and joins the thread within a bounded time.
+//! * `ObsHandle::freeze(wait)` takes the identified connection for a
+//!   hand-over (`crate::handover::obs`), `thaw()` gives it back; the new
+//!   image's thread goes on from it.
 
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
 
 use crate::config::ObsConfig;
+use crate::handover::obs::ObsCarry;
 
 mod client;
 pub mod protocol;
@@ -52,6 +56,16 @@ pub enum ObsStatus {
 enum Msg {
     Show(BroadcastState),
     Reconfigure(Box<ObsConfig>),
+    /// A hand-over: the connection once it is quiet (within `wait`), its
+    /// socket kept across exec; from then on the thread does nothing until
+    /// `Thaw`. `reply` has no room: a reply the engine no longer waits for
+    /// fails, and the thread goes on.
+    Freeze {
+        reply: Sender<ObsCarry>,
+        wait: Duration,
+    },
+    /// The hand-over did not happen.
+    Thaw,
     Shutdown,
 }
 
@@ -78,6 +92,20 @@ impl ObsHandle {
 
     pub fn reconfigure(&self, cfg: ObsConfig) {
         let _ = self.tx.send(Msg::Reconfigure(Box::new(cfg)));
+    }
+
+    /// The connection for a hand-over, if it becomes quiet within `wait`
+    /// (None: it is not carried; it closes at exec and the new image
+    /// connects again).
+    pub fn freeze(&self, wait: Duration) -> Option<ObsCarry> {
+        let (reply, rx) = crossbeam_channel::bounded(0);
+        self.tx.send(Msg::Freeze { reply, wait }).ok()?;
+        rx.recv_timeout(wait + Duration::from_millis(100)).ok()
+    }
+
+    /// The hand-over did not happen: the thread goes on.
+    pub fn thaw(&self) {
+        let _ = self.tx.send(Msg::Thaw);
     }
 
     pub fn shutdown(mut self) {

@@ -66,6 +66,10 @@ pub struct Now {
 pub enum Input {
     /// The thread started.
     Start,
+    /// The thread started on an identified connection a previous binary
+    /// of this process handed over (its `connection`-th): it goes on as
+    /// after Identified, with no new connection or Identify.
+    Carried { connection: u64 },
     /// The engine's desired state changed (the new one is `step`'s
     /// `desired`).
     Desired,
@@ -174,6 +178,9 @@ pub struct Session {
     backoff: Backoff,
     connections: u64,
     phase: Phase,
+    /// The open connection was carried over a hand-over (said once, when
+    /// it is ready).
+    carried: bool,
 }
 
 impl Session {
@@ -188,6 +195,17 @@ impl Session {
             backoff: Backoff::default(),
             connections: 0,
             phase: Phase::Disabled,
+            carried: false,
+        }
+    }
+
+    /// Connections made so far, when the open one is quiet (identified
+    /// and set up, no request in flight or queued): the moment a hand-over
+    /// can carry it.
+    pub fn quiet(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::Open(link) if link.quiet() => Some(self.connections),
+            _ => None,
         }
     }
 
@@ -245,6 +263,18 @@ impl Session {
         );
         match input {
             Input::Start => self.start(out),
+            Input::Carried { connection } => {
+                // A new id prefix: an answer meant for the old image's
+                // requests can never match.
+                self.connections = connection + 1;
+                self.carried = true;
+                // The desired state came with the session: what OBS shows
+                // already, not a switch.
+                self.switch_at = None;
+                let mut link = Link::new(self.connections, self.timeout(), now.mono);
+                link.enqueue(ObsRequest::GetVersion, Purpose::Version);
+                self.phase = Phase::Open(Box::new(link));
+            }
             Input::Desired | Input::Tick => {}
             Input::Config { cfg, password } => self.reconfigure(*cfg, password, out),
             Input::Connected { password } => {
@@ -460,11 +490,19 @@ impl Session {
                 };
                 if link.drive(&view, now, out)? {
                     let version = link.obs_version.clone();
-                    log::info!(
-                        "connected to OBS {version} at {}:{}",
-                        self.cfg.host,
-                        self.cfg.port
-                    );
+                    if std::mem::take(&mut self.carried) {
+                        log::info!(
+                            "OBS {version} at {}:{}: the session carried over the hand-over goes on (no new connection, no new Identify)",
+                            self.cfg.host,
+                            self.cfg.port
+                        );
+                    } else {
+                        log::info!(
+                            "connected to OBS {version} at {}:{}",
+                            self.cfg.host,
+                            self.cfg.port
+                        );
+                    }
                     self.report(
                         ObsStatus::Connected {
                             obs_version: version,

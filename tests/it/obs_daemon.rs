@@ -310,3 +310,103 @@ fn a_wrong_password_leaves_the_queue_alone() {
     let mut c = o.obs.client();
     assert!(c.text(obs::NAME).expect("name").is_empty());
 }
+
+/// The local port of `pid`'s established TCP connection to `port` on
+/// loopback (its sockets, found in /proc/net/tcp by inode).
+fn connection_to(pid: u32, port: u16) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let hex_port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        let (local, remote, state, inode) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(9)?);
+        (hex_port(remote)? == port && *state == "01" && inodes.iter().any(|i| i == inode))
+            .then(|| hex_port(local))
+            .flatten()
+    })
+}
+
+/// `motherstream upgrade` with OBS connected: the identified websocket
+/// session goes on in the new binary (the same TCP connection, no second
+/// Identify, OBS sees no new client), and a switch after it still reaches
+/// OBS.
+#[test]
+fn an_upgrade_keeps_the_obs_session() {
+    let _turn = heavy_turn();
+    let o = start(&ObsOpts::default().password);
+    let r = &o.rig;
+    until(
+        Duration::from_secs(10),
+        "daemon reports OBS connected",
+        || obs_connected(r).0.then_some(()),
+    );
+    let mut a = r.join("alice", SIZE_A);
+    let _b = r.join("bob", SIZE_B);
+    r.assert_on_air(SIZE_A, ON_AIR);
+    let mut c = o.obs.client();
+    obs_shows(&mut c, &r.daemon.guest("alice"), SIZE_A, ON_AIR);
+    let pid = r.daemon.pid();
+    let before = connection_to(pid, o.obs.port).expect("the daemon's connection to OBS");
+
+    crate::recording::upgrade(r);
+    until(
+        Duration::from_secs(10),
+        "daemon reports OBS connected after the hand-over",
+        || obs_connected(r).0.then_some(()),
+    );
+    let after = connection_to(pid, o.obs.port);
+    let log = r.daemon.log();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("OBS") || l.contains("obs-websocket") || l.contains("taking over"))
+    {
+        eprintln!("  log: {l}");
+    }
+    let obs_log = o.obs.log_all();
+    let obs_clients: Vec<&str> = obs_log
+        .lines()
+        .filter(|l| l.contains("WebSocket client"))
+        .collect();
+    eprintln!(
+        "daemon's connection to OBS: port {before} before the hand-over, {after:?} after; OBS's log:\n{}",
+        obs_clients.join("\n")
+    );
+    assert!(log.contains("taking over from"), "the hand-over happened");
+    assert_eq!(after, Some(before), "the same TCP connection to OBS");
+    assert_eq!(
+        log.matches("identified to obs-websocket").count(),
+        1,
+        "one Identify in all"
+    );
+    assert!(log.contains("the session carried over the hand-over goes on"));
+    // OBS's side: the daemon's client never left.
+    let ours = format!(":{before}`");
+    assert!(
+        obs_clients.iter().any(|l| l.contains("has connected")),
+        "OBS logs its clients"
+    );
+    assert!(
+        !obs_clients
+            .iter()
+            .any(|l| l.contains("has disconnected") && l.contains(&ours)),
+        "OBS saw the daemon's session end"
+    );
+
+    // A switch after the hand-over still reaches OBS.
+    let t = Instant::now();
+    a.stop();
+    obs_shows(&mut c, &r.daemon.guest("bob"), SIZE_B, ON_AIR);
+    eprintln!(
+        "after the hand-over: alice stopped → OBS plays bob after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(connection_to(pid, o.obs.port), Some(before));
+}

@@ -383,7 +383,7 @@ fn unix_now() -> u64 {
 
 /// `motherstream upgrade` of the running daemon (the same binary: the
 /// recording must survive the exec, whichever version comes next).
-fn upgrade(rig: &Rig) {
+pub(crate) fn upgrade(rig: &Rig) {
     let out = std::process::Command::new(daemon_bin())
         .arg("--config")
         .arg(rig.daemon.config_path())

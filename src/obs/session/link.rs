@@ -169,6 +169,18 @@ impl Link {
         self.queue.push_back((request, purpose));
     }
 
+    /// Set up, nothing in flight or queued, not resolving, OBS not
+    /// exiting: nothing of this connection lives outside OBS's next frame.
+    pub(super) fn quiet(&self) -> bool {
+        self.stage == Stage::Live
+            && self.announced
+            && self.in_flight.is_none()
+            && self.queue.is_empty()
+            && self.resolving.is_none()
+            && self.resolve_due.is_none()
+            && !self.exiting
+    }
+
     /// Applying the desired state and watching the media source happen
     /// only on a live connection, outside a resolve, before OBS exits.
     fn applying(&self) -> bool {

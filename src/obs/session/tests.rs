@@ -1252,3 +1252,36 @@ fn restart_requests_carry_the_protocol_action() {
     };
     assert_eq!(q.request_data.unwrap()["mediaAction"], MEDIA_ACTION_RESTART);
 }
+
+/// A session carried over a hand-over goes on as after Identified: no
+/// connect, no Identify, the scene resolved again, the carried state
+/// applied without a cue or a loading hold (it is what OBS shows), and it
+/// is quiet (can be carried again) once set up; request ids never repeat
+/// the old image's.
+#[test]
+fn a_carried_session_goes_on_without_identify() {
+    let mut cfg = config();
+    cfg.loading_ms = 1500;
+    cfg.cue = CueMode::Restart;
+    let mut r = Rig::new(cfg);
+    r.desired = on_air("Bob", 7, None, &r);
+    r.open = true;
+    let a = r.step(Input::Carried { connection: 3 });
+    assert!(r.s.quiet().is_none(), "not set up yet");
+    let first_id = a.iter().find_map(|a| match a {
+        Action::Send(Outgoing::Request { id, .. }) => Some(id.clone()),
+        _ => None,
+    });
+    assert!(
+        first_id.as_deref().is_some_and(|id| id.starts_with("ms-4")),
+        "{a:?}"
+    );
+    r.settle();
+    assert_eq!(r.connects, 0, "no new connection");
+    assert!(r.identifies.is_empty(), "no Identify");
+    assert!(r.connected(), "reports: {:?}", r.reports);
+    assert_eq!(r.obs.text(NAME), "Bob");
+    assert!(!r.obs.enabled(LOADING), "no loading hold: not a switch");
+    assert_eq!(r.count(is_restart), 0, "no cue");
+    assert_eq!(r.s.quiet(), Some(4));
+}
