@@ -441,13 +441,13 @@ fn recordings_run_on_across_hand_overs_and_are_filed() {
         "alice is not recorded: {}",
         rig.daemon.status()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
 
     // Hand-over 1: alice on screen and recorded.
     upgrade(&rig);
     let after_first = recording(&rig);
     let mut b = rig.join_as(&key_b, "bob", SIZE_B);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     // A planned switch: alice's recording (begun by the first binary)
     // ends at the cut, bob's begins.
     let r = rig
@@ -455,14 +455,14 @@ fn recordings_run_on_across_hand_overs_and_are_filed() {
         .admin("/api/move", r#"{"name":"bob","position":0}"#, None);
     assert_eq!(r.status, 200, "{r:?}");
     wait_on_air(&rig, "bob");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     // alice leaves (not on screen: nothing of hers is recorded any more).
     a.stop();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     // Hand-over 2: bob on screen and recorded; then he leaves while on
     // air, and nginx ends his recording itself.
     upgrade(&rig);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     b.stop();
 
     let files = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
