@@ -194,8 +194,9 @@ impl Engine {
     }
 
     fn hand_over_now(&mut self, stage: Arc<dyn handover::Stage>, drained: Duration) {
-        // First (off the picture's clock) the recorder's state: what the
-        // engine tells it after this is carried as the level it last said.
+        // First (off the picture's clock) the recorder's state (what the
+        // engine tells it after this is carried as the level it last said)
+        // and the OBS session, once it is quiet.
         let t_frozen = Instant::now();
         let recording = self.freeze_recorder();
         let obs = self.obs.freeze(OBS_WAIT);
