@@ -217,6 +217,7 @@ impl Engine {
     /// state persisted and the OBS thread joined.
     pub fn run(mut self, commands: Receiver<Command>) {
         ON_ENGINE_THREAD.with(|c| c.set(true));
+        crate::handover::timing::mark("engine running");
         self.after_change();
         self.announce_ready();
         loop {

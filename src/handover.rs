@@ -19,6 +19,8 @@
 //! plain restart: the carried ffmpeg is stopped and a new output started,
 //! with one log line saying so; the HTTP socket is kept either way.
 
+pub mod timing;
+
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -30,6 +32,17 @@ pub struct CounterCarry {
     pub name: String,
     pub labels: Vec<(String, String)>,
     pub value: f64,
+}
+
+/// One `/metrics` histogram's state (one label set) in a hand-over's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistogramCarry {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    /// (upper bound, cumulative count) of each bucket but +Inf.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
 }
 
 use serde::{Deserialize, Serialize};
@@ -103,6 +116,10 @@ pub struct Carried {
     /// is a new connection).
     #[serde(default)]
     pub obs: Option<ObsCarry>,
+    /// `/metrics` histograms (added in format 1 with a default: a state
+    /// without them starts the histograms empty).
+    #[serde(default)]
+    pub histograms: Vec<HistogramCarry>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +161,7 @@ struct Inherited {
     metrics: Option<Vec<CounterCarry>>,
     recording: Option<RecordingCarry>,
     obs: Option<ObsCarry>,
+    histograms: Option<Vec<HistogramCarry>>,
     handovers: u32,
     from_version: Option<String>,
 }
@@ -189,6 +207,7 @@ pub fn inherit() -> Start {
                 from_version: c.from_version.clone(),
                 handovers: c.handovers,
             };
+            timing::handed_over(c.relay.let_go_mono_ms);
             crate::relay::inherit(c.relay);
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {
@@ -196,6 +215,7 @@ pub fn inherit() -> Start {
                     metrics: Some(c.metrics),
                     recording: c.recording,
                     obs: c.obs,
+                    histograms: Some(c.histograms),
                     handovers: c.handovers,
                     from_version: Some(c.from_version),
                 });
@@ -273,6 +293,11 @@ pub fn take_recording() -> Option<RecordingCarry> {
 /// The carried OBS session, once (its socket is this process's to close).
 pub fn take_obs() -> Option<ObsCarry> {
     with(|i| i.obs.take()).flatten()
+}
+
+/// The metrics histograms carried over, once.
+pub fn take_histograms() -> Option<Vec<HistogramCarry>> {
+    with(|i| i.histograms.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
@@ -431,6 +456,13 @@ mod tests {
                 switch_seq: 3,
                 slot_ends_at_ms: Some(5),
             }),
+            histograms: vec![HistogramCarry {
+                name: "motherstream_hook_latency_seconds".into(),
+                labels: vec![("endpoint".into(), "publish".into())],
+                buckets: vec![(0.005, 2), (0.01, 3)],
+                sum: 0.021,
+                count: 3,
+            }],
         }
     }
 
@@ -464,10 +496,12 @@ mod tests {
         v.as_object_mut().unwrap().remove("metrics");
         v.as_object_mut().unwrap().remove("recording");
         v.as_object_mut().unwrap().remove("obs");
+        v.as_object_mut().unwrap().remove("histograms");
         let mut want = sample();
         want.metrics.clear();
         want.recording = None;
         want.obs = None;
+        want.histograms.clear();
         assert_eq!(parse(&v.to_string()).unwrap(), want);
     }
 

@@ -15,7 +15,7 @@ use prometheus::{
 };
 
 use crate::events::Event;
-use crate::handover::CounterCarry;
+use crate::handover::{CounterCarry, HistogramCarry};
 use crate::view::View;
 
 /// What `/metrics` answers with.
@@ -40,7 +40,7 @@ struct ShowMetrics {
     obs_connected: IntGauge,
     output_up: IntGauge,
     switches: IntCounterVec,
-    cut_latency: Histogram,
+    cut_latency: Carrying<Histogram>,
     source_restarts: IntCounter,
     output_restarts: IntCounter,
     events: IntCounterVec,
@@ -52,7 +52,7 @@ struct ShowMetrics {
 /// their tokens, notifications.
 struct CallerMetrics {
     hooks: IntCounterVec,
-    hook_latency: HistogramVec,
+    hook_latency: Carrying<HistogramVec>,
     admin: IntCounterVec,
     notifications: IntCounterVec,
     auth_failures: IntCounterVec,
@@ -130,11 +130,13 @@ impl ShowMetrics {
             ),
             cut_latency: registered(
                 r,
-                Histogram::with_opts(hopts(
-                    "cut_latency_seconds",
-                    "From the decision to switch to the cut to the new streamer",
-                ))
-                .expect(CONST_DEF),
+                Carrying::new(
+                    Histogram::with_opts(hopts(
+                        "cut_latency_seconds",
+                        "From the decision to switch to the cut to the new streamer",
+                    ))
+                    .expect(CONST_DEF),
+                ),
             ),
             source_restarts: counter(
                 r,
@@ -176,14 +178,16 @@ impl CallerMetrics {
             ),
             hook_latency: registered(
                 r,
-                HistogramVec::new(
-                    hopts(
-                        "hook_latency_seconds",
-                        "Time to answer a hook call (includes the group commit)",
-                    ),
-                    &["endpoint"],
-                )
-                .expect(CONST_DEF),
+                Carrying::new(
+                    HistogramVec::new(
+                        hopts(
+                            "hook_latency_seconds",
+                            "Time to answer a hook call (includes the group commit)",
+                        ),
+                        &["endpoint"],
+                    )
+                    .expect(CONST_DEF),
+                ),
             ),
             admin: counters(
                 r,
@@ -245,8 +249,7 @@ impl Metrics {
     /// The counters as a hand-over carries them (`crate::handover`), so
     /// `/metrics` counts on across an upgrade: a reset would read as a
     /// counter reset to Prometheus (`rate()` copes, `increase()` over the
-    /// hand-over undercounts). Histograms start afresh: the crate cannot set
-    /// their state.
+    /// hand-over undercounts). Histograms: [`Metrics::carry_histograms`].
     pub fn carry(&self) -> Vec<CounterCarry> {
         let mut v = Vec::new();
         for c in self.counters() {
@@ -286,6 +289,38 @@ impl Metrics {
         }
     }
 
+    /// The histograms as a hand-over carries them (each label set's
+    /// buckets, sum and count), for the same reason as the counters.
+    pub fn carry_histograms(&self) -> Vec<HistogramCarry> {
+        self.histograms()
+            .into_iter()
+            .flat_map(|h| prometheus::core::Collector::collect(h))
+            .flat_map(|fam| {
+                let name = fam.get_name().to_string();
+                fam.get_metric()
+                    .iter()
+                    .filter(|m| m.get_histogram().get_sample_count() > 0)
+                    .map(|m| HistogramCarry::of(&name, m))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Count on from the previous binary's histograms. Entries of
+    /// histograms, labels or buckets this binary does not have are skipped
+    /// (with another set of buckets the counts would not mean the same).
+    pub fn restore_histograms(&self, carried: &[HistogramCarry]) {
+        for c in carried {
+            if let Some(h) = self.histograms().into_iter().find(|h| h.name() == c.name) {
+                h.restore(c);
+            }
+        }
+    }
+
+    fn histograms(&self) -> Vec<&dyn CarriedHistogram> {
+        vec![&self.show.cut_latency, &self.callers.hook_latency]
+    }
+
     fn counters(&self) -> Vec<&dyn CarriedCounter> {
         vec![
             &self.show.switches,
@@ -316,7 +351,10 @@ impl Metrics {
                     .inc();
             }
             Event::OnAir { switch_latency, .. } => {
-                self.show.cut_latency.observe(switch_latency.as_secs_f64());
+                self.show
+                    .cut_latency
+                    .live
+                    .observe(switch_latency.as_secs_f64());
             }
             Event::RelayFailed { .. } => {
                 self.show.source_restarts.inc();
@@ -345,6 +383,7 @@ impl Metrics {
             .inc();
         self.callers
             .hook_latency
+            .live
             .with_label_values(&[endpoint])
             .observe(took.as_secs_f64());
     }
@@ -446,6 +485,159 @@ impl CarriedCounter for IntCounterVec {
     }
 }
 
+/// A histogram (or a family of them) that counts on from what a previous
+/// binary carried: the crate's histograms cannot be set, so what was
+/// carried is added to what `live` observed whenever they are collected.
+#[derive(Clone)]
+struct Carrying<H> {
+    live: H,
+    /// Carried label sets (labels sorted by name): cumulative bucket
+    /// counts, sum, count.
+    base: Arc<std::sync::Mutex<Vec<HistogramCarry>>>,
+}
+
+impl<H: prometheus::core::Collector> Carrying<H> {
+    fn new(live: H) -> Carrying<H> {
+        Carrying {
+            live,
+            base: Arc::default(),
+        }
+    }
+}
+
+impl<H: prometheus::core::Collector> prometheus::core::Collector for Carrying<H> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.live.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.live.collect();
+        let Ok(base) = self.base.lock() else {
+            return families;
+        };
+        for fam in &mut families {
+            for m in fam.mut_metric() {
+                let labels = HistogramCarry::labels_of(m);
+                if let Some(b) = base.iter().find(|b| b.labels == labels) {
+                    let mut h = m.get_histogram().clone();
+                    b.add_to(&mut h);
+                    m.set_histogram(h);
+                }
+            }
+        }
+        families
+    }
+}
+
+impl HistogramCarry {
+    fn of(name: &str, m: &prometheus::proto::Metric) -> HistogramCarry {
+        let h = m.get_histogram();
+        HistogramCarry {
+            name: name.to_string(),
+            labels: HistogramCarry::labels_of(m),
+            buckets: h
+                .get_bucket()
+                .iter()
+                .map(|b| (b.get_upper_bound(), b.get_cumulative_count()))
+                .collect(),
+            sum: h.get_sample_sum(),
+            count: h.get_sample_count(),
+        }
+    }
+
+    /// A metric's labels, sorted by name.
+    fn labels_of(m: &prometheus::proto::Metric) -> Vec<(String, String)> {
+        let mut l: Vec<(String, String)> = m
+            .get_label()
+            .iter()
+            .map(|l| (l.get_name().to_string(), l.get_value().to_string()))
+            .collect();
+        l.sort();
+        l
+    }
+
+    /// Add these counts to `h` (same buckets: checked at restore).
+    fn add_to(&self, h: &mut prometheus::proto::Histogram) {
+        let buckets = h
+            .get_bucket()
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, (_, n))| {
+                let mut b = b.clone();
+                b.set_cumulative_count(b.get_cumulative_count() + n);
+                b
+            })
+            .collect();
+        h.set_bucket(buckets);
+        h.set_sample_count(h.get_sample_count() + self.count);
+        if self.sum.is_finite() {
+            h.set_sample_sum(h.get_sample_sum() + self.sum);
+        }
+    }
+}
+
+/// A histogram whose state a hand-over carries.
+trait CarriedHistogram: prometheus::core::Collector {
+    fn name(&self) -> String {
+        self.desc()
+            .first()
+            .map(|d| d.fq_name.clone())
+            .unwrap_or_default()
+    }
+    /// Take `c` on (its label set is shown from now on, at its carried
+    /// value, even before it is observed again).
+    fn restore(&self, c: &HistogramCarry);
+}
+
+impl<H: prometheus::core::Collector + LabelSets> CarriedHistogram for Carrying<H> {
+    fn restore(&self, c: &HistogramCarry) {
+        let buckets: Vec<f64> = latency_buckets();
+        if c.buckets.len() != buckets.len()
+            || c.buckets.iter().zip(&buckets).any(|(a, b)| a.0 != *b)
+        {
+            log::warn!(
+                "/metrics: the carried {} has other buckets; it starts afresh",
+                c.name
+            );
+            return;
+        }
+        if !self.live.touch(&c.labels) {
+            return;
+        }
+        let mut labels = c.labels.clone();
+        labels.sort();
+        if let Ok(mut base) = self.base.lock() {
+            base.retain(|b| b.labels != labels);
+            base.push(HistogramCarry {
+                labels,
+                ..c.clone()
+            });
+        }
+    }
+}
+
+/// Make a label set exist (so that it is collected); false when the
+/// histogram has no such labels.
+trait LabelSets {
+    fn touch(&self, labels: &[(String, String)]) -> bool;
+}
+
+impl LabelSets for Histogram {
+    fn touch(&self, labels: &[(String, String)]) -> bool {
+        labels.is_empty()
+    }
+}
+
+impl LabelSets for HistogramVec {
+    fn touch(&self, labels: &[(String, String)]) -> bool {
+        let l: std::collections::HashMap<&str, &str> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.get_metric_with(&l).is_ok()
+    }
+}
+
 /// Times one hook call from the moment its request was read.
 pub struct HookTimer {
     metrics: Arc<Metrics>,
@@ -523,6 +715,54 @@ mod tests {
             value: 9.0,
         }]);
     }
+
+    /// A hand-over carries the histograms too: buckets, sum and count go
+    /// on from the old binary's, label sets not observed again included.
+    #[test]
+    fn histograms_carry_over_a_hand_over() {
+        let old = Metrics::new();
+        old.hook_answered("on_publish", 200, Duration::from_millis(3));
+        old.hook_answered("on_publish", 200, Duration::from_millis(50));
+        old.hook_answered("on_play", 200, Duration::from_millis(7));
+        old.observe(&Event::OnAir {
+            name: "b".into(),
+            slot_seconds: None,
+            next: None,
+            switch_latency: Duration::from_millis(300),
+        });
+        let text = serde_json::to_string(&old.carry_histograms()).unwrap();
+        let new = Metrics::new();
+        new.hook_answered("on_publish", 200, Duration::from_millis(3));
+        new.restore_histograms(&serde_json::from_str::<Vec<HistogramCarry>>(&text).unwrap());
+        let out = new.render(&View::default(), 0);
+        for want in [
+            "motherstream_hook_latency_seconds_count{endpoint=\"on_publish\"} 3",
+            "motherstream_hook_latency_seconds_bucket{endpoint=\"on_publish\",le=\"0.005\"} 2",
+            "motherstream_hook_latency_seconds_bucket{endpoint=\"on_publish\",le=\"+Inf\"} 3",
+            "motherstream_hook_latency_seconds_count{endpoint=\"on_play\"} 1",
+            "motherstream_cut_latency_seconds_count 1",
+        ] {
+            assert!(out.contains(want), "{want} missing from:\n{out}");
+        }
+        let carried = new.carry_histograms();
+        let publish = carried
+            .iter()
+            .find(|h| h.labels == [("endpoint".to_string(), "on_publish".to_string())])
+            .unwrap();
+        assert!((publish.sum - 0.056).abs() < 1e-9, "{publish:?}");
+        // Under 0.1 s: 3 (the 50 ms one in a bucket of its own).
+        let under =
+            |h: &HistogramCarry, le: f64| h.buckets.iter().rev().find(|b| b.0 <= le).map(|b| b.1);
+        assert_eq!(under(publish, 0.1), Some(3));
+        assert_eq!(under(publish, 0.03), Some(2));
+        // Other buckets do not mean the same counts: skipped.
+        let other = Metrics::new();
+        let mut odd = publish.clone();
+        odd.buckets[0].0 = 0.001;
+        other.restore_histograms(&[odd]);
+        assert!(other.carry_histograms().is_empty());
+    }
+
     use crate::events::OffAirReason;
 
     #[test]

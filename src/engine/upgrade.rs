@@ -226,6 +226,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return self.abandon_upgrade(&e),
         };
+        let t_let_go = t0.elapsed();
         let here = relay.output.spawner_tid == crate::sys::fds::gettid();
         // Tests of the fallback write another format number next to the
         // binary (`<binary>.test-handover-format`).
@@ -254,6 +255,7 @@ impl Engine {
             metrics: self.events.metrics().carry(),
             recording,
             obs,
+            histograms: self.events.metrics().carry_histograms(),
         };
         let file = match handover::write(&carried) {
             Ok(f) => f,
@@ -264,14 +266,22 @@ impl Engine {
                 std::process::exit(1);
             }
         };
+        let t_written = t0.elapsed();
         self.notifier.reloading();
+        let asked = self
+            .handover
+            .under_way
+            .as_ref()
+            .map_or(Duration::ZERO, |u| u.asked.elapsed());
         log::info!(
-            "handing over: requests in flight answered in {} ms; sources let go at {} ms, their last tags spliced at {} ms, output let go and state written ({} bytes) at {} ms; exec of the binary on disk with the output ffmpeg (pid {}), {} source session(s) and the HTTP socket",
+            "handing over {} ms after the request: requests in flight answered in {} ms; sources let go at {} ms, their last tags spliced at {} ms, output let go at {} ms, state written ({} bytes) at {} ms; exec of the binary on disk with the output ffmpeg (pid {}), {} source session(s) and the HTTP socket",
+            asked.as_millis(),
             drained.as_millis(),
             t_detached.as_millis(),
             t_spliced.as_millis(),
+            t_let_go.as_millis(),
             file.metadata().map_or(0, |m| m.len()),
-            t0.elapsed().as_millis(),
+            t_written.as_millis(),
             carried.relay.output.pid,
             carried.relay.sources.len(),
         );
@@ -296,6 +306,9 @@ impl Engine {
     pub(super) fn take_carried(&mut self) {
         if let Some(m) = handover::take_metrics() {
             self.events.metrics().restore(&m);
+        }
+        if let Some(h) = handover::take_histograms() {
+            self.events.metrics().restore_histograms(&h);
         }
         if let Some(c) = handover::take_engine() {
             self.started_at_ms = c.started_at_ms;

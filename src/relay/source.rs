@@ -168,10 +168,9 @@ impl Source {
     /// and hands over its state. None (the reader goes on) when it is not
     /// playing yet or did not answer within `wait`.
     pub fn detach(&self, wait: Duration) -> Option<SessionCarry> {
-        if !self.shared.playing.load(Ordering::SeqCst) {
+        if !self.ask_to_detach() {
             return None;
         }
-        self.shared.detach.store(true, Ordering::SeqCst);
         let (fd, chunks) = match self.detached.recv_timeout(wait) {
             Ok(d) => d,
             Err(_) => {
@@ -184,6 +183,18 @@ impl Source {
             fd: fd.into_raw_fd(),
             chunks,
         })
+    }
+}
+
+impl Source {
+    /// The first half of [`Source::detach`], so that several readers let
+    /// go at once (each looks every 20 ms): false when not playing.
+    pub fn ask_to_detach(&self) -> bool {
+        if !self.shared.playing.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.shared.detach.store(true, Ordering::SeqCst);
+        true
     }
 }
 

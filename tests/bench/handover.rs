@@ -23,14 +23,13 @@
 use std::time::{Duration, Instant};
 
 use crate::common::activated::Activated;
+use crate::common::on_air::{alice, bob, longest_gap, viewer_on_slate, Stage, ALICE, GOP};
 use crate::common::prober::{Probe, Prober};
-use crate::common::viewer::Viewer;
 use crate::common::*;
 
-const FPS: u32 = 30;
 /// `motherstream::relay` is not reachable from the bench: the same name.
 const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
-const GOP: u32 = 60;
+const EXTRA_TOML: &str = "[queue]\nslot_seconds = 0\n[log]\nlevel = \"info\"\n";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -55,8 +54,17 @@ impl Mode {
 
 /// The daemon under test, however it is started.
 enum Under {
-    Own(Daemon),
-    Activated(Activated),
+    Own(Stage),
+    Activated(Activated, Nginx),
+}
+
+impl Under {
+    fn nginx(&self) -> &Nginx {
+        match self {
+            Under::Own(s) => &s.nginx,
+            Under::Activated(_, n) => n,
+        }
+    }
 }
 
 struct Row {
@@ -70,32 +78,13 @@ struct Row {
     probes: Vec<Probe>,
 }
 
-fn config(nginx: &Nginx, dir: &std::path::Path, port: u16) -> String {
-    format!(
-        "[http]\nlisten = \"127.0.0.1:{port}\"\n[rtmp]\nport = {}\ncontrol_url = \"http://127.0.0.1:{nh}/control\"\n\
-         stat_url = \"http://127.0.0.1:{nh}/stat\"\n[state]\ndir = \"{}\"\n[relay]\nlog_file = \"{}\"\n\
-         [log]\nlevel = \"info\"\ntarget = \"stderr\"\n[queue]\nslot_seconds = 0\n",
-        nginx.rtmp_port,
-        dir.join("state").display(),
-        dir.join("ffmpeg.log").display(),
-        nh = nginx.http_port
-    )
-}
-
 fn gap(frames: &[crate::common::viewer::Frame], video: bool, from: Instant, to: Instant) -> f64 {
-    let t: Vec<Instant> = frames
-        .iter()
-        .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
-        .map(|f| f.at)
-        .collect();
-    t.windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
-        .fold(0.0, f64::max)
+    longest_gap(frames, video, from, to).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A private nginx-rtmp and the daemon on it, started as `mode` wants;
-/// the daemon's hook port.
-fn start_under(mode: Mode) -> (Nginx, Under, u16) {
+/// The daemon started as `mode` wants (the hand-over stage from a copy of
+/// the binary, as the test does), and its hook port.
+fn start_under(mode: Mode) -> (Under, u16) {
     match mode {
         Mode::RestartOwnSocket | Mode::HandOver | Mode::HandOverReread => {
             // The daemon inherits the bench's environment (and keeps it
@@ -105,60 +94,51 @@ fn start_under(mode: Mode) -> (Nginx, Under, u16) {
             } else {
                 std::env::remove_var(REREAD_ENV);
             }
-            let hook_port = free_port();
-            let nginx = Nginx::start(hook_port);
-            let d = Daemon::start(DaemonOpts {
-                listen: format!("127.0.0.1:{hook_port}"),
-                rtmp_port: nginx.rtmp_port,
-                nginx_http_port: nginx.http_port,
-                extra_toml: "[queue]\nslot_seconds = 0\n[log]\nlevel = \"info\"\n".into(),
-                bin: daemon_bin(),
-                hook_secret: Some(nginx.hook_secret.clone()),
-            });
-            (nginx, Under::Own(d), hook_port)
+            let stage = Stage::start(&daemon_bin(), EXTRA_TOML);
+            let port = stage.hook_port;
+            (Under::Own(stage), port)
         }
         Mode::RestartActivated => {
             let mut a = Activated::new(daemon_bin());
             let nginx = Nginx::start(a.port);
-            std::fs::create_dir_all(a.dir.join("state")).expect("state dir");
-            std::fs::write(a.dir.join("state/hook.secret"), &nginx.hook_secret).expect("secret");
-            std::fs::write(a.config_path(), config(&nginx, a.dir.path(), a.port)).expect("config");
+            a.configure(&nginx, a.port, "[queue]\nslot_seconds = 0\n");
             a.spawn();
+            wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+                nginx.output_client()
+            })
+            .expect("output published");
             let port = a.port;
-            (nginx, Under::Activated(a), port)
+            (Under::Activated(a, nginx), port)
+        }
+    }
+}
+
+/// One restart or hand-over, as `mode` does it.
+fn event(under: &mut Under, mode: Mode) {
+    match under {
+        Under::Own(s) if matches!(mode, Mode::HandOver | Mode::HandOverReread) => {
+            let (status, said, _) = s.upgrade();
+            assert!(status.success(), "upgrade: {said}");
+        }
+        Under::Own(s) => {
+            s.daemon.terminate();
+            s.daemon.restart();
+        }
+        Under::Activated(a, _) => {
+            a.terminate();
+            a.spawn();
         }
     }
 }
 
 fn run(mode: Mode, events: usize) -> Row {
-    let (nginx, mut under, port) = start_under(mode);
-    wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .expect("output published");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
+    let (mut under, port) = start_under(mode);
+    let viewer = viewer_on_slate(under.nginx());
+    let mut alice = alice(under.nginx(), GOP);
     viewer
-        .wait_size((640, 360), viewer.started, Duration::from_secs(15))
-        .expect("slate at the viewer");
-    let mut alice = Publisher::start_full(
-        &nginx.rtmp_url("live", "alice"),
-        (320, 180),
-        FPS,
-        GOP,
-        48_000,
-        2,
-    );
-    viewer
-        .wait_size((320, 180), Instant::now(), Duration::from_secs(15))
+        .wait_size(ALICE, Instant::now(), Duration::from_secs(15))
         .expect("alice at the viewer");
-    let mut bob = Publisher::start_full(
-        &nginx.rtmp_url("live", "bob"),
-        (640, 360),
-        FPS,
-        GOP,
-        44_100,
-        1,
-    );
+    let mut bob = bob(under.nginx());
     std::thread::sleep(Duration::from_millis(4500));
     let prober = Prober::start(port);
     let mut row = Row {
@@ -170,49 +150,36 @@ fn run(mode: Mode, events: usize) -> Row {
         probes: Vec::new(),
     };
     for _ in 0..events {
-        let client = nginx.output_client();
+        let client = under.nginx().output_client();
         let t0 = Instant::now();
-        match (&mut under, mode) {
-            (Under::Own(d), Mode::HandOver | Mode::HandOverReread) => {
-                let out = std::process::Command::new(daemon_bin())
-                    .arg("--config")
-                    .arg(d.config_path())
-                    .arg("upgrade")
-                    .output()
-                    .expect("motherstream upgrade");
-                assert!(
-                    out.status.success(),
-                    "upgrade: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            (Under::Own(d), _) => {
-                d.terminate();
-                d.restart();
-            }
-            (Under::Activated(a), _) => {
-                a.terminate();
-                a.spawn();
-            }
-        }
+        event(&mut under, mode);
         // Back on the output (the next keyframe), then a margin.
-        let _ = viewer.wait_size((320, 180), Instant::now(), Duration::from_secs(10));
+        let _ = viewer.wait_size(ALICE, Instant::now(), Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(3000));
         let frames = viewer.frames();
         let to = Instant::now();
         row.video_gaps.push(gap(&frames, true, t0, to));
         let alice_frames: Vec<crate::common::viewer::Frame> = frames
             .iter()
-            .filter(|f| f.size == Some((320, 180)))
+            .filter(|f| f.size == Some(ALICE))
             .cloned()
             .collect();
         row.away.push(gap(&alice_frames, true, t0, to));
         row.audio_gaps.push(gap(&frames, false, t0, to));
-        if nginx.output_client() != client {
+        if under.nginx().output_client() != client {
             row.republished += 1;
         }
     }
     row.probes = prober.finish();
+    if let Under::Own(s) = &under {
+        for l in
+            s.daemon.log().lines().filter(|l| {
+                l.contains("handing over") || l.contains("hand-over: first tag written")
+            })
+        {
+            println!("  {}: {l}", mode.name());
+        }
+    }
     let _ = (alice.stop(), bob.stop());
     row
 }

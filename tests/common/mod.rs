@@ -11,6 +11,7 @@ pub mod chromium;
 pub mod long_gop_cuts;
 pub mod obs;
 pub mod obs_cut;
+pub mod on_air;
 pub mod prober;
 pub mod viewer;
 pub mod webhook;

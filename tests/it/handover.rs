@@ -3,114 +3,89 @@
 //! the binary on disk three times mid-set, while a prober opens a new
 //! connection to `/healthz` every 20 ms. Two "versions" of one build: the
 //! binary is copied to a private directory and replaced (a new file, as
-//! dpkg does) before each upgrade, with `<binary>.test-version` naming the
-//! version it reports (feature `test-hooks`).
+//! dpkg does) before each upgrade (`common::on_air::Stage`); a build with
+//! the `test-hooks` feature also reports the version written next to it.
 //!
-//! Asserted: no hook refused or failed, none slower than 0.2 s, same PID,
-//! the new version reported, the output's nginx client id unchanged (never
-//! republished), the same streamer back on the output, queue, slot time
-//! left and blocks unchanged, and no timestamp step at the viewer. The
+//! Asserted: no hook refused or failed, same PID, the installed binary
+//! running, the output's nginx client id unchanged (never republished),
+//! the same streamer back on the output, queue, slot time left, blocks and
+//! `/metrics` histograms kept, and no timestamp step at the viewer. The
 //! sources' RTMP sessions are carried across exec, so the streamer on air
-//! goes on mid-stream: the frozen picture (longest gap between frames at
-//! the viewer) is bounded, [`FREEZE_MEDIAN_MAX`] over the three hand-overs
-//! and [`FREEZE_EACH_MAX`] each. Those are the issue's targets for an
-//! optimized build (`cargo test --release`, and the bench); a debug build
-//! (unoptimized serde, an 80 MB binary to exec) on a shared 2-core machine
-//! gets functional bounds instead, still far below a keyframe interval.
+//! goes on mid-stream. The issue's bounds (longest frame gap and audio gap
+//! ≤ 0.1 s, no hook slower than 0.2 s) hold for the release build, which
+//! `tests/run-all.sh` builds before the tests and names in
+//! `MOTHERSTREAM_RELEASE_BIN` (the binary the .deb then packages). Without
+//! it, the three hand-overs run on the debug build (unoptimized serde, an
+//! 80 MB binary to exec) with functional bounds, and say so loudly; in CI
+//! (`CI` set) its absence fails.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::on_air::{alice, longest_gap, viewer_on_slate, Stage, ALICE, BOB, GOP};
 use crate::common::prober::{Probe, Prober};
 use crate::common::viewer::{Frame, Viewer};
 use crate::common::*;
 
-/// Median and per-hand-over bounds of the frozen picture and of the audio
-/// hole (see the top of the file).
-const FREEZE_MEDIAN_MAX: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(800)
-} else {
-    Duration::from_millis(100)
+/// What one build is held to: each hand-over's frozen picture and audio
+/// hole, their median over the three, and the slowest hook.
+struct Bounds {
+    build: &'static str,
+    each: Duration,
+    median: Duration,
+    slowest_hook: Duration,
+}
+
+/// The issue's bounds, for the release build.
+const ISSUE: Bounds = Bounds {
+    build: "release",
+    each: Duration::from_millis(100),
+    median: Duration::from_millis(100),
+    slowest_hook: Duration::from_millis(200),
 };
-const FREEZE_EACH_MAX: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(1500)
-} else {
-    Duration::from_millis(300)
+
+/// Functional bounds for the debug build on a shared 2-core machine (still
+/// far below a keyframe interval).
+const DEBUG: Bounds = Bounds {
+    build: "debug",
+    each: Duration::from_millis(1500),
+    median: Duration::from_millis(800),
+    slowest_hook: Duration::from_millis(1500),
 };
+
+/// Environment variable naming the release build of the daemon.
+const RELEASE_BIN: &str = "MOTHERSTREAM_RELEASE_BIN";
+
+/// The binary to hand over between, and its bounds: the release build when
+/// named, else this test's debug build (a loud note; a failure in CI).
+fn build_under_test() -> (PathBuf, &'static Bounds) {
+    match std::env::var_os(RELEASE_BIN) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "{RELEASE_BIN}={} is not a file", p.display());
+            (p, &ISSUE)
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{RELEASE_BIN} is not set: CI must run the hand-over against the release build (tests/run-all.sh builds it)"
+            );
+            // Straight to the terminal: libtest captures only print!s.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** handover: {RELEASE_BIN} not set: the issue's 0.1 s / 0.2 s bounds are NOT checked; \
+                 running on the debug build with functional bounds (cargo build --release; \
+                 {RELEASE_BIN}=target/release/motherstream) ***\n"
+            );
+            (daemon_bin(), &DEBUG)
+        }
+    }
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-const FPS: u32 = 30;
-const GOP: u32 = 60; // 2 s
-const A: (u32, u32) = (320, 180);
-/// Bob's size, and the slate's.
-const B: (u32, u32) = (640, 360);
-
-/// Put a "new version" of the binary at `bin`: a fresh copy (new inode,
-/// like dpkg's rename) and the version it reports.
-fn install(bin: &std::path::Path, version: &str) {
-    let tmp = bin.with_extension("new");
-    std::fs::copy(daemon_bin(), &tmp).expect("copy the binary");
-    std::fs::rename(&tmp, bin).expect("replace the binary");
-    let mut v = bin.as_os_str().to_owned();
-    v.push(".test-version");
-    std::fs::write(std::path::PathBuf::from(v), version).expect("version file");
-}
-
-/// One test's set-up: version 1.0.0-test of the daemon in a directory of
-/// its own (the test installs the next version over it), a private
-/// nginx-rtmp, the daemon on it, and its output's nginx client id once
-/// published.
-struct Stage {
-    _bin_dir: TempDir,
-    bin: std::path::PathBuf,
-    hook_port: u16,
-    nginx: Nginx,
-    daemon: Daemon,
-    client: String,
-}
-
-fn stage(extra_toml: &str) -> Stage {
-    let bin_dir = TempDir::new("handover-bin");
-    let bin = bin_dir.join("motherstream");
-    install(&bin, "1.0.0-test");
-    let hook_port = free_port();
-    let nginx = Nginx::start(hook_port);
-    let daemon = Daemon::start(DaemonOpts {
-        listen: format!("127.0.0.1:{hook_port}"),
-        rtmp_port: nginx.rtmp_port,
-        nginx_http_port: nginx.http_port,
-        extra_toml: extra_toml.into(),
-        bin: bin.clone(),
-        hook_secret: Some(nginx.hook_secret.clone()),
-    });
-    let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client()
-    })
-    .unwrap_or_else(|| panic!("output never published; log:\n{}", daemon.log()));
-    Stage {
-        _bin_dir: bin_dir,
-        bin,
-        hook_port,
-        nginx,
-        daemon,
-        client,
-    }
-}
-
-/// Longest gap between frames of one kind arriving within [from, to].
-fn longest_gap(frames: &[Frame], video: bool, from: Instant, to: Instant) -> Duration {
-    let t: Vec<Instant> = frames
-        .iter()
-        .filter(|f| f.size.is_some() == video && f.at >= from && f.at <= to)
-        .map(|f| f.at)
-        .collect();
-    t.windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or(Duration::MAX)
 }
 
 /// How far the presentation time moved against the arrival time across
@@ -130,81 +105,101 @@ fn timeline_drift(frames: &[Frame], from: Instant, to: Instant) -> f64 {
     }
 }
 
-/// One `motherstream upgrade` mid-set, checked: the same PID, output and
-/// queue, alice back, blocks and slot time kept, no timestamp step; the
-/// longest video and audio gaps and the timeline drift.
-fn upgrade_once(
-    i: u32,
-    bin: &std::path::Path,
-    daemon: &Daemon,
-    nginx: &Nginx,
-    client: &str,
-    viewer: &Viewer,
-    pid: u32,
-) -> (Duration, Duration, f64) {
-    let version = format!("1.0.{i}-test");
-    let before = daemon.status();
-    let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
-    install(bin, &version);
-    let t0 = Instant::now();
-    let out = std::process::Command::new(bin)
-        .arg("--config")
-        .arg(daemon.config_path())
-        .arg("upgrade")
-        .output()
-        .expect("run motherstream upgrade");
-    let took = t0.elapsed();
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "upgrade {i} failed ({}): {said}\nlog:\n{}",
-        out.status,
-        tail(&daemon.log_path(), 40)
-    );
-    // The streamer on air is back at their next keyframe (≤ 2 s).
-    let back = viewer.wait_size(A, t0 + took, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(1500));
-    let t1 = Instant::now();
+/// The longest video and audio gaps and the timeline drift at the viewer
+/// across [from, to] (a gap is "forever" with under two frames).
+fn gaps(viewer: &Viewer, from: Instant, to: Instant) -> (Duration, Duration, f64) {
     let frames = viewer.frames();
-    let vgap = longest_gap(&frames, true, t0 - Duration::from_millis(500), t1);
-    let agap = longest_gap(&frames, false, t0 - Duration::from_millis(500), t1);
-    let step = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
     if std::env::var_os("MS_DEBUG_FRAMES").is_some() {
-        for f in frames.iter().filter(|f| f.at >= t0 && f.at <= t1) {
+        for f in frames.iter().filter(|f| f.at >= from && f.at <= to) {
             eprintln!(
                 "  {:>6.0} ms {} pts {:?}",
-                (f.at - t0).as_secs_f64() * 1000.0,
+                (f.at - from).as_secs_f64() * 1000.0,
                 if f.size.is_some() { "V" } else { "a" },
                 f.pts
             );
         }
     }
+    (
+        longest_gap(&frames, true, from, to).unwrap_or(Duration::MAX),
+        longest_gap(&frames, false, from, to).unwrap_or(Duration::MAX),
+        timeline_drift(&frames, from, to),
+    )
+}
+
+/// `motherstream_hook_latency_seconds_count` summed over its label sets.
+fn hooks_timed(daemon: &Daemon) -> u64 {
+    daemon
+        .get("/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with("motherstream_hook_latency_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One `motherstream upgrade` mid-set, checked: the same PID, output and
+/// queue, the installed binary running (and its version, with test
+/// hooks), alice back, blocks, slot time and hook histograms kept, no
+/// timestamp step; the longest video and audio gaps and the timeline drift.
+fn upgrade_once(
+    i: u32,
+    stage: &Stage,
+    viewer: &Viewer,
+    pid: u32,
+    b: &Bounds,
+) -> (Duration, Duration) {
+    let Stage { daemon, nginx, .. } = stage;
+    let version = format!("1.0.{i}-test");
+    let before = daemon.status();
+    let left_before = before["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
+    let timed_before = hooks_timed(daemon);
+    // With test hooks the daemon reports the version file's version.
+    let versioned = before["version"]
+        .as_str()
+        .is_some_and(|v| v.ends_with("-test"));
+    stage.install(&version);
+    let t0 = Instant::now();
+    let (status, said, took) = stage.upgrade();
+    assert!(
+        status.success(),
+        "upgrade {i} failed ({status}): {said}\nlog:\n{}",
+        tail(&daemon.log_path(), 40)
+    );
+    // The streamer on air goes on at once (mid-stream).
+    let back = viewer.wait_size(ALICE, t0 + took, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (vgap, agap, step) = gaps(viewer, t0 - Duration::from_millis(500), Instant::now());
     let after = daemon.status();
     let left_after = after["on_air"]["slot_left_s"].as_f64().unwrap_or(-1.0);
     let elapsed = (Instant::now() - t0).as_secs_f64();
     eprintln!(
-        "upgrade {i}: `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
+        "upgrade {i} ({} build): `motherstream upgrade` {:.0} ms ({}); alice back on the output {} ; longest video gap {:.3} s, audio gap {:.3} s, timeline drift {step:.3} s; slot left {left_before:.0} -> {left_after:.0} s",
+        b.build,
         took.as_secs_f64() * 1000.0,
         said.trim(),
         back.map_or("never".into(), |b| format!("{:.0} ms after the command returned", (b - t0 - took).as_secs_f64() * 1000.0)),
         vgap.as_secs_f64(),
         agap.as_secs_f64(),
-        step,
     );
     assert!(
         back.is_some(),
         "upgrade {i}: alice never back on the output"
     );
     assert!(
-        said.contains(&version),
-        "upgrade {i}: the CLI names the new version: {said}"
+        stage.runs_installed(),
+        "upgrade {i}: the installed binary runs"
     );
-    assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
+    if versioned {
+        assert!(
+            said.contains(&version),
+            "upgrade {i}: the CLI names the new version: {said}"
+        );
+        assert_eq!(after["version"].as_str(), Some(version.as_str()), "{after}");
+    }
     assert_eq!(daemon.pid(), pid, "same PID");
     assert_eq!(
         nginx.output_client().as_deref(),
-        Some(client),
+        Some(stage.client.as_str()),
         "upgrade {i}: the output was republished; log:\n{}",
         tail(&daemon.log_path(), 30)
     );
@@ -225,21 +220,28 @@ fn upgrade_once(
         blocked.contains(&daemon.guest("carol")),
         "blocks unchanged: {blocked}"
     );
+    let timed_after = hooks_timed(daemon);
+    assert!(
+        timed_after >= timed_before && timed_before > 0,
+        "upgrade {i}: hook latency histogram counted {timed_before} before, {timed_after} after"
+    );
     assert!(
         step < 0.15,
         "upgrade {i}: presentation time moved {step:.3} s against arrival"
     );
     assert!(
-        vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
-        "upgrade {i}: longest video gap {vgap:?}, audio gap {agap:?}; log:\n{}",
+        vgap <= b.each && agap <= b.each,
+        "upgrade {i} ({} build): longest video gap {vgap:?}, audio gap {agap:?} (bound {:?}); log:\n{}",
+        b.build,
+        b.each,
         tail(&daemon.log_path(), 30)
     );
-    (vgap, agap, step)
+    (vgap, agap)
 }
 
-/// Every hook probe answered 200 (within a functional bound) across the
-/// hand-overs, and the journal tells each hand-over and carried session.
-fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon) {
+/// Every hook probe answered 200 within the bound across the hand-overs,
+/// and the journal tells each hand-over, carried session and its timing.
+fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon, b: &Bounds) {
     let probes = prober.finish();
     for l in daemon.log().lines().filter(|l| {
         [
@@ -273,18 +275,17 @@ fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon) {
         slowest.as_secs_f64() * 1000.0
     );
     assert!(failed.is_empty(), "probes that failed: {failed:?}");
-    // While the process execs, connections wait in the kernel's queue. The
-    // issue's 0.2 s is measured on the release build by the bench
-    // (`bench::handover`); this debug build on a shared
-    // machine gets a functional bound.
+    // While the process execs, connections wait in the kernel's queue.
     assert!(
-        slowest <= Duration::from_millis(1500),
-        "slowest probe {slowest:?}"
+        slowest <= b.slowest_hook,
+        "slowest probe {slowest:?} ({} build, bound {:?})",
+        b.build,
+        b.slowest_hook
     );
     assert!(probes.len() > 100, "the prober ran: {}", probes.len());
     let log = daemon.log();
     assert!(
-        log.contains("taking over from 1.0.0-test"),
+        log.contains("taking over from 1.0.0"),
         "log names the hand-over"
     );
     assert_eq!(
@@ -293,72 +294,59 @@ fn hooks_answered_and_hand_overs_logged(prober: Prober, daemon: &Daemon) {
         3,
         "alice's session was carried each time"
     );
+    assert_eq!(
+        log.matches("hand-over: first tag written to the output")
+            .count(),
+        3,
+        "the journal times each hand-over's freeze"
+    );
     assert!(log.contains("the socket handed over by the previous binary"));
 }
 
 #[test]
 fn upgrade_three_times_mid_set_keeps_the_output_and_refuses_no_hook() {
     let _turn = heavy_turn();
-    let Stage {
-        _bin_dir,
-        bin,
-        hook_port,
-        nginx,
-        daemon,
-        client,
-    } = stage("[queue]\nslot_seconds = 600\n");
-    let pid = daemon.pid();
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    // The slate first (the viewer has probed the output before anyone joins).
-    assert!(
-        viewer
-            .wait_size(B, viewer.started, Duration::from_secs(15))
-            .is_some(),
-        "the slate should be on the output"
+    let (source, bounds) = build_under_test();
+    let stage = Stage::start(
+        &source,
+        "[queue]\nslot_seconds = 600\n[log]\nlevel = \"info\"\n",
     );
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
-    daemon.wait_queue(&["alice"], Duration::from_secs(15));
-    let t = Instant::now();
-    assert!(
-        viewer.wait_size(A, t, Duration::from_secs(10)).is_some(),
-        "alice never on the output; {}",
-        daemon.status()
-    );
-    let mut bob = Publisher::start_full(&nginx.rtmp_url("live", "bob"), B, FPS, GOP, 44_100, 1);
-    daemon.wait_queue(&["alice", "bob"], Duration::from_secs(15));
+    let pid = stage.daemon.pid();
+    let mut scene = stage.on_air(GOP);
     // A block that must survive: carol may not rejoin for 10 minutes.
-    let r = daemon.admin("/api/block", r#"{"name":"carol","seconds":600}"#, None);
+    let r = stage
+        .daemon
+        .admin("/api/block", r#"{"name":"carol","seconds":600}"#, None);
     assert_eq!(r.status, 200, "block: {}", r.body);
-    // Two of alice's keyframes seen: the hand-over is timed to the next.
+    // Two of alice's keyframes seen (the keyframe interval known).
     std::thread::sleep(Duration::from_millis(4500));
 
-    let prober = Prober::start(hook_port);
-    let mut rows = Vec::new();
-    for i in 1..=3 {
-        rows.push(upgrade_once(
-            i, &bin, &daemon, &nginx, &client, &viewer, pid,
-        ));
-    }
+    let prober = Prober::start(stage.hook_port);
+    let rows: Vec<(Duration, Duration)> = (1..=3)
+        .map(|i| upgrade_once(i, &stage, &scene.viewer, pid, bounds))
+        .collect();
     let (vmed, amed) = (
         median(rows.iter().map(|r| r.0).collect()),
         median(rows.iter().map(|r| r.1).collect()),
     );
     eprintln!(
-        "median of {} hand-overs: video gap {:.3} s, audio gap {:.3} s",
+        "median of {} hand-overs ({} build): video gap {:.3} s, audio gap {:.3} s",
         rows.len(),
+        bounds.build,
         vmed.as_secs_f64(),
         amed.as_secs_f64()
     );
     assert!(
-        vmed <= FREEZE_MEDIAN_MAX && amed <= FREEZE_MEDIAN_MAX,
-        "median video gap {vmed:?}, audio gap {amed:?} (bound {FREEZE_MEDIAN_MAX:?})"
+        vmed <= bounds.median && amed <= bounds.median,
+        "median video gap {vmed:?}, audio gap {amed:?} (bound {:?})",
+        bounds.median
     );
-    hooks_answered_and_hand_overs_logged(prober, &daemon);
+    hooks_answered_and_hand_overs_logged(prober, &stage.daemon, bounds);
     assert!(
-        alice.is_running() && bob.is_running(),
+        scene.alice.is_running() && scene.bob.is_running(),
         "publishers never dropped"
     );
-    let _ = (alice.stop(), bob.stop());
+    let _ = (scene.alice.stop(), scene.bob.stop());
 }
 
 /// A refusal changes nothing and says why: in restart mode the relay
@@ -392,21 +380,22 @@ fn upgrade_is_refused_with_the_reason_in_restart_mode() {
 #[test]
 fn unreadable_state_falls_back_to_a_restart() {
     let _turn = heavy_turn();
+    let stage = Stage::start(&daemon_bin(), "");
     let Stage {
-        _bin_dir,
         bin,
         hook_port,
         nginx,
         daemon,
         client,
-    } = stage("");
+        ..
+    } = &stage;
     let pid = daemon.pid();
     // The output ffmpeg's pid, from the log line that started it.
     let out_pid: Option<u32> = daemon.log().lines().find_map(|l| {
         let rest = l.split("relay output started (pid ").nth(1)?;
         rest.split(',').next()?.parse().ok()
     });
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, GOP, 48_000, 2);
+    let mut alice = alice(nginx, GOP);
     daemon.wait_queue(&["alice"], Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(1000));
     let fds_before = open_fds(pid);
@@ -423,26 +412,19 @@ fn unreadable_state_falls_back_to_a_restart() {
         old_pipes.iter().any(|p| fds_before.1.contains(p)),
         "the daemon holds the output's pipes: {old_pipes:?} {fds_before:?}"
     );
-    let prober = Prober::start(hook_port);
+    let prober = Prober::start(*hook_port);
     std::thread::sleep(Duration::from_millis(300));
-    install(&bin, "2.0.0-test");
+    stage.install("2.0.0-test");
     let mut f = bin.as_os_str().to_owned();
     f.push(".test-handover-format");
-    std::fs::write(std::path::PathBuf::from(f), "999").expect("format file");
-    let out = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(daemon.config_path())
-        .arg("upgrade")
-        .output()
-        .expect("run motherstream upgrade");
-    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    std::fs::write(PathBuf::from(f), "999").expect("format file");
+    let (status, said, _) = stage.upgrade();
     std::thread::sleep(Duration::from_millis(300));
     let probes = prober.finish();
     assert_eq!(
-        out.status.code(),
+        status.code(),
         Some(1),
-        "{said} {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        "{said}\n{}",
         tail(&daemon.log_path(), 30)
     );
     assert!(said.contains("restarted instead"), "{said}");
@@ -456,7 +438,7 @@ fn unreadable_state_falls_back_to_a_restart() {
     assert_eq!(daemon.status()["version"].as_str(), Some("2.0.0-test"));
     assert_eq!(daemon.queue(), ["alice"], "queue kept");
     let new_client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
-        nginx.output_client().filter(|c| *c != client)
+        nginx.output_client().filter(|c| c != client)
     });
     assert!(new_client.is_some(), "a new output published");
     assert!(
@@ -512,47 +494,34 @@ fn open_fds(pid: u32) -> ((usize, usize), Vec<String>) {
 #[test]
 fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
     let _turn = heavy_turn();
+    let stage = Stage::start(&daemon_bin(), "[queue]\nslot_seconds = 0\n");
     let Stage {
-        _bin_dir,
-        bin,
         hook_port,
         nginx,
         daemon,
         client,
-    } = stage("[queue]\nslot_seconds = 0\n");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    assert!(viewer
-        .wait_size(B, viewer.started, Duration::from_secs(15))
-        .is_some());
+        ..
+    } = &stage;
+    let viewer = viewer_on_slate(nginx);
     // 250 frames at 30 fps: a keyframe every 8.33 s.
-    let mut alice = Publisher::start_full(&nginx.rtmp_url("live", "alice"), A, FPS, 250, 48_000, 2);
+    let mut alice = alice(nginx, 250);
     let t = Instant::now();
     assert!(
-        viewer.wait_size(A, t, Duration::from_secs(20)).is_some(),
+        viewer
+            .wait_size(ALICE, t, Duration::from_secs(20))
+            .is_some(),
         "alice never on the output"
     );
     // Their second keyframe at the reader: the interval is known.
     std::thread::sleep(Duration::from_millis(8800));
-    let prober = Prober::start(hook_port);
-    install(&bin, "1.0.1-test");
+    let prober = Prober::start(*hook_port);
+    stage.install("1.0.1-test");
     let t0 = Instant::now();
-    let out = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(daemon.config_path())
-        .arg("upgrade")
-        .output()
-        .expect("run motherstream upgrade");
-    let took = t0.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let back = viewer.wait_size(A, t0 + took, Duration::from_secs(10));
+    let (status, said, took) = stage.upgrade();
+    assert!(status.success(), "{said}");
+    let back = viewer.wait_size(ALICE, t0 + took, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1000));
-    let frames = viewer.frames();
-    let vgap = longest_gap(&frames, true, t0, Instant::now());
-    let agap = longest_gap(&frames, false, t0, Instant::now());
+    let (vgap, agap, _) = gaps(&viewer, t0, Instant::now());
     let probes = prober.finish();
     let lag = daemon
         .log()
@@ -567,6 +536,9 @@ fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
         agap.as_secs_f64()
     );
     assert!(back.is_some(), "alice never back on the output");
+    // The new version reported (this debug build has the test hooks).
+    assert!(said.contains("1.0.1-test"), "{said}");
+    assert_eq!(daemon.status()["version"].as_str(), Some("1.0.1-test"));
     let log = daemon.log();
     assert!(
         log.contains("read on from the carried session (on air, mid-stream)"),
@@ -584,7 +556,7 @@ fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
         "{probes:?}"
     );
     assert!(
-        vgap <= FREEZE_EACH_MAX && agap <= FREEZE_EACH_MAX,
+        vgap <= DEBUG.each && agap <= DEBUG.each,
         "longest video gap {vgap:?}, audio gap {agap:?}"
     );
     let _ = alice.stop();
@@ -595,46 +567,30 @@ fn upgrade_with_8s_keyframes_goes_on_mid_gop() {
 #[test]
 fn upgrade_with_the_slate_on_air() {
     let _turn = heavy_turn();
-    let Stage {
-        _bin_dir,
-        bin,
-        hook_port: _,
-        nginx,
-        daemon,
-        client,
-    } = stage("");
-    let viewer = Viewer::start(&nginx.rtmp_url("motherstream", "live"));
-    assert!(viewer
-        .wait_size(B, viewer.started, Duration::from_secs(15))
-        .is_some());
+    let stage = Stage::start(&daemon_bin(), "");
+    let viewer = viewer_on_slate(&stage.nginx);
     std::thread::sleep(Duration::from_millis(1000));
-    install(&bin, "1.0.1-test");
+    stage.install("1.0.1-test");
     let t0 = Instant::now();
-    let out = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(daemon.config_path())
-        .arg("upgrade")
-        .output()
-        .expect("run motherstream upgrade");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, said, _) = stage.upgrade();
+    assert!(status.success(), "{said}");
     std::thread::sleep(Duration::from_millis(2000));
-    let frames = viewer.frames();
     let t1 = Instant::now();
-    let vgap = longest_gap(&frames, true, t0, t1);
-    let drift = timeline_drift(&frames, t0 - Duration::from_millis(500), t1);
+    let (vgap, _, _) = gaps(&viewer, t0, t1);
+    let drift = timeline_drift(&viewer.frames(), t0 - Duration::from_millis(500), t1);
     eprintln!(
         "slate: longest video gap {:.3} s, timeline drift {drift:.3} s",
         vgap.as_secs_f64()
     );
-    assert_eq!(nginx.output_client().as_deref(), Some(client.as_str()));
+    assert_eq!(
+        stage.nginx.output_client().as_deref(),
+        Some(stage.client.as_str())
+    );
     assert!(
-        frames
+        viewer
+            .frames()
             .iter()
-            .any(|f| f.at > t0 + Duration::from_millis(1000) && f.size == Some(B)),
+            .any(|f| f.at > t0 + Duration::from_millis(1000) && f.size == Some(BOB)),
         "the slate plays on"
     );
     assert!(vgap <= Duration::from_millis(1500), "{vgap:?}");

@@ -58,8 +58,15 @@ pub fn open_state(cfg: &Config) -> Result<Opened, String> {
         "hook secret",
         auth::load_or_create,
     )?;
+    // After a hand-over the files are as the previous binary of this
+    // process saved them: no snapshot now (see `open_handed_over`).
+    let open = if handover::from_version().is_some() {
+        Store::open_handed_over
+    } else {
+        Store::open
+    };
     let (store, state, report) =
-        Store::open(&dir, motherstream::clock::unix_ms()).map_err(|e| e.to_string())?;
+        open(&dir, motherstream::clock::unix_ms()).map_err(|e| e.to_string())?;
     for w in &report.warnings {
         log::error!("{w}");
     }
@@ -102,8 +109,12 @@ pub fn warn_if_open_queue(cfg: &Config) {
 /// server listens so that no publish can race it; the engine drops the
 /// saved entries that are not publishing any more. None: nothing saved,
 /// no stat page, or nginx unreachable (the queue stays as saved).
+/// After a hand-over the queue was live in this process a moment ago (a
+/// publisher who left meanwhile is told by its on_publish_done, queued in
+/// the kernel): nginx is not asked, which took a round trip of the frozen
+/// picture.
 pub fn published_at_start(cfg: &Config, queued: usize) -> Option<Vec<StreamKey>> {
-    if cfg.rtmp.stat_url.is_empty() || queued == 0 {
+    if cfg.rtmp.stat_url.is_empty() || queued == 0 || handover::from_version().is_some() {
         return None;
     }
     match motherstream::nginx::published(&cfg.rtmp.stat_url, &cfg.rtmp.ingest_app) {

@@ -184,6 +184,12 @@ impl SpliceRelay {
             return;
         }
         let started = Instant::now();
+        // All asked first: they let go side by side, not one after another.
+        for s in &self.slots {
+            if let Some(src) = &s.source {
+                src.ask_to_detach();
+            }
+        }
         for s in &self.slots {
             if let Some(src) = &s.source {
                 if let Some(c) = src.detach(DETACH_WAIT) {
@@ -383,6 +389,7 @@ impl SpliceRelay {
                     }
                 );
                 self.output = Some(o);
+                crate::handover::timing::mark("output adopted");
                 Ok(())
             }
             Err(e) => {
@@ -402,6 +409,7 @@ impl SpliceRelay {
     /// hand-over took from letting go to reading again.
     pub(super) fn resumed_first_tag(&mut self) {
         if let Some(t) = self.let_go_mono_ms.take() {
+            crate::handover::timing::mark("on-air streamer read");
             let lag = crate::sys::fds::monotonic_ms().saturating_sub(t);
             log::info!(
                 "hand-over: the on-air streamer is read again {lag} ms after the old binary let go"

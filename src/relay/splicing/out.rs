@@ -56,6 +56,9 @@ impl SpliceRelay {
             Some(o) => o.write(&self.out),
             None => true,
         };
+        if ok && self.output.is_some() {
+            crate::handover::timing::first_tag_written();
+        }
         self.out.clear();
         if !ok {
             if let Some(o) = &mut self.output {
