@@ -219,6 +219,7 @@ impl Engine {
         ON_ENGINE_THREAD.with(|c| c.set(true));
         crate::handover::timing::mark("engine running");
         self.after_change();
+        crate::handover::timing::mark("relay reconciled");
         self.announce_ready();
         loop {
             let timeout = self

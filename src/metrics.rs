@@ -294,7 +294,7 @@ impl Metrics {
     pub fn carry_histograms(&self) -> Vec<HistogramCarry> {
         self.histograms()
             .into_iter()
-            .flat_map(|h| prometheus::core::Collector::collect(h))
+            .flat_map(prometheus::core::Collector::collect)
             .flat_map(|fam| {
                 let name = fam.get_name().to_string();
                 fam.get_metric()
