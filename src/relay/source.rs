@@ -238,6 +238,11 @@ fn session_err(e: ClientSessionError) -> String {
 const FEED_CHUNK_SIZE: u32 = 1 << 24;
 /// How often a reader waiting for bytes looks whether it should let go.
 const DETACH_POLL: Duration = Duration::from_millis(20);
+/// Asked to let go, a reader first waits for the next picture (at most
+/// this long): the last frame the old binary shows is then a fresh one, and
+/// the next follows it by what the hand-over takes, not by up to one more
+/// frame interval (33 ms at 30 fps) on top.
+const DETACH_AFTER_PICTURE_MAX: Duration = Duration::from_millis(50);
 
 /// Handshake, `connect` to the app, `play` the stream, then forward media
 /// until the stream ends, the socket is shut down, or nothing arrives for
@@ -491,8 +496,10 @@ fn play(
 ) -> Ended {
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_media = Instant::now();
+    let mut detach_asked: Option<Instant> = None;
     shared.playing.store(true, Ordering::SeqCst);
     loop {
+        let mut picture_sent = false;
         loop {
             let m = match chunks.next_message() {
                 Ok(Some(m)) => m,
@@ -523,6 +530,7 @@ fn play(
                 _ => continue,
             };
             last_media = Instant::now();
+            picture_sent |= kind == TAG_VIDEO;
             if !forward(events, id, kind, m.timestamp, m.data, last_media) {
                 return Ended::Reason("the server ended the stream".into());
             }
@@ -532,7 +540,15 @@ fn play(
                 return Ended::Reason(e);
             }
         }
-        if shared.detach.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+        let let_go = if shared.detach.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst)
+        {
+            let asked = *detach_asked.get_or_insert_with(Instant::now);
+            picture_sent || asked.elapsed() >= DETACH_AFTER_PICTURE_MAX
+        } else {
+            detach_asked = None;
+            false
+        };
+        if let_go {
             // Whole messages are all sent on: what is left is a part of one.
             drop(lock(&shared.stream).take());
             return match detached.try_send((std::os::fd::OwnedFd::from(sock), chunks)) {
@@ -542,7 +558,9 @@ fn play(
             };
         }
         let deadline = last_media + spec.stall;
-        let poll = (Instant::now() + DETACH_POLL).min(deadline);
+        let poll = (Instant::now() + DETACH_POLL)
+            .min(deadline)
+            .min(detach_asked.map_or(deadline, |t| t + DETACH_AFTER_PICTURE_MAX));
         match read_some(&mut sock, &mut buf, poll, "media") {
             Ok(n) => chunks.push(&buf[..n]),
             Err(e) if e.starts_with("stalled") && Instant::now() < deadline => {}

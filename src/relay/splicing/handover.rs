@@ -364,6 +364,12 @@ impl SpliceRelay {
                 let now = Instant::now();
                 self.epoch = now.checked_sub(Duration::from_millis(ago)).unwrap_or(now);
                 self.last_slate_tick = now;
+                // Bridge encoders start again (not carried): not while
+                // the output resumes, as after a cut (a starting bridge
+                // encodes the carried GOP flat out: 0.10-0.15 s audio
+                // gaps at the viewer just after the hand-over, 2-core
+                // machine).
+                self.bridges_settle_until = Some(now + super::BRIDGE_SETTLE);
                 self.splicer.resume(&c.timeline);
                 self.carried = c.sources.clone();
                 self.output_run = c.output.run;
