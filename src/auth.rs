@@ -14,10 +14,10 @@ use crate::config::Config;
 
 /// Admin token file in the state directory when `[http] admin_token_file`
 /// is empty.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Hook secret file in the state directory when `[http] hook_secret_file`
 /// is empty.
-pub const HOOK_SECRET_FILE: &str = "hook.secret";
+pub(crate) const HOOK_SECRET_FILE: &str = "hook.secret";
 /// Hook URLs are `/hook/<secret>/<hook name>`.
 pub const HOOK_PREFIX: &str = "/hook/";
 
@@ -40,7 +40,7 @@ pub fn hook_secret_path(cfg: &Config, dir: &Path) -> PathBuf {
 }
 
 /// The shortest admin token accepted: it guards every stream key.
-pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+pub(crate) const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// Refuse an admin token an attacker could guess.
 pub fn check_admin_token(token: &str, path: &Path) -> Result<(), String> {
@@ -155,7 +155,7 @@ fn valid_port(p: &str) -> bool {
 /// only when it connected to that very IP, so no foreign DNS name is
 /// behind it), and the names in `[http] allowed_hosts` (for a reverse
 /// proxy). Refused: every other name, and a missing or malformed header.
-pub fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
     let Some(name) = host.and_then(host_name) else {
         return false;
     };
@@ -169,7 +169,7 @@ pub fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
 
 /// Why a request that could change something was refused as cross-site.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CrossSite {
+pub(crate) enum CrossSite {
     /// `Sec-Fetch-Site` is `cross-site` or `same-site` (another origin on
     /// this host, e.g. a page on localhost:3000).
     FetchSite(String),
@@ -180,7 +180,7 @@ pub enum CrossSite {
 /// Refuse requests a browser sends on behalf of another origin. Requests
 /// without these headers (curl, nginx, the CLI) pass: they are not sent by
 /// a page, and the admin token guards them.
-pub fn same_origin(
+pub(crate) fn same_origin(
     host: Option<&str>,
     origin: Option<&str>,
     fetch_site: Option<&str>,
@@ -231,7 +231,7 @@ fn normalize_authority(a: &str, default_port: &str) -> Option<String> {
 
 /// Whether an admin request body is declared as JSON
 /// (`application/json`, parameters such as `charset` allowed).
-pub fn is_json(content_type: Option<&str>) -> bool {
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|c| c.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))

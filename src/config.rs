@@ -12,14 +12,14 @@ use crate::events::EventKind;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/motherstream/motherstream.toml";
 /// Name of the systemd credential holding the OBS password.
-pub const OBS_PASSWORD_CREDENTIAL: &str = "obs-password";
+pub(crate) const OBS_PASSWORD_CREDENTIAL: &str = "obs-password";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
     pub rtmp: RtmpConfig,
-    pub relay: RelayConfig,
+    pub(crate) relay: RelayConfig,
     pub state: StateConfig,
     pub log: LogConfig,
     pub queue: QueueConfig,
@@ -36,28 +36,28 @@ pub struct Config {
 pub struct NotifyConfig {
     /// What logs and metrics call it (the URL never appears). Empty:
     /// `notify-<n>`, counting from 1.
-    pub name: String,
+    pub(crate) name: String,
     /// The webhook URL (http:// or https://). A secret: prefer `url_file`.
-    pub url: String,
+    pub(crate) url: String,
     /// File whose first line is the URL (keep it 0600).
-    pub url_file: String,
+    pub(crate) url_file: String,
     /// json (one object per event) or discord (a Discord webhook message).
-    pub format: NotifyFormat,
+    pub(crate) format: NotifyFormat,
     /// Event kinds to send; empty: all. An unknown name is refused as
     /// the file is read.
-    pub events: Vec<EventKind>,
+    pub(crate) events: Vec<EventKind>,
     /// Connect timeout and whole-request timeout, milliseconds.
-    pub connect_timeout_ms: u64,
-    pub timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// Further attempts after a 5xx, 429, timeout or connection error.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Events waiting for delivery at most; beyond, new ones are dropped.
-    pub queue_size: usize,
+    pub(crate) queue_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum NotifyFormat {
+pub(crate) enum NotifyFormat {
     #[default]
     Json,
     Discord,
@@ -81,7 +81,7 @@ impl Default for NotifyConfig {
 
 impl NotifyConfig {
     /// The name logs use for entry `i` (0-based).
-    pub fn display_name(&self, i: usize) -> String {
+    pub(crate) fn display_name(&self, i: usize) -> String {
         if self.name.is_empty() {
             format!("notify-{}", i + 1)
         } else {
@@ -90,7 +90,7 @@ impl NotifyConfig {
     }
 
     /// The URL, from `url` or the first line of `url_file`.
-    pub fn resolve_url(&self) -> Result<String, ConfigError> {
+    pub(crate) fn resolve_url(&self) -> Result<String, ConfigError> {
         if !self.url.is_empty() {
             return Ok(self.url.clone());
         }
@@ -109,11 +109,11 @@ pub struct HttpConfig {
     /// Open connections at most; 0 = computed from the open-files limit
     /// (see `effective_max_connections`). At the limit, the connection that
     /// has spent longest reading its request is closed for the new one.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A client must send a whole request (head and body) within this many
     /// seconds of connecting (or of its previous request); else 408 and the
     /// connection closes. Also the timeout of each write of an answer.
-    pub request_timeout_seconds: u64,
+    pub(crate) request_timeout_seconds: u64,
     /// File holding the admin bearer token (first line). Empty:
     /// `<state dir>/admin.token`, created (0600) on first start. Every
     /// admin endpoint needs `Authorization: Bearer <token>`.
@@ -121,7 +121,7 @@ pub struct HttpConfig {
     /// File holding the hook secret (first line): nginx calls the hooks at
     /// `/hook/<secret>/on_publish` etc. Empty: `<state dir>/hook.secret`,
     /// created (0600) on first start.
-    pub hook_secret_file: String,
+    pub(crate) hook_secret_file: String,
     /// Host names (besides localhost and IP literals) accepted in the
     /// `Host` header, e.g. the name of a reverse proxy in front.
     pub allowed_hosts: Vec<String>,
@@ -147,7 +147,7 @@ impl HttpConfig {
     /// rest of the daemon (logs, state files, the relay's pipes, OBS and
     /// nginx sockets) needs some, so a quarter of the limit (at least 128)
     /// stays free; at most 512, since every open connection has a thread.
-    pub fn effective_max_connections(&self, open_files_limit: Option<u64>) -> usize {
+    pub(crate) fn effective_max_connections(&self, open_files_limit: Option<u64>) -> usize {
         if self.max_connections > 0 {
             return self.max_connections;
         }
@@ -160,8 +160,8 @@ impl HttpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtmpConfig {
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     pub ingest_app: String,
     pub output_app: String,
     pub output_stream: String,
@@ -187,57 +187,57 @@ impl Default for RtmpConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RelayConfig {
+pub(crate) struct RelayConfig {
     /// splice (one persistent output, cuts on the next streamer's
     /// keyframe) or restart (one ffmpeg per streamer, `args`).
-    pub mode: RelayMode,
+    pub(crate) mode: RelayMode,
     /// Path (or name on PATH) of the ffmpeg binary.
-    pub ffmpeg: String,
+    pub(crate) ffmpeg: String,
     /// Override of the relay arguments. `{input}` and `{output}` are replaced
     /// by the RTMP URLs. Empty: the built-in copy relay.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Grace between SIGTERM and SIGKILL when stopping a relay.
-    pub stop_grace_ms: u64,
+    pub(crate) stop_grace_ms: u64,
     /// A relay with no output progress for this long counts as failed.
-    pub stall_seconds: u64,
+    pub(crate) stall_seconds: u64,
     /// Consecutive relay failures after which the on-air streamer is skipped.
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
     /// Relay stderr log. Empty: `$LOGS_DIRECTORY/ffmpeg.log`, else `<state dir>/ffmpeg.log`.
-    pub log_file: String,
+    pub(crate) log_file: String,
     /// Size at which the relay log is rotated to `<log_file>.1`.
-    pub log_max_bytes: u64,
+    pub(crate) log_max_bytes: u64,
     /// Splice mode: what the output shows while nobody is on air: an image
     /// or an H.264/AAC `.flv` clip. Empty: a built-in still with `slate_text`.
-    pub slate: String,
+    pub(crate) slate: String,
     /// Text on the built-in slate (up to 4 lines).
-    pub slate_text: String,
+    pub(crate) slate_text: String,
     /// Splice mode: how long a planned cut waits for the next streamer's
     /// keyframe before catching up. 0: their keyframe interval + 1 s.
-    pub cut_timeout_ms: u64,
+    pub(crate) cut_timeout_ms: u64,
     /// Splice mode: re-encode the next streamer's video ahead of time
     /// while their keyframes are more than 2.5 s apart, so a cut to them
     /// lands within ~0.3 s (one ffmpeg/libx264 child per such streamer).
-    pub bridge: bool,
+    pub(crate) bridge: bool,
     /// Splice mode: no media from the on-air streamer for this long (or
     /// three of their frame intervals, if longer) shows the be-right-back
     /// card. (`stall_seconds` is the restart relay's.)
-    pub media_gap_ms: u64,
+    pub(crate) media_gap_ms: u64,
     /// Splice mode: a stream whose last second carried less than this
     /// percentage of its own median bitrate ...
-    pub starve_percent: u32,
+    pub(crate) starve_percent: u32,
     /// ... or fewer frames than this (or than half its own median rate, if
     /// lower) ...
-    pub min_fps: u32,
+    pub(crate) min_fps: u32,
     /// ... for this many seconds in a row is starved: the card too.
-    pub starve_seconds: u64,
+    pub(crate) starve_seconds: u64,
     /// Splice mode: the be-right-back card: an image or an H.264/AAC `.flv`
     /// clip (its sound plays). Empty: a still "<name> — reconnecting…".
-    pub brb: String,
+    pub(crate) brb: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum RelayMode {
+pub(crate) enum RelayMode {
     #[default]
     Splice,
     Restart,
@@ -302,19 +302,19 @@ pub struct QueueConfig {
     /// Refuse publishes whose key is not in the streamer registry.
     pub require_registered: bool,
     /// Default slot length in seconds (0 = unlimited).
-    pub slot_seconds: u64,
+    pub(crate) slot_seconds: u64,
     /// After a slot ends by time or kick, refuse that key for this long (0 = off).
-    pub rejoin_block_seconds: u64,
+    pub(crate) rejoin_block_seconds: u64,
     /// Most streamers queued at once (on air included); further publishers
     /// are refused with 503 until someone leaves.
-    pub max_length: usize,
+    pub(crate) max_length: usize,
     /// Splice mode: the on-air streamer's stream stalled or starved this
     /// long puts the next healthy streamer on air (0 = never).
-    pub give_up_seconds: u64,
+    pub(crate) give_up_seconds: u64,
     /// The streamer given up on keeps their place right after the one who
     /// replaced them if their stream recovers within this; else they go
     /// to the end of the queue.
-    pub keep_place_seconds: u64,
+    pub(crate) keep_place_seconds: u64,
 }
 
 impl Default for QueueConfig {
@@ -399,18 +399,18 @@ impl Default for ObsConfig {
 pub struct RecordingConfig {
     pub enabled: bool,
     /// Finished recordings: `<dir>/<display name>-<UTC start>.flv`.
-    pub dir: String,
+    pub(crate) dir: String,
     /// nginx's `record_path` of the recorder: where nginx writes while a
     /// recording runs (file names hold the stream key).
-    pub incoming_dir: String,
+    pub(crate) incoming_dir: String,
     /// Name of the nginx-rtmp `recorder` block in the ingest application.
-    pub recorder: String,
+    pub(crate) recorder: String,
     /// Below this much free space (MB) on either directory, recording stops
     /// and does not start.
-    pub min_free_mb: u64,
+    pub(crate) min_free_mb: u64,
     /// Finished recordings older than this many days are removed (0: kept
     /// for ever).
-    pub keep_days: u64,
+    pub(crate) keep_days: u64,
 }
 
 impl Default for RecordingConfig {
@@ -481,7 +481,7 @@ impl Config {
     }
 
     /// The seed's environment variables override the file.
-    pub fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+    pub(crate) fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
         if let Some(h) = env.var("HOST") {
             self.rtmp.host = h;
         }
@@ -528,7 +528,7 @@ impl Config {
         }
     }
 
-    pub fn relay_log_path(&self) -> PathBuf {
+    pub(crate) fn relay_log_path(&self) -> PathBuf {
         if self.relay.log_file.is_empty() {
             self.state_dir().join("ffmpeg.log")
         } else {

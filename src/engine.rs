@@ -28,10 +28,11 @@ mod trim;
 mod upgrade;
 mod view;
 
-pub use crate::refusal::{Answer, Refusal, Why};
-pub use command::{Command, Responder};
+pub(crate) use crate::refusal::{Answer, Refusal, Why};
+pub use command::Command;
+pub(crate) use command::Responder;
 pub use events::Events;
-pub use streamers::StreamerRequest;
+pub(crate) use streamers::StreamerRequest;
 
 use command::refuse;
 use drops::Drops;
@@ -124,7 +125,7 @@ thread_local! {
 
 /// Whether the caller runs on the engine thread (the watchdog's probe asks,
 /// to tell an answer the engine gave from a worker's "engine busy").
-pub fn on_engine_thread() -> bool {
+pub(crate) fn on_engine_thread() -> bool {
     ON_ENGINE_THREAD.with(|c| c.get())
 }
 

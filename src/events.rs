@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a streamer went off air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OffAirReason {
+pub(crate) enum OffAirReason {
     /// They stopped publishing.
     Left,
     /// A moderator skipped them.
@@ -28,7 +28,7 @@ pub enum OffAirReason {
 }
 
 impl OffAirReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OffAirReason::Left => "left",
             OffAirReason::Skipped => "skipped",
@@ -42,7 +42,7 @@ impl OffAirReason {
     }
 
     /// For people ("off air (slot ended)").
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             OffAirReason::Left => "stopped streaming",
             OffAirReason::Skipped => "skipped by a moderator",
@@ -58,7 +58,7 @@ impl OffAirReason {
 
 /// Names are public display names, never stream keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The output now shows `name` (after the cut, not at the decision).
     OnAir {
         name: String,
@@ -143,7 +143,7 @@ pub enum Event {
 /// it (`on_air`, `relay_failed`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     OnAir,
     OffAir,
     Joined,
@@ -165,7 +165,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [EventKind; 17] = [
+    pub(crate) const ALL: [EventKind; 17] = [
         EventKind::OnAir,
         EventKind::OffAir,
         EventKind::Joined,
@@ -185,7 +185,7 @@ impl EventKind {
         EventKind::ObsBack,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::OnAir => "on_air",
             EventKind::OffAir => "off_air",
@@ -230,7 +230,7 @@ impl TryFrom<String> for EventKind {
 }
 
 impl Event {
-    pub fn kind(&self) -> EventKind {
+    pub(crate) fn kind(&self) -> EventKind {
         match self {
             Event::OnAir { .. } => EventKind::OnAir,
             Event::OffAir { .. } => EventKind::OffAir,

@@ -28,21 +28,21 @@ use std::sync::{Mutex, OnceLock};
 
 /// One `/metrics` counter's value (one label set) in a hand-over's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CounterCarry {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
+pub(crate) struct CounterCarry {
+    pub(crate) name: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) value: f64,
 }
 
 /// One `/metrics` histogram's state (one label set) in a hand-over's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct HistogramCarry {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
+pub(crate) struct HistogramCarry {
+    pub(crate) name: String,
+    pub(crate) labels: Vec<(String, String)>,
     /// (upper bound, cumulative count) of each bucket but +Inf.
-    pub buckets: Vec<(f64, u64)>,
-    pub sum: f64,
-    pub count: u64,
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 use serde::{Deserialize, Serialize};
@@ -51,14 +51,14 @@ use crate::relay::RelayCarry;
 use obs::ObsCarry;
 use recording::RecordingCarry;
 
-pub mod obs;
-pub mod recording;
+pub(crate) mod obs;
+pub(crate) mod recording;
 
 /// Environment variable naming the memfd with the carried state.
-pub const STATE_FD: &str = "MOTHERSTREAM_HANDOVER_FD";
+pub(crate) const STATE_FD: &str = "MOTHERSTREAM_HANDOVER_FD";
 /// The state format this binary writes and reads. A change of meaning of
 /// any field needs a new number (the reader then falls back to a restart).
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// The version this binary reports (`--version`, /api/status, /healthz,
 /// STATUS, the log): `MOTHERSTREAM_VERSION` at build time, else the
@@ -89,37 +89,37 @@ fn test_version() -> Option<String> {
 
 /// What the engine itself carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EngineCarry {
-    pub started_at_ms: u64,
-    pub cuts: u64,
-    pub last_cut: Option<String>,
+pub(crate) struct EngineCarry {
+    pub(crate) started_at_ms: u64,
+    pub(crate) cuts: u64,
+    pub(crate) last_cut: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Carried {
-    pub format: u32,
+pub(crate) struct Carried {
+    pub(crate) format: u32,
     /// The version that wrote it.
-    pub from_version: String,
+    pub(crate) from_version: String,
     /// Hand-overs since the daemon was started (this one included).
-    pub handovers: u32,
-    pub engine: EngineCarry,
-    pub relay: RelayCarry,
+    pub(crate) handovers: u32,
+    pub(crate) engine: EngineCarry,
+    pub(crate) relay: RelayCarry,
     /// `/metrics` counters (added in format 1 with a default: a state
     /// without them starts the counters at 0).
     #[serde(default)]
-    pub metrics: Vec<CounterCarry>,
+    pub(crate) metrics: Vec<CounterCarry>,
     /// The recorder's state (`[recording]` on; added in format 1 with a
     /// default: none is a recorder that starts afresh).
     #[serde(default)]
-    pub recording: Option<RecordingCarry>,
+    pub(crate) recording: Option<RecordingCarry>,
     /// The OBS websocket session (added in format 1 with a default: none
     /// is a new connection).
     #[serde(default)]
-    pub obs: Option<ObsCarry>,
+    pub(crate) obs: Option<ObsCarry>,
     /// `/metrics` histograms (added in format 1 with a default: a state
     /// without them starts the histograms empty).
     #[serde(default)]
-    pub histograms: Vec<HistogramCarry>,
+    pub(crate) histograms: Vec<HistogramCarry>,
 }
 
 #[derive(Deserialize)]
@@ -128,7 +128,7 @@ struct FormatOnly {
 }
 
 /// Parse a carried state; Err says why it cannot be used.
-pub fn parse(text: &str) -> Result<Carried, String> {
+pub(crate) fn parse(text: &str) -> Result<Carried, String> {
     let f: FormatOnly = serde_json::from_str(text)
         .map_err(|e| format!("not a hand-over state this binary knows ({e})"))?;
     if f.format != FORMAT {
@@ -142,7 +142,7 @@ pub fn parse(text: &str) -> Result<Carried, String> {
 }
 
 /// The state as a memfd that survives `execve` (FD_CLOEXEC cleared).
-pub fn write(c: &Carried) -> Result<std::fs::File, String> {
+pub(crate) fn write(c: &Carried) -> Result<std::fs::File, String> {
     let text = serde_json::to_vec(c).map_err(|e| format!("cannot encode the state: {e}"))?;
     let mut f = crate::sys::fds::memfd("motherstream-handover")
         .map_err(|e| format!("cannot create a memfd: {e}"))?;
@@ -266,7 +266,7 @@ fn close_carried_fds() {
 static FELL_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// This process was handed a state it could not use and restarted instead.
-pub fn fell_back() -> bool {
+pub(crate) fn fell_back() -> bool {
     FELL_BACK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -276,12 +276,12 @@ fn with<T>(f: impl FnOnce(&mut Inherited) -> T) -> Option<T> {
 }
 
 /// The engine's carried state, once.
-pub fn take_engine() -> Option<EngineCarry> {
+pub(crate) fn take_engine() -> Option<EngineCarry> {
     with(|i| i.engine.take()).flatten()
 }
 
 /// The metrics counters carried over, once.
-pub fn take_metrics() -> Option<Vec<CounterCarry>> {
+pub(crate) fn take_metrics() -> Option<Vec<CounterCarry>> {
     with(|i| i.metrics.take()).flatten()
 }
 
@@ -291,17 +291,17 @@ pub fn take_recording() -> Option<RecordingCarry> {
 }
 
 /// The carried OBS session, once (its socket is this process's to close).
-pub fn take_obs() -> Option<ObsCarry> {
+pub(crate) fn take_obs() -> Option<ObsCarry> {
     with(|i| i.obs.take()).flatten()
 }
 
 /// The metrics histograms carried over, once.
-pub fn take_histograms() -> Option<Vec<HistogramCarry>> {
+pub(crate) fn take_histograms() -> Option<Vec<HistogramCarry>> {
     with(|i| i.histograms.take()).flatten()
 }
 
 /// Hand-overs so far (0: started afresh).
-pub fn handovers() -> u32 {
+pub(crate) fn handovers() -> u32 {
     with(|i| i.handovers).unwrap_or(0)
 }
 
@@ -334,8 +334,8 @@ pub trait Stage: Send + Sync {
 /// path it was started from names the new one).
 #[derive(Debug, Clone)]
 pub struct Exe {
-    pub path: PathBuf,
-    pub args: Vec<String>,
+    pub(crate) path: PathBuf,
+    pub(crate) args: Vec<String>,
 }
 
 impl Exe {

@@ -10,7 +10,7 @@ use crate::key::StreamKey;
 
 /// Which hook nginx called (from the request path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
+pub(crate) enum HookKind {
     Connect,
     Disconnect,
     Publish,
@@ -23,7 +23,7 @@ pub enum HookKind {
 }
 
 impl HookKind {
-    pub fn from_path(path: &str) -> Option<HookKind> {
+    pub(crate) fn from_path(path: &str) -> Option<HookKind> {
         Some(match path {
             "/on_connect" => HookKind::Connect,
             "/on_disconnect" => HookKind::Disconnect,
@@ -38,7 +38,7 @@ impl HookKind {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HookKind::Connect => "on_connect",
             HookKind::Disconnect => "on_disconnect",
@@ -61,22 +61,22 @@ impl HookKind {
 /// A parsed hook request. Its `Debug` names the form's fields but shows
 /// none of their values (the stream key, `ms_secret`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Hook {
-    pub kind: HookKind,
-    pub app: String,
+pub(crate) struct Hook {
+    pub(crate) kind: HookKind,
+    pub(crate) app: String,
     /// The stream name (in the ingest app, a stream key): Some for every
     /// hook that concerns a stream, which is refused without a valid one.
-    pub stream: Option<StreamKey>,
+    pub(crate) stream: Option<StreamKey>,
     /// nginx's session id; absent only on on_connect.
-    pub client_id: Option<u64>,
+    pub(crate) client_id: Option<u64>,
     /// The client's IP address as nginx saw it (see [`client_ip`]); empty
     /// when `addr` was missing or not an address.
-    pub addr: String,
+    pub(crate) addr: String,
     pairs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookError {
+pub(crate) enum HookError {
     MissingField(&'static str),
     BadName(String),
     BadClientId(String),
@@ -103,7 +103,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// `^[A-Za-z0-9_-]{1,64}$`: the stream key rule ([`crate::key::check`]),
 /// also used for the other names that travel in URLs (page tokens, config
 /// names).
-pub fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     crate::key::check(s).is_ok()
 }
 
@@ -123,7 +123,7 @@ impl fmt::Debug for Hook {
 
 impl Hook {
     /// Parse a hook from its kind and the form string (POST body or GET query).
-    pub fn parse(kind: HookKind, form: &str) -> Result<Hook, HookError> {
+    pub(crate) fn parse(kind: HookKind, form: &str) -> Result<Hook, HookError> {
         let pairs = parse_form(form);
         let first = |k: &str| {
             pairs
@@ -158,7 +158,7 @@ impl Hook {
 
     /// First value of a field (nginx's own fields come before the
     /// publisher's `?args`).
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k, _)| k == key)
@@ -166,7 +166,7 @@ impl Hook {
     }
 
     /// Whether the client connected from loopback (`addr` as nginx saw it).
-    pub fn from_loopback(&self) -> bool {
+    pub(crate) fn is_from_loopback(&self) -> bool {
         self.addr
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
@@ -177,7 +177,7 @@ impl Hook {
 /// is not one. nginx sends a bare address, except for its own push relay
 /// (`127.0.0.1:1935/app/name`); anything else is a forgery, and is never
 /// stored or logged verbatim (a 60 KB `addr` once went into queue.json).
-pub fn client_ip(addr: &str) -> String {
+pub(crate) fn client_ip(addr: &str) -> String {
     use std::net::{IpAddr, SocketAddr};
     if let Ok(ip) = addr.parse::<IpAddr>() {
         return ip.to_string();
@@ -191,7 +191,7 @@ pub fn client_ip(addr: &str) -> String {
 /// percent escapes are kept literally and bytes that are not UTF-8 become
 /// U+FFFD (nginx never sends either, but a client poking at the port must
 /// not crash anything).
-pub fn parse_form(s: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_form(s: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(s.as_bytes()).into_owned().collect()
 }
 
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(h.client_id, Some(3));
         assert_eq!(h.get("flashver"), Some("FMLE/3.0 (compatible; Lavf59.27"));
         assert_eq!(h.get("foo"), Some("bar"));
-        assert!(h.from_loopback());
+        assert!(h.is_from_loopback());
     }
 
     #[test]
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(h.client_id, Some(2));
         assert_eq!(h.get("call"), Some("publish"));
         assert_eq!(h.get("x"), Some("&y"));
-        assert!(!h.from_loopback());
+        assert!(!h.is_from_loopback());
     }
 
     #[test]
@@ -298,9 +298,11 @@ mod tests {
         let body = "app=live&addr=1.2.3.4%0A%3C6%3Efake&clientid=1&call=publish&name=k";
         let h = Hook::parse(HookKind::Publish, body).unwrap();
         assert_eq!(h.addr, "");
-        assert!(!h.from_loopback());
+        assert!(!h.is_from_loopback());
         let relay = "app=&addr=127.0.0.1:19350/motherstream/live&clientid=5&call=play&name=k";
-        assert!(Hook::parse(HookKind::Play, relay).unwrap().from_loopback());
+        assert!(Hook::parse(HookKind::Play, relay)
+            .unwrap()
+            .is_from_loopback());
     }
 
     #[test]

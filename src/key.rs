@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Longest stream key, in bytes (ASCII only, so also in characters).
-pub const MAX_LEN: usize = 64;
+pub(crate) const MAX_LEN: usize = 64;
 
 /// A stream key (nginx-rtmp's stream name in the ingest app).
 ///
@@ -70,7 +70,7 @@ impl std::error::Error for KeyError {}
 
 /// The rule for stream keys, and for the other names that travel the same
 /// way (page tokens, config names): `^[A-Za-z0-9_-]{1,64}$`.
-pub fn check(s: &str) -> Result<(), KeyError> {
+pub(crate) fn check(s: &str) -> Result<(), KeyError> {
     if s.is_empty() {
         return Err(KeyError::Empty);
     }
@@ -98,33 +98,33 @@ impl StreamKey {
     /// control call, to persist it ([`persist`]), and for the admin's
     /// explicit show-keys output. Never for a log line or public output:
     /// use a display name or [`StreamKey::fingerprint`].
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// A short, stable tag of the key for logs (`key#1a2b3c4d`): enough to
     /// tell attempts apart, useless for publishing, and (an HMAC under the
     /// install's secret, see [`crate::tag`]) no help in guessing the key.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         format!("key#{}", self.tag())
     }
 
     /// The bare tag of [`StreamKey::fingerprint`] (the public name of an
     /// unregistered key is `guest-<tag>`).
-    pub fn tag(&self) -> String {
+    pub(crate) fn tag(&self) -> String {
         crate::tag::of(&self.0)
     }
 
     /// The first `n` characters, for the streamer's own page (it shows 4
     /// of a 32-character key, so they can tell which key they pasted): a
     /// hint, never the key.
-    pub fn hint(&self, n: usize) -> String {
+    pub(crate) fn hint(&self, n: usize) -> String {
         self.0.chars().take(n).collect()
     }
 
     /// Compare in constant time (registry admission: the time taken says
     /// nothing about how much of a key matched).
-    pub fn ct_eq(&self, other: &StreamKey) -> bool {
+    pub(crate) fn ct_eq(&self, other: &StreamKey) -> bool {
         crate::secret::ct_eq(self.0.as_bytes(), other.0.as_bytes())
     }
 }
@@ -138,25 +138,28 @@ impl fmt::Debug for StreamKey {
 /// `#[serde(with = "crate::key::persist")]` for a `StreamKey` field in a
 /// file: the key as a plain JSON string, validated when read. (`vec` and
 /// `map` are the same for `Vec<StreamKey>` and `BTreeMap<StreamKey, V>`.)
-pub mod persist {
+pub(crate) mod persist {
     use super::*;
     use serde::de::Error as _;
     use serde::ser::{SerializeMap, SerializeSeq};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(key: &StreamKey, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(key: &StreamKey, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(key.expose())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StreamKey, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StreamKey, D::Error> {
         let s = String::deserialize(d)?;
         StreamKey::parse(&s).map_err(D::Error::custom)
     }
 
-    pub mod vec {
+    pub(crate) mod vec {
         use super::*;
 
-        pub fn serialize<S: Serializer>(keys: &[StreamKey], s: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(
+            keys: &[StreamKey],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(keys.len()))?;
             for k in keys {
                 seq.serialize_element(k.expose())?;
@@ -164,7 +167,9 @@ pub mod persist {
             seq.end()
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<StreamKey>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<StreamKey>, D::Error> {
             Vec::<String>::deserialize(d)?
                 .iter()
                 .map(|s| StreamKey::parse(s).map_err(D::Error::custom))
@@ -172,10 +177,10 @@ pub mod persist {
         }
     }
 
-    pub mod map {
+    pub(crate) mod map {
         use super::*;
 
-        pub fn serialize<S: Serializer, V: Serialize>(
+        pub(crate) fn serialize<S: Serializer, V: Serialize>(
             m: &BTreeMap<StreamKey, V>,
             s: S,
         ) -> Result<S::Ok, S::Error> {
@@ -186,7 +191,7 @@ pub mod persist {
             map.end()
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
             d: D,
         ) -> Result<BTreeMap<StreamKey, V>, D::Error> {
             BTreeMap::<String, V>::deserialize(d)?

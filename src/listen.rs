@@ -18,7 +18,7 @@ use std::os::fd::RawFd;
 /// Environment variable naming the listening descriptor carried across
 /// `execve` by a hand-over. Independent of the state format, so even a
 /// binary that cannot read the rest of the hand-over keeps the socket.
-pub const HANDOVER_LISTEN_FD: &str = "MOTHERSTREAM_LISTEN_FD";
+pub(crate) const HANDOVER_LISTEN_FD: &str = "MOTHERSTREAM_LISTEN_FD";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -35,7 +35,7 @@ pub struct Listening {
 
 /// Parse a descriptor number from the environment: a plain decimal ≥ 3
 /// (0–2 are the standard streams, never a socket we were handed).
-pub fn parse_fd(s: &str) -> Option<RawFd> {
+pub(crate) fn parse_fd(s: &str) -> Option<RawFd> {
     let s = s.trim();
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -58,7 +58,7 @@ pub fn adjust(level: LevelFilter, delta: i32) -> LevelFilter {
 }
 
 /// sd-daemon(3) priority for a log level.
-pub fn priority(level: Level) -> u8 {
+pub(crate) fn priority(level: Level) -> u8 {
     match level {
         Level::Error => 3,
         Level::Warn => 4,
@@ -68,7 +68,7 @@ pub fn priority(level: Level) -> u8 {
 }
 
 /// One formatted line for the journald target (no timestamp: journald adds it).
-pub fn journald_line(level: Level, msg: &str) -> String {
+pub(crate) fn journald_line(level: Level, msg: &str) -> String {
     // Continuation lines get the prefix too so each keeps its priority.
     let p = priority(level);
     msg.lines()
@@ -81,7 +81,7 @@ pub fn journald_line(level: Level, msg: &str) -> String {
 /// Unicode bidi/format controls that reorder what a reader sees are written
 /// as escapes, so nobody can end a line and forge the next one. Long text
 /// is cut at `MAX_PEER_TEXT` characters.
-pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     let plain = |c: char| !(c.is_control() || c == '\\' || is_format_control(c));
     if text.chars().count() <= MAX_PEER_TEXT && text.chars().all(plain) {
         return std::borrow::Cow::Borrowed(text);
@@ -105,7 +105,7 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Longest peer text written to the log (a hostile header can be KiBs).
-pub const MAX_PEER_TEXT: usize = 200;
+pub(crate) const MAX_PEER_TEXT: usize = 200;
 
 /// Bidi embedding/override/isolate marks, zero-width and other invisible
 /// format characters.
@@ -199,12 +199,12 @@ pub fn init(target: Target, level: LevelFilter) {
     }
 }
 
-pub fn set_level(level: LevelFilter) {
+pub(crate) fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 
 /// `2026-11-24T06:04:35.123Z` (UTC).
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t.max(UNIX_EPOCH));
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -221,7 +221,7 @@ pub fn timestamp(t: SystemTime) -> String {
 /// A budget of warning lines: at most 5 a second, then one line saying how
 /// many were dropped. Each kind of flood has its own, so one cannot hide
 /// another (wrong logins are not lost among malformed requests).
-pub struct LogBudget {
+pub(crate) struct LogBudget {
     window: AtomicU64,
     count: AtomicU64,
     /// What the dropped lines were, for the "not logged" line.
@@ -229,7 +229,7 @@ pub struct LogBudget {
 }
 
 impl LogBudget {
-    pub const fn new(what: &'static str) -> LogBudget {
+    pub(crate) const fn new(what: &'static str) -> LogBudget {
         LogBudget {
             window: AtomicU64::new(0),
             count: AtomicU64::new(0),
@@ -237,7 +237,7 @@ impl LogBudget {
         }
     }
 
-    pub fn warn(&self, args: std::fmt::Arguments) {
+    pub(crate) fn warn(&self, args: std::fmt::Arguments) {
         let sec = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -255,21 +255,21 @@ impl LogBudget {
 }
 
 /// Bad requests are logged, but a flood of them must not flood the journal.
-pub fn warn_limited(args: std::fmt::Arguments) {
+pub(crate) fn warn_limited(args: std::fmt::Arguments) {
     static REFUSED: LogBudget = LogBudget::new("refused requests");
     REFUSED.warn(args);
 }
 
 /// Wrong admin tokens (console logins and Bearer tokens), in their own
 /// budget.
-pub fn warn_auth_failure(args: std::fmt::Arguments) {
+pub(crate) fn warn_auth_failure(args: std::fmt::Arguments) {
     static AUTH: LogBudget = LogBudget::new("wrong admin tokens");
     AUTH.warn(args);
 }
 
 /// Admin token tries refused over the login budget: their own budget too,
 /// so a guesser's first wrong tries cannot hide that the limit set in.
-pub fn warn_auth_throttled(args: std::fmt::Arguments) {
+pub(crate) fn warn_auth_throttled(args: std::fmt::Arguments) {
     static THROTTLED: LogBudget = LogBudget::new("admin token tries over the budget");
     THROTTLED.warn(args);
 }

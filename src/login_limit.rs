@@ -18,13 +18,13 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Wrong tokens one address may send at once.
-pub const CLIENT_BURST: u32 = 10;
+pub(crate) const CLIENT_BURST: u32 = 10;
 /// Then one more every this long.
-pub const CLIENT_REFILL_MS: u64 = 2_000;
+pub(crate) const CLIENT_REFILL_MS: u64 = 2_000;
 /// Wrong tokens all addresses together may send at once.
-pub const GLOBAL_BURST: u32 = 100;
+pub(crate) const GLOBAL_BURST: u32 = 100;
 /// Then one more every this long (10 a second).
-pub const GLOBAL_REFILL_MS: u64 = 100;
+pub(crate) const GLOBAL_REFILL_MS: u64 = 100;
 /// Addresses remembered; full buckets are forgotten first. Beyond it, a
 /// new address is held to the global bucket alone.
 const MAX_CLIENTS: usize = 4096;
@@ -59,10 +59,10 @@ impl Bucket {
 
 /// Refused: try again after this many seconds (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttled {
-    pub retry_after_s: u64,
+pub(crate) struct Throttled {
+    pub(crate) retry_after_s: u64,
     /// The global budget, not this address's, ran out.
-    pub global: bool,
+    pub(crate) global: bool,
 }
 
 #[derive(Debug)]
@@ -115,7 +115,7 @@ impl LoginLimit {
 
     /// Take one try for `ip` (None: the address is unknown; only the
     /// global budget applies), or say how long to wait.
-    pub fn attempt(&self, ip: Option<IpAddr>, now_ms: u64) -> Result<(), Throttled> {
+    pub(crate) fn attempt(&self, ip: Option<IpAddr>, now_ms: u64) -> Result<(), Throttled> {
         let mut g = self.lock();
         let Inner { clients, global } = &mut *g;
         global.refill(GLOBAL_BURST, GLOBAL_REFILL_MS, now_ms);
@@ -162,7 +162,7 @@ impl LoginLimit {
     }
 
     /// The token was right: the try taken by [`attempt`] is given back.
-    pub fn succeeded(&self, ip: Option<IpAddr>) {
+    pub(crate) fn succeeded(&self, ip: Option<IpAddr>) {
         let mut g = self.lock();
         let Inner { clients, global } = &mut *g;
         global.milli = (global.milli + 1000).min(u64::from(GLOBAL_BURST) * 1000);

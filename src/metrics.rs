@@ -19,7 +19,7 @@ use crate::handover::{CounterCarry, HistogramCarry};
 use crate::view::View;
 
 /// What `/metrics` answers with.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// 5 ms .. ~20 s.
 fn latency_buckets() -> Vec<f64> {
@@ -250,7 +250,7 @@ impl Metrics {
     /// `/metrics` counts on across an upgrade: a reset would read as a
     /// counter reset to Prometheus (`rate()` copes, `increase()` over the
     /// hand-over undercounts). Histograms: [`Metrics::carry_histograms`].
-    pub fn carry(&self) -> Vec<CounterCarry> {
+    pub(crate) fn carry(&self) -> Vec<CounterCarry> {
         let mut v = Vec::new();
         for c in self.counters() {
             for fam in prometheus::core::Collector::collect(c) {
@@ -276,7 +276,7 @@ impl Metrics {
     /// Count on from what the previous binary counted (before any count
     /// here). Entries of counters or labels this binary does not have are
     /// skipped.
-    pub fn restore(&self, carried: &[CounterCarry]) {
+    pub(crate) fn restore(&self, carried: &[CounterCarry]) {
         for c in carried {
             let Some(counter) = self.counters().into_iter().find(|k| {
                 prometheus::core::Collector::desc(*k)
@@ -291,7 +291,7 @@ impl Metrics {
 
     /// The histograms as a hand-over carries them (each label set's
     /// buckets, sum and count), for the same reason as the counters.
-    pub fn carry_histograms(&self) -> Vec<HistogramCarry> {
+    pub(crate) fn carry_histograms(&self) -> Vec<HistogramCarry> {
         self.histograms()
             .into_iter()
             .flat_map(prometheus::core::Collector::collect)
@@ -309,7 +309,7 @@ impl Metrics {
     /// Count on from the previous binary's histograms. Entries of
     /// histograms, labels or buckets this binary does not have are skipped
     /// (with another set of buckets the counts would not mean the same).
-    pub fn restore_histograms(&self, carried: &[HistogramCarry]) {
+    pub(crate) fn restore_histograms(&self, carried: &[HistogramCarry]) {
         for c in carried {
             if let Some(h) = self.histograms().into_iter().find(|h| h.name() == c.name) {
                 h.restore(c);
@@ -338,7 +338,7 @@ impl Metrics {
     }
 
     /// Count what an event says.
-    pub fn observe(&self, ev: &Event) {
+    pub(crate) fn observe(&self, ev: &Event) {
         self.show
             .events
             .with_label_values(&[ev.kind().as_str()])
@@ -372,11 +372,11 @@ impl Metrics {
 
     /// The output died or could not start (each time, also while it is
     /// already down: the event is sent once per outage).
-    pub fn output_failed(&self) {
+    pub(crate) fn output_failed(&self) {
         self.show.output_restarts.inc();
     }
 
-    pub fn hook_answered(&self, endpoint: &'static str, status: u16, took: Duration) {
+    pub(crate) fn hook_answered(&self, endpoint: &'static str, status: u16, took: Duration) {
         self.callers
             .hooks
             .with_label_values(&[endpoint, &status.to_string()])
@@ -389,33 +389,33 @@ impl Metrics {
     }
 
     /// `endpoint` is a known admin path (never what a client typed).
-    pub fn admin_request(&self, endpoint: &str) {
+    pub(crate) fn admin_request(&self, endpoint: &str) {
         self.callers.admin.with_label_values(&[endpoint]).inc();
     }
 
     /// A wrong admin token; `via`: console_login or bearer.
-    pub fn auth_failed(&self, via: &'static str) {
+    pub(crate) fn auth_failed(&self, via: &'static str) {
         self.callers.auth_failures.with_label_values(&[via]).inc();
     }
 
     /// A token try refused unchecked (over the login budget).
-    pub fn auth_throttled(&self, via: &'static str) {
+    pub(crate) fn auth_throttled(&self, via: &'static str) {
         self.callers.auth_throttled.with_label_values(&[via]).inc();
     }
 
     /// A read stream entered `state` (live, stalled, starved).
-    pub fn health_changed(&self, state: &str) {
+    pub(crate) fn health_changed(&self, state: &str) {
         self.show.health_changes.with_label_values(&[state]).inc();
     }
 
     /// The on-air streamer's stream came through again (or was given up on)
     /// after this many seconds.
-    pub fn unwell_seconds(&self, secs: f64) {
+    pub(crate) fn unwell_seconds(&self, secs: f64) {
         self.show.unwell_seconds.inc_by(secs.max(0.0));
     }
 
     /// `outcome`: sent, failed or dropped.
-    pub fn notification(&self, notifier: &str, outcome: &'static str) {
+    pub(crate) fn notification(&self, notifier: &str, outcome: &'static str) {
         self.callers
             .notifications
             .with_label_values(&[notifier, outcome])
@@ -639,14 +639,14 @@ impl LabelSets for HistogramVec {
 }
 
 /// Times one hook call from the moment its request was read.
-pub struct HookTimer {
+pub(crate) struct HookTimer {
     metrics: Arc<Metrics>,
     endpoint: &'static str,
     started: Instant,
 }
 
 impl HookTimer {
-    pub fn start(metrics: &Arc<Metrics>, endpoint: &'static str) -> HookTimer {
+    pub(crate) fn start(metrics: &Arc<Metrics>, endpoint: &'static str) -> HookTimer {
         HookTimer {
             metrics: metrics.clone(),
             endpoint,
@@ -654,7 +654,7 @@ impl HookTimer {
         }
     }
 
-    pub fn done(self, status: u16) {
+    pub(crate) fn done(self, status: u16) {
         self.metrics
             .hook_answered(self.endpoint, status, self.started.elapsed());
     }

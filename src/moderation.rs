@@ -13,14 +13,14 @@ const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
 /// The `[queue]` settings in force: the config, overridden by moderators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub require_registered: bool,
-    pub slot_seconds: u64,
-    pub rejoin_block_seconds: u64,
+pub(crate) struct Policy {
+    pub(crate) require_registered: bool,
+    pub(crate) slot_seconds: u64,
+    pub(crate) rejoin_block_seconds: u64,
 }
 
 impl Policy {
-    pub fn effective(cfg: &QueueConfig, state: &State) -> Policy {
+    pub(crate) fn effective(cfg: &QueueConfig, state: &State) -> Policy {
         let o = state.overrides();
         Policy {
             require_registered: cfg.require_registered,
@@ -30,25 +30,25 @@ impl Policy {
     }
 
     /// The slot length of `key`: its own (registry), else the default.
-    pub fn slot_seconds_for(&self, reg: &Registry, key: &StreamKey) -> u64 {
+    pub(crate) fn slot_seconds_for(&self, reg: &Registry, key: &StreamKey) -> u64 {
         reg.slot_seconds(key).unwrap_or(self.slot_seconds)
     }
 
     /// The block a slot end or kick imposes from `now`, if any.
-    pub fn rejoin_until(&self, now: u64) -> Option<u64> {
+    pub(crate) fn rejoin_until(&self, now: u64) -> Option<u64> {
         (self.rejoin_block_seconds > 0).then(|| now + self.rejoin_block_seconds * 1000)
     }
 }
 
 /// When the on-air slot ends (unix ms); None = nobody on air or unlimited.
-pub fn slot_ends_at(state: &State, reg: &Registry, policy: &Policy) -> Option<u64> {
+pub(crate) fn slot_ends_at(state: &State, reg: &Registry, policy: &Policy) -> Option<u64> {
     let head = state.head()?;
     state.slot_ends_at(policy.slot_seconds_for(reg, &head.key))
 }
 
 /// The op that ends the on-air slot when its time is up at `now`: take the
 /// streamer off and block its key for the rejoin time.
-pub fn slot_expired(state: &State, reg: &Registry, policy: &Policy, now: u64) -> Option<Op> {
+pub(crate) fn slot_expired(state: &State, reg: &Registry, policy: &Policy, now: u64) -> Option<Op> {
     let ends = slot_ends_at(state, reg, policy)?;
     if now < ends {
         return None;
@@ -63,13 +63,13 @@ pub fn slot_expired(state: &State, reg: &Registry, policy: &Policy, now: u64) ->
 
 /// Whether a publish of `key` may queue as far as the registry is
 /// concerned (blocks are a queue rule: see `Outcome::Blocked`).
-pub fn registered_enough(reg: &Registry, policy: &Policy, key: &StreamKey) -> bool {
+pub(crate) fn registered_enough(reg: &Registry, policy: &Policy, key: &StreamKey) -> bool {
     !policy.require_registered || reg.by_key(key).is_some()
 }
 
 /// After a restart: the queued keys whose publishers nginx no longer has
 /// (`published` = stream names publishing in the ingest app).
-pub fn gone(state: &State, published: &[StreamKey], now: u64) -> Option<Op> {
+pub(crate) fn gone(state: &State, published: &[StreamKey], now: u64) -> Option<Op> {
     let live: std::collections::HashSet<&StreamKey> = published.iter().collect();
     let keys: Vec<StreamKey> = state
         .entries()
@@ -150,7 +150,7 @@ fn check_seconds(what: &str, s: u64) -> Result<(), Refusal> {
 /// The stream key a moderator means by `name`: a queued streamer's public
 /// name, a registered name (any case), a blocked streamer's public name, or
 /// the key itself when it is queued or blocked.
-pub fn resolve(name: &str, state: &State, reg: &Registry, now: u64) -> Option<StreamKey> {
+pub(crate) fn resolve(name: &str, state: &State, reg: &Registry, now: u64) -> Option<StreamKey> {
     if let Some(e) = state.entries().iter().find(|e| reg.display(&e.key) == name) {
         return Some(e.key.clone());
     }
@@ -167,7 +167,7 @@ pub fn resolve(name: &str, state: &State, reg: &Registry, now: u64) -> Option<St
 }
 
 /// Decide a moderator's request: the op to apply, or why not.
-pub fn plan(
+pub(crate) fn plan(
     req: &Request,
     state: &State,
     reg: &Registry,

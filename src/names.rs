@@ -17,7 +17,7 @@ const BRAILLE_BLANK: char = '\u{2800}';
 /// points (Hangul fillers U+115F, U+1160, U+3164, U+FFA0, the combining
 /// grapheme joiner U+034F, variation selectors, …), which the confusables
 /// skeleton drops, and the braille blank.
-pub fn shows_as_nothing(c: char) -> bool {
+pub(crate) fn shows_as_nothing(c: char) -> bool {
     let mut buf = [0u8; 4];
     let one = c.encode_utf8(&mut buf);
     let blank = unicode_security::skeleton(one).next().is_none();
@@ -31,7 +31,7 @@ fn visible(c: char) -> bool {
 }
 
 /// Why `name` cannot be a new streamer name, if it cannot.
-pub fn invisible_part(name: &str) -> Option<String> {
+pub(crate) fn invisible_part(name: &str) -> Option<String> {
     if let Some(c) = name.chars().find(|&c| shows_as_nothing(c)) {
         return Some(format!(
             "a streamer name must not contain characters that show as nothing \
@@ -48,12 +48,12 @@ pub fn invisible_part(name: &str) -> Option<String> {
 
 /// The form two names that look alike share: the UTS #39 skeleton of the
 /// lower-cased name (names are unique regardless of case already).
-pub fn skeleton(name: &str) -> String {
+pub(crate) fn skeleton(name: &str) -> String {
     unicode_security::skeleton(&name.to_lowercase()).collect()
 }
 
 /// Whether `a` and `b` would be mistaken for each other on screen.
-pub fn confusable(a: &str, b: &str) -> bool {
+pub(crate) fn confusable(a: &str, b: &str) -> bool {
     skeleton(a) == skeleton(b) || unicode_security::skeleton(a).eq(unicode_security::skeleton(b))
 }
 

@@ -29,7 +29,7 @@ fn agent() -> ureq::Agent {
 /// The control URL that drops the publisher of `app/key`. Both are
 /// `[A-Za-z0-9_-]` (a key by construction, the app checked by the config),
 /// so they need no escaping.
-pub fn drop_publisher_url(control_url: &str, app: &str, key: &StreamKey) -> String {
+pub(crate) fn drop_publisher_url(control_url: &str, app: &str, key: &StreamKey) -> String {
     format!(
         "{}/drop/publisher?app={app}&name={}",
         control_url.trim_end_matches('/'),
@@ -42,11 +42,11 @@ pub fn drop_publisher_url(control_url: &str, app: &str, key: &StreamKey) -> Stri
 /// `proxy_pass`): nginx's stat and control served on a unix socket that
 /// only motherstream may open, instead of a TCP port every local user (and
 /// a DNS-rebinding page) can reach.
-pub const UNIX_URL_PREFIX: &str = "http://unix:";
+pub(crate) const UNIX_URL_PREFIX: &str = "http://unix:";
 
 /// Ask nginx to disconnect the publisher of `app/name`; the number of
 /// clients it dropped (nginx answers "1", or "0" when nobody publishes it).
-pub fn drop_publisher(control_url: &str, app: &str, key: &StreamKey) -> Result<u32, String> {
+pub(crate) fn drop_publisher(control_url: &str, app: &str, key: &StreamKey) -> Result<u32, String> {
     let url = drop_publisher_url(control_url, app, key);
     let body = get(&url, 4096)?;
     body.trim()
@@ -57,7 +57,13 @@ pub fn drop_publisher(control_url: &str, app: &str, key: &StreamKey) -> Result<u
 /// Start or stop recorder `rec` of `app/key` (`/control/record/start|stop`).
 /// All three are `[A-Za-z0-9_-]` (a key by construction, the others
 /// checked by the config), so they need no escaping.
-pub fn record_url(control_url: &str, start: bool, app: &str, key: &StreamKey, rec: &str) -> String {
+pub(crate) fn record_url(
+    control_url: &str,
+    start: bool,
+    app: &str,
+    key: &StreamKey,
+    rec: &str,
+) -> String {
     format!(
         "{}/record/{}?app={app}&name={}&rec={rec}",
         control_url.trim_end_matches('/'),
@@ -71,7 +77,7 @@ pub fn record_url(control_url: &str, start: bool, app: &str, key: &StreamKey, re
 /// file's path, or 204 with an empty body when there is nothing to do (the
 /// stream is not published, or the recorder already runs / is stopped):
 /// `Ok(None)`. An unknown recorder is HTTP 500: an error.
-pub fn record(
+pub(crate) fn record(
     control_url: &str,
     start: bool,
     app: &str,
@@ -200,7 +206,7 @@ fn truncate(s: &str, n: usize) -> &str {
 
 /// The stream names with a publisher in application `app` of nginx-rtmp's
 /// `rtmp_stat` XML (`rtmp/server/application[name]/live/stream[publishing]`).
-pub fn parse_stat(xml: &str, app: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_stat(xml: &str, app: &str) -> Result<Vec<String>, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("bad stat XML: {e}"))?;
     let root = doc.root_element();
     if root.tag_name().name() != "rtmp" {
@@ -245,7 +251,7 @@ struct DropJob {
 }
 
 /// The thread that disconnects publishers through the control module.
-pub struct Control {
+pub(crate) struct Control {
     tx: Option<Sender<DropJob>>,
     join: Option<JoinHandle<()>>,
 }
@@ -253,7 +259,7 @@ pub struct Control {
 impl Control {
     /// Start the thread. An empty `control_url` is allowed: drops are then
     /// logged as impossible (once), and the queue still moves on.
-    pub fn spawn(control_url: String) -> std::io::Result<Control> {
+    pub(crate) fn spawn(control_url: String) -> std::io::Result<Control> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let join = std::thread::Builder::new()
             .name("nginx-control".into())
@@ -265,7 +271,7 @@ impl Control {
     }
 
     /// Queue a drop; never blocks.
-    pub fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str) {
+    pub(crate) fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(DropJob {
                 app: app.into(),
@@ -276,7 +282,7 @@ impl Control {
     }
 
     /// Finish the queued drops (each bounded by the timeouts) and join.
-    pub fn shutdown(mut self) {
+    pub(crate) fn shutdown(mut self) {
         self.tx.take();
         if let Some(j) = self.join.take() {
             let _ = j.join();

@@ -39,7 +39,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn offer(&mut self, ev: &Arc<Event>) {
+    pub(crate) fn offer(&mut self, ev: &Arc<Event>) {
         if !self.wants.wants(ev) {
             return;
         }
@@ -70,14 +70,14 @@ impl Sink {
 
 /// Which event kinds an entry wants (`events = []`: all).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter(Vec<EventKind>);
+pub(crate) struct Filter(Vec<EventKind>);
 
 impl Filter {
-    pub fn new(kinds: &[EventKind]) -> Filter {
+    pub(crate) fn new(kinds: &[EventKind]) -> Filter {
         Filter(kinds.to_vec())
     }
 
-    pub fn wants(&self, ev: &Event) -> bool {
+    pub(crate) fn wants(&self, ev: &Event) -> bool {
         // One end of a stream is how a streamer leaves (their hook comes a
         // moment later): a failure is worth a message from the second in a
         // row on, and so is the recovery from it.
@@ -335,7 +335,7 @@ impl Worker {
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Delivered,
     Status {
         code: u16,
@@ -359,7 +359,7 @@ impl Outcome {
 /// try again, or stop (None). 5xx, 429 and transport errors are retried,
 /// `retries` times at most; other 4xx never (the request itself is wrong).
 /// 429 waits for its `Retry-After` when it has one.
-pub fn next_attempt(o: &Outcome, attempt: u32, retries: u32) -> Option<Duration> {
+pub(crate) fn next_attempt(o: &Outcome, attempt: u32, retries: u32) -> Option<Duration> {
     if attempt > retries {
         return None;
     }
@@ -381,7 +381,7 @@ pub fn next_attempt(o: &Outcome, attempt: u32, retries: u32) -> Option<Duration>
 
 /// `Retry-After` as delay seconds ("3", or Discord's "0.75") or as an
 /// HTTP-date (the wait until then; a date already past is no wait).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     retry_after_at(v, std::time::SystemTime::now())
 }
 
@@ -396,7 +396,7 @@ fn retry_after_at(v: &str, now: std::time::SystemTime) -> Option<Duration> {
 }
 
 /// The body POSTed for `ev`.
-pub fn format_message(ev: &Event, format: NotifyFormat, now_s: u64) -> String {
+pub(crate) fn format_message(ev: &Event, format: NotifyFormat, now_s: u64) -> String {
     match format {
         NotifyFormat::Json => json_message(ev, now_s).to_string(),
         NotifyFormat::Discord => json!({
@@ -477,7 +477,7 @@ fn duration_words(secs: u64) -> String {
     }
 }
 
-pub fn discord_text(ev: &Event) -> String {
+pub(crate) fn discord_text(ev: &Event) -> String {
     match ev {
         Event::OnAir {
             name,

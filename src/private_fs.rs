@@ -14,13 +14,13 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::Path;
 
 /// Mode of every file motherstream creates.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of every directory motherstream creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// `OpenOptions` for a private file: mode 0600 when created, and a
 /// symbolic link at `path` is an error instead of being followed.
-pub fn options() -> OpenOptions {
+pub(crate) fn options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.mode(FILE_MODE).custom_flags(libc::O_NOFOLLOW);
     o
@@ -28,12 +28,12 @@ pub fn options() -> OpenOptions {
 
 /// Open with `opts` (from [`options`]); a symbolic link gets an error that
 /// says so.
-pub fn open(path: &Path, opts: &OpenOptions) -> io::Result<File> {
+pub(crate) fn open(path: &Path, opts: &OpenOptions) -> io::Result<File> {
     opts.open(path).map_err(|e| explain_symlink(path, e))
 }
 
 /// The whole file, refusing a symbolic link.
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     let mut f = open(path, options().read(true))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
@@ -62,7 +62,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 
 /// Make an existing file 0600 (files created by older versions, or under
 /// a looser umask, were 0644). Best effort: the file works either way.
-pub fn tighten(f: &File, path: &Path) {
+pub(crate) fn tighten(f: &File, path: &Path) {
     if let Ok(m) = f.metadata() {
         if m.permissions().mode() & 0o077 != 0 {
             if let Err(e) = f.set_permissions(fs::Permissions::from_mode(FILE_MODE)) {
@@ -75,7 +75,7 @@ pub fn tighten(f: &File, path: &Path) {
 /// When running as root, give the open file `f` (at `path`) to the owner of
 /// `dir`, through its descriptor (a path could be swapped for a link in
 /// between). Best effort: a failure leaves root's file, which root can fix.
-pub fn give_to_dir_owner(f: &File, path: &Path, dir: &Path) {
+pub(crate) fn give_to_dir_owner(f: &File, path: &Path, dir: &Path) {
     if !crate::sys::is_root() {
         return;
     }
@@ -99,7 +99,7 @@ pub fn foreign_owner(dir: &Path) -> Option<(u32, u32)> {
 }
 
 /// Warn when a secret file can be read by others than its owner.
-pub fn readable_by_others(path: &Path) -> Option<String> {
+pub(crate) fn readable_by_others(path: &Path) -> Option<String> {
     let m = fs::metadata(path).ok()?;
     let mode = m.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {

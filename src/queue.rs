@@ -15,29 +15,29 @@ use crate::key::StreamKey;
 const MAX_SESSIONS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     #[serde(with = "crate::key::persist")]
-    pub key: StreamKey,
+    pub(crate) key: StreamKey,
     /// nginx clientids of this key's publishes that are believed live, the
     /// first accepted one first. Empty = unknown (migrated from the seed's
     /// `QUEUE.json`): any publish_done for the key then removes it.
     #[serde(default)]
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
     /// When the key joined, unix ms.
-    pub joined_at: u64,
+    pub(crate) joined_at: u64,
     /// Address nginx reported for the first publish.
     #[serde(default)]
-    pub addr: String,
+    pub(crate) addr: String,
 }
 
 /// Session ids of one key: almost always exactly one, kept inline so a
 /// long queue costs no allocation per entry for them.
-pub type Sessions = smallvec::SmallVec<[u64; 1]>;
+pub(crate) type Sessions = smallvec::SmallVec<[u64; 1]>;
 
 /// A state change. `at` is unix ms at decision time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
+pub(crate) enum Op {
     /// A publish on the ingest app was accepted.
     Publish {
         #[serde(with = "crate::key::persist")]
@@ -106,7 +106,7 @@ pub enum Op {
 
 impl Op {
     /// When the op was decided, unix ms.
-    pub fn at(&self) -> u64 {
+    pub(crate) fn at(&self) -> u64 {
         match self {
             Op::Publish { at, .. }
             | Op::PublishDone { at, .. }
@@ -126,7 +126,7 @@ impl Op {
 
 /// What an op did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The key is queued at `position` (0 = on air); `new` when it joined now.
     Queued {
         position: usize,
@@ -181,7 +181,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         match self {
             Outcome::Queued { .. }
             | Outcome::Left { .. }
@@ -201,11 +201,11 @@ impl Outcome {
 
 /// Queue settings a moderator changed at run time (None = the config's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot_seconds: Option<u64>,
+    pub(crate) slot_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejoin_block_seconds: Option<u64>,
+    pub(crate) rejoin_block_seconds: Option<u64>,
 }
 
 impl Overrides {
@@ -248,7 +248,7 @@ pub struct State {
 /// A change counter that is not part of the state's value: two states with
 /// the same entries are equal whatever their history.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Generation(pub u64);
+pub(crate) struct Generation(pub(crate) u64);
 
 impl PartialEq for Generation {
     fn eq(&self, _: &Generation) -> bool {
@@ -259,13 +259,13 @@ impl PartialEq for Generation {
 impl Eq for Generation {}
 
 impl State {
-    pub fn new() -> State {
+    pub(crate) fn new() -> State {
         State::default()
     }
 
     /// Build from entries (restore, migration). Repeated keys are dropped;
     /// returns the dropped ones (their fingerprints go to the log).
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         entries: Vec<Entry>,
         on_air_since: Option<u64>,
         switch_seq: u64,
@@ -291,7 +291,7 @@ impl State {
     }
 
     /// Rebuild the key index after deserializing.
-    pub fn reindex(self) -> (State, Vec<StreamKey>) {
+    pub(crate) fn reindex(self) -> (State, Vec<StreamKey>) {
         let (mut s, dropped) = State::from_parts(self.entries, self.on_air_since, self.switch_seq);
         s.blocks = self.blocks;
         s.overrides = self.overrides;
@@ -301,19 +301,19 @@ impl State {
         (s, dropped)
     }
 
-    pub fn entries(&self) -> &[Entry] {
+    pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
-    pub fn head(&self) -> Option<&Entry> {
+    pub(crate) fn head(&self) -> Option<&Entry> {
         self.entries.first()
     }
 
-    pub fn on_air_since(&self) -> Option<u64> {
+    pub(crate) fn on_air_since(&self) -> Option<u64> {
         self.on_air_since
     }
 
-    pub fn switch_seq(&self) -> u64 {
+    pub(crate) fn switch_seq(&self) -> u64 {
         self.switch_seq
     }
 
@@ -325,17 +325,17 @@ impl State {
         self.entries.is_empty()
     }
 
-    pub fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         self.overrides
     }
 
     /// Until when `key` is refused, if it is blocked at `now`.
-    pub fn blocked_until(&self, key: &StreamKey, now: u64) -> Option<u64> {
+    pub(crate) fn blocked_until(&self, key: &StreamKey, now: u64) -> Option<u64> {
         self.blocks.get(key).copied().filter(|u| *u > now)
     }
 
     /// Blocks still in force at `now`: (key, until), soonest first.
-    pub fn blocks(&self, now: u64) -> Vec<(&StreamKey, u64)> {
+    pub(crate) fn blocks(&self, now: u64) -> Vec<(&StreamKey, u64)> {
         let mut v: Vec<(&StreamKey, u64)> = self
             .blocks
             .iter()
@@ -349,7 +349,7 @@ impl State {
     /// When the on-air slot ends (unix ms): a moderator's setting, else
     /// `on_air_since + slot_seconds`; None with nobody on air or an
     /// unlimited slot (`slot_seconds` 0).
-    pub fn slot_ends_at(&self, slot_seconds: u64) -> Option<u64> {
+    pub(crate) fn slot_ends_at(&self, slot_seconds: u64) -> Option<u64> {
         self.head()?;
         if let Some(t) = self.slot_ends_at {
             return Some(t);
@@ -358,11 +358,11 @@ impl State {
         (slot_seconds > 0).then(|| since.saturating_add(slot_seconds.saturating_mul(1000)))
     }
 
-    pub fn contains(&self, key: &StreamKey) -> bool {
+    pub(crate) fn contains(&self, key: &StreamKey) -> bool {
         self.keys.contains(key)
     }
 
-    pub fn position(&self, key: &StreamKey) -> Option<usize> {
+    pub(crate) fn position(&self, key: &StreamKey) -> Option<usize> {
         if !self.contains(key) {
             return None;
         }
@@ -370,7 +370,7 @@ impl State {
     }
 
     /// Check an override list without changing anything.
-    pub fn check_override(&self, keys: &[StreamKey]) -> Result<(), String> {
+    pub(crate) fn check_override(&self, keys: &[StreamKey]) -> Result<(), String> {
         let mut seen = HashSet::new();
         for k in keys {
             if !self.contains(k) {
@@ -383,7 +383,7 @@ impl State {
         Ok(())
     }
 
-    pub fn apply(&mut self, op: &Op) -> Outcome {
+    pub(crate) fn apply(&mut self, op: &Op) -> Outcome {
         let head_before = self.head().map(|e| e.key.clone());
         let at = op.at();
         // Expired blocks go with the next op: deterministic on replay.
@@ -570,7 +570,7 @@ impl State {
     }
 
     /// See `reorder_gen`: unchanged while entries were only appended.
-    pub fn reorder_gen(&self) -> u64 {
+    pub(crate) fn reorder_gen(&self) -> u64 {
         self.reorder_gen.0
     }
 

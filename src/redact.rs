@@ -6,24 +6,24 @@
 //! Pure: no I/O.
 
 /// What a URL's query string is replaced with.
-pub const HIDDEN_QUERY: &str = "?<redacted>";
+pub(crate) const HIDDEN_QUERY: &str = "?<redacted>";
 
 /// A set of secrets and what each is shown as.
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     /// (secret, stand-in), longest secret first so that a secret containing
     /// another is replaced whole.
     secrets: Vec<(String, String)>,
 }
 
 impl Redactor {
-    pub fn new() -> Redactor {
+    pub(crate) fn new() -> Redactor {
         Redactor::default()
     }
 
     /// Show `secret` as `stand_in` from now on. Empty secrets are ignored
     /// (they would match everywhere).
-    pub fn hide(mut self, secret: &str, stand_in: &str) -> Redactor {
+    pub(crate) fn hide(mut self, secret: &str, stand_in: &str) -> Redactor {
         if !secret.is_empty() {
             self.secrets
                 .push((secret.to_string(), stand_in.to_string()));
@@ -34,12 +34,12 @@ impl Redactor {
     }
 
     /// Show a stream key as `stand_in` (scrubbing a key needs its text).
-    pub fn hide_key(self, key: &crate::key::StreamKey, stand_in: &str) -> Redactor {
+    pub(crate) fn hide_key(self, key: &crate::key::StreamKey, stand_in: &str) -> Redactor {
         self.hide(key.expose(), stand_in)
     }
 
     /// `line` with every known secret replaced and URL queries dropped.
-    pub fn apply(&self, line: &str) -> String {
+    pub(crate) fn apply(&self, line: &str) -> String {
         let mut out = hide_url_queries(line);
         for (secret, stand_in) in &self.secrets {
             if out.contains(secret.as_str()) {
@@ -52,7 +52,7 @@ impl Redactor {
 
 /// Drop the query string of every `scheme://…` URL in `line`: from its `?`
 /// to the end of the URL (whitespace, a quote or a bracket).
-pub fn hide_url_queries(line: &str) -> String {
+pub(crate) fn hide_url_queries(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(i) = rest.find("://") {

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// What kind of no it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Why {
+pub(crate) enum Why {
     /// The request itself is wrong (a bad name, a number out of range).
     Invalid,
     /// It names someone or something that is not there.
@@ -27,28 +27,28 @@ pub enum Why {
 
 /// A refusal and the sentence that explains it to the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub why: Why,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) why: Why,
+    pub(crate) message: String,
 }
 
 impl Refusal {
-    pub fn new(why: Why, message: impl Into<String>) -> Refusal {
+    pub(crate) fn new(why: Why, message: impl Into<String>) -> Refusal {
         Refusal {
             why,
             message: message.into(),
         }
     }
 
-    pub fn invalid(message: impl Into<String>) -> Refusal {
+    pub(crate) fn invalid(message: impl Into<String>) -> Refusal {
         Refusal::new(Why::Invalid, message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> Refusal {
+    pub(crate) fn not_found(message: impl Into<String>) -> Refusal {
         Refusal::new(Why::NotFound, message)
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Refusal {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Refusal {
         Refusal::new(Why::Unavailable, message)
     }
 }
@@ -61,4 +61,4 @@ impl fmt::Display for Refusal {
 
 /// The engine's answer to one command: the JSON the caller gets, or why
 /// not.
-pub type Answer = Result<serde_json::Value, Refusal>;
+pub(crate) type Answer = Result<serde_json::Value, Refusal>;

@@ -25,31 +25,31 @@ pub const FILE: &str = "streamers.json";
 const LOCK_FILE: &str = "streamers.lock";
 const VERSION: u32 = 1;
 /// Bytes of randomness in a generated stream key (hex: twice as many chars).
-pub const KEY_BYTES: usize = 16;
+pub(crate) const KEY_BYTES: usize = 16;
 /// Prefix of the public name of an unregistered key once a registry is in use.
-pub const GUEST_PREFIX: &str = "guest-";
+pub(crate) const GUEST_PREFIX: &str = "guest-";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Streamer {
-    pub name: String,
+pub(crate) struct Streamer {
+    pub(crate) name: String,
     #[serde(with = "crate::key::persist")]
-    pub key: StreamKey,
+    pub(crate) key: StreamKey,
     /// Slot length for this streamer (0 = unlimited); None = the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot_seconds: Option<u64>,
+    pub(crate) slot_seconds: Option<u64>,
     /// When the streamer was added (or the key last rotated), unix ms.
     #[serde(default)]
-    pub key_set_at: u64,
+    pub(crate) key_set_at: u64,
     /// Token of the streamer's own page, `/me/<token>`: not the stream key,
     /// so a page link that leaks (browser history, a proxy's access log)
     /// cannot publish. Empty in files written before pages existed: no page
     /// until a link is made (`streamer link NAME`, the console).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub link_token: String,
+    pub(crate) link_token: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Registry {
+pub(crate) struct Registry {
     streamers: Vec<Streamer>,
     /// The file exists (even empty): keys are then never shown in public.
     present: bool,
@@ -65,7 +65,7 @@ struct FileFormat {
 }
 
 #[derive(Debug)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     NotFound(String),
     Exists(String),
     Invalid(String),
@@ -82,7 +82,7 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// What kind of refusal this is for whoever asked.
-    pub fn why(&self) -> Why {
+    pub(crate) fn why(&self) -> Why {
         match self {
             RegistryError::NotFound(_) => Why::NotFound,
             RegistryError::Exists(_) => Why::Conflict,
@@ -149,7 +149,7 @@ fn is_format_char(c: char) -> bool {
 /// A display name: 1–64 characters, no control or invisible formatting
 /// characters, no surrounding spaces, not starting with the guest prefix
 /// (reserved for unregistered keys).
-pub fn validate_name(name: &str) -> Result<(), RegistryError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), RegistryError> {
     let n = name.chars().count();
     if n == 0 || n > 64 {
         return Err(RegistryError::Invalid(format!(
@@ -181,7 +181,7 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-pub fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
+pub(crate) fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
     match slot_seconds {
         Some(s) if s > 7 * 24 * 3600 => Err(RegistryError::Invalid(format!(
             "slot_seconds {s} is more than a week"
@@ -192,7 +192,7 @@ pub fn validate_slot(slot_seconds: Option<u64>) -> Result<(), RegistryError> {
 
 impl Registry {
     /// An in-memory registry (tests; `present` = a file exists).
-    pub fn from_streamers(streamers: Vec<Streamer>, present: bool) -> Registry {
+    pub(crate) fn from_streamers(streamers: Vec<Streamer>, present: bool) -> Registry {
         let mut r = Registry {
             streamers,
             present,
@@ -217,26 +217,27 @@ impl Registry {
         self.index.get(key).and_then(|&i| self.streamers.get(i))
     }
 
-    pub fn streamers(&self) -> &[Streamer] {
+    pub(crate) fn streamers(&self) -> &[Streamer] {
         &self.streamers
     }
 
     /// Whether a registry is in use: from then on keys are never public.
-    pub fn in_use(&self) -> bool {
+    pub(crate) fn in_use(&self) -> bool {
         self.present || !self.streamers.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.streamers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.streamers.is_empty()
     }
 
     /// The streamer whose key this is. Every key is compared, in constant
     /// time, whatever matches: the answer time says nothing about the keys.
-    pub fn by_key(&self, key: &StreamKey) -> Option<&Streamer> {
+    pub(crate) fn by_key(&self, key: &StreamKey) -> Option<&Streamer> {
         let mut found = None;
         for s in &self.streamers {
             if s.key.ct_eq(key) && found.is_none() {
@@ -247,7 +248,7 @@ impl Registry {
     }
 
     /// Names are unique regardless of case.
-    pub fn by_name(&self, name: &str) -> Option<&Streamer> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Streamer> {
         let lower = name.to_lowercase();
         self.streamers
             .iter()
@@ -257,7 +258,7 @@ impl Registry {
     /// The public name of a key: the registered name, else `guest-` and
     /// the key's tag, registry or not. A key is never a public name: anyone
     /// who read it off an overlay could go on air as that streamer.
-    pub fn display(&self, key: &StreamKey) -> String {
+    pub(crate) fn display(&self, key: &StreamKey) -> String {
         match self.known(key) {
             Some(s) => s.name.clone(),
             None => format!("{GUEST_PREFIX}{}", key.tag()),
@@ -265,11 +266,11 @@ impl Registry {
     }
 
     /// This streamer's own slot length, if it has one.
-    pub fn slot_seconds(&self, key: &StreamKey) -> Option<u64> {
+    pub(crate) fn slot_seconds(&self, key: &StreamKey) -> Option<u64> {
         self.known(key).and_then(|s| s.slot_seconds)
     }
 
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         name: &str,
         slot_seconds: Option<u64>,
@@ -320,7 +321,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {
+    pub(crate) fn remove(&mut self, name: &str) -> Result<Streamer, RegistryError> {
         let i = self.index(name)?;
         let s = self.streamers.remove(i);
         self.reindex();
@@ -328,7 +329,7 @@ impl Registry {
     }
 
     /// Give a streamer a new key; returns the old one (to kick its publisher).
-    pub fn rotate_key(
+    pub(crate) fn rotate_key(
         &mut self,
         name: &str,
         key: StreamKey,
@@ -343,7 +344,11 @@ impl Registry {
         Ok(old)
     }
 
-    pub fn set_slot(&mut self, name: &str, slot_seconds: Option<u64>) -> Result<(), RegistryError> {
+    pub(crate) fn set_slot(
+        &mut self,
+        name: &str,
+        slot_seconds: Option<u64>,
+    ) -> Result<(), RegistryError> {
         validate_slot(slot_seconds)?;
         let i = self.index(name)?;
         self.streamers[i].slot_seconds = slot_seconds;
@@ -352,7 +357,7 @@ impl Registry {
 
     /// Give a streamer a new page token (the old link stops working);
     /// returns the streamer's name as registered.
-    pub fn set_link(&mut self, name: &str, token: String) -> Result<String, RegistryError> {
+    pub(crate) fn set_link(&mut self, name: &str, token: String) -> Result<String, RegistryError> {
         if !crate::hook::valid_name(&token) {
             return Err(RegistryError::Invalid(
                 "a page token must match [A-Za-z0-9_-]{1,64}".into(),
@@ -371,7 +376,11 @@ impl Registry {
     /// A streamer's page link: (registered name, token). The existing one,
     /// or a new one when there is none yet or `rotate` asks for it. The
     /// one rule the console and the CLI share.
-    pub fn link(&mut self, name: &str, rotate: bool) -> Result<(String, String), RegistryError> {
+    pub(crate) fn link(
+        &mut self,
+        name: &str,
+        rotate: bool,
+    ) -> Result<(String, String), RegistryError> {
         if let Some(s) = self.by_name(name) {
             if !rotate && !s.link_token.is_empty() {
                 return Ok((s.name.clone(), s.link_token.clone()));
@@ -384,7 +393,7 @@ impl Registry {
     /// The streamer whose page token this is, compared in constant time
     /// against every token (as [`Registry::by_key`]). An empty token (no
     /// link made yet) never matches.
-    pub fn by_link(&self, token: &str) -> Option<&Streamer> {
+    pub(crate) fn by_link(&self, token: &str) -> Option<&Streamer> {
         let mut found = None;
         for s in &self.streamers {
             let hit = !s.link_token.is_empty() && ct_eq(s.link_token.as_bytes(), token.as_bytes());
@@ -469,7 +478,7 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// Read the registry in `dir`. No file = an empty registry not in use.
-pub fn load(dir: &Path) -> Result<Registry, RegistryError> {
+pub(crate) fn load(dir: &Path) -> Result<Registry, RegistryError> {
     let p = path(dir);
     match private_fs::read(&p) {
         Ok(bytes) => {
@@ -483,7 +492,7 @@ pub fn load(dir: &Path) -> Result<Registry, RegistryError> {
 /// Write the registry atomically (temp file 0600, fsync, rename, fsync dir).
 /// When run as root (the CLI), the file is given to the owner of `dir`, so
 /// the daemon's user can read what an administrator wrote.
-pub fn save(dir: &Path, reg: &Registry) -> Result<(), RegistryError> {
+pub(crate) fn save(dir: &Path, reg: &Registry) -> Result<(), RegistryError> {
     let p = path(dir);
     let bytes = reg
         .to_json()
@@ -497,7 +506,7 @@ pub fn save(dir: &Path, reg: &Registry) -> Result<(), RegistryError> {
 
 /// Read-modify-write under an exclusive lock (`streamers.lock`), so the CLI
 /// and the daemon never lose each other's changes.
-pub fn update<T>(
+pub(crate) fn update<T>(
     dir: &Path,
     f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Result<(T, Registry), RegistryError> {
@@ -524,14 +533,14 @@ pub fn update<T>(
 /// What identifies a version of the file, cheaply (one stat): a changed
 /// signature means "read it again".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileSig {
+pub(crate) struct FileSig {
     ino: u64,
     len: u64,
     mtime_ns: i128,
 }
 
 /// The file's signature; None when it does not exist (or cannot be stat'ed).
-pub fn signature(dir: &Path) -> Option<FileSig> {
+pub(crate) fn signature(dir: &Path) -> Option<FileSig> {
     let m = fs::metadata(path(dir)).ok()?;
     Some(FileSig {
         ino: m.ino(),
@@ -541,7 +550,7 @@ pub fn signature(dir: &Path) -> Option<FileSig> {
 }
 
 /// A new random stream key.
-pub fn new_key() -> Result<StreamKey, RegistryError> {
+pub(crate) fn new_key() -> Result<StreamKey, RegistryError> {
     StreamKey::parse(&random_token()?).map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 

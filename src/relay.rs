@@ -13,16 +13,16 @@
 //! * `restart` ([`restart`]): one ffmpeg per streamer, killed and started
 //!   again at each switch (the first version's relay; `[relay] args`).
 
-pub mod brb;
+pub(crate) mod brb;
 mod bridge;
 pub mod flv;
-pub mod headers;
-pub mod health;
-pub mod output;
-pub mod restart;
-pub mod slate;
+pub(crate) mod headers;
+pub(crate) mod health;
+pub(crate) mod output;
+pub(crate) mod restart;
+pub(crate) mod slate;
 pub mod source;
-pub mod splice;
+pub(crate) mod splice;
 mod splicing;
 
 use std::path::PathBuf;
@@ -33,8 +33,8 @@ use crossbeam_channel::Sender;
 
 use crate::key::StreamKey;
 
-pub use restart::RestartRelay;
-pub use splicing::{inherit, RelayCarry, SpliceRelay};
+pub(crate) use restart::RestartRelay;
+pub(crate) use splicing::{inherit, RelayCarry, SpliceRelay};
 
 use flv::Tag;
 use splice::{CutHow, SourceId};
@@ -75,40 +75,40 @@ pub enum RelayEvent {
 
 /// How to run the relay.
 #[derive(Debug, Clone)]
-pub struct RelaySpec {
-    pub mode: Mode,
-    pub ffmpeg: String,
+pub(crate) struct RelaySpec {
+    pub(crate) mode: Mode,
+    pub(crate) ffmpeg: String,
     /// Restart mode: arguments with `{input}` / `{output}`; empty = default.
-    pub args: Vec<String>,
-    pub log_path: PathBuf,
-    pub log_max_bytes: u64,
-    pub host: String,
-    pub port: u16,
-    pub ingest_app: String,
-    pub output_app: String,
-    pub output_stream: String,
-    pub stall: Duration,
-    pub stop_grace: Duration,
-    pub max_failures: u32,
+    pub(crate) args: Vec<String>,
+    pub(crate) log_path: PathBuf,
+    pub(crate) log_max_bytes: u64,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) ingest_app: String,
+    pub(crate) output_app: String,
+    pub(crate) output_stream: String,
+    pub(crate) stall: Duration,
+    pub(crate) stop_grace: Duration,
+    pub(crate) max_failures: u32,
     /// Splice mode: the operator's slate file ("" = built in) and its text.
-    pub slate: String,
-    pub slate_text: String,
+    pub(crate) slate: String,
+    pub(crate) slate_text: String,
     /// Where the generated slate clip is written.
-    pub work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
     /// Splice mode: a planned cut waits this long for the new streamer's
     /// keyframe before it catches up (None: their GOP + 1 s).
-    pub cut_timeout: Option<Duration>,
+    pub(crate) cut_timeout: Option<Duration>,
     /// Splice mode: bridge long keyframe intervals (`relay/bridge.rs`).
-    pub bridge: bool,
+    pub(crate) bridge: bool,
     /// Splice mode: when a stream counts as stalled or starved.
-    pub health: health::Config,
+    pub(crate) health: health::Config,
     /// Splice mode: the operator's be-right-back picture or clip ("" =
     /// a still naming the streamer).
-    pub brb: String,
+    pub(crate) brb: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Splice,
     Restart,
 }
@@ -116,26 +116,26 @@ pub enum Mode {
 /// A streamer the engine wants relayed: the stream key (what nginx knows
 /// them by) and the public name (what logs say).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Streamer {
-    pub key: StreamKey,
-    pub name: String,
+pub(crate) struct Streamer {
+    pub(crate) key: StreamKey,
+    pub(crate) name: String,
 }
 
 /// What the engine wants on the output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Want {
-    pub on_air: Option<Streamer>,
-    pub next: Option<Streamer>,
+pub(crate) struct Want {
+    pub(crate) on_air: Option<Streamer>,
+    pub(crate) next: Option<Streamer>,
     /// The key whose publisher just left (its stream has ended: a forced
     /// switch, nothing to wait for or flush).
-    pub left: Option<StreamKey>,
+    pub(crate) left: Option<StreamKey>,
     /// The daemon is stopping: stop everything.
-    pub stopping: bool,
+    pub(crate) stopping: bool,
 }
 
 /// How a cut was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CutKind {
+pub(crate) enum CutKind {
     /// Splice: on the new streamer's keyframe, the old one kept playing.
     Keyframe,
     /// Splice: the old one was gone; caught up from the new one's last keyframe.
@@ -152,7 +152,7 @@ pub enum CutKind {
 }
 
 impl CutKind {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             CutKind::Keyframe => "on their keyframe",
             CutKind::CatchUp => "catching up from their last keyframe",
@@ -178,7 +178,7 @@ impl From<CutHow> for CutKind {
 
 /// What the relay tells the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// The output now shows `to` (None: the slate / nothing).
     Cut {
         from: Option<StreamKey>,
@@ -219,18 +219,18 @@ pub enum Notice {
 
 /// The relay as the view and STATUS show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayView {
+pub(crate) struct RelayView {
     /// "live", "starting", "switching", "slate", "backoff", "stopping", "idle".
-    pub state: &'static str,
-    pub pid: Option<u32>,
-    pub restarts: u32,
+    pub(crate) state: &'static str,
+    pub(crate) pid: Option<u32>,
+    pub(crate) restarts: u32,
     /// Stream key shown on the output right now.
-    pub on_screen: Option<StreamKey>,
+    pub(crate) on_screen: Option<StreamKey>,
 }
 
 /// A relay as the engine drives it: the splice relay, the restart relay,
 /// or a test's recorder (`engine/memory.rs`).
-pub trait Relay: Send {
+pub(crate) trait Relay: Send {
     /// What the queue wants on air now (level-triggered).
     fn want(&mut self, w: &Want, now: Instant, notices: &mut Vec<Notice>);
     /// An event of one of the relay's threads.
@@ -270,7 +270,7 @@ pub trait Relay: Send {
 }
 
 /// The relay `spec.mode` asks for, reporting on `events`.
-pub fn start(spec: RelaySpec, events: Sender<RelayEvent>) -> Box<dyn Relay> {
+pub(crate) fn start(spec: RelaySpec, events: Sender<RelayEvent>) -> Box<dyn Relay> {
     match spec.mode {
         Mode::Splice => Box::new(SpliceRelay::new(spec, events)),
         Mode::Restart => {
@@ -290,7 +290,7 @@ pub fn start(spec: RelaySpec, events: Sender<RelayEvent>) -> Box<dyn Relay> {
 }
 
 /// Restart delay after `n` consecutive failures: 0.5 s doubling to 8 s.
-pub fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     let ms = 500u64.saturating_mul(1 << n.saturating_sub(1).min(4));
     Duration::from_millis(ms.min(8000))
 }
@@ -300,7 +300,7 @@ pub fn backoff(n: u32) -> Duration {
 /// [`child_env`], its own process group (a stop signals ffmpeg and
 /// whatever it forks), SIGKILL when the daemon dies, stderr piped for the
 /// capped log. The caller says what stdin and stdout are.
-pub fn spawn_ffmpeg<I, S>(
+pub(crate) fn spawn_ffmpeg<I, S>(
     ffmpeg: &str,
     args: I,
     stdin: Stdio,
@@ -325,7 +325,7 @@ where
 
 /// Children get an empty environment but for these: nothing of the
 /// daemon's (an OBS password in `Environment=`, say) reaches ffmpeg.
-pub fn child_env() -> Vec<(String, String)> {
+pub(crate) fn child_env() -> Vec<(String, String)> {
     // ffmpeg needs to find itself, its locale and the time zone.
     ["PATH", "LANG", "LC_ALL", "TZ"]
         .iter()
@@ -333,7 +333,7 @@ pub fn child_env() -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
+pub(crate) fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match r {
         Ok(st) => match (st.code(), st.signal()) {
@@ -345,7 +345,7 @@ pub fn describe_exit(r: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-pub fn format_tail(tail: &[String]) -> String {
+pub(crate) fn format_tail(tail: &[String]) -> String {
     if tail.is_empty() {
         return " (none)".into();
     }
@@ -353,7 +353,7 @@ pub fn format_tail(tail: &[String]) -> String {
 }
 
 /// A new output secret (a publish with it is the relay's own).
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     crate::secret::random_hex(16).unwrap_or_else(|e| {
         log::error!("cannot read random bytes for the output secret: {e}");
         format!("{:x}", std::process::id() as u64 ^ crate::clock::unix_ms())
@@ -361,13 +361,13 @@ pub fn new_secret() -> String {
 }
 
 /// `rtmp://host:port/<ingest app>/<key>`: where a streamer's stream is read.
-pub fn ingest_url(spec: &RelaySpec, key: &StreamKey) -> String {
+pub(crate) fn ingest_url(spec: &RelaySpec, key: &StreamKey) -> String {
     // An RTMP URL: the reason `expose` exists.
     rtmp_url(spec, &spec.ingest_app, key.expose())
 }
 
 /// `rtmp://host:port/app/stream` with IPv6 hosts bracketed.
-pub fn rtmp_url(spec: &RelaySpec, app: &str, stream: &str) -> String {
+pub(crate) fn rtmp_url(spec: &RelaySpec, app: &str, stream: &str) -> String {
     let host = if spec.host.contains(':') {
         format!("[{}]", spec.host)
     } else {

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-pub struct ScratchDir(pub PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    pub fn new(tag: &str) -> ScratchDir {
+    pub(crate) fn new(tag: &str) -> ScratchDir {
         let p = std::env::temp_dir().join(format!(
             "ms-unit-{tag}-{}-{:?}",
             std::process::id(),

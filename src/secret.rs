@@ -10,7 +10,7 @@ pub fn random_hex(bytes: usize) -> std::io::Result<String> {
 
 /// Compare without an early exit, so response time does not tell an
 /// attacker how much of a guess was right. Lengths are not secret.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 

@@ -23,10 +23,10 @@ use crate::private_fs;
 pub use crate::queue::State;
 use crate::queue::{Entry, Op};
 
-pub const SNAPSHOT: &str = "queue.json";
-pub const JOURNAL: &str = "queue.journal";
+pub(crate) const SNAPSHOT: &str = "queue.json";
+pub(crate) const JOURNAL: &str = "queue.journal";
 /// The seed's format: a JSON array of stream keys.
-pub const SEED_QUEUE: &str = "QUEUE.json";
+pub(crate) const SEED_QUEUE: &str = "QUEUE.json";
 const VERSION: u32 = 1;
 /// While the snapshot is at most this big, a batch rewrites it whole (so
 /// `queue.json` always holds the full queue an operator expects to read);
@@ -36,9 +36,9 @@ const INLINE_SNAPSHOT_MAX: u64 = 16 * 1024;
 
 #[derive(Debug)]
 pub struct StoreError {
-    pub path: PathBuf,
-    pub action: &'static str,
-    pub source: io::Error,
+    pub(crate) path: PathBuf,
+    pub(crate) action: &'static str,
+    pub(crate) source: io::Error,
 }
 
 impl fmt::Display for StoreError {
@@ -103,7 +103,7 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub struct LoadReport {
     pub restored_entries: usize,
-    pub replayed_ops: usize,
+    pub(crate) replayed_ops: usize,
     pub migrated_seed: bool,
     /// Problems that were handled (file kept aside, torn line dropped...).
     pub warnings: Vec<String>,
@@ -175,7 +175,7 @@ impl Store {
     /// Durably record a batch of ops: a new snapshot while the queue is
     /// small, else one journal write and one fdatasync, compacting into a
     /// new snapshot when the journal has grown large.
-    pub fn append(&mut self, ops: &[Op], state: &State) -> Result<(), StoreError> {
+    pub(crate) fn append(&mut self, ops: &[Op], state: &State) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -224,7 +224,7 @@ impl Store {
     }
 
     /// Write the whole state as a new snapshot, then empty the journal.
-    pub fn compact(&mut self, state: &State) -> Result<(), StoreError> {
+    pub(crate) fn compact(&mut self, state: &State) -> Result<(), StoreError> {
         // Serialized from a borrow straight into the file: no copy of the
         // state and no whole-file buffer, however long the queue.
         let snap = SnapshotRef {
@@ -247,7 +247,7 @@ impl Store {
     /// The state as it is on disk, after a write failed. Reads only: the
     /// disk that refused the write may refuse a new snapshot too, and the
     /// engine must not go on showing what was never saved.
-    pub fn reload(&mut self, now_ms: u64) -> Result<State, StoreError> {
+    pub(crate) fn reload(&mut self, now_ms: u64) -> Result<State, StoreError> {
         let (state, seq) = read_state(&self.dir, now_ms, &mut LoadReport::default())?;
         self.seq = seq;
         Ok(state)
@@ -456,7 +456,7 @@ fn keep_aside(path: &Path, now_ms: u64) -> PathBuf {
 /// Write a file atomically and durably (temp file in the same directory,
 /// fsync, rename over the target, fsync the directory) with the content
 /// produced by `fill`; returns the size.
-pub fn write_atomic_with(
+pub(crate) fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> Result<u64, StoreError> {
@@ -481,7 +481,7 @@ pub fn write_atomic_with(
 /// Like [`write_atomic_with`], for files written by root's CLI too: the file is
 /// given to the owner of its directory (through its descriptor) when we run
 /// as root. Every file here is created 0600 whatever the umask.
-pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {

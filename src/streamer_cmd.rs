@@ -63,17 +63,8 @@ pub fn page_base(cfg: &crate::config::Config) -> String {
 }
 
 /// Run `streamer ARGS…` against the registry in `dir`; the answer goes to
-/// `out`, notes for the human to `note`.
-pub fn run(
-    args: &[String],
-    dir: &Path,
-    out: &mut dyn Write,
-    note: &mut dyn Write,
-) -> Result<(), CliError> {
-    run_with(args, dir, "http://127.0.0.1:8483", out, note)
-}
-
-/// [`run`], with page links printed under `base` (see [`page_base`]).
+/// `out`, notes for the human to `note`, page links under `base` (see
+/// [`page_base`]).
 pub fn run_with(
     args: &[String],
     dir: &Path,
@@ -233,7 +224,7 @@ mod tests {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
         let mut note = Vec::new();
-        run(&args, dir, &mut out, &mut note)?;
+        run_with(&args, dir, "http://127.0.0.1:8483", &mut out, &mut note)?;
         Ok(String::from_utf8(out).unwrap())
     }
 

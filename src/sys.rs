@@ -16,7 +16,7 @@ use rustix::process::{self, Pid, Signal};
 ///
 /// PR_SET_PDEATHSIG fires when the *thread* that forked exits; relays are
 /// spawned by the engine thread, which lives as long as the daemon.
-pub fn kill_with_parent(cmd: &mut Command) {
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
     let parent = Pid::from_raw(std::process::id() as i32);
     // SAFETY: between fork and exec the closure makes only raw system calls
     // (prctl, getppid) and allocates nothing (an error from a raw errno).
@@ -34,7 +34,7 @@ pub fn kill_with_parent(cmd: &mut Command) {
 }
 
 /// Send `sig` to the process group led by `pid` (relays run in their own).
-pub fn signal_group(pid: u32, sig: libc::c_int) {
+pub(crate) fn signal_group(pid: u32, sig: libc::c_int) {
     let Some(pid) = i32::try_from(pid).ok().filter(|p| *p > 1) else {
         return;
     };
@@ -45,13 +45,13 @@ pub fn signal_group(pid: u32, sig: libc::c_int) {
 }
 
 /// Whether the effective user is root.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     process::geteuid().is_root()
 }
 
 /// Block until we hold an exclusive advisory lock on `f` (released when the
 /// file is closed).
-pub fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+pub(crate) fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
     loop {
         match rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive) {
             Ok(()) => return Ok(()),
@@ -73,7 +73,7 @@ pub fn limit_malloc_arenas() {
 
 /// Give freed heap memory back to the kernel (after a large queue shrank or
 /// a big snapshot buffer was freed).
-pub fn trim_heap() {
+pub(crate) fn trim_heap() {
     // SAFETY: malloc_trim is thread-safe and only releases free memory.
     unsafe {
         libc::malloc_trim(0);
@@ -81,7 +81,10 @@ pub fn trim_heap() {
 }
 
 /// An inotify descriptor watching `dir` for `mask` events.
-pub fn inotify_watch(dir: &std::path::Path, mask: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn inotify_watch(
+    dir: &std::path::Path,
+    mask: u32,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::inotify;
     let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
     inotify::add_watch(&fd, dir, inotify::WatchFlags::from_bits_retain(mask))?;
@@ -89,7 +92,7 @@ pub fn inotify_watch(dir: &std::path::Path, mask: u32) -> std::io::Result<std::o
 }
 
 /// Blocking read from a descriptor std has no type for (inotify).
-pub fn read_fd(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_fd(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(rustix::io::read(fd, buf)?)
 }
 
@@ -138,19 +141,19 @@ pub fn open_files_limit() -> Option<u64> {
 /// shutdown(2) on a listening socket: a thread blocked in accept() on it
 /// gets EINVAL, as if the socket had failed (used by a test hook).
 #[cfg(feature = "test-hooks")]
-pub fn shutdown_listener(l: &std::net::TcpListener) -> std::io::Result<()> {
+pub(crate) fn shutdown_listener(l: &std::net::TcpListener) -> std::io::Result<()> {
     Ok(rustix::net::shutdown(l, rustix::net::Shutdown::Both)?)
 }
 
 /// Bytes an unprivileged user may still write on the file system holding
 /// `path` (statvfs: f_bavail × f_frsize).
-pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+pub(crate) fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Clock ticks per second (the unit of CPU times in `/proc/PID/stat`).
-pub fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     // The kernel's AT_CLKTCK, what sysconf(_SC_CLK_TCK) reads too.
     rustix::param::clock_ticks_per_second().max(1)
 }

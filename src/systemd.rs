@@ -35,33 +35,33 @@ impl Notifier {
         }
     }
 
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.send(&[NotifyState::Ready]);
     }
 
     /// READY=1 and a STATUS= line in one message (after a hand-over).
-    pub fn ready_with_status(&mut self, line: &str) {
+    pub(crate) fn ready_with_status(&mut self, line: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(line)]);
         self.last_status = line.to_string();
     }
 
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         match NotifyState::monotonic_usec_now() {
             Ok(t) => self.send(&[NotifyState::Reloading, t]),
             Err(_) => self.send(&[NotifyState::Reloading]),
         }
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
     }
 
     /// Send STATUS= only when the line changed.
-    pub fn status(&mut self, line: &str) {
+    pub(crate) fn status(&mut self, line: &str) {
         if line != self.last_status {
             self.send(&[NotifyState::Status(line)]);
             self.last_status = line.to_string();

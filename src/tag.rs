@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use crate::private_fs;
 
-pub const FILE: &str = "tag.secret";
+pub(crate) const FILE: &str = "tag.secret";
 const SECRET_BYTES: usize = 32;
 /// Hex characters of the MAC kept in a tag: enough to tell streamers apart.
 const TAG_HEX: usize = 8;
@@ -82,7 +82,7 @@ fn secret() -> &'static [u8] {
 }
 
 /// The tag of `key`: the first hex digits of HMAC-SHA256(secret, key).
-pub fn of(key: &str) -> String {
+pub(crate) fn of(key: &str) -> String {
     hex_mac(secret(), key)[..TAG_HEX].to_string()
 }
 

@@ -8,8 +8,8 @@
 mod names;
 mod pages;
 
-pub use names::Names;
-pub use pages::Pages;
+pub(crate) use names::Names;
+pub(crate) use pages::Pages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -51,7 +51,7 @@ impl<T> Published<T> {
     }
 
     /// The value last published.
-    pub fn read(&self) -> Arc<T> {
+    pub(crate) fn read(&self) -> Arc<T> {
         match self.0.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -59,7 +59,7 @@ impl<T> Published<T> {
     }
 
     /// Replace the value for every later reader.
-    pub fn publish(&self, value: T) {
+    pub(crate) fn publish(&self, value: T) {
         let value = Arc::new(value);
         match self.0.write() {
             Ok(mut g) => *g = value,
@@ -91,57 +91,57 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Published<T> {
 /// the engine after every change.
 #[derive(Debug, Default)]
 pub struct View {
-    pub names: Arc<Names>,
-    pub on_air: Option<OnAirView>,
-    pub obs: ObsView,
-    pub started_at_ms: u64,
+    pub(crate) names: Arc<Names>,
+    pub(crate) on_air: Option<OnAirView>,
+    pub(crate) obs: ObsView,
+    pub(crate) started_at_ms: u64,
     /// When the on-air slot ends, unix ms (None = unlimited).
-    pub slot_ends_at_ms: Option<u64>,
+    pub(crate) slot_ends_at_ms: Option<u64>,
     /// Default slot length and rejoin block in force, seconds (0 = off).
-    pub slot_seconds: u64,
-    pub rejoin_block_seconds: u64,
+    pub(crate) slot_seconds: u64,
+    pub(crate) rejoin_block_seconds: u64,
     /// Blocked streamers' public names and when their block ends (unix ms).
-    pub blocked: Vec<(String, u64)>,
+    pub(crate) blocked: Vec<(String, u64)>,
     /// "splice" or "restart".
-    pub relay_mode: &'static str,
+    pub(crate) relay_mode: &'static str,
     /// What happened at the last cut ("cut to bob on their keyframe...").
-    pub last_cut: Option<String>,
+    pub(crate) last_cut: Option<String>,
     /// `[recording]`: what the recorder thread publishes (None: off).
-    pub recordings: Option<Published<RecordingStatus>>,
+    pub(crate) recordings: Option<Published<RecordingStatus>>,
     /// The streamers' own pages (rebuilt when the registry changes).
-    pub pages: Arc<Pages>,
+    pub(crate) pages: Arc<Pages>,
     /// Splice mode: how each read streamer's stream comes through, by
     /// public name.
-    pub health: Arc<HashMap<String, HealthView>>,
+    pub(crate) health: Arc<HashMap<String, HealthView>>,
     /// `/queue-json`, encoded on its first read (the publisher leaves it
     /// empty).
     pub(crate) queue_json: OnceLock<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct OnAirView {
-    pub name: Arc<str>,
-    pub since_ms: u64,
-    pub relay_state: &'static str,
-    pub relay_pid: Option<u32>,
-    pub relay_restarts: u32,
+pub(crate) struct OnAirView {
+    pub(crate) name: Arc<str>,
+    pub(crate) since_ms: u64,
+    pub(crate) relay_state: &'static str,
+    pub(crate) relay_pid: Option<u32>,
+    pub(crate) relay_restarts: u32,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ObsView {
-    pub enabled: bool,
-    pub connected: bool,
-    pub detail: String,
+pub(crate) struct ObsView {
+    pub(crate) enabled: bool,
+    pub(crate) connected: bool,
+    pub(crate) detail: String,
 }
 
 impl View {
     /// `/queue-json`: display names, on-air first (the seed's shape).
-    pub fn queue_json(&self) -> &str {
+    pub(crate) fn queue_json(&self) -> &str {
         self.queue_json
             .get_or_init(|| serde_json::to_string(&*self.names).unwrap_or_else(|_| "[]".into()))
     }
 
-    pub fn status_json(&self, now_ms: u64) -> String {
+    pub(crate) fn status_json(&self, now_ms: u64) -> String {
         let on_air = self.on_air.as_ref().map(|o| {
             json!({
                 "name": &*o.name,
@@ -206,13 +206,13 @@ impl View {
 
 /// A streamer's health as the read endpoints show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthView {
-    pub report: Report,
-    pub since_unix_ms: u64,
+pub(crate) struct HealthView {
+    pub(crate) report: Report,
+    pub(crate) since_unix_ms: u64,
 }
 
 /// A streamer's health as JSON (`/api/status`, their page).
-pub fn health_json(h: &HealthView, now_ms: u64) -> serde_json::Value {
+pub(crate) fn health_json(h: &HealthView, now_ms: u64) -> serde_json::Value {
     let r = &h.report;
     let f = &r.format;
     serde_json::json!({
@@ -237,29 +237,29 @@ pub fn health_json(h: &HealthView, now_ms: u64) -> serde_json::Value {
 
 /// A finished recording, as `/api/status` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recent {
-    pub file: String,
-    pub streamer: String,
-    pub start_s: u64,
+pub(crate) struct Recent {
+    pub(crate) file: String,
+    pub(crate) streamer: String,
+    pub(crate) start_s: u64,
     /// Known for recordings made by this run.
-    pub duration_s: Option<u64>,
-    pub size_bytes: u64,
+    pub(crate) duration_s: Option<u64>,
+    pub(crate) size_bytes: u64,
 }
 
 /// The recorder's part of `/api/status`, published by its thread
 /// (`recording.rs`) through a [`Published`] the view holds.
 #[derive(Debug, Default)]
-pub struct RecordingStatus {
+pub(crate) struct RecordingStatus {
     /// Who is being recorded, since when (unix s).
-    pub recording: Option<(String, u64)>,
+    pub(crate) recording: Option<(String, u64)>,
     /// Why recording is off although someone is on screen.
-    pub paused: Option<String>,
+    pub(crate) paused: Option<String>,
     /// Newest first.
-    pub recent: Vec<Recent>,
+    pub(crate) recent: Vec<Recent>,
 }
 
 impl RecordingStatus {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         json!({
             "recording": self.recording.as_ref().map(|(name, since)| json!({"name": name, "since": since})),
             "paused": self.paused,

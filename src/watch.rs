@@ -11,11 +11,12 @@ use crate::engine::Command;
 
 /// inotify events that can mean a file's content changed: written and
 /// closed, renamed into place (atomic writes), created or deleted.
-pub const MASK: u32 = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE | libc::IN_DELETE;
+pub(crate) const MASK: u32 =
+    libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE | libc::IN_DELETE;
 
 /// Names in a buffer of `struct inotify_event` records (16-byte header:
 /// wd, mask, cookie, len; then `len` bytes of NUL-padded name).
-pub fn event_names(buf: &[u8]) -> Vec<String> {
+pub(crate) fn event_names(buf: &[u8]) -> Vec<String> {
     let mut names = Vec::new();
     let mut at = 0;
     while at + 16 <= buf.len() {

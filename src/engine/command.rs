@@ -1,5 +1,6 @@
 //! What reaches the engine (commands) and where its answers go.
 
+#[cfg(test)]
 use crossbeam_channel::Receiver;
 
 use super::StreamerRequest;
@@ -14,11 +15,12 @@ use crate::refusal::{Answer, Refusal};
 pub struct Responder(Box<dyn FnOnce(Answer) + Send>);
 
 impl Responder {
-    pub fn new(f: impl FnOnce(Answer) + Send + 'static) -> Responder {
+    pub(crate) fn new(f: impl FnOnce(Answer) + Send + 'static) -> Responder {
         Responder(Box::new(f))
     }
 
-    pub fn channel() -> (Responder, Receiver<Answer>) {
+    #[cfg(test)]
+    pub(crate) fn channel() -> (Responder, Receiver<Answer>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         (
             Responder::new(move |r| {
@@ -28,7 +30,7 @@ impl Responder {
         )
     }
 
-    pub fn send(self, r: Answer) {
+    pub(crate) fn send(self, r: Answer) {
         (self.0)(r)
     }
 }
@@ -81,7 +83,7 @@ pub(super) fn refuse(c: Command) {
 
 impl Command {
     /// Answer a command without deciding it (shutdown, overload).
-    pub fn answer(self, r: Answer) {
+    pub(crate) fn answer(self, r: Answer) {
         match self {
             Command::Publish { reply, .. }
             | Command::PublishDone { reply, .. }

@@ -39,7 +39,7 @@ impl Events {
     }
 
     /// Count and notify; never blocks.
-    pub fn emit(&mut self, ev: Event) {
+    pub(crate) fn emit(&mut self, ev: Event) {
         match ev {
             Event::ObsLost { .. } => self.obs_lost = true,
             Event::ObsBack if !std::mem::take(&mut self.obs_lost) => return,
@@ -66,11 +66,11 @@ impl Events {
 
     /// Why `name`, leaving the output now, went off (what the last event
     /// about them said; else someone else was put on air).
-    pub fn off_air_reason(&mut self, name: &str) -> OffAirReason {
+    pub(crate) fn off_air_reason(&mut self, name: &str) -> OffAirReason {
         self.reasons.remove(name).unwrap_or(OffAirReason::Replaced)
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 }

@@ -34,7 +34,7 @@ struct Known {
 }
 
 #[derive(Default)]
-pub struct HealthBook {
+pub(crate) struct HealthBook {
     known: HashMap<StreamKey, Known>,
     /// Given up on: keep their place until then.
     kept: HashMap<StreamKey, Instant>,

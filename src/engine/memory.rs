@@ -23,17 +23,17 @@ use crate::view::{Published, Settings, View};
 
 /// What the test sees of, and tells, the stand-in relay.
 #[derive(Default)]
-pub struct RelayLog {
-    pub wants: Vec<Want>,
+pub(crate) struct RelayLog {
+    pub(crate) wants: Vec<Want>,
     /// Cut to the wanted streamer at once (else the old one stays on
     /// screen until this is set again: a planned cut waiting for a keyframe).
-    pub cut: bool,
+    pub(crate) cut: bool,
     /// Report this key as failed too often on the next call.
-    pub give_up: Option<StreamKey>,
-    pub on_screen: Option<StreamKey>,
-    pub stopped: bool,
+    pub(crate) give_up: Option<StreamKey>,
+    pub(crate) on_screen: Option<StreamKey>,
+    pub(crate) stopped: bool,
     /// Health reports handed to the engine on the next call.
-    pub health: Vec<Notice>,
+    pub(crate) health: Vec<Notice>,
 }
 
 struct MemRelay(Arc<Mutex<RelayLog>>);
@@ -114,33 +114,37 @@ impl ObsPort for MemObs {
     fn shutdown(self: Box<Self>) {}
 }
 
-pub struct Harness {
-    pub tx: Sender<Command>,
-    pub clock: ManualClock,
-    pub relay: Arc<Mutex<RelayLog>>,
-    pub drops: Arc<Mutex<Vec<String>>>,
-    pub obs: Arc<Mutex<Vec<BroadcastState>>>,
-    pub view: Published<View>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub dir: ScratchDir,
+pub(crate) struct Harness {
+    pub(crate) tx: Sender<Command>,
+    pub(crate) clock: ManualClock,
+    pub(crate) relay: Arc<Mutex<RelayLog>>,
+    pub(crate) drops: Arc<Mutex<Vec<String>>>,
+    pub(crate) obs: Arc<Mutex<Vec<BroadcastState>>>,
+    pub(crate) view: Published<View>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) dir: ScratchDir,
     thread: Option<JoinHandle<()>>,
     next_client: u64,
 }
 
 impl Harness {
     /// Start the engine with `toml` as its config (state in a scratch dir).
-    pub fn start(tag: &str, toml: &str) -> Harness {
+    pub(crate) fn start(tag: &str, toml: &str) -> Harness {
         let dir = ScratchDir::new(tag);
         Harness::start_in(dir, toml)
     }
 
-    pub fn start_in(dir: ScratchDir, toml: &str) -> Harness {
+    pub(crate) fn start_in(dir: ScratchDir, toml: &str) -> Harness {
         Harness::restart_in(dir, toml, None)
     }
 
     /// Start over a state dir as the daemon does, nginx's stat page
     /// listing `published` (None: unreadable).
-    pub fn restart_in(dir: ScratchDir, toml: &str, published: Option<Vec<StreamKey>>) -> Harness {
+    pub(crate) fn restart_in(
+        dir: ScratchDir,
+        toml: &str,
+        published: Option<Vec<StreamKey>>,
+    ) -> Harness {
         let mut cfg = Config::parse(toml).expect("test config");
         cfg.state.dir = dir.0.display().to_string();
         let clock = ManualClock::new();
@@ -220,20 +224,20 @@ impl Harness {
     }
 
     /// The health answer; also wakes the engine, so it looks at its timers.
-    pub fn upgrade(&self) -> Answer {
+    pub(crate) fn upgrade(&self) -> Answer {
         self.ask(|reply| Command::Upgrade { reply })
     }
 
-    pub fn health(&self) -> Answer {
+    pub(crate) fn health(&self) -> Answer {
         self.ask(|reply| Command::Health { reply })
     }
 
     /// Let the engine look at its timers; the health answer is not needed.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let _ = self.health();
     }
 
-    pub fn publish(&mut self, key: &str) -> Answer {
+    pub(crate) fn publish(&mut self, key: &str) -> Answer {
         let client_id = Some(self.next_client);
         self.next_client += 1;
         let key = crate::key::k(key);
@@ -245,7 +249,7 @@ impl Harness {
         })
     }
 
-    pub fn publish_done(&self, key: &str) -> Answer {
+    pub(crate) fn publish_done(&self, key: &str) -> Answer {
         let key = crate::key::k(key);
         self.ask(|reply| Command::PublishDone {
             key,
@@ -254,21 +258,21 @@ impl Harness {
         })
     }
 
-    pub fn moderate(&self, req: moderation::Request) -> Answer {
+    pub(crate) fn moderate(&self, req: moderation::Request) -> Answer {
         self.ask(|reply| Command::Moderate { req, reply })
     }
 
-    pub fn streamers(&self, req: super::StreamerRequest) -> Answer {
+    pub(crate) fn streamers(&self, req: super::StreamerRequest) -> Answer {
         self.ask(|reply| Command::Streamers { req, reply })
     }
 
     /// Move the clock and let the engine see it.
-    pub fn advance(&self, d: Duration) {
+    pub(crate) fn advance(&self, d: Duration) {
         self.clock.advance(d);
         self.wake();
     }
 
-    pub fn queue(&self) -> Vec<String> {
+    pub(crate) fn queue(&self) -> Vec<String> {
         self.view
             .read()
             .names
@@ -277,13 +281,13 @@ impl Harness {
             .collect()
     }
 
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let v = self.view.read();
         serde_json::from_str(&v.status_json(self.clock.now_ms())).unwrap_or_default()
     }
 
     /// A counter of `/metrics` (0 when absent).
-    pub fn metric(&self, line_prefix: &str) -> f64 {
+    pub(crate) fn metric(&self, line_prefix: &str) -> f64 {
         let v = self.view.read();
         self.metrics
             .render(&v, self.clock.now_ms())
@@ -292,12 +296,12 @@ impl Harness {
             .unwrap_or(0.0)
     }
 
-    pub fn drops(&self) -> Vec<String> {
+    pub(crate) fn drops(&self) -> Vec<String> {
         lock(&self.drops).clone()
     }
 
     /// The relay reports `key`'s stream in `state` (a change).
-    pub fn report(&self, key: &str, state: crate::relay::health::State) {
+    pub(crate) fn report(&self, key: &str, state: crate::relay::health::State) {
         lock(&self.relay).health.push(Notice::Health {
             key: crate::key::k(key),
             report: crate::relay::health::Report {
@@ -312,7 +316,7 @@ impl Harness {
     }
 
     /// On-air first, as the relay was last told.
-    pub fn wanted(&self) -> (Option<String>, Option<String>) {
+    pub(crate) fn wanted(&self) -> (Option<String>, Option<String>) {
         let l = lock(&self.relay);
         let w = l.wants.last().cloned().unwrap_or_default();
         let name = |s: Option<relay::Streamer>| s.map(|s| s.key.expose().to_string());
@@ -320,7 +324,7 @@ impl Harness {
     }
 
     /// Every streamer the relay was ever told to put on air.
-    pub fn ever_on_air(&self) -> Vec<String> {
+    pub(crate) fn ever_on_air(&self) -> Vec<String> {
         lock(&self.relay)
             .wants
             .iter()
@@ -328,12 +332,12 @@ impl Harness {
             .collect()
     }
 
-    pub fn set_cut(&self, on: bool) {
+    pub(crate) fn set_cut(&self, on: bool) {
         lock(&self.relay).cut = on;
     }
 
     /// Stop the engine the way SIGTERM does and wait for it.
-    pub fn shutdown(mut self) -> ScratchDir {
+    pub(crate) fn shutdown(mut self) -> ScratchDir {
         let _ = self.tx.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

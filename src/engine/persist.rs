@@ -21,8 +21,8 @@ use super::ports::Clock;
 /// What came from the relay while the batch was written.
 #[derive(Default)]
 pub(super) struct Backlog {
-    pub events: Vec<RelayEvent>,
-    pub notices: Vec<Notice>,
+    pub(crate) events: Vec<RelayEvent>,
+    pub(crate) notices: Vec<Notice>,
 }
 
 /// Appends `ops` (the store fsyncs) on a helper thread; meanwhile media

@@ -17,12 +17,12 @@ use crate::obs::{BroadcastState, ObsHandle, ObsStatus};
 use crate::relay::{self, Relay, RelayEvent, RelaySpec};
 
 /// Time as the engine sees it.
-pub trait Clock: Send {
+pub(crate) trait Clock: Send {
     fn now(&self) -> Instant;
     fn unix_ms(&self) -> u64;
 }
 
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
@@ -34,7 +34,7 @@ impl Clock for SystemClock {
 }
 
 /// nginx's control module: disconnect a publisher (off the engine thread).
-pub trait ControlPort: Send {
+pub(crate) trait ControlPort: Send {
     fn drop_publisher(&self, app: &str, key: &StreamKey, who: &str);
     fn shutdown(self: Box<Self>);
 }
@@ -49,7 +49,7 @@ impl ControlPort for Control {
 }
 
 /// The OBS thread: what OBS should show.
-pub trait ObsPort: Send {
+pub(crate) trait ObsPort: Send {
     fn show(&self, state: BroadcastState);
     fn reconfigure(&self, cfg: ObsConfig);
     fn shutdown(self: Box<Self>);
@@ -78,17 +78,19 @@ impl ObsPort for ObsHandle {
     }
 }
 
-pub type RelayLauncher = Box<dyn FnOnce(RelaySpec, Sender<RelayEvent>) -> Box<dyn Relay> + Send>;
-pub type ControlLauncher = Box<dyn FnOnce(String) -> std::io::Result<Box<dyn ControlPort>> + Send>;
-pub type ObsLauncher =
+pub(crate) type RelayLauncher =
+    Box<dyn FnOnce(RelaySpec, Sender<RelayEvent>) -> Box<dyn Relay> + Send>;
+pub(crate) type ControlLauncher =
+    Box<dyn FnOnce(String) -> std::io::Result<Box<dyn ControlPort>> + Send>;
+pub(crate) type ObsLauncher =
     Box<dyn FnMut(ObsConfig, Sender<ObsStatus>) -> std::io::Result<Box<dyn ObsPort>> + Send>;
 
 /// Everything the engine starts or asks the time of.
 pub struct Io {
-    pub clock: Box<dyn Clock>,
-    pub relay: RelayLauncher,
-    pub control: ControlLauncher,
-    pub obs: ObsLauncher,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) relay: RelayLauncher,
+    pub(crate) control: ControlLauncher,
+    pub(crate) obs: ObsLauncher,
 }
 
 impl Io {
@@ -110,7 +112,7 @@ impl Io {
 /// A clock tests move by hand (shared: the harness keeps a copy).
 #[cfg(test)]
 #[derive(Clone)]
-pub struct ManualClock(std::sync::Arc<std::sync::Mutex<(Instant, u64)>>);
+pub(crate) struct ManualClock(std::sync::Arc<std::sync::Mutex<(Instant, u64)>>);
 
 #[cfg(test)]
 impl Default for ManualClock {
@@ -121,17 +123,17 @@ impl Default for ManualClock {
 
 #[cfg(test)]
 impl ManualClock {
-    pub fn new() -> ManualClock {
+    pub(crate) fn new() -> ManualClock {
         ManualClock(std::sync::Arc::new(std::sync::Mutex::new((
             Instant::now(),
             1_800_000_000_000,
         ))))
     }
-    pub fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.unix_ms()
     }
 
-    pub fn advance(&self, d: Duration) {
+    pub(crate) fn advance(&self, d: Duration) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += d;
         g.1 += d.as_millis() as u64;

@@ -121,11 +121,11 @@ impl Engine {
 /// parts that need action) or only after a restart (`restart`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Diff {
-    pub live: Vec<&'static str>,
-    pub restart: Vec<&'static str>,
-    pub relay: bool,
-    pub log_level: bool,
-    pub obs: bool,
+    pub(crate) live: Vec<&'static str>,
+    pub(crate) restart: Vec<&'static str>,
+    pub(crate) relay: bool,
+    pub(crate) log_level: bool,
+    pub(crate) obs: bool,
 }
 
 /// Compare two configs (pure).

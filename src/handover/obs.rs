@@ -7,28 +7,28 @@ use serde::{Deserialize, Serialize};
 /// An identified obs-websocket connection, taken over at a message
 /// boundary with nothing in flight (see `obs::client`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObsCarry {
+pub(crate) struct ObsCarry {
     /// The TCP socket, kept across exec.
-    pub fd: i32,
+    pub(crate) fd: i32,
     /// Where it is connected (`[obs] host`, `port`): a new binary
     /// configured for another OBS closes it.
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Connections the session made so far (request ids of the next one
     /// never match an answer meant for an earlier one).
-    pub connections: u64,
+    pub(crate) connections: u64,
     /// Bytes received and not yet a whole message (the start of the next
     /// frame), read on first by the new image.
-    pub pending: Vec<u8>,
+    pub(crate) pending: Vec<u8>,
     /// What OBS was last told to show (`obs::BroadcastState`): the new
     /// image goes on from it, so nothing changes on screen before the
     /// engine says so.
     #[serde(default)]
-    pub on_air: Option<String>,
+    pub(crate) on_air: Option<String>,
     #[serde(default)]
-    pub next_up: Option<String>,
+    pub(crate) next_up: Option<String>,
     #[serde(default)]
-    pub switch_seq: u64,
+    pub(crate) switch_seq: u64,
     #[serde(default)]
-    pub slot_ends_at_ms: Option<u64>,
+    pub(crate) slot_ends_at_ms: Option<u64>,
 }

@@ -26,13 +26,13 @@ pub fn mark(step: &'static str) {
 }
 
 /// This image was handed a show the old binary let go of at `mono_ms`.
-pub fn handed_over(let_go_mono_ms: u64) {
+pub(crate) fn handed_over(let_go_mono_ms: u64) {
     LET_GO_MS.store(let_go_mono_ms.max(1), Ordering::Relaxed);
 }
 
 /// The output got its first tags from this image: once after a hand-over,
 /// log how long after the let-go each step came.
-pub fn first_tag_written() {
+pub(crate) fn first_tag_written() {
     if REPORTED.load(Ordering::Relaxed) {
         return;
     }

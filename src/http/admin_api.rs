@@ -32,7 +32,7 @@ use crate::moderation::Request;
 
 /// What an admin API call asks the engine for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Call {
+pub(crate) enum Call {
     Moderate(Request),
     Streamers(StreamerRequest),
     /// Hand the running show over to the binary on disk.
@@ -51,9 +51,9 @@ impl Call {
 }
 
 /// What a call's parser reads of the request.
-pub struct Input<'a> {
-    pub body: &'a str,
-    pub query: &'a str,
+pub(crate) struct Input<'a> {
+    pub(crate) body: &'a str,
+    pub(crate) query: &'a str,
 }
 
 impl Input<'_> {
@@ -74,7 +74,7 @@ impl Input<'_> {
 /// Parse a call to `path` with `method` as the route table routes it
 /// (404/405 when it routes it nowhere or elsewhere): the tests' way in.
 #[cfg(test)]
-pub fn parse(
+pub(crate) fn parse(
     path: &str,
     method: &tiny_http::Method,
     body: &str,

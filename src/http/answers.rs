@@ -76,8 +76,8 @@ pub(super) fn send_answer(tx: &Sender<Job>, job: Job) {
 /// is, if it is one, and the hook timer its answer stops.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub probe: Option<u64>,
-    pub timer: Option<HookTimer>,
+    pub(crate) probe: Option<u64>,
+    pub(crate) timer: Option<HookTimer>,
 }
 
 impl Pending {
@@ -183,7 +183,7 @@ pub(super) struct ViewJson {
 }
 
 impl ViewJson {
-    pub fn new(view: Arc<View>) -> ViewJson {
+    pub(crate) fn new(view: Arc<View>) -> ViewJson {
         ViewJson { view, pos: 0 }
     }
 }

@@ -29,13 +29,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// A page's answer with its content type and any cookie to set.
 pub(super) struct Page {
-    pub reply: Reply,
-    pub content_type: &'static str,
-    pub set_cookie: Option<String>,
+    pub(crate) reply: Reply,
+    pub(crate) content_type: &'static str,
+    pub(crate) set_cookie: Option<String>,
     /// Methods for `Allow` on a 405.
-    pub allow: Option<String>,
+    pub(crate) allow: Option<String>,
     /// Seconds for `Retry-After` on a 429.
-    pub retry_after: Option<String>,
+    pub(crate) retry_after: Option<String>,
 }
 
 impl Page {
@@ -64,7 +64,7 @@ impl Page {
     }
 
     /// Headers every page answer carries besides Content-Type.
-    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, &str)> {
         let mut h = vec![
             ("Content-Type", self.content_type),
             ("Content-Security-Policy", CSP),

@@ -71,20 +71,20 @@ fn too_large(path: &str, who: &str) -> Reply {
 
 /// The request headers the access checks look at.
 pub(super) struct Heads {
-    pub host: Option<String>,
-    pub origin: Option<String>,
-    pub fetch_site: Option<String>,
-    pub content_type: Option<String>,
-    pub auth: Option<String>,
-    pub cookie: Option<String>,
-    pub csrf: Option<String>,
-    pub forwarded_proto: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) origin: Option<String>,
+    pub(crate) fetch_site: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) auth: Option<String>,
+    pub(crate) cookie: Option<String>,
+    pub(crate) csrf: Option<String>,
+    pub(crate) forwarded_proto: Option<String>,
     /// The watchdog probe's mark (see `probe.rs`).
-    pub probe: Option<String>,
+    pub(crate) probe: Option<String>,
 }
 
 impl Heads {
-    pub fn of(req: &Request) -> Heads {
+    pub(crate) fn of(req: &Request) -> Heads {
         let get = |name: &'static str| {
             req.headers()
                 .iter()
@@ -106,7 +106,7 @@ impl Heads {
 
     /// The browser reached us over HTTPS (a TLS proxy in front says so):
     /// cookies are then marked `Secure`.
-    pub fn https(&self) -> bool {
+    pub(crate) fn https(&self) -> bool {
         self.forwarded_proto
             .as_deref()
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
@@ -115,7 +115,7 @@ impl Heads {
     /// Refuse what a browser sends for another origin (see
     /// [`auth::same_origin`]): on every admin call and every request that
     /// could change something.
-    pub fn refuse_cross_site(&self, path: &str, who: &str) -> Result<(), Reply> {
+    pub(crate) fn refuse_cross_site(&self, path: &str, who: &str) -> Result<(), Reply> {
         match auth::same_origin(
             self.host.as_deref(),
             self.origin.as_deref(),

@@ -188,7 +188,7 @@ fn decide(kind: HookKind, form: &str, ctx: &Ctx) -> Decision {
                 reply,
             }))
         }
-        (HookKind::Play, Some(key)) if h.app == s.ingest_app && !h.from_loopback() => {
+        (HookKind::Play, Some(key)) if h.app == s.ingest_app && !h.is_from_loopback() => {
             warn_limited(format_args!(
                 "refused {} playing a raw ingest stream in {} ({})",
                 h.addr,

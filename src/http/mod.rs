@@ -22,7 +22,7 @@ pub mod probe;
 mod reply;
 mod routes;
 mod server;
-pub mod session;
+pub(crate) mod session;
 mod token_try;
 
 use std::sync::atomic::AtomicBool;
@@ -34,26 +34,26 @@ use tiny_http::{Method, Request};
 use crate::engine::Command;
 use crate::view::{Published, Settings, View};
 use answers::respond;
-pub use answers::Answers;
+pub(crate) use answers::Answers;
 use gate::Heads;
 use hooks::HookRoute;
 use probe::ProbeTrace;
-pub use reply::Reply;
+pub(crate) use reply::Reply;
 pub use server::{limits, HttpPool, Liveness};
 
 /// Largest request body accepted (hook bodies are ~200 bytes).
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// Commands waiting for the engine before new ones are refused with 503.
 pub const MAX_PENDING: usize = 1024;
 /// Request line plus headers (431 beyond; the line alone: 414).
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// One line of the request head.
-pub const MAX_LINE: usize = 8 * 1024;
+pub(crate) const MAX_LINE: usize = 8 * 1024;
 /// Header lines in one request.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest answer (a 1000-entry queue or registry is well under 1 MiB); an
 /// answer is held in memory until its connection's thread has written it.
-pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 pub struct Ctx {
     pub engine: Sender<Command>,

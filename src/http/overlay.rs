@@ -1,7 +1,7 @@
 //! HTML overlays for OBS browser sources: transparent background, no
 //! reloads (they fetch `/api/status` once a second and redraw).
 
-pub const QUEUE_LIST: &str = r#"<!doctype html>
+pub(crate) const QUEUE_LIST: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>motherstream queue</title>
 <style>
   html, body { background: transparent; margin: 0; }
@@ -51,7 +51,7 @@ setInterval(tick, 1000);
 /// `/timer`: the on-air slot's remaining time, counting down every quarter
 /// second between fetches of `/api/status` (its `slot_left_s` is the truth;
 /// the local clock only interpolates, so a skewed clock does not matter).
-pub const TIMER: &str = r#"<!doctype html>
+pub(crate) const TIMER: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>motherstream timer</title>
 <style>
   html, body { background: transparent; margin: 0; }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The header that marks the probe's request: `<token>-<number>`.
-pub const PROBE_HEADER: &str = "X-Motherstream-Probe";
+pub(crate) const PROBE_HEADER: &str = "X-Motherstream-Probe";
 
 /// How far the latest probes got. Written by the HTTP workers, the engine's
 /// responder and the reply writers; read by the probe thread.
@@ -21,7 +21,7 @@ pub struct ProbeTrace {
 
 /// The stages a probe's request passes after the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// A worker took the request and handed it to the engine.
     Worker,
     /// The engine thread answered it.
@@ -41,7 +41,7 @@ impl ProbeTrace {
     }
 
     /// The probe number in a `PROBE_HEADER` value, if it carries our token.
-    pub fn probe_number(&self, header: &str) -> Option<u64> {
+    pub(crate) fn probe_number(&self, header: &str) -> Option<u64> {
         let (token, n) = header.trim().rsplit_once('-')?;
         if self.token.is_empty() || !crate::secret::ct_eq(token.as_bytes(), self.token.as_bytes()) {
             return None;
@@ -49,7 +49,7 @@ impl ProbeTrace {
         n.parse().ok().filter(|&n| n > 0)
     }
 
-    pub fn passed(&self, stage: Stage, probe: u64) {
+    pub(crate) fn passed(&self, stage: Stage, probe: u64) {
         self.counter(stage).fetch_max(probe, Ordering::Release);
     }
 

@@ -7,26 +7,26 @@ use crate::refusal::{Answer, Why};
 
 /// A status and a JSON (or page) body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    pub fn json(status: u16, v: serde_json::Value) -> Reply {
+    pub(crate) fn json(status: u16, v: serde_json::Value) -> Reply {
         Reply {
             status,
             body: v.to_string(),
         }
     }
 
-    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
+    pub(crate) fn error(status: u16, msg: impl Into<String>) -> Reply {
         Reply::json(status, json!({ "error": msg.into() }))
     }
 
     /// The engine's answer as the client sees it: 200 with the JSON, or
     /// the refusal's status with `{"error": message}`.
-    pub fn from_answer(a: Answer) -> Reply {
+    pub(crate) fn from_answer(a: Answer) -> Reply {
         match a {
             Ok(v) => Reply::json(200, v),
             Err(r) => Reply::error(status(r.why), r.message),
@@ -36,7 +36,7 @@ impl Reply {
 
 /// The status code of each kind of refusal. nginx-rtmp refuses a publish
 /// on any answer outside 2xx, so hooks need nothing more particular.
-pub fn status(why: Why) -> u16 {
+pub(crate) fn status(why: Why) -> u16 {
     match why {
         Why::Invalid => 400,
         Why::Forbidden => 403,

@@ -40,11 +40,11 @@ pub(super) enum Handler {
 
 pub(super) struct Route {
     /// `GET` routes answer `HEAD` too (listed).
-    pub methods: &'static [&'static str],
+    pub(crate) methods: &'static [&'static str],
     /// A path ending in `*` is a prefix.
-    pub path: &'static str,
-    pub who: Who,
-    pub handler: Handler,
+    pub(crate) path: &'static str,
+    pub(crate) who: Who,
+    pub(crate) handler: Handler,
 }
 
 impl Route {

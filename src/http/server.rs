@@ -74,7 +74,7 @@ impl Liveness {
     }
 
     /// One line for the log: the accept loop, the workers, the connections.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if !self.server.listener_alive() {
             return "the accept loop has stopped".into();
         }
@@ -115,12 +115,6 @@ fn workers_busy(since: &[u64], now_ms: u64) -> String {
 pub(super) static TEST_LISTENER: std::sync::OnceLock<TcpListener> = std::sync::OnceLock::new();
 
 impl HttpPool {
-    pub fn bind(listen: &str, limits: Limits) -> Result<Arc<Server>, String> {
-        let listener =
-            TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        Self::serve_on(listener, listen, limits)
-    }
-
     /// The server on a listening socket from `listen::acquire` (bound,
     /// from systemd or handed over); `listen` names it in errors.
     pub fn serve_on(

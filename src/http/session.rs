@@ -16,16 +16,16 @@ use std::sync::Mutex;
 use crate::secret::ct_eq;
 
 /// The cookie's name.
-pub const COOKIE: &str = "ms_session";
+pub(crate) const COOKIE: &str = "ms_session";
 /// Header the CSRF token travels in.
-pub const CSRF_HEADER: &str = "X-CSRF-Token";
+pub(crate) const CSRF_HEADER: &str = "X-CSRF-Token";
 /// A session unused for this long is gone.
-pub const IDLE_MS: u64 = 12 * 3600 * 1000;
+pub(crate) const IDLE_MS: u64 = 12 * 3600 * 1000;
 /// And however busy, a session ends this long after the login.
-pub const MAX_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(crate) const MAX_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Sessions kept at most; a new login beyond this ends the least recently
 /// used one (only token holders can log in, but memory stays bounded).
-pub const MAX_SESSIONS: usize = 64;
+pub(crate) const MAX_SESSIONS: usize = 64;
 /// Random bytes in a session id and in a CSRF token.
 const ID_BYTES: usize = 32;
 
@@ -45,7 +45,7 @@ impl Session {
 
 /// What checking a request's session found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// A live session and its CSRF token.
     Valid,
     /// No cookie, an unknown id, or an expired session.
@@ -67,7 +67,7 @@ impl Sessions {
     }
 
     /// A new session with random id and CSRF token: `(id, csrf)`.
-    pub fn login(&self, now_ms: u64) -> std::io::Result<(String, String)> {
+    pub(crate) fn login(&self, now_ms: u64) -> std::io::Result<(String, String)> {
         let id = crate::secret::random_hex(ID_BYTES)?;
         let csrf = crate::secret::random_hex(ID_BYTES)?;
         self.insert(id.clone(), csrf.clone(), now_ms);
@@ -101,7 +101,7 @@ impl Sessions {
 
     /// Check a request's session id and CSRF token; a valid use keeps the
     /// session alive for another [`IDLE_MS`].
-    pub fn check(&self, id: Option<&str>, csrf: Option<&str>, now_ms: u64) -> Check {
+    pub(crate) fn check(&self, id: Option<&str>, csrf: Option<&str>, now_ms: u64) -> Check {
         let Some(id) = id.filter(|i| !i.is_empty()) else {
             return Check::NoSession;
         };
@@ -122,21 +122,23 @@ impl Sessions {
     }
 
     /// Log out: the id is forgotten at once.
-    pub fn logout(&self, id: Option<&str>) -> bool {
+    pub(crate) fn logout(&self, id: Option<&str>) -> bool {
         id.is_some_and(|i| self.lock().remove(i).is_some())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
     header?
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
@@ -147,7 +149,7 @@ pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
 /// `Set-Cookie` for a new session. `Secure` when the browser reached us
 /// over HTTPS (a TLS proxy says so); on plain loopback HTTP a `Secure`
 /// cookie would never be sent back.
-pub fn set_cookie(id: &str, secure: bool) -> String {
+pub(crate) fn set_cookie(id: &str, secure: bool) -> String {
     format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         MAX_AGE_MS / 1000,
@@ -156,7 +158,7 @@ pub fn set_cookie(id: &str, secure: bool) -> String {
 }
 
 /// `Set-Cookie` that deletes the session cookie.
-pub fn clear_cookie(secure: bool) -> String {
+pub(crate) fn clear_cookie(secure: bool) -> String {
     format!(
         "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
         if secure { "; Secure" } else { "" }

@@ -23,8 +23,8 @@ pub(super) enum Tried {
 
 /// A refusal, with the `Retry-After` it needs when it is a 429.
 pub(super) struct Refused {
-    pub reply: Reply,
-    pub retry_after_s: Option<u64>,
+    pub(crate) reply: Reply,
+    pub(crate) retry_after_s: Option<u64>,
 }
 
 impl From<Reply> for Refused {
@@ -38,7 +38,7 @@ impl From<Reply> for Refused {
 
 impl Refused {
     /// `Retry-After`'s value, when there is one.
-    pub fn retry_after(&self) -> Option<String> {
+    pub(crate) fn retry_after(&self) -> Option<String> {
         self.retry_after_s.map(|s| s.to_string())
     }
 }

@@ -97,14 +97,14 @@ impl ObsHandle {
     /// The connection for a hand-over, if it becomes quiet within `wait`
     /// (None: it is not carried; it closes at exec and the new image
     /// connects again).
-    pub fn freeze(&self, wait: Duration) -> Option<ObsCarry> {
+    pub(crate) fn freeze(&self, wait: Duration) -> Option<ObsCarry> {
         let (reply, rx) = crossbeam_channel::bounded(0);
         self.tx.send(Msg::Freeze { reply, wait }).ok()?;
         rx.recv_timeout(wait + Duration::from_millis(100)).ok()
     }
 
     /// The hand-over did not happen: the thread goes on.
-    pub fn thaw(&self) {
+    pub(crate) fn thaw(&self) {
         let _ = self.tx.send(Msg::Thaw);
     }
 

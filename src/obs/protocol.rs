@@ -17,62 +17,61 @@ use sha2::{Digest, Sha256};
 /// The websocket subprotocol obs-websocket speaks JSON on.
 pub const SUBPROTOCOL: &str = "obswebsocket.json";
 /// The only RPC version obs-websocket 5.x knows.
-pub const RPC_VERSION: u32 = 1;
+pub(crate) const RPC_VERSION: u32 = 1;
 
 /// Event subscription bits (`Identify.eventSubscriptions`).
-pub mod events {
-    pub const GENERAL: u32 = 1;
-    pub const CONFIG: u32 = 1 << 1;
-    pub const SCENES: u32 = 1 << 2;
-    pub const INPUTS: u32 = 1 << 3;
-    pub const SCENE_ITEMS: u32 = 1 << 7;
-    pub const MEDIA_INPUTS: u32 = 1 << 8;
+pub(crate) mod events {
+    pub(crate) const GENERAL: u32 = 1;
+    pub(crate) const CONFIG: u32 = 1 << 1;
+    pub(crate) const SCENES: u32 = 1 << 2;
+    pub(crate) const INPUTS: u32 = 1 << 3;
+    pub(crate) const SCENE_ITEMS: u32 = 1 << 7;
+    pub(crate) const MEDIA_INPUTS: u32 = 1 << 8;
 }
 
-/// `requestStatus.code` values motherstream cares about.
-pub mod status {
-    pub const SUCCESS: u32 = 100;
-    #[cfg(test)]
-    pub const RESOURCE_NOT_FOUND: u32 = 600;
+/// `requestStatus.code` values the tests check.
+#[cfg(test)]
+pub(crate) mod status {
+    pub(crate) const RESOURCE_NOT_FOUND: u32 = 600;
 }
 
 /// `TriggerMediaInputAction.mediaAction` for a restart (what the tests
 /// expect on the wire; the request type spells it through serde).
 #[cfg(test)]
-pub const MEDIA_ACTION_RESTART: &str = "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART";
+pub(crate) const MEDIA_ACTION_RESTART: &str = "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART";
 
 /// Op 0, server → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Hello {
-    pub obs_web_socket_version: String,
-    pub rpc_version: u32,
+    pub(crate) obs_web_socket_version: String,
+    pub(crate) rpc_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<AuthChallenge>,
+    pub(crate) authentication: Option<AuthChallenge>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuthChallenge {
-    pub challenge: String,
-    pub salt: String,
+pub(crate) struct AuthChallenge {
+    pub(crate) challenge: String,
+    pub(crate) salt: String,
 }
 
 /// Op 1, client → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identify {
-    pub rpc_version: u32,
+    pub(crate) rpc_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<String>,
+    pub(crate) authentication: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_subscriptions: Option<u32>,
+    pub(crate) event_subscriptions: Option<u32>,
 }
 
 /// Op 2, server → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identified {
-    pub negotiated_rpc_version: u32,
+    pub(crate) negotiated_rpc_version: u32,
 }
 
 /// Op 5, server → client.
@@ -81,7 +80,7 @@ pub struct Identified {
 pub struct Event {
     pub event_type: String,
     #[serde(default)]
-    pub event_intent: u32,
+    pub(crate) event_intent: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_data: Option<Value>,
 }
@@ -100,7 +99,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestResponse {
-    pub request_type: String,
+    pub(crate) request_type: String,
     pub request_id: String,
     pub request_status: RequestStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,9 +109,9 @@ pub struct RequestResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestStatus {
     pub result: bool,
-    pub code: u32,
+    pub(crate) code: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 impl RequestStatus {
@@ -234,7 +233,7 @@ impl Message {
     content = "requestData",
     rename_all_fields = "camelCase"
 )]
-pub enum ObsRequest {
+pub(crate) enum ObsRequest {
     GetVersion,
     GetSceneList,
     GetInputList,
@@ -272,7 +271,7 @@ pub enum ObsRequest {
 /// The input settings motherstream changes (always with `overlay: true`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum InputSettings {
+pub(crate) enum InputSettings {
     /// A text source's text.
     Text { text: String },
     /// A media source's (`ffmpeg_source`) extra demuxer options.
@@ -281,14 +280,14 @@ pub enum InputSettings {
 
 /// `TriggerMediaInputAction.mediaAction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum MediaAction {
+pub(crate) enum MediaAction {
     #[serde(rename = "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART")]
     Restart,
 }
 
 impl ObsRequest {
     /// The op 6 frame for this request.
-    pub fn to_message(&self, request_id: String) -> Message {
+    pub(crate) fn to_message(&self, request_id: String) -> Message {
         // Serializing a derive(Serialize) enum of strings, ints and bools
         // cannot fail; the tag is always present.
         let v = serde_json::to_value(self).unwrap_or(Value::Null);
@@ -309,7 +308,7 @@ impl ObsRequest {
     }
 
     /// The `requestType` (for logs and for matching the response).
-    pub fn request_type(&self) -> &'static str {
+    pub(crate) fn request_type(&self) -> &'static str {
         match self {
             ObsRequest::GetVersion => "GetVersion",
             ObsRequest::GetSceneList => "GetSceneList",
@@ -327,7 +326,7 @@ impl ObsRequest {
 
 /// The `authentication` string of Identify:
 /// `base64(sha256(base64(sha256(password + salt)) + challenge))`.
-pub fn auth_response(password: &str, salt: &str, challenge: &str) -> String {
+pub(crate) fn auth_response(password: &str, salt: &str, challenge: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let secret = b64.encode(Sha256::digest(format!("{password}{salt}").as_bytes()));
     b64.encode(Sha256::digest(format!("{secret}{challenge}").as_bytes()))
@@ -352,7 +351,7 @@ pub fn identify_for(hello: &Hello, password: Option<&str>, subscriptions: u32) -
 
 /// The Identify for `hello`; None when OBS wants a password and there is
 /// none (sending Identify would only earn a 4009).
-pub fn identify_message(
+pub(crate) fn identify_message(
     hello: &Hello,
     password: Option<&str>,
     subscriptions: u32,
@@ -394,7 +393,7 @@ impl RequestIds {
 
 /// What a websocket close code from obs-websocket means for reconnecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
+pub(crate) enum CloseKind {
     /// 4009: wrong or missing password. Retry slowly; the operator must act.
     WrongPassword,
     /// 4011: OBS (or a user) kicked this session on purpose; do not hammer.
@@ -410,7 +409,7 @@ pub enum CloseKind {
     Other,
 }
 
-pub fn classify_close(code: u16) -> CloseKind {
+pub(crate) fn classify_close(code: u16) -> CloseKind {
     match code {
         4009 => CloseKind::WrongPassword,
         4011 => CloseKind::SessionInvalidated,
@@ -422,7 +421,7 @@ pub fn classify_close(code: u16) -> CloseKind {
 }
 
 /// An operator-facing description of a close frame.
-pub fn describe_close(code: u16, reason: &str) -> String {
+pub(crate) fn describe_close(code: u16, reason: &str) -> String {
     let what = match classify_close(code) {
         CloseKind::WrongPassword => {
             "OBS rejected the password (set obs.password_file or OBS_PASSWORD to the obs-websocket server password)"
@@ -442,7 +441,7 @@ pub fn describe_close(code: u16, reason: &str) -> String {
 
 /// How long to wait before the next connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryClass {
+pub(crate) enum RetryClass {
     /// Unreachable, refused, timed out, closed: 1, 2, 4 … 30 s.
     Normal,
     /// Wrong password, no password, session invalidated, unsupported RPC:
@@ -466,11 +465,11 @@ impl From<CloseKind> for RetryClass {
 /// Capped exponential backoff: 1, 2, 4, 8, 16, 30, 30 … s; slow retries
 /// wait `slow` each time. `reset` after a successful Identify.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
-    pub first: Duration,
-    pub cap: Duration,
-    pub slow: Duration,
+    pub(crate) first: Duration,
+    pub(crate) cap: Duration,
+    pub(crate) slow: Duration,
 }
 
 impl Default for Backoff {
@@ -485,7 +484,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    pub fn next_delay(&mut self, class: RetryClass) -> Duration {
+    pub(crate) fn next_delay(&mut self, class: RetryClass) -> Duration {
         let n = self.failures;
         self.failures = self.failures.saturating_add(1);
         match class {
@@ -497,18 +496,14 @@ impl Backoff {
         }
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
     }
 }
 
 /// `GetMediaInputStatus.mediaState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaState {
+pub(crate) enum MediaState {
     None,
     Playing,
     Opening,
@@ -521,7 +516,7 @@ pub enum MediaState {
 }
 
 impl MediaState {
-    pub fn parse(s: &str) -> MediaState {
+    pub(crate) fn parse(s: &str) -> MediaState {
         match s {
             "OBS_MEDIA_STATE_NONE" => MediaState::None,
             "OBS_MEDIA_STATE_PLAYING" => MediaState::Playing,
@@ -536,13 +531,13 @@ impl MediaState {
     }
 
     /// The media source gave up and will not show the stream without help.
-    pub fn needs_recovery(self) -> bool {
+    pub(crate) fn needs_recovery(self) -> bool {
         matches!(self, MediaState::Ended | MediaState::Error)
     }
 }
 
 /// A string field of a JSON object, if present and a string.
-pub fn str_field<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a str> {
     v.and_then(|v| v.get(key)).and_then(Value::as_str)
 }
 

@@ -44,9 +44,9 @@ use crate::config::ObsConfig;
 
 /// With nothing received for this long, ask OBS something (GetVersion); no
 /// answer within the request deadline = dead connection.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Events the client listens to.
-pub const SUBSCRIPTIONS: u32 = events::GENERAL
+pub(crate) const SUBSCRIPTIONS: u32 = events::GENERAL
     | events::CONFIG
     | events::SCENES
     | events::INPUTS
@@ -56,14 +56,14 @@ pub const SUBSCRIPTIONS: u32 = events::GENERAL
 /// The time of a step: the monotonic clock for every deadline, the wall
 /// clock only for the countdown text (slot ends are wall-clock times).
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub mono: Instant,
-    pub wall: SystemTime,
+pub(crate) struct Now {
+    pub(crate) mono: Instant,
+    pub(crate) wall: SystemTime,
 }
 
 /// What happened, as the shell saw it.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// The thread started.
     Start,
     /// The thread started on an identified connection a previous binary
@@ -98,7 +98,7 @@ pub enum Input {
 
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Open a websocket to `config().host:port`, then feed
     /// [`Input::Connected`] or [`Input::ConnectFailed`].
     Connect,
@@ -111,14 +111,14 @@ pub enum Action {
 
 /// A frame to send.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     Identify(Identify),
     Request { id: String, request: ObsRequest },
 }
 
 impl Outgoing {
     /// The JSON text of the frame.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         match self {
             Outgoing::Identify(i) => Message::Identify(i.clone()).encode(),
             Outgoing::Request { id, request } => request.to_message(id.clone()).encode(),
@@ -164,7 +164,7 @@ enum Phase {
 }
 
 /// The OBS session across connections.
-pub struct Session {
+pub(crate) struct Session {
     cfg: ObsConfig,
     password: Option<String>,
     /// The newest desired state seen by `step`.
@@ -184,7 +184,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(cfg: ObsConfig) -> Session {
+    pub(crate) fn new(cfg: ObsConfig) -> Session {
         Session {
             cfg,
             password: None,
@@ -202,7 +202,7 @@ impl Session {
     /// Connections made so far, when the open one is quiet (identified
     /// and set up, no request in flight or queued): the moment a hand-over
     /// can carry it.
-    pub fn quiet(&self) -> Option<u64> {
+    pub(crate) fn quiet(&self) -> Option<u64> {
         match &self.phase {
             Phase::Open(link) if link.quiet() => Some(self.connections),
             _ => None,
@@ -210,13 +210,13 @@ impl Session {
     }
 
     /// The configuration the shell connects with.
-    pub fn config(&self) -> &ObsConfig {
+    pub(crate) fn config(&self) -> &ObsConfig {
         &self.cfg
     }
 
     /// Take one input; return what to do. `desired` is the engine's newest
     /// state (every step sees it; [`Input::Desired`] says it changed).
-    pub fn step(&mut self, desired: &BroadcastState, input: Input, now: Now) -> Vec<Action> {
+    pub(crate) fn step(&mut self, desired: &BroadcastState, input: Input, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
         if *desired != self.desired {
             if desired.switch_seq != self.desired.switch_seq {
@@ -235,7 +235,7 @@ impl Session {
 
     /// When to call `step(…, Input::Tick, …)` at the latest if nothing else
     /// happens (None: only an input can change anything).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Disabled | Phase::Connecting => None,
             Phase::Waiting { retry_at } => Some(*retry_at),

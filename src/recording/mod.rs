@@ -34,15 +34,16 @@ mod plan;
 mod shell;
 
 use crate::handover::recording::RecordingCarry;
-pub use crate::view::Recent;
+pub(crate) use crate::view::Recent;
 use crate::view::{Published, RecordingStatus};
-pub use names::{file_name, parse_file_name, safe_name, utc_stamp, MAX_NAME_BYTES};
-pub use plan::{plan, space_ok, to_prune, Plan};
+pub(crate) use names::file_name;
+pub use names::parse_file_name;
+pub(crate) use plan::{plan, space_ok, to_prune};
 
 use shell::Shell;
 
 /// Finished recordings listed in `/api/status`.
-pub const RECENT: usize = 20;
+pub(crate) const RECENT: usize = 20;
 /// Free space is checked this often while a recording runs.
 const SPACE_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// Old recordings are looked for this often.
@@ -80,7 +81,7 @@ pub struct Inbox(Sender<Msg>);
 
 impl Inbox {
     /// Never blocks.
-    pub fn record_done(&self, key: &StreamKey, recorder: &str, path: &str) {
+    pub(crate) fn record_done(&self, key: &StreamKey, recorder: &str, path: &str) {
         let _ = self.0.send(Msg::Done {
             key: key.clone(),
             recorder: recorder.into(),
@@ -133,19 +134,19 @@ impl Recorder {
         Inbox(self.tx.clone())
     }
 
-    pub fn status(&self) -> Published<RecordingStatus> {
+    pub(crate) fn status(&self) -> Published<RecordingStatus> {
         self.status.clone()
     }
 
     /// The output now shows `who` (stream key, display name). Never blocks.
-    pub fn on_screen(&mut self, who: Option<(StreamKey, String)>) {
+    pub(crate) fn on_screen(&mut self, who: Option<(StreamKey, String)>) {
         self.on_screen.clone_from(&who);
         let _ = self.tx.send(Msg::OnScreen(who));
     }
 
     /// The queue's head is `who` (stream key, display name): on screen, or
     /// next at the coming cut. Sent on change only; never blocks.
-    pub fn heading(&mut self, who: Option<(&StreamKey, &str)>) {
+    pub(crate) fn heading(&mut self, who: Option<(&StreamKey, &str)>) {
         if self.heading.as_ref().map(|h| &h.0) != who.map(|w| w.0) {
             self.heading = who.map(|(k, n)| (k.clone(), n.into()));
             let _ = self.tx.send(Msg::Heading(self.heading.clone()));
@@ -156,7 +157,7 @@ impl Recorder {
     /// call to nginx's control module in progress is finished first), with
     /// who is on screen and next as the engine last said. From then on the
     /// thread acts on nothing until [`Recorder::thaw`]. Err after `wait`.
-    pub fn freeze(&self, wait: Duration) -> Result<RecordingCarry, String> {
+    pub(crate) fn freeze(&self, wait: Duration) -> Result<RecordingCarry, String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.tx.send(Msg::Freeze(tx)).is_err() {
             return Err("the recorder thread is gone".into());
@@ -177,12 +178,12 @@ impl Recorder {
 
     /// The hand-over did not happen: the thread goes on (a no-op when it
     /// is not frozen).
-    pub fn thaw(&self) {
+    pub(crate) fn thaw(&self) {
         let _ = self.tx.send(Msg::Thaw);
     }
 
     /// Stop the running recording, wait briefly for its file, and join.
-    pub fn shutdown(mut self) {
+    pub(crate) fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
         if let Some(j) = self.join.take() {
             let _ = j.join();

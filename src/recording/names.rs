@@ -5,14 +5,14 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime};
 
 /// Longest file-name stem taken from a display name, in bytes (the whole
 /// name stays well below the 255 bytes of common file systems).
-pub const MAX_NAME_BYTES: usize = 100;
+pub(crate) const MAX_NAME_BYTES: usize = 100;
 
 /// A display name made safe as a file name: no `/` or `\`, no control
 /// characters (they become `_`), no bidirectional overrides (a name that
 /// displays as "bob.flv" but is not), no leading dot or dash (hidden files,
 /// command-line options), at most [`MAX_NAME_BYTES`]; letters of every
 /// script are kept. Never empty.
-pub fn safe_name(display: &str) -> String {
+pub(crate) fn safe_name(display: &str) -> String {
     let mut out = String::new();
     for c in display.chars() {
         let c = match c {
@@ -39,7 +39,7 @@ pub fn safe_name(display: &str) -> String {
 /// Unix seconds → `2026-12-01T220802Z` (ISO 8601, UTC, no colons: they
 /// trouble file systems other than Linux's when recordings are copied).
 /// Past the year 9999 (no clock gets there) the stamp stays at its end.
-pub fn utc_stamp(unix_s: u64) -> String {
+pub(crate) fn utc_stamp(unix_s: u64) -> String {
     let t = i64::try_from(unix_s)
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
@@ -79,7 +79,7 @@ fn parse_stamp(s: &str) -> Option<u64> {
 
 /// The file a recording of `display` that started at `start_unix_s` is
 /// filed as; `n` > 1 when that name is taken (`…Z-2.flv`).
-pub fn file_name(display: &str, start_unix_s: u64, n: u32) -> String {
+pub(crate) fn file_name(display: &str, start_unix_s: u64, n: u32) -> String {
     let stem = format!("{}-{}", safe_name(display), utc_stamp(start_unix_s));
     if n > 1 {
         format!("{stem}-{n}.flv")

@@ -7,7 +7,7 @@ const MS_PER_DAY: u64 = 86_400_000;
 
 /// Of `(file name, mtime in unix ms)`, the recordings to remove: `.flv`
 /// files last written more than `keep_days` before `now_ms` (0 = keep all).
-pub fn to_prune(files: &[(String, u64)], now_ms: u64, keep_days: u64) -> Vec<String> {
+pub(crate) fn to_prune(files: &[(String, u64)], now_ms: u64, keep_days: u64) -> Vec<String> {
     if keep_days == 0 {
         return Vec::new();
     }
@@ -20,7 +20,7 @@ pub fn to_prune(files: &[(String, u64)], now_ms: u64, keep_days: u64) -> Vec<Str
 }
 
 /// Whether `free_bytes` is at or above the floor of `min_free_mb` MiB.
-pub fn space_ok(free_bytes: u64, min_free_mb: u64) -> bool {
+pub(crate) fn space_ok(free_bytes: u64, min_free_mb: u64) -> bool {
     free_bytes >= min_free_mb.saturating_mul(1 << 20)
 }
 
@@ -32,12 +32,12 @@ pub fn space_ok(free_bytes: u64, min_free_mb: u64) -> bool {
 /// same keyframe, so starting at the cut would always lose one keyframe
 /// interval. Below the free-space floor nothing is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan<K = StreamKey> {
-    pub stop: Vec<K>,
-    pub start: Vec<K>,
+pub(crate) struct Plan<K = StreamKey> {
+    pub(crate) stop: Vec<K>,
+    pub(crate) start: Vec<K>,
 }
 
-pub fn plan<K: PartialEq + ToOwned + ?Sized>(
+pub(crate) fn plan<K: PartialEq + ToOwned + ?Sized>(
     recording: &[&K],
     wanted: &[Option<&K>],
     space_ok: bool,

@@ -24,7 +24,7 @@ enum Card {
     Failed,
 }
 
-pub struct Cards {
+pub(crate) struct Cards {
     ffmpeg: String,
     /// The operator's picture or clip ("" = the built-in still).
     source: String,
@@ -39,12 +39,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The card's text for a streamer.
-pub fn text(name: &str) -> String {
+pub(crate) fn text(name: &str) -> String {
     format!("{name} — reconnecting…\nback in a moment")
 }
 
 impl Cards {
-    pub fn new(ffmpeg: &str, source: &str, dir: PathBuf) -> Cards {
+    pub(crate) fn new(ffmpeg: &str, source: &str, dir: PathBuf) -> Cards {
         Cards {
             ffmpeg: ffmpeg.to_string(),
             source: source.to_string(),
@@ -56,7 +56,7 @@ impl Cards {
 
     /// New settings: cards made from now on use them (the old ones are
     /// dropped).
-    pub fn reconfigure(&mut self, ffmpeg: &str, source: &str) {
+    pub(crate) fn reconfigure(&mut self, ffmpeg: &str, source: &str) {
         if self.ffmpeg != ffmpeg || self.source != source {
             self.ffmpeg = ffmpeg.to_string();
             self.source = source.to_string();
@@ -65,7 +65,7 @@ impl Cards {
     }
 
     /// Start making `name`'s card unless it exists or is being made.
-    pub fn prepare(&mut self, name: &str) {
+    pub(crate) fn prepare(&mut self, name: &str) {
         let mut cards = lock(&self.cards);
         if cards.contains_key(name) {
             return;
@@ -107,7 +107,7 @@ impl Cards {
     }
 
     /// `name`'s card if it is ready.
-    pub fn get(&self, name: &str) -> Option<Arc<Clip>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Clip>> {
         match lock(&self.cards).get(name) {
             Some(Card::Ready(c)) => Some(c.clone()),
             _ => None,

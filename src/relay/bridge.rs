@@ -30,7 +30,7 @@ const PIPE_TAGS: usize = 600;
 /// ffmpeg's arguments: FLV video on stdin, re-encoded H.264 FLV on stdout.
 /// Timestamps are kept (`-copyts`, passthrough frame timing: same frames,
 /// same times), so the splicer can put bridge frames on the source's clock.
-pub fn args() -> Vec<String> {
+pub(crate) fn args() -> Vec<String> {
     [
         "-hide_banner",
         "-nostdin",
@@ -86,17 +86,17 @@ pub fn args() -> Vec<String> {
     .collect()
 }
 
-pub struct Bridge {
+pub(crate) struct Bridge {
     /// The splicer's `bridge_epoch` it was started for.
-    pub epoch: u64,
-    pub pid: u32,
-    pub started: Instant,
+    pub(crate) epoch: u64,
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
     tags: Option<Sender<Tag>>,
     child: Child,
 }
 
 impl Bridge {
-    pub fn spawn(
+    pub(crate) fn spawn(
         spec: &RelaySpec,
         source: SourceId,
         epoch: u64,
@@ -157,7 +157,7 @@ impl Bridge {
 
     /// Queue a tag for the encoder. False when it is not keeping up (or
     /// gone): the caller stops it.
-    pub fn write(&mut self, tag: Tag) -> bool {
+    pub(crate) fn write(&mut self, tag: Tag) -> bool {
         match &self.tags {
             Some(tx) => match tx.try_send(tag) {
                 Ok(()) => true,
@@ -168,13 +168,13 @@ impl Bridge {
     }
 
     /// CPU time (user + system) it has used so far, in seconds.
-    pub fn cpu_seconds(&self) -> Option<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds(self.pid)
     }
 
     /// Stop it: close its stdin, SIGKILL its group, reap it on a thread.
     /// Returns the CPU seconds it used and how long it ran.
-    pub fn stop(mut self) -> (Option<f64>, f64) {
+    pub(crate) fn stop(mut self) -> (Option<f64>, f64) {
         let cpu = self.cpu_seconds();
         let ran = self.started.elapsed().as_secs_f64();
         self.tags = None;
@@ -227,7 +227,7 @@ fn read_tags(
 }
 
 /// User + system CPU seconds of a process, from `/proc/PID/stat`.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is
     // field 3, utime 14, stime 15.

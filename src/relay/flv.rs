@@ -9,24 +9,24 @@ use std::fmt;
 
 use bytes::Bytes;
 
-pub const TAG_AUDIO: u8 = 8;
-pub const TAG_VIDEO: u8 = 9;
-pub const TAG_SCRIPT: u8 = 18;
+pub(crate) const TAG_AUDIO: u8 = 8;
+pub(crate) const TAG_VIDEO: u8 = 9;
+pub(crate) const TAG_SCRIPT: u8 = 18;
 
 /// Video codec id of H.264 (low nibble of the first body byte).
-pub const VIDEO_CODEC_AVC: u8 = 7;
+pub(crate) const VIDEO_CODEC_AVC: u8 = 7;
 /// What `Tag::video_codec` reports for an enhanced-RTMP video tag (the
 /// IsExHeader bit set; the codec is then a FourCC, see `Tag::fourcc`).
-pub const VIDEO_CODEC_ENHANCED: u8 = 0x80;
+pub(crate) const VIDEO_CODEC_ENHANCED: u8 = 0x80;
 /// Sound format of AAC (high nibble of the first body byte).
-pub const AUDIO_FORMAT_AAC: u8 = 10;
+pub(crate) const AUDIO_FORMAT_AAC: u8 = 10;
 /// Sound format that announces an enhanced-RTMP (v2) audio header.
-pub const AUDIO_FORMAT_ENHANCED: u8 = 9;
+pub(crate) const AUDIO_FORMAT_ENHANCED: u8 = 9;
 
 /// Bodies larger than this are refused by the demuxer: a real video frame is
 /// far smaller (a 4K keyframe at 50 Mbit/s is ~2 MiB), and a garbage size
 /// field must not make us buffer up to the 16 MiB the 24-bit field allows.
-pub const MAX_TAG_SIZE: usize = 8 << 20;
+pub(crate) const MAX_TAG_SIZE: usize = 8 << 20;
 
 const FILE_HEADER_LEN: usize = 9;
 const TAG_HEADER_LEN: usize = 11;
@@ -38,13 +38,13 @@ const MAX_FILE_HEADER_LEN: usize = 1024;
 /// field plus the extension byte as the high byte); for video it is the DTS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tag {
-    pub kind: u8,
-    pub ts: u32,
-    pub data: Bytes,
+    pub(crate) kind: u8,
+    pub(crate) ts: u32,
+    pub(crate) data: Bytes,
 }
 
 impl Tag {
-    pub fn new(kind: u8, ts: u32, data: impl Into<Bytes>) -> Tag {
+    pub(crate) fn new(kind: u8, ts: u32, data: impl Into<Bytes>) -> Tag {
         Tag {
             kind,
             ts,
@@ -52,32 +52,35 @@ impl Tag {
         }
     }
 
-    pub fn video(ts: u32, data: impl Into<Bytes>) -> Tag {
+    #[cfg(test)]
+    pub(crate) fn video(ts: u32, data: impl Into<Bytes>) -> Tag {
         Tag::new(TAG_VIDEO, ts, data)
     }
 
-    pub fn audio(ts: u32, data: impl Into<Bytes>) -> Tag {
+    #[cfg(test)]
+    pub(crate) fn audio(ts: u32, data: impl Into<Bytes>) -> Tag {
         Tag::new(TAG_AUDIO, ts, data)
     }
 
-    pub fn script(ts: u32, data: impl Into<Bytes>) -> Tag {
+    #[cfg(test)]
+    pub(crate) fn script(ts: u32, data: impl Into<Bytes>) -> Tag {
         Tag::new(TAG_SCRIPT, ts, data)
     }
 
-    pub fn is_video(&self) -> bool {
+    pub(crate) fn is_video(&self) -> bool {
         self.kind == TAG_VIDEO
     }
 
-    pub fn is_audio(&self) -> bool {
+    pub(crate) fn is_audio(&self) -> bool {
         self.kind == TAG_AUDIO
     }
 
-    pub fn is_script(&self) -> bool {
+    pub(crate) fn is_script(&self) -> bool {
         self.kind == TAG_SCRIPT
     }
 
     /// An enhanced-RTMP video tag (IsExHeader bit): HEVC, AV1, VP9 ...
-    pub fn is_enhanced(&self) -> bool {
+    pub(crate) fn is_enhanced(&self) -> bool {
         match self.data.first() {
             Some(&b) if self.is_video() => b & 0x80 != 0,
             Some(&b) if self.is_audio() => b >> 4 == AUDIO_FORMAT_ENHANCED,
@@ -86,7 +89,7 @@ impl Tag {
     }
 
     /// The FourCC of an enhanced-RTMP audio or video tag.
-    pub fn fourcc(&self) -> Option<[u8; 4]> {
+    pub(crate) fn fourcc(&self) -> Option<[u8; 4]> {
         if !self.is_enhanced() || self.data.len() < 5 {
             return None;
         }
@@ -96,7 +99,7 @@ impl Tag {
     }
 
     /// Codec id (7 = AVC); `VIDEO_CODEC_ENHANCED` for enhanced RTMP.
-    pub fn video_codec(&self) -> Option<u8> {
+    pub(crate) fn video_codec(&self) -> Option<u8> {
         if !self.is_video() {
             return None;
         }
@@ -109,7 +112,7 @@ impl Tag {
     }
 
     /// Sound format (10 = AAC).
-    pub fn audio_format(&self) -> Option<u8> {
+    pub(crate) fn audio_format(&self) -> Option<u8> {
         if !self.is_audio() {
             return None;
         }
@@ -118,7 +121,7 @@ impl Tag {
 
     /// Video frame type: 1 key, 2 inter, 3 disposable inter, 4 generated
     /// key, 5 info/command.
-    pub fn frame_type(&self) -> Option<u8> {
+    pub(crate) fn frame_type(&self) -> Option<u8> {
         if !self.is_video() {
             return None;
         }
@@ -163,36 +166,36 @@ impl Tag {
     }
 
     /// Frame type 3: nothing else references it.
-    pub fn is_disposable(&self) -> bool {
+    pub(crate) fn is_disposable(&self) -> bool {
         self.frame_type() == Some(3)
     }
 
-    pub fn is_avc_seq_header(&self) -> bool {
+    pub(crate) fn is_avc_seq_header(&self) -> bool {
         self.avc_packet_type() == Some(0)
     }
 
-    pub fn is_avc_nalu(&self) -> bool {
+    pub(crate) fn is_avc_nalu(&self) -> bool {
         self.avc_packet_type() == Some(1)
     }
 
     /// AVC end of sequence (AVCPacketType 2): the tests check that none is
     /// forwarded.
     #[cfg(test)]
-    pub fn is_avc_eos(&self) -> bool {
+    pub(crate) fn is_avc_eos(&self) -> bool {
         self.avc_packet_type() == Some(2)
     }
 
-    pub fn is_aac_seq_header(&self) -> bool {
+    pub(crate) fn is_aac_seq_header(&self) -> bool {
         self.is_aac() && self.data.get(1) == Some(&0)
     }
 
-    pub fn is_aac_raw(&self) -> bool {
+    pub(crate) fn is_aac_raw(&self) -> bool {
         self.is_aac() && self.data.get(1) == Some(&1)
     }
 
     /// Signed 24-bit composition time offset (PTS − DTS, ms) of an AVC NALU
     /// packet; 0 for anything else.
-    pub fn composition_time(&self) -> i32 {
+    pub(crate) fn composition_time(&self) -> i32 {
         if !self.is_avc_nalu() || self.data.len() < 5 {
             return 0;
         }
@@ -206,7 +209,7 @@ impl Tag {
     /// This AVC NALU packet with another composition time offset (clamped
     /// to the 24-bit range); anything else unchanged. The splicer uses it
     /// to keep a frame's PTS where it belongs when its DTS must move up.
-    pub fn with_composition_time(&self, cts: i32) -> Tag {
+    pub(crate) fn with_composition_time(&self, cts: i32) -> Tag {
         if !self.is_avc_nalu() || self.data.len() < 5 || cts == self.composition_time() {
             return self.clone();
         }
@@ -313,7 +316,8 @@ impl Demuxer {
     }
 
     /// Bytes received but not yet returned as tags.
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.pos
     }
 
@@ -407,7 +411,7 @@ impl Demuxer {
 
 /// The 13-byte file header: signature, version 1, flags, header length 9,
 /// PreviousTagSize0.
-pub fn write_file_header(out: &mut Vec<u8>, audio: bool, video: bool) {
+pub(crate) fn write_file_header(out: &mut Vec<u8>, audio: bool, video: bool) {
     let flags = (u8::from(audio) << 2) | u8::from(video);
     out.extend_from_slice(b"FLV");
     out.push(1);
@@ -418,7 +422,7 @@ pub fn write_file_header(out: &mut Vec<u8>, audio: bool, video: bool) {
 
 /// One tag (stream id 0) followed by its previous-tag size. The body must be
 /// below 16 MiB (24-bit size field); RTMP message lengths are 24-bit too.
-pub fn write_tag(out: &mut Vec<u8>, tag: &Tag) {
+pub(crate) fn write_tag(out: &mut Vec<u8>, tag: &Tag) {
     let size = tag.data.len();
     debug_assert!(size < 1 << 24, "FLV tag body of {size} bytes");
     let size = (size as u32) & 0x00ff_ffff;

@@ -62,7 +62,7 @@ impl Bits {
 }
 
 /// Picture size from an FLV AVC sequence header (AVCDecoderConfigurationRecord).
-pub fn avc_size(body: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn avc_size(body: &[u8]) -> Option<(u32, u32)> {
     // FLV video header (5 bytes), then the record: version, profile,
     // compat, level, lengthSize, numSPS (6 bytes), then SPS length + SPS.
     let rec = body.get(5..)?;
@@ -87,7 +87,7 @@ fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
 
 /// Width and height (cropped) from an H.264 SPS NAL unit (header byte
 /// included).
-pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     let mut b = Bits::from_nal(nal.get(1..)?);
     let profile = b.bits(8)?;
     b.bits(16)?; // constraint flags + level
@@ -162,7 +162,7 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
 
 /// Sample rate and channels from an FLV AAC sequence header
 /// (AudioSpecificConfig after the 2-byte FLV audio header).
-pub fn aac_config(body: &[u8]) -> Option<(u32, u8)> {
+pub(crate) fn aac_config(body: &[u8]) -> Option<(u32, u8)> {
     const RATES: [u32; 13] = [
         96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
     ];

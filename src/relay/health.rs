@@ -22,12 +22,12 @@ use super::flv::Tag;
 use super::headers::{aac_config, avc_size};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub stall_ms: u64,
-    pub starve_ratio_pct: u32,
-    pub min_fps: u32,
-    pub starve_ms: u64,
-    pub resume_ms: u64,
+pub(crate) struct Config {
+    pub(crate) stall_ms: u64,
+    pub(crate) starve_ratio_pct: u32,
+    pub(crate) min_fps: u32,
+    pub(crate) starve_ms: u64,
+    pub(crate) resume_ms: u64,
 }
 
 impl Default for Config {
@@ -43,7 +43,7 @@ impl Default for Config {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum State {
+pub(crate) enum State {
     /// Nothing has arrived yet.
     Waiting,
     Live,
@@ -52,7 +52,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Waiting => "waiting",
             State::Live => "live",
@@ -62,45 +62,45 @@ impl State {
     }
 
     /// Stalled or starved: the audience should not see this stream.
-    pub fn unhealthy(self) -> bool {
+    pub(crate) fn unhealthy(self) -> bool {
         matches!(self, State::Stalled | State::Starved)
     }
 }
 
 /// What the stream's headers announce.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Format {
+pub(crate) struct Format {
     /// From the AVC SPS (cropped).
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub video_codec: Option<&'static str>,
-    pub audio_codec: Option<&'static str>,
-    pub audio_rate: Option<u32>,
-    pub audio_channels: Option<u8>,
+    pub(crate) width: Option<u32>,
+    pub(crate) height: Option<u32>,
+    pub(crate) video_codec: Option<&'static str>,
+    pub(crate) audio_codec: Option<&'static str>,
+    pub(crate) audio_rate: Option<u32>,
+    pub(crate) audio_channels: Option<u8>,
     /// Some frame had a composition offset: the encoder uses B-frames.
-    pub bframes: bool,
+    pub(crate) bframes: bool,
 }
 
 /// A measurement, as shown to people.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
-    pub state: Option<State>,
+pub(crate) struct Report {
+    pub(crate) state: Option<State>,
     /// When the state began (the caller's ms line): for a stall, when the
     /// last media arrived.
-    pub since_ms: u64,
+    pub(crate) since_ms: u64,
     /// How long the state has lasted when the report was made.
-    pub age_ms: u64,
+    pub(crate) age_ms: u64,
     /// Over the last second of arrivals.
-    pub kbps: u32,
+    pub(crate) kbps: u32,
     /// Frames per second ×10 over the last second.
-    pub fps_x10: u32,
+    pub(crate) fps_x10: u32,
     /// The stream's own median over the last minute.
-    pub median_kbps: u32,
+    pub(crate) median_kbps: u32,
     /// Source time between its last two keyframes.
-    pub keyframe_ms: Option<u64>,
+    pub(crate) keyframe_ms: Option<u64>,
     /// Audio arrived in the last 2 s.
-    pub audio_present: bool,
-    pub format: Format,
+    pub(crate) audio_present: bool,
+    pub(crate) format: Format,
 }
 
 const WINDOW_MS: u64 = 1000;
@@ -124,7 +124,7 @@ struct Arrival {
     src: i64,
 }
 
-pub struct Health {
+pub(crate) struct Health {
     cfg: Config,
     state: State,
     since: u64,
@@ -161,7 +161,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(cfg: Config, now_ms: u64) -> Health {
+    pub(crate) fn new(cfg: Config, now_ms: u64) -> Health {
         Health {
             cfg,
             state: State::Waiting,
@@ -192,16 +192,12 @@ impl Health {
     }
 
     /// New limits (a reload) apply from now on.
-    pub fn set_config(&mut self, cfg: Config) {
+    pub(crate) fn set_config(&mut self, cfg: Config) {
         self.cfg = cfg;
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
-    }
-
-    pub fn since(&self) -> u64 {
-        self.since
     }
 
     fn unwrap_ts(&mut self, raw: u32) -> i64 {
@@ -217,7 +213,7 @@ impl Health {
     /// nginx dropped it): its gap is not the streamer's. nginx sends audio
     /// at once and video from the next keyframe, so until a video frame
     /// arrives any media counts; timestamps may start afresh.
-    pub fn reconnected(&mut self, now_ms: u64) {
+    pub(crate) fn reconnected(&mut self, now_ms: u64) {
         self.has_video = false;
         if self.last_any.is_some() {
             self.last_any = Some(now_ms);
@@ -232,7 +228,7 @@ impl Health {
     }
 
     /// One tag arrived. Returns the new state if it changed.
-    pub fn tag(&mut self, tag: &Tag, now_ms: u64) -> Option<State> {
+    pub(crate) fn tag(&mut self, tag: &Tag, now_ms: u64) -> Option<State> {
         let video = tag.is_video();
         if !video && !tag.is_audio() {
             return None;
@@ -336,7 +332,7 @@ impl Health {
 
     /// Look at the clock (also with no tags). Returns the new state if it
     /// changed.
-    pub fn poll(&mut self, now_ms: u64) -> Option<State> {
+    pub(crate) fn poll(&mut self, now_ms: u64) -> Option<State> {
         while self
             .window
             .front()
@@ -403,7 +399,7 @@ impl Health {
     }
 
     /// No media for longer than the stall limit.
-    pub fn stall_limit_ms(&self) -> u64 {
+    pub(crate) fn stall_limit_ms(&self) -> u64 {
         // Until its frame rate is known (its first frames), a slow stream
         // gets the benefit of the doubt.
         // (Audio, judged while no video comes, has no such doubt.)
@@ -525,7 +521,7 @@ impl Health {
     /// that no tag would bring: an absolute time, possibly already past
     /// (never "a moment from now", which a caller comparing with a clock
     /// read a moment earlier would never reach).
-    pub fn next_check(&self) -> Option<u64> {
+    pub(crate) fn next_check(&self) -> Option<u64> {
         match self.state {
             State::Waiting => None,
             State::Live => {
@@ -544,7 +540,7 @@ impl Health {
         }
     }
 
-    pub fn report(&self, now_ms: u64) -> Report {
+    pub(crate) fn report(&self, now_ms: u64) -> Report {
         Report {
             state: Some(self.state),
             since_ms: self.since,
@@ -591,7 +587,7 @@ fn audio_codec_name(f: u8, enhanced: bool) -> &'static str {
 }
 
 /// Plain advice for the streamer, from what arrives.
-pub fn hints(r: &Report) -> Vec<String> {
+pub(crate) fn hints(r: &Report) -> Vec<String> {
     let mut v = Vec::new();
     let fps = f64::from(r.fps_x10) / 10.0;
     match r.state {

@@ -26,12 +26,12 @@ use crate::sys;
 /// 30 fps stream with its audio. More means ffmpeg is not reading.
 const PIPE_CHUNKS: usize = 300;
 
-pub struct Output {
-    pub run: u64,
-    pub pid: u32,
-    pub started: Instant,
+pub(crate) struct Output {
+    pub(crate) run: u64,
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
     /// Bytes handed to the writer since start.
-    pub sent: u64,
+    pub(crate) sent: u64,
     chunks: Option<Sender<Vec<u8>>>,
     /// None when adopted across a hand-over (`execve`): std's `Child` cannot
     /// be rebuilt, so it is reaped by pid.
@@ -44,26 +44,26 @@ pub struct Output {
     writer: Option<JoinHandle<()>>,
     /// The thread that forked it: its PR_SET_PDEATHSIG fires when *that
     /// thread* ends, so only that thread may `execve` at a hand-over.
-    pub spawner_tid: u32,
+    pub(crate) spawner_tid: u32,
 }
 
 /// What a hand-over carries of the output (see `crate::handover`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OutputCarry {
-    pub pid: u32,
-    pub run: u64,
-    pub stdin_fd: i32,
-    pub stderr_fd: i32,
-    pub sent: u64,
+pub(crate) struct OutputCarry {
+    pub(crate) pid: u32,
+    pub(crate) run: u64,
+    pub(crate) stdin_fd: i32,
+    pub(crate) stderr_fd: i32,
+    pub(crate) sent: u64,
     /// How long it had been running at the hand-over.
-    pub uptime_ms: u64,
+    pub(crate) uptime_ms: u64,
     /// `Output::spawner_tid`: the thread that must `execve`.
-    pub spawner_tid: u32,
+    pub(crate) spawner_tid: u32,
 }
 
 /// ffmpeg's arguments for the output. The URL (with its per-run secret) is
 /// the one secret left in an argv; see the README's security model.
-pub fn args(url: &str) -> Vec<String> {
+pub(crate) fn args(url: &str) -> Vec<String> {
     [
         "-hide_banner",
         "-nostdin",
@@ -92,7 +92,7 @@ pub fn args(url: &str) -> Vec<String> {
 impl Output {
     /// Start ffmpeg (own process group, SIGKILL when the daemon dies, empty
     /// environment) and write the FLV file header.
-    pub fn spawn(
+    pub(crate) fn spawn(
         spec: &RelaySpec,
         run: u64,
         url: &str,
@@ -172,7 +172,7 @@ impl Output {
 
     /// Take over the output a previous binary of this process handed over:
     /// same ffmpeg (still our child), same pipes, same publish on nginx.
-    pub fn adopt(
+    pub(crate) fn adopt(
         spec: &RelaySpec,
         c: &OutputCarry,
         url: &str,
@@ -197,7 +197,7 @@ impl Output {
     /// first (at most `timeout`), then the kept descriptors lose
     /// close-on-exec. Err: ffmpeg is not reading (nothing changed but the
     /// writer, which is gone: the caller must not go on using this output).
-    pub fn detach(&mut self, timeout: Duration) -> Result<OutputCarry, String> {
+    pub(crate) fn detach(&mut self, timeout: Duration) -> Result<OutputCarry, String> {
         let (Some(stdin), Some(stderr)) = (&self.stdin_keep, &self.stderr_keep) else {
             return Err("the output has no pipes".into());
         };
@@ -232,7 +232,7 @@ impl Output {
 
     /// Queue tags for ffmpeg. False when the pipe is full or closed: the
     /// output is stuck or gone.
-    pub fn write(&mut self, tags: &[Tag]) -> bool {
+    pub(crate) fn write(&mut self, tags: &[Tag]) -> bool {
         if tags.is_empty() {
             return true;
         }
@@ -258,20 +258,20 @@ impl Output {
     }
 
     /// Stop it for sure: close its stdin and SIGKILL its process group.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.chunks = None;
         self.stdin_keep = None;
         sys::signal_group(self.pid, libc::SIGKILL);
     }
 
     /// Ask it to finish: closing stdin makes ffmpeg flush and exit.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.chunks = None;
         self.stdin_keep = None;
     }
 
     /// Reap after `OutputExited`; kills it should it linger.
-    pub fn reap(mut self) -> std::io::Result<ExitStatus> {
+    pub(crate) fn reap(mut self) -> std::io::Result<ExitStatus> {
         match self.child.take() {
             Some(mut child) => {
                 if let Some(st) = child.try_wait()? {

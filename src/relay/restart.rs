@@ -31,7 +31,7 @@ const TAIL_LINES: usize = 12;
 /// `-analyzeduration 1 s` bounds the wait for a stream a publisher never
 /// sends (measured with a video-only publisher: first output 6.2 s after
 /// start by default, 2.2 s with it; A/V streams are found at once anyway).
-pub fn default_args() -> Vec<String> {
+pub(crate) fn default_args() -> Vec<String> {
     [
         "-hide_banner",
         "-loglevel",
@@ -55,7 +55,7 @@ pub fn default_args() -> Vec<String> {
 
 /// The full argument list: progress reporting first (the daemon needs it
 /// whatever the operator's args are), then the relay args with URLs filled in.
-pub fn build_args(spec_args: &[String], input: &str, output: &str) -> Vec<String> {
+pub(crate) fn build_args(spec_args: &[String], input: &str, output: &str) -> Vec<String> {
     let base = if spec_args.is_empty() {
         default_args()
     } else {
@@ -72,20 +72,20 @@ pub fn build_args(spec_args: &[String], input: &str, output: &str) -> Vec<String
     args
 }
 
-pub struct RelayRun {
-    pub run: u64,
-    pub key: StreamKey,
-    pub pid: u32,
-    pub started: Instant,
-    pub last_progress: Instant,
-    pub total_size: u64,
+pub(crate) struct RelayRun {
+    pub(crate) run: u64,
+    pub(crate) key: StreamKey,
+    pub(crate) pid: u32,
+    pub(crate) started: Instant,
+    pub(crate) last_progress: Instant,
+    pub(crate) total_size: u64,
     child: Child,
 }
 
 impl RelayRun {
     /// Start ffmpeg in its own process group, with SIGKILL as its parent-death
     /// signal so that no relay outlives a killed daemon.
-    pub fn spawn(
+    pub(crate) fn spawn(
         spec: &RelaySpec,
         run: u64,
         key: &StreamKey,
@@ -127,19 +127,19 @@ impl RelayRun {
     }
 
     /// Ask the relay to stop (SIGTERM to its process group).
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         sys::signal_group(self.pid, libc::SIGTERM);
     }
 
     /// Stop it for sure (SIGKILL to its process group).
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         sys::signal_group(self.pid, libc::SIGKILL);
     }
 
     /// Reap the process once its `Exited` event arrived. stderr closing
     /// means ffmpeg is exiting; should it somehow linger, it is killed, so
     /// this never keeps the engine waiting.
-    pub fn reap(mut self) -> std::io::Result<ExitStatus> {
+    pub(crate) fn reap(mut self) -> std::io::Result<ExitStatus> {
         if let Some(st) = self.child.try_wait()? {
             return Ok(st);
         }
@@ -177,7 +177,7 @@ struct Health {
 
 /// The restart relay as the engine drives it: kill and start again at
 /// each switch.
-pub struct RestartRelay {
+pub(crate) struct RestartRelay {
     spec: RelaySpec,
     events: Sender<RelayEvent>,
     phase: Phase,
@@ -191,7 +191,7 @@ pub struct RestartRelay {
 }
 
 impl RestartRelay {
-    pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> RestartRelay {
+    pub(crate) fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> RestartRelay {
         RestartRelay {
             spec,
             events,

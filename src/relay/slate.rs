@@ -22,10 +22,10 @@ const CLIP_SECONDS: u32 = 2;
 
 /// The slate's tags, timestamps from 0, first tags the sequence headers.
 #[derive(Debug, Clone)]
-pub struct Clip {
-    pub tags: Vec<Tag>,
+pub(crate) struct Clip {
+    pub(crate) tags: Vec<Tag>,
     /// Time from the first tag to the point where the loop restarts.
-    pub loop_ms: u64,
+    pub(crate) loop_ms: u64,
 }
 
 /// Font used for the slate's text when present (Debian: fonts-dejavu-core).
@@ -36,7 +36,7 @@ const FONTS: [&str; 2] = [
 
 /// Make the slate clip into `dir/slate.flv` and load it. `source` is the
 /// operator's file (image or FLV clip); empty = the built-in picture.
-pub fn make(
+pub(crate) fn make(
     ffmpeg: &str,
     source: &str,
     text: &str,
@@ -47,7 +47,7 @@ pub fn make(
 }
 
 /// As [`make`], into `out` (other cards are made the same way).
-pub fn make_as(
+pub(crate) fn make_as(
     ffmpeg: &str,
     source: &str,
     text: &str,
@@ -200,7 +200,7 @@ fn escape_drawtext(s: &str) -> String {
 
 /// Parse an FLV clip into a loopable slate: H.264 + AAC with sequence
 /// headers and a keyframe at the start.
-pub fn load(bytes: &[u8]) -> Result<Clip, String> {
+pub(crate) fn load(bytes: &[u8]) -> Result<Clip, String> {
     let mut d = Demuxer::new(true);
     d.push(bytes);
     let mut tags = Vec::new();
@@ -247,7 +247,7 @@ pub fn load(bytes: &[u8]) -> Result<Clip, String> {
 /// `start + k * loop_ms + ts_i`, with timestamps continuing across loops.
 /// Sequence headers only on the first loop (the splicer remembers them).
 #[derive(Debug)]
-pub struct Player {
+pub(crate) struct Player {
     clip: std::sync::Arc<Clip>,
     start_ms: u64,
     loop_n: u64,
@@ -255,7 +255,7 @@ pub struct Player {
 }
 
 impl Player {
-    pub fn new(clip: std::sync::Arc<Clip>, now_ms: u64) -> Player {
+    pub(crate) fn new(clip: std::sync::Arc<Clip>, now_ms: u64) -> Player {
         Player {
             clip,
             start_ms: now_ms,
@@ -270,12 +270,12 @@ impl Player {
     }
 
     /// When the next tag is due.
-    pub fn next_due(&self) -> u64 {
+    pub(crate) fn next_due(&self) -> u64 {
         self.due_at()
     }
 
     /// Tags due by `now_ms`, with their source timestamps.
-    pub fn due(&mut self, now_ms: u64, out: &mut Vec<Tag>) {
+    pub(crate) fn due(&mut self, now_ms: u64, out: &mut Vec<Tag>) {
         // Bounded: never more than two loops at once (after a long pause
         // the player skips ahead instead of bursting).
         let limit = self.clip.tags.len() * 2;

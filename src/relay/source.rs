@@ -39,7 +39,7 @@ use super::splice::SourceId;
 use super::RelayEvent;
 use crate::key::StreamKey;
 
-pub mod chunks;
+pub(crate) mod chunks;
 use chunks::{ChunkState, Message};
 
 /// Where to read from. `stream` is the stream key: it goes on the wire to
@@ -55,8 +55,7 @@ pub struct SourceSpec {
 }
 
 pub struct Source {
-    pub id: SourceId,
-    pub started: Instant,
+    pub(crate) started: Instant,
     shared: Arc<Shared>,
     /// The reader's session when it let go for a hand-over.
     detached: Receiver<(OwnedFd, ChunkState)>,
@@ -65,9 +64,9 @@ pub struct Source {
 /// A playing session as a hand-over carries it: the socket to nginx (its
 /// descriptor, kept open across `execve`) and the chunk parser's state.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionCarry {
-    pub fd: RawFd,
-    pub chunks: ChunkState,
+pub(crate) struct SessionCarry {
+    pub(crate) fd: RawFd,
+    pub(crate) chunks: ChunkState,
 }
 
 /// Between the owner and the reader thread: the socket once connected (so
@@ -102,7 +101,7 @@ impl Source {
 
     /// Go on reading a session carried over from the previous binary of
     /// this process (or let go of and taken back by this one).
-    pub fn adopt(
+    pub(crate) fn adopt(
         id: SourceId,
         spec: SourceSpec,
         carry: SessionCarry,
@@ -147,7 +146,6 @@ impl Source {
                 let _ = events.send(RelayEvent::SourceEnded { source: id, reason });
             })?;
         Ok(Source {
-            id,
             started: Instant::now(),
             shared,
             detached,
@@ -167,7 +165,7 @@ impl Source {
     /// the whole messages it holds (their tags sent), keeps the socket open
     /// and hands over its state. None (the reader goes on) when it is not
     /// playing yet or did not answer within `wait`.
-    pub fn detach(&self, wait: Duration) -> Option<SessionCarry> {
+    pub(crate) fn detach(&self, wait: Duration) -> Option<SessionCarry> {
         if !self.ask_to_detach() {
             return None;
         }
@@ -189,7 +187,7 @@ impl Source {
 impl Source {
     /// The first half of [`Source::detach`], so that several readers let
     /// go at once (each looks every 20 ms): false when not playing.
-    pub fn ask_to_detach(&self) -> bool {
+    pub(crate) fn ask_to_detach(&self) -> bool {
         if !self.shared.playing.load(Ordering::SeqCst) {
             return false;
         }

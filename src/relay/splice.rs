@@ -42,10 +42,10 @@ use std::collections::{HashMap, VecDeque};
 
 use super::flv::{self, Tag};
 
-pub type SourceId = u64;
+pub(crate) type SourceId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwitchKind {
+pub(crate) enum SwitchKind {
     /// Keep the old source on until the new one's next keyframe.
     Planned,
     /// The old source is gone (or must go now): catch up at once.
@@ -53,7 +53,7 @@ pub enum SwitchKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CutHow {
+pub(crate) enum CutHow {
     /// On a keyframe of the new source as it arrived.
     Keyframe,
     /// From the new source's buffered GOP, at once.
@@ -67,7 +67,7 @@ pub enum CutHow {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The output now shows `to` (emitted exactly when its first tags are
     /// emitted).
     Cut {
@@ -96,12 +96,12 @@ pub enum Event {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// None = observed GOP of the target + 1000 ms, 3000 ms before a GOP is
     /// seen.
-    pub planned_timeout_ms: Option<u64>,
+    pub(crate) planned_timeout_ms: Option<u64>,
     /// Cap of the per-source GOP buffer (source time from its keyframe).
-    pub max_buffer_ms: u64,
+    pub(crate) max_buffer_ms: u64,
 }
 
 impl Default for Config {
@@ -116,15 +116,15 @@ impl Default for Config {
 /// Debt (output timeline ahead of the wall line) is repaid 1 ms per this
 /// much source time: a 2 % rate, invisible (no resampling; players smooth
 /// 1 ms), and a 60-frame burst is repaid in 3 s.
-pub const SLEW_EVERY_MS: i64 = 50;
+pub(crate) const SLEW_EVERY_MS: i64 = 50;
 /// Byte cap of one source's GOP buffer, whatever `max_buffer_ms` says.
-pub const MAX_BUFFER_BYTES: usize = 32 << 20;
+pub(crate) const MAX_BUFFER_BYTES: usize = 32 << 20;
 /// A source whose timestamps jump by more than this (against its arrival
 /// times) has restarted its clock: it is re-anchored on the wall line.
-pub const DISCONTINUITY_MS: i64 = 1000;
+pub(crate) const DISCONTINUITY_MS: i64 = 1000;
 /// A bridge frame this much older (source time) than the source's newest
 /// video is backlog, not a picture to cut on.
-pub const BRIDGE_FRESH_MS: i64 = 600;
+pub(crate) const BRIDGE_FRESH_MS: i64 = 600;
 /// A source whose keyframes are at most this far apart needs no bridge: a
 /// planned cut waits at most this long for its keyframe. Every common
 /// encoder setting is over it (2 s is the usual advice, OBS's default is
@@ -138,11 +138,11 @@ pub const BRIDGE_FRESH_MS: i64 = 600;
 /// planned moves pass bridged. A bridge costs 6-26 % of a core at the
 /// tests' 160x120-384x216 (more at 1080p: `[relay] bridge = false` turns
 /// them off and cuts wait for keyframes again).
-pub const BRIDGE_OVER_GOP_MS: u64 = 500;
+pub(crate) const BRIDGE_OVER_GOP_MS: u64 = 500;
 /// A planned cut skips the bridge when the source's own keyframe is due
 /// within this long: a bridge stint that short would cost a hand-over for
 /// nothing.
-pub const OWN_KEY_SOON_MS: i64 = 300;
+pub(crate) const OWN_KEY_SOON_MS: i64 = 300;
 /// Feed timestamps start here (room for negative composition offsets).
 const FEED_START_MS: i64 = 1000;
 /// A planned cut waits at most this long for the old source's pending
@@ -281,7 +281,7 @@ struct OutState {
     recent_pts: VecDeque<i64>,
 }
 
-pub struct Splicer {
+pub(crate) struct Splicer {
     cfg: Config,
     sources: HashMap<SourceId, Source>,
     active: Option<Active>,
@@ -296,7 +296,7 @@ pub struct Splicer {
 }
 
 impl Splicer {
-    pub fn new(cfg: Config) -> Splicer {
+    pub(crate) fn new(cfg: Config) -> Splicer {
         Splicer {
             cfg,
             sources: HashMap::new(),
@@ -313,7 +313,7 @@ impl Splicer {
     /// stream afresh (a reconnected reader: new timestamps, empty buffer)
     /// and keeps a pending switch to it; if it is on air, nothing of it goes
     /// out until its next keyframe, which is placed on the wall line again.
-    pub fn add_source(&mut self, id: SourceId) {
+    pub(crate) fn add_source(&mut self, id: SourceId) {
         self.sources.insert(id, Source::default());
         if let Some(a) = self.active.as_mut().filter(|a| a.id == id) {
             a.awaiting_keyframe = true;
@@ -322,7 +322,7 @@ impl Splicer {
 
     /// The source is gone. If it was on air the output gets nothing until the
     /// caller switches; a pending switch to it is dropped.
-    pub fn remove_source(&mut self, id: SourceId) {
+    pub(crate) fn remove_source(&mut self, id: SourceId) {
         self.sources.remove(&id);
         if self.pending.as_ref().is_some_and(|p| p.to == id) {
             self.pending = None;
@@ -332,32 +332,33 @@ impl Splicer {
         }
     }
 
-    pub fn active(&self) -> Option<SourceId> {
+    pub(crate) fn active(&self) -> Option<SourceId> {
         self.active.as_ref().map(|a| a.id)
     }
 
-    pub fn pending(&self) -> Option<SourceId> {
+    pub(crate) fn pending(&self) -> Option<SourceId> {
         self.pending.as_ref().map(|p| p.to)
     }
 
     /// The kind of the pending switch.
-    pub fn pending_kind(&self) -> Option<SwitchKind> {
+    pub(crate) fn pending_kind(&self) -> Option<SwitchKind> {
         self.pending.as_ref().map(|p| p.kind)
     }
 
     /// The source the output shows, or showed last (it may be gone).
-    pub fn shown(&self) -> Option<SourceId> {
+    #[cfg(test)]
+    pub(crate) fn shown(&self) -> Option<SourceId> {
         self.shown
     }
 
     /// Observed keyframe interval of a source (source time), once it has sent
     /// two keyframes.
-    pub fn gop_ms(&self, id: SourceId) -> Option<u64> {
+    pub(crate) fn gop_ms(&self, id: SourceId) -> Option<u64> {
         self.sources.get(&id).and_then(|s| s.gop_ms)
     }
 
     /// The source has a keyframe buffered: a catch-up to it can start now.
-    pub fn has_keyframe(&self, id: SourceId) -> bool {
+    pub(crate) fn has_keyframe(&self, id: SourceId) -> bool {
         self.sources
             .get(&id)
             .is_some_and(|s| !s.gop.is_empty() && s.avc_seq.is_some() && !s.unsupported)
@@ -366,7 +367,7 @@ impl Splicer {
 
     /// Source time from the buffered keyframe to the newest buffered frame
     /// (what a catch-up to it would fast-forward).
-    pub fn buffered_ms(&self, id: SourceId) -> Option<u64> {
+    pub(crate) fn buffered_ms(&self, id: SourceId) -> Option<u64> {
         let s = self
             .sources
             .get(&id)
@@ -375,7 +376,7 @@ impl Splicer {
     }
 
     /// When `tick()` must be called next; None = no timer.
-    pub fn deadline(&self) -> Option<u64> {
+    pub(crate) fn deadline(&self) -> Option<u64> {
         let p = self.pending.as_ref()?;
         let armed = p.armed.map(|(_, at)| at + CLOSE_WAIT_MS + LATE_TAGS_MS);
         match (p.deadline, armed) {
@@ -384,7 +385,7 @@ impl Splicer {
         }
     }
 
-    pub fn switch(
+    pub(crate) fn switch(
         &mut self,
         to: SourceId,
         kind: SwitchKind,
@@ -429,7 +430,7 @@ impl Splicer {
 
     /// The planned switch timed out: catch up (or, with no keyframe buffered
     /// yet, keep waiting for the first one with the old source on).
-    pub fn tick(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
+    pub(crate) fn tick(&mut self, now_ms: u64, out: &mut Vec<Tag>, events: &mut Vec<Event>) {
         // The timer only catches an old source that stopped sending: the
         // tags of one that goes on carry their arrival times, and the wait
         // is counted on those (`play`). On a busy machine the engine works
@@ -455,7 +456,7 @@ impl Splicer {
     /// The output ffmpeg was restarted: the next output must begin with the
     /// active source's AVC+AAC sequence headers and a keyframe (catch-up from
     /// its buffer, else its next keyframe). The timeline goes on monotonic.
-    pub fn output_restarted(&mut self, now_ms: u64, out: &mut Vec<Tag>) {
+    pub(crate) fn output_restarted(&mut self, now_ms: u64, out: &mut Vec<Tag>) {
         let _ = now_ms;
         let Some(id) = self.active() else {
             return;
@@ -482,7 +483,7 @@ impl Splicer {
         events.push(Event::Unsupported { source: id, what });
     }
 
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         id: SourceId,
         tag: Tag,
@@ -746,11 +747,11 @@ impl Splicer {
 }
 
 mod bridging;
-pub mod carry;
+pub(crate) mod carry;
 mod codecs;
 mod cutting;
 mod timing;
-pub use carry::Timeline;
+pub(crate) use carry::Timeline;
 use codecs::unsupported_reason;
 use timing::retimed;
 

@@ -37,7 +37,7 @@ mod handover;
 mod out;
 mod players;
 pub(super) use handover::take_carried;
-pub use handover::{inherit, RelayCarry};
+pub(crate) use handover::{inherit, RelayCarry};
 
 /// A source that delivered media this long is healthy again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
@@ -84,7 +84,7 @@ struct Slot {
     next_report_ms: u64,
 }
 
-pub struct SpliceRelay {
+pub(crate) struct SpliceRelay {
     spec: RelaySpec,
     events: Sender<RelayEvent>,
     secret: String,
@@ -154,7 +154,7 @@ enum Owner {
 }
 
 impl SpliceRelay {
-    pub fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> SpliceRelay {
+    pub(crate) fn new(spec: RelaySpec, events: Sender<RelayEvent>) -> SpliceRelay {
         let clip = match SpliceRelay::carried_clip(&spec).map_or_else(
             || {
                 slate::make(

@@ -24,12 +24,12 @@ fn inherited<'a>(fd: RawFd) -> io::Result<BorrowedFd<'a>> {
 }
 
 /// Whether `fd` is an open socket in the listening state.
-pub fn socket_listening(fd: RawFd) -> io::Result<bool> {
+pub(crate) fn socket_listening(fd: RawFd) -> io::Result<bool> {
     Ok(rustix::net::sockopt::socket_acceptconn(inherited(fd)?)?)
 }
 
 /// Set or clear FD_CLOEXEC: a descriptor without it survives `execve`.
-pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     let fd = inherited(fd)?;
     let flags = rustix::io::fcntl_getfd(fd)?;
     let new = if on {
@@ -45,7 +45,7 @@ pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 
 /// Take ownership of a descriptor inherited across `execve` (checked open
 /// with F_GETFD first). The caller must know nothing else owns it.
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // F_GETFD only tells whether the number is open.
     rustix::io::fcntl_getfd(inherited(fd)?)?;
     // SAFETY: open (checked) and, by the caller's contract, owned by no one
@@ -55,7 +55,7 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// Descriptors of this process that survive `execve` (FD_CLOEXEC clear):
 /// at start, the ones inherited from the previous image.
-pub fn without_cloexec() -> Vec<RawFd> {
+pub(crate) fn without_cloexec() -> Vec<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
@@ -68,12 +68,12 @@ pub fn without_cloexec() -> Vec<RawFd> {
 }
 
 /// Close an inherited descriptor nothing in this process owns.
-pub fn close_inherited(fd: RawFd) {
+pub(crate) fn close_inherited(fd: RawFd) {
     drop(adopt_fd(fd));
 }
 
 /// An anonymous memory file (memfd) that survives `execve`.
-pub fn memfd(name: &str) -> io::Result<std::fs::File> {
+pub(crate) fn memfd(name: &str) -> io::Result<std::fs::File> {
     // No MFD_CLOEXEC: the new image reads it.
     let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())?;
     Ok(std::fs::File::from(fd))
@@ -86,7 +86,7 @@ pub fn gettid() -> u32 {
 
 /// Non-blocking or blocking wait for a child that std's `Child` does not
 /// know (adopted across `execve`). `Ok(None)`: still running.
-pub fn waitpid(pid: u32, block: bool) -> io::Result<Option<std::process::ExitStatus>> {
+pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<std::process::ExitStatus>> {
     use std::os::unix::process::ExitStatusExt;
     let pid = i32::try_from(pid)
         .ok()
@@ -108,7 +108,11 @@ pub fn waitpid(pid: u32, block: bool) -> io::Result<Option<std::process::ExitSta
 
 /// Replace this process with `path` (same PID, descriptors without
 /// FD_CLOEXEC kept). Returns only on failure.
-pub fn execve(path: &std::path::Path, args: &[String], env: &[(String, String)]) -> io::Error {
+pub(crate) fn execve(
+    path: &std::path::Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> io::Error {
     use std::os::unix::ffi::OsStrExt;
     let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
         return io::Error::from(io::ErrorKind::InvalidInput);
@@ -139,7 +143,7 @@ pub fn execve(path: &std::path::Path, args: &[String], env: &[(String, String)])
 }
 
 /// The children of every thread of this process (/proc/self/task/*/children).
-pub fn own_children() -> Vec<u32> {
+pub(crate) fn own_children() -> Vec<u32> {
     let mut v = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return v;
@@ -154,14 +158,14 @@ pub fn own_children() -> Vec<u32> {
 
 /// CLOCK_MONOTONIC in ms: the clock `Instant` reads, the same in the
 /// process image after `execve`.
-pub fn monotonic_ms() -> u64 {
+pub(crate) fn monotonic_ms() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// SIGKILL one child and reap it (a child adopted across `execve` that is
 /// not used: the wait cannot block, SIGKILL cannot be caught).
-pub fn kill_and_reap(pid: u32) {
+pub(crate) fn kill_and_reap(pid: u32) {
     let Some(p) = i32::try_from(pid)
         .ok()
         .filter(|p| *p > 1)

@@ -6,7 +6,7 @@
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Names {
+pub(crate) struct Names {
     buf: String,
     /// End offset of each name in `buf`.
     ends: Vec<u32>,
@@ -15,25 +15,26 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
-    pub fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         self.buf.get(start..end)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
         (0..self.len()).map(|i| (self.get(i).unwrap_or(""), self.joined_at[i]))
     }
 
-    pub fn push(&mut self, name: &str, joined_at: u64) {
+    pub(crate) fn push(&mut self, name: &str, joined_at: u64) {
         self.buf.push_str(name);
         // Names are at most a few hundred bytes and queues far below 4 GiB.
         self.ends

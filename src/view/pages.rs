@@ -24,7 +24,7 @@ struct Page {
 
 /// Page tokens → streamers, plus what every page shows about the ingest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pages {
+pub(crate) struct Pages {
     pages: Vec<Page>,
     ingest_app: String,
     rtmp_port: u16,
@@ -35,7 +35,7 @@ pub struct Pages {
 const KEY_HINT_CHARS: usize = 4;
 
 impl Pages {
-    pub fn new(reg: &Registry, ingest_app: &str, rtmp_port: u16) -> Pages {
+    pub(crate) fn new(reg: &Registry, ingest_app: &str, rtmp_port: u16) -> Pages {
         Pages {
             pages: reg
                 .streamers()
@@ -65,11 +65,11 @@ impl Pages {
     }
 
     /// The ingest application and RTMP port streamers publish to.
-    pub fn ingest(&self) -> (&str, u16) {
+    pub(crate) fn ingest(&self) -> (&str, u16) {
         (&self.ingest_app, self.rtmp_port)
     }
 
-    pub fn exists(&self, token: &str) -> bool {
+    pub(crate) fn exists(&self, token: &str) -> bool {
         self.by_token(token).is_some()
     }
 
@@ -91,7 +91,7 @@ impl Pages {
     /// key lets its holder go on air in the streamer's name. Keeping the two
     /// apart means a leaked link shows a queue position, nothing more. The
     /// key is shown once, when a moderator creates or rotates it.
-    pub fn me_json(&self, token: &str, view: &View, now_ms: u64) -> Option<Value> {
+    pub(crate) fn me_json(&self, token: &str, view: &View, now_ms: u64) -> Option<Value> {
         let page = self.by_token(token)?;
         let names: Vec<&str> = view.names.iter().map(|(n, _)| n).collect();
         let position = names.iter().position(|n| *n == page.name);

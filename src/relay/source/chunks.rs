@@ -20,57 +20,57 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The chunk size before the peer sets one.
-pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+pub(crate) const DEFAULT_CHUNK_SIZE: u32 = 128;
 /// Largest chunk size accepted (nginx-rtmp's max is 10 MB by default; the
 /// spec allows 2^31 - 1). Bounds what one chunk can make us buffer.
-pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+pub(crate) const MAX_CHUNK_SIZE: u32 = 16 << 20;
 /// Largest message (RTMP's length field is 24 bits).
 const MAX_MESSAGE: u32 = (1 << 24) - 1;
 /// At most this many chunk streams at once (nginx uses a handful).
 const MAX_CHUNK_STREAMS: usize = 64;
 const EXTENDED: u32 = 0x00ff_ffff;
 
-pub const TYPE_SET_CHUNK_SIZE: u8 = 1;
-pub const TYPE_ABORT: u8 = 2;
-pub const TYPE_ACK: u8 = 3;
-pub const TYPE_USER_CONTROL: u8 = 4;
-pub const TYPE_WINDOW_ACK_SIZE: u8 = 5;
+pub(crate) const TYPE_SET_CHUNK_SIZE: u8 = 1;
+pub(crate) const TYPE_ABORT: u8 = 2;
+pub(crate) const TYPE_ACK: u8 = 3;
+pub(crate) const TYPE_USER_CONTROL: u8 = 4;
+pub(crate) const TYPE_WINDOW_ACK_SIZE: u8 = 5;
 
 /// One whole message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub type_id: u8,
-    pub stream_id: u32,
-    pub timestamp: u32,
-    pub data: Bytes,
+pub(crate) struct Message {
+    pub(crate) type_id: u8,
+    pub(crate) stream_id: u32,
+    pub(crate) timestamp: u32,
+    pub(crate) data: Bytes,
 }
 
 /// The previous header of one chunk stream, and the message it is in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamState {
-    pub timestamp: u32,
+pub(crate) struct StreamState {
+    pub(crate) timestamp: u32,
     /// The last header's timestamp field (absolute for type 0, a delta
     /// otherwise; the extended value when it was 0xffffff).
-    pub field: u32,
-    pub extended: bool,
-    pub length: u32,
-    pub type_id: u8,
-    pub stream_id: u32,
+    pub(crate) field: u32,
+    pub(crate) extended: bool,
+    pub(crate) length: u32,
+    pub(crate) type_id: u8,
+    pub(crate) stream_id: u32,
     /// Bytes of the current message received so far (empty: between
     /// messages).
     #[serde(with = "b64")]
-    pub partial: Vec<u8>,
+    pub(crate) partial: Vec<u8>,
 }
 
 /// Everything needed to go on parsing a peer's chunks mid-stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkState {
-    pub chunk_size: u32,
-    pub streams: BTreeMap<u32, StreamState>,
+pub(crate) struct ChunkState {
+    pub(crate) chunk_size: u32,
+    pub(crate) streams: BTreeMap<u32, StreamState>,
     /// Bytes read from the socket and not yet parsed (an incomplete chunk)
     /// from `start` on.
     #[serde(with = "b64")]
-    pub unparsed: Vec<u8>,
+    pub(crate) unparsed: Vec<u8>,
     /// Parsed bytes at the head of `unparsed`, dropped once no whole
     /// message is left (one move per read, not one per message). Always 0
     /// after `next_message` returned None, which is when the state is
@@ -78,11 +78,11 @@ pub struct ChunkState {
     #[serde(skip)]
     start: usize,
     /// Bytes received so far (the handshake included), for acknowledgements.
-    pub received: u64,
+    pub(crate) received: u64,
     /// The peer's acknowledgement window (0: none asked for).
-    pub window: u32,
+    pub(crate) window: u32,
     /// `received` when the last acknowledgement was sent.
-    pub acked: u64,
+    pub(crate) acked: u64,
 }
 
 impl Default for ChunkState {
@@ -100,7 +100,7 @@ impl Default for ChunkState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChunkError {
+pub(crate) enum ChunkError {
     /// A type 1-3 chunk on a chunk stream that has no previous header.
     NoPreviousHeader {
         csid: u32,
@@ -135,21 +135,22 @@ impl std::fmt::Display for ChunkError {
 
 impl ChunkState {
     /// Bytes as read from the socket.
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.unparsed.extend_from_slice(bytes);
         self.received += bytes.len() as u64;
     }
 
     /// Whether no message is half received (nothing unparsed, no partial
     /// message): the state is then the chunk size and the headers only.
-    pub fn at_boundary(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn at_boundary(&self) -> bool {
         self.unparsed.len() == self.start && self.streams.values().all(|s| s.partial.is_empty())
     }
 
     /// The next whole message, if the bytes pushed hold one. Protocol
     /// control messages (chunk size, abort, window) are applied here and
     /// returned too.
-    pub fn next_message(&mut self) -> Result<Option<Message>, ChunkError> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Message>, ChunkError> {
         let mut at = 0;
         let mut out = None;
         while out.is_none() {
@@ -174,7 +175,7 @@ impl ChunkState {
 
     /// The sequence number to acknowledge, when a window's worth of bytes
     /// came in since the last acknowledgement.
-    pub fn ack_due(&mut self) -> Option<u32> {
+    pub(crate) fn ack_due(&mut self) -> Option<u32> {
         if self.window == 0 || self.received - self.acked < u64::from(self.window) {
             return None;
         }
@@ -321,7 +322,7 @@ impl ChunkState {
 /// One message as chunks of `chunk_size` on `csid`, every header type 0
 /// (type 3 for continuations): what the reader sends (acknowledgements,
 /// pongs) and how whole messages are handed to rml during set-up.
-pub fn encode(csid: u8, m: &Message, chunk_size: u32, out: &mut Vec<u8>) {
+pub(crate) fn encode(csid: u8, m: &Message, chunk_size: u32, out: &mut Vec<u8>) {
     let csid = csid.clamp(2, 63);
     let ext = m.timestamp >= EXTENDED;
     let field = if ext { EXTENDED } else { m.timestamp };
@@ -347,7 +348,7 @@ pub fn encode(csid: u8, m: &Message, chunk_size: u32, out: &mut Vec<u8>) {
 }
 
 /// An acknowledgement (protocol control, chunk stream 2).
-pub fn ack(sequence: u32) -> Vec<u8> {
+pub(crate) fn ack(sequence: u32) -> Vec<u8> {
     let mut v = Vec::new();
     let m = Message {
         type_id: TYPE_ACK,
@@ -361,7 +362,7 @@ pub fn ack(sequence: u32) -> Vec<u8> {
 
 /// The answer to a user-control message, if it wants one: a ping request
 /// (event 6) gets a ping response (event 7) with the same timestamp.
-pub fn answer_user_control(data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn answer_user_control(data: &[u8]) -> Option<Vec<u8>> {
     if data.len() < 6 || u16::from_be_bytes([data[0], data[1]]) != 6 {
         return None;
     }
@@ -383,11 +384,11 @@ mod b64 {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         base64::engine::general_purpose::STANDARD
             .decode(s)

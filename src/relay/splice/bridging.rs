@@ -11,7 +11,7 @@ impl Splicer {
     /// than `BRIDGE_OVER_GOP_MS` apart (seen, or its first is that old), and
     /// it is not on air on its own frames. The caller decides which sources may have one (the
     /// next streamer's).
-    pub fn bridge_wanted(&self, id: SourceId) -> bool {
+    pub(crate) fn bridge_wanted(&self, id: SourceId) -> bool {
         let Some(s) = self.sources.get(&id) else {
             return false;
         };
@@ -34,7 +34,7 @@ impl Splicer {
     /// buffered GOP first (see `take_feed`). A bridge that stops while the
     /// source is on air through it leaves the output waiting for the
     /// source's own next keyframe.
-    pub fn set_bridge(&mut self, id: SourceId, on: bool) {
+    pub(crate) fn set_bridge(&mut self, id: SourceId, on: bool) {
         let Some(src) = self.sources.get_mut(&id) else {
             return;
         };
@@ -64,14 +64,14 @@ impl Splicer {
 
     /// The bridge of `id` must be restarted when this changes (the
     /// source's clock jumped: the feed starts afresh).
-    pub fn bridge_epoch(&self, id: SourceId) -> u64 {
+    pub(crate) fn bridge_epoch(&self, id: SourceId) -> u64 {
         self.sources.get(&id).map_or(0, |s| s.bridge_epoch)
     }
 
     /// Video tags to write to the bridges' encoders, in order: per source,
     /// its AVC sequence header, then its coded frames from a keyframe on,
     /// timestamps rebased to start at 1 s.
-    pub fn take_feed(&mut self) -> Vec<(SourceId, Tag)> {
+    pub(crate) fn take_feed(&mut self) -> Vec<(SourceId, Tag)> {
         std::mem::take(&mut self.feed)
     }
 
@@ -117,7 +117,7 @@ impl Splicer {
 
     /// A tag from the bridge of `id` (FLV out of its encoder: timestamps as
     /// fed, no B-frames).
-    pub fn push_bridge(
+    pub(crate) fn push_bridge(
         &mut self,
         id: SourceId,
         tag: Tag,

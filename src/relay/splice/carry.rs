@@ -18,20 +18,20 @@ use super::{Active, Frame, OutState, Source, SourceId, Splicer};
 use crate::relay::flv::Tag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Timeline {
-    pub base: Option<i64>,
-    pub last_video: Option<i64>,
-    pub last_audio: Option<i64>,
-    pub last_any: Option<i64>,
-    pub max_pts: Option<i64>,
+pub(crate) struct Timeline {
+    pub(crate) base: Option<i64>,
+    pub(crate) last_video: Option<i64>,
+    pub(crate) last_audio: Option<i64>,
+    pub(crate) last_any: Option<i64>,
+    pub(crate) max_pts: Option<i64>,
 }
 
 /// A tag in the carried state (its body as base64).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagCarry {
-    pub kind: u8,
-    pub ts: u32,
-    pub data: String,
+pub(crate) struct TagCarry {
+    pub(crate) kind: u8,
+    pub(crate) ts: u32,
+    pub(crate) data: String,
 }
 
 impl TagCarry {
@@ -55,36 +55,36 @@ impl TagCarry {
 
 /// One source's splicer state, for a source whose session is carried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceCarry {
-    pub unsupported: bool,
-    pub unwrap: Option<(u32, i64)>,
-    pub last: [Option<(i64, u64)>; 2],
-    pub line_cur: Option<i64>,
-    pub line_prev: Option<i64>,
-    pub line_window_start: i64,
-    pub avc_seq: Option<TagCarry>,
-    pub aac_seq: Option<TagCarry>,
+pub(crate) struct SourceCarry {
+    pub(crate) unsupported: bool,
+    pub(crate) unwrap: Option<(u32, i64)>,
+    pub(crate) last: [Option<(i64, u64)>; 2],
+    pub(crate) line_cur: Option<i64>,
+    pub(crate) line_prev: Option<i64>,
+    pub(crate) line_window_start: i64,
+    pub(crate) avc_seq: Option<TagCarry>,
+    pub(crate) aac_seq: Option<TagCarry>,
     /// Video since the last keyframe: (unwrapped ts, composition offset, tag).
-    pub gop: Vec<(i64, i32, TagCarry)>,
-    pub last_key_src: Option<i64>,
-    pub gop_ms: Option<u64>,
-    pub audio: Vec<(i64, TagCarry)>,
-    pub newest_video: Option<i64>,
+    pub(crate) gop: Vec<(i64, i32, TagCarry)>,
+    pub(crate) last_key_src: Option<i64>,
+    pub(crate) gop_ms: Option<u64>,
+    pub(crate) audio: Vec<(i64, TagCarry)>,
+    pub(crate) newest_video: Option<i64>,
 }
 
 /// Where the source on air stands on the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActiveCarry {
-    pub offset: i64,
-    pub debt: i64,
-    pub slew_src: i64,
-    pub awaiting_keyframe: bool,
-    pub pts_floor: Option<i64>,
+pub(crate) struct ActiveCarry {
+    pub(crate) offset: i64,
+    pub(crate) debt: i64,
+    pub(crate) slew_src: i64,
+    pub(crate) awaiting_keyframe: bool,
+    pub(crate) pts_floor: Option<i64>,
 }
 
 impl Splicer {
     /// The output timeline to carry.
-    pub fn timeline(&self) -> Timeline {
+    pub(crate) fn timeline(&self) -> Timeline {
         Timeline {
             base: self.base,
             last_video: self.outst.last_video,
@@ -97,14 +97,14 @@ impl Splicer {
     /// When `id`'s next keyframe is expected to arrive (ms, the caller's
     /// arrival clock): its last keyframe's arrival on its line plus its
     /// observed keyframe interval. None until two keyframes were seen.
-    pub fn next_keyframe_ms(&self, id: SourceId) -> Option<u64> {
+    pub(crate) fn next_keyframe_ms(&self, id: SourceId) -> Option<u64> {
         let s = self.sources.get(&id)?;
         let at = s.last_key_src? + s.line()? + i64::try_from(s.gop_ms?).ok()?;
         u64::try_from(at).ok()
     }
 
     /// `id`'s state, to carry with its session.
-    pub fn source_carry(&self, id: SourceId) -> Option<SourceCarry> {
+    pub(crate) fn source_carry(&self, id: SourceId) -> Option<SourceCarry> {
         let s = self.sources.get(&id)?;
         Some(SourceCarry {
             unsupported: s.unsupported,
@@ -129,7 +129,7 @@ impl Splicer {
 
     /// Where `id` stands on the output, if it is on air (not bridged: a
     /// bridge is not carried).
-    pub fn active_carry(&self, id: SourceId) -> Option<ActiveCarry> {
+    pub(crate) fn active_carry(&self, id: SourceId) -> Option<ActiveCarry> {
         let a = self.active.as_ref().filter(|a| a.id == id)?;
         if a.bridged.is_some() {
             return None;
@@ -144,7 +144,7 @@ impl Splicer {
     }
 
     /// `id` (just added) goes on from a carried state.
-    pub fn restore_source(&mut self, id: SourceId, c: &SourceCarry) {
+    pub(crate) fn restore_source(&mut self, id: SourceId, c: &SourceCarry) {
         let gop: Vec<Frame> = c
             .gop
             .iter()
@@ -182,7 +182,7 @@ impl Splicer {
 
     /// `id` (restored) was on air before the hand-over and goes on where it
     /// was: its next frame goes out as if nothing happened.
-    pub fn resume_carried_on_air(&mut self, id: SourceId, a: &ActiveCarry) {
+    pub(crate) fn resume_carried_on_air(&mut self, id: SourceId, a: &ActiveCarry) {
         self.active = Some(Active {
             id,
             offset: a.offset,
@@ -197,7 +197,7 @@ impl Splicer {
     }
 
     /// Continue a carried timeline (a new splicer, no sources yet).
-    pub fn resume(&mut self, t: &Timeline) {
+    pub(crate) fn resume(&mut self, t: &Timeline) {
         self.base = t.base;
         self.outst = OutState {
             last_video: t.last_video,
@@ -213,7 +213,7 @@ impl Splicer {
     /// `id` (just added) is the source the output showed before the
     /// hand-over: it is on air again from its next keyframe, with no cut
     /// (the output never showed anything else).
-    pub fn resume_on_air(&mut self, id: SourceId, gop_ms: Option<u64>) {
+    pub(crate) fn resume_on_air(&mut self, id: SourceId, gop_ms: Option<u64>) {
         // Its keyframe interval as seen before: the next hand-over can be
         // timed to its keyframes before it has sent two again.
         if let Some(s) = self.sources.get_mut(&id) {

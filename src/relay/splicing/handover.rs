@@ -24,20 +24,20 @@ const DETACH_WAIT: Duration = Duration::from_millis(300);
 
 /// A source whose session goes on in the new binary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CarriedSource {
+pub(crate) struct CarriedSource {
     /// The stream key it reads.
-    pub key: String,
-    pub session: SessionCarry,
-    pub splicer: SourceCarry,
+    pub(crate) key: String,
+    pub(crate) session: SessionCarry,
+    pub(crate) splicer: SourceCarry,
     /// Where it stood on the output, if on air.
-    pub on_air: Option<ActiveCarry>,
+    pub(crate) on_air: Option<ActiveCarry>,
 }
 
 /// Environment variable: set (to anything) in the daemon's environment,
 /// hand-overs read the sources again instead of carrying their sessions
 /// (the way before sessions were carried: a way out should carrying ever
 /// misbehave, and what the bench compares with).
-pub const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
+pub(crate) const REREAD_ENV: &str = "MOTHERSTREAM_HANDOVER_REREAD";
 
 fn carry_sessions() -> bool {
     std::env::var_os(REREAD_ENV).is_none()
@@ -62,7 +62,7 @@ const KEYFRAME_WAIT_MAX: Duration = Duration::from_secs(10);
 static INHERITED: Mutex<Option<RelayCarry>> = Mutex::new(None);
 
 /// Keep a carried relay state for the relay that starts next.
-pub fn inherit(c: RelayCarry) {
+pub(crate) fn inherit(c: RelayCarry) {
     if let Ok(mut g) = INHERITED.lock() {
         *g = Some(c);
     }
@@ -79,32 +79,32 @@ pub(crate) fn take_carried() -> Option<RelayCarry> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RelayCarry {
-    pub output: OutputCarry,
+pub(crate) struct RelayCarry {
+    pub(crate) output: OutputCarry,
     /// The output's publish secret (nginx's on_publish of the output app).
-    pub secret: String,
+    pub(crate) secret: String,
     /// The relay's time origin, CLOCK_MONOTONIC in ms (the same clock in
     /// the new binary: arrival times go on).
-    pub epoch_mono_ms: u64,
-    pub timeline: Timeline,
+    pub(crate) epoch_mono_ms: u64,
+    pub(crate) timeline: Timeline,
     /// The stream key the output showed (None: the slate or nothing).
-    pub on_screen: Option<String>,
-    pub output_restarts: u32,
-    pub output_failures: u32,
+    pub(crate) on_screen: Option<String>,
+    pub(crate) output_restarts: u32,
+    pub(crate) output_failures: u32,
     /// The keyframe interval of the streamer on screen (ms), if seen.
     #[serde(default)]
-    pub on_screen_gop_ms: Option<u64>,
+    pub(crate) on_screen_gop_ms: Option<u64>,
     /// CLOCK_MONOTONIC (ms) when the old binary let go.
     #[serde(default)]
-    pub let_go_mono_ms: u64,
+    pub(crate) let_go_mono_ms: u64,
     /// From letting go to the on-air source's first tag in the new binary,
     /// at the previous hand-over (ms).
     #[serde(default)]
-    pub resume_lag_ms: Option<u64>,
+    pub(crate) resume_lag_ms: Option<u64>,
     /// Sources whose RTMP sessions go on (added in format 1 with a
     /// default: a binary without them reads the sources again).
     #[serde(default)]
-    pub sources: Vec<CarriedSource>,
+    pub(crate) sources: Vec<CarriedSource>,
 }
 
 impl SpliceRelay {
