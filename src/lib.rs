@@ -4,9 +4,13 @@
 //! hooks into commands for one engine thread, which owns the queue state and
 //! the ffmpeg relay child. `unsafe` is confined to `sys`.
 #![deny(unsafe_code)]
+// A `pub` item the crate root cannot reach is an error: inside a module,
+// what only the crate uses is `pub(crate)` or narrower.
+#![deny(unreachable_pub)]
 
-// `pub` only for what the binary (`main.rs`), the integration tests and the
-// benches use; the rest stays private, so the compiler reports dead code.
+// `pub` only for what the binary (`main.rs`, `cli/`), the integration tests
+// and the benches use, items as well as modules; the rest is `pub(crate)` or
+// private, so the compiler reports dead code.
 
 pub mod auth;
 pub mod clock;
@@ -14,9 +18,7 @@ pub mod config;
 pub mod engine;
 mod events;
 pub mod handover;
-// Public until `Hook::from_loopback` (called in `http/hooks.rs`) is renamed:
-// clippy asks a private `from_*` method to take no `self`.
-pub mod hook;
+mod hook;
 pub mod http;
 pub mod key;
 pub mod listen;
