@@ -26,14 +26,12 @@
 use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use crate::common::obs::{Obs, ObsClient, ObsOpts, Seen};
+use crate::common::obs::{Obs, ObsClient, Seen};
 use crate::common::obs_cut::{
-    measure_cut, slope, stats, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+    planned_switch, slope, stats, switch_obs, switch_publisher, switch_watch, wait_seen, wall_us,
+    Cut, TcPlayer,
 };
 use crate::common::{daemon_bin, free_port, Daemon, DaemonOpts, Nginx, TempDir};
-
-const FPS: u32 = 30;
-const GOP: u32 = 60;
 
 fn env_num(k: &str, default: usize) -> usize {
     std::env::var(k)
@@ -184,10 +182,7 @@ fn reopen_media_source(c: &mut ObsClient, mode: Mode) {
 
 fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block {
     let daemon = start_daemon(e, mode);
-    let watch = e.obs.watch(
-        obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
-        obs::MEDIA,
-    );
+    let watch = switch_watch(e.obs);
     let mut c = e.obs.client();
     let url = |k: &str| e.nginx.rtmp_url("live", k);
     let wait_queue = |want: &[&str]| {
@@ -196,34 +191,14 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         })
         .is_some()
     };
-    let red = TcPublisher::start(
-        &url("red"),
-        "red",
-        "red",
-        (320, 180),
-        FPS,
-        GOP,
-        (48_000, 2),
-        e.base,
-        e.dir.path(),
-    );
+    let red = switch_publisher(Seen::Red, &url("red"), "red", e.base, e.dir.path());
     assert!(wait_queue(&["red"]), "red did not join");
     std::thread::sleep(Duration::from_millis(1500));
     reopen_media_source(&mut c, mode);
     if wait_seen(&mut c, Seen::Red, Duration::from_secs(30)).is_none() {
         println!("{}: OBS did not show red within 30 s", mode.name());
     }
-    let blue = TcPublisher::start(
-        &url("blue"),
-        "blue",
-        "blue",
-        (640, 360),
-        FPS,
-        GOP,
-        (44_100, 1),
-        e.base,
-        e.dir.path(),
-    );
+    let blue = switch_publisher(Seen::Blue, &url("blue"), "blue", e.base, e.dir.path());
     assert!(wait_queue(&["red", "blue"]), "blue did not join");
     std::thread::sleep(Duration::from_millis(2500));
     let player = TcPlayer::start(&e.nginx.rtmp_url("motherstream", "live"), e.dir.path());
@@ -239,24 +214,15 @@ fn run_block(e: &Env, mode: Mode, switches: usize, first_index: usize) -> Block 
         } else {
             ("red", Seen::Red)
         };
-        // A new keyframe phase for each switch.
-        std::thread::sleep(Duration::from_millis((n as u64 * 670) % 2000));
-        let t0 = Instant::now();
-        let r = daemon.admin(
-            "/api/move",
-            &format!(r#"{{"name":"{key}","position":0}}"#),
-            None,
-        );
-        assert_eq!(r.status, 200, "move: {}", r.body);
-        let cut = measure_cut(
+        let (t0, cut) = planned_switch(
+            &daemon,
             &mut c,
             &watch,
-            t0,
+            n,
+            key,
             seen,
-            Some((obs::NAME, daemon.guest(key).as_str())),
             e.base,
             Duration::from_millis(1000),
-            Duration::from_secs(8),
         );
         let floor = player.first_after(t0, seen);
         println!(
@@ -388,14 +354,7 @@ pub fn main() {
     let rounds = env_num("MS_BENCH_ROUNDS", 2).clamp(1, switches);
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);
-    let obs = Obs::start(ObsOpts {
-        media_url: nginx.rtmp_url("motherstream", "live"),
-        media_audio: true,
-        width: 320,
-        height: 180,
-        fps: 30,
-        ..ObsOpts::default()
-    });
+    let obs = switch_obs(&nginx);
     let dir = TempDir::new("obs-bench");
     let e = Env {
         nginx: &nginx,

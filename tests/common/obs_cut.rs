@@ -20,7 +20,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::obs::{classify, EventWatch, ObsClient, Rgb, Seen, SCENE};
+use super::obs::{classify, EventWatch, Obs, ObsClient, ObsOpts, Rgb, Seen, SCENE};
+use super::{Daemon, Nginx};
 
 /// Bits of the time code (10 ms units: 2,621 s before it wraps).
 const BITS: u32 = 18;
@@ -463,4 +464,87 @@ impl Drop for TcPlayer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The planned-switch runs (the `obs_splice` test and the `obs_switch`
+/// bench): frames and keyframe interval of both streamers.
+const SWITCH_FPS: u32 = 30;
+const SWITCH_GOP: u32 = 60; // 2 s
+
+/// A headless OBS playing `nginx`'s output for the planned-switch runs:
+/// 320x180 at 30 fps (screenshots 100 ms apart fall on different frames),
+/// its media source unmuted so its meters hear the stream.
+pub fn switch_obs(nginx: &Nginx) -> Obs {
+    Obs::start(ObsOpts {
+        media_url: nginx.rtmp_url("motherstream", "live"),
+        media_audio: true,
+        width: 320,
+        height: 180,
+        fps: SWITCH_FPS,
+        ..ObsOpts::default()
+    })
+}
+
+/// What a planned switch is measured by: OBS's scene item and media
+/// events, and the media source's meters.
+pub fn switch_watch(obs: &Obs) -> EventWatch {
+    obs.watch(
+        super::obs::EV_SCENE_ITEMS
+            | super::obs::EV_MEDIA_INPUTS
+            | super::obs::EV_INPUT_VOLUME_METERS,
+        super::obs::MEDIA,
+    )
+}
+
+/// A streamer of the planned-switch runs, publishing as `key`: red is
+/// 320x180 with 48 kHz stereo, blue 640x360 with 44.1 kHz mono (sizes and
+/// sample rates differ across every cut); 30 fps, a keyframe every 2 s.
+pub fn switch_publisher(seen: Seen, url: &str, key: &str, base_us: u64, dir: &Path) -> TcPublisher {
+    let (colour, size, audio) = match seen {
+        Seen::Red => ("red", (320, 180), (48_000, 2)),
+        Seen::Blue => ("blue", (640, 360), (44_100, 1)),
+        other => panic!("no switch publisher shows {other:?}"),
+    };
+    TcPublisher::start(
+        url, key, colour, size, SWITCH_FPS, SWITCH_GOP, audio, base_us, dir,
+    )
+}
+
+/// Planned switch number `n`: after a pause that gives each switch its own
+/// keyframe phase, `POST /api/move` puts `key` first (nobody is
+/// disconnected); then the cut as OBS shows it, until `seen` (with `key`'s
+/// name text) has been on screen for `settle`, 8 s at most. The move's time
+/// and the cut.
+#[allow(clippy::too_many_arguments)]
+pub fn planned_switch(
+    daemon: &Daemon,
+    c: &mut ObsClient,
+    watch: &EventWatch,
+    n: usize,
+    key: &str,
+    seen: Seen,
+    base_us: u64,
+    settle: Duration,
+) -> (Instant, Cut) {
+    // A new keyframe phase for each switch.
+    std::thread::sleep(Duration::from_millis((n as u64 * 670) % 2000));
+    let t0 = Instant::now();
+    let r = daemon.admin(
+        "/api/move",
+        &format!(r#"{{"name":"{key}","position":0}}"#),
+        None,
+    );
+    assert_eq!(r.status, 200, "move {n}: {}", r.body);
+    let name = daemon.guest(key);
+    let cut = measure_cut(
+        c,
+        watch,
+        t0,
+        seen,
+        Some((super::obs::NAME, name.as_str())),
+        base_us,
+        settle,
+        Duration::from_secs(8),
+    );
+    (t0, cut)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{random_hex, wait_for};
+use super::{random_hex, wait_for, Rig};
 
 #[derive(Clone, Copy)]
 pub enum Mode {
@@ -188,4 +188,32 @@ fn read_request(s: &TcpStream) -> Option<String> {
     let mut body = vec![0; len.min(1 << 20)];
     r.read_exact(&mut body).ok()?;
     Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A rig whose daemon tells webhook receivers what happens: the config is
+/// `toml` and then, for each of `entries` (a name, and the entry's other
+/// lines such as `format = ...` and `events = [...]`), a `[[notify]]` entry
+/// whose url is a receiver's. Every receiver answers 200 and reads guest
+/// names as the keys the test publishes.
+pub fn rig_with_webhooks<const N: usize>(
+    toml: &str,
+    entries: [(&str, &[&str]); N],
+) -> ([Receiver; N], Rig) {
+    let hooks: [Receiver; N] = std::array::from_fn(|_| Receiver::start(Mode::Ok));
+    let mut config = toml.to_string();
+    for ((name, lines), hook) in entries.iter().zip(&hooks) {
+        config.push_str(&format!(
+            "\n[[notify]]\nname = \"{name}\"\nurl = \"{}\"\n",
+            hook.url()
+        ));
+        for line in *lines {
+            config.push_str(line);
+            config.push('\n');
+        }
+    }
+    let rig = Rig::start(&config);
+    for hook in &hooks {
+        hook.known_names(rig.daemon.guest_names());
+    }
+    (hooks, rig)
 }

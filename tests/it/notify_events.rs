@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::obs::{Obs, ObsOpts};
-use crate::common::webhook::{Mode, Receiver};
+use crate::common::webhook::{rig_with_webhooks, Mode, Receiver};
 use crate::common::*;
 
 /// (event, name) of each body, in arrival order.
@@ -121,29 +121,22 @@ fn assert_json_story(json: &Receiver) {
 #[test]
 fn skip_kick_and_block_are_told_by_name_and_seconds_in_order() {
     let _turn = light_turn();
-    let json = Receiver::start(Mode::Ok);
-    let discord = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 600
-
-[[notify]]
-name = "mods"
-url = "{}"
-events = ["on_air", "off_air", "kicked", "blocked", "skipped"]
-
-[[notify]]
-name = "chat"
-url = "{}"
-format = "discord"
-events = ["on_air", "kicked", "blocked", "skipped"]
-"#,
-        json.url(),
-        discord.url()
-    ));
-    json.known_names(rig.daemon.guest_names());
-    discord.known_names(rig.daemon.guest_names());
+    let ([json, discord], rig) = rig_with_webhooks(
+        "[queue]\nslot_seconds = 600\n",
+        [
+            (
+                "mods",
+                &[r#"events = ["on_air", "off_air", "kicked", "blocked", "skipped"]"#],
+            ),
+            (
+                "chat",
+                &[
+                    r#"format = "discord""#,
+                    r#"events = ["on_air", "kicked", "blocked", "skipped"]"#,
+                ],
+            ),
+        ],
+    );
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let _bob = rig.join("bob", SIZE_B);
@@ -232,23 +225,15 @@ fn drop_reader(nginx: &Nginx, stream: &str) {
 fn a_dropped_or_stalled_source_is_told_and_so_is_its_recovery() {
     // Stall detection counts seconds without output: timing-sensitive.
     let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-
-[relay]
-stall_seconds = 2
-
-[[notify]]
-name = "ops"
-url = "{}"
-events = ["relay_failed", "relay_recovered", "off_air", "on_air", "gave_up", "unstable", "back"]
-"#,
-        hook.url()
-    ));
-    hook.known_names(rig.daemon.guest_names());
+    let ([hook], rig) = rig_with_webhooks(
+        "[queue]\nslot_seconds = 0\n\n[relay]\nstall_seconds = 2\n",
+        [(
+            "ops",
+            &[
+                r#"events = ["relay_failed", "relay_recovered", "off_air", "on_air", "gave_up", "unstable", "back"]"#,
+            ],
+        )],
+    );
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let mut bob = rig.join("bob", SIZE_B);
@@ -377,19 +362,7 @@ fn output_children(daemon: u32) -> Vec<u32> {
 fn a_killed_output_is_told_and_so_is_its_recovery() {
     // Stall detection counts seconds without output: timing-sensitive.
     let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-
-[[notify]]
-name = "ops"
-url = "{}"
-"#,
-        hook.url()
-    ));
-    hook.known_names(rig.daemon.guest_names());
+    let ([hook], rig) = rig_with_webhooks("[queue]\nslot_seconds = 0\n", [("ops", &[])]);
     let _alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(15));
     let first = hook.wait_until(Duration::from_secs(10), |b| {
@@ -476,24 +449,10 @@ url = "{}"
 fn restart_mode_relay_failed_and_recovered() {
     // Stall detection counts seconds without output: timing-sensitive.
     let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-
-[relay]
-mode = "restart"
-stall_seconds = 2
-
-[[notify]]
-name = "ops"
-url = "{}"
-events = ["relay_failed", "relay_recovered"]
-"#,
-        hook.url()
-    ));
-    hook.known_names(rig.daemon.guest_names());
+    let ([hook], rig) = rig_with_webhooks(
+        "[queue]\nslot_seconds = 0\n\n[relay]\nmode = \"restart\"\nstall_seconds = 2\n",
+        [("ops", &[r#"events = ["relay_failed", "relay_recovered"]"#])],
+    );
     let mut alice = rig.join("alice", SIZE_A);
     rig.daemon.wait_on_screen("alice", Duration::from_secs(20));
     // The relay ffmpeg reads live/alice: nginx drops it, twice in a row.

@@ -9,42 +9,27 @@
 //! after the 20th switch as after the first, and OBS's log has no audio
 //! buffering trouble.
 
-use crate::common::obs;
 use std::time::{Duration, Instant};
 
-use crate::common::obs::{until, EventWatch, Obs, ObsClient, ObsEvent, ObsOpts, Seen};
+use crate::common::obs::{until, EventWatch, Obs, ObsClient, ObsEvent, Seen};
 use crate::common::obs_cut::{
-    measure_cut, player_clients, wait_seen, wall_us, Cut, TcPlayer, TcPublisher,
+    planned_switch, player_clients, switch_obs, switch_publisher, switch_watch, wait_seen, wall_us,
+    Cut, TcPlayer,
 };
 use crate::common::*;
 
 const SWITCHES: usize = 20;
-const FPS: u32 = 30;
-const GOP: u32 = 60; // 2 s
 
 #[test]
 fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
     let _turn = heavy_turn();
     let dir = TempDir::new("obs-splice");
     let (obs, rig) = start(&dir);
-    let watch = obs.watch(
-        obs::EV_SCENE_ITEMS | obs::EV_MEDIA_INPUTS | obs::EV_INPUT_VOLUME_METERS,
-        obs::MEDIA,
-    );
+    let watch = switch_watch(&obs);
     let mut c = obs.client();
     let base = wall_us();
     let url = |k: &str| rig.nginx.rtmp_url("live", k);
-    let alice = TcPublisher::start(
-        &url("alice"),
-        "alice",
-        "red",
-        (320, 180),
-        FPS,
-        GOP,
-        (48_000, 2),
-        base,
-        dir.path(),
-    );
+    let alice = switch_publisher(Seen::Red, &url("alice"), "alice", base, dir.path());
     rig.daemon.wait_queue(&["alice"], Duration::from_secs(15));
     assert!(
         wait_seen(&mut c, Seen::Red, Duration::from_secs(30)).is_some(),
@@ -52,17 +37,7 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
         rig.daemon.status(),
         obs.log_tail()
     );
-    let bob = TcPublisher::start(
-        &url("bob"),
-        "bob",
-        "blue",
-        (640, 360),
-        FPS,
-        GOP,
-        (44_100, 1),
-        base,
-        dir.path(),
-    );
+    let bob = switch_publisher(Seen::Blue, &url("bob"), "bob", base, dir.path());
     rig.daemon
         .wait_queue(&["alice", "bob"], Duration::from_secs(15));
     // Bob's reader has seen a keyframe; OBS has settled on alice.
@@ -103,15 +78,7 @@ fn twenty_planned_cuts_in_real_obs_without_freeze_silence_or_drift() {
 fn start(dir: &TempDir) -> (Obs, Rig) {
     let hook_port = free_port();
     let nginx = Nginx::start(hook_port);
-    let obs = Obs::start(ObsOpts {
-        media_url: nginx.rtmp_url("motherstream", "live"),
-        media_audio: true,
-        width: 320,
-        height: 180,
-        // Screenshots 100 ms apart must fall on different OBS frames.
-        fps: 30,
-        ..ObsOpts::default()
-    });
+    let obs = switch_obs(&nginx);
     let daemon = Daemon::start(DaemonOpts {
         listen: format!("127.0.0.1:{hook_port}"),
         rtmp_port: nginx.rtmp_port,
@@ -142,24 +109,15 @@ fn switch(
         } else {
             ("alice", Seen::Red)
         };
-        // A new keyframe phase for each switch.
-        std::thread::sleep(Duration::from_millis((i as u64 * 670) % 2000));
-        let t0 = Instant::now();
-        let r = rig.daemon.admin(
-            "/api/move",
-            &format!(r#"{{"name":"{key}","position":0}}"#),
-            None,
-        );
-        assert_eq!(r.status, 200, "move {i}: {}", r.body);
-        let cut = measure_cut(
+        let (t0, cut) = planned_switch(
+            &rig.daemon,
             c,
             watch,
-            t0,
+            i,
+            key,
             seen,
-            Some((obs::NAME, rig.daemon.guest(key).as_str())),
             base,
             Duration::from_millis(800),
-            Duration::from_secs(8),
         );
         eprintln!(
             "switch {}: {key} on screen {:?} (player {:?}), name {:?}, delay {:.3?} s (player {:.3?}), frozen {}, silent {}/{} meter windows: {}",

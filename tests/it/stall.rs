@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::chromium::Browser;
 use crate::common::viewer::Viewer;
-use crate::common::webhook::{Mode, Receiver};
+use crate::common::webhook::{rig_with_webhooks, Receiver};
 use crate::common::*;
 
 const FPS: u32 = 30;
@@ -208,24 +208,16 @@ fn assert_events_and_metrics(rig: &Rig, hook: &Receiver) {
 #[test]
 fn short_stalls_show_the_card_within_a_second_and_the_streamer_comes_back() {
     let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        r#"
-[queue]
-slot_seconds = 0
-give_up_seconds = 20
-keep_place_seconds = 120
-
-[[notify]]
-name = "ops"
-url = "{}"
-format = "json"
-events = ["unstable", "back", "gave_up", "on_air"]
-"#,
-        hook.url()
-    ));
-    // Webhook bodies name guests: read them as the keys published.
-    hook.known_names(rig.daemon.guest_names());
+    let ([hook], rig) = rig_with_webhooks(
+        "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\nkeep_place_seconds = 120\n",
+        [(
+            "ops",
+            &[
+                r#"format = "json""#,
+                r#"events = ["unstable", "back", "gave_up", "on_air"]"#,
+            ],
+        )],
+    );
     let client = wait_output(&rig);
     let viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
@@ -273,12 +265,10 @@ events = ["unstable", "back", "gave_up", "on_air"]
 #[test]
 fn a_long_stall_gives_up_within_21_s_and_keeps_the_place() {
     let _turn = heavy_turn();
-    let hook = Receiver::start(Mode::Ok);
-    let rig = Rig::start(&format!(
-        "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\nformat = \"discord\"\nevents = [\"gave_up\"]\n",
-        hook.url()
-    ));
-    hook.known_names(rig.daemon.guest_names());
+    let ([hook], rig) = rig_with_webhooks(
+        "[queue]\nslot_seconds = 0\ngive_up_seconds = 20\n",
+        [("ops", &[r#"format = "discord""#, r#"events = ["gave_up"]"#])],
+    );
     let client = wait_output(&rig);
     let mut viewer = watch(&rig);
     let alice = join(&rig, "alice", ALICE, GOP);
