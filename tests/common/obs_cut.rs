@@ -64,10 +64,35 @@ fn graph(colour: &str, (w, h): (u32, u32), fps: u32, base_us: u64) -> String {
     g
 }
 
-/// An ffmpeg publisher (x264 ultrafast zerolatency + AAC sine) of a solid
-/// colour with the moving pattern and the time code.
+/// An ffmpeg publisher (x264 + AAC sine) of a solid colour with the moving
+/// pattern and the time code.
 pub struct TcPublisher {
     child: Child,
+}
+
+/// How a [`TcPublisher`] encodes its video.
+#[derive(Debug, Clone, Copy)]
+pub enum Encoder {
+    /// The lab's: ultrafast, zerolatency (no B-frames), a keyframe every
+    /// this many frames.
+    Lab { gop: u32 },
+    /// What streamers send: x264's defaults as OBS uses them (veryfast,
+    /// keyframe interval 250 frames, B-frames, lookahead).
+    Defaults,
+}
+
+impl Encoder {
+    fn args(self) -> Vec<String> {
+        let a: Vec<&str> = match self {
+            Encoder::Lab { .. } => vec!["-preset", "ultrafast", "-tune", "zerolatency"],
+            Encoder::Defaults => vec!["-preset", "veryfast", "-g", "250", "-bf", "3"],
+        };
+        let mut a: Vec<String> = a.into_iter().map(String::from).collect();
+        if let Encoder::Lab { gop } = self {
+            a.extend(["-g".to_string(), gop.to_string()]);
+        }
+        a
+    }
 }
 
 impl TcPublisher {
@@ -78,7 +103,7 @@ impl TcPublisher {
         colour: &'static str,
         size: (u32, u32),
         fps: u32,
-        gop: u32,
+        encoder: Encoder,
         (rate, channels): (u32, u32),
         base_us: u64,
         log_dir: &Path,
@@ -91,8 +116,8 @@ impl TcPublisher {
             .args(["-f", "lavfi", "-i"])
             .arg(format!("sine=frequency=440:sample_rate={rate}"))
             .args(["-ac", &channels.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune"])
-            .args(["zerolatency", "-pix_fmt", "yuv420p", "-g", &gop.to_string()])
+            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .args(encoder.args())
             .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -467,7 +492,7 @@ impl Drop for TcPlayer {
 }
 
 /// The planned-switch runs (the `obs_splice` test and the `obs_switch`
-/// bench): frames and keyframe interval of both streamers.
+/// bench): frames of both streamers, and the lab one's keyframe interval.
 const SWITCH_FPS: u32 = 30;
 const SWITCH_GOP: u32 = 60; // 2 s
 
@@ -497,16 +522,23 @@ pub fn switch_watch(obs: &Obs) -> EventWatch {
 }
 
 /// A streamer of the planned-switch runs, publishing as `key`: red is
-/// 320x180 with 48 kHz stereo, blue 640x360 with 44.1 kHz mono (sizes and
-/// sample rates differ across every cut); 30 fps, a keyframe every 2 s.
+/// 320x180 with 48 kHz stereo and a keyframe every 2 s (the lab's
+/// encoder), blue 640x360 with 44.1 kHz mono and x264's defaults as OBS
+/// sends them (a keyframe every 8.3 s, B-frames): sizes, sample rates,
+/// keyframe intervals and B-frames differ across every cut. 30 fps.
 pub fn switch_publisher(seen: Seen, url: &str, key: &str, base_us: u64, dir: &Path) -> TcPublisher {
-    let (colour, size, audio) = match seen {
-        Seen::Red => ("red", (320, 180), (48_000, 2)),
-        Seen::Blue => ("blue", (640, 360), (44_100, 1)),
+    let (colour, size, audio, encoder) = match seen {
+        Seen::Red => (
+            "red",
+            (320, 180),
+            (48_000, 2),
+            Encoder::Lab { gop: SWITCH_GOP },
+        ),
+        Seen::Blue => ("blue", (640, 360), (44_100, 1), Encoder::Defaults),
         other => panic!("no switch publisher shows {other:?}"),
     };
     TcPublisher::start(
-        url, key, colour, size, SWITCH_FPS, SWITCH_GOP, audio, base_us, dir,
+        url, key, colour, size, SWITCH_FPS, encoder, audio, base_us, dir,
     )
 }
 

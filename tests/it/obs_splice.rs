@@ -1,12 +1,14 @@
 //! The splice relay as the audience sees it: a real headless OBS 29 plays
-//! the output while two streamers (different sizes and sample rates, a
-//! keyframe every 2 s) take turns over 20 planned switches (`/api/move`,
+//! the output while two streamers (different sizes and sample rates; one
+//! with the lab's 2 s keyframes, one with x264's defaults as OBS sends
+//! them: a keyframe every 8.3 s, B-frames) take turns over 20 planned
+//! switches (`/api/move`,
 //! which disconnects nobody). Across every cut OBS's picture keeps moving
 //! (screenshots every 100 ms), its meters never go silent, its media
 //! source is never restarted nor reconnected, the loading item never
 //! flashes, and the name text changes with the picture. OBS's picture
 //! delay (read from a wall-clock time code in the picture) is the same
-//! after the 20th switch as after the first, and OBS's log has no audio
+//! after each streamer's last switch as after their first, and OBS's log has no audio
 //! buffering trouble.
 
 use std::time::{Duration, Instant};
@@ -177,20 +179,24 @@ fn assert_no_freeze_nor_silence(cuts: &[Cut]) {
 
 /// OBS's delay did not creep, and the name changed with the picture.
 fn assert_steady_delay_and_names(cuts: &[Cut]) {
-    // OBS's delay did not creep.
-    let d1 = cuts[0].delay().expect("delay after switch 1");
-    let dn = cuts[SWITCHES - 1]
-        .delay()
-        .expect("delay after the last switch");
+    // OBS's delay did not creep: each streamer's first switch against
+    // their last (their encoders' own delays differ: x264's defaults keep
+    // more frames than the lab's zerolatency).
     let delays: Vec<String> = cuts
         .iter()
         .map(|c| c.delay().map_or("-".into(), |d| format!("{d:.2}")))
         .collect();
     eprintln!("OBS picture delay after each switch (s): {delays:?}");
-    assert!(
-        (dn - d1).abs() <= 0.2,
-        "OBS's picture delay: {d1:.3} s after switch 1, {dn:.3} s after switch {SWITCHES}: {delays:?}"
-    );
+    for (first, last) in [(0, SWITCHES - 2), (1, SWITCHES - 1)] {
+        let d1 = cuts[first].delay().expect("delay after the first switch");
+        let dn = cuts[last].delay().expect("delay after the last switch");
+        assert!(
+            (dn - d1).abs() <= 0.2,
+            "OBS's picture delay: {d1:.3} s after switch {}, {dn:.3} s after switch {}: {delays:?}",
+            first + 1,
+            last + 1
+        );
+    }
     // The name changes at the cut, with the picture: never before the new
     // picture by more than OBS's own delay (the text is set when the cut
     // reaches the output; OBS shows that picture its delay later), never
@@ -200,7 +206,10 @@ fn assert_steady_delay_and_names(cuts: &[Cut]) {
             panic!("switch {}: name text never changed: {cut:?}", i + 1);
         };
         let lead = p.as_secs_f64() - n.as_secs_f64();
-        let d = cut.delay().unwrap_or(d1);
+        let d = cut
+            .delay()
+            .or_else(|| cuts[0].delay())
+            .expect("delay after switch 1");
         assert!(
             lead <= d + 0.3 && lead >= -0.5,
             "switch {}: name text {n:?} vs picture {p:?} after the move (OBS delay {d:.2} s)",
