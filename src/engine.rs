@@ -218,9 +218,9 @@ impl Engine {
     /// state persisted and the OBS thread joined.
     pub fn run(mut self, commands: Receiver<Command>) {
         ON_ENGINE_THREAD.with(|c| c.set(true));
-        crate::handover::timing::mark("engine running");
+        crate::handover_timing::mark("engine running");
         self.after_change();
-        crate::handover::timing::mark("relay reconciled");
+        crate::handover_timing::mark("relay reconciled");
         self.announce_ready();
         loop {
             let timeout = self

@@ -19,8 +19,6 @@
 //! plain restart: the carried ffmpeg is stopped and a new output started,
 //! with one log line saying so; the HTTP socket is kept either way.
 
-pub mod timing;
-
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -207,7 +205,7 @@ pub fn inherit() -> Start {
                 from_version: c.from_version.clone(),
                 handovers: c.handovers,
             };
-            timing::handed_over(c.relay.let_go_mono_ms);
+            crate::handover_timing::handed_over(c.relay.let_go_mono_ms);
             crate::relay::inherit(c.relay);
             if let Ok(mut g) = INHERITED.lock() {
                 *g = Some(Inherited {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine;
 mod events;
 pub mod handover;
+pub mod handover_timing;
 mod hook;
 pub mod http;
 pub mod key;

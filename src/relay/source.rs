@@ -279,7 +279,7 @@ fn resume(
         }
     };
     let _ = crate::sys::fds::set_cloexec(fd.as_raw_fd(), true);
-    crate::handover::timing::mark("a reader resumed");
+    crate::handover_timing::mark("a reader resumed");
     let sock = TcpStream::from(fd);
     if let Ok(c) = sock.try_clone() {
         *lock(&shared.stream) = Some(c);

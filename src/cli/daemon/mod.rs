@@ -28,7 +28,7 @@ mod start;
 use stage::HttpStage;
 
 pub fn run(args: &Args) -> ExitCode {
-    handover::timing::mark("image started");
+    motherstream::handover_timing::mark("image started");
     motherstream::sys::limit_malloc_arenas();
     let cfg = match load_config(args) {
         Ok(c) => c,
@@ -45,7 +45,7 @@ pub fn run(args: &Args) -> ExitCode {
     // hand-over execs it), and what a previous binary handed over.
     let exe = Exe::current();
     let inherited = handover::inherit();
-    handover::timing::mark("state read");
+    motherstream::handover_timing::mark("state read");
     match inherited {
         handover::Start::Fresh => {}
         handover::Start::HandedOver {
@@ -74,11 +74,11 @@ fn serve(cfg: Config, args: &Args, exe: Option<Exe>) -> Result<(), String> {
     let relay_secret =
         secret::random_hex(16).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
     let opened = start::open_state(&cfg)?;
-    handover::timing::mark("state directory opened");
+    motherstream::handover_timing::mark("state directory opened");
     start::warn_if_open_queue(&cfg);
     let published = start::published_at_start(&cfg, opened.state.len());
     let http = start::open_http(&cfg)?;
-    handover::timing::mark("HTTP socket open");
+    motherstream::handover_timing::mark("HTTP socket open");
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(motherstream::http::MAX_PENDING);
     let view = Published::new(View::default());
     let settings = start::settings(&cfg, opened.secrets, relay_secret);
@@ -112,7 +112,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<Exe>) -> Result<(), String> {
             to_main: exec_tx,
         }) as Arc<dyn Stage>
     });
-    handover::timing::mark("threads started");
+    motherstream::handover_timing::mark("threads started");
     let engine = Engine::new(EngineParts {
         cfg,
         config_path: args.config.clone(),
@@ -129,7 +129,7 @@ fn serve(cfg: Config, args: &Args, exe: Option<Exe>) -> Result<(), String> {
         published,
         handover: stage.clone(),
     });
-    handover::timing::mark("engine built");
+    motherstream::handover_timing::mark("engine built");
 
     let signals = signals::spawn(
         cmd_tx,

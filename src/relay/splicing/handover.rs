@@ -395,7 +395,7 @@ impl SpliceRelay {
                     }
                 );
                 self.output = Some(o);
-                crate::handover::timing::mark("output adopted");
+                crate::handover_timing::mark("output adopted");
                 Ok(())
             }
             Err(e) => {
@@ -415,7 +415,7 @@ impl SpliceRelay {
     /// hand-over took from letting go to reading again.
     pub(super) fn resumed_first_tag(&mut self) {
         if let Some(t) = self.let_go_mono_ms.take() {
-            crate::handover::timing::mark("on-air streamer read");
+            crate::handover_timing::mark("on-air streamer read");
             let lag = crate::sys::fds::monotonic_ms().saturating_sub(t);
             log::info!(
                 "hand-over: the on-air streamer is read again {lag} ms after the old binary let go"

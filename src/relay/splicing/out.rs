@@ -57,7 +57,7 @@ impl SpliceRelay {
             None => true,
         };
         if ok && self.output.is_some() {
-            crate::handover::timing::first_tag_written();
+            crate::handover_timing::first_tag_written();
         }
         self.out.clear();
         if !ok {
