@@ -104,10 +104,9 @@ impl Splicer {
     /// arrived: its first picture then showed 67-133 ms after the last one
     /// of a source without them (x264 and OBS defaults), the old picture
     /// held that long at every such cut. Lowered by at most that offset
-    /// (`ahead`), so
-    /// a real hole (the old source stalled) stays one; its sound, placed on
-    /// the same offset, keeps its pictures' sync, and the next cut puts
-    /// the output back on the wall line (no creep).
+    /// (`ahead`), so a real hole (the old source stalled) stays one; its
+    /// sound, placed on the same offset, keeps its pictures' sync, and the
+    /// next cut puts the output back on the wall line (no creep).
     fn pull_to_last_picture<'a>(
         &self,
         gop: impl IntoIterator<Item = &'a Frame>,
