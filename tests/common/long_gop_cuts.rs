@@ -45,10 +45,24 @@ pub struct RunSeen {
 }
 
 fn queued(rig: &Rig, key: &str, p: &mut Publisher) -> Instant {
-    wait_for(Duration::from_secs(15), Duration::from_millis(10), || {
+    queued_while(rig, key, Duration::from_secs(15), &mut || {
         if !p.is_running() {
             panic!("{key}'s publisher exited: {}", p.stderr());
         }
+        true
+    })
+}
+
+/// The instant `key` is first seen in the queue, within `timeout`, while
+/// `alive` says their publisher runs.
+pub fn queued_while(
+    rig: &Rig,
+    key: &str,
+    timeout: Duration,
+    alive: &mut dyn FnMut() -> bool,
+) -> Instant {
+    wait_for(timeout, Duration::from_millis(10), || {
+        assert!(alive(), "{key}'s publisher exited");
         rig.daemon
             .queue()
             .iter()

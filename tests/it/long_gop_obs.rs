@@ -52,19 +52,6 @@ fn clip(dir: &TempDir) -> String {
     path.display().to_string()
 }
 
-/// The instant `key` is first seen in the queue.
-fn queued(rig: &Rig, key: &str, timeout: Duration, alive: &mut dyn FnMut() -> bool) -> Instant {
-    wait_for(timeout, Duration::from_millis(10), || {
-        assert!(alive(), "{key}'s publisher exited");
-        rig.daemon
-            .queue()
-            .iter()
-            .any(|n| n == key)
-            .then(Instant::now)
-    })
-    .unwrap_or_else(|| panic!("{key} never queued; log:\n{}", rig.daemon.log()))
-}
-
 /// Wait for `key`'s slot to end: the last poll that still showed them on
 /// air (the decision came after it).
 fn slot_end(rig: &Rig, key: &str) -> Instant {
@@ -151,11 +138,11 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
     // Cold: OBS starts streaming into an empty queue.
     let obs_pid = obs.pid().expect("OBS runs");
     let mut obs_alive = || pid_alive(obs_pid);
-    let decided = queued(&rig, "obs", Duration::from_secs(30), &mut obs_alive);
+    let decided = long_gop_cuts::queued_while(&rig, "obs", Duration::from_secs(30), &mut obs_alive);
     cuts.push(measure(&viewer, "cold", "obs", OBS_SIZE, decided));
 
     let mut xdef = Publisher::start_x264_defaults(&xdef_url, XDEF, 30, 48_000, 2);
-    queued(&rig, "xdef", Duration::from_secs(15), &mut || {
+    long_gop_cuts::queued_while(&rig, "xdef", Duration::from_secs(15), &mut || {
         xdef.is_running()
     });
 
@@ -163,7 +150,7 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
     // itself and queues again).
     let decided = slot_end(&rig, "obs");
     cuts.push(measure(&viewer, "slot end", "xdef", XDEF, decided));
-    queued(&rig, "obs", Duration::from_secs(20), &mut obs_alive);
+    long_gop_cuts::queued_while(&rig, "obs", Duration::from_secs(20), &mut obs_alive);
 
     let decided = slot_end(&rig, "xdef");
     cuts.push(measure(&viewer, "slot end", "obs", OBS_SIZE, decided));
@@ -171,7 +158,7 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
     // x264 defaults again, then OBS leaves (killed, as in a crash).
     drop(xdef);
     let mut xdef2 = Publisher::start_x264_defaults(&xdef_url, XDEF, 30, 48_000, 2);
-    queued(&rig, "xdef", Duration::from_secs(15), &mut || {
+    long_gop_cuts::queued_while(&rig, "xdef", Duration::from_secs(15), &mut || {
         xdef2.is_running()
     });
     // Its reader's first keyframe can come 8.3 s after it subscribed.
