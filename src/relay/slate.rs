@@ -114,7 +114,15 @@ fn clip_args(source: &str, text: &str, out: &Path) -> Vec<String> {
             "stillimage",
             "-g",
             "30",
+            // B-frames, always (b-adapt off), pyramid: the stream declares
+            // two frames of reordering from the slate on. A viewer's decoder
+            // sizes its reorder delay by the most it has seen; the slate's
+            // own 0 grew to 2 at the first cut to OBS or x264's defaults,
+            // and that cut's picture came two frames late at the viewer
+            // (0.094-0.105 s frame gap against 0.044 s with this).
             "-bf",
+            "3",
+            "-b_strategy",
             "0",
             "-c:a",
             "aac",
@@ -387,6 +395,35 @@ mod tests {
         assert!(video.len() >= 55, "{} pictures in 2 s", video.len());
         let widest = video.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
         assert!(widest <= 34, "pictures {widest} ms apart");
+    }
+
+    /// The slate carries B-frames (composition offsets on its pictures), so
+    /// a viewer's decoder holds its reorder frames from the slate on and a
+    /// first cut to a B-frame streamer does not grow it (a two-frame late
+    /// picture at that cut before). Runs the real ffmpeg.
+    #[test]
+    fn the_built_in_slate_carries_b_frames() {
+        let dir = crate::scratch::ScratchDir::new("slate");
+        let clip = make(
+            "ffmpeg",
+            "",
+            "nobody on air",
+            &dir.0,
+            Duration::from_secs(60),
+        )
+        .expect("ffmpeg makes the slate");
+        let offsets: Vec<i32> = clip
+            .tags
+            .iter()
+            .filter(|t| t.is_avc_nalu())
+            .map(|t| t.composition_time())
+            .collect();
+        let reordered = offsets.iter().filter(|&&c| c > 0).count();
+        assert!(
+            reordered * 2 >= offsets.len(),
+            "{reordered} of {} pictures shown after their decoding",
+            offsets.len()
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `x264enc` at 60 fps (keyframe every 4.2 s, B-frames), an ffmpeg 2 s-GOP
 //! publisher. Used by `it::long_gop` (asserts) and
 //! `bench::long_gop_cuts` (old way vs new way table). `MS_CUTS_DEBUG=1`
-//! prints every decoded-PTS step over 50 ms around each cut.
+//! prints every frame gap over 60 ms and decoded-PTS step over 50 ms
+//! around each cut.
 
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,12 @@ pub struct CutSeen {
     pub to: &'static str,
     /// Decision → first decoded frame of the new streamer at the viewer.
     pub picture: Option<Duration>,
-    /// Longest gap between decoded video frames around the cut.
+    /// Longest gap between decoded video frames around the cut (the
+    /// streamers' own delivery included).
     pub gap: Duration,
+    /// The cut's own gap: the last frame before the new streamer's first
+    /// one → that first one, at the viewer.
+    pub cut_gap: Option<Duration>,
     /// Largest video PTS step and audio timeline hole around the cut (s).
     pub video_step: f64,
     pub audio_hole: f64,
@@ -42,6 +47,8 @@ pub struct RunSeen {
     /// "bridge encoder ... stopped" lines: (CPU s, ran s) per bridge.
     pub bridges: Vec<(f64, f64)>,
     pub log: String,
+    /// The daemon was the release build (see `common::release_build`).
+    pub release: bool,
 }
 
 fn queued(rig: &Rig, key: &str, p: &mut Publisher) -> Instant {
@@ -111,6 +118,15 @@ pub fn measure(
         to,
         picture: seen.map(|s| s - decided),
         gap: viewer.longest_video_gap(from, end),
+        cut_gap: seen.and_then(|s| {
+            let before = viewer
+                .video()
+                .into_iter()
+                .filter(|f| f.at < s)
+                .map(|f| f.at)
+                .next_back()?;
+            Some(s - before)
+        }),
         video_step: viewer.largest_video_pts_step(from, end),
         audio_hole: viewer.largest_audio_hole(from, end),
         squeezed: {
@@ -131,6 +147,17 @@ pub fn measure(
             .filter(|f| f.at >= from && f.at <= end)
             .collect();
         for w in v.windows(2) {
+            let gap = w[1].at - w[0].at;
+            if gap > Duration::from_millis(60) {
+                eprintln!(
+                    "  gap {gap:?}: {:?}@{:?} -> {:?}@{:?} (arrival +{:?})",
+                    w[0].size,
+                    w[0].pts,
+                    w[1].size,
+                    w[1].pts,
+                    w[1].at - decided
+                );
+            }
             if let (Some(a), Some(b)) = (w[0].pts, w[1].pts) {
                 if (b - a).abs() > 0.05 {
                     eprintln!(
@@ -151,9 +178,12 @@ pub fn measure(
 /// 60 fps), move (→ 2 s GOP), forced (publisher leaves → GStreamer),
 /// forced (→ x264 defaults), skip (x264 defaults → 2 s GOP).
 pub fn run(bridge: bool) -> RunSeen {
-    let rig = Rig::start(&format!(
-        "[queue]\nslot_seconds = 0\nrejoin_block_seconds = 0\n[relay]\nbridge = {bridge}\n"
-    ));
+    let (rig, release) = Rig::start_release(
+        &format!(
+            "[queue]\nslot_seconds = 0\nrejoin_block_seconds = 0\n[relay]\nbridge = {bridge}\n"
+        ),
+        "the long-GOP cuts",
+    );
     let client = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         rig.nginx.output_client()
     })
@@ -239,6 +269,7 @@ pub fn run(bridge: bool) -> RunSeen {
         wall,
         bridges,
         log,
+        release,
     }
 }
 

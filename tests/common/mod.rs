@@ -1080,6 +1080,40 @@ pub fn daemon_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_motherstream"))
 }
 
+/// Environment variable naming the release build of the daemon (the binary
+/// the .deb packages; `tests/run-all.sh` builds it first and sets it).
+pub const RELEASE_BIN: &str = "MOTHERSTREAM_RELEASE_BIN";
+
+/// The release build, for tests whose bounds are timing figures of the
+/// daemon the operator runs: the debug build is several times slower per
+/// tag (a queue change's turn measured 38-98 ms there) and its figures are
+/// not the product's. `None` outside CI when it is not built, with a loud
+/// note on the terminal that `test`'s timing bounds are not checked; under
+/// `CI` a missing release build fails the test.
+pub fn release_build(test: &str) -> Option<PathBuf> {
+    match std::env::var_os(RELEASE_BIN) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "{RELEASE_BIN}={} is not a file", p.display());
+            Some(p)
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{RELEASE_BIN} is not set: CI must run {test} against the release build (tests/run-all.sh builds it)"
+            );
+            // Straight to the terminal: libtest captures only print!s.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** {test}: {RELEASE_BIN} not set: its timing bounds are NOT checked; \
+                 running on the debug build with functional bounds (cargo build --release; \
+                 {RELEASE_BIN}=target/release/motherstream) ***\n"
+            );
+            None
+        }
+    }
+}
+
 /// Recursively merge `extra` into `base` (tables merge, values replace).
 pub fn merge_toml(base: &mut toml::Table, extra: toml::Table) {
     for (k, v) in extra {
@@ -1525,6 +1559,23 @@ impl Rig {
     }
 
     pub fn start_with(extra_toml: &str, nginx_opts: &NginxOpts) -> Rig {
+        Rig::start_bin(extra_toml, nginx_opts, daemon_bin())
+    }
+
+    /// Run the release build when there is one (see [`release_build`]);
+    /// true when it runs.
+    pub fn start_release(extra_toml: &str, test: &str) -> (Rig, bool) {
+        if !cfg!(debug_assertions) {
+            // A bench: this build's own daemon is the release build.
+            return (Rig::start(extra_toml), true);
+        }
+        match release_build(test) {
+            Some(bin) => (Rig::start_bin(extra_toml, &NginxOpts::default(), bin), true),
+            None => (Rig::start(extra_toml), false),
+        }
+    }
+
+    pub fn start_bin(extra_toml: &str, nginx_opts: &NginxOpts, bin: PathBuf) -> Rig {
         let hook_port = free_port();
         let nginx = Nginx::start_with(hook_port, nginx_opts);
         let daemon = Daemon::start(DaemonOpts {
@@ -1532,7 +1583,7 @@ impl Rig {
             rtmp_port: nginx.rtmp_port,
             nginx_http_port: nginx.http_port,
             extra_toml: extra_toml.to_string(),
-            bin: daemon_bin(),
+            bin,
             hook_secret: Some(nginx.hook_secret.clone()),
         });
         Rig { daemon, nginx }

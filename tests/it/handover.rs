@@ -20,7 +20,6 @@
 //! 80 MB binary to exec) with functional bounds, and say so loudly; in CI
 //! (`CI` set) its absence fails.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -62,32 +61,12 @@ const DEBUG: Bounds = Bounds {
     slowest_hook: Duration::from_millis(1500),
 };
 
-/// Environment variable naming the release build of the daemon.
-const RELEASE_BIN: &str = "MOTHERSTREAM_RELEASE_BIN";
-
 /// The binary to hand over between, and its bounds: the release build when
 /// named, else this test's debug build (a loud note; a failure in CI).
 fn build_under_test() -> (PathBuf, &'static Bounds) {
-    match std::env::var_os(RELEASE_BIN) {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "{RELEASE_BIN}={} is not a file", p.display());
-            (p, &ISSUE)
-        }
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{RELEASE_BIN} is not set: CI must run the hand-over against the release build (tests/run-all.sh builds it)"
-            );
-            // Straight to the terminal: libtest captures only print!s.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** handover: {RELEASE_BIN} not set: the issue's 0.1 s / 0.2 s bounds are NOT checked; \
-                 running on the debug build with functional bounds (cargo build --release; \
-                 {RELEASE_BIN}=target/release/motherstream) ***\n"
-            );
-            (daemon_bin(), &DEBUG)
-        }
+    match release_build("the hand-over test") {
+        Some(p) => (p, &ISSUE),
+        None => (daemon_bin(), &DEBUG),
     }
 }
 

@@ -5,19 +5,18 @@
 //! (from the slate), skip, move and forced (publisher leaves) cuts, to and
 //! from streamers with and without B-frames.
 //!
-//! Asserted, on the medians over the six cuts (this 2-core machine is
-//! shared: one cut in a run can be hit by a burst of load): decision → new
-//! picture ≤ 0.5 s, longest frame gap ≤ 0.1 s, decoded-PTS step ≤ 0.1 s,
-//! audio hole ≤ 0.1 s, frames fast-forwarded ≤ 15 (one 0.25 s bridge GOP
-//! at 60 fps); on every cut, picture ≤ 1.0 s (the 2 s-GOP streamer is
-//! bridged too since `BRIDGE_OVER_GOP_MS` is 0.5 s: unbridged, a planned
-//! cut to them took 1.1 s), and bounds that the old way broke by
-//! seconds (no frozen picture of 0.4 s,
-//! no PTS step or audio hole of 0.25 s: it froze 10-59 s and stepped up to
-//! 24.5 s); no
-//! valid stream refused; the output never reconnects. The figures per cut,
-//! the old way side by side, are printed by
-//! `bench::long_gop_cuts`.
+//! Asserted on every cut, on the release build (the daemon that ships;
+//! `common::release_build`): decision → new picture ≤ 1.0 s, longest frame
+//! gap ≤ 0.1 s, decoded-PTS step ≤ 0.1 s, audio hole ≤ 0.1 s; on the
+//! medians over the six cuts: picture ≤ 0.5 s and the same three, and
+//! frames fast-forwarded ≤ 15 (one 0.25 s bridge GOP at 60 fps; the
+//! GStreamer source's own timestamps come 2-23 ms apart, so cuts with it in
+//! the window count some of its own frames). Without the release build
+//! (outside CI) the per-cut bounds are the ones the old way broke by
+//! seconds (frozen 0.4 s, step or hole 0.25 s: it froze 10-59 s and
+//! stepped up to 24.5 s). No valid stream refused; the output never
+//! reconnects. The figures per cut, the old way side by side, are printed
+//! by `bench::long_gop_cuts`.
 
 use crate::common::{heavy_turn, long_gop_cuts};
 use std::time::Duration;
@@ -26,6 +25,13 @@ use std::time::Duration;
 fn cuts_to_long_gop_streamers_land_within_half_a_second() {
     let _turn = heavy_turn();
     let run = long_gop_cuts::run(true);
+    // Per cut: the 0.1 s on the release build (the debug build is
+    // held to what the old way broke by seconds). Release build, 4 runs:
+    // longest frame gap 0.034-0.080 s, PTS step at most 0.067 s, audio
+    // hole at most 0.077 s. (The cold cut's gap was 0.094-0.105 s, two
+    // frames of decoder reordering added at the first B-frame stream,
+    // until the slate carried B-frames itself.)
+    let (gap, step) = if run.release { (100, 0.1) } else { (400, 0.25) };
     for c in &run.cuts {
         let what = format!("{} cut to {}", c.kind, c.to);
         let p = c
@@ -37,17 +43,22 @@ fn cuts_to_long_gop_streamers_land_within_half_a_second() {
             run.log
         );
         assert!(
-            c.gap <= Duration::from_millis(400),
+            c.cut_gap.is_some_and(|g| g <= Duration::from_millis(gap)),
+            "{what}: the cut's own frame gap {:?}",
+            c.cut_gap
+        );
+        assert!(
+            c.gap <= Duration::from_millis(gap),
             "{what}: frozen {:?}",
             c.gap
         );
         assert!(
-            c.video_step <= 0.25,
+            c.video_step <= step,
             "{what}: PTS step {:.3} s",
             c.video_step
         );
         assert!(
-            c.audio_hole <= 0.25,
+            c.audio_hole <= step,
             "{what}: audio hole {:.3} s",
             c.audio_hole
         );

@@ -123,9 +123,12 @@ fn median_of(cuts: &[CutSeen], f: &dyn Fn(&CutSeen) -> f64) -> f64 {
 #[test]
 fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second() {
     let _turn = heavy_turn();
-    let rig = Rig::start(&format!(
-        "[queue]\nslot_seconds = {SLOT_SECONDS}\nrejoin_block_seconds = 0\n[relay]\nbridge = true\n"
-    ));
+    let (rig, release) = Rig::start_release(
+        &format!(
+            "[queue]\nslot_seconds = {SLOT_SECONDS}\nrejoin_block_seconds = 0\n[relay]\nbridge = true\n"
+        ),
+        "long_gop_obs",
+    );
     let (client, mut viewer) = output_on_slate(&rig);
     let dir = TempDir::new("obs-pub");
     let xdef_url = rig.nginx.rtmp_url("live", "xdef");
@@ -194,6 +197,14 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
             what(c),
             c.gap
         );
+        // The cut itself: the issue's 0.1 s on the release build.
+        let cut_max = Duration::from_millis(if release { 100 } else { 200 });
+        assert!(
+            c.cut_gap.is_some_and(|g| g <= cut_max),
+            "{}: the cut's own frame gap {:?}",
+            what(c),
+            c.cut_gap
+        );
         assert!(
             c.video_step <= 0.25,
             "{}: PTS step {:.3} s",
@@ -217,11 +228,14 @@ fn cuts_to_and_from_obs_with_default_output_settings_land_within_half_a_second()
         long_gop_cuts::bridges(&log)
     );
     assert!(picture <= 0.5, "median decision → picture {picture:.3} s");
-    // The issue asks 0.1 s. Measured on a quiet machine (load < 2) on
-    // 2026-12-07: medians 0.069-0.103 s, over 0.1 s in 2 of 4
-    // runs (cuts to and from OBS's own encoder, gaps of 0.11-0.14 s at
-    // slot ends and the forced cut; cause not found: issue 18 is open for
-    // it). Bounded here where a run is about the cuts, not a flake.
+    // Around the cuts, OBS's own stream: the release build measured medians
+    // of 0.082 and 0.096 s, the gaps over 0.06 s all between two
+    // consecutive frames of OBS (its PTS 33 ms apart, 0.06-0.13 s between
+    // their arrivals) in the 0.5 s before or the 1.5 s after a cut, none at
+    // a cut (`MS_CUTS_DEBUG=1` lists them). The headless OBS renders in
+    // software on this 2-core machine. The debug build measured
+    // 0.069-0.103 s. Bounded at 0.15 s; the cut's own gap is held to the
+    // issue's 0.1 s above.
     assert!(gap <= 0.15, "median longest frame gap {gap:.3} s");
     assert!(step <= 0.1, "median PTS step {step:.3} s");
     assert!(hole <= 0.1, "median audio hole {hole:.3} s");

@@ -50,7 +50,7 @@ fn on_screen(rig: &Rig) -> Option<String> {
 #[test]
 fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
     let _turn = heavy_turn();
-    let rig = Rig::start("[queue]\nslot_seconds = 0\n");
+    let (rig, release) = Rig::start_release("[queue]\nslot_seconds = 0\n", "splice::slate_first");
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
     // Nobody on air: the slate plays.
@@ -126,16 +126,20 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
     );
     // Every cut here goes through a bridge (2 s keyframes are bridged
     // since `BRIDGE_OVER_GOP_MS` is 0.5 s; passed through, a planned cut
-    // waited 1.1-2.1 s for their keyframe, with gaps of at most 0.08 s).
-    // Bridged, in 4 runs of 10 on a quiet machine: medians 0.040-0.044 s,
-    // the longest 0.067-0.110 s (one cut a run at most over 0.1 s; cause
-    // not found yet: issue 18).
+    // waited 1.1-2.1 s for their keyframe). The issue's 0.1 s holds on the
+    // release build: in 6 quiet runs of 10 cuts, medians 0.042-0.044 s,
+    // longest 0.057-0.079 s. The debug build's longest were 0.051-0.115 s
+    // in 23 runs (over 0.1 s in 3): its engine turn for a queue change
+    // took 38-98 ms, and bob's publisher sent some keyframes 75 ms after
+    // the frame before (33 ms otherwise), which shows whole when bob is on
+    // air through his bridge at that moment.
+    let (median_max, max_max) = if release { (60, 100) } else { (60, 200) };
     assert!(
-        gaps[gaps.len() / 2] <= Duration::from_millis(60),
+        gaps[gaps.len() / 2] <= Duration::from_millis(median_max),
         "median longest gap between decoded frames around a cut: {gaps:?}"
     );
     assert!(
-        gaps[gaps.len() - 1] <= Duration::from_millis(150),
+        gaps[gaps.len() - 1] <= Duration::from_millis(max_max),
         "longest gap between decoded frames around a cut: {gaps:?}"
     );
     assert_eq!(
@@ -216,7 +220,10 @@ fn publisher_left_successor_appears_at_once_then_slate() {
 #[test]
 fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
     let _turn = heavy_turn();
-    let rig = Rig::start("[queue]\nslot_seconds = 4\nrejoin_block_seconds = 0\n");
+    let (rig, release) = Rig::start_release(
+        "[queue]\nslot_seconds = 4\nrejoin_block_seconds = 0\n",
+        "splice::slot_ends",
+    );
     let client = wait_output(&rig);
     let viewer = Viewer::start(&rig.output_url());
     assert!(viewer
@@ -276,10 +283,10 @@ fn slot_ends_cut_on_keyframes_and_disconnect_after_the_cut() {
         gaps[gaps.len() / 2],
         gaps[gaps.len() - 1]
     );
-    assert!(
-        gaps[gaps.len() - 1] <= Duration::from_millis(100),
-        "{gaps:?}"
-    );
+    // The issue's 0.1 s on the release build; the debug build's figures
+    // are not the product's (see `slate_first_then_planned_cuts_...`).
+    let max = Duration::from_millis(if release { 100 } else { 200 });
+    assert!(gaps[gaps.len() - 1] <= max, "{gaps:?}");
     assert_eq!(
         rig.nginx.output_client(),
         Some(client),
