@@ -133,14 +133,10 @@ fn slate_first_then_planned_cuts_on_keyframes_without_gaps() {
     // took 38-98 ms, and bob's publisher sent some keyframes 75 ms after
     // the frame before (33 ms otherwise), which shows whole when bob is on
     // air through his bridge at that moment.
-    let (median_max, max_max) = if release { (60, 100) } else { (60, 200) };
+    let max = Duration::from_millis(if release { 100 } else { 200 });
     assert!(
-        gaps[gaps.len() / 2] <= Duration::from_millis(median_max),
-        "median longest gap between decoded frames around a cut: {gaps:?}"
-    );
-    assert!(
-        gaps[gaps.len() - 1] <= Duration::from_millis(max_max),
-        "longest gap between decoded frames around a cut: {gaps:?}"
+        gaps[gaps.len() / 2] <= Duration::from_millis(60) && gaps[gaps.len() - 1] <= max,
+        "longest gaps between decoded frames around the cuts (median ≤ 60 ms, all ≤ {max:?}): {gaps:?}"
     );
     assert_eq!(
         rig.nginx.output_client(),
