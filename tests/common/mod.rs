@@ -1575,6 +1575,7 @@ impl Rig {
         }
     }
 
+    /// nginx and the daemon binary `bin`, wired together.
     pub fn start_bin(extra_toml: &str, nginx_opts: &NginxOpts, bin: PathBuf) -> Rig {
         let hook_port = free_port();
         let nginx = Nginx::start_with(hook_port, nginx_opts);
