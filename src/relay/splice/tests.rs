@@ -1598,3 +1598,45 @@ fn a_b_frame_source_muxed_by_dts_shows_one_frame_after_the_last_picture() {
         check(&w);
     }
 }
+
+/// x264's adaptive B-frames: mini-GOPs of 1-4 frames, decoded P first
+/// (P4 B2 b1 b3 with the B-pyramid). After each whole mini-GOP the output
+/// is closed (a planned cut may go); after its P, with its B-frames still
+/// to come, it is not. The recent-PTS window then starts at whatever frame
+/// the sizes leave there: counting the hole its lower edge showed, the
+/// output stayed "open" through whole mini-GOPs, and the cut's wait ran out
+/// on a P-frame (its B-frames lost).
+#[test]
+fn the_output_is_closed_after_each_whole_mini_gop_of_adaptive_b_frames() {
+    let pts = |i: i64| (i as f64 * FRAME_MS).round() as i64;
+    let mut o = OutState::default();
+    let mut shown = 0i64;
+    let sizes = [4usize, 2, 3, 4, 1, 4, 3, 2, 4, 4, 2, 1, 3];
+    let (mut open_after_whole, mut closed_with_b_to_come) = (Vec::new(), Vec::new());
+    for (round, &n) in sizes.iter().cycle().take(80).enumerate() {
+        let order: &[i64] = match n {
+            1 => &[1],
+            2 => &[2, 1],
+            3 => &[3, 1, 2],
+            _ => &[4, 2, 1, 3],
+        };
+        for (k, i) in order.iter().enumerate() {
+            o.sent_pts(pts(shown + i));
+            if k == 0 && n > 1 && round > 8 && o.closed() {
+                closed_with_b_to_come.push(round);
+            }
+        }
+        if round > 8 && !o.closed() {
+            open_after_whole.push(round);
+        }
+        shown += n as i64;
+    }
+    assert!(
+        open_after_whole.is_empty(),
+        "open after these whole mini-GOPs: {open_after_whole:?}"
+    );
+    assert!(
+        closed_with_b_to_come.is_empty(),
+        "closed with B-frames to come in these mini-GOPs: {closed_with_b_to_come:?}"
+    );
+}
