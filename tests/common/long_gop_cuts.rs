@@ -118,15 +118,7 @@ pub fn measure(
         to,
         picture: seen.map(|s| s - decided),
         gap: viewer.longest_video_gap(from, end),
-        cut_gap: seen.and_then(|s| {
-            let before = viewer
-                .video()
-                .into_iter()
-                .filter(|f| f.at < s)
-                .map(|f| f.at)
-                .next_back()?;
-            Some(s - before)
-        }),
+        cut_gap: seen.and_then(|s| viewer.gap_into(s)),
         video_step: viewer.largest_video_pts_step(from, end),
         audio_hole: viewer.largest_audio_hole(from, end),
         squeezed: {

@@ -145,6 +145,13 @@ impl Viewer {
         None
     }
 
+    /// The gap into the video frame that arrived at `at` (a cut's first
+    /// picture): from the frame before it. None without one before.
+    pub fn gap_into(&self, at: Instant) -> Option<Duration> {
+        let before = self.video().into_iter().map(|f| f.at).rfind(|t| *t < at)?;
+        Some(at - before)
+    }
+
     /// Longest gap between decoded video frames within [from, to].
     pub fn longest_video_gap(&self, from: Instant, to: Instant) -> Duration {
         let v: Vec<Instant> = self
