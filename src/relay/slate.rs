@@ -372,11 +372,8 @@ mod tests {
         assert!(p.next_due() > 1_000_000);
     }
 
-    /// The built-in slate plays at 30 fps, so a cut away from it lands
-    /// within a frame of its last picture (it was made at 10 fps: a cut
-    /// from it held its last picture up to 0.1 s). Runs the real ffmpeg.
-    #[test]
-    fn the_built_in_slate_is_made_at_30_fps() {
+    /// The built-in slate's coded pictures, made by the real ffmpeg.
+    fn built_in_pictures() -> Vec<Tag> {
         let dir = crate::scratch::ScratchDir::new("slate");
         let clip = make(
             "ffmpeg",
@@ -386,12 +383,15 @@ mod tests {
             Duration::from_secs(60),
         )
         .expect("ffmpeg makes the slate");
-        let video: Vec<u32> = clip
-            .tags
-            .iter()
-            .filter(|t| t.is_avc_nalu())
-            .map(|t| t.ts)
-            .collect();
+        clip.tags.into_iter().filter(|t| t.is_avc_nalu()).collect()
+    }
+
+    /// The built-in slate plays at 30 fps, so a cut away from it lands
+    /// within a frame of its last picture (it was made at 10 fps: a cut
+    /// from it held its last picture up to 0.1 s). Runs the real ffmpeg.
+    #[test]
+    fn the_built_in_slate_is_made_at_30_fps() {
+        let video: Vec<u32> = built_in_pictures().iter().map(|t| t.ts).collect();
         assert!(video.len() >= 55, "{} pictures in 2 s", video.len());
         let widest = video.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
         assert!(widest <= 34, "pictures {widest} ms apart");
@@ -403,19 +403,8 @@ mod tests {
     /// picture at that cut before). Runs the real ffmpeg.
     #[test]
     fn the_built_in_slate_carries_b_frames() {
-        let dir = crate::scratch::ScratchDir::new("slate");
-        let clip = make(
-            "ffmpeg",
-            "",
-            "nobody on air",
-            &dir.0,
-            Duration::from_secs(60),
-        )
-        .expect("ffmpeg makes the slate");
-        let offsets: Vec<i32> = clip
-            .tags
+        let offsets: Vec<i32> = built_in_pictures()
             .iter()
-            .filter(|t| t.is_avc_nalu())
             .map(|t| t.composition_time())
             .collect();
         let reordered = offsets.iter().filter(|&&c| c > 0).count();
